@@ -1,0 +1,21 @@
+//! Remote execution in another process through ptrace: the `compel`
+//! analogue of `migrate`. It knows nothing about migration.
+//!
+//! Lifecycle: [`Seized::seize`] attaches with `PTRACE_SEIZE` and stops the
+//! task with `PTRACE_INTERRUPT`; [`Seized::syscall`] runs one system call
+//! inside it (registers saved and put back around it); dropping the guard
+//! detaches and lets the task run again, unless [`Seized::keep_stopped`]
+//! handed the stop over to someone else.
+//!
+//! Logging goes through `tracing`; this crate never installs a subscriber.
+
+pub mod error;
+pub mod mem;
+pub mod regs;
+pub mod seize;
+mod sys;
+
+pub use error::InjectError;
+pub use mem::RemoteMem;
+pub use regs::Regs;
+pub use seize::Seized;

@@ -1,0 +1,282 @@
+//! Length-prefixed frames: a fixed little-endian header, then a payload.
+//!
+//! ```text
+//! 0      4      6      8             16
+//! | magic | kind | flags | payload len |  payload...
+//! ```
+//!
+//! `Control` payloads are postcard-encoded [`crate::msg`] values; `Pages`
+//! payloads are a [`PagesHeader`] followed by raw page bytes, so page data
+//! never goes through serde. Every length is bounded before anything is
+//! allocated.
+
+use std::io::{self, Read, Write};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::PAGE_SIZE;
+
+/// First four bytes of every frame.
+pub const MAGIC: u32 = u32::from_le_bytes(*b"MGRT");
+/// Size of the frame header in bytes.
+pub const HEADER_LEN: usize = 16;
+/// Largest control payload accepted (a process image with many VMAs and fds).
+pub const MAX_CONTROL_LEN: u64 = 64 << 20;
+/// Largest number of pages in one `Pages` frame (8 MiB).
+pub const MAX_PAGES_PER_FRAME: u32 = 2048;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u16)]
+pub enum Kind {
+    /// Never valid on the wire.
+    Invalid = 0,
+    /// A postcard-encoded message.
+    Control = 1,
+    /// Raw page data behind a [`PagesHeader`].
+    Pages = 2,
+}
+
+impl Kind {
+    fn from_u16(v: u16) -> Option<Kind> {
+        match v {
+            1 => Some(Kind::Control),
+            2 => Some(Kind::Pages),
+            _ => None,
+        }
+    }
+}
+
+/// Errors decoding or encoding a frame.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    /// The underlying stream failed or closed.
+    #[error("connection failed: {0}")]
+    Io(#[from] io::Error),
+    /// The header did not start with [`MAGIC`].
+    #[error("bad frame magic {0:#x}: not a migrate peer")]
+    BadMagic(u32),
+    /// The header named an unknown kind.
+    #[error("unknown frame kind {0}")]
+    BadKind(u16),
+    /// A length was over its limit.
+    #[error("frame of {len} bytes is over the limit of {limit}")]
+    TooLong {
+        /// Length announced.
+        len: u64,
+        /// Limit for this kind.
+        limit: u64,
+    },
+    /// A control payload did not decode.
+    #[error("malformed message")]
+    Decode(#[from] postcard::Error),
+    /// A frame of another kind came where one was expected.
+    #[error("expected a {expected:?} frame, got {got:?}")]
+    Unexpected {
+        /// Kind wanted.
+        expected: Kind,
+        /// Kind received.
+        got: Kind,
+    },
+    /// A `Pages` header was inconsistent with its payload.
+    #[error("malformed page frame: {0}")]
+    BadPages(&'static str),
+}
+
+/// Header in front of the raw bytes of a `Pages` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PagesHeader {
+    /// Page-aligned address (in the source's address space at dump time).
+    pub addr: u64,
+    /// Number of pages that follow.
+    pub npages: u32,
+}
+
+impl PagesHeader {
+    /// Encoded size.
+    pub const LEN: usize = 16;
+
+    fn encode(&self) -> [u8; Self::LEN] {
+        let mut b = [0u8; Self::LEN];
+        b[..8].copy_from_slice(&self.addr.to_le_bytes());
+        b[8..12].copy_from_slice(&self.npages.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8; Self::LEN]) -> PagesHeader {
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&b[..8]);
+        let mut n = [0u8; 4];
+        n.copy_from_slice(&b[8..12]);
+        PagesHeader {
+            addr: u64::from_le_bytes(a),
+            npages: u32::from_le_bytes(n),
+        }
+    }
+}
+
+/// A frame read from a stream.
+#[derive(Debug)]
+pub enum Frame {
+    /// A control payload, still encoded.
+    Control(Vec<u8>),
+    /// Pages and their bytes (`npages * PAGE_SIZE` long).
+    Pages(PagesHeader, Vec<u8>),
+}
+
+fn write_header(w: &mut impl Write, kind: Kind, len: u64) -> io::Result<()> {
+    let mut h = [0u8; HEADER_LEN];
+    h[..4].copy_from_slice(&MAGIC.to_le_bytes());
+    h[4..6].copy_from_slice(&(kind as u16).to_le_bytes());
+    h[8..].copy_from_slice(&len.to_le_bytes());
+    w.write_all(&h)
+}
+
+/// Writes one control message.
+pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    let body = postcard::to_stdvec(msg)?;
+    write_header(w, Kind::Control, body.len() as u64)?;
+    w.write_all(&body)?;
+    w.flush()?;
+    Ok(())
+}
+
+/// Writes one `Pages` frame; `data` must be a whole number of pages.
+pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), FrameError> {
+    let npages = data.len() as u64 / PAGE_SIZE;
+    if !(data.len() as u64).is_multiple_of(PAGE_SIZE) || npages > u64::from(MAX_PAGES_PER_FRAME) {
+        return Err(FrameError::BadPages(
+            "not a whole number of pages or too many",
+        ));
+    }
+    let hdr = PagesHeader {
+        addr,
+        npages: u32::try_from(npages).map_err(|_| FrameError::BadPages("too many pages"))?,
+    };
+    write_header(w, Kind::Pages, (PagesHeader::LEN + data.len()) as u64)?;
+    w.write_all(&hdr.encode())?;
+    w.write_all(data)?;
+    Ok(())
+}
+
+/// Reads one frame, checking magic, kind and length before allocating.
+pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
+    let mut h = [0u8; HEADER_LEN];
+    r.read_exact(&mut h)?;
+    let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
+    if magic != MAGIC {
+        return Err(FrameError::BadMagic(magic));
+    }
+    let kind_raw = u16::from_le_bytes([h[4], h[5]]);
+    let kind = Kind::from_u16(kind_raw).ok_or(FrameError::BadKind(kind_raw))?;
+    let mut l = [0u8; 8];
+    l.copy_from_slice(&h[8..]);
+    let len = u64::from_le_bytes(l);
+    match kind {
+        Kind::Control => {
+            if len > MAX_CONTROL_LEN {
+                return Err(FrameError::TooLong {
+                    len,
+                    limit: MAX_CONTROL_LEN,
+                });
+            }
+            let mut body = vec![0u8; len as usize];
+            r.read_exact(&mut body)?;
+            Ok(Frame::Control(body))
+        }
+        Kind::Pages => {
+            let limit = PagesHeader::LEN as u64 + u64::from(MAX_PAGES_PER_FRAME) * PAGE_SIZE;
+            if len > limit {
+                return Err(FrameError::TooLong { len, limit });
+            }
+            if len < PagesHeader::LEN as u64 {
+                return Err(FrameError::BadPages("shorter than its header"));
+            }
+            let mut hb = [0u8; PagesHeader::LEN];
+            r.read_exact(&mut hb)?;
+            let hdr = PagesHeader::decode(&hb);
+            let data_len = len - PagesHeader::LEN as u64;
+            if hdr.npages > MAX_PAGES_PER_FRAME
+                || u64::from(hdr.npages) * PAGE_SIZE != data_len
+                || !hdr.addr.is_multiple_of(PAGE_SIZE)
+            {
+                return Err(FrameError::BadPages("header disagrees with payload"));
+            }
+            let mut data = vec![0u8; data_len as usize];
+            r.read_exact(&mut data)?;
+            Ok(Frame::Pages(hdr, data))
+        }
+        Kind::Invalid => Err(FrameError::BadKind(0)),
+    }
+}
+
+/// Reads one frame that must be a control message of type `T`.
+pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
+    match read_frame(r)? {
+        Frame::Control(body) => Ok(postcard::from_bytes(&body)?),
+        Frame::Pages(..) => Err(FrameError::Unexpected {
+            expected: Kind::Control,
+            got: Kind::Pages,
+        }),
+    }
+}
+
+/// Decodes an already-read control payload.
+pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
+    Ok(postcard::from_bytes(body)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pages_round_trip() {
+        let data = vec![7u8; 2 * PAGE_SIZE as usize];
+        let mut buf = Vec::new();
+        write_pages(&mut buf, 0x7000_0000, &data).unwrap();
+        match read_frame(&mut buf.as_slice()).unwrap() {
+            Frame::Pages(h, d) => {
+                assert_eq!(h.addr, 0x7000_0000);
+                assert_eq!(h.npages, 2);
+                assert_eq!(d, data);
+            }
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn rejects_bad_magic_and_oversize() {
+        let mut buf = vec![0u8; HEADER_LEN];
+        assert!(matches!(
+            read_frame(&mut buf.as_slice()),
+            Err(FrameError::BadMagic(0))
+        ));
+        buf.clear();
+        write_header(&mut buf, Kind::Control, MAX_CONTROL_LEN + 1).unwrap();
+        assert!(matches!(
+            read_frame(&mut buf.as_slice()),
+            Err(FrameError::TooLong { .. })
+        ));
+        buf.clear();
+        write_header(&mut buf, Kind::Pages, 20).unwrap();
+        buf.extend_from_slice(&PagesHeader { addr: 0, npages: 1 }.encode());
+        buf.extend_from_slice(&[0u8; 4]);
+        assert!(matches!(
+            read_frame(&mut buf.as_slice()),
+            Err(FrameError::BadPages(_))
+        ));
+    }
+
+    #[test]
+    fn rejects_truncated_stream() {
+        let mut buf = Vec::new();
+        write_msg(&mut buf, &"hello").unwrap();
+        buf.truncate(buf.len() - 1);
+        assert!(matches!(
+            read_frame(&mut buf.as_slice()),
+            Err(FrameError::Io(_))
+        ));
+    }
+}

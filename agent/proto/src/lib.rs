@@ -1,0 +1,48 @@
+//! The wire protocol and the process image model of `migrate`.
+//!
+//! Everything that crosses a socket lives here: the frame header
+//! ([`frame`]), the control messages between the CLI and its agent and
+//! between two agents ([`msg`]), the process image shipped at freeze time
+//! ([`image`]) and the per-migration record ([`record`]).
+//!
+//! # A migration on the wire
+//!
+//! ```text
+//! source S                                   destination D
+//!  | -- control lane: Hello{Control} ----------> |
+//!  | <------------------------- Welcome -------- |
+//!  | -- FileCheck -----------------------------> |  (before the freeze)
+//!  | <------------------------ FileVerdict ----- |
+//!  |   freeze, dump                              |
+//!  | -- Core(image) + Pages(eager)* + EagerDone > |  restore, all threads stopped
+//!  | <------------------------- Ready ---------- |
+//!  | -- Commit --------------------------------> |  point of no return on S
+//!  | <------------------------- Resumed -------- |  downtime ends
+//!  | == demand lane: PageRequest -> Pages ====== |
+//!  | == bulk lane:   Pages* -> PushDone ======== |
+//!  | <------------------------- Complete ------- |  every lazy page in
+//!  |   kill the frozen original                  |
+//!  | -- Done ----------------------------------> |
+//! ```
+//!
+//! Before `Commit` any failure on either side aborts: S resumes the
+//! original untouched and D kills what it built. After `Commit` the
+//! original never runs again.
+//!
+//! # Versions
+//!
+//! The first frame of every connection is a `Hello` carrying
+//! [`PROTOCOL_VERSION`]; a peer speaking another version is refused with a
+//! clear error before anything else is exchanged.
+#![deny(unsafe_code)]
+
+pub mod frame;
+pub mod image;
+pub mod msg;
+pub mod record;
+
+/// Version of the agent-to-agent and CLI-to-agent protocol.
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// Size of a page on the supported architecture (x86_64).
+pub const PAGE_SIZE: u64 = 4096;

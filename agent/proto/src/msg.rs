@@ -1,0 +1,250 @@
+//! Control messages: CLI ↔ agent (Unix socket) and agent ↔ agent (TCP).
+
+use serde::{Deserialize, Serialize};
+
+use crate::image::{FileIdent, ProcessImage};
+use crate::record::MigrationRecord;
+
+/// How pages move. Only `PostCopy` and `StopCopy` are built so far.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Mode {
+    /// Core + eager set at the freeze, the rest on demand and pushed.
+    PostCopy,
+    /// Every page during the freeze.
+    StopCopy,
+}
+
+/// Options of one migration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MigrateOptions {
+    /// Transfer mode.
+    pub mode: Mode,
+    /// Cap on the background push, MiB/s (`None`: as fast as possible;
+    /// `Some(0)`: no push, demand only).
+    pub push_rate_mib: Option<u64>,
+    /// Pages fetched per demand fault (the faulting one included).
+    pub prefetch_pages: u32,
+}
+
+impl Default for MigrateOptions {
+    fn default() -> Self {
+        MigrateOptions {
+            mode: Mode::PostCopy,
+            push_rate_mib: None,
+            prefetch_pages: 16,
+        }
+    }
+}
+
+/// CLI → agent.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Request {
+    /// Opening message.
+    Hello {
+        /// Must be [`crate::PROTOCOL_VERSION`].
+        version: u32,
+    },
+    /// Run the pre-flight checks only.
+    Check {
+        /// Target pid.
+        pid: i32,
+    },
+    /// Migrate a process.
+    Migrate {
+        /// Target pid.
+        pid: i32,
+        /// Peer name or `ADDR:PORT`.
+        to: String,
+        /// Answer once the process runs on the destination.
+        detach: bool,
+        /// Options.
+        opts: MigrateOptions,
+    },
+}
+
+/// Agent → CLI.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum Reply {
+    /// Answer to `Hello`.
+    Welcome {
+        /// Agent's protocol version.
+        version: u32,
+        /// Agent's host name.
+        name: String,
+    },
+    /// Pre-flight passed (answer to `Check`).
+    Movable {
+        /// Summary of what would move.
+        summary: String,
+    },
+    /// The request was refused; the process was not touched.
+    Refused {
+        /// One line per obstacle.
+        reasons: Vec<String>,
+    },
+    /// The process runs on the destination (sent before `Complete`).
+    Resumed(MigrationRecord),
+    /// The migration is complete; the original is gone.
+    Complete(MigrationRecord),
+    /// The migration failed. `resumed_original` says whether the original
+    /// runs again on this host.
+    Failed {
+        /// What went wrong.
+        error: String,
+        /// The original was resumed untouched.
+        resumed_original: bool,
+    },
+}
+
+/// Role of a TCP connection between agents, named in its first frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Lane {
+    /// Control of one migration.
+    Control,
+    /// Demand faults of migration `id` (priority).
+    Demand(u64),
+    /// Background push of migration `id`.
+    Bulk(u64),
+    /// The relay of descriptor `fd` (a standard stream) of migration `id`.
+    Stdio(u64, i32),
+    /// The deputy left on the home host for migration `id`.
+    Deputy(u64),
+}
+
+/// First frame on every agent-to-agent connection.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PeerHello {
+    /// Must be [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// Sender's host name.
+    pub from: String,
+    /// What this connection is for.
+    pub lane: Lane,
+}
+
+/// Answer to [`PeerHello`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum PeerWelcome {
+    /// Accepted.
+    Ok {
+        /// Receiver's host name.
+        name: String,
+        /// Receiver's protocol version.
+        version: u32,
+    },
+    /// Refused, with the reason.
+    Refused(String),
+}
+
+/// A file the destination must have, identical.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FileNeed {
+    /// Absolute path.
+    pub path: String,
+    /// Required identity (`None`: the file must only exist, e.g. an open
+    /// log file that both hosts share).
+    pub ident: Option<FileIdent>,
+    /// Why it is needed (e.g. "mapped at 0x7f..", "fd 1").
+    pub why: String,
+    /// The descriptor that has it open, if its content can be shipped
+    /// when the destination lacks it, and its size.
+    pub ship: Option<(i32, u64)>,
+    /// Already deleted on the source: always shipped, never checked.
+    pub deleted: bool,
+    /// For a file a descriptor has open: device, inode and identity on the
+    /// source, to tell the same file (shared filesystem) or an identical
+    /// copy from a different file at the same path.
+    pub same_file: Option<(u64, u64, FileIdent)>,
+}
+
+/// Source → destination on the control lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum SourceMsg {
+    /// Before the freeze: can you open these?
+    FileCheck(Vec<FileNeed>),
+    /// The core, then `Pages` frames of the eager set, then `EagerDone`.
+    Core {
+        /// Migration id (names the demand and bulk lanes).
+        id: u64,
+        /// The image.
+        image: Box<ProcessImage>,
+        /// Options.
+        opts: MigrateOptions,
+    },
+    /// All eager pages sent.
+    EagerDone,
+    /// The original will never run again: resume yours, and deliver
+    /// these signals that were pending on the original.
+    Commit {
+        /// Signal numbers.
+        signals: Vec<i32>,
+    },
+    /// Give up; kill what you built.
+    Abort(String),
+    /// The original is gone; post-copy is over.
+    Done,
+}
+
+/// Destination → source on the control lane.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub enum DestMsg {
+    /// Answer to `FileCheck`.
+    FileVerdict {
+        /// One line per file that is missing or differs and cannot be shipped.
+        refused: Vec<String>,
+        /// Files missing here whose content the source should ship.
+        missing: Vec<String>,
+        /// Files a descriptor has open that are a different file here:
+        /// the source ships a private copy (never replacing this one).
+        different: Vec<String>,
+    },
+    /// Rebuilt, all threads stopped, waiting for `Commit`.
+    Ready {
+        /// Pid on the destination.
+        pid: i32,
+    },
+    /// Running on the destination.
+    Resumed,
+    /// Every lazy page is installed or discarded.
+    Complete {
+        /// Pages the process discarded before they arrived.
+        discarded_pages: u64,
+        /// Network-served faults (sampled).
+        faults: Vec<crate::record::FaultSample>,
+    },
+    /// Restore or post-copy failed.
+    Failed(String),
+}
+
+/// Destination → source on the demand lane.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PageRequest {
+    /// First page (source address).
+    pub addr: u64,
+    /// Number of pages.
+    pub npages: u32,
+}
+
+/// Between a deputy (the stand-in left on the home host, keeping the
+/// process's pid, parent and terminal there) and the destination agent.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub enum DeputyMsg {
+    /// Deputy → destination: deliver this signal to the process.
+    Signal(i32),
+    /// Destination → deputy: the process moved on; its agent there is at
+    /// `addr` and the migration is `id`.
+    Moved {
+        /// New host's agent.
+        addr: std::net::SocketAddr,
+        /// Migration id (names the deputy's lane there).
+        id: u64,
+    },
+    /// Destination → deputy: the process ended, with this exit code or by
+    /// this signal.
+    Exited {
+        /// Exit code, when it exited.
+        code: Option<i32>,
+        /// Signal, when one killed it.
+        signal: Option<i32>,
+    },
+}

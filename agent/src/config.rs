@@ -1,0 +1,171 @@
+//! Agent settings: command-line flags over an optional TOML file.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use thiserror::Error;
+
+/// Default control socket.
+pub const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
+
+/// Bad settings.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for these settings.
+    #[error("{path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: toml::de::Error,
+    },
+    /// A peer is not `NAME=ADDR:PORT`.
+    #[error("bad peer {0:?}: expected NAME=ADDR:PORT")]
+    Peer(String),
+    /// A setting is missing.
+    #[error("missing setting: {0}")]
+    Missing(&'static str),
+}
+
+/// The settings file; every key is optional, flags override.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Host name of this agent.
+    pub name: Option<String>,
+    /// Address for peer agents, `ADDR:PORT`.
+    pub listen: Option<SocketAddr>,
+    /// Control socket path.
+    pub socket: Option<PathBuf>,
+    /// Known peers by name.
+    #[serde(default)]
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// Largest open file shipped when the destination lacks it, MiB.
+    pub ship_limit_mib: Option<u64>,
+}
+
+/// Effective settings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Host name of this agent.
+    pub name: String,
+    /// Address for peer agents.
+    pub listen: SocketAddr,
+    /// Control socket path.
+    pub socket: PathBuf,
+    /// Known peers by name.
+    pub peers: BTreeMap<String, SocketAddr>,
+    /// Largest open file shipped when the destination lacks it (or it was
+    /// deleted), MiB.
+    pub ship_limit_mib: u64,
+}
+
+/// Default of [`Config::ship_limit_mib`].
+pub const DEFAULT_SHIP_LIMIT_MIB: u64 = 64;
+
+/// Parses `NAME=ADDR:PORT`.
+pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), ConfigError> {
+    let (name, addr) = s
+        .split_once('=')
+        .ok_or_else(|| ConfigError::Peer(s.into()))?;
+    let addr = addr.parse().map_err(|_| ConfigError::Peer(s.into()))?;
+    if name.is_empty() {
+        return Err(ConfigError::Peer(s.into()));
+    }
+    Ok((name.to_string(), addr))
+}
+
+impl Config {
+    /// Merges the file at `file` (if any) with flag values.
+    pub fn build(
+        file: Option<&Path>,
+        name: Option<String>,
+        listen: Option<SocketAddr>,
+        socket: Option<PathBuf>,
+        peers: &[String],
+        ship_limit_mib: Option<u64>,
+    ) -> Result<Config, ConfigError> {
+        let fc = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.into(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|source| ConfigError::Parse {
+                    path: p.into(),
+                    source,
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let mut all_peers = fc.peers;
+        for p in peers {
+            let (n, a) = parse_peer(p)?;
+            all_peers.insert(n, a);
+        }
+        Ok(Config {
+            name: name.or(fc.name).ok_or(ConfigError::Missing("--name"))?,
+            listen: listen
+                .or(fc.listen)
+                .ok_or(ConfigError::Missing("--listen"))?,
+            socket: socket
+                .or(fc.socket)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET)),
+            peers: all_peers,
+            ship_limit_mib: ship_limit_mib
+                .or(fc.ship_limit_mib)
+                .unwrap_or(DEFAULT_SHIP_LIMIT_MIB),
+        })
+    }
+
+    /// Resolves a destination given as a peer name or `ADDR:PORT`.
+    pub fn resolve(&self, to: &str) -> Option<SocketAddr> {
+        self.peers.get(to).copied().or_else(|| to.parse().ok())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_file() {
+        let dir = std::env::temp_dir().join(format!("migrate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let f = dir.join("agent.toml");
+        std::fs::write(
+            &f,
+            "name = \"a\"\nlisten = \"127.0.0.1:1\"\n[peers]\nb = \"127.0.0.1:2\"\n",
+        )
+        .unwrap();
+        let c = Config::build(
+            Some(&f),
+            Some("x".into()),
+            None,
+            None,
+            &["c=127.0.0.1:3".into()],
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.ship_limit_mib, DEFAULT_SHIP_LIMIT_MIB);
+        assert_eq!(c.name, "x");
+        assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());
+        assert_eq!(c.socket, PathBuf::from(DEFAULT_SOCKET));
+        assert_eq!(c.resolve("b"), Some("127.0.0.1:2".parse().unwrap()));
+        assert_eq!(c.resolve("c"), Some("127.0.0.1:3".parse().unwrap()));
+        assert_eq!(c.resolve("10.0.0.1:5"), Some("10.0.0.1:5".parse().unwrap()));
+        assert_eq!(c.resolve("nope"), None);
+        assert!(parse_peer("bad").is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,268 @@
+//! The agent daemon: the control socket for local users and the TCP
+//! listener for peer agents.
+
+use std::collections::HashSet;
+use std::io;
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use migrate_proto::frame;
+use migrate_proto::msg::{Lane, Reply, Request};
+use migrate_proto::PROTOCOL_VERSION;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::config::Config;
+use crate::peer::{self, LaneTable};
+use crate::source::{self, SourceCtx};
+use crate::{dest, error_chain, preflight, sys};
+
+/// The daemon could not start.
+#[derive(Debug, Error)]
+pub enum StartError {
+    /// Binding the control socket failed.
+    #[error("cannot listen on {path}: {source}")]
+    Socket {
+        /// Socket path.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+    /// Binding the peer listener failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// Address.
+        addr: std::net::SocketAddr,
+        /// Why.
+        source: io::Error,
+    },
+    /// Locating our own executable (the restore stub) failed.
+    #[error("cannot find the agent's executable: {0}")]
+    Exe(io::Error),
+}
+
+/// Shared state of a running agent.
+pub struct Agent {
+    config: Config,
+    lanes: LaneTable,
+    in_flight: Mutex<HashSet<i32>>,
+    stub: PathBuf,
+}
+
+/// Marks a pid as being migrated for as long as it lives.
+struct Claim<'a> {
+    agent: &'a Agent,
+    pid: i32,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.agent
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.pid);
+    }
+}
+
+impl Agent {
+    fn claim(&self, pid: i32) -> Option<Claim<'_>> {
+        let fresh = self
+            .in_flight
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(pid);
+        // (Built only when fresh: a dropped Claim releases the pid.)
+        if fresh {
+            Some(Claim { agent: self, pid })
+        } else {
+            None
+        }
+    }
+}
+
+/// Binds both endpoints and serves forever.
+pub fn run(config: Config) -> Result<(), StartError> {
+    let stub = std::env::current_exe().map_err(StartError::Exe)?;
+    // Rebuilt processes become our children once their stub's parent is
+    // gone: we reap them and learn how they end (for deputies).
+    if let Err(e) = sys::become_subreaper() {
+        warn!(error = %e, "cannot become a subreaper: deputies will not learn exit codes");
+    }
+    let tcp = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
+        addr: config.listen,
+        source,
+    })?;
+    let sock_err = |source| StartError::Socket {
+        path: config.socket.clone(),
+        source,
+    };
+    if let Some(dir) = config.socket.parent() {
+        std::fs::create_dir_all(dir).map_err(sock_err)?;
+    }
+    // A socket left by an agent that died is replaced; a live one is not.
+    if UnixStream::connect(&config.socket).is_ok() {
+        return Err(sock_err(io::Error::new(
+            io::ErrorKind::AddrInUse,
+            "another agent is listening there",
+        )));
+    }
+    let _ = std::fs::remove_file(&config.socket);
+    let unix = UnixListener::bind(&config.socket).map_err(sock_err)?;
+    // Anyone may connect; every request is authorized by SO_PEERCRED.
+    std::fs::set_permissions(&config.socket, std::fs::Permissions::from_mode(0o666))
+        .map_err(sock_err)?;
+    info!(name = %config.name, listen = %config.listen, socket = %config.socket.display(), "agent ready");
+    let agent = Arc::new(Agent {
+        config,
+        lanes: LaneTable::default(),
+        in_flight: Mutex::new(HashSet::new()),
+        stub,
+    });
+
+    let a = agent.clone();
+    std::thread::spawn(move || {
+        for conn in tcp.incoming() {
+            match conn {
+                Ok(s) => {
+                    let a = a.clone();
+                    std::thread::spawn(move || serve_peer(&a, s));
+                }
+                Err(e) => warn!(error = %e, "accepting a peer"),
+            }
+        }
+    });
+    for conn in unix.incoming() {
+        match conn {
+            Ok(s) => {
+                let a = agent.clone();
+                std::thread::spawn(move || {
+                    if let Err(e) = serve_control(&a, s) {
+                        debug!(error = %error_chain(&e), "control connection ended");
+                    }
+                });
+            }
+            Err(e) => warn!(error = %e, "accepting a control connection"),
+        }
+    }
+    Ok(())
+}
+
+fn serve_peer(agent: &Agent, mut s: TcpStream) {
+    let peer_addr = s.peer_addr().ok();
+    let hello = match peer::accept(&mut s, &agent.config.name) {
+        Ok(h) => h,
+        Err(e) => {
+            warn!(?peer_addr, error = %error_chain(&e), "peer greeting failed");
+            return;
+        }
+    };
+    match hello.lane {
+        Lane::Control => {
+            info!(from = %hello.from, "migration offered");
+            if let Err(e) = dest::serve(
+                &agent.config.name,
+                agent.config.listen.ip(),
+                s,
+                &agent.lanes,
+                &agent.stub,
+            ) {
+                warn!(from = %hello.from, error = %error_chain(&e), "incoming migration failed");
+            }
+        }
+        lane => agent.lanes.put(lane, s),
+    }
+}
+
+fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameError> {
+    let cred = sys::peer_cred(&s)?;
+    match frame::read_msg::<Request>(&mut s)? {
+        Request::Hello { version } if version == PROTOCOL_VERSION => {}
+        _ => {
+            return frame::write_msg(
+                &mut s,
+                &Reply::Refused {
+                    reasons: vec![format!(
+                        "the agent speaks protocol {PROTOCOL_VERSION}; update migrate"
+                    )],
+                },
+            )
+        }
+    }
+    frame::write_msg(
+        &mut s,
+        &Reply::Welcome {
+            version: PROTOCOL_VERSION,
+            name: agent.config.name.clone(),
+        },
+    )?;
+    let reply = match frame::read_msg::<Request>(&mut s)? {
+        Request::Hello { .. } => Reply::Refused {
+            reasons: vec!["unexpected second hello".into()],
+        },
+        Request::Check { pid } => match preflight::inspect(pid, cred.uid, sys::getpid(), false) {
+            Ok(i) => Reply::Movable {
+                summary: format!(
+                    "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
+                    i.pid,
+                    i.comm,
+                    i.nvmas,
+                    i.rss_kib,
+                    i.needs.len(),
+                    preflight::describe_fds(pid).join("\n")
+                ),
+            },
+            Err(r) => {
+                let mut reasons = r.0;
+                let fds = preflight::describe_fds(pid);
+                if !fds.is_empty() {
+                    reasons.push("descriptors:".into());
+                    reasons.extend(fds);
+                }
+                Reply::Refused { reasons }
+            }
+        },
+        Request::Migrate { pid, to, opts, .. } => {
+            let known = || {
+                let names: Vec<&str> = agent.config.peers.keys().map(String::as_str).collect();
+                if names.is_empty() {
+                    "this agent knows no peers".to_string()
+                } else {
+                    format!("known peers: {}", names.join(", "))
+                }
+            };
+            match agent.config.resolve(&to) {
+                None => Reply::Refused {
+                    reasons: vec![format!("unknown host {to:?} ({}); give a peer name or ADDR:PORT", known())],
+                },
+                Some(addr) if to == agent.config.name || addr == agent.config.listen => Reply::Refused {
+                    reasons: vec![format!("{to} is this host")],
+                },
+                Some(addr) => match agent.claim(pid) {
+                    None => Reply::Refused {
+                        reasons: vec![format!("pid {pid} is already being migrated")],
+                    },
+                    Some(_claim) => {
+                        let cx = SourceCtx {
+                            host: &agent.config.name,
+                            addr,
+                            to: &to,
+                            ship_limit: agent.config.ship_limit_mib << 20,
+                        };
+                        info!(pid, %to, uid = cred.uid, "migration requested");
+                        let mut w = s.try_clone()?;
+                        source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {
+                            // The client may have gone (--detach): keep going.
+                            let _ = frame::write_msg(&mut w, r);
+                        })
+                    }
+                },
+            }
+        }
+    };
+    let _ = frame::write_msg(&mut s, &reply);
+    Ok(())
+}

@@ -1,0 +1,165 @@
+//! The deputy: what stays on the home host in the place of a process that
+//! had a terminal. The frozen original is turned into it (an injected
+//! execve), so it keeps the pid, parent, process group, session and
+//! terminal that the shell or session leader knows; it passes the signals
+//! it gets (^C, hang-up, ...) to the process, and ends with the process's
+//! exit code or signal.
+
+use std::io;
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use migrate_proto::frame;
+use migrate_proto::msg::{DeputyMsg, Lane};
+
+use crate::peer;
+
+/// Signals the deputy passes on.
+const FORWARDED: [i32; 6] = [
+    libc::SIGINT,
+    libc::SIGQUIT,
+    libc::SIGTERM,
+    libc::SIGHUP,
+    libc::SIGUSR1,
+    libc::SIGUSR2,
+];
+
+static PENDING: AtomicU64 = AtomicU64::new(0);
+
+/// Processes on this host whose deputy is on another host, with the
+/// channel to the thread serving that deputy.
+static HOSTED: std::sync::Mutex<Vec<(i32, Option<std::sync::mpsc::Sender<DeputyMsg>>)>> =
+    std::sync::Mutex::new(Vec::new());
+
+/// Whether process `pid` here has a deputy elsewhere.
+pub fn has_deputy(pid: i32) -> bool {
+    HOSTED
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .any(|(p, _)| *p == pid)
+}
+
+/// Marks process `pid` as having (or no longer having) a deputy elsewhere.
+pub fn hosted(pid: i32, yes: bool) {
+    let mut h = HOSTED.lock().unwrap_or_else(|e| e.into_inner());
+    h.retain(|(p, _)| *p != pid);
+    if yes {
+        h.push((pid, None));
+    }
+}
+
+/// The process moved on: tell its deputy where (before the process here
+/// is ended, so the deputy never hears of that end).
+pub fn moved(pid: i32, addr: SocketAddr, id: u64) {
+    let mut h = HOSTED.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(pos) = h.iter().position(|(p, _)| *p == pid) {
+        if let (_, Some(tx)) = h.remove(pos) {
+            let _ = tx.send(DeputyMsg::Moved { addr, id });
+        }
+    }
+}
+
+extern "C" fn on_signal(sig: libc::c_int) {
+    PENDING.fetch_or(1 << sig, Ordering::Relaxed);
+}
+
+/// Body of `migrate-agent __deputy ADDR ID HOST`.
+pub fn run(args: &[String]) -> ! {
+    let code = match serve(args) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("migrate deputy: {e}");
+            1
+        }
+    };
+    std::process::exit(code)
+}
+
+fn serve(args: &[String]) -> io::Result<()> {
+    let (Some(addr), Some(id), Some(host)) = (args.first(), args.get(1), args.get(2)) else {
+        return Err(io::Error::other("usage: __deputy ADDR ID HOST"));
+    };
+    let addr: SocketAddr = addr.parse().map_err(|_| io::Error::other("bad address"))?;
+    let id: u64 = id.parse().map_err(|_| io::Error::other("bad id"))?;
+    // The original's signal state came through the execve: start clean.
+    crate::sys::reset_signals();
+    for sig in FORWARDED {
+        crate::sys::set_handler(sig, on_signal);
+    }
+    let (mut s, _) = peer::connect(addr, host, Lane::Deputy(id)).map_err(io::Error::other)?;
+    s.set_read_timeout(Some(Duration::from_millis(100)))?;
+    loop {
+        let pending = PENDING.swap(0, Ordering::Relaxed);
+        for sig in FORWARDED {
+            if pending & (1 << sig) != 0 {
+                frame::write_msg(&mut s, &DeputyMsg::Signal(sig)).map_err(io::Error::other)?;
+            }
+        }
+        match frame::read_msg::<DeputyMsg>(&mut s) {
+            Ok(DeputyMsg::Exited { code, signal }) => {
+                if let Some(sig) = signal {
+                    crate::sys::die_by(sig);
+                }
+                std::process::exit(code.unwrap_or(0));
+            }
+            Ok(DeputyMsg::Moved { addr, id }) => {
+                let (n, _) =
+                    peer::connect(addr, host, Lane::Deputy(id)).map_err(io::Error::other)?;
+                n.set_read_timeout(Some(Duration::from_millis(100)))?;
+                s = n;
+            }
+            Ok(DeputyMsg::Signal(_)) => {}
+            Err(frame::FrameError::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) => {}
+            Err(e) => return Err(io::Error::other(e)),
+        }
+    }
+}
+
+/// The destination's side: sends signals from the deputy to the process
+/// and its exit status back.
+pub fn serve_remote(
+    pid: i32,
+    mut lane: TcpStream,
+    pidfd: std::os::fd::OwnedFd,
+    tx: std::sync::mpsc::Sender<DeputyMsg>,
+    status: std::sync::mpsc::Receiver<DeputyMsg>,
+) {
+    {
+        let mut h = HOSTED.lock().unwrap_or_else(|e| e.into_inner());
+        h.retain(|(p, _)| *p != pid);
+        h.push((pid, Some(tx)));
+    }
+    std::thread::spawn(move || {
+        let _ = lane.set_read_timeout(Some(Duration::from_millis(100)));
+        loop {
+            if let Ok(msg) = status.try_recv() {
+                let _ = frame::write_msg(&mut lane, &msg);
+                if matches!(msg, DeputyMsg::Exited { .. }) {
+                    hosted(pid, false);
+                }
+                return;
+            }
+            match frame::read_msg::<DeputyMsg>(&mut lane) {
+                Ok(DeputyMsg::Signal(sig)) => {
+                    let _ = crate::sys::pidfd_kill(&pidfd, sig);
+                }
+                Ok(_) => {}
+                Err(frame::FrameError::Io(e))
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => {
+                    hosted(pid, false);
+                    return;
+                }
+            }
+        }
+    });
+}

@@ -1,0 +1,469 @@
+//! The destination's session: checks files, rebuilds the process from the
+//! core and eager pages, waits for the commit, resumes it and fills the
+//! rest of its memory as pages arrive or faults ask for them.
+
+use std::net::{Shutdown, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use migrate_proto::frame::{self, Frame, FrameError};
+use migrate_proto::image::{ProcessImage, VmaKind};
+use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
+use migrate_proto::PAGE_SIZE;
+use thiserror::Error;
+use tracing::{info, warn};
+
+use crate::fault::{FaultHandler, Outcome};
+use crate::keeper::Keeper;
+use crate::lazy::LazyMap;
+use crate::peer::LaneTable;
+use crate::preflight;
+use crate::restore::{RestoreError, Restorer};
+
+/// How long the data lanes have to follow the core.
+const LANE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a destination session ended early.
+#[derive(Debug, Error)]
+pub enum DestError {
+    /// Transport.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Rebuilding failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// The source broke the protocol or gave up.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Answers a `FileCheck`: lines for files that are missing or differ and
+/// cannot be shipped, the paths missing here that can be, and the open
+/// files that are a different file here (shipped as private copies).
+pub fn check_files(host: &str, needs: &[FileNeed]) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut refused = Vec::new();
+    let mut missing = Vec::new();
+    let mut different = Vec::new();
+    for n in needs.iter().filter(|n| !n.deleted) {
+        match std::fs::metadata(&n.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && n.ship.is_some() => {
+                missing.push(n.path.clone())
+            }
+            Err(e) => refused.push(format!(
+                "{}: cannot be opened on {host} ({e}); needed for {}",
+                n.path, n.why
+            )),
+            Ok(md) => {
+                if let Some((dev, ino, ident)) = &n.same_file {
+                    // The same file (a filesystem both hosts see as one
+                    // device), or an identical copy (same size and mtime).
+                    // Anything else, a network filesystem with a file
+                    // being written included, is refused, never reopened
+                    // blindly.
+                    let same = (md.dev() == *dev && md.ino() == *ino)
+                        || preflight::file_ident(&md) == *ident;
+                    if !same && n.ship.is_some() {
+                        different.push(n.path.clone());
+                    } else if !same {
+                        refused.push(format!(
+                            "{}: a different file has this path on {host} (size {} vs {}); needed for {}",
+                            n.path,
+                            md.len(),
+                            ident.size,
+                            n.why
+                        ));
+                    }
+                }
+                if let Some(want) = &n.ident {
+                    let have = preflight::file_ident(&md);
+                    if have != *want {
+                        refused.push(format!(
+                            "{}: differs on {host} (size {} vs {}); needed for {}",
+                            n.path, have.size, want.size, n.why
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    (refused, missing, different)
+}
+
+/// Sockets bound to a specific address of the source host are bound to
+/// `local` (this host's address) instead; wildcard and loopback stay.
+pub fn remap_socket_addresses(image: &mut ProcessImage, local: std::net::IpAddr) {
+    use migrate_proto::image::FdKind;
+    for e in &mut image.fds {
+        let FdKind::Socket { domain, addr, .. } = &mut e.kind else {
+            continue;
+        };
+        match (*domain, local) {
+            (libc::AF_INET, std::net::IpAddr::V4(ip)) if addr.len() >= 8 => {
+                let cur = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
+                if !cur.is_unspecified() && !cur.is_loopback() {
+                    addr[4..8].copy_from_slice(&ip.octets());
+                }
+            }
+            (libc::AF_INET6, std::net::IpAddr::V6(ip)) if addr.len() >= 24 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&addr[8..24]);
+                let cur = std::net::Ipv6Addr::from(o);
+                if !cur.is_unspecified() && !cur.is_loopback() {
+                    addr[8..24].copy_from_slice(&ip.octets());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs one incoming migration on control connection `ctl`.
+pub fn serve(
+    host: &str,
+    local: std::net::IpAddr,
+    mut ctl: TcpStream,
+    lanes: &LaneTable,
+    stub: &Path,
+) -> Result<(), DestError> {
+    // 1. Files.
+    let needs = match frame::read_msg::<SourceMsg>(&mut ctl)? {
+        SourceMsg::FileCheck(needs) => needs,
+        other => {
+            return Err(DestError::Protocol(format!(
+                "expected FileCheck, got {other:?}"
+            )))
+        }
+    };
+    let (refused, missing, different) = check_files(host, &needs);
+    frame::write_msg(
+        &mut ctl,
+        &DestMsg::FileVerdict {
+            refused,
+            missing,
+            different,
+        },
+    )?;
+
+    // 2. Core.
+    let (id, mut image, opts) = match frame::read_msg::<SourceMsg>(&mut ctl) {
+        Ok(SourceMsg::Core { id, image, opts }) => (id, image, opts),
+        Ok(SourceMsg::Abort(why)) => {
+            info!(%why, "source gave up before the freeze");
+            return Ok(());
+        }
+        Ok(other) => return Err(DestError::Protocol(format!("expected Core, got {other:?}"))),
+        // The source refused after the file check and closed.
+        Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
+    remap_socket_addresses(&mut image, local);
+    let result = rebuild(&mut ctl, id, &image, opts.prefetch_pages, lanes, stub);
+    if let Err(e) = &result {
+        warn!(id, error = %e, "migration failed on this side");
+        let _ = frame::write_msg(&mut ctl, &DestMsg::Failed(e.to_string()));
+    }
+    result
+}
+
+fn rebuild(
+    ctl: &mut TcpStream,
+    id: u64,
+    image: &ProcessImage,
+    prefetch: u32,
+    lanes: &LaneTable,
+    stub: &Path,
+) -> Result<(), DestError> {
+    if image.threads.is_empty() {
+        return Err(DestError::Protocol("image has no thread".into()));
+    }
+    let demand = lanes
+        .take(Lane::Demand(id), LANE_TIMEOUT)
+        .ok_or_else(|| DestError::Protocol("the demand lane never came".into()))?;
+    let bulk = lanes
+        .take(Lane::Bulk(id), LANE_TIMEOUT)
+        .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
+
+    let mut r = Restorer::start(image, stub)?;
+    let built = (|| -> Result<_, DestError> {
+        // Eager pages.
+        loop {
+            match frame::read_frame(ctl)? {
+                Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
+                Frame::Control(body) => match frame::decode::<SourceMsg>(&body)? {
+                    SourceMsg::EagerDone => break,
+                    SourceMsg::Abort(why) => {
+                        return Err(DestError::Protocol(format!("source aborted: {why}")))
+                    }
+                    other => {
+                        return Err(DestError::Protocol(format!(
+                            "expected pages, got {other:?}"
+                        )))
+                    }
+                },
+            }
+        }
+        // Lazy ranges: private anonymous VMAs with pages still to come.
+        let mut map = LazyMap::new();
+        let mut ranges = Vec::new();
+        for v in &image.mm.vmas {
+            let lazy: Vec<_> = v.pages.iter().filter(|p| !p.eager).collect();
+            if lazy.is_empty() || v.shared || !matches!(v.kind, VmaKind::Anon) {
+                continue;
+            }
+            ranges.push((v.start, v.end - v.start));
+            for p in lazy {
+                map.add(v.start + p.first * PAGE_SIZE, p.count);
+            }
+        }
+        let uffd = if ranges.is_empty() {
+            None
+        } else {
+            Some(r.userfaultfd(&ranges)?)
+        };
+        r.finish(image)?;
+        Ok((map, uffd))
+    })();
+    let (map, uffd) = match built {
+        Ok(x) => x,
+        Err(e) => {
+            r.kill();
+            return Err(e);
+        }
+    };
+    let keeper = match &uffd {
+        Some(u) => match Keeper::spawn(stub, u, r.pidfd()) {
+            Ok(k) => Some(k),
+            Err(e) => {
+                r.kill();
+                return Err(DestError::Protocol(format!("starting the keeper: {e}")));
+            }
+        },
+        None => None,
+    };
+    // The relays of forwarded standard streams: one lane each.
+    let mut streams = Vec::new();
+    for (fd, end, output) in r.take_forwarded() {
+        match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
+            Some(lane) => streams.push((fd, end, output, lane)),
+            None => {
+                r.kill();
+                return Err(DestError::Protocol(format!(
+                    "the lane for fd {fd} never came"
+                )));
+            }
+        }
+    }
+    frame::write_msg(ctl, &DestMsg::Ready { pid: r.pid })?;
+
+    // 3. Commit or abort.
+    let signals = match frame::read_msg::<SourceMsg>(ctl) {
+        Ok(SourceMsg::Commit { signals }) => signals,
+        Ok(other) => {
+            r.kill();
+            return Err(DestError::Protocol(format!(
+                "source did not commit: {other:?}"
+            )));
+        }
+        Err(e) => {
+            r.kill();
+            return Err(DestError::Protocol(format!(
+                "lost the source before commit: {e}"
+            )));
+        }
+    };
+
+    let pidfd = r
+        .pidfd()
+        .try_clone()
+        .map_err(|e| DestError::Protocol(format!("pidfd: {e}")))?;
+    let handler = match uffd {
+        Some(u) => {
+            let demand_w = demand.try_clone().map_err(FrameError::Io)?;
+            Some(Arc::new(FaultHandler::new(
+                u, map, demand_w, prefetch, pidfd,
+            )))
+        }
+        None => None,
+    };
+    let mut threads = Vec::new();
+    if let Some(h) = &handler {
+        let h1 = h.clone();
+        threads.push(std::thread::spawn(move || h1.run()));
+        for (lane, mut s) in [
+            ("demand", demand.try_clone().map_err(FrameError::Io)?),
+            ("bulk", bulk.try_clone().map_err(FrameError::Io)?),
+        ] {
+            let h2 = h.clone();
+            threads.push(std::thread::spawn(move || {
+                loop {
+                    match frame::read_frame(&mut s) {
+                        Ok(Frame::Pages(hd, data)) => h2.install(hd.addr, &data),
+                        Ok(Frame::Control(_)) => {
+                            h2.end(Outcome::Failed(format!(
+                                "unexpected message on the {lane} lane"
+                            )));
+                            return;
+                        }
+                        Err(e) => {
+                            // The push lane closes when everything is sent.
+                            if lane == "demand" || h2.left() > 0 && !is_eof(&e) {
+                                h2.end(Outcome::Failed(format!(
+                                    "lost the source ({lane} lane): {e}"
+                                )));
+                            }
+                            return;
+                        }
+                    }
+                }
+            }));
+        }
+    }
+    let has_terminal = image.deputy
+        || image.fds.iter().any(|e| {
+            matches!(
+                e.kind,
+                migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+            )
+        });
+    let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
+    let new_pid = r.resume(&signals)?;
+    if has_terminal {
+        // From now on it has a deputy at home (made at completion).
+        crate::deputy::hosted(new_pid, true);
+    }
+    // Reap the process when it ends (we are its subreaper) and tell its
+    // deputy, if it has one, how it ended.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let deputy_tx = tx.clone();
+    let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
+    std::thread::spawn(move || {
+        if let Ok((code, signal)) = crate::sys::wait_exit(new_pid, &reap_pidfd) {
+            if tx
+                .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
+                .is_err()
+            {
+                // Nobody serves a deputy for it (none, or post-copy failed).
+                crate::deputy::hosted(new_pid, false);
+            }
+        }
+    });
+
+    for (fd, end, output, lane) in streams {
+        if output {
+            crate::relay::spawn_to_peer(fd, end, lane);
+        } else {
+            crate::relay::spawn_from_peer(fd, lane, end);
+        }
+    }
+    info!(id, new_pid, "resumed");
+    frame::write_msg(ctl, &DestMsg::Resumed)?;
+
+    let (outcome, discarded, faults) = match &handler {
+        Some(h) => h.wait(),
+        None => (Outcome::Complete, 0, Vec::new()),
+    };
+    // Unblock the lane readers.
+    let _ = demand.shutdown(Shutdown::Both);
+    let _ = bulk.shutdown(Shutdown::Both);
+    for t in threads {
+        let _ = t.join();
+    }
+    // Every userfaultfd of ours is closed by now: the keeper's copy is the
+    // last, and its exit unregisters the ranges.
+    match (&outcome, keeper) {
+        (Outcome::Complete | Outcome::Exited, Some(k)) => k.release(),
+        (_, k) => drop(k),
+    }
+    match outcome {
+        Outcome::Complete | Outcome::Exited => {
+            if outcome == Outcome::Exited {
+                info!(id, new_pid, "the process exited during post-copy");
+            }
+            frame::write_msg(
+                ctl,
+                &DestMsg::Complete {
+                    discarded_pages: discarded,
+                    faults,
+                },
+            )?;
+            // Wait for the source's Done (or its close).
+            let _ = ctl.set_read_timeout(Some(Duration::from_secs(30)));
+            let _ = frame::read_msg::<SourceMsg>(ctl);
+            info!(id, new_pid, "post-copy complete");
+            if has_terminal {
+                // The source turns the original into a deputy now.
+                match lanes.take(Lane::Deputy(id), Duration::from_secs(30)) {
+                    Some(lane) => {
+                        crate::deputy::serve_remote(new_pid, lane, deputy_pidfd, deputy_tx, rx)
+                    }
+                    None => {
+                        crate::deputy::hosted(new_pid, false);
+                        warn!(id, "the deputy never called");
+                    }
+                }
+            }
+            Ok(())
+        }
+        Outcome::Failed(why) => Err(DestError::Protocol(why)),
+    }
+}
+
+fn is_eof(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrate_proto::image::{FdEntry, FdKind};
+
+    fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&port.to_be_bytes());
+        a.extend_from_slice(&ip);
+        a.extend_from_slice(&[0u8; 8]);
+        a
+    }
+
+    fn socket(addr: Vec<u8>) -> FdEntry {
+        FdEntry {
+            fd: 3,
+            kind: FdKind::Socket {
+                flags: 0,
+                domain: libc::AF_INET,
+                stype: libc::SOCK_STREAM,
+                protocol: 0,
+                addr,
+                listen: Some(5),
+                options: Vec::new(),
+            },
+        }
+    }
+
+    fn addr_of(e: &FdEntry) -> Vec<u8> {
+        match &e.kind {
+            FdKind::Socket { addr, .. } => addr.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn source_addresses_become_ours_wildcard_and_loopback_stay() {
+        let here: std::net::IpAddr = "10.77.0.2".parse().unwrap();
+        for (before, after) in [
+            (v4([10, 77, 0, 1], 8000), v4([10, 77, 0, 2], 8000)),
+            (v4([0, 0, 0, 0], 8000), v4([0, 0, 0, 0], 8000)),
+            (v4([127, 0, 0, 1], 8000), v4([127, 0, 0, 1], 8000)),
+        ] {
+            let mut image: ProcessImage = serde_json::from_str(IMAGE).unwrap();
+            image.fds = vec![socket(before)];
+            remap_socket_addresses(&mut image, here);
+            assert_eq!(addr_of(&image.fds[0]), after);
+        }
+    }
+
+    const IMAGE: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;
+}

@@ -1,0 +1,836 @@
+//! Freeze and dump: stop the process with ptrace and collect its image.
+//!
+//! Order: seize, read registers, inject the few syscalls that read state
+//! `/proc` does not show (exact `brk`, signal dispositions, the
+//! `clear_child_tid` address) through a scratch page that is unmapped
+//! again, then read the memory map and classify every page with
+//! `/proc/<pid>/pagemap`.
+
+use std::fs;
+
+use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
+use migrate_proto::image::{
+    AltStack, Creds, EpollWatch, FdEntry, FdKind, ITimer, MemfdState, MmFields, MmState, PageRun,
+    PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile, SigAction,
+    ThreadState, Vma, VmaKind,
+};
+use migrate_proto::msg::Mode;
+use migrate_proto::PAGE_SIZE;
+
+use crate::preflight::{self, Refusal};
+use crate::procfs;
+use crate::sys;
+
+/// Errors while freezing or dumping.
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    /// ptrace or injection failed.
+    #[error("freezing the process failed")]
+    Inject(#[from] InjectError),
+    /// Reading procfs failed.
+    #[error("reading /proc/{pid}/{what} failed")]
+    Proc {
+        /// Pid.
+        pid: i32,
+        /// File.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The process changed between pre-flight and freeze.
+    #[error("process changed before the freeze: {}", .0.0.join("; "))]
+    Refused(Refusal),
+    /// No `syscall` instruction to inject from.
+    #[error("no vDSO found in process {0}: cannot inject syscalls")]
+    NoVdso(i32),
+}
+
+/// A frozen process and its image.
+pub struct Frozen {
+    /// The stopped threads, the leader first (they resume on drop).
+    pub tasks: Vec<Seized>,
+    /// Its memory, for serving pages.
+    pub mem: RemoteMem,
+    /// The image.
+    pub image: ProcessImage,
+}
+
+const PR_GET_TID_ADDRESS: u64 = 40;
+const PR_GET_DUMPABLE: u64 = 3;
+const PR_GET_PDEATHSIG: u64 = 2;
+const PR_GET_NO_NEW_PRIVS: u64 = 39;
+/// Pages above the stack pointer shipped eagerly.
+const EAGER_STACK_PAGES: u64 = 16;
+
+fn proc_err(pid: i32, what: &'static str) -> impl FnOnce(std::io::Error) -> DumpError {
+    move |source| DumpError::Proc { pid, what, source }
+}
+
+/// Finds a `syscall` instruction (`0f 05`) in the process's vDSO.
+pub fn find_syscall_insn(mem: &RemoteMem, maps: &[procfs::MapsEntry]) -> Option<(u64, u64)> {
+    let vdso = maps.iter().find(|m| m.path == "[vdso]")?;
+    let mut buf = vec![0u8; (vdso.end - vdso.start) as usize];
+    mem.read(vdso.start, &mut buf).ok()?;
+    let off = buf.windows(2).position(|w| w == [0x0f, 0x05])?;
+    Some((vdso.start + off as u64, fnv1a(&buf)))
+}
+
+/// FNV-1a over a byte string.
+pub fn fnv1a(b: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &x in b {
+        h ^= u64::from(x);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h
+}
+
+/// Freezes `pid` and collects its image. On error the process is resumed
+/// (the `Seized` guard detaches on drop).
+pub fn freeze_and_dump(
+    pid: i32,
+    caller_uid: u32,
+    mode: Mode,
+    ship: &[(i32, bool)],
+) -> Result<Frozen, DumpError> {
+    let mut tasks = freeze_threads(pid)?;
+    // The process may have changed since pre-flight: check again, frozen.
+    preflight::inspect(pid, caller_uid, sys::getpid(), true).map_err(DumpError::Refused)?;
+    let mem = RemoteMem::open(pid)?;
+    let maps0 = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
+    let (insn, vdso_hash) = find_syscall_insn(&mem, &maps0).ok_or(DumpError::NoVdso(pid))?;
+    for t in &mut tasks {
+        t.set_syscall_insn(insn);
+    }
+    let status = procfs::status(pid).map_err(proc_err(pid, "status"))?;
+    let handled = procfs::status_hex(&status, "SigCgt") | procfs::status_hex(&status, "SigIgn");
+
+    // Injected reads through a scratch page, unmapped before the maps are read.
+    let scratch = tasks[0].syscall(
+        libc::SYS_mmap,
+        [
+            0,
+            PAGE_SIZE,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    )?;
+    let injected = (|| -> Result<_, DumpError> {
+        let mut threads = Vec::with_capacity(tasks.len());
+        for t in tasks.iter_mut() {
+            threads.push(thread_state(pid, t, &mem, scratch)?);
+        }
+        let task = &mut tasks[0];
+        let mut sigactions = Vec::new();
+        for signo in 1..=64u32 {
+            if handled & (1u64 << (signo - 1)) == 0
+                || signo == libc::SIGKILL as u32
+                || signo == libc::SIGSTOP as u32
+            {
+                continue;
+            }
+            task.syscall(
+                libc::SYS_rt_sigaction,
+                [u64::from(signo), 0, scratch, 8, 0, 0],
+            )?;
+            let mut b = [0u8; 32];
+            mem.read(scratch, &mut b)?;
+            sigactions.push(SigAction {
+                signo,
+                handler: word(&b, 0),
+                flags: word(&b, 1),
+                restorer: word(&b, 2),
+                mask: word(&b, 3),
+            });
+        }
+        let brk = task.syscall(libc::SYS_brk, [0; 6])?;
+        let mut itimers = Vec::new();
+        for which in 0..3u32 {
+            task.syscall(libc::SYS_getitimer, [u64::from(which), scratch, 0, 0, 0, 0])?;
+            let mut b = [0u8; 32];
+            mem.read(scratch, &mut b)?;
+            let us = |sec: u64, usec: u64| sec * 1_000_000 + usec;
+            let t = ITimer {
+                which,
+                interval_us: us(word(&b, 0), word(&b, 1)),
+                value_us: us(word(&b, 2), word(&b, 3)),
+            };
+            if t.value_us != 0 {
+                itimers.push(t);
+            }
+        }
+        let text = fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
+        let mut posix_timers = Vec::new();
+        for t in procfs::parse_timers(&text) {
+            task.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
+            let mut b = [0u8; 32];
+            mem.read(scratch, &mut b)?;
+            let ns = |sec: u64, nsec: u64| sec * 1_000_000_000 + nsec;
+            posix_timers.push(PosixTimer {
+                id: t.id,
+                clock: t.clock,
+                signo: t.signo,
+                sigval: t.sigval,
+                notify: t.notify,
+                target_tid: if t.notify & 4 != 0 { t.target } else { 0 },
+                interval_ns: ns(word(&b, 0), word(&b, 1)),
+                value_ns: ns(word(&b, 2), word(&b, 3)),
+            });
+        }
+        let personality = task.syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
+        let dumpable = task.syscall(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])? as u32;
+        let no_new_privs =
+            task.syscall(libc::SYS_prctl, [PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0])? != 0;
+        let extra = (itimers, posix_timers, personality);
+        Ok((threads, sigactions, brk, dumpable, no_new_privs, extra))
+    })();
+    tasks[0].syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0])?;
+    let (threads, sigactions, brk, dumpable, no_new_privs, (itimers, posix_timers, personality)) =
+        injected?;
+    let regs = tasks[0].regs();
+    let rseq = threads[0].rseq;
+    let mut queued_signals = Vec::new();
+    for (i, t) in tasks.iter().enumerate() {
+        let mut queues = vec![(t.tid(), t.queued_signals(false)?)];
+        if i == 0 {
+            queues.push((0, t.queued_signals(true)?));
+        }
+        for (tid, infos) in queues {
+            queued_signals.extend(infos.into_iter().map(|info| QueuedSignal {
+                tid,
+                info: info.to_vec(),
+            }));
+        }
+    }
+
+    let maps = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
+    let stat = procfs::stat_fields(pid).map_err(proc_err(pid, "stat"))?;
+    let f = |n| procfs::stat_field(&stat, n);
+    let fields = MmFields {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+    };
+    // Each thread's stack top, its thread control block (patched on
+    // restore if its id changes) and its rseq area go during the freeze.
+    let _ = (regs, rseq);
+    let mut eager_addrs = Vec::new();
+    for t in &threads {
+        let r = Regs::from_words(&t.regs).unwrap_or(regs);
+        eager_addrs.push((
+            r.0.rsp.saturating_sub(256) & !(PAGE_SIZE - 1),
+            EAGER_STACK_PAGES,
+        ));
+        if r.0.fs_base != 0 {
+            eager_addrs.push((r.0.fs_base & !(PAGE_SIZE - 1), 2));
+        }
+        if let Some(q) = t.rseq {
+            eager_addrs.push((q.addr & !(PAGE_SIZE - 1), 1));
+        }
+    }
+    let tid_offset = find_tid_offset(&mem, &threads);
+    let vmas = collect_vmas(pid, &maps, &eager_addrs, mode)?;
+
+    let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
+    let exe = fs::read_link(format!("/proc/{pid}/exe"))
+        .map_err(proc_err(pid, "exe"))?
+        .to_string_lossy()
+        .into_owned();
+    let cwd = fs::read_link(format!("/proc/{pid}/cwd"))
+        .map_err(proc_err(pid, "cwd"))?
+        .to_string_lossy()
+        .into_owned();
+    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
+        .map_err(proc_err(pid, "comm"))?
+        .trim_end_matches('\n')
+        .to_string();
+    let umask = procfs::status_get(&status, "Umask")
+        .and_then(|v| u32::from_str_radix(v, 8).ok())
+        .unwrap_or(0o022);
+    let ids = |k| {
+        let v = procfs::status_nums(&status, k);
+        [0, 1, 2].map(|i| v.get(i).copied().unwrap_or(0) as u32)
+    };
+    let creds = Creds {
+        uid: ids("Uid"),
+        gid: ids("Gid"),
+        groups: procfs::status_nums(&status, "Groups")
+            .into_iter()
+            .map(|g| g as u32)
+            .collect(),
+        caps: [
+            procfs::status_hex(&status, "CapInh"),
+            procfs::status_hex(&status, "CapPrm"),
+            procfs::status_hex(&status, "CapEff"),
+        ],
+    };
+    let rlimits: Vec<Rlimit> = procfs::limits(pid)
+        .map_err(proc_err(pid, "limits"))?
+        .into_iter()
+        .take(16)
+        .map(|(cur, max)| Rlimit { cur, max })
+        .collect();
+    if rlimits.len() != 16 {
+        return Err(DumpError::Proc {
+            pid,
+            what: "limits",
+            source: std::io::Error::other(format!("{} limits listed, 16 expected", rlimits.len())),
+        });
+    }
+    let (fds, pipes, memfds) = dump_fds(pid, &maps)?;
+
+    let image = ProcessImage {
+        pid,
+        comm,
+        exe,
+        cwd,
+        umask,
+        threads,
+        mm: MmState { vmas, fields, auxv },
+        sigactions,
+        rlimits,
+        creds,
+        fds,
+        vdso_hash,
+        tid_offset,
+        dumpable,
+        no_new_privs,
+        personality,
+        itimers,
+        posix_timers,
+        queued_signals,
+        pipes,
+        memfds,
+        shipped: ship_files(pid, ship)?,
+        deputy: false,
+    };
+    Ok(Frozen { tasks, mem, image })
+}
+
+fn word(b: &[u8], i: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&b[i * 8..i * 8 + 8]);
+    u64::from_le_bytes(a)
+}
+
+/// The content of the files open at descriptors `fds` (read through
+/// /proc, so deleted files too), for a destination that lacks them.
+/// `fds`: (descriptor, ship as a private unlinked copy).
+fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpError> {
+    use std::os::unix::fs::MetadataExt;
+    let mut out = Vec::new();
+    for &(fd, private) in fds {
+        let link = fs::read_link(format!("/proc/{pid}/fd/{fd}"))
+            .map_err(proc_err(pid, "fd"))?
+            .to_string_lossy()
+            .into_owned();
+        let (path, deleted) = match link.strip_suffix(" (deleted)") {
+            Some(p) => (p.to_string(), true),
+            None => (link, private),
+        };
+        let md = fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(proc_err(pid, "fd"))?;
+        let data =
+            fs::read(format!("/proc/{pid}/fd/{fd}")).map_err(proc_err(pid, "shipped file"))?;
+        out.push(ShippedFile {
+            fd,
+            path,
+            deleted,
+            mode: md.mode() & 0o7777,
+            uid: md.uid(),
+            gid: md.gid(),
+            data,
+        });
+    }
+    Ok(out)
+}
+
+/// Descriptors, pipe contents and memfd objects.
+type DumpedFds = (Vec<FdEntry>, Vec<PipeState>, Vec<MemfdState>);
+
+/// The descriptors, with open files shared between numbers found by kcmp,
+/// and the content of the pipes (copied by tee, left in place).
+fn dump_fds(pid: i32, maps: &[procfs::MapsEntry]) -> Result<DumpedFds, DumpError> {
+    let mut infos = Vec::new();
+    for fd in procfs::fds(pid).map_err(proc_err(pid, "fd"))? {
+        infos.push(procfs::fd_info(pid, fd).map_err(proc_err(pid, "fdinfo"))?);
+    }
+    let pidfd = sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?;
+    let mut fds: Vec<FdEntry> = Vec::new();
+    let mut pipes: Vec<PipeState> = Vec::new();
+    let mut memfds: Vec<MemfdState> = Vec::new();
+    let unix = sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?;
+    for (i, info) in infos.iter().enumerate() {
+        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
+        let mut shared = None;
+        for earlier in infos[..i]
+            .iter()
+            .filter(|e| e.ino == info.ino && e.mode == info.mode)
+        {
+            if sys::same_open_file(pid, earlier.fd, info.fd).map_err(proc_err(pid, "kcmp"))? {
+                shared = Some(earlier.fd);
+                break;
+            }
+        }
+        let kind = if let Some(of) = shared {
+            FdKind::Dup { of, cloexec }
+        } else if preflight::forwarded_stdio(info) {
+            FdKind::Forwarded {
+                flags: info.flags,
+                output: info.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32,
+                terminal: preflight::is_terminal(info),
+            }
+        } else if info.target == "anon_inode:[eventfd]" {
+            FdKind::EventFd {
+                flags: info.flags,
+                count: info
+                    .get("eventfd-count")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0),
+                semaphore: info.get("eventfd-semaphore") == Some("1"),
+            }
+        } else if let Some(name) = preflight::memfd_name(&info.target) {
+            if !memfds.iter().any(|m| m.inode == info.ino) {
+                let ours =
+                    sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+                let f = fs::File::from(ours);
+                let size = f.metadata().map_err(proc_err(pid, "memfd"))?.len();
+                let seals = sys::fcntl_get(&f, libc::F_GET_SEALS).unwrap_or(0);
+                let mapped = maps
+                    .iter()
+                    .any(|m| preflight::is_shmem(m) && m.inode == info.ino);
+                let mut data = Vec::new();
+                if !mapped {
+                    use std::os::unix::fs::FileExt;
+                    for (a, b) in data_ranges(&f, 0, size) {
+                        let mut buf = vec![0u8; (b - a) as usize];
+                        f.read_exact_at(&mut buf, a)
+                            .map_err(proc_err(pid, "memfd"))?;
+                        data.push((a, buf));
+                    }
+                }
+                memfds.push(MemfdState {
+                    inode: info.ino,
+                    name: name.to_string(),
+                    size,
+                    seals: u32::try_from(seals).unwrap_or(0),
+                    data,
+                });
+            }
+            FdKind::Memfd {
+                inode: info.ino,
+                flags: info.flags,
+                pos: info.pos,
+            }
+        } else if info.target == "anon_inode:inotify" {
+            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+            let waiting = sys::pending_bytes(&ours).map_err(proc_err(pid, "inotify"))?;
+            if waiting > 0 {
+                return Err(DumpError::Refused(Refusal(vec![format!(
+                    "fd {}: inotify has {waiting} bytes of events not read yet: they cannot be carried",
+                    info.fd
+                )])));
+            }
+            let mut watches = Vec::new();
+            for (wd, sdev, mask, htype, handle) in info.inotify_watches() {
+                let path = sys::path_of_handle(sdev, htype, &handle).map_err(|e| {
+                    DumpError::Refused(Refusal(vec![format!(
+                        "fd {}: inotify watch {wd} names a file that cannot be found: {e}",
+                        info.fd
+                    )]))
+                })?;
+                watches.push((wd, path, mask));
+            }
+            watches.sort();
+            FdKind::Inotify {
+                flags: info.flags,
+                watches,
+            }
+        } else if info.target == "anon_inode:[timerfd]" {
+            FdKind::TimerFd {
+                flags: info.flags,
+                clock: info
+                    .get("clockid")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(1),
+                value_ns: info.get_timespec_ns("it_value").unwrap_or(0),
+                interval_ns: info.get_timespec_ns("it_interval").unwrap_or(0),
+                ticks: info.get("ticks").and_then(|v| v.parse().ok()).unwrap_or(0),
+            }
+        } else if info.target == "anon_inode:[signalfd]" {
+            FdKind::SignalFd {
+                flags: info.flags,
+                mask: info
+                    .get("sigmask")
+                    .and_then(|v| u64::from_str_radix(v, 16).ok())
+                    .unwrap_or(0),
+            }
+        } else if let Some(u) = procfs::socket_inode(&info.target)
+            .and_then(|ino| unix.iter().find(|u| u.inode == ino && u.state == 10))
+        {
+            FdKind::UnixListener {
+                flags: info.flags,
+                stype: i32::from(u.stype),
+                name: u.name.clone().unwrap_or_default(),
+                backlog: u.queues.1,
+            }
+        } else if let Some(u) =
+            procfs::socket_inode(&info.target).and_then(|ino| unix.iter().find(|u| u.inode == ino))
+        {
+            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+            let stream = i32::from(u.stype) == libc::SOCK_STREAM;
+            FdKind::UnixPair {
+                pair: u.inode.min(u.peer),
+                first: u.inode < u.peer,
+                stype: i32::from(u.stype),
+                flags: info.flags,
+                queued: sys::peek_unix(&ours, stream)
+                    .map_err(proc_err(pid, "unix socket queue"))?,
+            }
+        } else if procfs::socket_inode(&info.target).is_some() {
+            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+            dump_socket(&ours, info.flags).map_err(proc_err(pid, "socket"))?
+        } else if info.target == "anon_inode:[eventpoll]" {
+            FdKind::Epoll {
+                flags: info.flags,
+                watches: info
+                    .epoll_entries()
+                    .into_iter()
+                    .map(|e| EpollWatch {
+                        fd: e.tfd,
+                        events: e.events,
+                        data: e.data,
+                    })
+                    .collect(),
+            }
+        } else if let Some(ino) = preflight::pipe_inode(info) {
+            let write = info.flags & libc::O_ACCMODE as u32 != 0;
+            if !write && !pipes.iter().any(|p| p.inode == ino) {
+                let ours =
+                    sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+                let capacity = sys::fcntl_get(&ours, libc::F_GETPIPE_SZ)
+                    .ok()
+                    .and_then(|c| u32::try_from(c).ok())
+                    .unwrap_or(65536);
+                let data =
+                    sys::peek_pipe(&ours, capacity).map_err(proc_err(pid, "pipe content"))?;
+                pipes.push(PipeState {
+                    inode: ino,
+                    capacity,
+                    data,
+                    fifo: info.target.starts_with('/').then(|| info.target.clone()),
+                });
+            }
+            FdKind::Pipe {
+                pipe: ino,
+                write,
+                flags: info.flags,
+            }
+        } else {
+            FdKind::Path {
+                path: info.target.clone(),
+                flags: info.flags,
+                pos: info.pos,
+            }
+        };
+        fds.push(FdEntry { fd: info.fd, kind });
+    }
+    Ok((fds, pipes, memfds))
+}
+
+/// Integer options carried for sockets: (level, name, only for domain).
+const SOCKET_OPTIONS: [(i32, i32, i32); 7] = [
+    (libc::SOL_SOCKET, libc::SO_REUSEADDR, 0),
+    (libc::SOL_SOCKET, libc::SO_REUSEPORT, 0),
+    (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0),
+    (libc::SOL_SOCKET, libc::SO_BROADCAST, 0),
+    (libc::IPPROTO_TCP, libc::TCP_NODELAY, -1),
+    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, libc::AF_INET6),
+    (libc::SOL_SOCKET, libc::SO_PRIORITY, 0),
+];
+
+/// A listening TCP or unconnected UDP socket (the process's own, taken
+/// over with pidfd_getfd): family, type, address, options.
+fn dump_socket(s: &std::os::fd::OwnedFd, flags: u32) -> std::io::Result<FdKind> {
+    let domain = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let stype = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE)?;
+    let protocol = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
+    let listening = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0;
+    let mut options = Vec::new();
+    for (level, name, only) in SOCKET_OPTIONS {
+        let applies = match only {
+            0 => true,
+            -1 => stype == libc::SOCK_STREAM,
+            d => d == domain,
+        };
+        if applies {
+            options.push((level, name, sys::getsockopt_int(s, level, name)?));
+        }
+    }
+    Ok(FdKind::Socket {
+        flags,
+        domain,
+        stype,
+        protocol,
+        addr: sys::getsockname(s)?,
+        listen: listening.then_some(sys::listen_backlog(s).unwrap_or(libc::SOMAXCONN)),
+        options,
+    })
+}
+
+/// The object behind a mapping, through `/proc/<pid>/map_files`.
+fn map_file(pid: i32, m: &procfs::MapsEntry) -> Result<fs::File, DumpError> {
+    fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
+        .map_err(proc_err(pid, "map_files"))
+}
+
+/// Page-aligned ranges of `[from, to)` in `f` that hold data (SEEK_DATA /
+/// SEEK_HOLE), so holes are never sent.
+fn data_ranges(f: &fs::File, from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        let Ok(Some(a)) = sys::seek(f, pos, libc::SEEK_DATA) else {
+            break;
+        };
+        if a >= to {
+            break;
+        }
+        let b = sys::seek(f, a, libc::SEEK_HOLE)
+            .ok()
+            .flatten()
+            .unwrap_or(to)
+            .min(to);
+        let a = a & !(PAGE_SIZE - 1);
+        out.push((a, b));
+        pos = b.max(a + PAGE_SIZE);
+    }
+    out
+}
+
+/// Glibc's `struct pthread` offset of `tid` on x86_64 (2.26 to 2.40): the
+/// tie-breaker when several offsets hold every thread's id.
+const GLIBC_TID_OFFSET: u64 = 0x2d0;
+
+/// Finds the offset from the thread pointer at which every thread's
+/// control block holds that thread's id (the thread library's cached id).
+fn find_tid_offset(mem: &RemoteMem, threads: &[ThreadState]) -> Option<u64> {
+    // struct pthread sits at the very top of a thread's stack mapping:
+    // scan a window small enough to stay inside it.
+    const SCAN: usize = 1024;
+    let mut candidates: Option<Vec<u64>> = None;
+    for t in threads {
+        let fs = Regs::from_words(&t.regs)?.0.fs_base;
+        if fs == 0 {
+            return None;
+        }
+        let mut buf = vec![0u8; SCAN];
+        mem.read(fs, &mut buf).ok()?;
+        let here: Vec<u64> = (0..SCAN / 4)
+            .filter(|i| buf[i * 4..i * 4 + 4] == t.tid.to_le_bytes())
+            .map(|i| (i * 4) as u64)
+            .collect();
+        candidates = Some(match candidates {
+            None => here,
+            Some(c) => c.into_iter().filter(|o| here.contains(o)).collect(),
+        });
+    }
+    let c = candidates?;
+    match c.as_slice() {
+        [one] => Some(*one),
+        many if many.contains(&GLIBC_TID_OFFSET) => Some(GLIBC_TID_OFFSET),
+        _ => None,
+    }
+}
+
+/// Seizes every thread of `pid`, again and again until no new one
+/// appears (a thread may clone until it is stopped itself).
+fn freeze_threads(pid: i32) -> Result<Vec<Seized>, DumpError> {
+    let mut tasks: Vec<Seized> = Vec::new();
+    for _ in 0..100 {
+        let tids = procfs::tids(pid).map_err(proc_err(pid, "task"))?;
+        let mut new = false;
+        for tid in tids {
+            if tasks.iter().any(|t| t.tid() == tid) {
+                continue;
+            }
+            match Seized::seize(tid) {
+                Ok(mut t) => {
+                    t.set_tgid(pid);
+                    tasks.push(t);
+                    new = true;
+                }
+                // A thread that exited between the listing and the seize.
+                Err(_) if tid != pid => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if !new {
+            return Ok(tasks);
+        }
+    }
+    Err(DumpError::Refused(Refusal(vec![format!(
+        "process {pid} keeps creating threads faster than they can be stopped"
+    )])))
+}
+
+/// Registers and the per-thread kernel state of one stopped thread; the
+/// parts only the thread itself can read are read by injected syscalls
+/// through `scratch`.
+fn thread_state(
+    pid: i32,
+    t: &mut Seized,
+    mem: &RemoteMem,
+    scratch: u64,
+) -> Result<ThreadState, DumpError> {
+    let tid = t.tid();
+    let regs = t.regs();
+    let xstate = t.xstate()?;
+    let sigmask = t.sigmask()?;
+    let rseq = t.rseq()?.map(|(addr, len, sig)| Rseq { addr, len, sig });
+    let robust_list = sys::get_robust_list(tid).map_err(proc_err(pid, "robust_list"))?;
+    t.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, scratch, 0, 0, 0, 0])?;
+    let mut w = [0u8; 8];
+    mem.read(scratch, &mut w)?;
+    let clear_child_tid = u64::from_le_bytes(w);
+    t.syscall(libc::SYS_prctl, [PR_GET_PDEATHSIG, scratch, 0, 0, 0, 0])?;
+    let mut d = [0u8; 4];
+    mem.read(scratch, &mut d)?;
+    let pdeathsig = i32::from_le_bytes(d);
+    t.syscall(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+    let mut st = [0u8; 24];
+    mem.read(scratch, &mut st)?;
+    // stack_t: ss_sp, ss_flags (int, padded), ss_size.
+    let flags = word(&st, 1) as u32;
+    let altstack = (flags & libc::SS_DISABLE as u32 == 0).then(|| AltStack {
+        sp: word(&st, 0),
+        flags: flags & !(libc::SS_ONSTACK as u32),
+        size: word(&st, 2),
+    });
+    let name = fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+        .map_err(proc_err(pid, "task/comm"))?
+        .trim_end_matches('\n')
+        .to_string();
+    Ok(ThreadState {
+        tid,
+        name,
+        regs: regs.for_resume_elsewhere().to_words(),
+        xstate,
+        sigmask,
+        rseq,
+        robust_list,
+        clear_child_tid,
+        altstack,
+        pdeathsig,
+    })
+}
+
+fn collect_vmas(
+    pid: i32,
+    maps: &[procfs::MapsEntry],
+    eager: &[(u64, u64)],
+    mode: Mode,
+) -> Result<Vec<Vma>, DumpError> {
+    let pagemap =
+        fs::File::open(format!("/proc/{pid}/pagemap")).map_err(proc_err(pid, "pagemap"))?;
+    let mut out = Vec::with_capacity(maps.len());
+    let mut buf = Vec::new();
+    let advice = procfs::advice(pid).map_err(proc_err(pid, "smaps"))?;
+    for m in maps {
+        let kind = if preflight::is_vdso(&m.path) {
+            VmaKind::Vdso(m.path.clone())
+        } else if m.path == "[vsyscall]" {
+            VmaKind::Vsyscall
+        } else if preflight::is_anon(m) {
+            VmaKind::Anon
+        } else if preflight::is_shmem(m) {
+            let f = map_file(pid, m)?;
+            let size = f.metadata().map_err(proc_err(pid, "map_files"))?.len();
+            VmaKind::Shmem {
+                inode: m.inode,
+                memfd: preflight::memfd_name(&m.path).map(String::from),
+                offset: m.offset,
+                size,
+            }
+        } else {
+            let md = fs::metadata(&m.path).map_err(proc_err(pid, "map_files"))?;
+            VmaKind::File {
+                path: m.path.clone(),
+                offset: m.offset,
+                ident: preflight::file_ident(&md),
+            }
+        };
+        let mut vma = Vma {
+            start: m.start,
+            end: m.end,
+            prot: m.prot(),
+            shared: m.shared(),
+            growsdown: m.path == "[stack]",
+            advice: advice.get(&m.start).cloned().unwrap_or_default(),
+            kind,
+            pages: Vec::new(),
+        };
+        if let VmaKind::Shmem { offset, .. } = vma.kind {
+            // Every populated page of the object within the mapping, eager.
+            let f = map_file(pid, m)?;
+            for (a, b) in data_ranges(&f, offset, offset + (m.end - m.start)) {
+                vma.pages.push(PageRun {
+                    first: (a - offset) / PAGE_SIZE,
+                    count: (b - a).div_ceil(PAGE_SIZE),
+                    eager: true,
+                });
+            }
+            out.push(vma);
+            continue;
+        }
+        let copy_pages = !vma.shared && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
+        if copy_pages {
+            let is_file = matches!(vma.kind, VmaKind::File { .. });
+            let mut cur: Option<PageRun> = None;
+            for (a, b) in procfs::needed_pages(&pagemap, m.start, m.end, &mut buf)
+                .map_err(proc_err(pid, "pagemap"))?
+            {
+                let mut addr = a;
+                while addr < b {
+                    let i = (addr - m.start) / PAGE_SIZE;
+                    // File-backed private pages cannot be registered with
+                    // userfaultfd (MISSING mode is anonymous-only): always eager.
+                    let is_eager = mode == Mode::StopCopy
+                        || is_file
+                        || eager
+                            .iter()
+                            .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
+                    match &mut cur {
+                        Some(r) if r.eager == is_eager && r.first + r.count == i => r.count += 1,
+                        _ => {
+                            if let Some(r) = cur.take() {
+                                vma.pages.push(r);
+                            }
+                            cur = Some(PageRun {
+                                first: i,
+                                count: 1,
+                                eager: is_eager,
+                            });
+                        }
+                    }
+                    addr += PAGE_SIZE;
+                }
+            }
+            if let Some(r) = cur.take() {
+                vma.pages.push(r);
+            }
+        }
+        out.push(vma);
+    }
+    Ok(out)
+}

@@ -1,0 +1,422 @@
+//! The destination's side of post-copy: resolves the restored process's
+//! page faults, installs pages arriving from the source, and follows the
+//! process's own changes to its memory (fork, `madvise`, `mremap`,
+//! `munmap`) through userfaultfd's non-cooperative events.
+//!
+//! One mutex covers reading a userfaultfd and installing into it: an
+//! install that races with an unread event fails with `EAGAIN`, and the
+//! events are then applied before the install is tried again.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::net::TcpStream;
+use std::os::fd::OwnedFd;
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use migrate_proto::frame;
+use migrate_proto::msg::PageRequest;
+use migrate_proto::record::FaultSample;
+use migrate_proto::PAGE_SIZE;
+use tracing::{debug, warn};
+
+use crate::lazy::LazyMap;
+use crate::uffd::{self, Event, Install};
+
+/// Most fault samples kept for the record.
+const MAX_SAMPLES: usize = 4096;
+/// How long an install may keep meeting mm changes (a process that
+/// unmaps and remaps all the time) before post-copy gives up.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// Attempts in a row that find no registered mapping where a pending page
+/// should go, events applied in between.
+const MAX_MISSING: u32 = 3;
+
+/// Paces retries: at once the first few times, then short sleeps.
+fn pause(attempt: u32) {
+    if attempt > 3 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// One address space being filled: the restored process or a child it
+/// forked during post-copy.
+struct Space {
+    id: u64,
+    uffd: OwnedFd,
+    map: LazyMap,
+}
+
+/// How post-copy ended for the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every page arrived or was discarded.
+    Complete,
+    /// The process exited before that.
+    Exited,
+    /// Post-copy failed (the restored process was killed).
+    Failed(String),
+}
+
+struct State {
+    spaces: Vec<Space>,
+    next_id: u64,
+    discarded: u64,
+    samples: Vec<FaultSample>,
+    requested: HashMap<u64, Instant>,
+    faults_to_redo: Vec<(u64, u64)>,
+    outcome: Option<Outcome>,
+    /// Bumped whenever `spaces` changes (fork, a space gone, the end).
+    generation: u64,
+}
+
+/// Shared by the fault loop and the two lane readers.
+pub struct FaultHandler {
+    state: Mutex<State>,
+    ended: Condvar,
+    demand: Mutex<TcpStream>,
+    prefetch: u32,
+    resumed: Instant,
+    pidfd: OwnedFd,
+}
+
+impl FaultHandler {
+    /// A handler for the process with userfaultfd `uffd`, whose pending
+    /// pages are `map`; faults are requested on `demand`.
+    pub fn new(
+        uffd: OwnedFd,
+        map: LazyMap,
+        demand: TcpStream,
+        prefetch: u32,
+        pidfd: OwnedFd,
+    ) -> FaultHandler {
+        let done = map.left() == 0;
+        FaultHandler {
+            state: Mutex::new(State {
+                spaces: vec![Space { id: 0, uffd, map }],
+                next_id: 1,
+                discarded: 0,
+                samples: Vec::new(),
+                requested: HashMap::new(),
+                faults_to_redo: Vec::new(),
+                outcome: done.then_some(Outcome::Complete),
+                generation: 0,
+            }),
+            ended: Condvar::new(),
+            demand: Mutex::new(demand),
+            prefetch: prefetch.max(1),
+            resumed: Instant::now(),
+            pidfd,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pages still to come, over every address space.
+    pub fn left(&self) -> u64 {
+        self.lock().spaces.iter().map(|s| s.map.left()).sum()
+    }
+
+    /// Ends post-copy with `outcome` unless it already ended.
+    pub fn end(&self, outcome: Outcome) {
+        let mut st = self.lock();
+        self.end_locked(&mut st, outcome);
+    }
+
+    fn end_locked(&self, st: &mut State, outcome: Outcome) {
+        if st.outcome.is_some() {
+            return;
+        }
+        if let Outcome::Failed(why) = &outcome {
+            warn!(%why, "post-copy failed: killing the restored process");
+            let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+        }
+        // Closing the userfaultfds unregisters every range: from now on the
+        // kernel serves the process's faults itself.
+        st.spaces.clear();
+        st.generation += 1;
+        st.outcome = Some(outcome);
+        self.ended.notify_all();
+    }
+
+    /// Waits until post-copy ends; returns how, the pages discarded by
+    /// the process, and the fault samples.
+    pub fn wait(&self) -> (Outcome, u64, Vec<FaultSample>) {
+        let mut st = self.lock();
+        while st.outcome.is_none() {
+            st = self
+                .ended
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        (
+            st.outcome.clone().unwrap_or(Outcome::Complete),
+            st.discarded,
+            std::mem::take(&mut st.samples),
+        )
+    }
+
+    fn is_over(&self) -> bool {
+        self.lock().outcome.is_some()
+    }
+
+    /// Installs pages that arrived from the source (source address `src`).
+    pub fn install(&self, src: u64, data: &[u8]) {
+        let n = data.len() as u64 / PAGE_SIZE;
+        let mut st = self.lock();
+        if st.outcome.is_some() {
+            return;
+        }
+        let now = Instant::now();
+        for k in 0..n {
+            if let Some(t) = st.requested.remove(&(src + k * PAGE_SIZE)) {
+                if st.samples.len() < MAX_SAMPLES {
+                    let sample = FaultSample {
+                        at_us: t.duration_since(self.resumed).as_micros() as u64,
+                        addr: src + k * PAGE_SIZE,
+                        latency_us: now.duration_since(t).as_micros() as u64,
+                    };
+                    st.samples.push(sample);
+                }
+            }
+        }
+        let ids: Vec<u64> = st.spaces.iter().map(|s| s.id).collect();
+        for id in ids {
+            self.install_into(&mut st, id, src, data);
+        }
+        // Faults read while applying events here would otherwise wait for
+        // the fault loop's next wake-up.
+        self.redo_faults(&mut st);
+        self.check_complete(&mut st);
+    }
+
+    fn install_into(&self, st: &mut State, id: u64, src: u64, data: &[u8]) {
+        let n = data.len() as u64 / PAGE_SIZE;
+        let start = Instant::now();
+        let mut missing = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) else {
+                return;
+            };
+            let runs = sp.map.take_arrived(src, n);
+            let mut failed = None;
+            for (i, &(dst, k, cnt)) in runs.iter().enumerate() {
+                let bytes = &data[(k * PAGE_SIZE) as usize..((k + cnt) * PAGE_SIZE) as usize];
+                match uffd::copy(&sp.uffd, dst, bytes) {
+                    Ok(Install::Done) => {}
+                    Ok(r @ (Install::Retry | Install::Missing)) => {
+                        failed = Some((i, r));
+                        break;
+                    }
+                    Ok(Install::Gone) => {
+                        self.drop_space(st, id);
+                        return;
+                    }
+                    Err(e) => {
+                        let why = format!("installing pages at {dst:#x}: {e}");
+                        self.end_locked(st, Outcome::Failed(why));
+                        return;
+                    }
+                }
+            }
+            let Some((i, why)) = failed else { return };
+            // Put back what was not installed, apply the pending events,
+            // then try again with the map as it is now.
+            let sp = st.spaces.iter_mut().find(|s| s.id == id).expect("space");
+            for &(dst, _, cnt) in &runs[i..] {
+                sp.map.unarrive(dst, cnt);
+            }
+            let dst = runs[i].0;
+            self.drain_events(st, id);
+            if why == Install::Missing {
+                missing += 1;
+            }
+            if missing >= MAX_MISSING || start.elapsed() > RETRY_FOR {
+                // Never leave a pending page uninstalled with its fault
+                // unanswered, nor let it read as zeros.
+                let why = format!(
+                    "pages at {dst:#x} could not be installed ({why:?} after {attempt} attempts)"
+                );
+                self.end_locked(st, Outcome::Failed(why));
+                return;
+            }
+            pause(attempt);
+        }
+    }
+
+    fn drop_space(&self, st: &mut State, id: u64) {
+        debug!(id, "address space gone");
+        st.spaces.retain(|s| s.id != id);
+        st.generation += 1;
+    }
+
+    fn check_complete(&self, st: &mut State) {
+        if st.outcome.is_none() && st.spaces.iter().all(|s| s.map.left() == 0) {
+            self.end_locked(st, Outcome::Complete);
+        }
+    }
+
+    /// Reads and applies every event of space `id`; faults are kept in
+    /// `faults_to_redo` for the fault loop.
+    fn drain_events(&self, st: &mut State, id: u64) {
+        let mut events = Vec::new();
+        {
+            let Some(sp) = st.spaces.iter().find(|s| s.id == id) else {
+                return;
+            };
+            if let Err(e) = uffd::read_events(&sp.uffd, &mut events) {
+                warn!(id, error = %e, "reading userfaultfd");
+                self.drop_space(st, id);
+                return;
+            }
+        }
+        for ev in events {
+            self.apply(st, id, ev);
+        }
+    }
+
+    fn apply(&self, st: &mut State, id: u64, ev: Event) {
+        match ev {
+            Event::PageFault { addr } => st.faults_to_redo.push((id, addr)),
+            Event::Fork { ufd } => match uffd::adopt(ufd) {
+                Ok(fd) => {
+                    let map = st
+                        .spaces
+                        .iter()
+                        .find(|s| s.id == id)
+                        .map(|s| s.map.clone())
+                        .unwrap_or_default();
+                    let nid = st.next_id;
+                    st.next_id += 1;
+                    debug!(parent = id, child = nid, left = map.left(), "fork");
+                    st.spaces.push(Space {
+                        id: nid,
+                        uffd: fd,
+                        map,
+                    });
+                    st.generation += 1;
+                }
+                Err(e) => warn!(error = %e, "fork event"),
+            },
+            Event::Remap { from, to, len } => {
+                if let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) {
+                    sp.map.remap(from, to, len);
+                }
+            }
+            Event::Remove { start, end } | Event::Unmap { start, end } => {
+                if let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) {
+                    let n = sp.map.discard(start, end);
+                    st.discarded += n;
+                }
+            }
+            Event::Other(code) => debug!(code, "ignored userfaultfd event"),
+        }
+    }
+
+    fn handle_fault(&self, st: &mut State, id: u64, addr: u64) {
+        let page = addr & !(PAGE_SIZE - 1);
+        let start = Instant::now();
+        for attempt in 1.. {
+            if start.elapsed() > RETRY_FOR {
+                let why = format!("the fault at {page:#x} could not be resolved");
+                self.end_locked(st, Outcome::Failed(why));
+                return;
+            }
+            let Some(sp) = st.spaces.iter().find(|s| s.id == id) else {
+                return;
+            };
+            if let Some((src, n)) = sp.map.window(page, self.prefetch) {
+                let now = Instant::now();
+                for k in 0..u64::from(n) {
+                    st.requested.entry(src + k * PAGE_SIZE).or_insert(now);
+                }
+                let req = PageRequest {
+                    addr: src,
+                    npages: n,
+                };
+                let mut w = self.demand.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = frame::write_msg(&mut *w, &req).and_then(|_| Ok(w.flush()?)) {
+                    drop(w);
+                    self.end_locked(st, Outcome::Failed(format!("lost the source: {e}")));
+                }
+                return;
+            }
+            // Not pending: never present on the source, or discarded.
+            match uffd::zeropage(&sp.uffd, page, PAGE_SIZE) {
+                Ok(Install::Done) => return,
+                Ok(Install::Retry) => {
+                    self.drain_events(st, id);
+                    pause(attempt);
+                }
+                // The range went away under the fault: its thread is woken
+                // by the unmap and faults again if it still can.
+                Ok(Install::Missing) => return,
+                Ok(Install::Gone) => {
+                    self.drop_space(st, id);
+                    return;
+                }
+                Err(e) => {
+                    let why = format!("zero page at {page:#x}: {e}");
+                    self.end_locked(st, Outcome::Failed(why));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resolves the faults that event reads (in installs or here) set
+    /// aside.
+    fn redo_faults(&self, st: &mut State) {
+        let faults = std::mem::take(&mut st.faults_to_redo);
+        for (id, addr) in faults {
+            self.handle_fault(st, id, addr);
+        }
+    }
+
+    /// The fault loop: runs until post-copy ends. It sleeps in poll on its
+    /// own copies of the userfaultfds (refreshed when a fork adds one or a
+    /// space goes), never holding the lock that installs need.
+    pub fn run(&self) {
+        let mut watched: Vec<(u64, OwnedFd)> = Vec::new();
+        let mut generation = u64::MAX;
+        while !self.is_over() {
+            {
+                let st = self.lock();
+                if st.generation != generation {
+                    generation = st.generation;
+                    watched = st
+                        .spaces
+                        .iter()
+                        .filter_map(|s| Some((s.id, s.uffd.try_clone().ok()?)))
+                        .collect();
+                }
+            }
+            let mut fds: Vec<&OwnedFd> = watched.iter().map(|(_, f)| f).collect();
+            fds.push(&self.pidfd);
+            let ready = match uffd::poll_readable(&fds, 50) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.end(Outcome::Failed(format!("poll: {e}")));
+                    return;
+                }
+            };
+            if ready.last().copied().unwrap_or(false) {
+                self.end(Outcome::Exited);
+                return;
+            }
+            let mut st = self.lock();
+            for (i, (id, _)) in watched.iter().enumerate() {
+                if ready.get(i).copied().unwrap_or(false) {
+                    self.drain_events(&mut st, *id);
+                }
+            }
+            self.redo_faults(&mut st);
+            self.check_complete(&mut st);
+        }
+    }
+}

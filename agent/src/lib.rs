@@ -1,0 +1,33 @@
+//! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
+
+pub mod config;
+pub mod daemon;
+pub mod deputy;
+pub mod dest;
+pub mod dump;
+pub mod fault;
+pub mod keeper;
+pub mod lazy;
+pub mod peer;
+pub mod preflight;
+pub mod procfs;
+pub mod relay;
+pub mod restore;
+pub mod source;
+pub mod sys;
+pub mod uffd;
+
+/// An error and its causes on one line: `a: b: c`.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}

@@ -1,0 +1,77 @@
+//! `migrate-agent`: the per-host daemon.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use migrate_agent::config::Config;
+
+/// The per-host agent of `migrate`: freezes local processes and sends them
+/// to peer agents, and rebuilds processes that peers send here.
+#[derive(Debug, Parser)]
+#[command(name = "migrate-agent", version)]
+struct Args {
+    /// Name of this host, as peers and users call it.
+    #[arg(long)]
+    name: Option<String>,
+    /// Address for peer agents, ADDR:PORT.
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Control socket for the `migrate` command [default: /run/migrate/agent.sock].
+    #[arg(long)]
+    socket: Option<PathBuf>,
+    /// A peer agent, NAME=ADDR:PORT (repeatable).
+    #[arg(long = "peer", value_name = "NAME=ADDR:PORT")]
+    peers: Vec<String>,
+    /// TOML file with the same settings (flags override it).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Largest open file whose content is shipped when the destination
+    /// lacks it or it was deleted, MiB [default: 64].
+    #[arg(long, value_name = "MIB")]
+    ship_limit_mib: Option<u64>,
+}
+
+fn main() -> ExitCode {
+    if std::env::args().nth(1).as_deref() == Some("__stub") {
+        migrate_agent::sys::run_stub();
+    }
+    if std::env::args().nth(1).as_deref() == Some("__deputy") {
+        let args: Vec<String> = std::env::args().skip(2).collect();
+        migrate_agent::deputy::run(&args);
+    }
+    if std::env::args().nth(1).as_deref() == Some("__keeper") {
+        migrate_agent::keeper::run();
+    }
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let config = match Config::build(
+        args.config.as_deref(),
+        args.name,
+        args.listen,
+        args.socket,
+        &args.peers,
+        args.ship_limit_mib,
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("migrate-agent: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match migrate_agent::daemon::run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("migrate-agent: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,654 @@
+//! The source's session: pre-flight, freeze, ship the core and the eager
+//! set, commit, then serve the rest of the memory (demand lane) and push
+//! it (bulk lane) until the destination has every page; then the frozen
+//! original is killed.
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use migrate_inject::{RemoteMem, Seized};
+use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
+use migrate_proto::image::ProcessImage;
+use migrate_proto::msg::{DestMsg, Lane, MigrateOptions, Mode, PageRequest, Reply, SourceMsg};
+use migrate_proto::record::MigrationRecord;
+use migrate_proto::PAGE_SIZE;
+use tracing::{info, warn};
+
+use crate::dump::{self, Frozen};
+use crate::peer::{self, REPLY_TIMEOUT};
+use crate::{error_chain, preflight, procfs, sys};
+
+/// Pages per frame when pushing.
+const PUSH_CHUNK: u64 = 64;
+
+/// What a source session needs from its agent.
+pub struct SourceCtx<'a> {
+    /// This host's name.
+    pub host: &'a str,
+    /// The destination, resolved.
+    pub addr: SocketAddr,
+    /// The destination as the user named it.
+    pub to: &'a str,
+    /// Largest file shipped when the destination lacks it, bytes.
+    pub ship_limit: u64,
+}
+
+fn us(t0: Instant) -> u64 {
+    t0.elapsed().as_micros() as u64
+}
+
+/// Lazy pages of the image, with a "sent" flag each so every page crosses
+/// once on the bulk lane.
+struct LazyPages {
+    runs: Vec<(u64, u64, usize)>,
+    sent: Vec<AtomicBool>,
+}
+
+impl LazyPages {
+    fn new(image: &ProcessImage) -> LazyPages {
+        let mut runs = Vec::new();
+        let mut n = 0usize;
+        for v in &image.mm.vmas {
+            for p in v.pages.iter().filter(|p| !p.eager) {
+                runs.push((v.start + p.first * PAGE_SIZE, p.count, n));
+                n += p.count as usize;
+            }
+        }
+        LazyPages {
+            runs,
+            sent: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        }
+    }
+
+    fn total(&self) -> u64 {
+        self.sent.len() as u64
+    }
+
+    fn index(&self, addr: u64) -> Option<usize> {
+        self.runs
+            .iter()
+            .find(|(a, c, _)| addr >= *a && addr < a + c * PAGE_SIZE)
+            .map(|(a, _, off)| off + ((addr - a) / PAGE_SIZE) as usize)
+    }
+
+    /// Whether `[addr, addr + n pages)` lies inside the lazy set.
+    fn contains(&self, addr: u64, n: u64) -> bool {
+        self.runs
+            .iter()
+            .any(|(a, c, _)| addr >= *a && addr + n * PAGE_SIZE <= a + c * PAGE_SIZE)
+    }
+
+    fn mark(&self, addr: u64, n: u64) {
+        for k in 0..n {
+            if let Some(i) = self.index(addr + k * PAGE_SIZE) {
+                self.sent[i].store(true, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+#[derive(Default)]
+struct Counters {
+    demand_pages: AtomicU64,
+    demand_requests: AtomicU64,
+    pushed_pages: AtomicU64,
+}
+
+/// Signals for the destination to deliver at the commit: those that
+/// stopped a thread while it was being seized, and any that became
+/// pending after the queues were copied into the image (without their
+/// siginfo: sent plainly).
+fn pending_signals(frozen: &Frozen) -> Vec<i32> {
+    let mut out: Vec<i32> = Vec::new();
+    for t in &frozen.tasks {
+        for &s in t.pending_signals() {
+            if !out.contains(&s) {
+                out.push(s);
+            }
+        }
+    }
+    let in_image: Vec<i32> = frozen
+        .image
+        .queued_signals
+        .iter()
+        .map(|q| q.signo())
+        .collect();
+    let mut bits = 0u64;
+    for t in &frozen.tasks {
+        if let Ok(st) = procfs::status(t.tid()) {
+            bits |= procfs::status_hex(&st, "SigPnd") | procfs::status_hex(&st, "ShdPnd");
+        }
+    }
+    for s in 1..=64 {
+        if bits & (1u64 << (s - 1)) != 0 && !out.contains(&s) && !in_image.contains(&s) {
+            out.push(s);
+        }
+    }
+    out
+}
+
+fn refused(reasons: Vec<String>) -> Reply {
+    Reply::Refused { reasons }
+}
+
+fn failed(error: String, resumed_original: bool) -> Reply {
+    Reply::Failed {
+        error,
+        resumed_original,
+    }
+}
+
+/// Migrates `pid` for a caller with uid `caller_uid`. `progress` receives
+/// intermediate replies (`Resumed`); the final reply is returned.
+pub fn migrate(
+    cx: &SourceCtx<'_>,
+    caller_uid: u32,
+    pid: i32,
+    opts: &MigrateOptions,
+    progress: &mut dyn FnMut(&Reply),
+) -> Reply {
+    let t0 = Instant::now();
+    let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false) {
+        Ok(i) => i,
+        Err(r) => return refused(r.0),
+    };
+    let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
+    let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control) {
+        Ok(x) => x,
+        Err(e) => return unreachable(e),
+    };
+    let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+    let verdict = frame::write_msg(&mut ctl, &SourceMsg::FileCheck(insp.needs.clone()))
+        .and_then(|_| frame::read_msg::<DestMsg>(&mut ctl));
+    let ship: Vec<(i32, bool)> =
+        match verdict {
+            Ok(DestMsg::FileVerdict { refused: v, .. }) if !v.is_empty() => return refused(v),
+            Ok(DestMsg::FileVerdict {
+                missing, different, ..
+            }) => {
+                let mut ship = Vec::new();
+                let mut too_big = Vec::new();
+                for n in insp.needs.iter().filter(|n| {
+                    n.deleted || missing.contains(&n.path) || different.contains(&n.path)
+                }) {
+                    let private = n.deleted || different.contains(&n.path);
+                    let Some((fd, size)) = n.ship else { continue };
+                    if size > cx.ship_limit {
+                        too_big.push(format!(
+                            "fd {fd}: {} ({} bytes) is {} and over the shipping limit of {} bytes",
+                            n.path,
+                            size,
+                            if n.deleted {
+                                "deleted"
+                            } else if private {
+                                "a different file on the destination"
+                            } else {
+                                "missing on the destination"
+                            },
+                            cx.ship_limit
+                        ));
+                    } else if !ship.iter().any(|(f, _)| *f == fd) {
+                        ship.push((fd, private));
+                    }
+                }
+                if !too_big.is_empty() {
+                    return refused(too_big);
+                }
+                ship
+            }
+            Ok(other) => return refused(vec![format!("{}: unexpected answer {other:?}", cx.to)]),
+            Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
+        };
+    let id = migration_id(pid);
+    let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id))
+        .and_then(|(d, _)| Ok((d, peer::connect(cx.addr, cx.host, Lane::Bulk(id))?.0)));
+    let (demand, bulk) = match lanes {
+        Ok(x) => x,
+        Err(e) => return unreachable(e),
+    };
+
+    let mut rec = MigrationRecord {
+        id,
+        mode: format!("{:?}", opts.mode).to_lowercase(),
+        pid,
+        to: peer_name,
+        ..Default::default()
+    };
+
+    // Freeze. From here until Commit, any failure resumes the original.
+    let t_freeze = Instant::now();
+    rec.timeline.freeze = us(t0);
+    let frozen = match dump::freeze_and_dump(pid, caller_uid, opts.mode, &ship) {
+        Ok(f) => f,
+        Err(dump::DumpError::Refused(r)) => {
+            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("refused after freeze".into()));
+            return refused(r.0);
+        }
+        Err(e) => {
+            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(e.to_string()));
+            return failed(error_chain(&e), true);
+        }
+    };
+    rec.timeline.dump = us(t0);
+    // A process whose deputy this host serves takes the deputy along.
+    let mut frozen = frozen;
+    frozen.image.deputy = crate::deputy::has_deputy(pid);
+    // Forwarded standard streams: our own copies of the original's ends,
+    // and a lane to the destination for each.
+    let mut streams = Vec::new();
+    for e in &frozen.image.fds {
+        let migrate_proto::image::FdKind::Forwarded { output, .. } = e.kind else {
+            continue;
+        };
+        let end = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, e.fd));
+        let lane = peer::connect(cx.addr, cx.host, Lane::Stdio(id, e.fd));
+        match (end, lane) {
+            (Ok(end), Ok((lane, _))) => streams.push((e.fd, end, output, lane)),
+            (Err(err), _) => {
+                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("stdio".into()));
+                return failed(format!("taking fd {} of the original: {err}", e.fd), true);
+            }
+            (_, Err(err)) => {
+                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("stdio".into()));
+                return failed(
+                    format!("opening the lane for fd {}: {}", e.fd, error_chain(&err)),
+                    true,
+                );
+            }
+        }
+    }
+    let lazy = Arc::new(LazyPages::new(&frozen.image));
+    rec.lazy_pages = lazy.total();
+
+    let shipped = ship_core(&mut ctl, id, &frozen, opts, &mut rec);
+    let new_pid = match shipped.and_then(|_| match frame::read_msg::<DestMsg>(&mut ctl) {
+        Ok(DestMsg::Ready { pid }) => Ok(pid),
+        Ok(DestMsg::Failed(e)) => Err(format!("{} could not rebuild the process: {e}", cx.to)),
+        Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
+        Err(e) => Err(format!("lost {} before commit: {}", cx.to, error_chain(&e))),
+    }) {
+        Ok(p) => p,
+        Err(e) => {
+            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(e.clone()));
+            drop(frozen); // released: the original runs on here
+            return failed(e, true);
+        }
+    };
+    rec.new_pid = new_pid;
+    rec.timeline.restored = us(t0);
+
+    // Commit: from here the original never runs again.
+    let signals = pending_signals(&frozen);
+    let frozen_terminal = frozen.image.fds.iter().any(|e| {
+        matches!(
+            e.kind,
+            migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+        )
+    });
+    let Frozen { tasks, mem, .. } = frozen;
+    let task = FrozenOriginal(tasks);
+    let mem = Arc::new(mem);
+    let counters = Arc::new(Counters::default());
+    let mut servers = Vec::new();
+    if rec.lazy_pages > 0 {
+        servers.push(spawn_demand(
+            demand.try_clone().ok(),
+            mem.clone(),
+            lazy.clone(),
+            counters.clone(),
+        ));
+        if opts.push_rate_mib != Some(0) {
+            servers.push(spawn_push(
+                bulk.try_clone().ok(),
+                mem.clone(),
+                lazy.clone(),
+                counters.clone(),
+                opts.push_rate_mib,
+            ));
+        } else {
+            let _ = bulk.shutdown(Shutdown::Write);
+        }
+    } else {
+        let _ = bulk.shutdown(Shutdown::Write);
+    }
+    let lost = |rec: &mut MigrationRecord, what: String| {
+        rec.outcome = what.clone();
+        failed(
+            format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
+            false,
+        )
+    };
+    // From the commit on, the original must never run again: if this agent
+    // dies, the kernel kills it rather than letting it go on beside its copy.
+    for t in &task.0 {
+        if let Err(e) = t.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) {
+            warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
+        }
+    }
+    if let Err(e) = frame::write_msg(&mut ctl, &SourceMsg::Commit { signals }) {
+        task.kill();
+        return lost(
+            &mut rec,
+            format!("lost {} at commit: {}", cx.to, error_chain(&e)),
+        );
+    }
+    let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+    match frame::read_msg::<DestMsg>(&mut ctl) {
+        Ok(DestMsg::Resumed) => {}
+        Ok(other) => {
+            task.kill();
+            return lost(
+                &mut rec,
+                format!("{} did not resume the process: {other:?}", cx.to),
+            );
+        }
+        Err(e) => {
+            task.kill();
+            return lost(
+                &mut rec,
+                format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+            );
+        }
+    }
+    rec.timeline.resume = us(t0);
+    rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
+    rec.outcome = "resumed".into();
+    info!(
+        id,
+        pid,
+        new_pid,
+        downtime_us = rec.downtime_us,
+        "resumed on {}",
+        cx.to
+    );
+    // From here this host is the process's home for its standard streams.
+    for (fd, end, output, lane) in streams {
+        if output {
+            crate::relay::spawn_from_peer(fd, lane, end);
+        } else {
+            crate::relay::spawn_to_peer(fd, end, lane);
+        }
+    }
+    progress(&Reply::Resumed(rec.clone()));
+
+    // Post-copy: no bound on how long the process takes to touch its pages.
+    let _ = ctl.set_read_timeout(None);
+    let end = frame::read_msg::<DestMsg>(&mut ctl);
+    let has_terminal = frozen_terminal;
+    if has_terminal && matches!(end, Ok(DestMsg::Complete { .. })) {
+        // A terminal's session leader waits for this pid: the original
+        // becomes the deputy that stands in for the process here.
+        if let Err(e) = deputize(task, &mem, cx, id) {
+            warn!(error = %e, "the deputy could not be made: the original was killed");
+        }
+    } else {
+        if matches!(end, Ok(DestMsg::Complete { .. })) {
+            // Its deputy (if this host served one) now talks to the new host.
+            crate::deputy::moved(pid, cx.addr, id);
+        }
+        task.kill();
+    }
+    let _ = demand.shutdown(Shutdown::Both);
+    let _ = bulk.shutdown(Shutdown::Both);
+    for s in servers {
+        let _ = s.join();
+    }
+    rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
+    rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
+    rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
+    match end {
+        Ok(DestMsg::Complete {
+            discarded_pages,
+            faults,
+        }) => {
+            let _ = frame::write_msg(&mut ctl, &SourceMsg::Done);
+            rec.discarded_pages = discarded_pages;
+            rec.faults = faults;
+            rec.timeline.complete = us(t0);
+            rec.residual_us = rec.timeline.complete - rec.timeline.resume;
+            rec.outcome = "complete".into();
+            info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
+            Reply::Complete(rec)
+        }
+        Ok(DestMsg::Failed(e)) => lost(&mut rec, format!("post-copy failed on {}: {e}", cx.to)),
+        Ok(other) => lost(
+            &mut rec,
+            format!("unexpected answer from {}: {other:?}", cx.to),
+        ),
+        Err(e) => lost(
+            &mut rec,
+            format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
+        ),
+    }
+}
+
+/// The original's threads, stopped for good after the commit.
+struct FrozenOriginal(Vec<Seized>);
+
+impl FrozenOriginal {
+    fn kill(self) {
+        for t in self.0 {
+            t.kill();
+        }
+    }
+}
+
+/// Turns the frozen original into the deputy: an injected execve of this
+/// agent's binary as `__deputy`, keeping its pid, parent, session and
+/// terminal; its other threads end with the exec.
+fn deputize(
+    task: FrozenOriginal,
+    mem: &RemoteMem,
+    cx: &SourceCtx<'_>,
+    id: u64,
+) -> Result<(), String> {
+    let mut threads = task.0;
+    let mut main = threads.remove(0);
+    let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+    let args = [
+        exe.to_string_lossy().into_owned(),
+        "__deputy".to_string(),
+        cx.addr.to_string(),
+        id.to_string(),
+        cx.host.to_string(),
+    ];
+    let scratch = match main.syscall(
+        libc::SYS_mmap,
+        [
+            0,
+            8192,
+            (libc::PROT_READ | libc::PROT_WRITE) as u64,
+            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+            u64::MAX,
+            0,
+        ],
+    ) {
+        Ok(a) => a,
+        Err(e) => {
+            main.kill();
+            for t in threads {
+                t.kill();
+            }
+            return Err(error_chain(&e));
+        }
+    };
+    // Strings from 1024 on; argv (pointers, then NULL) and envp (NULL) first.
+    let mut blob = vec![0u8; 1024];
+    let mut ptrs = Vec::new();
+    for a in &args {
+        ptrs.push(scratch + blob.len() as u64);
+        blob.extend_from_slice(a.as_bytes());
+        blob.push(0);
+    }
+    for (i, p) in ptrs.iter().enumerate() {
+        blob[i * 8..i * 8 + 8].copy_from_slice(&p.to_le_bytes());
+    }
+    let envp = scratch + (ptrs.len() as u64 + 1) * 8;
+    if let Err(e) = mem.write(scratch, &blob) {
+        main.kill();
+        for t in threads {
+            t.kill();
+        }
+        return Err(error_chain(&e));
+    }
+    let r = main.exec_and_release([ptrs[0], scratch, envp, 0, 0, 0]);
+    for t in threads {
+        // Ended by the exec (or killed with the process if it failed).
+        t.abandon();
+    }
+    r.map_err(|e| error_chain(&e))
+}
+
+fn migration_id(pid: i32) -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (pid as u64) << 32
+}
+
+fn ship_core(
+    ctl: &mut TcpStream,
+    id: u64,
+    frozen: &Frozen,
+    opts: &MigrateOptions,
+    rec: &mut MigrationRecord,
+) -> Result<(), String> {
+    let err = |e: frame::FrameError| format!("sending the core: {}", error_chain(&e));
+    frame::write_msg(
+        ctl,
+        &SourceMsg::Core {
+            id,
+            image: Box::new(frozen.image.clone()),
+            opts: opts.clone(),
+        },
+    )
+    .map_err(err)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
+    let mut buf = Vec::new();
+    for v in &frozen.image.mm.vmas {
+        for p in v.pages.iter().filter(|p| p.eager) {
+            let mut first = p.first;
+            let end = p.first + p.count;
+            while first < end {
+                let n = (end - first).min(u64::from(MAX_PAGES_PER_FRAME));
+                let addr = v.start + first * PAGE_SIZE;
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                frozen
+                    .mem
+                    .read(addr, &mut buf)
+                    .map_err(|e| format!("reading pages at {addr:#x}: {}", error_chain(&e)))?;
+                frame::write_pages(&mut w, addr, &buf).map_err(err)?;
+                rec.eager_pages += n;
+                first += n;
+            }
+        }
+    }
+    frame::write_msg(&mut w, &SourceMsg::EagerDone).map_err(err)?;
+    w.flush().map_err(|e| err(e.into()))?;
+    if opts.mode == Mode::StopCopy {
+        debug_assert_eq!(rec.lazy_pages, 0);
+    }
+    Ok(())
+}
+
+fn spawn_demand(
+    lane: Option<TcpStream>,
+    mem: Arc<RemoteMem>,
+    lazy: Arc<LazyPages>,
+    c: Arc<Counters>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Some(mut s) = lane else { return };
+        let mut buf = Vec::new();
+        loop {
+            let req: PageRequest = match frame::read_msg(&mut s) {
+                Ok(r) => r,
+                Err(_) => return,
+            };
+            let n = u64::from(req.npages.min(MAX_PAGES_PER_FRAME));
+            if n == 0 || !req.addr.is_multiple_of(PAGE_SIZE) || !lazy.contains(req.addr, n) {
+                warn!(
+                    addr = req.addr,
+                    n, "demand request outside the process's lazy pages: closing the lane"
+                );
+                return;
+            }
+            buf.resize((n * PAGE_SIZE) as usize, 0);
+            if let Err(e) = mem.read(req.addr, &mut buf) {
+                warn!(error = %error_chain(&e), "reading the frozen original");
+                return;
+            }
+            lazy.mark(req.addr, n);
+            if frame::write_pages(&mut s, req.addr, &buf).is_err() {
+                return;
+            }
+            c.demand_requests.fetch_add(1, Ordering::Relaxed);
+            c.demand_pages.fetch_add(n, Ordering::Relaxed);
+        }
+    })
+}
+
+fn spawn_push(
+    lane: Option<TcpStream>,
+    mem: Arc<RemoteMem>,
+    lazy: Arc<LazyPages>,
+    c: Arc<Counters>,
+    rate_mib: Option<u64>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let Some(s) = lane else { return };
+        let mut w = std::io::BufWriter::with_capacity(1 << 20, &s);
+        let t0 = Instant::now();
+        let mut sent_bytes = 0u64;
+        let mut buf = Vec::new();
+        for &(start, count, off) in &lazy.runs {
+            let mut i = 0u64;
+            while i < count {
+                // Claim a stretch of unsent pages.
+                let first = i;
+                while i < count
+                    && i - first < PUSH_CHUNK
+                    && !lazy.sent[off + i as usize].swap(true, Ordering::Relaxed)
+                {
+                    i += 1;
+                }
+                let n = i - first;
+                if n == 0 {
+                    i += 1;
+                    continue;
+                }
+                let addr = start + first * PAGE_SIZE;
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                if mem.read(addr, &mut buf).is_err()
+                    || frame::write_pages(&mut w, addr, &buf).is_err()
+                {
+                    return;
+                }
+                c.pushed_pages.fetch_add(n, Ordering::Relaxed);
+                sent_bytes += n * PAGE_SIZE;
+                if let Some(rate) = rate_mib.filter(|r| *r > 0) {
+                    let due =
+                        Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        let _ = w.flush();
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+        }
+        let _ = w.flush();
+        drop(w);
+        let _ = s.shutdown(Shutdown::Write);
+    })
+}

@@ -1,0 +1,654 @@
+//! Thin wrappers around the syscalls the agent needs beyond std: the only
+//! unsafe code of the agent besides `uffd`.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::UnixStream;
+
+fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// `pidfd_open(pid, 0)`.
+pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) })?;
+    // SAFETY: the syscall returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_getfd(pidfd, targetfd, 0)`: a copy of another process's descriptor.
+pub fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> io::Result<OwnedFd> {
+    // SAFETY: plain syscall with integer arguments; `pidfd` is open.
+    let fd = check(unsafe { libc::syscall(libc::SYS_pidfd_getfd, pidfd.as_raw_fd(), target, 0) })?;
+    // SAFETY: the syscall returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
+pub fn pidfd_kill(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall; a NULL siginfo is allowed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })
+    .map(|_| ())
+}
+
+/// `kill(pid, sig)`.
+pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments.
+    check(libc::c_long::from(unsafe { libc::kill(pid, sig) })).map(|_| ())
+}
+
+/// Credentials of the process at the other end of a Unix socket.
+pub fn peer_cred(sock: &UnixStream) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: `cred` and `len` are valid for writes and `len` holds the
+    // size of `cred`, as SO_PEERCRED requires.
+    let ret = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    check(libc::c_long::from(ret))?;
+    Ok(cred)
+}
+
+/// `prlimit64(pid, resource, NULL, &old)`: another process's limit.
+pub fn get_rlimit(pid: i32, resource: u32) -> io::Result<(u64, u64)> {
+    let mut old = libc::rlimit64 {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `old` is a valid rlimit64 the kernel writes; new limit is NULL.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_prlimit64,
+            pid,
+            resource,
+            std::ptr::null::<libc::rlimit64>(),
+            &mut old as *mut libc::rlimit64,
+        )
+    };
+    check(ret)?;
+    Ok((old.rlim_cur, old.rlim_max))
+}
+
+/// `get_robust_list(pid)`: head and length of another task's robust list.
+pub fn get_robust_list(tid: i32) -> io::Result<(u64, u64)> {
+    let mut head: u64 = 0;
+    let mut len: usize = 0;
+    // SAFETY: `head` and `len` are valid for writes of a pointer and a size_t.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            tid,
+            &mut head as *mut u64,
+            &mut len as *mut usize,
+        )
+    };
+    check(ret)?;
+    Ok((head, len as u64))
+}
+
+/// `waitpid(pid, WNOHANG)`: reaps `pid` if it has exited.
+pub fn try_reap(pid: i32) -> bool {
+    let mut status = 0;
+    // SAFETY: `status` is a valid int the kernel writes.
+    let ret = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG | libc::__WALL) };
+    ret == pid
+}
+
+/// `getuid()`.
+pub fn getpid() -> i32 {
+    std::process::id() as i32
+}
+
+/// The stub: fork once so that init parents the restored process, start a
+/// new session, print the pid and sleep until the agent seizes us. Runs in
+/// a freshly exec'd, single-threaded process.
+pub fn run_stub() -> ! {
+    let want: i32 = std::env::args()
+        .nth(2)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    // SAFETY: called first thing in `main` of a fresh single-threaded
+    // process, so a fork-like clone3 cannot leave another thread's locks
+    // held; the arguments point at live locals.
+    let pid = unsafe { fork_with_pid(want) };
+    if pid != 0 {
+        // SAFETY: _exit is always safe to call; skips atexit handlers.
+        unsafe { libc::_exit(if pid > 0 { 0 } else { 1 }) };
+    }
+    // SAFETY: plain syscalls with integer or valid string arguments.
+    unsafe {
+        libc::setsid();
+        let me = libc::getpid();
+        let line = format!("{me}\n");
+        libc::write(1, line.as_ptr().cast(), line.len());
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDWR);
+        libc::dup2(null, 1);
+        loop {
+            libc::pause();
+        }
+    }
+}
+
+/// fork(), as pid `want` when that pid is free in our pid namespace
+/// (clone3 with `set_tid`), else as any pid.
+///
+/// # Safety
+///
+/// As fork(): the caller must be single-threaded.
+unsafe fn fork_with_pid(want: i32) -> i32 {
+    if want > 1 {
+        let tid = [want];
+        // struct clone_args: flags, pidfd, child_tid, parent_tid,
+        // exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup.
+        let args: [u64; 11] = [
+            0,
+            0,
+            0,
+            0,
+            libc::SIGCHLD as u64,
+            0,
+            0,
+            0,
+            tid.as_ptr() as u64,
+            1,
+            0,
+        ];
+        // SAFETY: `args` and `tid` live across the call; no CLONE_VM, so the
+        // child continues on a copy of this stack like after fork().
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_clone3,
+                args.as_ptr(),
+                std::mem::size_of_val(&args),
+            )
+        };
+        if r >= 0 {
+            return r as i32;
+        }
+    }
+    // SAFETY: the caller guarantees a single-threaded process.
+    unsafe { libc::fork() }
+}
+
+/// `kcmp(pid, pid, KCMP_FILE, a, b)`: whether two descriptors of `pid` are
+/// the same open file.
+pub fn same_open_file(pid: i32, a: i32, b: i32) -> io::Result<bool> {
+    const KCMP_FILE: libc::c_long = 0;
+    // SAFETY: kcmp with integer arguments only.
+    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r == 0)
+}
+
+/// Copies the bytes waiting in the pipe `src` (a read end) without taking
+/// them out, through `tee` into a pipe of our own. `capacity` is the
+/// pipe's size; fails if the copy is short.
+pub fn peek_pipe(src: &OwnedFd, capacity: u32) -> io::Result<Vec<u8>> {
+    let mut waiting: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(src.as_raw_fd(), libc::FIONREAD, &mut waiting) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let waiting = waiting.max(0) as usize;
+    if waiting == 0 {
+        return Ok(Vec::new());
+    }
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` has room for two descriptors.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 just made these two descriptors, owned by nobody else.
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on our own descriptor with an integer argument.
+    unsafe {
+        libc::fcntl(
+            w.as_raw_fd(),
+            libc::F_SETPIPE_SZ,
+            capacity.max(4096) as libc::c_int,
+        )
+    };
+    // SAFETY: tee between two pipe descriptors; no memory involved.
+    let n = unsafe {
+        libc::tee(
+            src.as_raw_fd(),
+            w.as_raw_fd(),
+            waiting,
+            libc::SPLICE_F_NONBLOCK,
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if n as usize != waiting {
+        return Err(io::Error::other(format!(
+            "copied {n} of the {waiting} bytes in the pipe"
+        )));
+    }
+    drop(w);
+    let mut out = Vec::with_capacity(waiting);
+    std::io::Read::read_to_end(&mut std::fs::File::from(r), &mut out)?;
+    Ok(out)
+}
+
+/// `getsockopt` of an int option on our descriptor.
+pub fn getsockopt_int(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: `v` and `len` describe an int-sized buffer the kernel fills.
+    let r = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(v)
+}
+
+/// `getsockname` as raw `sockaddr` bytes.
+pub fn getsockname(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf`/`len` describe a buffer large enough for any sockaddr.
+    let r = unsafe { libc::getsockname(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf[..len as usize].to_vec())
+}
+
+/// Sends one sock_diag dump request (`body` follows the netlink header)
+/// and returns the payload of every answer.
+fn sock_diag_dump(body: &[u8]) -> io::Result<Vec<Vec<u8>>> {
+    // SAFETY: creating a netlink socket; the descriptor is owned below.
+    let nl = unsafe {
+        libc::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_DGRAM | libc::SOCK_CLOEXEC,
+            libc::NETLINK_SOCK_DIAG,
+        )
+    };
+    if nl < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `nl` was just created and nothing else owns it.
+    let nl = unsafe { OwnedFd::from_raw_fd(nl) };
+    let len = 16 + body.len();
+    let mut req = vec![0u8; 16];
+    req[0..4].copy_from_slice(&(len as u32).to_ne_bytes());
+    req[4..6].copy_from_slice(&20u16.to_ne_bytes()); // SOCK_DIAG_BY_FAMILY
+    req[6..8].copy_from_slice(&((libc::NLM_F_REQUEST | libc::NLM_F_DUMP) as u16).to_ne_bytes());
+    req.extend_from_slice(body);
+    send(&nl, &req)?;
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    for _ in 0..10_000 {
+        // SAFETY: receiving into our buffer, at most its length.
+        let n = unsafe { libc::recv(nl.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+        if n <= 0 {
+            break;
+        }
+        let n = n as usize;
+        let mut off = 0usize;
+        while off + 16 <= n {
+            let len =
+                u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
+            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+            if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
+                return Ok(out);
+            }
+            if len < 16 || off + len > n {
+                return Ok(out);
+            }
+            out.push(buf[off + 16..off + len].to_vec());
+            off += (len + 3) & !3;
+        }
+    }
+    Ok(out)
+}
+
+fn u32_at(b: &[u8], o: usize) -> u32 {
+    u32::from_ne_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]])
+}
+
+/// The backlog a listening TCP socket was given (`listen(2)`), read with
+/// sock_diag (it is the `idiag_wqueue` of a listener).
+pub fn listen_backlog(s: &OwnedFd) -> io::Result<i32> {
+    let domain = getsockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
+    let ino = std::fs::File::from(s.try_clone()?).metadata()?.ino();
+    // inet_diag_req_v2: family, protocol, ext, pad, states, sockid (48).
+    let mut body = [0u8; 56];
+    body[0] = domain as u8;
+    body[1] = libc::IPPROTO_TCP as u8;
+    body[4..8].copy_from_slice(&(1u32 << 10).to_ne_bytes()); // TCP_LISTEN
+                                                             // inet_diag_msg: ..., wqueue at 60, inode at 68.
+    sock_diag_dump(&body)?
+        .iter()
+        .filter(|m| m.len() >= 72)
+        .find(|m| u64::from(u32_at(m, 68)) == ino)
+        .map(|m| u32_at(m, 60) as i32)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "listener not found by sock_diag"))
+}
+
+/// A Unix socket as sock_diag describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnixSocket {
+    /// Its inode.
+    pub inode: u64,
+    /// `SOCK_STREAM`, `SOCK_DGRAM` or `SOCK_SEQPACKET`.
+    pub stype: u8,
+    /// TCP-like state (1: connected, 10: listening, 7: unconnected).
+    pub state: u8,
+    /// The peer's inode (0: none).
+    pub peer: u64,
+    /// Bound path or abstract name, if any.
+    pub name: Option<Vec<u8>>,
+    /// Receive queue (for a listener: connections waiting) and send queue
+    /// (for a listener: its backlog).
+    pub queues: (u32, u32),
+}
+
+/// Every Unix socket in our network namespace, by sock_diag.
+pub fn unix_sockets() -> io::Result<Vec<UnixSocket>> {
+    // unix_diag_req: family, protocol, pad, states, ino, show, cookie.
+    let mut body = [0u8; 24];
+    body[0] = libc::AF_UNIX as u8;
+    body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
+                                                         // udiag_show: NAME (1) | PEER (4) | RQLEN (16)
+    body[12..16].copy_from_slice(&(1u32 | 4 | 16).to_ne_bytes());
+    let mut out = Vec::new();
+    for m in sock_diag_dump(&body)? {
+        if m.len() < 16 {
+            continue;
+        }
+        let mut s = UnixSocket {
+            inode: u64::from(u32_at(&m, 4)),
+            stype: m[1],
+            state: m[2],
+            peer: 0,
+            name: None,
+            queues: (0, 0),
+        };
+        // rtattrs after the 16-byte unix_diag_msg.
+        let mut a = 16;
+        while a + 4 <= m.len() {
+            let alen = u16::from_ne_bytes([m[a], m[a + 1]]) as usize;
+            let atype = u16::from_ne_bytes([m[a + 2], m[a + 3]]);
+            if alen < 4 || a + alen > m.len() {
+                break;
+            }
+            match atype {
+                0 => s.name = Some(m[a + 4..a + alen].to_vec()),
+                2 if alen >= 8 => s.peer = u64::from(u32_at(&m, a + 4)),
+                4 if alen >= 12 => s.queues = (u32_at(&m, a + 4), u32_at(&m, a + 8)),
+                _ => {}
+            }
+            a += (alen + 3) & !3;
+        }
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// The bytes (stream) or datagrams waiting to be read on Unix socket `s`,
+/// read with MSG_PEEK and SO_PEEK_OFF so nothing is taken out.
+pub fn peek_unix(s: &OwnedFd, stream: bool) -> io::Result<Vec<Vec<u8>>> {
+    let set_off = |v: libc::c_int| {
+        // SAFETY: setting an int option on our descriptor.
+        unsafe {
+            libc::setsockopt(
+                s.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_PEEK_OFF,
+                (&v as *const libc::c_int).cast(),
+                4,
+            )
+        }
+    };
+    if set_off(0) < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let mut out = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    for _ in 0..100_000 {
+        // SAFETY: a peek into our buffer, at most its length.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        if n <= 0 {
+            break;
+        }
+        out.push(buf[..n as usize].to_vec());
+    }
+    set_off(-1);
+    if stream {
+        let all: Vec<u8> = out.concat();
+        return Ok(if all.is_empty() {
+            Vec::new()
+        } else {
+            vec![all]
+        });
+    }
+    Ok(out)
+}
+
+/// The path of the file a kernel file handle names on the filesystem with
+/// device `sdev` (the kernel's internal encoding, major << 20 | minor).
+pub fn path_of_handle(sdev: u64, handle_type: i32, handle: &[u8]) -> io::Result<String> {
+    let (major, minor) = (sdev >> 20, sdev & 0xfffff);
+    let want = format!("{major}:{minor}");
+    let info = std::fs::read_to_string("/proc/self/mountinfo")?;
+    let mount = info
+        .lines()
+        .map(|l| l.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.get(2) == Some(&want.as_str()) && f.get(3) == Some(&"/"))
+        .and_then(|f| f.get(4).map(|s| s.to_string()))
+        .ok_or_else(|| {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("no mount of device {want}"),
+            )
+        })?;
+    let m = std::fs::File::open(&mount)?;
+    // struct file_handle: handle_bytes (u32), handle_type (i32), bytes.
+    let mut fh = Vec::with_capacity(8 + handle.len());
+    fh.extend_from_slice(&(handle.len() as u32).to_ne_bytes());
+    fh.extend_from_slice(&handle_type.to_ne_bytes());
+    fh.extend_from_slice(handle);
+    // SAFETY: open_by_handle_at reads the file_handle we built; the mount
+    // descriptor is ours.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_by_handle_at,
+            m.as_raw_fd(),
+            fh.as_ptr(),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us.
+    let f = unsafe { OwnedFd::from_raw_fd(fd as RawFd) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", f.as_raw_fd()))?;
+    Ok(path.to_string_lossy().into_owned())
+}
+
+/// Bytes waiting to be read on a descriptor (FIONREAD).
+pub fn pending_bytes(fd: &OwnedFd) -> io::Result<usize> {
+    let mut n: libc::c_int = 0;
+    // SAFETY: FIONREAD writes one int.
+    if unsafe { libc::ioctl(fd.as_raw_fd(), libc::FIONREAD, &mut n) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n.max(0) as usize)
+}
+
+/// `fcntl(fd, cmd)` without an argument (`F_GET_SEALS`, `F_GETPIPE_SZ`).
+pub fn fcntl_get(fd: &impl AsRawFd, cmd: libc::c_int) -> io::Result<i32> {
+    // SAFETY: fcntl query commands take no pointer argument.
+    let r = unsafe { libc::fcntl(fd.as_raw_fd(), cmd) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r)
+}
+
+/// `lseek(fd, pos, whence)`; `None` at ENXIO (no data or hole past `pos`).
+pub fn seek(fd: &impl AsRawFd, pos: u64, whence: libc::c_int) -> io::Result<Option<u64>> {
+    // SAFETY: lseek with integer arguments on a descriptor the caller owns.
+    let r = unsafe { libc::lseek(fd.as_raw_fd(), pos as libc::off_t, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) {
+            Ok(None)
+        } else {
+            Err(e)
+        };
+    }
+    Ok(Some(r as u64))
+}
+
+/// `send(fd, data, 0)`: how many bytes went.
+pub fn send(fd: &impl AsRawFd, data: &[u8]) -> io::Result<usize> {
+    // SAFETY: sending from a valid slice of `data.len()` bytes.
+    let r = unsafe { libc::send(fd.as_raw_fd(), data.as_ptr().cast(), data.len(), 0) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(r as usize)
+}
+
+/// `mkfifo(path, mode)`.
+pub fn mkfifo(path: &str, mode: libc::mode_t) -> io::Result<()> {
+    let c =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: mkfifo with a valid NUL-terminated path.
+    if unsafe { libc::mkfifo(c.as_ptr(), mode) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Every signal back to its default disposition, none blocked.
+pub fn reset_signals() {
+    for sig in 1..=64 {
+        if sig == libc::SIGKILL || sig == libc::SIGSTOP {
+            continue;
+        }
+        // SAFETY: restoring the default disposition.
+        unsafe { libc::signal(sig, libc::SIG_DFL) };
+    }
+    // SAFETY: an empty set from sigemptyset, then unblocking it all.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
+    }
+}
+
+/// Installs `handler` for `sig` (it must be async-signal-safe).
+pub fn set_handler(sig: i32, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: the handler only does async-signal-safe work (the caller's
+    // promise); signal() with a function pointer.
+    unsafe { libc::signal(sig, handler as *const () as libc::sighandler_t) };
+}
+
+/// Ends this process by signal `sig` (as the process it stands for did).
+pub fn die_by(sig: i32) -> ! {
+    // SAFETY: default disposition, then raising the signal; _exit if it
+    // did not end us.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        libc::raise(sig);
+        libc::_exit(128 + sig)
+    }
+}
+
+/// Makes this process a child subreaper: orphans below it (the processes
+/// it rebuilds) become its children, so it learns how they end.
+pub fn become_subreaper() -> io::Result<()> {
+    // SAFETY: prctl with integer arguments.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Waits for child `pid` (whose pidfd is `pidfd`) to end: (exit code,
+/// killing signal). It waits on the pidfd first and reaps only once the
+/// process has exited: a wait on a child this agent may be tracing would
+/// otherwise swallow the ptrace stops another thread waits for.
+pub fn wait_exit(pid: i32, pidfd: &OwnedFd) -> io::Result<(Option<i32>, Option<i32>)> {
+    loop {
+        let mut p = libc::pollfd {
+            fd: pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd.
+        let r = unsafe { libc::poll(&mut p, 1, -1) };
+        if r > 0 {
+            break;
+        }
+        let e = io::Error::last_os_error();
+        if r < 0 && e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    let mut status = 0;
+    for _ in 0..1000 {
+        // SAFETY: waitpid with a valid status pointer.
+        let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+        if r == pid {
+            return Ok(if libc::WIFEXITED(status) {
+                (Some(libc::WEXITSTATUS(status)), None)
+            } else {
+                (None, Some(libc::WTERMSIG(status)))
+            });
+        }
+        if r < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    Err(io::Error::other("exited but could not be reaped"))
+}

@@ -1,0 +1,271 @@
+//! `migrate`: asks the local agent to move a process to another host.
+//!
+//! Exit status: 0 the process runs on the destination; 1 refused or
+//! failed with the original still running here; 2 bad usage; 3 no agent;
+//! 4 the process was lost (failure after the commit).
+
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, ValueEnum};
+use migrate_proto::frame;
+use migrate_proto::msg::{MigrateOptions, Mode, Reply, Request};
+use migrate_proto::record::MigrationRecord;
+use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
+
+const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
+
+/// Moves a running process to another host, live (post-copy).
+///
+/// `migrate check <pid>` runs the pre-flight checks only.
+#[derive(Debug, Parser)]
+#[command(
+    name = "migrate",
+    version,
+    after_help = "Exit status: 0 migrated; 1 refused or failed, the process still runs here; 2 usage; 3 no agent; 4 the process was lost."
+)]
+struct MigrateArgs {
+    /// The process to move.
+    pid: i32,
+    /// Destination: a peer name known to the agent, or ADDR:PORT.
+    #[arg(long)]
+    to: String,
+    /// Return once the process runs on the destination, before all its
+    /// memory has followed.
+    #[arg(long)]
+    detach: bool,
+    /// Print the migration record as JSON instead of the summary line.
+    #[arg(long)]
+    json: bool,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// How memory moves.
+    #[arg(long, value_enum, default_value = "postcopy")]
+    mode: ModeArg,
+    /// Cap on the background push in MiB/s (0: no push, pages move only
+    /// when the process touches them).
+    #[arg(long, value_name = "MIB")]
+    push_rate: Option<u64>,
+    /// Pages fetched per fault, the faulting one included.
+    #[arg(long, default_value_t = 16)]
+    prefetch: u32,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ModeArg {
+    /// Core and a small eager set at the freeze, the rest after resume.
+    Postcopy,
+    /// Everything during the freeze.
+    StopCopy,
+}
+
+/// Runs the pre-flight checks on a process without touching it.
+#[derive(Debug, Parser)]
+#[command(name = "migrate check")]
+struct CheckArgs {
+    /// The process to check.
+    pid: i32,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+/// A failure with its exit status.
+struct Exit(u8, anyhow::Error);
+
+fn connect(socket: &PathBuf) -> Result<UnixStream, Exit> {
+    let mut s = UnixStream::connect(socket).map_err(|e| {
+        Exit(
+            3,
+            anyhow::anyhow!(
+                "no agent at {}: {e} (is migrate-agent running? see --socket)",
+                socket.display()
+            ),
+        )
+    })?;
+    frame::write_msg(
+        &mut s,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )
+    .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    match frame::read_msg::<Reply>(&mut s) {
+        Ok(Reply::Welcome { .. }) => Ok(s),
+        Ok(Reply::Refused { reasons }) => Err(Exit(3, anyhow::anyhow!(reasons.join("; ")))),
+        Ok(other) => Err(Exit(
+            3,
+            anyhow::anyhow!("unexpected answer from the agent: {other:?}"),
+        )),
+        Err(e) => Err(Exit(
+            3,
+            anyhow::Error::new(e).context("talking to the agent"),
+        )),
+    }
+}
+
+fn mib(pages: u64) -> f64 {
+    (pages * PAGE_SIZE) as f64 / 1048576.0
+}
+
+fn summary(r: &MigrationRecord, complete: bool) -> String {
+    let head = format!(
+        "migrated {} -> {} (pid {}): downtime {:.1} ms, {:.1} MiB eager, {:.1} MiB lazy",
+        r.pid,
+        r.to,
+        r.new_pid,
+        r.downtime_us as f64 / 1000.0,
+        mib(r.eager_pages),
+        mib(r.lazy_pages)
+    );
+    if complete {
+        format!("{head}, complete after {:.2} s", r.residual_us as f64 / 1e6)
+    } else {
+        format!("{head} to follow")
+    }
+}
+
+fn refused(reasons: &[String]) -> Exit {
+    let mut msg = String::from("refused: ");
+    msg.push_str(&reasons.join("\n  "));
+    if reasons.len() > 1 {
+        msg = format!("refused:\n  {}", reasons.join("\n  "));
+    }
+    Exit(1, anyhow::anyhow!(msg))
+}
+
+fn run_check(args: CheckArgs) -> Result<(), Exit> {
+    let mut s = connect(&args.socket)?;
+    frame::write_msg(&mut s, &Request::Check { pid: args.pid })
+        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    match frame::read_msg::<Reply>(&mut s) {
+        Ok(Reply::Movable { summary }) => {
+            println!("{summary}");
+            Ok(())
+        }
+        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
+        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+        Err(e) => Err(Exit(
+            3,
+            anyhow::Error::new(e).context("the agent closed the connection"),
+        )),
+    }
+}
+
+fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
+    let mut s = connect(&args.socket)?;
+    let opts = MigrateOptions {
+        mode: match args.mode {
+            ModeArg::Postcopy => Mode::PostCopy,
+            ModeArg::StopCopy => Mode::StopCopy,
+        },
+        push_rate_mib: args.push_rate,
+        prefetch_pages: args.prefetch.max(1),
+    };
+    let req = Request::Migrate {
+        pid: args.pid,
+        to: args.to.clone(),
+        detach: args.detach,
+        opts,
+    };
+    frame::write_msg(&mut s, &req)
+        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    let print = |r: &MigrationRecord, complete: bool| -> Result<(), Exit> {
+        if args.json {
+            let j = serde_json::to_string_pretty(r).map_err(|e| Exit(1, e.into()))?;
+            println!("{j}");
+        } else {
+            println!("{}", summary(r, complete));
+        }
+        Ok(())
+    };
+    loop {
+        match frame::read_msg::<Reply>(&mut s) {
+            Ok(Reply::Resumed(r)) => {
+                if args.detach {
+                    return print(&r, false);
+                }
+            }
+            Ok(Reply::Complete(r)) => return print(&r, true),
+            Ok(Reply::Refused { reasons }) => return Err(refused(&reasons)),
+            Ok(Reply::Failed {
+                error,
+                resumed_original,
+            }) => {
+                return Err(if resumed_original {
+                    Exit(1, anyhow::anyhow!("failed: {error}; pid {} runs on here, untouched", args.pid))
+                } else {
+                    Exit(4, anyhow::anyhow!("failed after commit: {error}"))
+                })
+            }
+            Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+            Err(e) => {
+                return Err(Exit(
+                    4,
+                    anyhow::Error::new(e).context(
+                        "the agent closed the connection mid-migration (did it die?): the outcome is unknown",
+                    ),
+                ))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<String> = std::env::args().collect();
+    let result = if argv.get(1).map(String::as_str) == Some("check") {
+        let mut a = argv.clone();
+        a.remove(1);
+        match CheckArgs::try_parse_from(a) {
+            Ok(a) => run_check(a),
+            Err(e) => usage(e),
+        }
+    } else {
+        match MigrateArgs::try_parse_from(&argv) {
+            Ok(a) => run_migrate(a),
+            Err(e) => usage(e),
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Exit(code, e)) => {
+            eprintln!("migrate: {e:#}");
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn usage(e: clap::Error) -> Result<(), Exit> {
+    use clap::error::ErrorKind;
+    if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) {
+        let _ = e.print();
+        std::process::exit(0);
+    }
+    let _ = e.print();
+    std::process::exit(2);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_line() {
+        let r = MigrationRecord {
+            pid: 4242,
+            to: "host2".into(),
+            new_pid: 311,
+            downtime_us: 7900,
+            eager_pages: 3174,
+            lazy_pages: 127_514,
+            residual_us: 610_000,
+            ..Default::default()
+        };
+        assert_eq!(
+            summary(&r, true),
+            "migrated 4242 -> host2 (pid 311): downtime 7.9 ms, 12.4 MiB eager, 498.1 MiB lazy, complete after 0.61 s"
+        );
+    }
+}

@@ -1,0 +1,359 @@
+//! Two simulated hosts on one machine: each its own network namespace
+//! (joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24), PID namespace
+//! with its own `/proc`, mount namespace with private `/tmp` and `/run`,
+//! UTS and IPC namespaces. Dropping the [`Lab`] tears it all down, also
+//! while a test unwinds from a panic.
+//!
+//! Lab addresses are only reachable from inside the hosts: run everything
+//! that talks to them through [`Host::command`].
+
+use std::ffi::OsStr;
+use std::io::{self, BufRead, BufReader};
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::mpsc;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use crate::bins::bin;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Port the agents listen on.
+pub const AGENT_PORT: u16 = 7070;
+
+/// Longest a host's init may take to say `ready`.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest [`Host::spawn_agent`] waits for the control socket.
+const AGENT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest teardown waits for a killed process to be gone.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One simulated host.
+pub struct Host {
+    name: String,
+    netns: String,
+    addr: Ipv4Addr,
+    /// `nsenter … unshare --fork`: the init's parent, which reaps it.
+    unshare: Option<Child>,
+    init: i32,
+}
+
+/// The two hosts and a directory both can see.
+pub struct Lab {
+    hosts: Vec<Host>,
+    shared: PathBuf,
+}
+
+fn run(cmd: &mut Command) -> io::Result<()> {
+    let out = cmd.stdin(Stdio::null()).output()?;
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{cmd:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(())
+}
+
+fn ip(args: &[&str]) -> io::Result<()> {
+    run(Command::new("ip").args(args))
+}
+
+/// Children of `pid` (outer namespace), from `/proc`.
+fn children(pid: u32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// Waits, bounded by [`EXIT_TIMEOUT`], for `child` to exit by itself, then
+/// kills it if it has not; always reaps it.
+fn reap(child: &mut Child) {
+    let t = Instant::now();
+    while t.elapsed() < EXIT_TIMEOUT {
+        if !matches!(child.try_wait(), Ok(None)) {
+            return;
+        }
+        sleep(Duration::from_millis(5));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+fn sigkill(pid: i32) {
+    if pid > 0 {
+        // SAFETY: kill(2) with integer arguments; callers pass only pids of
+        // processes this harness started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+impl Lab {
+    /// Builds the lab: hosts `host1` (10.77.0.1) and `host2` (10.77.0.2),
+    /// network namespaces `mgl-<pid>-<n>-h1`/`-h2`, and a shared directory
+    /// `/var/tmp/migrate-lab-<pid>-<n>`.
+    pub fn start() -> io::Result<Lab> {
+        let tag = format!(
+            "mgl-{}-{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let shared = PathBuf::from(format!("/var/tmp/migrate-lab-{}", &tag[4..]));
+        std::fs::create_dir_all(&shared)?;
+        // From here on, Drop cleans up whatever exists.
+        let mut lab = Lab {
+            hosts: Vec::new(),
+            shared,
+        };
+        for i in 1..=2u8 {
+            let netns = format!("{tag}-h{i}");
+            ip(&["netns", "add", &netns])?;
+            lab.hosts.push(Host {
+                name: format!("host{i}"),
+                netns,
+                addr: Ipv4Addr::new(10, 77, 0, i),
+                unshare: None,
+                init: 0,
+            });
+        }
+        let ns: Vec<String> = lab.hosts.iter().map(|h| h.netns.clone()).collect();
+        // Both ends are born inside their namespaces: nothing outside.
+        ip(&[
+            "link", "add", "mgl0", "netns", &ns[0], "type", "veth", "peer", "name", "mgl1",
+            "netns", &ns[1],
+        ])?;
+        for (i, h) in lab.hosts.iter().enumerate() {
+            let dev = format!("mgl{i}");
+            let addr = format!("{}/24", h.addr);
+            ip(&["-n", &h.netns, "addr", "add", &addr, "dev", &dev])?;
+            ip(&["-n", &h.netns, "link", "set", &dev, "up"])?;
+            ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
+        }
+        let init_bin = bin("lab-init");
+        for h in &mut lab.hosts {
+            h.boot(&init_bin)?;
+        }
+        Ok(lab)
+    }
+
+    /// The host named `name` (`host1` or `host2`); panics on another name.
+    pub fn host(&self, name: &str) -> &Host {
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .unwrap_or_else(|| panic!("no host {name} in the lab"))
+    }
+
+    /// A directory at the same path in both hosts and in the test; removed
+    /// with the lab.
+    pub fn shared_dir(&self) -> &Path {
+        &self.shared
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for h in &mut self.hosts {
+            if let Some(mut u) = h.unshare.take() {
+                // Killing the init makes the kernel kill its whole PID
+                // namespace; `unshare` exits once it has reaped the init,
+                // which is after every process of the namespace is gone.
+                let init = if h.init > 0 {
+                    vec![h.init]
+                } else {
+                    children(u.id())
+                };
+                init.into_iter().for_each(sigkill);
+                reap(&mut u);
+            }
+            let _ = Command::new("ip")
+                .args(["netns", "del", &h.netns])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.shared);
+    }
+}
+
+impl Host {
+    /// Starts the host's init in its namespaces and waits (bounded) for it.
+    fn boot(&mut self, init_bin: &Path) -> io::Result<()> {
+        let mut child = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.netns))
+            .args(["unshare", "--pid", "--fork", "--mount", "--mount-proc"])
+            .args(["--propagation", "private", "--uts", "--ipc"])
+            .arg(init_bin)
+            .arg(&self.name)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let out = child.stdout.take();
+        if let Some(err) = child.stderr.take() {
+            // util-linux 2.38's `unshare --fork` says "sigprocmask unblock
+            // failed" whenever its child ends; everything else is passed on.
+            std::thread::spawn(move || {
+                for line in BufReader::new(err).lines().map_while(Result::ok) {
+                    if !line.contains("sigprocmask unblock failed") {
+                        eprintln!("{line}");
+                    }
+                }
+            });
+        }
+        self.unshare = Some(child);
+        let out = out.ok_or_else(|| io::Error::other("no stdout from the host init"))?;
+        // The reader thread ends when the init's stdout closes (at the
+        // latest when teardown kills it).
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let r = BufReader::new(out).read_line(&mut line).map(|_| line);
+            let _ = tx.send(r);
+        });
+        let line = match rx.recv_timeout(READY_TIMEOUT) {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(io::Error::other(format!(
+                    "{} did not come up within {READY_TIMEOUT:?}",
+                    self.name
+                )))
+            }
+        };
+        if line.trim() != "ready" {
+            return Err(io::Error::other(format!(
+                "{} did not come up (init said {:?})",
+                self.name,
+                line.trim()
+            )));
+        }
+        let id = self.unshare.as_ref().map_or(0, Child::id);
+        self.init = children(id)
+            .first()
+            .copied()
+            .ok_or_else(|| io::Error::other(format!("init of {} not found", self.name)))?;
+        Ok(())
+    }
+
+    /// `host1` or `host2`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Address on the lab link.
+    pub fn addr(&self) -> Ipv4Addr {
+        self.addr
+    }
+
+    /// Pid (outer namespace) of the host's init.
+    pub fn init_pid(&self) -> i32 {
+        self.init
+    }
+
+    /// A command that runs inside every namespace of the host
+    /// (`nsenter -t <init> --net --pid --mount --uts --ipc -- program`).
+    /// The spawned [`Child`] is the `nsenter` (outer namespace), which
+    /// forks `program` into the host's PID namespace and waits for it.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.init.to_string()])
+            .args(["--net", "--pid", "--mount", "--uts", "--ipc", "--"])
+            .arg(program);
+        c
+    }
+
+    /// A host-private path as the test can reach it:
+    /// `/proc/<init>/root/<p>`.
+    pub fn root_path(&self, p: impl AsRef<Path>) -> PathBuf {
+        let p = p.as_ref();
+        let rel = p.strip_prefix("/").unwrap_or(p);
+        PathBuf::from(format!("/proc/{}/root", self.init)).join(rel)
+    }
+
+    /// Starts `agent_bin --name <host> --listen <addr>:7070 --socket
+    /// /run/migrate/agent.sock --peer <peer>=<addr>:7070…` in this host,
+    /// stdout and stderr to `log`, and waits (at most 10 s) for its control
+    /// socket. An agent that exits first is an error carrying its log's
+    /// tail.
+    pub fn spawn_agent(&self, agent_bin: &Path, peers: &[&Host], log: &Path) -> io::Result<Agent> {
+        let f = std::fs::File::create(log)?;
+        let mut c = self.command(agent_bin);
+        c.args(["--name", &self.name])
+            .args(["--listen", &format!("{}:{AGENT_PORT}", self.addr)])
+            .args(["--socket", "/run/migrate/agent.sock"]);
+        for p in peers {
+            c.arg("--peer")
+                .arg(format!("{}={}:{AGENT_PORT}", p.name, p.addr));
+        }
+        let child = c
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(f.try_clone()?)
+            .stderr(f)
+            .spawn()?;
+        let mut agent = Agent { child };
+        let sock = self.root_path("/run/migrate/agent.sock");
+        let t = Instant::now();
+        while t.elapsed() < AGENT_TIMEOUT {
+            if sock.exists() {
+                return Ok(agent);
+            }
+            if let Ok(Some(st)) = agent.child.try_wait() {
+                let text = std::fs::read_to_string(log).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(10).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                return Err(io::Error::other(format!(
+                    "agent on {} exited ({st}) before opening its socket; {} ends:\n{}",
+                    self.name,
+                    log.display(),
+                    tail.join("\n")
+                )));
+            }
+            sleep(Duration::from_millis(10));
+        }
+        agent.kill();
+        Err(io::Error::other(format!(
+            "agent on {} did not open {} within {AGENT_TIMEOUT:?}; log: {}",
+            self.name,
+            sock.display(),
+            log.display()
+        )))
+    }
+}
+
+/// A running agent, behind the `nsenter` that started it in its host.
+/// Dropping it kills the agent.
+pub struct Agent {
+    child: Child,
+}
+
+impl Agent {
+    /// Pid (outer namespace) of the `nsenter` wrapper; the agent itself is
+    /// its only child (`/proc/<pid>/task/<pid>/children`).
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// SIGKILLs the agent by pid, waits (bounded) until `nsenter` has
+    /// reaped it, and reaps `nsenter`. Idempotent.
+    pub fn kill(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            children(self.child.id()).into_iter().for_each(sigkill);
+        }
+        reap(&mut self.child);
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -1,0 +1,285 @@
+//! Helpers shared by the lab's integration tests.
+
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::PathBuf;
+use std::process::{Child, Output, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use migrate_tests::bins::bin;
+use migrate_tests::lab::{Agent, Host, Lab};
+
+/// Longest a `migrate` command may take in a test.
+pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
+static MIGRATE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+
+/// A lab with both agents running.
+pub struct Cluster {
+    pub lab: Lab,
+    pub agents: Vec<Agent>,
+}
+
+impl Cluster {
+    pub fn start() -> Cluster {
+        let lab = Lab::start().expect("lab");
+        let agent = bin("migrate-agent");
+        let a1 = lab
+            .host("host1")
+            .spawn_agent(
+                &agent,
+                &[lab.host("host2")],
+                &lab.shared_dir().join("agent1.log"),
+            )
+            .expect("agent on host1");
+        let a2 = lab
+            .host("host2")
+            .spawn_agent(
+                &agent,
+                &[lab.host("host1")],
+                &lab.shared_dir().join("agent2.log"),
+            )
+            .expect("agent on host2");
+        Cluster {
+            lab,
+            agents: vec![a1, a2],
+        }
+    }
+
+    pub fn h1(&self) -> &Host {
+        self.lab.host("host1")
+    }
+
+    pub fn h2(&self) -> &Host {
+        self.lab.host("host2")
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.lab.shared_dir().join(name)
+    }
+
+    /// Runs `migrate ARGS` on host1.
+    pub fn migrate(&self, args: &[&str]) -> Output {
+        self.migrate_as(None, args)
+    }
+
+    pub fn migrate_as(&self, uid: Option<u32>, args: &[&str]) -> Output {
+        let mut c = match uid {
+            None => self.h1().command(bin("migrate")),
+            Some(u) => {
+                let mut c = self.h1().command("setpriv");
+                c.arg(format!("--reuid={u}"))
+                    .arg(format!("--regid={u}"))
+                    .arg("--clear-groups")
+                    .arg(bin("migrate"));
+                c
+            }
+        };
+        // Bounded: a migration that never ends fails the test (the lab's
+        // teardown then kills everything left in its hosts).
+        let n = MIGRATE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (o, e) = (
+            self.path(&format!("migrate{n}.out")),
+            self.path(&format!("migrate{n}.err")),
+        );
+        let mut child = c
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&o).unwrap())
+            .stderr(fs::File::create(&e).unwrap())
+            .spawn()
+            .expect("run migrate");
+        let t = Instant::now();
+        let status = loop {
+            if let Some(st) = child.try_wait().expect("wait") {
+                break st;
+            }
+            if t.elapsed() > MIGRATE_TIMEOUT {
+                let _ = child.kill();
+                panic!(
+                    "migrate {args:?} did not end within {MIGRATE_TIMEOUT:?}\n{}",
+                    self.logs()
+                );
+            }
+            sleep(Duration::from_millis(20));
+        };
+        let out = Output {
+            status,
+            stdout: fs::read(&o).unwrap_or_default(),
+            stderr: fs::read(&e).unwrap_or_default(),
+        };
+        eprintln!(
+            "migrate {args:?} -> {:?}\n  stdout: {}  stderr: {}",
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for f in ["agent1.log", "agent2.log"] {
+            s += &format!(
+                "--- {f}\n{}\n",
+                fs::read_to_string(self.path(f)).unwrap_or_default()
+            );
+        }
+        s
+    }
+}
+
+/// A process started in a host with its stdout in a file.
+pub struct Proc {
+    pub child: Child,
+    pub out: PathBuf,
+    pub pid: i32,
+}
+
+impl Proc {
+    pub fn start(host: &Host, out: PathBuf, program: &str, args: &[&str]) -> Proc {
+        let child = host
+            .command(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(fs::File::create(&out).unwrap())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start workload");
+        let mut p = Proc { child, out, pid: 0 };
+        assert!(p.wait_for("pid ", 30), "workload did not start");
+        let text = p.text();
+        p.pid = text
+            .lines()
+            .find_map(|l| l.strip_prefix("pid "))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .expect("pid line");
+        p
+    }
+
+    pub fn text(&self) -> String {
+        fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    pub fn wait_for(&self, needle: &str, secs: u64) -> bool {
+        wait_until(secs, || self.text().contains(needle))
+    }
+
+    pub fn ticks(&self) -> Vec<(u64, u64)> {
+        self.text()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("tick ")?.split_whitespace();
+                Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Whether `pid` is a live (not zombie) process inside `host`.
+pub fn alive_in(host: &Host, pid: i32) -> bool {
+    let stat = fs::read_to_string(host.root_path(format!("proc/{pid}/stat"))).unwrap_or_default();
+    match stat.rsplit_once(')') {
+        Some((_, rest)) => {
+            !rest.trim_start().starts_with('Z') && !rest.trim_start().starts_with('X')
+        }
+        None => false,
+    }
+}
+
+pub fn signal_in(host: &Host, pid: i32, sig: &str) {
+    let st = host
+        .command("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(st.success(), "kill {sig} {pid} failed in {}", host.name());
+}
+
+/// Parses `migrated A -> H (pid B): downtime X ms, ...`.
+pub fn parse_summary(stdout: &str) -> (i32, f64) {
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("migrated "))
+        .expect("summary line");
+    let new_pid = line
+        .split("(pid ")
+        .nth(1)
+        .and_then(|s| s.split(')').next())
+        .and_then(|s| s.parse().ok())
+        .expect("new pid");
+    let downtime = line
+        .split("downtime ")
+        .nth(1)
+        .and_then(|s| s.split(" ms").next())
+        .and_then(|s| s.parse().ok())
+        .expect("downtime");
+    (new_pid, downtime)
+}
+
+/// Asserts `out` is a refusal with exit status `code` naming `needle`.
+pub fn assert_refused(out: &Output, code: i32, needle: &str) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(code), "stderr: {err}");
+    assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+/// Asserts the workload still ticks on host1 under its own pid.
+pub fn assert_untouched(c: &Cluster, w: &Proc) {
+    assert!(
+        alive_in(c.h1(), w.pid),
+        "process {} is gone from host1",
+        w.pid
+    );
+    let n = w.ticks().len();
+    assert!(
+        wait_until(10, || w.ticks().len() > n + 3),
+        "process {} stopped ticking",
+        w.pid
+    );
+}
+
+/// The pid of the agent as seen inside `host`.
+pub fn agent_pid_in(host: &Host) -> i32 {
+    let out = host
+        .command("pgrep")
+        .args(["-x", "migrate-agent"])
+        .output()
+        .expect("pgrep");
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .expect("agent pid")
+}
+
+/// Outer-namespace pid of the agent process behind `agent`'s nsenter.
+pub fn agent_outer_pid(agent: &Agent) -> i32 {
+    let n = agent.pid();
+    fs::read_to_string(format!("/proc/{n}/task/{n}/children"))
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("agent pid")
+}

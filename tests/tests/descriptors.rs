@@ -1,0 +1,796 @@
+//! Descriptors checked through themselves after a move.
+
+use std::time::Duration;
+
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+fn counts(p: &Proc) -> Option<(u64, u64)> {
+    let text = p.text();
+    let l = text.lines().rev().find(|l| l.starts_with("tick "))?;
+    let get = |k: &str| l.split(k).nth(1)?.split_whitespace().next()?.parse().ok();
+    Some((get("timer=")?, get("sigs=")?))
+}
+
+#[test]
+fn timerfd_signalfd_and_directory_keep_working_on_host2() {
+    require_lab!();
+    let c = Cluster::start();
+    let p = Proc::start(c.h1(), c.path("fk.out"), env!("CARGO_BIN_EXE_fdkinds"), &[]);
+    assert!(p.wait_for("tick 3 ", 30), "{}", p.text());
+
+    // `migrate check` names each descriptor with its kind and verdict.
+    let out = c.migrate(&["check", &p.pid.to_string()]);
+    assert_eq!(out.status.code(), Some(0));
+    let report = String::from_utf8_lossy(&out.stdout).into_owned();
+    for kind in [
+        "(timerfd): moves",
+        "(signalfd): moves",
+        "(directory): moves",
+        "(device): moves",
+        "(file): moves",
+    ] {
+        assert!(report.contains(kind), "{kind} missing in:\n{report}");
+    }
+
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+
+    // The timerfd fires every 20 ms: about 50 expirations a second.
+    let (t0, s0) = counts(&p).unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    let (t1, _) = counts(&p).unwrap();
+    assert!(
+        (70..=130).contains(&(t1 - t0)),
+        "timerfd fired {} times in 2 s on host2",
+        t1 - t0
+    );
+    // The signalfd still reads SIGUSR2.
+    signal_in(c.h2(), new_pid, "-USR2");
+    assert!(
+        wait_until(10, || counts(&p).is_some_and(|(_, s)| s == s0 + 1)),
+        "{}",
+        p.text()
+    );
+    // The directory listing goes on from where it was.
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("dir ", 10), "{}", p.text());
+    assert!(p.text().contains("dir ok"), "{}", p.text());
+    assert!(p.text().contains("devices ok"), "{}", p.text());
+    signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
+fn check_lists_refused_descriptors_with_their_reason() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = "import os,socket,time\nos.closerange(3,4096)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nprint('pid',os.getpid(),flush=True)\ntime.sleep(600)";
+    let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
+    let out = c.migrate(&["check", &p.pid.to_string()]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("(socket): refused: not supported"), "{err}");
+    assert!(
+        err.contains("fd 1: ") && err.contains("(file): moves"),
+        "{err}"
+    );
+}
+
+/// Fetches `url` from inside `host` with python3; the body or an error.
+fn fetch(host: &migrate_tests::lab::Host, url: &str) -> String {
+    let out = host
+        .command("python3")
+        .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=5).read().decode(),end='')")])
+        .output()
+        .unwrap();
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `ss` line of the listener on `port` inside `host`: state, queue, backlog.
+fn listener(host: &migrate_tests::lab::Host, port: u16) -> String {
+    let out = host
+        .command("ss")
+        .args(["-ltnH", &format!("sport = :{port}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .take(4)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+#[test]
+fn python_http_server_keeps_serving_on_host2() {
+    require_lab!();
+    let c = Cluster::start();
+    let docs = c.path("docs");
+    std::fs::create_dir_all(&docs).unwrap();
+    std::fs::write(docs.join("hello.txt"), "served from wherever I run\n").unwrap();
+    // Started through python so that no descriptor of the harness leaks in.
+    let launcher = "import os,sys\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nos.execvp(sys.argv[1],sys.argv[1:])";
+    let p = Proc::start(
+        c.h1(),
+        c.path("http.out"),
+        "python3",
+        &[
+            "-c",
+            launcher,
+            "python3",
+            "-m",
+            "http.server",
+            "8000",
+            "--bind",
+            "10.77.0.1",
+            "--directory",
+            docs.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        wait_until(20, || fetch(c.h1(), "http://10.77.0.1:8000/hello.txt")
+            .starts_with("served")),
+        "server did not start"
+    );
+    let before = listener(c.h1(), 8000);
+    assert!(before.starts_with("LISTEN 0 5 10.77.0.1:8000"), "{before}");
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    // Bound to host2's address now, same port and backlog, and serving.
+    assert_eq!(listener(c.h2(), 8000), "LISTEN 0 5 10.77.0.2:8000");
+    for _ in 0..3 {
+        assert_eq!(
+            fetch(c.h2(), "http://10.77.0.2:8000/hello.txt"),
+            "served from wherever I run\n"
+        );
+    }
+    assert_eq!(
+        fetch(c.h1(), "http://10.77.0.2:8000/hello.txt"),
+        "served from wherever I run\n"
+    );
+}
+
+#[test]
+fn a_udp_socket_bound_to_the_wildcard_answers_on_host2() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = "import os,socket\nos.closerange(3,4096)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9000))\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    d,a=s.recvfrom(100)\n    s.sendto(b'echo:'+d,a)\n";
+    let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
+    let ask = |host: &migrate_tests::lab::Host, ip: &str| -> String {
+        let code = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{ip}',9000))\nprint(s.recvfrom(100)[0].decode(),end='')");
+        let out = host
+            .command("python3")
+            .args(["-c", &code])
+            .output()
+            .unwrap();
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    assert!(wait_until(10, || ask(c.h1(), "10.77.0.1") == "echo:hi"));
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert_eq!(ask(c.h1(), "10.77.0.2"), "echo:hi");
+    assert_eq!(ask(c.h2(), "127.0.0.1"), "echo:hi");
+}
+
+#[test]
+fn a_held_file_lock_is_refused_not_dropped() {
+    require_lab!();
+    let c = Cluster::start();
+    let lockfile = c.path("locked");
+    let script = format!(
+        "import fcntl,os,time\nos.closerange(3,4096)\nf=open('{}','w')\nfcntl.flock(f,fcntl.LOCK_EX)\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick',flush=True)\n    time.sleep(0.01)\n",
+        lockfile.display()
+    );
+    let p = Proc::start(c.h1(), c.path("lock.out"), "python3", &["-c", &script]);
+    assert!(p.wait_for("tick", 20));
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "holds a file lock (FLOCK");
+    assert!(alive_in(c.h1(), p.pid));
+    let n = p.text().lines().count();
+    assert!(
+        wait_until(10, || p.text().lines().count() > n + 3),
+        "stopped running"
+    );
+}
+
+#[test]
+fn memfds_keep_their_content_seals_and_sharing() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = r#"
+import fcntl, hashlib, mmap, os, signal, time
+os.closerange(3, 4096)
+a = os.memfd_create("mgw-plain", os.MFD_ALLOW_SEALING)
+os.write(a, b"".join(i.to_bytes(4, "little") for i in range(300000)))
+fcntl.fcntl(a, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
+os.lseek(a, 12345, os.SEEK_SET)
+b = os.memfd_create("mgw-mapped")
+os.ftruncate(b, 1 << 20)
+m = mmap.mmap(b, 1 << 20)          # keeps its own dup of b
+m[0:11] = b"via mapping"
+os.pwrite(b, b"via fd", 4096)
+def state():
+    out = []
+    for fd in (a, b):
+        data = os.pread(fd, 2 << 20, 0)
+        out.append("%s %s seals=%d pos=%d" % (os.readlink("/proc/self/fd/%d" % fd), hashlib.sha256(data).hexdigest()[:12],
+                   fcntl.fcntl(fd, fcntl.F_GET_SEALS), os.lseek(fd, 0, os.SEEK_CUR)))
+    out.append("shared=%s" % (bytes(m[4096:4102]) == b"via fd" and os.pread(b, 11, 0) == b"via mapping"))
+    return " | ".join(out)
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+print("pid", os.getpid(), flush=True)
+print("state", state(), flush=True)
+while True:
+    time.sleep(0.01)
+    if go:
+        go.clear()
+        m[100:104] = b"more"
+        print("state", state(), flush=True)
+        print("write-through", os.pread(b, 4, 100) == b"more", flush=True)
+"#;
+    let p = Proc::start(c.h1(), c.path("memfd.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("state", 20), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("write-through", 20), "{}", p.text());
+    let text = p.text();
+    let states: Vec<&str> = text.lines().filter(|l| l.starts_with("state ")).collect();
+    assert!(states[0].contains("shared=True"), "{}", states[0]);
+    // The second state saw "more" written through the mapping after the
+    // move: compare everything but the mapped memfd's hash.
+    let strip = |s: &str| {
+        s.split(" | ")
+            .map(|p| {
+                if p.contains("mgw-mapped") {
+                    p.split(' ')
+                        .filter(|w| w.len() != 12)
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                } else {
+                    p.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(strip(states[1]), strip(states[0]));
+    assert!(text.contains("write-through True"), "{text}");
+    eprintln!("{}", states.join("\n"));
+    signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
+fn files_missing_on_host2_and_deleted_files_are_shipped() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = r#"
+import hashlib, os, signal, time
+os.closerange(3, 4096)
+os.makedirs("/tmp/wd", exist_ok=True)
+notes = open("/tmp/wd/notes.txt", "w+")           # only in host1's private /tmp
+notes.write("line %d\n" * 1 % 1 + "".join("line %d\n" % i for i in range(2, 5000)))
+notes.flush()
+notes.seek(100)
+gone = open("/tmp/gone.bin", "w+b")
+gone.write(bytes(range(256)) * 4000)
+gone.flush()
+os.unlink("/tmp/gone.bin")                          # deleted but open
+gone.seek(777)
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+def state():
+    a = os.pread(notes.fileno(), 1 << 20, 0)
+    b = os.pread(gone.fileno(), 1 << 20, 0)
+    return "notes %s pos=%d | gone %s pos=%d %s" % (hashlib.sha256(a).hexdigest()[:12], notes.tell(),
+            hashlib.sha256(b).hexdigest()[:12], gone.tell(), os.readlink("/proc/self/fd/%d" % gone.fileno()).endswith("(deleted)"))
+print("pid", os.getpid(), flush=True)
+print("state", state(), flush=True)
+while True:
+    time.sleep(0.01)
+    if go:
+        go.clear()
+        notes.write("appended on the new host\n")
+        notes.flush()
+        print("state", state(), flush=True)
+"#;
+    let p = Proc::start(c.h1(), c.path("ship.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("state", 20), "{}", p.text());
+    assert!(!c.h2().root_path("/tmp/wd/notes.txt").exists());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(
+        wait_until(20, || p.text().matches("state ").count() == 2),
+        "{}",
+        p.text()
+    );
+    let text = p.text();
+    let s: Vec<&str> = text.lines().filter(|l| l.starts_with("state ")).collect();
+    // The deleted file: same content, offset, still deleted.
+    assert_eq!(s[0].split(" | ").nth(1), s[1].split(" | ").nth(1), "{s:?}");
+    assert!(s[1].ends_with("True"), "{s:?}");
+    // The shipped file exists on host2 now, written through at its offset.
+    let notes = std::fs::read_to_string(c.h2().root_path("/tmp/wd/notes.txt")).unwrap();
+    assert!(notes.starts_with("line 1\nline 2\n"), "{}", &notes[..40]);
+    assert_eq!(&notes[100..125], "appended on the new host\n");
+    signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
+fn a_missing_file_over_the_shipping_limit_is_refused() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = "import os,time\nos.closerange(3,4096)\nf=open('/tmp/big','wb')\nf.truncate(70<<20)\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick',flush=True)\n    time.sleep(0.01)\n";
+    let p = Proc::start(c.h1(), c.path("big.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("tick", 20));
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_refused(
+        &out,
+        1,
+        "/tmp/big (73400320 bytes) is missing on the destination and over the shipping limit",
+    );
+    assert!(alive_in(c.h1(), p.pid));
+}
+
+#[test]
+fn socketpairs_keep_their_queued_data() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = r#"
+import os, signal, socket, time
+os.closerange(3, 4096)
+a, b = socket.socketpair()
+a.sendall(b"from a, " * 1000)
+b.sendall(b"from b")
+d1, d2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+for m in (b"one", b"two", b"three"):
+    d1.send(m)
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+while not go:
+    time.sleep(0.01)
+got_b = b""
+b.setblocking(False)
+try:
+    while True:
+        chunk = b.recv(65536)
+        if not chunk:
+            break
+        got_b += chunk
+except BlockingIOError:
+    pass
+got_a = a.recv(100)
+grams = [d2.recv(100) for _ in range(3)]
+a.sendall(b"still connected")
+print("b got", len(got_b), got_b == b"from a, " * 1000, flush=True)
+print("a got", got_a.decode(), flush=True)
+print("dgrams", b",".join(grams).decode(), flush=True)
+print("after", b.recv(100).decode(), flush=True)
+"#;
+    let p = Proc::start(c.h1(), c.path("pair.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("ready", 20), "{}", p.text());
+    let check = c.migrate(&["check", &p.pid.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("(unix socket): moves"),
+        "{check:?}"
+    );
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("after", 20), "{}", p.text());
+    let t = p.text();
+    assert!(t.contains("b got 8000 True"), "{t}");
+    assert!(t.contains("a got from b"), "{t}");
+    assert!(t.contains("dgrams one,two,three"), "{t}");
+    assert!(t.contains("after still connected"), "{t}");
+}
+
+#[test]
+fn a_pipeline_middle_stage_moves_and_its_streams_are_forwarded() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("pipeline.out");
+    // producer | sed (Debian's, unmodified, started without stray
+    // descriptors) | consumer, all on host1; sed moves to host2.
+    let producer =
+        "import sys,time\nfor i in range(1,3001):\n    print(i,flush=True)\n    time.sleep(0.001)";
+    let launcher = "import os,sys\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nos.execvp(sys.argv[1],sys.argv[1:])";
+    let script = format!(
+        "python3 -c \"$P\" | python3 -c \"$L\" sed -u 's/^/seen /' | cat > {}",
+        out_file.display()
+    );
+    let mut sh = c
+        .h1()
+        .command("sh")
+        .args(["-c", &script])
+        .env("P", producer)
+        .env("L", launcher)
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(
+        wait_until(20, || text().contains("seen 200\n")),
+        "pipeline did not start: {}",
+        text()
+    );
+    let pid: i32 = text()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.parse().ok())
+        .expect("sed's pid");
+    let check = c.migrate(&["check", &pid.to_string()]);
+    assert!(
+        String::from_utf8_lossy(&check.stdout).contains("fd 0: pipe:"),
+        "{check:?}"
+    );
+    let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(
+        !text().contains("seen 3000\n"),
+        "the producer finished before the move: proves nothing"
+    );
+    // And back home to host1: the forwarding follows (through host2's
+    // agent, which now holds sed's streams).
+    let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let back = c
+        .h2()
+        .command("timeout")
+        .args([
+            "60",
+            migrate_tests::bins::bin("migrate").to_str().unwrap(),
+            &on_h2.to_string(),
+            "--to",
+            "host1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(back.status.code(), Some(0), "{back:?}\n{}", c.logs());
+    assert!(
+        !text().contains("seen 3000\n"),
+        "the producer finished before the second move"
+    );
+    // The pipeline runs to its end: EOF travels producer -> sed (host2)
+    // -> consumer, and nothing is lost or reordered on the way.
+    let done = wait_until(60, || matches!(sh.try_wait(), Ok(Some(_))));
+    assert!(done, "the pipeline never ended\n{}", c.logs());
+    let lines: Vec<String> = text()
+        .lines()
+        .filter(|l| l.starts_with("seen "))
+        .map(String::from)
+        .collect();
+    let want: Vec<String> = (1..=3000).map(|i| format!("seen {i}")).collect();
+    assert_eq!(lines.len(), want.len(), "lines lost or duplicated");
+    assert!(lines == want, "lines reordered");
+}
+
+#[test]
+fn a_program_on_a_terminal_moves_and_a_deputy_stands_in_at_home() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("tty.out");
+    // A program on a terminal (script's pty): it moves, its output keeps
+    // reaching the terminal, and script (the session leader waiting for
+    // it) sees it end with its own exit code, through the deputy.
+    let ticker = "import os,sys,time\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nfor i in range(1,401):\n    print('tick',i,flush=True)\n    time.sleep(0.02)\nsys.exit(7)";
+    let mut sh = c
+        .h1()
+        .command("script")
+        .args(["-qfec", "python3 -c \"$T\"", "/dev/null"])
+        .env("T", ticker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(wait_until(20, || text().contains("tick 30")), "{}", text());
+    let pid: i32 = text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("pid");
+    let report =
+        String::from_utf8_lossy(&c.migrate(&["check", &pid.to_string()]).stdout).into_owned();
+    assert!(
+        report.contains("(terminal, forwarded; a deputy stays here): moves"),
+        "{report}"
+    );
+    let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(!text().contains("tick 400"), "finished before the move");
+    // And on back to host1: the deputy follows (it now talks to host1's
+    // agent), the terminal keeps getting the output.
+    let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let again = c
+        .h2()
+        .command("timeout")
+        .args([
+            "30",
+            migrate_tests::bins::bin("migrate").to_str().unwrap(),
+            &on_h2.to_string(),
+            "--to",
+            "host1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(0), "{again:?}\n{}", c.logs());
+    assert!(
+        !text().contains("tick 400"),
+        "finished before the second move"
+    );
+    let mut status = None;
+    assert!(
+        wait_until(30, || {
+            status = sh.try_wait().ok().flatten();
+            status.is_some()
+        }),
+        "script never ended\n{}",
+        c.logs()
+    );
+    let ticks: Vec<u32> = text()
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tick ")?.trim().parse().ok())
+        .collect();
+    assert_eq!(ticks, (1..=400).collect::<Vec<_>>());
+    assert_eq!(
+        status.unwrap().code(),
+        Some(7),
+        "the exit code did not come home"
+    );
+}
+
+#[test]
+fn inotify_watches_are_added_again_with_their_numbers() {
+    require_lab!();
+    let c = Cluster::start();
+    let watched = c.path("watched");
+    std::fs::create_dir_all(&watched).unwrap();
+    let script = format!(
+        r#"
+import ctypes, os, signal, struct, time
+os.closerange(3, 4096)
+libc = ctypes.CDLL(None, use_errno=True)
+fd = libc.inotify_init1(os.O_NONBLOCK)
+w1 = libc.inotify_add_watch(fd, b"/usr", 0x100)
+gone = libc.inotify_add_watch(fd, b"/etc", 0x100)
+libc.inotify_rm_watch(fd, gone)
+time.sleep(0.1)
+os.read(fd, 4096)                                   # its IN_IGNORED
+w3 = libc.inotify_add_watch(fd, b"{dir}", 0x100)    # IN_CREATE
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+print("pid", os.getpid(), "wds", w1, w3, flush=True)
+while not go:
+    time.sleep(0.01)
+time.sleep(0.3)
+buf = b""
+try:
+    buf = os.read(fd, 4096)
+except BlockingIOError:
+    pass
+events = []
+off = 0
+while off + 16 <= len(buf):
+    wd, mask, cookie, ln = struct.unpack_from("iIII", buf, off)
+    name = buf[off + 16:off + 16 + ln].rstrip(b"\0").decode()
+    events.append("%d:%x:%s" % (wd, mask, name))
+    off += 16 + ln
+print("events", " ".join(events), flush=True)
+time.sleep(600)
+"#,
+        dir = watched.display()
+    );
+    let p = Proc::start(c.h1(), c.path("inotify.out"), "python3", &["-c", &script]);
+    assert!(p.wait_for("wds 1 3", 20), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    // A file made on host2 (the shared directory) is reported through the
+    // watch, under its old number, and nothing else is.
+    std::fs::write(watched.join("made-after-the-move"), "x").unwrap();
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("events", 20), "{}", p.text());
+    assert!(
+        p.text().contains("events 3:100:made-after-the-move\n"),
+        "{}",
+        p.text()
+    );
+}
+
+#[test]
+fn a_named_fifo_with_both_ends_keeps_its_bytes() {
+    require_lab!();
+    let c = Cluster::start();
+    let fifo = c.path("fifo");
+    let script = format!(
+        r#"
+import os, signal, time
+os.closerange(3, 4096)
+os.mkfifo("{f}")
+r = os.open("{f}", os.O_RDONLY | os.O_NONBLOCK)
+w = os.open("{f}", os.O_WRONLY)
+os.set_blocking(r, True)
+os.write(w, b"waiting in the fifo")
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+print("pid", os.getpid(), flush=True)
+while not go:
+    time.sleep(0.01)
+print("read", os.read(r, 100).decode(), flush=True)
+os.write(w, b"and more")
+print("read", os.read(r, 100).decode(), "blocking", os.get_blocking(r), flush=True)
+time.sleep(600)
+"#,
+        f = fifo.display()
+    );
+    let p = Proc::start(c.h1(), c.path("fifo.out"), "python3", &["-c", &script]);
+    assert!(p.wait_for("pid", 20), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("blocking", 20), "{}", p.text());
+    let t = p.text();
+    assert!(t.contains("read waiting in the fifo\n"), "{t}");
+    assert!(t.contains("read and more blocking True"), "{t}");
+}
+
+#[test]
+fn a_signal_to_the_deputy_reaches_the_moved_process() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("tty-int.out");
+    let ticker = "import os,sys,time\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\ntry:\n    for i in range(1,3001):\n        print('tick',i,flush=True)\n        time.sleep(0.01)\nexcept KeyboardInterrupt:\n    print('interrupted on',os.uname().nodename,flush=True)\n    sys.exit(42)";
+    let mut sh = c
+        .h1()
+        .command("script")
+        .args(["-qfec", "python3 -c \"$T\"", "/dev/null"])
+        .env("T", ticker)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(wait_until(20, || text().contains("tick 30")), "{}", text());
+    let pid: i32 = text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("pid");
+    let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    // The deputy holds the old pid on host1: ^C sent there reaches the
+    // process on host2, which says so on the terminal and exits.
+    assert!(
+        wait_until(10, || alive_in(c.h1(), pid)),
+        "no deputy on host1"
+    );
+    signal_in(c.h1(), pid, "-INT");
+    let mut status = None;
+    assert!(
+        wait_until(20, || {
+            status = sh.try_wait().ok().flatten();
+            status.is_some()
+        }),
+        "script never ended\n{}",
+        text()
+    );
+    assert!(text().contains("interrupted on host2"), "{}", text());
+    assert_eq!(status.unwrap().code(), Some(42));
+}
+
+#[test]
+fn a_different_file_at_the_same_path_on_host2_goes_as_a_private_copy() {
+    require_lab!();
+    let c = Cluster::start();
+    // Each host's private /tmp holds its own /tmp/notes.txt.
+    let st = c
+        .h2()
+        .command("sh")
+        .args(["-c", "echo 'host2 has its own notes' > /tmp/notes.txt"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let script = "import os,signal,time\nos.closerange(3,4096)\nf=open('/tmp/notes.txt','w+')\nf.write('host1 notes, longer than the other\\n')\nf.flush()\ngo=[]\nsignal.signal(signal.SIGUSR1,lambda *a: go.append(1))\nprint('pid',os.getpid(),flush=True)\nwhile not go:\n    time.sleep(0.01)\nprint('mine:',os.pread(f.fileno(),100,0).decode(),end='',flush=True)\nf.write('written on host2\\n')\nf.flush()\nprint('now:',os.pread(f.fileno(),100,0).decode().replace(chr(10),'|'),flush=True)\ntime.sleep(600)\n";
+    let p = Proc::start(c.h1(), c.path("notes.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("pid", 20));
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("now:", 20), "{}", p.text());
+    // The process goes on with its own content, at its offset...
+    assert!(
+        p.text()
+            .contains("mine: host1 notes, longer than the other\n"),
+        "{}",
+        p.text()
+    );
+    assert!(
+        p.text()
+            .contains("now: host1 notes, longer than the other|written on host2|"),
+        "{}",
+        p.text()
+    );
+    // ...and host2's own file is untouched.
+    let theirs = std::fs::read_to_string(c.h2().root_path("/tmp/notes.txt")).unwrap();
+    assert_eq!(
+        theirs, "host2 has its own notes\n",
+        "host2's file was touched"
+    );
+    signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
+fn a_unix_listener_and_its_own_connection_move() {
+    require_lab!();
+    let c = Cluster::start();
+    let path = c.path("srv.sock");
+    let script = format!(
+        r#"
+import os, socket, time
+os.closerange(3, 4096)
+srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+srv.bind("{p}")
+srv.listen(7)
+cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+cli.connect("{p}")
+mine, _ = srv.accept()
+cli.sendall(b"queued before the move")
+srv.settimeout(0.05)
+print("pid", os.getpid(), flush=True)
+served = 0
+while True:
+    try:
+        conn, _ = srv.accept()
+    except socket.timeout:
+        continue
+    conn.sendall(b"echo:" + conn.recv(100))
+    conn.close()
+    served += 1
+    if served == 1:
+        print("inner", mine.recv(100).decode(), flush=True)
+"#,
+        p = path.display()
+    );
+    let p = Proc::start(c.h1(), c.path("usrv.out"), "python3", &["-c", &script]);
+    assert!(p.wait_for("pid", 20), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let ask = format!(
+        "import socket\ns=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\ns.settimeout(5)\ns.connect('{}')\ns.sendall(b'hi')\nprint(s.recv(100).decode(),end='')",
+        path.display()
+    );
+    let r = c
+        .h2()
+        .command("python3")
+        .args(["-c", &ask])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "echo:hi", "{r:?}");
+    assert!(p.wait_for("inner", 10), "{}", p.text());
+    assert!(
+        p.text().contains("inner queued before the move"),
+        "{}",
+        p.text()
+    );
+}
