@@ -9,18 +9,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
-use migrate_proto::image::{ProcessImage, VmaKind};
+use migrate_proto::image::{Fill, ProcessImage, VmaKind};
 use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
 use tracing::{info, warn};
 
-use crate::fault::{FaultHandler, Outcome};
+use crate::fault::{FaultHandler, LocalPages, Outcome};
 use crate::keeper::Keeper;
 use crate::lazy::LazyMap;
+use crate::pageset::PageSet;
 use crate::peer::LaneTable;
 use crate::preflight;
 use crate::restore::{RestoreError, Restorer};
+use crate::store::PageStore;
 
 /// How long the data lanes have to follow the core.
 const LANE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -146,21 +148,54 @@ pub fn serve(
         },
     )?;
 
-    // 2. Core.
-    let (id, mut image, opts) = match frame::read_msg::<SourceMsg>(&mut ctl) {
-        Ok(SourceMsg::Core { id, image, opts }) => (id, image, opts),
-        Ok(SourceMsg::Abort(why)) => {
-            info!(%why, "source gave up before the freeze");
-            return Ok(());
+    // 2. Pre-copy rounds, if any, then the core.
+    let mut store: Option<PageStore> = None;
+    let (id, mut image, opts) = loop {
+        let msg = match frame::read_frame(&mut ctl) {
+            Ok(Frame::Pages(h, data)) => {
+                if store.is_none() {
+                    store = Some(PageStore::new().map_err(|e| {
+                        DestError::Protocol(format!("making the pre-copy store: {e}"))
+                    })?);
+                }
+                if let Some(s) = store.as_mut() {
+                    s.put(h.addr, &data).map_err(|e| {
+                        DestError::Protocol(format!("keeping pre-copied pages: {e}"))
+                    })?;
+                }
+                continue;
+            }
+            Ok(Frame::Control(body)) => frame::decode::<SourceMsg>(&body),
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok(SourceMsg::PreCopyRound { round, pages }) => {
+                info!(round, pages, "pre-copy round received");
+            }
+            Ok(SourceMsg::Core { id, image, opts }) => break (id, image, opts),
+            Ok(SourceMsg::Abort(why)) => {
+                info!(%why, "source gave up before the freeze");
+                return Ok(());
+            }
+            Ok(other) => return Err(DestError::Protocol(format!("expected Core, got {other:?}"))),
+            // The source refused after the file check and closed.
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(())
+            }
+            Err(e) => return Err(e.into()),
         }
-        Ok(other) => return Err(DestError::Protocol(format!("expected Core, got {other:?}"))),
-        // The source refused after the file check and closed.
-        Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(()),
-        Err(e) => return Err(e.into()),
     };
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
     remap_socket_addresses(&mut image, local);
-    let result = rebuild(&mut ctl, id, &image, opts.prefetch_pages, lanes, stub);
+    let result = rebuild(
+        &mut ctl,
+        id,
+        &image,
+        opts.prefetch_pages,
+        store,
+        lanes,
+        stub,
+    );
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
         let _ = frame::write_msg(&mut ctl, &DestMsg::Failed(e.to_string()));
@@ -173,6 +208,7 @@ fn rebuild(
     id: u64,
     image: &ProcessImage,
     prefetch: u32,
+    store: Option<PageStore>,
     lanes: &LaneTable,
     stub: &Path,
 ) -> Result<(), DestError> {
@@ -205,28 +241,74 @@ fn rebuild(
                 },
             }
         }
-        // Lazy ranges: private anonymous VMAs with pages still to come.
+        // Lazy ranges: private anonymous VMAs with pages still to come,
+        // from the source or from the pre-copy store here.
         let mut map = LazyMap::new();
         let mut ranges = Vec::new();
+        let mut local = PageSet::new();
         for v in &image.mm.vmas {
-            let lazy: Vec<_> = v.pages.iter().filter(|p| !p.eager).collect();
-            if lazy.is_empty() || v.shared || !matches!(v.kind, VmaKind::Anon) {
+            let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
+            if lazy.is_empty() {
                 continue;
             }
+            if v.shared || !matches!(v.kind, VmaKind::Anon) {
+                return Err(DestError::Protocol(format!(
+                    "lazy pages in the mapping at {:#x}, which is not private anonymous",
+                    v.start
+                )));
+            }
             ranges.push((v.start, v.end - v.start));
+            // One map region per stretch of pending pages, wherever they
+            // come from: pre-copy leaves lazy and stored runs interleaved.
+            let mut run: Option<(u64, u64)> = None;
             for p in lazy {
-                map.add(v.start + p.first * PAGE_SIZE, p.count);
+                let addr = v.start + p.first * PAGE_SIZE;
+                if p.fill == Fill::Stored {
+                    local.insert(addr, addr + p.count * PAGE_SIZE);
+                }
+                run = match run {
+                    Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
+                    Some((a, n)) => {
+                        map.add(a, n);
+                        Some((addr, p.count))
+                    }
+                    None => Some((addr, p.count)),
+                };
+            }
+            if let Some((a, n)) = run {
+                map.add(a, n);
             }
         }
+        let local = match (local.is_empty(), store) {
+            (true, _) => None,
+            (false, Some(store)) => {
+                if let Some((a, _)) = local.ranges().find(|&(a, b)| {
+                    store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
+                }) {
+                    return Err(DestError::Protocol(format!(
+                        "the core names pre-copied pages at {a:#x} that never arrived"
+                    )));
+                }
+                Some(Arc::new(LocalPages {
+                    store,
+                    pages: local,
+                }))
+            }
+            (false, None) => {
+                return Err(DestError::Protocol(
+                    "the core names pre-copied pages but none arrived".into(),
+                ))
+            }
+        };
         let uffd = if ranges.is_empty() {
             None
         } else {
             Some(r.userfaultfd(&ranges)?)
         };
         r.finish(image)?;
-        Ok((map, uffd))
+        Ok((map, uffd, local))
     })();
-    let (map, uffd) = match built {
+    let (map, uffd, local) = match built {
         Ok(x) => x,
         Err(e) => {
             r.kill();
@@ -283,7 +365,12 @@ fn rebuild(
         Some(u) => {
             let demand_w = demand.try_clone().map_err(FrameError::Io)?;
             Some(Arc::new(FaultHandler::new(
-                u, map, demand_w, prefetch, pidfd,
+                u,
+                map,
+                demand_w,
+                prefetch,
+                pidfd,
+                local.clone(),
             )))
         }
         None => None,
@@ -292,6 +379,11 @@ fn rebuild(
     if let Some(h) = &handler {
         let h1 = h.clone();
         threads.push(std::thread::spawn(move || h1.run()));
+        if let Some(local) = local {
+            // Pre-copied pages go in from here, in the background.
+            let h3 = h.clone();
+            threads.push(std::thread::spawn(move || h3.install_local(&local)));
+        }
         for (lane, mut s) in [
             ("demand", demand.try_clone().map_err(FrameError::Io)?),
             ("bulk", bulk.try_clone().map_err(FrameError::Io)?),

@@ -10,13 +10,15 @@ use std::fs;
 
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{
-    AltStack, Creds, EpollWatch, FdEntry, FdKind, ITimer, MemfdState, MmFields, MmState, PageRun,
-    PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile, SigAction,
-    ThreadState, Vma, VmaKind,
+    AltStack, Creds, EpollWatch, FdEntry, FdKind, Fill, ITimer, MemfdState, MmFields, MmState,
+    PageRun, PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile,
+    SigAction, ThreadState, Vma, VmaKind,
 };
 use migrate_proto::msg::Mode;
 use migrate_proto::PAGE_SIZE;
 
+use crate::dirty::{DirtyError, DirtyTracker};
+use crate::pageset::PageSet;
 use crate::preflight::{self, Refusal};
 use crate::procfs;
 use crate::sys;
@@ -44,6 +46,9 @@ pub enum DumpError {
     /// No `syscall` instruction to inject from.
     #[error("no vDSO found in process {0}: cannot inject syscalls")]
     NoVdso(i32),
+    /// The last dirty-page scan failed.
+    #[error("reading the pages written since pre-copy")]
+    Dirty(#[from] DirtyError),
 }
 
 /// A frozen process and its image.
@@ -88,15 +93,23 @@ pub fn fnv1a(b: &[u8]) -> u64 {
 
 /// Freezes `pid` and collects its image. On error the process is resumed
 /// (the `Seized` guard detaches on drop).
+///
+/// With a `tracker` (pre-copy), pages the destination already holds and
+/// the process has not written since are marked [`Fill::Stored`].
 pub fn freeze_and_dump(
     pid: i32,
     caller_uid: u32,
     mode: Mode,
     ship: &[(i32, bool)],
+    tracker: Option<&mut DirtyTracker>,
 ) -> Result<Frozen, DumpError> {
     let mut tasks = freeze_threads(pid)?;
     // The process may have changed since pre-flight: check again, frozen.
     preflight::inspect(pid, caller_uid, sys::getpid(), true).map_err(DumpError::Refused)?;
+    let stored = match tracker {
+        Some(t) => Some(t.clean()?),
+        None => None,
+    };
     let mem = RemoteMem::open(pid)?;
     let maps0 = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
     let (insn, vdso_hash) = find_syscall_insn(&mem, &maps0).ok_or(DumpError::NoVdso(pid))?;
@@ -240,7 +253,7 @@ pub fn freeze_and_dump(
         }
     }
     let tid_offset = find_tid_offset(&mem, &threads);
-    let vmas = collect_vmas(pid, &maps, &eager_addrs, mode)?;
+    let vmas = collect_vmas(pid, &maps, &eager_addrs, mode, stored.as_ref())?;
 
     let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
@@ -740,6 +753,7 @@ fn collect_vmas(
     maps: &[procfs::MapsEntry],
     eager: &[(u64, u64)],
     mode: Mode,
+    stored: Option<&PageSet>,
 ) -> Result<Vec<Vma>, DumpError> {
     let pagemap =
         fs::File::open(format!("/proc/{pid}/pagemap")).map_err(proc_err(pid, "pagemap"))?;
@@ -787,7 +801,7 @@ fn collect_vmas(
                 vma.pages.push(PageRun {
                     first: (a - offset) / PAGE_SIZE,
                     count: (b - a).div_ceil(PAGE_SIZE),
-                    eager: true,
+                    fill: Fill::Eager,
                 });
             }
             out.push(vma);
@@ -805,13 +819,22 @@ fn collect_vmas(
                     let i = (addr - m.start) / PAGE_SIZE;
                     // File-backed private pages cannot be registered with
                     // userfaultfd (MISSING mode is anonymous-only): always eager.
-                    let is_eager = mode == Mode::StopCopy
-                        || is_file
-                        || eager
-                            .iter()
-                            .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
+                    // The eager set (stacks, thread blocks, rseq areas) is
+                    // needed while rebuilding: always sent in the freeze.
+                    let in_eager_set = eager
+                        .iter()
+                        .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
+                    let fill = if is_file || in_eager_set {
+                        Fill::Eager
+                    } else if stored.is_some_and(|s| s.contains(addr)) {
+                        Fill::Stored
+                    } else if matches!(mode, Mode::StopCopy | Mode::PreCopy) {
+                        Fill::Eager
+                    } else {
+                        Fill::Lazy
+                    };
                     match &mut cur {
-                        Some(r) if r.eager == is_eager && r.first + r.count == i => r.count += 1,
+                        Some(r) if r.fill == fill && r.first + r.count == i => r.count += 1,
                         _ => {
                             if let Some(r) = cur.take() {
                                 vma.pages.push(r);
@@ -819,7 +842,7 @@ fn collect_vmas(
                             cur = Some(PageRun {
                                 first: i,
                                 count: 1,
-                                eager: is_eager,
+                                fill,
                             });
                         }
                     }

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use std::io::Write;
 use std::net::TcpStream;
 use std::os::fd::OwnedFd;
-use std::sync::{Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
@@ -21,6 +21,8 @@ use migrate_proto::PAGE_SIZE;
 use tracing::{debug, warn};
 
 use crate::lazy::LazyMap;
+use crate::pageset::PageSet;
+use crate::store::PageStore;
 use crate::uffd::{self, Event, Install};
 
 /// Most fault samples kept for the record.
@@ -70,7 +72,19 @@ struct State {
     generation: u64,
 }
 
-/// Shared by the fault loop and the two lane readers.
+/// Pages pre-copied to this host and still current: installed from the
+/// store without asking the source.
+pub struct LocalPages {
+    /// Their content, by source address.
+    pub store: PageStore,
+    /// Which pages (source addresses) to take from the store.
+    pub pages: PageSet,
+}
+
+/// Pages per local install in the background.
+const LOCAL_CHUNK: u64 = 64;
+
+/// Shared by the fault loop, the lane readers and the local installer.
 pub struct FaultHandler {
     state: Mutex<State>,
     ended: Condvar,
@@ -78,17 +92,20 @@ pub struct FaultHandler {
     prefetch: u32,
     resumed: Instant,
     pidfd: OwnedFd,
+    local: Option<Arc<LocalPages>>,
 }
 
 impl FaultHandler {
     /// A handler for the process with userfaultfd `uffd`, whose pending
-    /// pages are `map`; faults are requested on `demand`.
+    /// pages are `map`; faults are requested on `demand`, except for the
+    /// pages of `local`.
     pub fn new(
         uffd: OwnedFd,
         map: LazyMap,
         demand: TcpStream,
         prefetch: u32,
         pidfd: OwnedFd,
+        local: Option<Arc<LocalPages>>,
     ) -> FaultHandler {
         let done = map.left() == 0;
         FaultHandler {
@@ -107,6 +124,7 @@ impl FaultHandler {
             prefetch: prefetch.max(1),
             resumed: Instant::now(),
             pidfd,
+            local,
         }
     }
 
@@ -165,8 +183,37 @@ impl FaultHandler {
 
     /// Installs pages that arrived from the source (source address `src`).
     pub fn install(&self, src: u64, data: &[u8]) {
-        let n = data.len() as u64 / PAGE_SIZE;
         let mut st = self.lock();
+        self.install_locked(&mut st, src, data);
+    }
+
+    /// Installs every local page in the background, in address order;
+    /// faults on local pages are served ahead of it.
+    pub fn install_local(&self, local: &LocalPages) {
+        let mut buf = Vec::new();
+        for (start, end) in local.pages.ranges() {
+            let mut addr = start;
+            while addr < end {
+                if self.is_over() {
+                    return;
+                }
+                let n = ((end - addr) / PAGE_SIZE).min(LOCAL_CHUNK);
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                if let Err(e) = local.store.read(addr, &mut buf) {
+                    self.end(Outcome::Failed(format!(
+                        "reading pre-copied pages at {addr:#x}: {e}"
+                    )));
+                    return;
+                }
+                self.install(addr, &buf);
+                local.store.forget(addr, n);
+                addr += n * PAGE_SIZE;
+            }
+        }
+    }
+
+    fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
+        let n = data.len() as u64 / PAGE_SIZE;
         if st.outcome.is_some() {
             return;
         }
@@ -185,12 +232,12 @@ impl FaultHandler {
         }
         let ids: Vec<u64> = st.spaces.iter().map(|s| s.id).collect();
         for id in ids {
-            self.install_into(&mut st, id, src, data);
+            self.install_into(st, id, src, data);
         }
         // Faults read while applying events here would otherwise wait for
         // the fault loop's next wake-up.
-        self.redo_faults(&mut st);
-        self.check_complete(&mut st);
+        self.redo_faults(st);
+        self.check_complete(st);
     }
 
     fn install_into(&self, st: &mut State, id: u64, src: u64, data: &[u8]) {
@@ -331,6 +378,22 @@ impl FaultHandler {
                 return;
             };
             if let Some((src, n)) = sp.map.window(page, self.prefetch) {
+                let mut n = n;
+                if let Some(local) = &self.local {
+                    let here = local.pages.run_at(src, u64::from(n));
+                    if here > 0 {
+                        let mut buf = vec![0u8; (here * PAGE_SIZE) as usize];
+                        if let Err(e) = local.store.read(src, &mut buf) {
+                            let why = format!("reading pre-copied pages at {src:#x}: {e}");
+                            self.end_locked(st, Outcome::Failed(why));
+                            return;
+                        }
+                        self.install_locked(st, src, &buf);
+                        return;
+                    }
+                    // Only pages the source has: the rest are here.
+                    n = local.pages.gap_at(src, u64::from(n)) as u32;
+                }
                 let now = Instant::now();
                 for k in 0..u64::from(n) {
                     st.requested.entry(src + k * PAGE_SIZE).or_insert(now);
@@ -372,9 +435,15 @@ impl FaultHandler {
     /// Resolves the faults that event reads (in installs or here) set
     /// aside.
     fn redo_faults(&self, st: &mut State) {
-        let faults = std::mem::take(&mut st.faults_to_redo);
-        for (id, addr) in faults {
-            self.handle_fault(st, id, addr);
+        // Installs made while resolving faults may set more aside.
+        for _ in 0..16 {
+            let faults = std::mem::take(&mut st.faults_to_redo);
+            if faults.is_empty() {
+                return;
+            }
+            for (id, addr) in faults {
+                self.handle_fault(st, id, addr);
+            }
         }
     }
 

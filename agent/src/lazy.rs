@@ -52,12 +52,15 @@ impl LazyMap {
         if count == 0 {
             return;
         }
-        self.regions.push(Region {
-            dst: addr,
-            src: addr,
-            pending: vec![true; count as usize],
-        });
-        self.regions.sort_by_key(|r| r.dst);
+        let at = self.regions.partition_point(|r| r.dst < addr);
+        self.regions.insert(
+            at,
+            Region {
+                dst: addr,
+                src: addr,
+                pending: vec![true; count as usize],
+            },
+        );
         self.left += count;
     }
 

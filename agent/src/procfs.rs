@@ -147,38 +147,6 @@ const PM_PRESENT: u64 = 1 << 63;
 const PM_SWAPPED: u64 = 1 << 62;
 const PM_FILE: u64 = 1 << 61;
 
-/// `PAGEMAP_SCAN` page categories.
-const PAGE_IS_FILE: u64 = 1 << 2;
-const PAGE_IS_PRESENT: u64 = 1 << 3;
-const PAGE_IS_SWAPPED: u64 = 1 << 4;
-const PAGE_IS_PFNZERO: u64 = 1 << 5;
-/// `_IOWR('f', 16, struct pm_scan_arg)`.
-const PAGEMAP_SCAN: libc::c_ulong = 0xc060_6610;
-
-#[repr(C)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
-}
-
 /// Ranges of `[start, end)` whose content must be copied: pages the
 /// process has written (anonymous, or private copies of file pages) or that
 /// are swapped out; never-touched pages, shared zero pages and unmodified
@@ -191,59 +159,31 @@ pub fn needed_pages(
     end: u64,
     buf: &mut Vec<u8>,
 ) -> io::Result<Vec<(u64, u64)>> {
-    use std::os::fd::AsRawFd;
     let mut out: Vec<(u64, u64)> = Vec::new();
     let mut push = |a: u64, b: u64| match out.last_mut() {
         Some(l) if l.1 == a => l.1 = b,
         _ => out.push((a, b)),
     };
-    let mut regions = [PageRegion::default(); 256];
-    let mut pos = start;
-    while pos < end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
-            flags: 0,
-            start: pos,
-            end,
-            walk_end: 0,
-            vec: regions.as_mut_ptr() as u64,
-            vec_len: regions.len() as u64,
-            max_pages: 0,
-            category_inverted: 0,
-            category_mask: 0,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED | PAGE_IS_FILE | PAGE_IS_PFNZERO,
-        };
-        // SAFETY: `arg` is a pm_scan_arg whose `vec` points at `regions`,
-        // `vec_len` entries long, for the kernel to fill.
-        let n = unsafe {
-            libc::ioctl(
-                pagemap.as_raw_fd(),
-                PAGEMAP_SCAN,
-                &mut arg as *mut PmScanArg,
-            )
-        };
-        if n < 0 {
-            let e = io::Error::last_os_error();
-            if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) && pos == start {
-                return needed_pages_by_read(pagemap, start, end, buf);
-            }
-            return Err(e);
+    use crate::sys::page_is;
+    let q = crate::sys::PageQuery {
+        any: page_is::PRESENT | page_is::SWAPPED,
+        report: page_is::PRESENT | page_is::SWAPPED | page_is::FILE | page_is::PFNZERO,
+        ..Default::default()
+    };
+    let scanned = crate::sys::pagemap_scan(pagemap, start, end, q, &mut |a, b, c| {
+        let needed = c & page_is::SWAPPED != 0
+            || (c & page_is::PRESENT != 0 && c & page_is::FILE == 0 && c & page_is::PFNZERO == 0);
+        if needed {
+            push(a, b);
         }
-        for r in &regions[..n as usize] {
-            let c = r.categories;
-            let needed = c & PAGE_IS_SWAPPED != 0
-                || (c & PAGE_IS_PRESENT != 0 && c & PAGE_IS_FILE == 0 && c & PAGE_IS_PFNZERO == 0);
-            if needed {
-                push(r.start, r.end);
-            }
+    });
+    match scanned {
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTTY) | Some(libc::EINVAL)) => {
+            needed_pages_by_read(pagemap, start, end, buf)
         }
-        if arg.walk_end <= pos {
-            break;
-        }
-        pos = arg.walk_end;
+        Err(e) => Err(e),
+        Ok(()) => Ok(out),
     }
-    Ok(out)
 }
 
 fn needed_pages_by_read(

@@ -11,12 +11,13 @@ use std::time::{Duration, Instant};
 
 use migrate_inject::{RemoteMem, Seized};
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
-use migrate_proto::image::ProcessImage;
+use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{DestMsg, Lane, MigrateOptions, Mode, PageRequest, Reply, SourceMsg};
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::PAGE_SIZE;
 use tracing::{info, warn};
 
+use crate::dirty::DirtyTracker;
 use crate::dump::{self, Frozen};
 use crate::peer::{self, REPLY_TIMEOUT};
 use crate::{error_chain, preflight, procfs, sys};
@@ -52,7 +53,7 @@ impl LazyPages {
         let mut runs = Vec::new();
         let mut n = 0usize;
         for v in &image.mm.vmas {
-            for p in v.pages.iter().filter(|p| !p.eager) {
+            for p in v.pages.iter().filter(|p| p.fill == Fill::Lazy) {
                 runs.push((v.start + p.first * PAGE_SIZE, p.count, n));
                 n += p.count as usize;
             }
@@ -212,16 +213,36 @@ pub fn migrate(
 
     let mut rec = MigrationRecord {
         id,
-        mode: format!("{:?}", opts.mode).to_lowercase(),
+        mode: opts.mode.name().to_string(),
         pid,
         to: peer_name,
         ..Default::default()
     };
 
+    // Pre-copy, while the process runs.
+    let mut tracker = None;
+    if opts.mode.precopies() {
+        rec.timeline.precopy = us(t0);
+        match precopy(&mut ctl, pid, opts, &mut rec) {
+            Ok(t) => tracker = Some(t),
+            Err(PreCopyError::Refused(why)) => {
+                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(why.clone()));
+                return refused(vec![why]);
+            }
+            Err(PreCopyError::Lost(why)) => {
+                return refused(vec![format!("host {}: {why}", cx.to)]);
+            }
+        }
+    }
+
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
-    let frozen = match dump::freeze_and_dump(pid, caller_uid, opts.mode, &ship) {
+    let dumped = dump::freeze_and_dump(pid, caller_uid, opts.mode, &ship, tracker.as_mut());
+    // Closing the userfaultfd ends write tracking (and unregisters it, were
+    // the original to run again here).
+    drop(tracker);
+    let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {
             let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("refused after freeze".into()));
@@ -262,6 +283,15 @@ pub fn migrate(
     }
     let lazy = Arc::new(LazyPages::new(&frozen.image));
     rec.lazy_pages = lazy.total();
+    rec.stored_pages = frozen
+        .image
+        .mm
+        .vmas
+        .iter()
+        .flat_map(|v| &v.pages)
+        .filter(|p| p.fill == Fill::Stored)
+        .map(|p| p.count)
+        .sum();
 
     let shipped = ship_core(&mut ctl, id, &frozen, opts, &mut rec);
     let new_pid = match shipped.and_then(|_| match frame::read_msg::<DestMsg>(&mut ctl) {
@@ -517,6 +547,68 @@ fn migration_id(pid: i32) -> u64 {
     t ^ (pid as u64) << 32
 }
 
+/// Why pre-copy stopped before the freeze (the process runs on untouched).
+enum PreCopyError {
+    /// Tracking is not possible for this process or kernel.
+    Refused(String),
+    /// The destination went away.
+    Lost(String),
+}
+
+/// Pre-copy rounds on control lane `ctl` while the process runs: each
+/// sends the pages written since the previous one (all present pages the
+/// first time), until a round finds at most `converge_pages`, stops
+/// shrinking, or `max_rounds` is reached (one round in hybrid mode).
+/// Returns the tracker, whose last scan happens in the freeze.
+fn precopy(
+    ctl: &mut TcpStream,
+    pid: i32,
+    opts: &MigrateOptions,
+    rec: &mut MigrationRecord,
+) -> Result<DirtyTracker, PreCopyError> {
+    let refuse = |e: &dyn std::error::Error| {
+        PreCopyError::Refused(format!("pre-copy is not possible: {}", error_chain(e)))
+    };
+    let mut tracker = DirtyTracker::attach(pid).map_err(|e| refuse(&e))?;
+    let mem = RemoteMem::open(pid).map_err(|e| refuse(&e))?;
+    let rounds = match opts.mode {
+        Mode::Hybrid => 1,
+        _ => opts.max_rounds.max(1),
+    };
+    let lost = |e: frame::FrameError| PreCopyError::Lost(error_chain(&e));
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
+    let mut buf = Vec::new();
+    let mut last = u64::MAX;
+    for round in 0..rounds {
+        let written = tracker.take_written().map_err(|e| refuse(&e))?;
+        let mut sent = 0;
+        for (start, end) in written.ranges() {
+            let mut addr = start;
+            while addr < end {
+                let n = ((end - addr) / PAGE_SIZE).min(u64::from(MAX_PAGES_PER_FRAME));
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                // A range the process unmapped meanwhile is skipped: if it
+                // is back by the freeze, it goes then.
+                if mem.read(addr, &mut buf).is_ok() {
+                    frame::write_pages(&mut w, addr, &buf).map_err(lost)?;
+                    tracker.mark_sent(addr, addr + n * PAGE_SIZE);
+                    sent += n;
+                }
+                addr += n * PAGE_SIZE;
+            }
+        }
+        frame::write_msg(&mut w, &SourceMsg::PreCopyRound { round, pages: sent }).map_err(lost)?;
+        rec.precopy_rounds.push(sent);
+        info!(pid, round, pages = sent, "pre-copy round");
+        if sent <= opts.converge_pages || sent >= last {
+            break;
+        }
+        last = sent;
+    }
+    w.flush().map_err(|e| lost(e.into()))?;
+    Ok(tracker)
+}
+
 fn ship_core(
     ctl: &mut TcpStream,
     id: u64,
@@ -537,7 +629,7 @@ fn ship_core(
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
     let mut buf = Vec::new();
     for v in &frozen.image.mm.vmas {
-        for p in v.pages.iter().filter(|p| p.eager) {
+        for p in v.pages.iter().filter(|p| p.fill == Fill::Eager) {
             let mut first = p.first;
             let end = p.first + p.count;
             while first < end {

@@ -17,8 +17,16 @@ pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
 /// `UFFD_FEATURE_EVENT_UNMAP`.
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+/// `UFFD_FEATURE_WP_UNPOPULATED`.
+pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+/// `UFFD_FEATURE_WP_ASYNC`: write faults on protected pages are resolved
+/// by the kernel itself, which only clears the page's protection; the
+/// written pages are then read with `PAGEMAP_SCAN`.
+pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
 /// `UFFDIO_REGISTER_MODE_MISSING`.
 const REGISTER_MODE_MISSING: u64 = 1;
+/// `UFFDIO_REGISTER_MODE_WP`.
+const REGISTER_MODE_WP: u64 = 2;
 
 const fn iowr(nr: u64, size: usize) -> u64 {
     (3 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr
@@ -101,6 +109,17 @@ pub fn register_missing(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
     let mut r = UffdioRegister {
         range: UffdioRange { start, len },
         mode: REGISTER_MODE_MISSING,
+        ioctls: 0,
+    };
+    ioctl(fd, UFFDIO_REGISTER, &mut r)
+}
+
+/// Registers `[start, start+len)` in write-protect mode (registering a
+/// range again with the same descriptor is allowed).
+pub fn register_wp(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
+    let mut r = UffdioRegister {
+        range: UffdioRange { start, len },
+        mode: REGISTER_MODE_WP,
         ioctls: 0,
     };
     ioctl(fd, UFFDIO_REGISTER, &mut r)

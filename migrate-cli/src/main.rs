@@ -51,6 +51,13 @@ struct MigrateArgs {
     /// Pages fetched per fault, the faulting one included.
     #[arg(long, default_value_t = 16)]
     prefetch: u32,
+    /// Most pre-copy rounds before the freeze (precopy mode).
+    #[arg(long, default_value_t = 8, value_name = "N")]
+    max_rounds: u32,
+    /// A pre-copy round that finds at most this many written pages is the
+    /// last before the freeze.
+    #[arg(long, default_value_t = 1024, value_name = "PAGES")]
+    converge_pages: u64,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -59,6 +66,11 @@ enum ModeArg {
     Postcopy,
     /// Everything during the freeze.
     StopCopy,
+    /// Rounds of copying while the process runs, then the last written
+    /// pages during the freeze; the source is free at resume.
+    Precopy,
+    /// One pre-copy round, then post-copy for what was written since.
+    Hybrid,
 }
 
 /// Runs the pre-flight checks on a process without touching it.
@@ -111,8 +123,18 @@ fn mib(pages: u64) -> f64 {
 }
 
 fn summary(r: &MigrationRecord, complete: bool) -> String {
+    let precopy = if r.precopy_rounds.is_empty() {
+        String::new()
+    } else {
+        let n = r.precopy_rounds.len();
+        format!(
+            "{:.1} MiB pre-copied in {n} round{}, ",
+            mib(r.precopy_rounds.iter().sum()),
+            if n == 1 { "" } else { "s" }
+        )
+    };
     let head = format!(
-        "migrated {} -> {} (pid {}): downtime {:.1} ms, {:.1} MiB eager, {:.1} MiB lazy",
+        "migrated {} -> {} (pid {}): downtime {:.1} ms, {precopy}{:.1} MiB eager, {:.1} MiB lazy",
         r.pid,
         r.to,
         r.new_pid,
@@ -160,9 +182,13 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
         mode: match args.mode {
             ModeArg::Postcopy => Mode::PostCopy,
             ModeArg::StopCopy => Mode::StopCopy,
+            ModeArg::Precopy => Mode::PreCopy,
+            ModeArg::Hybrid => Mode::Hybrid,
         },
         push_rate_mib: args.push_rate,
         prefetch_pages: args.prefetch.max(1),
+        max_rounds: args.max_rounds.max(1),
+        converge_pages: args.converge_pages,
     };
     let req = Request::Migrate {
         pid: args.pid,

@@ -311,8 +311,20 @@ pub struct PageRun {
     pub first: u64,
     /// Number of pages.
     pub count: u64,
-    /// Shipped during the freeze (true) or after resume.
-    pub eager: bool,
+    /// How the pages reach the destination.
+    pub fill: Fill,
+}
+
+/// How a run of pages reaches the destination.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Fill {
+    /// Shipped during the freeze.
+    Eager,
+    /// Fetched from the source after resume (demand or push).
+    Lazy,
+    /// Already on the destination: sent by a pre-copy round and not
+    /// written since; installed there after resume without the source.
+    Stored,
 }
 
 /// Identity of a file, checked on the destination.

@@ -42,7 +42,7 @@ pub mod msg;
 pub mod record;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Size of a page on the supported architecture (x86_64).
 pub const PAGE_SIZE: u64 = 4096;

@@ -5,13 +5,36 @@ use serde::{Deserialize, Serialize};
 use crate::image::{FileIdent, ProcessImage};
 use crate::record::MigrationRecord;
 
-/// How pages move. Only `PostCopy` and `StopCopy` are built so far.
+/// How pages move.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Mode {
     /// Core + eager set at the freeze, the rest on demand and pushed.
     PostCopy,
     /// Every page during the freeze.
     StopCopy,
+    /// Rounds of copying while the process runs (dirty pages tracked with
+    /// userfaultfd write-protection), then the last dirty pages during
+    /// the freeze: the source is free at resume.
+    PreCopy,
+    /// One pre-copy round, then post-copy for what was written since.
+    Hybrid,
+}
+
+impl Mode {
+    /// Whether pages are copied while the process still runs.
+    pub fn precopies(self) -> bool {
+        matches!(self, Mode::PreCopy | Mode::Hybrid)
+    }
+
+    /// The name used on the command line and in records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::PostCopy => "postcopy",
+            Mode::StopCopy => "stop-copy",
+            Mode::PreCopy => "precopy",
+            Mode::Hybrid => "hybrid",
+        }
+    }
 }
 
 /// Options of one migration.
@@ -24,6 +47,11 @@ pub struct MigrateOptions {
     pub push_rate_mib: Option<u64>,
     /// Pages fetched per demand fault (the faulting one included).
     pub prefetch_pages: u32,
+    /// Most pre-copy rounds before the final freeze (`PreCopy`).
+    pub max_rounds: u32,
+    /// A pre-copy round that finds at most this many written pages is
+    /// the last before the freeze.
+    pub converge_pages: u64,
 }
 
 impl Default for MigrateOptions {
@@ -32,6 +60,8 @@ impl Default for MigrateOptions {
             mode: Mode::PostCopy,
             push_rate_mib: None,
             prefetch_pages: 16,
+            max_rounds: 8,
+            converge_pages: 1024,
         }
     }
 }
@@ -162,6 +192,15 @@ pub struct FileNeed {
 pub enum SourceMsg {
     /// Before the freeze: can you open these?
     FileCheck(Vec<FileNeed>),
+    /// Before the freeze (`PreCopy`, `Hybrid`): the `Pages` frames of
+    /// pre-copy round `round` precede this message; the destination keeps
+    /// them until the core says which are still current.
+    PreCopyRound {
+        /// Round number, from 0.
+        round: u32,
+        /// Pages sent in the round.
+        pages: u64,
+    },
     /// The core, then `Pages` frames of the eager set, then `EagerDone`.
     Core {
         /// Migration id (names the demand and bulk lanes).

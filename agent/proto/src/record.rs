@@ -23,6 +23,11 @@ pub struct MigrationRecord {
     pub eager_pages: u64,
     /// Pages to follow after resume.
     pub lazy_pages: u64,
+    /// Pages sent in each pre-copy round while the process ran.
+    pub precopy_rounds: Vec<u64>,
+    /// Pages the destination took from what pre-copy sent (not written
+    /// since).
+    pub stored_pages: u64,
     /// Pages sent on the demand lane.
     pub demand_pages: u64,
     /// Demand requests served.
@@ -42,6 +47,8 @@ pub struct MigrationRecord {
 /// Milestones of a migration, microseconds since the request.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct Timeline {
+    /// Pre-copy started (0 without pre-copy).
+    pub precopy: u64,
     /// Process frozen.
     pub freeze: u64,
     /// Core and eager pages collected.

@@ -1,6 +1,9 @@
 //! The ticking workload: fills N MiB with a known pattern, then every T ms
-//! prints `tick <n> <realtime ns>` and rewrites one page; SIGUSR1 makes it
-//! verify every word and print `verify ok <pages>` or where it failed.
+//! prints `tick <n> <realtime ns>` and writes a new value into
+//! `--dirty-pages K` pages (default 1), in an order fixed by the tick
+//! number; SIGUSR1 makes it verify every word (the written ones against a
+//! replay of the writes, not against a copy kept in its own memory) and
+//! print `verify ok <pages>` or where it failed.
 //!
 //! `--reserve-mib R` also maps R MiB it never touches; `--map-file PATH`
 //! maps PATH shared read-only and checks it too; `--reserve-none-gib G`
@@ -162,12 +165,18 @@ fn kernel_state() -> String {
     )
 }
 
+/// The page the `seq`-th write goes to.
+fn written_page(seq: usize, pages: usize) -> usize {
+    seq.wrapping_mul(7919) % pages
+}
+
 fn main() {
     // Descriptors inherited from whoever started us are not ours to keep.
     // SAFETY: close_range on integers; nothing of ours is open yet.
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let mib = arg("--mib", 64);
     let tick_ms = arg("--tick-ms", 5) as u64;
+    let dirty = arg("--dirty-pages", 1).max(1);
     let pages = mib * 256;
     let mut mem: Vec<u64> = vec![0; pages * WORDS];
     let reserve = arg("--reserve-mib", 0) << 20;
@@ -258,15 +267,28 @@ fn main() {
     loop {
         std::thread::sleep(std::time::Duration::from_millis(tick_ms));
         n += 1;
-        let p = (n as usize * 7919) % pages;
-        mem[p * WORDS] = pattern(p, 0);
+        for k in 0..dirty {
+            let seq = n as usize * dirty + k;
+            mem[written_page(seq, pages) * WORDS + 1] = seq as u64 + 1;
+        }
         let _ = writeln!(out, "tick {n} {}", now_ns());
         let _ = out.flush();
         if VERIFY.swap(false, Ordering::Relaxed) {
+            // Replay the writes so far: the value each page must hold.
+            let mut last = std::collections::HashMap::new();
+            for seq in dirty..(n as usize + 1) * dirty {
+                last.insert(written_page(seq, pages), seq as u64 + 1);
+            }
             let bad = mem.chunks(WORDS).enumerate().find_map(|(i, page)| {
                 page.iter()
                     .enumerate()
-                    .find(|(j, w)| **w != pattern(i, *j))
+                    .find(|(j, w)| {
+                        let want = match (*j, last.get(&i)) {
+                            (1, Some(v)) => *v,
+                            _ => pattern(i, *j),
+                        };
+                        **w != want
+                    })
                     .map(|(j, _)| (i, j))
             });
             let file_ok = file.is_none_or(|(b, s)| sum(b) == s);
