@@ -14,7 +14,7 @@ use migrate_proto::image::{
     PageRun, PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile,
     SigAction, ThreadState, Vma, VmaKind,
 };
-use migrate_proto::msg::Mode;
+use migrate_proto::msg::{EagerSet, MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
 use crate::dirty::{DirtyError, DirtyTracker};
@@ -99,7 +99,7 @@ pub fn fnv1a(b: &[u8]) -> u64 {
 pub fn freeze_and_dump(
     pid: i32,
     caller_uid: u32,
-    mode: Mode,
+    opts: &MigrateOptions,
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
 ) -> Result<Frozen, DumpError> {
@@ -241,10 +241,12 @@ pub fn freeze_and_dump(
     let mut eager_addrs = Vec::new();
     for t in &threads {
         let r = Regs::from_words(&t.regs).unwrap_or(regs);
-        eager_addrs.push((
-            r.0.rsp.saturating_sub(256) & !(PAGE_SIZE - 1),
-            EAGER_STACK_PAGES,
-        ));
+        if opts.eager != EagerSet::None {
+            eager_addrs.push((
+                r.0.rsp.saturating_sub(256) & !(PAGE_SIZE - 1),
+                EAGER_STACK_PAGES,
+            ));
+        }
         if r.0.fs_base != 0 {
             eager_addrs.push((r.0.fs_base & !(PAGE_SIZE - 1), 2));
         }
@@ -253,7 +255,7 @@ pub fn freeze_and_dump(
         }
     }
     let tid_offset = find_tid_offset(&mem, &threads);
-    let vmas = collect_vmas(pid, &maps, &eager_addrs, mode, stored.as_ref())?;
+    let vmas = collect_vmas(pid, &maps, &eager_addrs, opts, stored.as_ref())?;
 
     let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
@@ -752,9 +754,13 @@ fn collect_vmas(
     pid: i32,
     maps: &[procfs::MapsEntry],
     eager: &[(u64, u64)],
-    mode: Mode,
+    opts: &MigrateOptions,
     stored: Option<&PageSet>,
 ) -> Result<Vec<Vma>, DumpError> {
+    let mut budget = match opts.eager {
+        EagerSet::Dirty => opts.eager_budget_pages,
+        _ => 0,
+    };
     let pagemap =
         fs::File::open(format!("/proc/{pid}/pagemap")).map_err(proc_err(pid, "pagemap"))?;
     let mut out = Vec::with_capacity(maps.len());
@@ -828,7 +834,10 @@ fn collect_vmas(
                         Fill::Eager
                     } else if stored.is_some_and(|s| s.contains(addr)) {
                         Fill::Stored
-                    } else if matches!(mode, Mode::StopCopy | Mode::PreCopy) {
+                    } else if matches!(opts.mode, Mode::StopCopy | Mode::PreCopy) {
+                        Fill::Eager
+                    } else if budget > 0 {
+                        budget -= 1;
                         Fill::Eager
                     } else {
                         Fill::Lazy

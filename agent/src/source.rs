@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use migrate_inject::{RemoteMem, Seized};
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::{Fill, ProcessImage};
-use migrate_proto::msg::{DestMsg, Lane, MigrateOptions, Mode, PageRequest, Reply, SourceMsg};
+use migrate_proto::msg::{
+    DestMsg, Lane, MigrateOptions, Mode, PageRequest, PushOrder, Reply, SourceMsg,
+};
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::PAGE_SIZE;
 use tracing::{info, warn};
@@ -68,18 +70,35 @@ impl LazyPages {
         self.sent.len() as u64
     }
 
+    /// The run holding flat page index `i`: (address, count, first index).
+    fn run_of(&self, i: usize) -> Option<(u64, u64, usize)> {
+        let k = self.runs.partition_point(|r| r.2 + r.1 as usize <= i);
+        self.runs.get(k).copied()
+    }
+
+    /// Flat index of the first lazy page above `addr`, if any.
+    fn index_after(&self, addr: u64) -> Option<usize> {
+        let k = self.runs.partition_point(|(a, _, _)| *a <= addr);
+        self.runs.get(k).map(|(_, _, off)| *off)
+    }
+
     fn index(&self, addr: u64) -> Option<usize> {
-        self.runs
-            .iter()
-            .find(|(a, c, _)| addr >= *a && addr < a + c * PAGE_SIZE)
-            .map(|(a, _, off)| off + ((addr - a) / PAGE_SIZE) as usize)
+        // Runs are in address order.
+        let k = self
+            .runs
+            .partition_point(|(a, c, _)| a + c * PAGE_SIZE <= addr);
+        let &(a, _, off) = self.runs.get(k)?;
+        (addr >= a).then(|| off + ((addr - a) / PAGE_SIZE) as usize)
     }
 
     /// Whether `[addr, addr + n pages)` lies inside the lazy set.
     fn contains(&self, addr: u64, n: u64) -> bool {
+        let k = self
+            .runs
+            .partition_point(|(a, c, _)| a + c * PAGE_SIZE <= addr);
         self.runs
-            .iter()
-            .any(|(a, c, _)| addr >= *a && addr + n * PAGE_SIZE <= a + c * PAGE_SIZE)
+            .get(k)
+            .is_some_and(|(a, c, _)| addr >= *a && addr + n * PAGE_SIZE <= a + c * PAGE_SIZE)
     }
 
     fn mark(&self, addr: u64, n: u64) {
@@ -96,6 +115,9 @@ struct Counters {
     demand_pages: AtomicU64,
     demand_requests: AtomicU64,
     pushed_pages: AtomicU64,
+    /// Address of the latest demand request + 1 (0: none yet), for the
+    /// push order that follows faults.
+    last_fault: AtomicU64,
 }
 
 /// Signals for the destination to deliver at the commit: those that
@@ -238,7 +260,7 @@ pub fn migrate(
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
-    let dumped = dump::freeze_and_dump(pid, caller_uid, opts.mode, &ship, tracker.as_mut());
+    let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut());
     // Closing the userfaultfd ends write tracking (and unregisters it, were
     // the original to run again here).
     drop(tracker);
@@ -337,6 +359,7 @@ pub fn migrate(
                 lazy.clone(),
                 counters.clone(),
                 opts.push_rate_mib,
+                opts.push_order,
             ));
         } else {
             let _ = bulk.shutdown(Shutdown::Write);
@@ -687,6 +710,8 @@ fn spawn_demand(
             }
             c.demand_requests.fetch_add(1, Ordering::Relaxed);
             c.demand_pages.fetch_add(n, Ordering::Relaxed);
+            c.last_fault
+                .store(req.addr + n * PAGE_SIZE + 1, Ordering::Relaxed);
         }
     })
 }
@@ -697,6 +722,7 @@ fn spawn_push(
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
     rate_mib: Option<u64>,
+    order: PushOrder,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let Some(s) = lane else { return };
@@ -704,38 +730,57 @@ fn spawn_push(
         let t0 = Instant::now();
         let mut sent_bytes = 0u64;
         let mut buf = Vec::new();
-        for &(start, count, off) in &lazy.runs {
-            let mut i = 0u64;
-            while i < count {
-                // Claim a stretch of unsent pages.
-                let first = i;
-                while i < count
-                    && i - first < PUSH_CHUNK
-                    && !lazy.sent[off + i as usize].swap(true, Ordering::Relaxed)
-                {
-                    i += 1;
-                }
-                let n = i - first;
-                if n == 0 {
-                    i += 1;
-                    continue;
-                }
-                let addr = start + first * PAGE_SIZE;
-                buf.resize((n * PAGE_SIZE) as usize, 0);
-                if mem.read(addr, &mut buf).is_err()
-                    || frame::write_pages(&mut w, addr, &buf).is_err()
-                {
-                    return;
-                }
-                c.pushed_pages.fetch_add(n, Ordering::Relaxed);
-                sent_bytes += n * PAGE_SIZE;
-                if let Some(rate) = rate_mib.filter(|r| *r > 0) {
-                    let due =
-                        Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
-                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
-                        let _ = w.flush();
-                        std::thread::sleep(wait);
+        let total = lazy.sent.len();
+        // Cursor: index into the flat page list; wraps around until a whole
+        // pass finds nothing left to send.
+        let mut i = 0usize;
+        let mut since_found = 0usize;
+        let mut hint_seen = 0u64;
+        while since_found < total {
+            if order == PushOrder::NearFaults {
+                let hint = c.last_fault.load(Ordering::Relaxed);
+                if hint != hint_seen {
+                    hint_seen = hint;
+                    if let Some(k) = lazy.index(hint - 1).or_else(|| lazy.index_after(hint - 1)) {
+                        i = k;
                     }
+                }
+            }
+            if i >= total {
+                i = 0;
+            }
+            let Some((run_addr, run_count, run_off)) = lazy.run_of(i) else {
+                return;
+            };
+            // Claim a stretch of unsent pages within this run.
+            let run_end = run_off + run_count as usize;
+            let first = i;
+            while i < run_end
+                && i - first < PUSH_CHUNK as usize
+                && !lazy.sent[i].swap(true, Ordering::Relaxed)
+            {
+                i += 1;
+            }
+            let n = (i - first) as u64;
+            if n == 0 {
+                i += 1;
+                since_found += 1;
+                continue;
+            }
+            since_found = 0;
+            let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
+            buf.resize((n * PAGE_SIZE) as usize, 0);
+            if mem.read(addr, &mut buf).is_err() || frame::write_pages(&mut w, addr, &buf).is_err()
+            {
+                return;
+            }
+            c.pushed_pages.fetch_add(n, Ordering::Relaxed);
+            sent_bytes += n * PAGE_SIZE;
+            if let Some(rate) = rate_mib.filter(|r| *r > 0) {
+                let due = Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
+                if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                    let _ = w.flush();
+                    std::thread::sleep(wait);
                 }
             }
         }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use migrate_agent::dump::{freeze_and_dump, Frozen};
 use migrate_agent::restore::Restorer;
-use migrate_proto::msg::Mode;
+use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
 const SCRIPT: &str = r#"
@@ -67,7 +67,17 @@ fn python_survives_local_stop_copy_restore() {
     let pid = child.id() as i32;
     assert!(wait_for(&log, "tick 3 ", 20), "victim did not start");
 
-    let frozen = freeze_and_dump(pid, 0, Mode::StopCopy, &[], None).expect("dump");
+    let frozen = freeze_and_dump(
+        pid,
+        0,
+        &MigrateOptions {
+            mode: Mode::StopCopy,
+            ..Default::default()
+        },
+        &[],
+        None,
+    )
+    .expect("dump");
     let image = frozen.image.clone();
     let stub = Path::new(env!("CARGO_BIN_EXE_migrate-agent"));
     let mut r = Restorer::start(&image, stub).expect("restore start");

@@ -10,7 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use migrate_proto::frame;
-use migrate_proto::msg::{MigrateOptions, Mode, Reply, Request};
+use migrate_proto::msg::{EagerSet, MigrateOptions, Mode, PushOrder, Reply, Request};
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
 
@@ -58,6 +58,34 @@ struct MigrateArgs {
     /// last before the freeze.
     #[arg(long, default_value_t = 1024, value_name = "PAGES")]
     converge_pages: u64,
+    /// Pages sent in the freeze besides the core.
+    #[arg(long, value_enum, default_value = "stack")]
+    eager: EagerArg,
+    /// With `--eager dirty`: at most this much of it (MiB).
+    #[arg(long, value_name = "MIB")]
+    eager_budget: Option<u64>,
+    /// Order of the background push.
+    #[arg(long, value_enum, default_value = "sequential")]
+    push_order: PushOrderArg,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum EagerArg {
+    /// Only what rebuilding needs (thread blocks, rseq areas).
+    None,
+    /// Also the top of each thread's stack.
+    Stack,
+    /// Also every page not already on the destination (with hybrid: those
+    /// written since the pre-copy round), up to --eager-budget.
+    Dirty,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum PushOrderArg {
+    /// By address.
+    Sequential,
+    /// From the latest demand fault on, wrapping around.
+    NearFaults,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -189,6 +217,19 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
         prefetch_pages: args.prefetch.max(1),
         max_rounds: args.max_rounds.max(1),
         converge_pages: args.converge_pages,
+        eager: match args.eager {
+            EagerArg::None => EagerSet::None,
+            EagerArg::Stack => EagerSet::Stack,
+            EagerArg::Dirty => EagerSet::Dirty,
+        },
+        eager_budget_pages: args
+            .eager_budget
+            .map(|m| m.saturating_mul(1 << 20) / PAGE_SIZE)
+            .unwrap_or(u64::MAX),
+        push_order: match args.push_order {
+            PushOrderArg::Sequential => PushOrder::Sequential,
+            PushOrderArg::NearFaults => PushOrder::NearFaults,
+        },
     };
     let req = Request::Migrate {
         pid: args.pid,

@@ -127,3 +127,54 @@ fn postcopy_moves_a_process_that_keeps_writing() {
     let rec = move_writing_workload(&c, &["--mode", "postcopy", "--push-rate", "64"]);
     assert_eq!(rec["mode"], "postcopy");
 }
+
+#[test]
+fn eager_policies_choose_what_goes_in_the_freeze() {
+    require_lab!();
+    let c = Cluster::start();
+    // Hybrid with every page not yet on host2 in the freeze: nothing lazy.
+    let rec = move_writing_workload(&c, &["--mode", "hybrid", "--eager", "dirty"]);
+    assert_eq!(rec["lazy_pages"], 0, "dirty pages were left lazy");
+    assert!(rec["stored_pages"].as_u64().unwrap() > 0);
+
+    let c = Cluster::start();
+    // Post-copy with a 1 MiB budget: 256 pages (plus the thread blocks).
+    let rec = move_writing_workload(
+        &c,
+        &[
+            "--mode",
+            "postcopy",
+            "--eager",
+            "dirty",
+            "--eager-budget",
+            "1",
+        ],
+    );
+    let eager = rec["eager_pages"].as_u64().unwrap();
+    assert!((256..256 + 64).contains(&eager), "eager pages: {eager}");
+
+    let c = Cluster::start();
+    // Nothing but what rebuilding needs: thread blocks, rseq areas and
+    // the written pages of private file mappings (never lazy).
+    let rec = move_writing_workload(&c, &["--mode", "postcopy", "--eager", "none"]);
+    let eager = rec["eager_pages"].as_u64().unwrap();
+    assert!(eager <= 32, "eager pages with --eager none: {eager}");
+}
+
+#[test]
+fn the_push_can_follow_faults() {
+    require_lab!();
+    let c = Cluster::start();
+    let rec = move_writing_workload(
+        &c,
+        &[
+            "--mode",
+            "postcopy",
+            "--push-order",
+            "near-faults",
+            "--push-rate",
+            "256",
+        ],
+    );
+    assert_eq!(rec["outcome"], "complete");
+}

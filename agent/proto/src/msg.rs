@@ -37,6 +37,27 @@ impl Mode {
     }
 }
 
+/// Which pages go in the freeze besides the core.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum EagerSet {
+    /// Only what rebuilding needs (thread blocks, rseq areas).
+    None,
+    /// Also the top of each thread's stack (the default).
+    Stack,
+    /// Also every page not already on the destination, up to the budget
+    /// (`Hybrid`: the pages written since the pre-copy round).
+    Dirty,
+}
+
+/// The order of the background push.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PushOrder {
+    /// By address.
+    Sequential,
+    /// From the latest demand fault on, wrapping around (locality).
+    NearFaults,
+}
+
 /// Options of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrateOptions {
@@ -52,6 +73,12 @@ pub struct MigrateOptions {
     /// A pre-copy round that finds at most this many written pages is
     /// the last before the freeze.
     pub converge_pages: u64,
+    /// The eager set.
+    pub eager: EagerSet,
+    /// Most pages of the eager set chosen by `EagerSet::Dirty`.
+    pub eager_budget_pages: u64,
+    /// Push order.
+    pub push_order: PushOrder,
 }
 
 impl Default for MigrateOptions {
@@ -62,6 +89,9 @@ impl Default for MigrateOptions {
             prefetch_pages: 16,
             max_rounds: 8,
             converge_pages: 1024,
+            eager: EagerSet::Stack,
+            eager_budget_pages: u64::MAX,
+            push_order: PushOrder::Sequential,
         }
     }
 }
