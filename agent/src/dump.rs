@@ -17,6 +17,8 @@ use migrate_proto::image::{
 use migrate_proto::msg::{EagerSet, MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
+use tracing::debug;
+
 use crate::dirty::{DirtyError, DirtyTracker};
 use crate::pageset::PageSet;
 use crate::preflight::{self, Refusal};
@@ -91,6 +93,30 @@ pub fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
+/// The `madvise` flags of a process's mappings, read just before the
+/// freeze: `smaps` walks every page table, tens of milliseconds for a few
+/// GiB, which would otherwise count as downtime. Used by the dump only if
+/// the frozen process's mappings are exactly those seen around the read;
+/// a flag changed on a whole mapping between this read and the freeze
+/// (within milliseconds) is the one thing it can miss.
+pub struct AdviceSnapshot {
+    maps: Vec<procfs::MapsEntry>,
+    advice: std::collections::HashMap<u64, Vec<u32>>,
+}
+
+impl AdviceSnapshot {
+    /// Reads `pid`'s advice; `None` if its mappings changed meanwhile.
+    pub fn take(pid: i32) -> Option<AdviceSnapshot> {
+        let before = procfs::maps(pid).ok()?;
+        let advice = procfs::advice(pid).ok()?;
+        let after = procfs::maps(pid).ok()?;
+        (before == after).then_some(AdviceSnapshot {
+            maps: after,
+            advice,
+        })
+    }
+}
+
 /// Freezes `pid` and collects its image. On error the process is resumed
 /// (the `Seized` guard detaches on drop).
 ///
@@ -102,10 +128,15 @@ pub fn freeze_and_dump(
     opts: &MigrateOptions,
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
+    advice: Option<AdviceSnapshot>,
 ) -> Result<Frozen, DumpError> {
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
     let mut tasks = freeze_threads(pid)?;
+    step("frozen");
     // The process may have changed since pre-flight: check again, frozen.
     preflight::inspect(pid, caller_uid, sys::getpid(), true).map_err(DumpError::Refused)?;
+    step("checked again");
     let stored = match tracker {
         Some(t) => Some(t.clean()?),
         None => None,
@@ -254,8 +285,13 @@ pub fn freeze_and_dump(
             eager_addrs.push((q.addr & !(PAGE_SIZE - 1), 1));
         }
     }
+    step("thread and process state");
     let tid_offset = find_tid_offset(&mem, &threads);
-    let vmas = collect_vmas(pid, &maps, &eager_addrs, opts, stored.as_ref())?;
+    let advice = match advice {
+        Some(a) if a.maps == maps => a.advice,
+        _ => procfs::advice(pid).map_err(proc_err(pid, "smaps"))?,
+    };
+    let vmas = collect_vmas(pid, &maps, &eager_addrs, opts, stored.as_ref(), &advice)?;
 
     let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
@@ -303,7 +339,9 @@ pub fn freeze_and_dump(
             source: std::io::Error::other(format!("{} limits listed, 16 expected", rlimits.len())),
         });
     }
+    step("memory map and pages");
     let (fds, pipes, memfds) = dump_fds(pid, &maps)?;
+    step("descriptors");
 
     let image = ProcessImage {
         pid,
@@ -756,6 +794,7 @@ fn collect_vmas(
     eager: &[(u64, u64)],
     opts: &MigrateOptions,
     stored: Option<&PageSet>,
+    advice: &std::collections::HashMap<u64, Vec<u32>>,
 ) -> Result<Vec<Vma>, DumpError> {
     let mut budget = match opts.eager {
         EagerSet::Dirty => opts.eager_budget_pages,
@@ -765,7 +804,6 @@ fn collect_vmas(
         fs::File::open(format!("/proc/{pid}/pagemap")).map_err(proc_err(pid, "pagemap"))?;
     let mut out = Vec::with_capacity(maps.len());
     let mut buf = Vec::new();
-    let advice = procfs::advice(pid).map_err(proc_err(pid, "smaps"))?;
     for m in maps {
         let kind = if preflight::is_vdso(&m.path) {
             VmaKind::Vdso(m.path.clone())

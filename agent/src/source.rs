@@ -257,10 +257,11 @@ pub fn migrate(
         }
     }
 
+    let advice = dump::AdviceSnapshot::take(pid);
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
-    let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut());
+    let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice);
     // Closing the userfaultfd ends write tracking (and unregisters it, were
     // the original to run again here).
     drop(tracker);

@@ -76,6 +76,7 @@ fn python_survives_local_stop_copy_restore() {
         },
         &[],
         None,
+        None,
     )
     .expect("dump");
     let image = frozen.image.clone();
