@@ -16,6 +16,7 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::config::Config;
+use crate::history::History;
 use crate::peer::{self, LaneTable};
 use crate::source::{self, SourceCtx};
 use crate::{dest, error_chain, preflight, sys};
@@ -50,6 +51,7 @@ pub struct Agent {
     lanes: LaneTable,
     in_flight: Mutex<HashSet<i32>>,
     stub: PathBuf,
+    history: History,
 }
 
 /// Marks a pid as being migrated for as long as it lives.
@@ -121,6 +123,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         lanes: LaneTable::default(),
         in_flight: Mutex::new(HashSet::new()),
         stub,
+        history: History::default(),
     });
 
     let a = agent.clone();
@@ -225,6 +228,7 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                 Reply::Refused { reasons }
             }
         },
+        Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
         Request::Migrate { pid, to, opts, .. } => {
             let known = || {
                 let names: Vec<&str> = agent.config.peers.keys().map(String::as_str).collect();
@@ -254,10 +258,22 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                         };
                         info!(pid, %to, uid = cred.uid, "migration requested");
                         let mut w = s.try_clone()?;
-                        source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {
+                        let history = &agent.history;
+                        let reply = source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {
+                            if let Reply::Resumed(rec) = r {
+                                history.put(cred.uid, rec);
+                            }
                             // The client may have gone (--detach): keep going.
                             let _ = frame::write_msg(&mut w, r);
-                        })
+                        });
+                        match &reply {
+                            Reply::Complete(rec) => history.put(cred.uid, rec),
+                            Reply::Failed {
+                                record: Some(rec), ..
+                            } => history.put(cred.uid, rec),
+                            _ => {}
+                        }
+                        reply
                     }
                 },
             }

@@ -169,6 +169,9 @@ pub fn serve(
             Err(e) => Err(e),
         };
         match msg {
+            Ok(SourceMsg::ClockProbe) => {
+                frame::write_msg(&mut ctl, &DestMsg::Clock { unix_us: unix_us() })?;
+            }
             Ok(SourceMsg::PreCopyRound { round, pages }) => {
                 info!(round, pages, "pre-copy round received");
             }
@@ -185,6 +188,7 @@ pub fn serve(
             Err(e) => return Err(e.into()),
         }
     };
+    let mut events = vec![("core received".to_string(), unix_us())];
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
     remap_socket_addresses(&mut image, local);
     let result = rebuild(
@@ -195,6 +199,7 @@ pub fn serve(
         store,
         lanes,
         stub,
+        &mut events,
     );
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
@@ -203,6 +208,7 @@ pub fn serve(
     result
 }
 
+#[allow(clippy::too_many_arguments)] // one call site; the session's pieces
 fn rebuild(
     ctl: &mut TcpStream,
     id: u64,
@@ -211,6 +217,7 @@ fn rebuild(
     store: Option<PageStore>,
     lanes: &LaneTable,
     stub: &Path,
+    events: &mut Vec<(String, u64)>,
 ) -> Result<(), DestError> {
     if image.threads.is_empty() {
         return Err(DestError::Protocol("image has no thread".into()));
@@ -338,6 +345,7 @@ fn rebuild(
             }
         }
     }
+    events.push(("rebuilt".into(), unix_us()));
     frame::write_msg(ctl, &DestMsg::Ready { pid: r.pid })?;
 
     // 3. Commit or abort.
@@ -450,6 +458,7 @@ fn rebuild(
             crate::relay::spawn_from_peer(fd, lane, end);
         }
     }
+    events.push(("resumed".into(), unix_us()));
     info!(id, new_pid, "resumed");
     frame::write_msg(ctl, &DestMsg::Resumed)?;
 
@@ -479,6 +488,10 @@ fn rebuild(
                 &DestMsg::Complete {
                     discarded_pages: discarded,
                     faults,
+                    events: {
+                        events.push(("every page in".into(), unix_us()));
+                        events.clone()
+                    },
                 },
             )?;
             // Wait for the source's Done (or its close).
@@ -501,6 +514,14 @@ fn rebuild(
         }
         Outcome::Failed(why) => Err(DestError::Protocol(why)),
     }
+}
+
+/// Microseconds since the Unix epoch on this host's clock.
+pub fn unix_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 fn is_eof(e: &FrameError) -> bool {

@@ -7,6 +7,7 @@ pub mod dest;
 pub mod dirty;
 pub mod dump;
 pub mod fault;
+pub mod history;
 pub mod keeper;
 pub mod lazy;
 pub mod pageset;

@@ -15,7 +15,7 @@ use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
     DestMsg, Lane, MigrateOptions, Mode, PageRequest, PushOrder, Reply, SourceMsg,
 };
-use migrate_proto::record::MigrationRecord;
+use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
 use tracing::{info, warn};
 
@@ -26,6 +26,12 @@ use crate::{error_chain, preflight, procfs, sys};
 
 /// Pages per frame when pushing.
 const PUSH_CHUNK: u64 = 64;
+/// How often the push records its progress.
+const PUSH_SAMPLE_EVERY: Duration = Duration::from_millis(20);
+/// How often the caller hears of post-copy's progress.
+const PROGRESS_EVERY: Duration = Duration::from_millis(250);
+/// Clock probes at the handshake.
+const CLOCK_PROBES: usize = 8;
 
 /// What a source session needs from its agent.
 pub struct SourceCtx<'a> {
@@ -118,6 +124,8 @@ struct Counters {
     /// Address of the latest demand request + 1 (0: none yet), for the
     /// push order that follows faults.
     last_fault: AtomicU64,
+    /// (microseconds since the request, pages pushed), sampled.
+    push_samples: std::sync::Mutex<Vec<(u64, u64)>>,
 }
 
 /// Signals for the destination to deliver at the commit: those that
@@ -161,6 +169,7 @@ fn failed(error: String, resumed_original: bool) -> Reply {
     Reply::Failed {
         error,
         resumed_original,
+        record: None,
     }
 }
 
@@ -174,6 +183,7 @@ pub fn migrate(
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let t0 = Instant::now();
+    let started_unix_us = crate::dest::unix_us();
     let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false) {
         Ok(i) => i,
         Err(r) => return refused(r.0),
@@ -225,6 +235,10 @@ pub fn migrate(
             Ok(other) => return refused(vec![format!("{}: unexpected answer {other:?}", cx.to)]),
             Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
         };
+    let clock = match sync_clock(&mut ctl) {
+        Ok(c) => c,
+        Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
+    };
     let id = migration_id(pid);
     let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id))
         .and_then(|(d, _)| Ok((d, peer::connect(cx.addr, cx.host, Lane::Bulk(id))?.0)));
@@ -238,13 +252,25 @@ pub fn migrate(
         mode: opts.mode.name().to_string(),
         pid,
         to: peer_name,
+        started_unix_us,
+        clock_offset_us: clock.0,
+        clock_uncertainty_us: clock.1,
         ..Default::default()
     };
+    let event = |rec: &mut MigrationRecord, what: &str| {
+        rec.events.push(Event {
+            at_us: us(t0) as i64,
+            host: cx.host.to_string(),
+            what: what.to_string(),
+        })
+    };
+    event(&mut rec, "request");
 
     // Pre-copy, while the process runs.
     let mut tracker = None;
     if opts.mode.precopies() {
         rec.timeline.precopy = us(t0);
+        event(&mut rec, "pre-copy");
         match precopy(&mut ctl, pid, opts, &mut rec) {
             Ok(t) => tracker = Some(t),
             Err(PreCopyError::Refused(why)) => {
@@ -261,6 +287,7 @@ pub fn migrate(
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
+    event(&mut rec, "freeze");
     let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice);
     // Closing the userfaultfd ends write tracking (and unregisters it, were
     // the original to run again here).
@@ -277,6 +304,7 @@ pub fn migrate(
         }
     };
     rec.timeline.dump = us(t0);
+    event(&mut rec, "core dumped");
     // A process whose deputy this host serves takes the deputy along.
     let mut frozen = frozen;
     frozen.image.deputy = crate::deputy::has_deputy(pid);
@@ -332,6 +360,7 @@ pub fn migrate(
     };
     rec.new_pid = new_pid;
     rec.timeline.restored = us(t0);
+    event(&mut rec, "commit");
 
     // Commit: from here the original never runs again.
     let signals = pending_signals(&frozen);
@@ -361,6 +390,7 @@ pub fn migrate(
                 counters.clone(),
                 opts.push_rate_mib,
                 opts.push_order,
+                t0,
             ));
         } else {
             let _ = bulk.shutdown(Shutdown::Write);
@@ -370,10 +400,11 @@ pub fn migrate(
     }
     let lost = |rec: &mut MigrationRecord, what: String| {
         rec.outcome = what.clone();
-        failed(
-            format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
-            false,
-        )
+        Reply::Failed {
+            error: format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
+            resumed_original: false,
+            record: Some(Box::new(rec.clone())),
+        }
     };
     // From the commit on, the original must never run again: if this agent
     // dies, the kernel kills it rather than letting it go on beside its copy.
@@ -408,6 +439,7 @@ pub fn migrate(
         }
     }
     rec.timeline.resume = us(t0);
+    event(&mut rec, "resume acknowledged");
     rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
     rec.outcome = "resumed".into();
     info!(
@@ -429,8 +461,37 @@ pub fn migrate(
     progress(&Reply::Resumed(rec.clone()));
 
     // Post-copy: no bound on how long the process takes to touch its pages.
+    // The end is awaited on another thread; meanwhile the caller hears how
+    // far it got.
     let _ = ctl.set_read_timeout(None);
-    let end = frame::read_msg::<DestMsg>(&mut ctl);
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let mut end_reader = ctl.try_clone();
+    std::thread::spawn(move || {
+        let end = match end_reader.as_mut() {
+            Ok(s) => frame::read_msg::<DestMsg>(s),
+            Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            ))),
+        };
+        let _ = end_tx.send(end);
+    });
+    let end = loop {
+        match end_rx.recv_timeout(PROGRESS_EVERY) {
+            Ok(end) => break end,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
+                moved_pages: counters.demand_pages.load(Ordering::Relaxed)
+                    + counters.pushed_pages.load(Ordering::Relaxed),
+                total_pages: rec.lazy_pages,
+                elapsed_us: us(t0),
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(frame::FrameError::Io(std::io::Error::other(
+                    "the control lane reader ended",
+                )))
+            }
+        }
+    };
     let has_terminal = frozen_terminal;
     if has_terminal && matches!(end, Ok(DestMsg::Complete { .. })) {
         // A terminal's session leader waits for this pid: the original
@@ -450,14 +511,36 @@ pub fn migrate(
     for s in servers {
         let _ = s.join();
     }
+    rec.push_progress = std::mem::take(
+        &mut *counters
+            .push_samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
     rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
     rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
     rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
+    rec.lanes = LaneBytes {
+        precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
+        eager: rec.eager_pages * PAGE_SIZE,
+        demand: rec.demand_pages * PAGE_SIZE,
+        bulk: rec.pushed_pages * PAGE_SIZE,
+    };
     match end {
         Ok(DestMsg::Complete {
             discarded_pages,
             faults,
+            events,
         }) => {
+            for (what, at) in events {
+                rec.events.push(Event {
+                    at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
+                    host: rec.to.clone(),
+                    what,
+                });
+            }
+            event(&mut rec, "original released");
+            rec.events.sort_by_key(|e| e.at_us);
             let _ = frame::write_msg(&mut ctl, &SourceMsg::Done);
             rec.discarded_pages = discarded_pages;
             rec.faults = faults;
@@ -569,6 +652,33 @@ fn migration_id(pid: i32) -> u64 {
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
     t ^ (pid as u64) << 32
+}
+
+/// Estimates the destination's clock offset (destination minus source,
+/// microseconds) and its uncertainty by Cristian's method: the peer's time
+/// plus half the round trip, over several probes, keeping the tightest.
+fn sync_clock(ctl: &mut TcpStream) -> Result<(i64, u64), frame::FrameError> {
+    let mut best: Option<(u64, i64)> = None;
+    for _ in 0..CLOCK_PROBES {
+        let sent = crate::dest::unix_us();
+        frame::write_msg(ctl, &SourceMsg::ClockProbe)?;
+        let peer = match frame::read_msg::<DestMsg>(ctl)? {
+            DestMsg::Clock { unix_us } => unix_us,
+            other => {
+                return Err(frame::FrameError::Io(std::io::Error::other(format!(
+                    "unexpected answer to a clock probe: {other:?}"
+                ))))
+            }
+        };
+        let back = crate::dest::unix_us();
+        let rtt = back.saturating_sub(sent);
+        let offset = peer as i64 - (sent + rtt / 2) as i64;
+        if best.is_none_or(|(r, _)| rtt < r) {
+            best = Some((rtt, offset));
+        }
+    }
+    let (rtt, offset) = best.unwrap_or((0, 0));
+    Ok((offset, rtt.div_ceil(2)))
 }
 
 /// Why pre-copy stopped before the freeze (the process runs on untouched).
@@ -724,6 +834,7 @@ fn spawn_push(
     c: Arc<Counters>,
     rate_mib: Option<u64>,
     order: PushOrder,
+    t_request: Instant,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let Some(s) = lane else { return };
@@ -737,6 +848,7 @@ fn spawn_push(
         let mut i = 0usize;
         let mut since_found = 0usize;
         let mut hint_seen = 0u64;
+        let mut last_sample = Instant::now();
         while since_found < total {
             if order == PushOrder::NearFaults {
                 let hint = c.last_fault.load(Ordering::Relaxed);
@@ -775,8 +887,14 @@ fn spawn_push(
             {
                 return;
             }
-            c.pushed_pages.fetch_add(n, Ordering::Relaxed);
+            let pushed = c.pushed_pages.fetch_add(n, Ordering::Relaxed) + n;
             sent_bytes += n * PAGE_SIZE;
+            if last_sample.elapsed() >= PUSH_SAMPLE_EVERY {
+                last_sample = Instant::now();
+                if let Ok(mut v) = c.push_samples.lock() {
+                    v.push((t_request.elapsed().as_micros() as u64, pushed));
+                }
+            }
             if let Some(rate) = rate_mib.filter(|r| *r > 0) {
                 let due = Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
                 if let Some(wait) = due.checked_sub(t0.elapsed()) {

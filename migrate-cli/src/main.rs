@@ -14,6 +14,8 @@ use migrate_proto::msg::{EagerSet, MigrateOptions, Mode, PushOrder, Reply, Reque
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
 
+mod report;
+
 const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
 
 /// Moves a running process to another host, live (post-copy).
@@ -112,10 +114,62 @@ struct CheckArgs {
     socket: PathBuf,
 }
 
+/// Shows one migration's record: the latest, or the one with this id.
+#[derive(Debug, Parser)]
+#[command(name = "migrate status")]
+struct StatusArgs {
+    /// Migration id (hex, as `migrate list --history` prints it; a unique
+    /// prefix is enough).
+    id: Option<String>,
+    /// Print the whole record as JSON.
+    #[arg(long)]
+    json: bool,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+/// Lists past migrations (`--history`).
+#[derive(Debug, Parser)]
+#[command(name = "migrate list")]
+struct ListArgs {
+    /// Past and running migrations started from this host.
+    #[arg(long)]
+    history: bool,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
+/// Draws a migration's record as SVG.
+#[derive(Debug, Parser)]
+#[command(name = "migrate report")]
+struct ReportArgs {
+    /// Migration id (hex prefix).
+    id: String,
+    /// Overlay these migrations too (MiB moved over time).
+    #[arg(long, num_args = 1.., value_name = "ID")]
+    compare: Vec<String>,
+    /// Draw the time-space diagram of the messages between the agents.
+    #[arg(long)]
+    timespace: bool,
+    /// Output file.
+    #[arg(short, long, default_value = "migration.svg")]
+    output: String,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+}
+
 /// A failure with its exit status.
 struct Exit(u8, anyhow::Error);
 
 fn connect(socket: &PathBuf) -> Result<UnixStream, Exit> {
+    connect_named(socket).map(|(s, _)| s)
+}
+
+/// Connects to the agent; returns the stream and the agent's host name.
+fn connect_named(socket: &PathBuf) -> Result<(UnixStream, String), Exit> {
     let mut s = UnixStream::connect(socket).map_err(|e| {
         Exit(
             3,
@@ -133,7 +187,7 @@ fn connect(socket: &PathBuf) -> Result<UnixStream, Exit> {
     )
     .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
     match frame::read_msg::<Reply>(&mut s) {
-        Ok(Reply::Welcome { .. }) => Ok(s),
+        Ok(Reply::Welcome { name, .. }) => Ok((s, name)),
         Ok(Reply::Refused { reasons }) => Err(Exit(3, anyhow::anyhow!(reasons.join("; ")))),
         Ok(other) => Err(Exit(
             3,
@@ -204,6 +258,189 @@ fn run_check(args: CheckArgs) -> Result<(), Exit> {
     }
 }
 
+/// The records the agent keeps, oldest first, and its host name.
+fn history(socket: &PathBuf) -> Result<(Vec<MigrationRecord>, String), Exit> {
+    let (mut s, name) = connect_named(socket)?;
+    frame::write_msg(&mut s, &Request::History)
+        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    match frame::read_msg::<Reply>(&mut s) {
+        Ok(Reply::Records(v)) => Ok((v, name)),
+        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+        Err(e) => Err(Exit(
+            3,
+            anyhow::Error::new(e).context("talking to the agent"),
+        )),
+    }
+}
+
+fn find<'a>(records: &'a [MigrationRecord], id: &str) -> Result<&'a MigrationRecord, Exit> {
+    let want = id.trim_start_matches("0x").to_lowercase();
+    let hits: Vec<&MigrationRecord> = records
+        .iter()
+        .filter(|r| format!("{:016x}", r.id).starts_with(&want) || r.id.to_string() == want)
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(Exit(
+            1,
+            anyhow::anyhow!("no migration {id} in this agent's history"),
+        )),
+        _ => Err(Exit(
+            1,
+            anyhow::anyhow!("{id} names {} migrations: give more digits", hits.len()),
+        )),
+    }
+}
+
+fn one_line(r: &MigrationRecord) -> String {
+    format!(
+        "{:016x}  pid {:>7} -> {} (pid {})  {:<9}  downtime {:>8.1} ms  {}",
+        r.id,
+        r.pid,
+        r.to,
+        r.new_pid,
+        r.mode,
+        r.downtime_us as f64 / 1000.0,
+        r.outcome
+    )
+}
+
+fn run_status(args: StatusArgs) -> Result<(), Exit> {
+    let (records, _) = history(&args.socket)?;
+    let r = match &args.id {
+        Some(id) => find(&records, id)?,
+        None => records.last().ok_or_else(|| {
+            Exit(
+                1,
+                anyhow::anyhow!("no migration started from this host yet"),
+            )
+        })?,
+    };
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(r).map_err(|e| Exit(1, e.into()))?
+        );
+        return Ok(());
+    }
+    println!("{}", one_line(r));
+    println!(
+        "  pages: {} eager, {} lazy ({} on demand in {} requests, {} pushed, {} discarded), {} pre-copied, {} stored",
+        r.eager_pages,
+        r.lazy_pages,
+        r.demand_pages,
+        r.demand_requests,
+        r.pushed_pages,
+        r.discarded_pages,
+        r.precopy_rounds.iter().sum::<u64>(),
+        r.stored_pages
+    );
+    println!(
+        "  clocks: {} is {} µs ahead, ±{} µs",
+        r.to, r.clock_offset_us, r.clock_uncertainty_us
+    );
+    for e in &r.events {
+        println!(
+            "  {:>10.3} ms  {:<8} {}",
+            e.at_us as f64 / 1000.0,
+            e.host,
+            e.what
+        );
+    }
+    Ok(())
+}
+
+fn run_list(args: ListArgs) -> Result<(), Exit> {
+    if !args.history {
+        return Err(Exit(
+            2,
+            anyhow::anyhow!(
+                "listing the processes that can be migrated is not built yet; `migrate list --history` lists past migrations"
+            ),
+        ));
+    }
+    let (records, _) = history(&args.socket)?;
+    for r in &records {
+        println!("{}", one_line(r));
+    }
+    Ok(())
+}
+
+fn run_report(args: ReportArgs) -> Result<(), Exit> {
+    let (records, host) = history(&args.socket)?;
+    let main = find(&records, &args.id)?;
+    let drawn = if !args.compare.is_empty() {
+        let mut all = vec![main.clone()];
+        for id in &args.compare {
+            all.push(find(&records, id)?.clone());
+        }
+        report::compare(&all, &args.output)
+    } else if args.timespace {
+        report::timespace(main, &host, &args.output)
+    } else {
+        report::timeline(main, &args.output)
+    };
+    drawn.map_err(|e| Exit(1, anyhow::anyhow!(e)))?;
+    println!("written: {}", args.output);
+    Ok(())
+}
+
+/// Post-copy progress: a bar on a terminal, a plain line per second on
+/// stderr otherwise, nothing with `--json`.
+struct Meter {
+    quiet: bool,
+    bar: Option<indicatif::ProgressBar>,
+    last_line: Option<std::time::Instant>,
+}
+
+impl Meter {
+    fn new(quiet: bool) -> Meter {
+        Meter {
+            quiet,
+            bar: None,
+            last_line: None,
+        }
+    }
+
+    fn update(&mut self, moved: u64, total: u64, elapsed_us: u64) {
+        use std::io::IsTerminal;
+        if self.quiet || total == 0 {
+            return;
+        }
+        if std::io::stderr().is_terminal() {
+            let bar = self.bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(total * PAGE_SIZE);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template(
+                        "post-copy [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+                    .progress_chars("=> "),
+                );
+                b
+            });
+            bar.set_position(moved.min(total) * PAGE_SIZE);
+        } else if self
+            .last_line
+            .is_none_or(|t| t.elapsed() >= std::time::Duration::from_secs(1))
+        {
+            self.last_line = Some(std::time::Instant::now());
+            eprintln!(
+                "post-copy: {:.1} of {:.1} MiB moved after {:.1} s",
+                mib(moved.min(total)),
+                mib(total),
+                elapsed_us as f64 / 1e6
+            );
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some(b) = self.bar.take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
     let mut s = connect(&args.socket)?;
     let opts = MigrateOptions {
@@ -248,6 +485,7 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
         }
         Ok(())
     };
+    let mut meter = Meter::new(args.json);
     loop {
         match frame::read_msg::<Reply>(&mut s) {
             Ok(Reply::Resumed(r)) => {
@@ -255,11 +493,20 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
                     return print(&r, false);
                 }
             }
-            Ok(Reply::Complete(r)) => return print(&r, true),
+            Ok(Reply::Progress {
+                moved_pages,
+                total_pages,
+                elapsed_us,
+            }) => meter.update(moved_pages, total_pages, elapsed_us),
+            Ok(Reply::Complete(r)) => {
+                meter.finish();
+                return print(&r, true);
+            }
             Ok(Reply::Refused { reasons }) => return Err(refused(&reasons)),
             Ok(Reply::Failed {
                 error,
                 resumed_original,
+                ..
             }) => {
                 return Err(if resumed_original {
                     Exit(1, anyhow::anyhow!("failed: {error}; pid {} runs on here, untouched", args.pid))
@@ -282,18 +529,32 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
 
 fn main() -> ExitCode {
     let argv: Vec<String> = std::env::args().collect();
-    let result = if argv.get(1).map(String::as_str) == Some("check") {
-        let mut a = argv.clone();
+    let sub = |a: &[String]| {
+        let mut a = a.to_vec();
         a.remove(1);
-        match CheckArgs::try_parse_from(a) {
+        a
+    };
+    let result = match argv.get(1).map(String::as_str) {
+        Some("check") => match CheckArgs::try_parse_from(sub(&argv)) {
             Ok(a) => run_check(a),
             Err(e) => usage(e),
-        }
-    } else {
-        match MigrateArgs::try_parse_from(&argv) {
+        },
+        Some("status") => match StatusArgs::try_parse_from(sub(&argv)) {
+            Ok(a) => run_status(a),
+            Err(e) => usage(e),
+        },
+        Some("list") => match ListArgs::try_parse_from(sub(&argv)) {
+            Ok(a) => run_list(a),
+            Err(e) => usage(e),
+        },
+        Some("report") => match ReportArgs::try_parse_from(sub(&argv)) {
+            Ok(a) => run_report(a),
+            Err(e) => usage(e),
+        },
+        _ => match MigrateArgs::try_parse_from(&argv) {
             Ok(a) => run_migrate(a),
             Err(e) => usage(e),
-        }
+        },
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

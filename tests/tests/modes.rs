@@ -178,3 +178,94 @@ fn the_push_can_follow_faults() {
     );
     assert_eq!(rec["outcome"], "complete");
 }
+
+#[test]
+fn the_record_aligns_both_hosts_and_draws() {
+    require_lab!();
+    let c = Cluster::start();
+    let rec = move_writing_workload(&c, &["--mode", "hybrid", "--push-rate", "256"]);
+    let id = format!("{:016x}", rec["id"].as_u64().unwrap());
+
+    // Both agents' milestones on one timeline, in causal order within the
+    // stated uncertainty of the clock offset.
+    let unc = rec["clock_uncertainty_us"].as_i64().unwrap();
+    assert!(unc < 50_000, "clock uncertainty {unc} us");
+    let at = |host: &str, what: &str| {
+        rec["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["host"] == host && e["what"] == what)
+            .and_then(|e| e["at_us"].as_i64())
+            .unwrap_or_else(|| panic!("no event {what} on {host}: {}", rec["events"]))
+    };
+    for (before, after) in [
+        (("host1", "core dumped"), ("host2", "core received")),
+        (("host2", "rebuilt"), ("host1", "commit")),
+        (("host1", "commit"), ("host2", "resumed")),
+        (("host2", "resumed"), ("host1", "resume acknowledged")),
+        (("host2", "every page in"), ("host1", "original released")),
+    ] {
+        let (a, b) = (at(before.0, before.1), at(after.0, after.1));
+        assert!(
+            a <= b + unc,
+            "{before:?} at {a} us is after {after:?} at {b} us (uncertainty {unc} us)"
+        );
+    }
+    assert!(rec["lanes"]["precopy"].as_u64().unwrap() >= 96 << 20);
+
+    let list = c.migrate(&["list", "--history"]);
+    assert_eq!(list.status.code(), Some(0));
+    assert!(
+        String::from_utf8_lossy(&list.stdout).contains(&id),
+        "{id} not in the history:\n{}",
+        String::from_utf8_lossy(&list.stdout)
+    );
+    let status = c.migrate(&["status", &id[..8], "--json"]);
+    assert_eq!(status.status.code(), Some(0));
+    let again: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(again["id"], rec["id"]);
+    assert_eq!(again["outcome"], "complete");
+    assert_refused(
+        &c.migrate(&["status", "ffffffffffffffff9"]),
+        1,
+        "no migration",
+    );
+
+    for (args, needle) in [
+        (vec!["report", id.as_str()], "freeze"),
+        (vec!["report", id.as_str(), "--timespace"], "host2"),
+    ] {
+        let svg = c.path("r.svg");
+        let mut a = args.clone();
+        a.extend(["-o", svg.to_str().unwrap()]);
+        let out = c.migrate(&a);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+        let text = std::fs::read_to_string(&svg).unwrap();
+        assert!(text.starts_with("<svg"), "not an SVG");
+        assert!(text.contains(needle), "{needle} missing from the picture");
+    }
+}
+
+#[test]
+fn progress_is_reported_while_post_copy_runs() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "64"]);
+    assert!(w.wait_for("ready 64", 60));
+    // 64 MiB pushed at 32 MiB/s: about two seconds of post-copy.
+    let out = c.migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "32"]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.starts_with("post-copy: "))
+        .collect();
+    assert!(!lines.is_empty(), "no progress lines: {err}");
+    assert!(
+        lines.iter().all(|l| l.contains(" of 64.0 MiB moved")),
+        "{lines:?}"
+    );
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-KILL");
+}

@@ -109,6 +109,9 @@ pub enum Request {
         /// Target pid.
         pid: i32,
     },
+    /// The records of past and running migrations started here
+    /// (`Reply::Records`).
+    History,
     /// Migrate a process.
     Migrate {
         /// Target pid.
@@ -144,8 +147,19 @@ pub enum Reply {
     },
     /// The process runs on the destination (sent before `Complete`).
     Resumed(MigrationRecord),
+    /// Post-copy is under way (sent every few hundred milliseconds).
+    Progress {
+        /// Lazy pages sent so far (demand and push).
+        moved_pages: u64,
+        /// Lazy pages in all.
+        total_pages: u64,
+        /// Microseconds since the request.
+        elapsed_us: u64,
+    },
     /// The migration is complete; the original is gone.
     Complete(MigrationRecord),
+    /// Answer to `History`, oldest first.
+    Records(Vec<MigrationRecord>),
     /// The migration failed. `resumed_original` says whether the original
     /// runs again on this host.
     Failed {
@@ -153,6 +167,8 @@ pub enum Reply {
         error: String,
         /// The original was resumed untouched.
         resumed_original: bool,
+        /// The record so far, when the failure came after the commit.
+        record: Option<Box<MigrationRecord>>,
     },
 }
 
@@ -222,6 +238,9 @@ pub struct FileNeed {
 pub enum SourceMsg {
     /// Before the freeze: can you open these?
     FileCheck(Vec<FileNeed>),
+    /// Before the freeze: what time is it on your clock? (Answered with
+    /// `DestMsg::Clock`, several times, to align both agents' events.)
+    ClockProbe,
     /// Before the freeze (`PreCopy`, `Hybrid`): the `Pages` frames of
     /// pre-copy round `round` precede this message; the destination keeps
     /// them until the core says which are still current.
@@ -267,6 +286,12 @@ pub enum DestMsg {
         /// the source ships a private copy (never replacing this one).
         different: Vec<String>,
     },
+    /// Answer to `ClockProbe`: this host's clock, microseconds since the
+    /// Unix epoch.
+    Clock {
+        /// Microseconds since the epoch.
+        unix_us: u64,
+    },
     /// Rebuilt, all threads stopped, waiting for `Commit`.
     Ready {
         /// Pid on the destination.
@@ -280,6 +305,9 @@ pub enum DestMsg {
         discarded_pages: u64,
         /// Network-served faults (sampled).
         faults: Vec<crate::record::FaultSample>,
+        /// This side's milestones: (what, microseconds since the epoch
+        /// on this host's clock).
+        events: Vec<(String, u64)>,
     },
     /// Restore or post-copy failed.
     Failed(String),

@@ -42,6 +42,48 @@ pub struct MigrationRecord {
     pub faults: Vec<FaultSample>,
     /// How it ended: "complete", "resumed" (detached) or an error.
     pub outcome: String,
+    /// When the request arrived, microseconds since the Unix epoch (source
+    /// clock).
+    pub started_unix_us: u64,
+    /// Destination clock minus source clock, microseconds, estimated at
+    /// the handshake (Cristian: the peer's time plus half the round trip,
+    /// the tightest of several probes).
+    pub clock_offset_us: i64,
+    /// Half the tightest probe's round trip: the offset is right within
+    /// this many microseconds.
+    pub clock_uncertainty_us: u64,
+    /// Both agents' milestones on the source's timeline.
+    pub events: Vec<Event>,
+    /// Bytes of pages per lane.
+    pub lanes: LaneBytes,
+    /// Background push progress: (microseconds since the request, pages
+    /// pushed so far), sampled.
+    pub push_progress: Vec<(u64, u64)>,
+}
+
+/// One milestone of either agent.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Event {
+    /// Microseconds since the request, on the source's clock (the
+    /// destination's events shifted by the clock offset).
+    pub at_us: i64,
+    /// Host name.
+    pub host: String,
+    /// What happened.
+    pub what: String,
+}
+
+/// Page bytes carried by each lane.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LaneBytes {
+    /// Pre-copy rounds (control lane, before the freeze).
+    pub precopy: u64,
+    /// Eager pages in the freeze (control lane).
+    pub eager: u64,
+    /// Demand faults (demand lane).
+    pub demand: u64,
+    /// Background push (bulk lane).
+    pub bulk: u64,
 }
 
 /// Milestones of a migration, microseconds since the request.
