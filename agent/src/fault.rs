@@ -65,8 +65,9 @@ struct State {
     next_id: u64,
     discarded: u64,
     samples: Vec<FaultSample>,
-    requested: HashMap<u64, Instant>,
-    faults_to_redo: Vec<(u64, u64)>,
+    /// Faulting pages asked of the source: when, and by which thread.
+    requested: HashMap<u64, (Instant, u32)>,
+    faults_to_redo: Vec<(u64, u64, u32)>,
     outcome: Option<Outcome>,
     /// Bumped whenever `spaces` changes (fork, a space gone, the end).
     generation: u64,
@@ -219,12 +220,13 @@ impl FaultHandler {
         }
         let now = Instant::now();
         for k in 0..n {
-            if let Some(t) = st.requested.remove(&(src + k * PAGE_SIZE)) {
+            if let Some((t, tid)) = st.requested.remove(&(src + k * PAGE_SIZE)) {
                 if st.samples.len() < MAX_SAMPLES {
                     let sample = FaultSample {
                         at_us: t.duration_since(self.resumed).as_micros() as u64,
                         addr: src + k * PAGE_SIZE,
                         latency_us: now.duration_since(t).as_micros() as u64,
+                        tid,
                     };
                     st.samples.push(sample);
                 }
@@ -329,7 +331,7 @@ impl FaultHandler {
 
     fn apply(&self, st: &mut State, id: u64, ev: Event) {
         match ev {
-            Event::PageFault { addr } => st.faults_to_redo.push((id, addr)),
+            Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid)),
             Event::Fork { ufd } => match uffd::adopt(ufd) {
                 Ok(fd) => {
                     let map = st
@@ -365,7 +367,7 @@ impl FaultHandler {
         }
     }
 
-    fn handle_fault(&self, st: &mut State, id: u64, addr: u64) {
+    fn handle_fault(&self, st: &mut State, id: u64, addr: u64, tid: u32) {
         let page = addr & !(PAGE_SIZE - 1);
         let start = Instant::now();
         for attempt in 1.. {
@@ -394,10 +396,9 @@ impl FaultHandler {
                     // Only pages the source has: the rest are here.
                     n = local.pages.gap_at(src, u64::from(n)) as u32;
                 }
-                let now = Instant::now();
-                for k in 0..u64::from(n) {
-                    st.requested.entry(src + k * PAGE_SIZE).or_insert(now);
-                }
+                // The faulting page is timed; the rest of the window is
+                // prefetch.
+                st.requested.entry(src).or_insert((Instant::now(), tid));
                 let req = PageRequest {
                     addr: src,
                     npages: n,
@@ -441,8 +442,8 @@ impl FaultHandler {
             if faults.is_empty() {
                 return;
             }
-            for (id, addr) in faults {
-                self.handle_fault(st, id, addr);
+            for (id, addr, tid) in faults {
+                self.handle_fault(st, id, addr, tid);
             }
         }
     }

@@ -488,7 +488,8 @@ impl Restorer {
         let features = uffd::FEATURE_EVENT_FORK
             | uffd::FEATURE_EVENT_REMAP
             | uffd::FEATURE_EVENT_REMOVE
-            | uffd::FEATURE_EVENT_UNMAP;
+            | uffd::FEATURE_EVENT_UNMAP
+            | uffd::FEATURE_THREAD_ID;
         uffd::api(&ours, features).map_err(|source| RestoreError::Sys {
             step: "UFFDIO_API",
             source,

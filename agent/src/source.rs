@@ -126,6 +126,8 @@ struct Counters {
     last_fault: AtomicU64,
     /// (microseconds since the request, pages pushed), sampled.
     push_samples: std::sync::Mutex<Vec<(u64, u64)>>,
+    /// Page bytes put on the demand and bulk lanes (compressed or not).
+    wire_bytes: AtomicU64,
 }
 
 /// Signals for the destination to deliver at the commit: those that
@@ -381,6 +383,7 @@ pub fn migrate(
             mem.clone(),
             lazy.clone(),
             counters.clone(),
+            opts.compress,
         ));
         if opts.push_rate_mib != Some(0) {
             servers.push(spawn_push(
@@ -388,8 +391,7 @@ pub fn migrate(
                 mem.clone(),
                 lazy.clone(),
                 counters.clone(),
-                opts.push_rate_mib,
-                opts.push_order,
+                opts,
                 t0,
             ));
         } else {
@@ -517,6 +519,7 @@ pub fn migrate(
             .lock()
             .unwrap_or_else(|e| e.into_inner()),
     );
+    rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
     rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
     rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
     rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
@@ -713,6 +716,7 @@ fn precopy(
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
     let mut buf = Vec::new();
     let mut last = u64::MAX;
+    let mut wire = 0u64;
     for round in 0..rounds {
         let written = tracker.take_written().map_err(|e| refuse(&e))?;
         let mut sent = 0;
@@ -724,7 +728,7 @@ fn precopy(
                 // A range the process unmapped meanwhile is skipped: if it
                 // is back by the freeze, it goes then.
                 if mem.read(addr, &mut buf).is_ok() {
-                    frame::write_pages(&mut w, addr, &buf).map_err(lost)?;
+                    wire += put_pages(&mut w, addr, &buf, opts.compress).map_err(lost)?;
                     tracker.mark_sent(addr, addr + n * PAGE_SIZE);
                     sent += n;
                 }
@@ -740,7 +744,23 @@ fn precopy(
         last = sent;
     }
     w.flush().map_err(|e| lost(e.into()))?;
+    rec.page_wire_bytes += wire;
     Ok(tracker)
+}
+
+/// Sends pages, LZ4-compressed if asked; returns the payload bytes sent.
+fn put_pages(
+    w: &mut impl Write,
+    addr: u64,
+    data: &[u8],
+    compress: bool,
+) -> Result<u64, frame::FrameError> {
+    if compress {
+        frame::write_pages_lz4(w, addr, data)
+    } else {
+        frame::write_pages(w, addr, data)?;
+        Ok(data.len() as u64)
+    }
 }
 
 fn ship_core(
@@ -774,7 +794,7 @@ fn ship_core(
                     .mem
                     .read(addr, &mut buf)
                     .map_err(|e| format!("reading pages at {addr:#x}: {}", error_chain(&e)))?;
-                frame::write_pages(&mut w, addr, &buf).map_err(err)?;
+                rec.page_wire_bytes += put_pages(&mut w, addr, &buf, opts.compress).map_err(err)?;
                 rec.eager_pages += n;
                 first += n;
             }
@@ -793,6 +813,7 @@ fn spawn_demand(
     mem: Arc<RemoteMem>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
+    compress: bool,
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let Some(mut s) = lane else { return };
@@ -816,8 +837,11 @@ fn spawn_demand(
                 return;
             }
             lazy.mark(req.addr, n);
-            if frame::write_pages(&mut s, req.addr, &buf).is_err() {
-                return;
+            match put_pages(&mut s, req.addr, &buf, compress) {
+                Ok(n) => {
+                    c.wire_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(_) => return,
             }
             c.demand_requests.fetch_add(1, Ordering::Relaxed);
             c.demand_pages.fetch_add(n, Ordering::Relaxed);
@@ -832,10 +856,10 @@ fn spawn_push(
     mem: Arc<RemoteMem>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
-    rate_mib: Option<u64>,
-    order: PushOrder,
+    opts: &MigrateOptions,
     t_request: Instant,
 ) -> std::thread::JoinHandle<()> {
+    let (rate_mib, order, compress) = (opts.push_rate_mib, opts.push_order, opts.compress);
     std::thread::spawn(move || {
         let Some(s) = lane else { return };
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &s);
@@ -883,9 +907,14 @@ fn spawn_push(
             since_found = 0;
             let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
             buf.resize((n * PAGE_SIZE) as usize, 0);
-            if mem.read(addr, &mut buf).is_err() || frame::write_pages(&mut w, addr, &buf).is_err()
-            {
+            if mem.read(addr, &mut buf).is_err() {
                 return;
+            }
+            match put_pages(&mut w, addr, &buf, compress) {
+                Ok(n) => {
+                    c.wire_bytes.fetch_add(n, Ordering::Relaxed);
+                }
+                Err(_) => return,
             }
             let pushed = c.pushed_pages.fetch_add(n, Ordering::Relaxed) + n;
             sent_bytes += n * PAGE_SIZE;

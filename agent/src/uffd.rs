@@ -15,6 +15,8 @@ pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
 pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
 /// `UFFD_FEATURE_EVENT_REMOVE`.
 pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+/// `UFFD_FEATURE_THREAD_ID`: faults name their thread.
+pub const FEATURE_THREAD_ID: u64 = 1 << 8;
 /// `UFFD_FEATURE_EVENT_UNMAP`.
 pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
 /// `UFFD_FEATURE_WP_UNPOPULATED`.
@@ -218,6 +220,8 @@ pub enum Event {
     PageFault {
         /// Faulting address.
         addr: u64,
+        /// Faulting thread (with [`FEATURE_THREAD_ID`]).
+        tid: u32,
     },
     /// The process forked; the child's userfaultfd is `ufd` in our table.
     Fork {
@@ -275,7 +279,10 @@ pub fn read_events(fd: &OwnedFd, out: &mut Vec<Event>) -> io::Result<()> {
                 u64::from_le_bytes(a)
             };
             out.push(match m[0] {
-                0x12 => Event::PageFault { addr: w(1) },
+                0x12 => Event::PageFault {
+                    addr: w(1),
+                    tid: w(2) as u32,
+                },
                 0x13 => Event::Fork {
                     ufd: w(0) as u32 as i32,
                 },

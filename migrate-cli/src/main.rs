@@ -69,6 +69,17 @@ struct MigrateArgs {
     /// Order of the background push.
     #[arg(long, value_enum, default_value = "sequential")]
     push_order: PushOrderArg,
+    /// Compress pages with LZ4 on every lane.
+    #[arg(long, value_enum, default_value = "off")]
+    compress: CompressArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressArg {
+    /// Pages travel as they are.
+    Off,
+    /// LZ4 blocks (pages that do not shrink travel as they are).
+    Lz4,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -467,6 +478,7 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
             PushOrderArg::Sequential => PushOrder::Sequential,
             PushOrderArg::NearFaults => PushOrder::NearFaults,
         },
+        compress: args.compress == CompressArg::Lz4,
     };
     let req = Request::Migrate {
         pid: args.pid,

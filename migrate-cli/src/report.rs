@@ -399,6 +399,7 @@ mod tests {
                 at_us: k * 4000,
                 addr: 0x7f00_0000_0000 + k * 4096,
                 latency_us: 100 + k * 3,
+                tid: 8,
             });
             r.push_progress.push((80_000 + k * 4000, k * 40));
         }

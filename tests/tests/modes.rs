@@ -126,6 +126,14 @@ fn postcopy_moves_a_process_that_keeps_writing() {
     let c = Cluster::start();
     let rec = move_writing_workload(&c, &["--mode", "postcopy", "--push-rate", "64"]);
     assert_eq!(rec["mode"], "postcopy");
+    // Its one thread faulted while the push was slow: each fault names it.
+    let faults = rec["faults"].as_array().unwrap();
+    assert!(!faults.is_empty(), "no demand faults");
+    assert!(
+        faults.iter().all(|f| f["tid"] == rec["new_pid"]),
+        "fault threads: {:?}",
+        faults.iter().map(|f| &f["tid"]).collect::<Vec<_>>()
+    );
 }
 
 #[test]
@@ -268,4 +276,19 @@ fn progress_is_reported_while_post_copy_runs() {
     );
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
     signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
+fn compressed_pages_arrive_intact_and_take_fewer_bytes() {
+    require_lab!();
+    let c = Cluster::start();
+    let rec = move_writing_workload(&c, &["--mode", "hybrid", "--compress", "lz4"]);
+    let l = &rec["lanes"];
+    let pages: u64 = ["precopy", "eager", "demand", "bulk"]
+        .iter()
+        .map(|k| l[k].as_u64().unwrap())
+        .sum();
+    let wire = rec["page_wire_bytes"].as_u64().unwrap();
+    eprintln!("pages {pages} bytes, on the wire {wire} bytes");
+    assert!(wire < pages, "compression saved nothing: {wire} of {pages}");
 }

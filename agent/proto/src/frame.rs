@@ -36,6 +36,9 @@ pub enum Kind {
     Control = 1,
     /// Raw page data behind a [`PagesHeader`].
     Pages = 2,
+    /// Page data compressed as one LZ4 block behind a [`PagesHeader`];
+    /// read back as `Pages`.
+    PagesLz4 = 3,
 }
 
 impl Kind {
@@ -43,6 +46,7 @@ impl Kind {
         match v {
             1 => Some(Kind::Control),
             2 => Some(Kind::Pages),
+            3 => Some(Kind::PagesLz4),
             _ => None,
         }
     }
@@ -160,6 +164,31 @@ pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), Fra
     Ok(())
 }
 
+/// Writes a `PagesLz4` frame for `data` at `addr`, or a plain `Pages`
+/// frame when the pages do not compress. Returns the bytes of payload
+/// written.
+pub fn write_pages_lz4(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<u64, FrameError> {
+    let npages = data.len() as u64 / PAGE_SIZE;
+    if !(data.len() as u64).is_multiple_of(PAGE_SIZE) || npages > u64::from(MAX_PAGES_PER_FRAME) {
+        return Err(FrameError::BadPages(
+            "not a whole number of pages or too many",
+        ));
+    }
+    let packed = lz4_flex::block::compress(data);
+    if packed.len() >= data.len() {
+        write_pages(w, addr, data)?;
+        return Ok(data.len() as u64);
+    }
+    let hdr = PagesHeader {
+        addr,
+        npages: npages as u32,
+    };
+    write_header(w, Kind::PagesLz4, (PagesHeader::LEN + packed.len()) as u64)?;
+    w.write_all(&hdr.encode())?;
+    w.write_all(&packed)?;
+    Ok(packed.len() as u64)
+}
+
 /// Reads one frame, checking magic, kind and length before allocating.
 pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
     let mut h = [0u8; HEADER_LEN];
@@ -207,6 +236,35 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
             r.read_exact(&mut data)?;
             Ok(Frame::Pages(hdr, data))
         }
+        Kind::PagesLz4 => {
+            // A block never grows past this from incompressible input.
+            let raw = u64::from(MAX_PAGES_PER_FRAME) * PAGE_SIZE;
+            let limit = PagesHeader::LEN as u64 + raw + raw / 255 + 16;
+            if len > limit {
+                return Err(FrameError::TooLong { len, limit });
+            }
+            if len < PagesHeader::LEN as u64 {
+                return Err(FrameError::BadPages("shorter than its header"));
+            }
+            let mut hb = [0u8; PagesHeader::LEN];
+            r.read_exact(&mut hb)?;
+            let hdr = PagesHeader::decode(&hb);
+            if hdr.npages == 0
+                || hdr.npages > MAX_PAGES_PER_FRAME
+                || !hdr.addr.is_multiple_of(PAGE_SIZE)
+            {
+                return Err(FrameError::BadPages("bad compressed page header"));
+            }
+            let mut packed = vec![0u8; (len - PagesHeader::LEN as u64) as usize];
+            r.read_exact(&mut packed)?;
+            let mut data = vec![0u8; (u64::from(hdr.npages) * PAGE_SIZE) as usize];
+            match lz4_flex::block::decompress_into(&packed, &mut data) {
+                Ok(n) if n == data.len() => Ok(Frame::Pages(hdr, data)),
+                _ => Err(FrameError::BadPages(
+                    "compressed pages do not expand to their count",
+                )),
+            }
+        }
         Kind::Invalid => Err(FrameError::BadKind(0)),
     }
 }
@@ -225,6 +283,53 @@ pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError>
 /// Decodes an already-read control payload.
 pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
     Ok(postcard::from_bytes(body)?)
+}
+
+#[cfg(test)]
+mod lz4_tests {
+    use super::*;
+
+    #[test]
+    fn compressed_pages_read_back_as_pages() {
+        let mut data = vec![0u8; 3 * PAGE_SIZE as usize];
+        data[100] = 7;
+        data[5000..5010].copy_from_slice(b"0123456789");
+        let mut wire = Vec::new();
+        let n = write_pages_lz4(&mut wire, 0x7000, &data).unwrap();
+        assert!(n < data.len() as u64 / 10, "zeros did not compress: {n}");
+        match read_frame(&mut &wire[..]).unwrap() {
+            Frame::Pages(h, d) => {
+                assert_eq!(h.addr, 0x7000);
+                assert_eq!(h.npages, 3);
+                assert_eq!(d, data);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn incompressible_pages_go_plain_and_lies_are_refused() {
+        let mut x = 0x9e37_79b9_7f4a_7c15u64;
+        let data: Vec<u8> = (0..PAGE_SIZE as usize)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let mut wire = Vec::new();
+        write_pages_lz4(&mut wire, 0x1000, &data).unwrap();
+        assert_eq!(u16::from_le_bytes([wire[4], wire[5]]), Kind::Pages as u16);
+        // A compressed frame claiming more pages than its block expands to.
+        let mut wire = Vec::new();
+        write_pages_lz4(&mut wire, 0x1000, &vec![0u8; PAGE_SIZE as usize]).unwrap();
+        wire[HEADER_LEN + 8] = 2;
+        assert!(matches!(
+            read_frame(&mut &wire[..]),
+            Err(FrameError::BadPages(_))
+        ));
+    }
 }
 
 #[cfg(test)]

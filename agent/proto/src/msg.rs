@@ -79,6 +79,8 @@ pub struct MigrateOptions {
     pub eager_budget_pages: u64,
     /// Push order.
     pub push_order: PushOrder,
+    /// Compress pages with LZ4 on every lane.
+    pub compress: bool,
 }
 
 impl Default for MigrateOptions {
@@ -92,6 +94,7 @@ impl Default for MigrateOptions {
             eager: EagerSet::Stack,
             eager_budget_pages: u64::MAX,
             push_order: PushOrder::Sequential,
+            compress: false,
         }
     }
 }

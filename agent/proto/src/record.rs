@@ -56,6 +56,9 @@ pub struct MigrationRecord {
     pub events: Vec<Event>,
     /// Bytes of pages per lane.
     pub lanes: LaneBytes,
+    /// Bytes the pages took on the wire, all lanes (less than the page
+    /// bytes when compressed).
+    pub page_wire_bytes: u64,
     /// Background push progress: (microseconds since the request, pages
     /// pushed so far), sampled.
     pub push_progress: Vec<(u64, u64)>,
@@ -112,4 +115,6 @@ pub struct FaultSample {
     pub addr: u64,
     /// Fault read to page installed, microseconds.
     pub latency_us: u64,
+    /// Faulting thread (its id on the destination).
+    pub tid: u32,
 }

@@ -39,8 +39,9 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 ];
 
 /// A way to migrate: label, `migrate` flags.
-const MODES: [(&str, &[&str]); 5] = [
+const MODES: [(&str, &[&str]); 6] = [
     ("postcopy", &["--mode", "postcopy"]),
+    ("postcopy-lz4", &["--mode", "postcopy", "--compress", "lz4"]),
     (
         "postcopy-capped",
         &["--mode", "postcopy", "--push-rate", "128"],
@@ -59,7 +60,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-capped,hybrid,precopy,stop-copy] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy] [--repeat N] [--out DIR] [--criu PATH]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
