@@ -859,6 +859,7 @@ fn collect_vmas(
                 .map_err(proc_err(pid, "pagemap"))?
             {
                 let mut addr = a;
+                let (mut stored_until, mut unstored_until) = (0u64, 0u64);
                 while addr < b {
                     let i = (addr - m.start) / PAGE_SIZE;
                     // File-backed private pages cannot be registered with
@@ -868,9 +869,19 @@ fn collect_vmas(
                     let in_eager_set = eager
                         .iter()
                         .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
+                    // Runs of stored (or not stored) pages are looked up once.
+                    if let Some(s) = stored {
+                        if addr >= stored_until && addr >= unstored_until {
+                            let left = (b - addr) / PAGE_SIZE;
+                            match s.run_at(addr, left) {
+                                0 => unstored_until = addr + s.gap_at(addr, left) * PAGE_SIZE,
+                                n => stored_until = addr + n * PAGE_SIZE,
+                            }
+                        }
+                    }
                     let fill = if is_file || in_eager_set {
                         Fill::Eager
-                    } else if stored.is_some_and(|s| s.contains(addr)) {
+                    } else if addr < stored_until {
                         Fill::Stored
                     } else if matches!(opts.mode, Mode::StopCopy | Mode::PreCopy) {
                         Fill::Eager

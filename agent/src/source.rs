@@ -291,9 +291,6 @@ pub fn migrate(
     rec.timeline.freeze = us(t0);
     event(&mut rec, "freeze");
     let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice);
-    // Closing the userfaultfd ends write tracking (and unregisters it, were
-    // the original to run again here).
-    drop(tracker);
     let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {
@@ -442,6 +439,13 @@ pub fn migrate(
     }
     rec.timeline.resume = us(t0);
     event(&mut rec, "resume acknowledged");
+    // Closing the write-tracking userfaultfd clears the protection of every
+    // page it covers (tens of ms for GiBs): done now, off the downtime, and
+    // on another thread. (On the paths that resume the original it is
+    // dropped on return, unregistering before the original runs on.)
+    if let Some(t) = tracker.take() {
+        std::thread::spawn(move || drop(t));
+    }
     rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
     rec.outcome = "resumed".into();
     info!(
