@@ -252,6 +252,7 @@ pub fn migrate(
     let mut rec = MigrationRecord {
         id,
         mode: opts.mode.name().to_string(),
+        options: opts.clone(),
         pid,
         to: peer_name,
         started_unix_us,

@@ -283,6 +283,10 @@ fn compressed_pages_arrive_intact_and_take_fewer_bytes() {
     require_lab!();
     let c = Cluster::start();
     let rec = move_writing_workload(&c, &["--mode", "hybrid", "--compress", "lz4"]);
+    assert_eq!(
+        rec["options"]["compress"], true,
+        "the policy is not in the record"
+    );
     let l = &rec["lanes"];
     let pages: u64 = ["precopy", "eager", "demand", "bulk"]
         .iter()

@@ -9,6 +9,9 @@ pub struct MigrationRecord {
     pub id: u64,
     /// Mode used.
     pub mode: String,
+    /// Every option of the migration: mode, eager set and budget, push
+    /// order and rate, prefetch, compression, pre-copy limits.
+    pub options: crate::msg::MigrateOptions,
     /// Pid on the source host.
     pub pid: i32,
     /// Destination host.

@@ -681,7 +681,8 @@ fn run(args: &Args) -> Result<bool, String> {
         }
     }
 
-    let md = markdown(&date, link, &runs);
+    let summary = medians(&runs);
+    let md = markdown(&date, link, &summary, args.repeat);
     println!("\n{md}");
     fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let stamp = date.replace([' ', ':'], "-");
@@ -691,6 +692,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "criu": {"source": "recorded in ../shared/REFERENCES.md, not measured in this run",
                  "figures": CRIU_RECORDED.iter().map(|c| json!({"mib": c.0, "stop_copy_downtime_ms": c.1, "lazy_downtime_ms": c.2, "lazy_all_in_s": c.3})).collect::<Vec<_>>()},
         "runs": runs,
+        "summary": summary,
     });
     let jpath = args.out.join(format!("bench-{stamp}.json"));
     let mpath = args.out.join(format!("bench-{stamp}.md"));
@@ -704,11 +706,61 @@ fn run(args: &Args) -> Result<bool, String> {
     Ok(all_ok)
 }
 
-fn markdown(date: &str, link: (f64, f64, f64), runs: &[Value]) -> String {
+/// One row per size and mode: the run with the median downtime, with the
+/// median total time of all its runs; verified only if every run was.
+fn medians(runs: &[Value]) -> Vec<Value> {
+    let mut keys: Vec<(u64, String)> = Vec::new();
+    for r in runs {
+        let k = (
+            r["mib"].as_u64().unwrap_or(0),
+            r["mode"].as_str().unwrap_or("").to_string(),
+        );
+        if !keys.contains(&k) {
+            keys.push(k);
+        }
+    }
+    let mut out = Vec::new();
+    for (mib, mode) in keys {
+        let group: Vec<&Value> = runs
+            .iter()
+            .filter(|r| r["mib"] == mib && r["mode"] == mode.as_str())
+            .collect();
+        let mut ok: Vec<&Value> = group
+            .iter()
+            .copied()
+            .filter(|r| r["error"].is_null())
+            .collect();
+        if ok.is_empty() {
+            out.push(group[0].clone());
+            continue;
+        }
+        ok.sort_by(|a, b| {
+            a["downtime_ms"]
+                .as_f64()
+                .unwrap_or(0.0)
+                .total_cmp(&b["downtime_ms"].as_f64().unwrap_or(0.0))
+        });
+        let mut row = ok[ok.len() / 2].clone();
+        let mut totals: Vec<f64> = ok.iter().filter_map(|r| r["total_s"].as_f64()).collect();
+        row["total_s"] = json!(percentile(&mut totals, 0.5));
+        row["runs"] = json!(group.len());
+        row["downtime_ms_all"] = json!(ok
+            .iter()
+            .map(|r| r["downtime_ms"].clone())
+            .collect::<Vec<_>>());
+        row["verified"] =
+            json!(group.len() == ok.len() && ok.iter().all(|r| r["verified"] == true));
+        out.push(row);
+    }
+    out
+}
+
+fn markdown(date: &str, link: (f64, f64, f64), runs: &[Value], repeat: usize) -> String {
     let mut s = format!(
         "Benchmark of {date}, two lab hosts on one 2-core VM (veth). Link: {:.0} MB/s TCP stream, \
          round trip p50 {:.1} µs. Workload: ticks every {TICK_MS} ms, writes {DIRTY_PAGES} pages per tick. \
-         Downtime = largest gap between ticks minus the tick. CRIU figures are those recorded in \
+         Downtime = largest gap between ticks minus the tick; each row is the run with the median \
+         downtime of {repeat}, with the median total time. CRIU figures are those recorded in \
          REFERENCES.md (not measured in this run).\n\n",
         link.0, link.1
     );
