@@ -48,6 +48,9 @@ pub enum DirtyError {
         /// Mapping start.
         start: u64,
     },
+    /// The process ended while it was being copied.
+    #[error("process {0} exited during pre-copy")]
+    Gone(i32),
     /// Reading `/proc` or an ioctl failed.
     #[error("{what} of process {pid}")]
     Io {
@@ -108,10 +111,16 @@ impl DirtyTracker {
     /// process's pages live (private file pages and shared memory are
     /// copied during the freeze).
     fn mappings(&self) -> Result<Vec<(u64, u64)>, DirtyError> {
-        let maps = procfs::maps(self.pid).map_err(|source| DirtyError::Io {
-            pid: self.pid,
-            what: "maps",
-            source,
+        let maps = procfs::maps(self.pid).map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                DirtyError::Gone(self.pid)
+            } else {
+                DirtyError::Io {
+                    pid: self.pid,
+                    what: "maps",
+                    source,
+                }
+            }
         })?;
         Ok(maps
             .iter()

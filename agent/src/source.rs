@@ -19,7 +19,7 @@ use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
 use tracing::{info, warn};
 
-use crate::dirty::DirtyTracker;
+use crate::dirty::{DirtyError, DirtyTracker};
 use crate::dump::{self, Frozen};
 use crate::peer::{self, REPLY_TIMEOUT};
 use crate::{error_chain, preflight, procfs, sys};
@@ -708,11 +708,12 @@ fn precopy(
     opts: &MigrateOptions,
     rec: &mut MigrationRecord,
 ) -> Result<DirtyTracker, PreCopyError> {
-    let refuse = |e: &dyn std::error::Error| {
-        PreCopyError::Refused(format!("pre-copy is not possible: {}", error_chain(e)))
+    let refuse = |e: &DirtyError| match e {
+        DirtyError::Gone(_) => PreCopyError::Refused(e.to_string()),
+        _ => PreCopyError::Refused(format!("pre-copy is not possible: {}", error_chain(e))),
     };
     let mut tracker = DirtyTracker::attach(pid).map_err(|e| refuse(&e))?;
-    let mem = RemoteMem::open(pid).map_err(|e| refuse(&e))?;
+    let mem = RemoteMem::open(pid).map_err(|_| refuse(&DirtyError::Gone(pid)))?;
     let rounds = match opts.mode {
         Mode::Hybrid => 1,
         _ => opts.max_rounds.max(1),

@@ -253,6 +253,19 @@ while True:
 
 #[test]
 fn zstd_compressing_with_four_threads_finishes_correctly_on_host2() {
+    zstd_moves(&[], "-11");
+}
+
+/// Pre-copy rounds while four threads write their buffers as fast as they
+/// can: any write the tracking misses corrupts the archive.
+#[test]
+fn zstd_moves_with_precopy_and_hybrid() {
+    // A slower level: the rounds must end before zstd does.
+    zstd_moves(&["--mode", "precopy"], "-17");
+    zstd_moves(&["--mode", "hybrid"], "-17");
+}
+
+fn zstd_moves(mode: &[&str], level: &str) {
     require_lab!();
     let c = Cluster::start();
     let input = c.path("input.txt");
@@ -279,7 +292,7 @@ fn zstd_compressing_with_four_threads_finishes_correctly_on_host2() {
             launcher,
             "zstd",
             "-T4",
-            "-11",
+            level,
             "-q",
             "-f",
             input.to_str().unwrap(),
@@ -297,7 +310,10 @@ fn zstd_compressing_with_four_threads_finishes_correctly_on_host2() {
         "zstd did not start its threads"
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
-    let out = c.migrate(&[&z.pid.to_string(), "--to", "host2"]);
+    let pid = z.pid.to_string();
+    let mut args = vec![pid.as_str(), "--to", "host2"];
+    args.extend_from_slice(mode);
+    let out = c.migrate(&args);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
     assert!(threads(c.h2(), new_pid) >= 4, "threads missing on host2");
