@@ -64,8 +64,13 @@ impl Cluster {
         self.migrate_as(None, args)
     }
 
+    /// Runs `migrate ARGS` on `host`.
+    pub fn migrate_from(&self, host: &Host, args: &[&str]) -> Output {
+        self.run_migrate(host.command(bin("migrate")), args)
+    }
+
     pub fn migrate_as(&self, uid: Option<u32>, args: &[&str]) -> Output {
-        let mut c = match uid {
+        let c = match uid {
             None => self.h1().command(bin("migrate")),
             Some(u) => {
                 let mut c = self.h1().command("setpriv");
@@ -76,6 +81,10 @@ impl Cluster {
                 c
             }
         };
+        self.run_migrate(c, args)
+    }
+
+    fn run_migrate(&self, mut c: std::process::Command, args: &[&str]) -> Output {
         // Bounded: a migration that never ends fails the test (the lab's
         // teardown then kills everything left in its hosts).
         let n = MIGRATE_RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
