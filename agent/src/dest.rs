@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
-use migrate_proto::image::{Fill, ProcessImage, VmaKind};
+use migrate_proto::image::{Fill, ImageLimits, ProcessImage, VmaKind};
 use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
@@ -191,16 +191,23 @@ pub fn serve(
     let mut events = vec![("core received".to_string(), unix_us())];
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
     remap_socket_addresses(&mut image, local);
-    let result = rebuild(
-        &mut ctl,
-        id,
-        &image,
-        opts.prefetch_pages,
-        store,
-        lanes,
-        stub,
-        &mut events,
-    );
+    let limits = ImageLimits {
+        pages: memory_pages().unwrap_or(u64::MAX),
+        ..ImageLimits::default()
+    };
+    let result = match image.validate(&limits) {
+        Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
+        Ok(()) => rebuild(
+            &mut ctl,
+            id,
+            &image,
+            opts.prefetch_pages,
+            store,
+            lanes,
+            stub,
+            &mut events,
+        ),
+    };
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
         let _ = frame::write_msg(&mut ctl, &DestMsg::Failed(e.to_string()));
@@ -514,6 +521,19 @@ fn rebuild(
         }
         Outcome::Failed(why) => Err(DestError::Protocol(why)),
     }
+}
+
+/// This host's memory in pages (`MemTotal`).
+fn memory_pages() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / PAGE_SIZE)
 }
 
 /// Microseconds since the Unix epoch on this host's clock.

@@ -522,3 +522,179 @@ pub struct PipeState {
     /// A named FIFO's path (`None`: an anonymous pipe).
     pub fifo: Option<String>,
 }
+
+/// Bounds a destination puts on an image before building anything from it.
+#[derive(Debug, Clone, Copy)]
+pub struct ImageLimits {
+    /// Most threads.
+    pub threads: usize,
+    /// Most mappings (the kernel's default `vm.max_map_count`).
+    pub vmas: usize,
+    /// Most descriptors.
+    pub fds: usize,
+    /// Most pages with content (eager, lazy and stored), e.g. this host's
+    /// memory: a process that needs more cannot run here.
+    pub pages: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> Self {
+        ImageLimits {
+            threads: 1 << 15,
+            vmas: 65_530,
+            fds: 1 << 20,
+            pages: u64::MAX,
+        }
+    }
+}
+
+/// End of the x86_64 user address space (47-bit, one guard page below).
+pub const USER_END: u64 = 0x7fff_ffff_f000;
+/// The legacy vsyscall page.
+pub const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
+
+impl ProcessImage {
+    /// Checks the image against `limits` and its own consistency (aligned,
+    /// ordered, disjoint mappings inside user space; page runs inside their
+    /// mapping, ordered; fds ascending) before anything is allocated from
+    /// it. Returns why it is refused.
+    pub fn validate(&self, limits: &ImageLimits) -> Result<(), String> {
+        let page = crate::PAGE_SIZE;
+        if self.threads.is_empty() || self.threads.len() > limits.threads {
+            return Err(format!(
+                "{} threads (1 to {} accepted)",
+                self.threads.len(),
+                limits.threads
+            ));
+        }
+        let vmas = &self.mm.vmas;
+        if vmas.len() > limits.vmas {
+            return Err(format!("{} mappings (at most {})", vmas.len(), limits.vmas));
+        }
+        let mut prev_end = 0u64;
+        let mut pages = 0u64;
+        for v in vmas {
+            let at = v.start;
+            if v.start >= v.end || v.start % page != 0 || v.end % page != 0 {
+                return Err(format!(
+                    "mapping {at:#x}-{:#x} is empty or not page-aligned",
+                    v.end
+                ));
+            }
+            let vsyscall = matches!(v.kind, VmaKind::Vsyscall);
+            if vsyscall && v.start != VSYSCALL {
+                return Err(format!("vsyscall mapping at {at:#x}"));
+            }
+            if !vsyscall && v.end > USER_END {
+                return Err(format!(
+                    "mapping {at:#x}-{:#x} is outside user space",
+                    v.end
+                ));
+            }
+            if v.start < prev_end {
+                return Err(format!("mapping {at:#x} overlaps or is out of order"));
+            }
+            prev_end = v.end;
+            let n = v.npages();
+            let mut next = 0u64;
+            for r in &v.pages {
+                let end = r.first.checked_add(r.count);
+                if r.count == 0 || r.first < next || end.is_none_or(|e| e > n) {
+                    return Err(format!(
+                        "page run {}+{} is outside mapping {at:#x} or out of order",
+                        r.first, r.count
+                    ));
+                }
+                next = r.first + r.count;
+                pages = pages.saturating_add(r.count);
+            }
+        }
+        if pages > limits.pages {
+            return Err(format!(
+                "{} MiB of pages, more than this host's {} MiB of memory",
+                pages.saturating_mul(page) >> 20,
+                limits.pages.saturating_mul(page) >> 20
+            ));
+        }
+        if self.fds.len() > limits.fds {
+            return Err(format!(
+                "{} descriptors (at most {})",
+                self.fds.len(),
+                limits.fds
+            ));
+        }
+        if self.fds.windows(2).any(|w| w[0].fd >= w[1].fd) || self.fds.iter().any(|e| e.fd < 0) {
+            return Err("descriptors out of order or negative".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod validate_tests {
+    use super::*;
+
+    fn image() -> ProcessImage {
+        let mut i: ProcessImage = serde_json::from_str(EMPTY).unwrap();
+        i.threads.push(serde_json::from_str(THREAD).unwrap());
+        i.mm.vmas.push(vma(
+            0x10000,
+            0x20000,
+            vec![(0, 4, Fill::Eager), (4, 12, Fill::Lazy)],
+        ));
+        i.mm.vmas
+            .push(vma(0x7fff_0000_0000, 0x7fff_0001_0000, vec![]));
+        i
+    }
+
+    fn vma(start: u64, end: u64, runs: Vec<(u64, u64, Fill)>) -> Vma {
+        Vma {
+            start,
+            end,
+            prot: 3,
+            shared: false,
+            growsdown: false,
+            advice: Vec::new(),
+            kind: VmaKind::Anon,
+            pages: runs
+                .into_iter()
+                .map(|(first, count, fill)| PageRun { first, count, fill })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_sane_image_passes_and_each_lie_is_named() {
+        assert_eq!(image().validate(&ImageLimits::default()), Ok(()));
+        let refused = |f: &dyn Fn(&mut ProcessImage), want: &str| {
+            let mut i = image();
+            f(&mut i);
+            let e = i.validate(&ImageLimits::default()).unwrap_err();
+            assert!(e.contains(want), "{e:?} lacks {want:?}");
+        };
+        refused(&|i| i.threads.clear(), "threads");
+        refused(&|i| i.mm.vmas[0].end = 0x10001, "page-aligned");
+        refused(
+            &|i| i.mm.vmas[1].end = USER_END + 0x1000,
+            "outside user space",
+        );
+        refused(&|i| i.mm.vmas.swap(0, 1), "out of order");
+        refused(&|i| i.mm.vmas[0].pages[1].count = 13, "outside mapping");
+        refused(&|i| i.mm.vmas[0].pages[1].first = 2, "out of order");
+        refused(
+            &|i| i.mm.vmas[0].pages[1].count = u64::MAX,
+            "outside mapping",
+        );
+        let mut i = image();
+        let small = ImageLimits {
+            pages: 8,
+            ..ImageLimits::default()
+        };
+        assert!(i.validate(&small).unwrap_err().contains("memory"));
+        i.mm.vmas.clear();
+        assert_eq!(i.validate(&small), Ok(()));
+    }
+
+    const THREAD: &str = r#"{"tid":1,"name":"t","regs":[],"xstate":[],"sigmask":0,"rseq":null,"robust_list":[0,0],"clear_child_tid":0,"altstack":null,"pdeathsig":0}"#;
+    const EMPTY: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;
+}
