@@ -19,7 +19,7 @@ use crate::fault::{FaultHandler, LocalPages, Outcome};
 use crate::keeper::Keeper;
 use crate::lazy::LazyMap;
 use crate::pageset::PageSet;
-use crate::peer::LaneTable;
+use crate::peer::{LaneTable, STALL_TIMEOUT};
 use crate::preflight;
 use crate::restore::{RestoreError, Restorer};
 use crate::store::PageStore;
@@ -129,6 +129,12 @@ pub fn serve(
     lanes: &LaneTable,
     stub: &Path,
 ) -> Result<(), DestError> {
+    // Until the commit a silent source (a cut link, a dead host) ends the
+    // session within a bound; what was built is killed.
+    ctl.set_read_timeout(Some(STALL_TIMEOUT))
+        .map_err(FrameError::Io)?;
+    ctl.set_write_timeout(Some(STALL_TIMEOUT))
+        .map_err(FrameError::Io)?;
     // 1. Files.
     let needs = match frame::read_msg::<SourceMsg>(&mut ctl)? {
         SourceMsg::FileCheck(needs) => needs,
@@ -357,7 +363,12 @@ fn rebuild(
 
     // 3. Commit or abort.
     let signals = match frame::read_msg::<SourceMsg>(ctl) {
-        Ok(SourceMsg::Commit { signals }) => signals,
+        Ok(SourceMsg::Commit { signals }) => {
+            // Post-copy lasts as long as the process takes to touch its
+            // pages.
+            let _ = ctl.set_read_timeout(None);
+            signals
+        }
         Ok(other) => {
             r.kill();
             return Err(DestError::Protocol(format!(

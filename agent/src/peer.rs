@@ -16,6 +16,10 @@ use thiserror::Error;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a peer has to answer a message during the freeze.
 pub const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Before the commit, how long a read or write on the control lane may make
+/// no progress before the peer counts as gone (a cut link, a dead host):
+/// the migration is then abandoned and the original resumes.
+pub const STALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Failure talking to a peer agent.
 #[derive(Debug, Error)]

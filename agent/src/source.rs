@@ -21,7 +21,7 @@ use tracing::{info, warn};
 
 use crate::dirty::{DirtyError, DirtyTracker};
 use crate::dump::{self, Frozen};
-use crate::peer::{self, REPLY_TIMEOUT};
+use crate::peer::{self, REPLY_TIMEOUT, STALL_TIMEOUT};
 use crate::{error_chain, preflight, procfs, sys};
 
 /// Pages per frame when pushing.
@@ -196,6 +196,7 @@ pub fn migrate(
         Err(e) => return unreachable(e),
     };
     let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+    let _ = ctl.set_write_timeout(Some(STALL_TIMEOUT));
     let verdict = frame::write_msg(&mut ctl, &SourceMsg::FileCheck(insp.needs.clone()))
         .and_then(|_| frame::read_msg::<DestMsg>(&mut ctl));
     let ship: Vec<(i32, bool)> =
@@ -349,10 +350,12 @@ pub fn migrate(
         Ok(DestMsg::Ready { pid }) => Ok(pid),
         Ok(DestMsg::Failed(e)) => Err(format!("{} could not rebuild the process: {e}", cx.to)),
         Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
-        Err(e) => Err(format!("lost {} before commit: {}", cx.to, error_chain(&e))),
+        Err(e) => Err(format!("lost {} before commit: {}", cx.to, frame_error(&e))),
     }) {
         Ok(p) => p,
         Err(e) => {
+            // A stalled link would hold the abort as long again: a short try.
+            let _ = ctl.set_write_timeout(Some(Duration::from_millis(500)));
             let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(e.clone()));
             drop(frozen); // released: the original runs on here
             return failed(e, true);
@@ -662,6 +665,25 @@ fn migration_id(pid: i32) -> u64 {
     t ^ (pid as u64) << 32
 }
 
+/// A transport error in words, a stall (no progress within
+/// [`STALL_TIMEOUT`]) named as such.
+fn frame_error(e: &frame::FrameError) -> String {
+    match e {
+        frame::FrameError::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!(
+                "no progress for {} s: the link or the destination is down",
+                STALL_TIMEOUT.as_secs()
+            )
+        }
+        _ => error_chain(e),
+    }
+}
+
 /// Estimates the destination's clock offset (destination minus source,
 /// microseconds) and its uncertainty by Cristian's method: the peer's time
 /// plus half the round trip, over several probes, keeping the tightest.
@@ -718,7 +740,7 @@ fn precopy(
         Mode::Hybrid => 1,
         _ => opts.max_rounds.max(1),
     };
-    let lost = |e: frame::FrameError| PreCopyError::Lost(error_chain(&e));
+    let lost = |e: frame::FrameError| PreCopyError::Lost(frame_error(&e));
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
     let mut buf = Vec::new();
     let mut last = u64::MAX;
@@ -776,7 +798,7 @@ fn ship_core(
     opts: &MigrateOptions,
     rec: &mut MigrationRecord,
 ) -> Result<(), String> {
-    let err = |e: frame::FrameError| format!("sending the core: {}", error_chain(&e));
+    let err = |e: frame::FrameError| format!("sending the core: {}", frame_error(&e));
     frame::write_msg(
         ctl,
         &SourceMsg::Core {
