@@ -1,0 +1,94 @@
+//! Every misuse of `migrate` and `migrate-agent` ends with a clear error
+//! first line, a non-zero exit and no panic. No agent is needed: the
+//! socket named here does not exist.
+
+use std::process::Command;
+
+const MIGRATE: &str = env!("CARGO_BIN_EXE_migrate");
+
+fn agent_bin() -> std::path::PathBuf {
+    // Built by the same `cargo test --workspace` run, beside `migrate`.
+    std::path::Path::new(MIGRATE).with_file_name("migrate-agent")
+}
+
+fn check(program: &std::path::Path, args: &[&str], code: i32, first: &str) {
+    let out = Command::new(program)
+        .args(args)
+        .env("MIGRATE_SOCKET", "/nonexistent/agent.sock")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    let line = err.lines().next().unwrap_or_default();
+    assert_eq!(out.status.code(), Some(code), "{args:?}: {err}");
+    assert!(
+        line.contains(first),
+        "{args:?}: first line {line:?} lacks {first:?}"
+    );
+    assert!(!err.contains("panicked"), "{args:?}: {err}");
+    assert!(err.lines().count() <= 8, "{args:?}: too long:\n{err}");
+}
+
+#[test]
+fn migrate_misuse_gives_a_clear_error_and_a_non_zero_exit() {
+    let m = std::path::Path::new(MIGRATE);
+    check(m, &[], 2, "error: the following required arguments");
+    check(
+        m,
+        &["abc", "--to", "host2"],
+        2,
+        "error: invalid value 'abc'",
+    );
+    check(m, &["4242"], 2, "required arguments");
+    check(
+        m,
+        &["4242", "--to", "host2", "--mode", "fast"],
+        2,
+        "invalid value 'fast'",
+    );
+    check(
+        m,
+        &["4242", "--to", "host2", "--prefetch", "-1"],
+        2,
+        "error:",
+    );
+    check(
+        m,
+        &["4242", "--to", "host2", "--compress", "zip"],
+        2,
+        "invalid value 'zip'",
+    );
+    check(
+        m,
+        &["4242", "--to", "host2", "--bogus"],
+        2,
+        "unexpected argument '--bogus'",
+    );
+    check(m, &["check"], 2, "required arguments");
+    check(m, &["report"], 2, "required arguments");
+    check(m, &["list"], 2, "not built yet");
+    // Well-formed, but no agent behind the socket: exit 3, one line.
+    check(
+        m,
+        &["4242", "--to", "host2"],
+        3,
+        "no agent at /nonexistent/agent.sock",
+    );
+    check(m, &["status"], 3, "no agent at");
+    check(m, &["list", "--history"], 3, "no agent at");
+    check(m, &["check", "4242"], 3, "no agent at");
+}
+
+#[test]
+fn agent_misuse_gives_a_clear_error_and_a_non_zero_exit() {
+    let a = agent_bin();
+    assert!(a.exists(), "{} not built", a.display());
+    check(&a, &["--listen", "nonsense"], 2, "invalid value 'nonsense'");
+    check(&a, &["--name", "h"], 2, "missing setting");
+    check(
+        &a,
+        &["--config", "/nonexistent.toml"],
+        2,
+        "/nonexistent.toml",
+    );
+    check(&a, &["--peer", "nocolon"], 2, "bad peer \"nocolon\"");
+}
