@@ -107,3 +107,33 @@ fn a_restarted_agent_serves_new_migrations_at_once() {
     assert!(w.text().contains("verify ok 4096"), "{}", w.text());
     signal_in(c.h1(), pid1, "-KILL");
 }
+
+#[test]
+fn the_destination_agent_dying_before_the_commit_leaves_the_original_running() {
+    require_lab!();
+    let mut c = Cluster::start();
+    // A stop-copy of 1 GiB: host2's agent is killed while the pages cross.
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "1024"]);
+    assert!(w.wait_for("ready 1024", 120));
+    let pid = w.pid.to_string();
+    let mut agent2 = c.agents.remove(1);
+    let out = std::thread::scope(|s| {
+        let m = s.spawn(|| c.migrate(&[&pid, "--to", "host2", "--mode", "stop-copy"]));
+        std::thread::sleep(std::time::Duration::from_millis(400));
+        agent2.kill();
+        m.join().unwrap()
+    });
+    assert_refused(&out, 1, "runs on here, untouched");
+    assert_untouched(&c, &w);
+    signal_in(c.h1(), w.pid, "-USR1");
+    assert!(w.wait_for("verify ", 30));
+    assert!(w.text().contains("verify ok 262144"), "{}", w.text());
+    // Nothing of the half-built copy is left on host2.
+    let out = c
+        .h2()
+        .command("pgrep")
+        .args(["-x", "workload"])
+        .output()
+        .unwrap();
+    assert!(out.stdout.is_empty(), "a copy runs on host2");
+}
