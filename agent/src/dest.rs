@@ -176,7 +176,12 @@ pub fn serve(
         };
         match msg {
             Ok(SourceMsg::ClockProbe) => {
-                frame::write_msg(&mut ctl, &DestMsg::Clock { unix_us: unix_us() })?;
+                frame::write_msg(
+                    &mut ctl,
+                    &DestMsg::Clock {
+                        unix_us: crate::unix_us(),
+                    },
+                )?;
             }
             Ok(SourceMsg::PreCopyRound { round, pages }) => {
                 info!(round, pages, "pre-copy round received");
@@ -194,7 +199,7 @@ pub fn serve(
             Err(e) => return Err(e.into()),
         }
     };
-    let mut events = vec![("core received".to_string(), unix_us())];
+    let mut events = vec![("core received".to_string(), crate::unix_us())];
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
     remap_socket_addresses(&mut image, local);
     let limits = ImageLimits {
@@ -358,7 +363,7 @@ fn rebuild(
             }
         }
     }
-    events.push(("rebuilt".into(), unix_us()));
+    events.push(("rebuilt".into(), crate::unix_us()));
     frame::write_msg(ctl, &DestMsg::Ready { pid: r.pid })?;
 
     // 3. Commit or abort.
@@ -476,7 +481,7 @@ fn rebuild(
             crate::relay::spawn_from_peer(fd, lane, end);
         }
     }
-    events.push(("resumed".into(), unix_us()));
+    events.push(("resumed".into(), crate::unix_us()));
     info!(id, new_pid, "resumed");
     frame::write_msg(ctl, &DestMsg::Resumed)?;
 
@@ -507,7 +512,7 @@ fn rebuild(
                     discarded_pages: discarded,
                     faults,
                     events: {
-                        events.push(("every page in".into(), unix_us()));
+                        events.push(("every page in".into(), crate::unix_us()));
                         events.clone()
                     },
                 },
@@ -545,14 +550,6 @@ fn memory_pages() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024 / PAGE_SIZE)
-}
-
-/// Microseconds since the Unix epoch on this host's clock.
-pub fn unix_us() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
 }
 
 fn is_eof(e: &FrameError) -> bool {

@@ -73,14 +73,14 @@ pub struct DirtyTracker {
 }
 
 impl DirtyTracker {
-    /// Starts tracking `pid`. The process is stopped for two injected
-    /// syscalls (`userfaultfd`, `close`) and runs on.
-    pub fn attach(pid: i32) -> Result<DirtyTracker, DirtyError> {
+    /// Starts tracking `pid`, whose memory is `mem`. The process is
+    /// stopped for two injected syscalls (`userfaultfd`, `close`) and runs
+    /// on.
+    pub fn attach(pid: i32, mem: &RemoteMem) -> Result<DirtyTracker, DirtyError> {
         let io = |what| move |source| DirtyError::Io { pid, what, source };
         let inject = |source| DirtyError::Inject { pid, source };
         let maps = procfs::maps(pid).map_err(io("maps"))?;
-        let mem = RemoteMem::open(pid).map_err(inject)?;
-        let (insn, _) = dump::find_syscall_insn(&mem, &maps).ok_or(DirtyError::Io {
+        let (insn, _) = dump::find_syscall_insn(mem, &maps).ok_or(DirtyError::Io {
             pid,
             what: "vDSO",
             source: io::Error::from(io::ErrorKind::NotFound),
@@ -133,6 +133,12 @@ impl DirtyTracker {
     /// the present pages written since the last call, protected again.
     /// The first call returns every present page.
     pub fn take_written(&mut self) -> Result<PageSet, DirtyError> {
+        self.written(PM_SCAN_WP_MATCHING)
+    }
+
+    /// The written pages; with [`PM_SCAN_WP_MATCHING`] in `flags` they are
+    /// protected again in the same walk.
+    fn written(&mut self, flags: u64) -> Result<PageSet, DirtyError> {
         let mut written = PageSet::new();
         for (start, end) in self.mappings()? {
             match uffd::register_wp(&self.uffd, start, end - start) {
@@ -155,7 +161,7 @@ impl DirtyTracker {
                 }
             }
             let q = PageQuery {
-                flags: PM_SCAN_WP_MATCHING,
+                flags,
                 all: page_is::WRITTEN,
                 any: page_is::PRESENT | page_is::SWAPPED,
                 report: 0,
@@ -178,15 +184,11 @@ impl DirtyTracker {
         self.sent.insert(start, end);
     }
 
-    /// Pages sent so far (counting each page once).
-    pub fn sent_pages(&self) -> u64 {
-        self.sent.pages()
-    }
-
     /// With the process frozen: the pages the destination holds that were
-    /// not written since they were sent.
+    /// not written since they were sent. Nothing is protected again (no
+    /// round follows), which spares the walk its page-table updates.
     pub fn clean(&mut self) -> Result<PageSet, DirtyError> {
-        let written = self.take_written()?;
+        let written = self.written(0)?;
         let mut clean = self.sent.clone();
         for (a, b) in written.ranges() {
             clean.remove(a, b);

@@ -82,6 +82,17 @@ pub struct LocalPages {
     pub pages: PageSet,
 }
 
+impl LocalPages {
+    /// The content of `n` pages from source address `src`.
+    fn read(&self, src: u64, n: u64) -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; (n * PAGE_SIZE) as usize];
+        self.store
+            .read(src, &mut buf)
+            .map_err(|e| format!("reading pre-copied pages at {src:#x}: {e}"))?;
+        Ok(buf)
+    }
+}
+
 /// Pages per local install in the background.
 const LOCAL_CHUNK: u64 = 64;
 
@@ -191,7 +202,6 @@ impl FaultHandler {
     /// Installs every local page in the background, in address order;
     /// faults on local pages are served ahead of it.
     pub fn install_local(&self, local: &LocalPages) {
-        let mut buf = Vec::new();
         for (start, end) in local.pages.ranges() {
             let mut addr = start;
             while addr < end {
@@ -199,14 +209,13 @@ impl FaultHandler {
                     return;
                 }
                 let n = ((end - addr) / PAGE_SIZE).min(LOCAL_CHUNK);
-                buf.resize((n * PAGE_SIZE) as usize, 0);
-                if let Err(e) = local.store.read(addr, &mut buf) {
-                    self.end(Outcome::Failed(format!(
-                        "reading pre-copied pages at {addr:#x}: {e}"
-                    )));
-                    return;
+                match local.read(addr, n) {
+                    Ok(buf) => self.install(addr, &buf),
+                    Err(why) => {
+                        self.end(Outcome::Failed(why));
+                        return;
+                    }
                 }
-                self.install(addr, &buf);
                 local.store.forget(addr, n);
                 addr += n * PAGE_SIZE;
             }
@@ -384,13 +393,10 @@ impl FaultHandler {
                 if let Some(local) = &self.local {
                     let here = local.pages.run_at(src, u64::from(n));
                     if here > 0 {
-                        let mut buf = vec![0u8; (here * PAGE_SIZE) as usize];
-                        if let Err(e) = local.store.read(src, &mut buf) {
-                            let why = format!("reading pre-copied pages at {src:#x}: {e}");
-                            self.end_locked(st, Outcome::Failed(why));
-                            return;
+                        match local.read(src, here) {
+                            Ok(buf) => self.install_locked(st, src, &buf),
+                            Err(why) => self.end_locked(st, Outcome::Failed(why)),
                         }
-                        self.install_locked(st, src, &buf);
                         return;
                     }
                     // Only pages the source has: the rest are here.

@@ -54,6 +54,8 @@ fn us(t0: Instant) -> u64 {
 struct LazyPages {
     runs: Vec<(u64, u64, usize)>,
     sent: Vec<AtomicBool>,
+    /// Pages whose flag is set, by either lane: the push ends at `total`.
+    claimed: std::sync::atomic::AtomicUsize,
 }
 
 impl LazyPages {
@@ -69,6 +71,7 @@ impl LazyPages {
         LazyPages {
             runs,
             sent: (0..n).map(|_| AtomicBool::new(false)).collect(),
+            claimed: std::sync::atomic::AtomicUsize::new(0),
         }
     }
 
@@ -107,11 +110,28 @@ impl LazyPages {
             .is_some_and(|(a, c, _)| addr >= *a && addr + n * PAGE_SIZE <= a + c * PAGE_SIZE)
     }
 
+    /// Sets page `i`'s flag; whether this call set it.
+    fn claim(&self, i: usize) -> bool {
+        let fresh = !self.sent[i].swap(true, Ordering::Relaxed);
+        if fresh {
+            self.claimed.fetch_add(1, Ordering::Relaxed);
+        }
+        fresh
+    }
+
+    /// Whether every page has been claimed by one lane or the other.
+    fn all_claimed(&self) -> bool {
+        self.claimed.load(Ordering::Relaxed) == self.sent.len()
+    }
+
     fn mark(&self, addr: u64, n: u64) {
-        for k in 0..n {
-            if let Some(i) = self.index(addr + k * PAGE_SIZE) {
-                self.sent[i].store(true, Ordering::Relaxed);
-            }
+        let Some(first) = self.index(addr) else {
+            return;
+        };
+        // `contains` checked the range lies in one run: indexes are
+        // consecutive.
+        for i in first..first + n as usize {
+            self.claim(i);
         }
     }
 }
@@ -185,7 +205,7 @@ pub fn migrate(
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let t0 = Instant::now();
-    let started_unix_us = crate::dest::unix_us();
+    let started_unix_us = crate::unix_us();
     let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false) {
         Ok(i) => i,
         Err(r) => return refused(r.0),
@@ -690,7 +710,7 @@ fn frame_error(e: &frame::FrameError) -> String {
 fn sync_clock(ctl: &mut TcpStream) -> Result<(i64, u64), frame::FrameError> {
     let mut best: Option<(u64, i64)> = None;
     for _ in 0..CLOCK_PROBES {
-        let sent = crate::dest::unix_us();
+        let sent = crate::unix_us();
         frame::write_msg(ctl, &SourceMsg::ClockProbe)?;
         let peer = match frame::read_msg::<DestMsg>(ctl)? {
             DestMsg::Clock { unix_us } => unix_us,
@@ -700,7 +720,7 @@ fn sync_clock(ctl: &mut TcpStream) -> Result<(i64, u64), frame::FrameError> {
                 ))))
             }
         };
-        let back = crate::dest::unix_us();
+        let back = crate::unix_us();
         let rtt = back.saturating_sub(sent);
         let offset = peer as i64 - (sent + rtt / 2) as i64;
         if best.is_none_or(|(r, _)| rtt < r) {
@@ -734,8 +754,8 @@ fn precopy(
         DirtyError::Gone(_) => PreCopyError::Refused(e.to_string()),
         _ => PreCopyError::Refused(format!("pre-copy is not possible: {}", error_chain(e))),
     };
-    let mut tracker = DirtyTracker::attach(pid).map_err(|e| refuse(&e))?;
     let mem = RemoteMem::open(pid).map_err(|_| refuse(&DirtyError::Gone(pid)))?;
+    let mut tracker = DirtyTracker::attach(pid, &mem).map_err(|e| refuse(&e))?;
     let rounds = match opts.mode {
         Mode::Hybrid => 1,
         _ => opts.max_rounds.max(1),
@@ -895,13 +915,12 @@ fn spawn_push(
         let mut sent_bytes = 0u64;
         let mut buf = Vec::new();
         let total = lazy.sent.len();
-        // Cursor: index into the flat page list; wraps around until a whole
-        // pass finds nothing left to send.
+        // Cursor: index into the flat page list, wrapping around until
+        // every page is claimed (by this lane or the demand lane).
         let mut i = 0usize;
-        let mut since_found = 0usize;
         let mut hint_seen = 0u64;
         let mut last_sample = Instant::now();
-        while since_found < total {
+        while !lazy.all_claimed() {
             if order == PushOrder::NearFaults {
                 let hint = c.last_fault.load(Ordering::Relaxed);
                 if hint != hint_seen {
@@ -917,22 +936,20 @@ fn spawn_push(
             let Some((run_addr, run_count, run_off)) = lazy.run_of(i) else {
                 return;
             };
-            // Claim a stretch of unsent pages within this run.
+            // Claim a stretch of unsent pages within this run; skip the
+            // ones already sent.
             let run_end = run_off + run_count as usize;
+            while i < run_end && lazy.sent[i].load(Ordering::Relaxed) {
+                i += 1;
+            }
             let first = i;
-            while i < run_end
-                && i - first < PUSH_CHUNK as usize
-                && !lazy.sent[i].swap(true, Ordering::Relaxed)
-            {
+            while i < run_end && i - first < PUSH_CHUNK as usize && lazy.claim(i) {
                 i += 1;
             }
             let n = (i - first) as u64;
             if n == 0 {
-                i += 1;
-                since_found += 1;
                 continue;
             }
-            since_found = 0;
             let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
             buf.resize((n * PAGE_SIZE) as usize, 0);
             if mem.read(addr, &mut buf).is_err() {

@@ -89,7 +89,8 @@ fn the_tracker_reports_exactly_the_pages_written() {
     let base: u64 = first.trim().strip_prefix("base ").unwrap().parse().unwrap();
     let pid = c.proc.id() as i32;
 
-    let mut t = DirtyTracker::attach(pid).expect("attach");
+    let mem = migrate_inject::RemoteMem::open(pid).unwrap();
+    let mut t = DirtyTracker::attach(pid, &mem).expect("attach");
     // First scan: every present page of the mapping.
     let all = t.take_written().unwrap();
     assert_eq!(pages_in(&all, base, 64), (0..64).collect::<Vec<_>>());
