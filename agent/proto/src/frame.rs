@@ -146,46 +146,49 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameE
     Ok(())
 }
 
-/// Writes one `Pages` frame; `data` must be a whole number of pages.
-pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), FrameError> {
+/// The header for `data` (a whole number of pages, at most
+/// [`MAX_PAGES_PER_FRAME`]) at `addr`.
+fn pages_header(addr: u64, data: &[u8]) -> Result<PagesHeader, FrameError> {
     let npages = data.len() as u64 / PAGE_SIZE;
     if !(data.len() as u64).is_multiple_of(PAGE_SIZE) || npages > u64::from(MAX_PAGES_PER_FRAME) {
         return Err(FrameError::BadPages(
             "not a whole number of pages or too many",
         ));
     }
-    let hdr = PagesHeader {
+    Ok(PagesHeader {
         addr,
-        npages: u32::try_from(npages).map_err(|_| FrameError::BadPages("too many pages"))?,
-    };
-    write_header(w, Kind::Pages, (PagesHeader::LEN + data.len()) as u64)?;
+        npages: npages as u32,
+    })
+}
+
+fn write_pages_frame(
+    w: &mut impl Write,
+    kind: Kind,
+    hdr: PagesHeader,
+    payload: &[u8],
+) -> Result<(), FrameError> {
+    write_header(w, kind, (PagesHeader::LEN + payload.len()) as u64)?;
     w.write_all(&hdr.encode())?;
-    w.write_all(data)?;
+    w.write_all(payload)?;
     Ok(())
+}
+
+/// Writes one `Pages` frame; `data` must be a whole number of pages.
+pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), FrameError> {
+    write_pages_frame(w, Kind::Pages, pages_header(addr, data)?, data)
 }
 
 /// Writes a `PagesLz4` frame for `data` at `addr`, or a plain `Pages`
 /// frame when the pages do not compress. Returns the bytes of payload
 /// written.
 pub fn write_pages_lz4(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<u64, FrameError> {
-    let npages = data.len() as u64 / PAGE_SIZE;
-    if !(data.len() as u64).is_multiple_of(PAGE_SIZE) || npages > u64::from(MAX_PAGES_PER_FRAME) {
-        return Err(FrameError::BadPages(
-            "not a whole number of pages or too many",
-        ));
-    }
+    let hdr = pages_header(addr, data)?;
     let packed = lz4_flex::block::compress(data);
     if packed.len() >= data.len() {
-        write_pages(w, addr, data)?;
+        write_pages_frame(w, Kind::Pages, hdr, data)?;
         return Ok(data.len() as u64);
     }
-    let hdr = PagesHeader {
-        addr,
-        npages: npages as u32,
-    };
-    write_header(w, Kind::PagesLz4, (PagesHeader::LEN + packed.len()) as u64)?;
-    w.write_all(&hdr.encode())?;
-    w.write_all(&packed)?;
+    write_pages_frame(w, Kind::PagesLz4, hdr, &packed)?;
     Ok(packed.len() as u64)
 }
 
@@ -286,8 +289,24 @@ pub fn decode<T: DeserializeOwned>(body: &[u8]) -> Result<T, FrameError> {
 }
 
 #[cfg(test)]
-mod lz4_tests {
+mod tests {
     use super::*;
+
+    /// The one `Pages` frame in `wire`: (address, pages, bytes).
+    fn read_pages(wire: &[u8]) -> (u64, u32, Vec<u8>) {
+        match read_frame(&mut &wire[..]).unwrap() {
+            Frame::Pages(h, d) => (h.addr, h.npages, d),
+            other => panic!("got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn pages_round_trip() {
+        let data = vec![7u8; 2 * PAGE_SIZE as usize];
+        let mut buf = Vec::new();
+        write_pages(&mut buf, 0x7000_0000, &data).unwrap();
+        assert_eq!(read_pages(&buf), (0x7000_0000, 2, data));
+    }
 
     #[test]
     fn compressed_pages_read_back_as_pages() {
@@ -297,14 +316,7 @@ mod lz4_tests {
         let mut wire = Vec::new();
         let n = write_pages_lz4(&mut wire, 0x7000, &data).unwrap();
         assert!(n < data.len() as u64 / 10, "zeros did not compress: {n}");
-        match read_frame(&mut &wire[..]).unwrap() {
-            Frame::Pages(h, d) => {
-                assert_eq!(h.addr, 0x7000);
-                assert_eq!(h.npages, 3);
-                assert_eq!(d, data);
-            }
-            other => panic!("{other:?}"),
-        }
+        assert_eq!(read_pages(&wire), (0x7000, 3, data));
     }
 
     #[test]
@@ -329,26 +341,6 @@ mod lz4_tests {
             read_frame(&mut &wire[..]),
             Err(FrameError::BadPages(_))
         ));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pages_round_trip() {
-        let data = vec![7u8; 2 * PAGE_SIZE as usize];
-        let mut buf = Vec::new();
-        write_pages(&mut buf, 0x7000_0000, &data).unwrap();
-        match read_frame(&mut buf.as_slice()).unwrap() {
-            Frame::Pages(h, d) => {
-                assert_eq!(h.addr, 0x7000_0000);
-                assert_eq!(h.npages, 2);
-                assert_eq!(d, data);
-            }
-            other => panic!("got {other:?}"),
-        }
     }
 
     #[test]
