@@ -112,22 +112,12 @@ fn a_restarted_agent_serves_new_migrations_at_once() {
 fn the_destination_agent_dying_before_the_commit_leaves_the_original_running() {
     require_lab!();
     let mut c = Cluster::start();
-    // A stop-copy of 1 GiB: host2's agent is killed while the pages cross.
-    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "1024"]);
-    assert!(w.wait_for("ready 1024", 120));
-    let pid = w.pid.to_string();
+    // host2's agent is killed while the pages cross.
     let mut agent2 = c.agents.remove(1);
-    let out = std::thread::scope(|s| {
-        let m = s.spawn(|| c.migrate(&[&pid, "--to", "host2", "--mode", "stop-copy"]));
-        std::thread::sleep(std::time::Duration::from_millis(400));
-        agent2.kill();
-        m.join().unwrap()
-    });
+    let (w, out, _) = interrupted_stop_copy(&c, || agent2.kill());
     assert_refused(&out, 1, "runs on here, untouched");
     assert_untouched(&c, &w);
-    signal_in(c.h1(), w.pid, "-USR1");
-    assert!(w.wait_for("verify ", 30));
-    assert!(w.text().contains("verify ok 262144"), "{}", w.text());
+    assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 262144");
     // Nothing of the half-built copy is left on host2.
     let out = c
         .h2()

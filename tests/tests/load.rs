@@ -17,29 +17,6 @@ fn verify_count(w: &Proc) -> usize {
         .count()
 }
 
-/// Asks the workload on `host` to check its memory; waits for a new
-/// `verify` line and returns it.
-fn verify(c: &Cluster, host: &migrate_tests::lab::Host, pid: i32, w: &Proc) -> String {
-    let before = w.text().lines().filter(|l| l.starts_with("verify")).count();
-    signal_in(host, pid, "-USR1");
-    assert!(
-        wait_until(60, || w
-            .text()
-            .lines()
-            .filter(|l| l.starts_with("verify"))
-            .count()
-            > before),
-        "no verification answer from {pid}\n{}",
-        c.logs()
-    );
-    w.text()
-        .lines()
-        .filter(|l| l.starts_with("verify"))
-        .nth(before)
-        .unwrap_or_default()
-        .to_string()
-}
-
 #[test]
 fn four_migrations_at_once_all_verified() {
     require_lab!();
@@ -76,7 +53,7 @@ fn four_migrations_at_once_all_verified() {
             "original {} still on host1",
             w.pid
         );
-        assert_eq!(verify(&c, c.h2(), new_pid, w), "verify ok 12288");
+        assert_eq!(verify_memory(&c, c.h2(), new_pid, w), "verify ok 12288");
         signal_in(c.h2(), new_pid, "-KILL");
     }
 }
@@ -120,7 +97,11 @@ fn twenty_moves_back_and_forth_keep_memory_and_agents_flat() {
             wait_until(10, || !alive_in(from, pid)),
             "move {n}: the original {pid} still runs"
         );
-        assert_eq!(verify(&c, to, new_pid, &w), "verify ok 8192", "move {n}");
+        assert_eq!(
+            verify_memory(&c, to, new_pid, &w),
+            "verify ok 8192",
+            "move {n}"
+        );
         pid = new_pid;
         usage.push(agents.iter().map(|&a| agent_usage(a)).collect::<Vec<_>>());
     }

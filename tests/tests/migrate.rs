@@ -632,29 +632,19 @@ fn a_source_agent_dying_after_the_commit_never_leaves_two_copies() {
 fn a_link_cut_before_the_commit_aborts_and_the_original_resumes() {
     require_lab!();
     let c = Cluster::start();
-    // A stop-copy of 1 GiB: the link goes down while the pages cross.
-    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "1024"]);
-    assert!(w.wait_for("ready 1024", 120));
-    let t = Instant::now();
-    let out = std::thread::scope(|s| {
-        let m =
-            s.spawn(|| c.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", "stop-copy"]));
-        std::thread::sleep(Duration::from_millis(400));
+    // The link goes down while the pages cross.
+    let (w, out, took) = interrupted_stop_copy(&c, || {
         let st = c
             .h1()
             .command("ip")
             .args(["link", "set", "mgl0", "down"])
             .status();
         assert!(st.is_ok_and(|s| s.success()), "could not cut the link");
-        m.join().unwrap()
     });
-    let took = t.elapsed();
     eprintln!("abort after {took:?}");
     assert_refused(&out, 1, "runs on here, untouched");
     assert_refused(&out, 1, "the link or the destination is down");
     assert!(took < Duration::from_secs(40), "no bounded abort: {took:?}");
     assert_untouched(&c, &w);
-    signal_in(c.h1(), w.pid, "-USR1");
-    assert!(w.wait_for("verify ", 30));
-    assert!(w.text().contains("verify ok 262144"), "{}", w.text());
+    assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 262144");
 }

@@ -13,6 +13,9 @@ use migrate_tests::lab::{Agent, Host, Lab};
 
 /// Longest a `migrate` command may take in a test.
 pub const MIGRATE_TIMEOUT: Duration = Duration::from_secs(120);
+/// The ticking workload.
+const WORKLOAD_BIN: &str = env!("CARGO_BIN_EXE_workload");
+
 static MIGRATE_RUNS: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 
 /// A lab with both agents running.
@@ -291,4 +294,41 @@ pub fn agent_outer_pid(agent: &Agent) -> i32 {
         .next()
         .and_then(|p| p.parse().ok())
         .expect("agent pid")
+}
+
+/// Asks the workload `w`, running as `pid` on `host`, to check its memory;
+/// waits for its next `verify` line and returns it.
+pub fn verify_memory(c: &Cluster, host: &Host, pid: i32, w: &Proc) -> String {
+    let lines = |w: &Proc| -> Vec<String> {
+        w.text()
+            .lines()
+            .filter(|l| l.starts_with("verify"))
+            .map(String::from)
+            .collect()
+    };
+    let before = lines(w).len();
+    signal_in(host, pid, "-USR1");
+    assert!(
+        wait_until(60, || lines(w).len() > before),
+        "no verification answer from {pid}\n{}",
+        c.logs()
+    );
+    lines(w)[before].clone()
+}
+
+/// Starts a 1 GiB workload on host1 and a stop-copy of it to host2, and
+/// calls `interrupt` 400 ms in, while the pages cross. Returns the
+/// workload, `migrate`'s output and how long it took.
+pub fn interrupted_stop_copy(c: &Cluster, interrupt: impl FnOnce()) -> (Proc, Output, Duration) {
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "1024"]);
+    assert!(w.wait_for("ready 1024", 120));
+    let pid = w.pid.to_string();
+    let t = Instant::now();
+    let out = std::thread::scope(|s| {
+        let m = s.spawn(|| c.migrate(&[&pid, "--to", "host2", "--mode", "stop-copy"]));
+        sleep(Duration::from_millis(400));
+        interrupt();
+        m.join().unwrap()
+    });
+    (w, out, t.elapsed())
 }
