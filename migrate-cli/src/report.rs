@@ -7,6 +7,43 @@ use migrate_proto::PAGE_SIZE;
 use plotters::prelude::*;
 
 type DrawResult = Result<(), String>;
+type Chart<'a> = ChartContext<
+    'a,
+    SVGBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// A line from `a` to `b` and a label at `at`, in `color`.
+fn labelled_line(
+    c: &mut Chart<'_>,
+    (a, b): ((f64, f64), (f64, f64)),
+    width: u32,
+    color: RGBColor,
+    (label, at, size): (String, (f64, f64), u32),
+) -> DrawResult {
+    c.draw_series(std::iter::once(PathElement::new(
+        vec![a, b],
+        color.stroke_width(width),
+    )))
+    .map_err(err)?;
+    c.draw_series(std::iter::once(Text::new(
+        label,
+        at,
+        ("sans-serif", size).into_font().color(&color),
+    )))
+    .map_err(err)?;
+    Ok(())
+}
+
+/// The series legend, lower right.
+fn legend(c: &mut Chart<'_>) -> DrawResult {
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .position(SeriesLabelPosition::LowerRight)
+        .draw()
+        .map_err(err)
+}
 
 fn err<E: std::fmt::Debug>(e: E) -> String {
     format!("drawing: {e:?}")
@@ -130,24 +167,15 @@ pub fn timeline(r: &MigrationRecord, path: &str) -> DrawResult {
             continue;
         }
         let x = ms(at as i64);
-        c.draw_series(std::iter::once(PathElement::new(
-            vec![(x, 0.0), (x, ymax)],
-            color.stroke_width(1),
-        )))
-        .map_err(err)?;
-        c.draw_series(std::iter::once(Text::new(
-            label.to_string(),
-            (x, ymax * 0.97),
-            ("sans-serif", 13).into_font().color(&color),
-        )))
-        .map_err(err)?;
+        labelled_line(
+            &mut c,
+            ((x, 0.0), (x, ymax)),
+            1,
+            color,
+            (label.to_string(), (x, ymax * 0.97), 13),
+        )?;
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut c)?;
 
     let lat: Vec<(f64, f64)> = r
         .faults
@@ -211,12 +239,7 @@ pub fn compare(records: &[MigrationRecord], path: &str) -> DrawResult {
             ))
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color));
     }
-    c.configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .position(SeriesLabelPosition::LowerRight)
-        .draw()
-        .map_err(err)?;
+    legend(&mut c)?;
     root.present().map_err(err)
 }
 
@@ -254,17 +277,13 @@ pub fn timespace(r: &MigrationRecord, source_host: &str, path: &str) -> DrawResu
         .map_err(err)?;
     let (xs, xd) = (0.2, 0.8);
     for (x, name) in [(xs, source_host), (xd, r.to.as_str())] {
-        c.draw_series(std::iter::once(PathElement::new(
-            vec![(x, 0.0), (x, end)],
-            BLACK.stroke_width(2),
-        )))
-        .map_err(err)?;
-        c.draw_series(std::iter::once(Text::new(
-            name.to_string(),
-            (x - 0.03, -end * 0.02),
-            ("sans-serif", 16),
-        )))
-        .map_err(err)?;
+        labelled_line(
+            &mut c,
+            ((x, 0.0), (x, end)),
+            2,
+            BLACK,
+            (name.to_string(), (x - 0.03, -end * 0.02), 16),
+        )?;
     }
     let mut arrows: Vec<(f64, f64, bool, String, RGBColor)> = Vec::new();
     let blue = RGBColor(30, 80, 200);
@@ -345,19 +364,15 @@ pub fn timespace(r: &MigrationRecord, source_host: &str, path: &str) -> DrawResu
     }
     for (from_t, to_t, forward, label, color) in arrows {
         let (x0, x1) = if forward { (xs, xd) } else { (xd, xs) };
-        c.draw_series(std::iter::once(PathElement::new(
-            vec![(x0, from_t), (x1, to_t)],
-            color.stroke_width(2),
-        )))
-        .map_err(err)?;
+        labelled_line(
+            &mut c,
+            ((x0, from_t), (x1, to_t)),
+            2,
+            color,
+            (label, ((x0 + x1) / 2.0 - 0.12, (from_t + to_t) / 2.0), 13),
+        )?;
         c.draw_series(std::iter::once(Circle::new((x1, to_t), 4, color.filled())))
             .map_err(err)?;
-        c.draw_series(std::iter::once(Text::new(
-            label,
-            ((x0 + x1) / 2.0 - 0.12, (from_t + to_t) / 2.0),
-            ("sans-serif", 13).into_font().color(&color),
-        )))
-        .map_err(err)?;
     }
     root.present().map_err(err)
 }
