@@ -303,7 +303,9 @@ impl Host {
         let sock = self.root_path("/run/migrate/agent.sock");
         let t = Instant::now();
         while t.elapsed() < AGENT_TIMEOUT {
-            if sock.exists() {
+            // Listening, not merely present: a killed agent leaves its
+            // socket file behind. (The agent binds its TCP port first.)
+            if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
                 return Ok(agent);
             }
             if let Ok(Some(st)) = agent.child.try_wait() {
