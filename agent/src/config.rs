@@ -9,6 +9,8 @@ use thiserror::Error;
 
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
+/// Cluster credentials used when `--auth` is not given and this exists.
+pub const DEFAULT_AUTH_DIR: &str = "/etc/migrate/cluster";
 
 /// Bad settings.
 #[derive(Debug, Error)]
@@ -35,6 +37,9 @@ pub enum ConfigError {
     /// A setting is missing.
     #[error("missing setting: {0}")]
     Missing(&'static str),
+    /// Settings that exclude each other.
+    #[error("{0}")]
+    Conflict(&'static str),
 }
 
 /// The settings file; every key is optional, flags override.
@@ -52,6 +57,41 @@ pub struct FileConfig {
     pub peers: BTreeMap<String, SocketAddr>,
     /// Largest open file shipped when the destination lacks it, MiB.
     pub ship_limit_mib: Option<u64>,
+    /// Directory of the cluster's credentials (`migrate-agent keygen`).
+    pub auth: Option<PathBuf>,
+    /// Talk to peers in plaintext, unauthenticated.
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+/// Values given on the command line; each overrides the file's.
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `--name`.
+    pub name: Option<String>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--socket`.
+    pub socket: Option<PathBuf>,
+    /// `--peer NAME=ADDR:PORT`, added to the file's peers.
+    pub peers: Vec<String>,
+    /// `--ship-limit-mib`.
+    pub ship_limit_mib: Option<u64>,
+    /// `--auth DIR`.
+    pub auth: Option<PathBuf>,
+    /// `--insecure`.
+    pub insecure: bool,
+}
+
+/// How the agent secures its links, as configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAuth {
+    /// Credentials from this cluster directory.
+    Cluster(PathBuf),
+    /// Plaintext (`--insecure`).
+    Insecure,
+    /// Neither given, and no credentials at the default place.
+    Unset,
 }
 
 /// Effective settings.
@@ -68,6 +108,8 @@ pub struct Config {
     /// Largest open file shipped when the destination lacks it (or it was
     /// deleted), MiB.
     pub ship_limit_mib: u64,
+    /// How links to peers are secured.
+    pub auth: PeerAuth,
 }
 
 /// Default of [`Config::ship_limit_mib`].
@@ -87,14 +129,16 @@ pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), ConfigError> {
 
 impl Config {
     /// Merges the file at `file` (if any) with flag values.
-    pub fn build(
-        file: Option<&Path>,
-        name: Option<String>,
-        listen: Option<SocketAddr>,
-        socket: Option<PathBuf>,
-        peers: &[String],
-        ship_limit_mib: Option<u64>,
-    ) -> Result<Config, ConfigError> {
+    pub fn build(file: Option<&Path>, flags: Flags) -> Result<Config, ConfigError> {
+        let Flags {
+            name,
+            listen,
+            socket,
+            peers,
+            ship_limit_mib,
+            auth,
+            insecure,
+        } = flags;
         let fc = match file {
             Some(p) => {
                 let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
@@ -109,7 +153,20 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut all_peers = fc.peers;
-        for p in peers {
+        let auth = match (auth.or(fc.auth), insecure || fc.insecure) {
+            (Some(_), true) => {
+                return Err(ConfigError::Conflict(
+                    "--auth and --insecure exclude each other",
+                ))
+            }
+            (Some(dir), false) => PeerAuth::Cluster(dir),
+            (None, true) => PeerAuth::Insecure,
+            (None, false) if Path::new(DEFAULT_AUTH_DIR).is_dir() => {
+                PeerAuth::Cluster(PathBuf::from(DEFAULT_AUTH_DIR))
+            }
+            (None, false) => PeerAuth::Unset,
+        };
+        for p in &peers {
             let (n, a) = parse_peer(p)?;
             all_peers.insert(n, a);
         }
@@ -125,6 +182,7 @@ impl Config {
             ship_limit_mib: ship_limit_mib
                 .or(fc.ship_limit_mib)
                 .unwrap_or(DEFAULT_SHIP_LIMIT_MIB),
+            auth,
         })
     }
 
@@ -150,13 +208,24 @@ mod tests {
         .unwrap();
         let c = Config::build(
             Some(&f),
-            Some("x".into()),
-            None,
-            None,
-            &["c=127.0.0.1:3".into()],
-            None,
+            Flags {
+                name: Some("x".into()),
+                peers: vec!["c=127.0.0.1:3".into()],
+                insecure: true,
+                ..Flags::default()
+            },
         )
         .unwrap();
+        assert_eq!(c.auth, PeerAuth::Insecure);
+        assert!(Config::build(
+            Some(&f),
+            Flags {
+                auth: Some("/x".into()),
+                insecure: true,
+                ..Flags::default()
+            }
+        )
+        .is_err());
         assert_eq!(c.ship_limit_mib, DEFAULT_SHIP_LIMIT_MIB);
         assert_eq!(c.name, "x");
         assert_eq!(c.listen, "127.0.0.1:1".parse().unwrap());

@@ -15,9 +15,10 @@ use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::config::Config;
+use crate::config::{Config, PeerAuth};
 use crate::history::History;
 use crate::peer::{self, LaneTable};
+use crate::secure::{AuthError, Credentials, Security};
 use crate::source::{self, SourceCtx};
 use crate::{dest, error_chain, preflight, sys};
 
@@ -43,6 +44,17 @@ pub enum StartError {
     /// Locating our own executable (the restore stub) failed.
     #[error("cannot find the agent's executable: {0}")]
     Exe(io::Error),
+    /// The cluster's credentials could not be loaded.
+    #[error("credentials: {0}")]
+    Auth(#[from] AuthError),
+    /// Neither credentials nor `--insecure`.
+    #[error(
+        "no cluster credentials: create them with `migrate-agent keygen DIR --hosts host1,host2`, \
+         give each host its files and start with --auth DIR (or put them in {}); \
+         --insecure runs without authentication or encryption",
+        crate::config::DEFAULT_AUTH_DIR
+    )]
+    NoCredentials,
 }
 
 /// Shared state of a running agent.
@@ -52,6 +64,7 @@ pub struct Agent {
     in_flight: Mutex<HashSet<i32>>,
     stub: PathBuf,
     history: History,
+    security: Security,
 }
 
 /// Marks a pid as being migrated for as long as it lives.
@@ -89,6 +102,20 @@ impl Agent {
 /// Binds both endpoints and serves forever.
 pub fn run(config: Config) -> Result<(), StartError> {
     let stub = std::env::current_exe().map_err(StartError::Exe)?;
+    let security = match &config.auth {
+        PeerAuth::Cluster(dir) => Security::Noise(Arc::new(Credentials::load(dir, &config.name)?)),
+        PeerAuth::Insecure => {
+            let loud = format!(
+                "--insecure: peers are neither authenticated nor encrypted; anyone who can reach {} \
+                 can make this agent run a process as any user",
+                config.listen
+            );
+            eprintln!("migrate-agent: WARNING: {loud}");
+            warn!("{loud}");
+            Security::Insecure
+        }
+        PeerAuth::Unset => return Err(StartError::NoCredentials),
+    };
     // Rebuilt processes become our children once their stub's parent is
     // gone: we reap them and learn how they end (for deputies).
     if let Err(e) = sys::become_subreaper() {
@@ -124,6 +151,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         in_flight: Mutex::new(HashSet::new()),
         stub,
         history: History::default(),
+        security,
     });
 
     let a = agent.clone();
@@ -154,9 +182,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
     Ok(())
 }
 
-fn serve_peer(agent: &Agent, mut s: TcpStream) {
+fn serve_peer(agent: &Agent, s: TcpStream) {
     let peer_addr = s.peer_addr().ok();
-    let hello = match peer::accept(&mut s, &agent.config.name) {
+    let (s, hello) = match peer::accept(s, &agent.config.name, &agent.security) {
         Ok(h) => h,
         Err(e) => {
             warn!(?peer_addr, error = %error_chain(&e), "peer greeting failed");
@@ -229,6 +257,24 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         },
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
+        Request::DeputyLane { addr, id } => {
+            if !crate::deputy::is_made(cred.pid) {
+                Reply::Refused {
+                    reasons: vec!["only a deputy this agent made may open a deputy lane".into()],
+                }
+            } else {
+                match peer::connect(addr, &agent.config.name, Lane::Deputy(id), &agent.security) {
+                    Ok((lane, _)) => {
+                        frame::write_msg(&mut s, &Reply::Bridged)?;
+                        crate::deputy::bridge(s, lane);
+                        return Ok(());
+                    }
+                    Err(e) => Reply::Refused {
+                        reasons: vec![error_chain(&e)],
+                    },
+                }
+            }
+        }
         Request::Migrate { pid, to, opts, .. } => {
             let known = || {
                 let names: Vec<&str> = agent.config.peers.keys().map(String::as_str).collect();
@@ -255,6 +301,8 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                             addr,
                             to: &to,
                             ship_limit: agent.config.ship_limit_mib << 20,
+                            sec: &agent.security,
+                            socket: &agent.config.socket,
                         };
                         info!(pid, %to, uid = cred.uid, "migration requested");
                         let mut w = s.try_clone()?;

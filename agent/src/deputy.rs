@@ -5,15 +5,20 @@
 //! it gets (^C, hang-up, ...) to the process, and ends with the process's
 //! exit code or signal.
 
+use std::collections::HashSet;
 use std::io;
-use std::net::{SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use migrate_proto::frame;
-use migrate_proto::msg::{DeputyMsg, Lane};
+use migrate_proto::msg::{DeputyMsg, Reply, Request};
+use migrate_proto::PROTOCOL_VERSION;
 
-use crate::peer;
+use crate::secure::PeerStream;
 
 /// Signals the deputy passes on.
 const FORWARDED: [i32; 6] = [
@@ -31,6 +36,50 @@ static PENDING: AtomicU64 = AtomicU64::new(0);
 /// channel to the thread serving that deputy.
 static HOSTED: std::sync::Mutex<Vec<(i32, Option<std::sync::mpsc::Sender<DeputyMsg>>)>> =
     std::sync::Mutex::new(Vec::new());
+
+/// Pids this agent turned into deputies: only they may ask it for a lane.
+static MADE: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+
+/// Records that the frozen original `pid` is being turned into a deputy.
+pub fn made(pid: i32) {
+    MADE.lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get_or_insert_with(HashSet::new)
+        .insert(pid);
+}
+
+/// Whether the process `pid` that called the control socket is a deputy
+/// this agent made (and still runs this agent's binary).
+pub fn is_made(pid: i32) -> bool {
+    let listed = MADE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_ref()
+        .is_some_and(|m| m.contains(&pid));
+    let same_exe = || {
+        let theirs = std::fs::read_link(format!("/proc/{pid}/exe"));
+        let ours = std::fs::read_link("/proc/self/exe");
+        matches!((theirs, ours), (Ok(a), Ok(b)) if a == b)
+    };
+    listed && same_exe()
+}
+
+/// Serves a deputy's `DeputyLane` request: `lane` is open to the agent
+/// hosting the process; frames are copied both ways until either side ends.
+pub fn bridge(local: UnixStream, lane: PeerStream) {
+    let (Ok(mut local_r), Ok(mut lane_w)) = (local.try_clone(), lane.try_clone()) else {
+        return;
+    };
+    let up = std::thread::spawn(move || {
+        let _ = io::copy(&mut local_r, &mut lane_w);
+        let _ = lane_w.shutdown(Shutdown::Both);
+    });
+    let (mut lane_r, mut local_w) = (lane, local);
+    let _ = io::copy(&mut lane_r, &mut local_w);
+    let _ = local_w.shutdown(Shutdown::Both);
+    let _ = lane_r.shutdown(Shutdown::Both);
+    let _ = up.join();
+}
 
 /// Whether process `pid` here has a deputy elsewhere.
 pub fn has_deputy(pid: i32) -> bool {
@@ -65,7 +114,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     PENDING.fetch_or(1 << sig, Ordering::Relaxed);
 }
 
-/// Body of `migrate-agent __deputy ADDR ID HOST`.
+/// Body of `migrate-agent __deputy SOCKET ADDR ID HOST`.
 pub fn run(args: &[String]) -> ! {
     let code = match serve(args) {
         Ok(()) => 0,
@@ -78,9 +127,12 @@ pub fn run(args: &[String]) -> ! {
 }
 
 fn serve(args: &[String]) -> io::Result<()> {
-    let (Some(addr), Some(id), Some(host)) = (args.first(), args.get(1), args.get(2)) else {
-        return Err(io::Error::other("usage: __deputy ADDR ID HOST"));
+    let (Some(socket), Some(addr), Some(id), Some(_host)) =
+        (args.first(), args.get(1), args.get(2), args.get(3))
+    else {
+        return Err(io::Error::other("usage: __deputy SOCKET ADDR ID HOST"));
     };
+    let socket = Path::new(socket);
     let addr: SocketAddr = addr.parse().map_err(|_| io::Error::other("bad address"))?;
     let id: u64 = id.parse().map_err(|_| io::Error::other("bad id"))?;
     // The original's signal state came through the execve: start clean.
@@ -88,7 +140,7 @@ fn serve(args: &[String]) -> io::Result<()> {
     for sig in FORWARDED {
         crate::sys::set_handler(sig, on_signal);
     }
-    let (mut s, _) = peer::connect(addr, host, Lane::Deputy(id)).map_err(io::Error::other)?;
+    let mut s = open_lane(socket, addr, id)?;
     s.set_read_timeout(Some(Duration::from_millis(100)))?;
     loop {
         let pending = PENDING.swap(0, Ordering::Relaxed);
@@ -105,8 +157,7 @@ fn serve(args: &[String]) -> io::Result<()> {
                 std::process::exit(code.unwrap_or(0));
             }
             Ok(DeputyMsg::Moved { addr, id }) => {
-                let (n, _) =
-                    peer::connect(addr, host, Lane::Deputy(id)).map_err(io::Error::other)?;
+                let n = open_lane(socket, addr, id)?;
                 n.set_read_timeout(Some(Duration::from_millis(100)))?;
                 s = n;
             }
@@ -121,11 +172,36 @@ fn serve(args: &[String]) -> io::Result<()> {
     }
 }
 
+/// Asks the home agent (the deputy holds no credentials of its own) to
+/// open the deputy's lane to the agent at `addr` for migration `id`.
+fn open_lane(socket: &Path, addr: SocketAddr, id: u64) -> io::Result<UnixStream> {
+    let mut s = UnixStream::connect(socket)?;
+    s.set_read_timeout(Some(Duration::from_secs(30)))?;
+    let ask = |s: &mut UnixStream, r: &Request| -> io::Result<Reply> {
+        frame::write_msg(s, r).map_err(io::Error::other)?;
+        frame::read_msg(s).map_err(io::Error::other)
+    };
+    match ask(
+        &mut s,
+        &Request::Hello {
+            version: PROTOCOL_VERSION,
+        },
+    )? {
+        Reply::Welcome { .. } => {}
+        other => return Err(io::Error::other(format!("the agent answered {other:?}"))),
+    }
+    match ask(&mut s, &Request::DeputyLane { addr, id })? {
+        Reply::Bridged => Ok(s),
+        Reply::Refused { reasons } => Err(io::Error::other(reasons.join("; "))),
+        other => Err(io::Error::other(format!("the agent answered {other:?}"))),
+    }
+}
+
 /// The destination's side: sends signals from the deputy to the process
 /// and its exit status back.
 pub fn serve_remote(
     pid: i32,
-    mut lane: TcpStream,
+    mut lane: PeerStream,
     pidfd: std::os::fd::OwnedFd,
     tx: std::sync::mpsc::Sender<DeputyMsg>,
     status: std::sync::mpsc::Receiver<DeputyMsg>,

@@ -2,7 +2,9 @@
 //! core and eager pages, waits for the commit, resumes it and fills the
 //! rest of its memory as pages arrive or faults ask for them.
 
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+
+use crate::secure::PeerStream;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -125,7 +127,7 @@ pub fn remap_socket_addresses(image: &mut ProcessImage, local: std::net::IpAddr)
 pub fn serve(
     host: &str,
     local: std::net::IpAddr,
-    mut ctl: TcpStream,
+    mut ctl: PeerStream,
     lanes: &LaneTable,
     stub: &Path,
 ) -> Result<(), DestError> {
@@ -228,7 +230,7 @@ pub fn serve(
 
 #[allow(clippy::too_many_arguments)] // one call site; the session's pieces
 fn rebuild(
-    ctl: &mut TcpStream,
+    ctl: &mut PeerStream,
     id: u64,
     image: &ProcessImage,
     prefetch: u32,

@@ -7,9 +7,9 @@
 //! install that races with an unread event fails with `EAGAIN`, and the
 //! events are then applied before the install is tried again.
 
+use crate::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
-use std::net::TcpStream;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -100,7 +100,7 @@ const LOCAL_CHUNK: u64 = 64;
 pub struct FaultHandler {
     state: Mutex<State>,
     ended: Condvar,
-    demand: Mutex<TcpStream>,
+    demand: Mutex<PeerStream>,
     prefetch: u32,
     resumed: Instant,
     pidfd: OwnedFd,
@@ -114,7 +114,7 @@ impl FaultHandler {
     pub fn new(
         uffd: OwnedFd,
         map: LazyMap,
-        demand: TcpStream,
+        demand: PeerStream,
         prefetch: u32,
         pidfd: OwnedFd,
         local: Option<Arc<LocalPages>>,

@@ -16,6 +16,7 @@ pub mod preflight;
 pub mod procfs;
 pub mod relay;
 pub mod restore;
+pub mod secure;
 pub mod source;
 pub mod store;
 pub mod sys;

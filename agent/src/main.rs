@@ -4,8 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
-use migrate_agent::config::Config;
+use clap::{Parser, Subcommand};
+use migrate_agent::config::{Config, Flags};
 
 /// The per-host agent of `migrate`: freezes local processes and sends them
 /// to peer agents, and rebuilds processes that peers send here.
@@ -31,6 +31,29 @@ struct Args {
     /// lacks it or it was deleted, MiB [default: 64].
     #[arg(long, value_name = "MIB")]
     ship_limit_mib: Option<u64>,
+    /// Directory of the cluster's credentials, made by `keygen`
+    /// [default: /etc/migrate/cluster if it exists].
+    #[arg(long, value_name = "DIR")]
+    auth: Option<PathBuf>,
+    /// Talk to peers in plaintext without authentication: anyone who can
+    /// reach the listening port can then make this agent run a process.
+    #[arg(long)]
+    insecure: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Creates a cluster's credentials in DIR: give each host `cluster.key`,
+    /// `hosts` and its own `NAME.key`, and start its agent with `--auth DIR`.
+    Keygen {
+        /// Directory to create them in (never overwritten).
+        dir: PathBuf,
+        /// The cluster's hosts, as their agents are named (`--name`).
+        #[arg(long, value_delimiter = ',', required = true)]
+        hosts: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -45,6 +68,22 @@ fn main() -> ExitCode {
         migrate_agent::keeper::run();
     }
     let args = Args::parse();
+    if let Some(Command::Keygen { dir, hosts }) = &args.command {
+        return match migrate_agent::secure::keygen(dir, hosts) {
+            Ok(()) => {
+                println!(
+                    "cluster credentials for {} written to {}",
+                    hosts.join(", "),
+                    dir.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("migrate-agent keygen: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -55,11 +94,15 @@ fn main() -> ExitCode {
         .init();
     let config = match Config::build(
         args.config.as_deref(),
-        args.name,
-        args.listen,
-        args.socket,
-        &args.peers,
-        args.ship_limit_mib,
+        Flags {
+            name: args.name,
+            listen: args.listen,
+            socket: args.socket,
+            peers: args.peers,
+            ship_limit_mib: args.ship_limit_mib,
+            auth: args.auth,
+            insecure: args.insecure,
+        },
     ) {
         Ok(c) => c,
         Err(e) => {

@@ -11,6 +11,9 @@ use migrate_proto::frame::{self, FrameError};
 use migrate_proto::msg::{Lane, PeerHello, PeerWelcome};
 use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
+use tracing::warn;
+
+use crate::secure::{HandshakeError, PeerStream, Security};
 
 /// How long a peer has to accept a connection.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -40,17 +43,40 @@ pub enum PeerError {
         /// Its reason.
         reason: String,
     },
+    /// The link could not be secured: the peer is not of this cluster, or
+    /// one side runs `--insecure`.
+    #[error("{addr}: {source}")]
+    Handshake {
+        /// Peer address.
+        addr: SocketAddr,
+        /// Why.
+        source: HandshakeError,
+    },
     /// Framing or transport error.
     #[error(transparent)]
     Frame(#[from] FrameError),
 }
 
-/// Dials `addr` and opens `lane`; returns the stream and the peer's name.
-pub fn connect(addr: SocketAddr, me: &str, lane: Lane) -> Result<(TcpStream, String), PeerError> {
-    let mut s = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+/// Dials `addr`, secures the link as `sec` says and opens `lane`; returns
+/// the stream and the peer's name (as its key proves it, when
+/// authenticated).
+pub fn connect(
+    addr: SocketAddr,
+    me: &str,
+    lane: Lane,
+    sec: &Security,
+) -> Result<(PeerStream, String), PeerError> {
+    let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|source| PeerError::Unreachable { addr, source })?;
-    let _ = s.set_nodelay(true);
-    s.set_read_timeout(Some(CONNECT_TIMEOUT))
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(|source| PeerError::Unreachable { addr, source })?;
+    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(|source| PeerError::Unreachable { addr, source })?;
+    let (mut s, proven) = sec
+        .initiate(tcp)
+        .map_err(|source| PeerError::Handshake { addr, source })?;
+    s.set_write_timeout(None)
         .map_err(|source| PeerError::Unreachable { addr, source })?;
     frame::write_msg(
         &mut s,
@@ -64,46 +90,66 @@ pub fn connect(addr: SocketAddr, me: &str, lane: Lane) -> Result<(TcpStream, Str
         PeerWelcome::Ok { name, .. } => {
             s.set_read_timeout(None)
                 .map_err(|source| PeerError::Unreachable { addr, source })?;
-            Ok((s, name))
+            Ok((s, proven.unwrap_or(name)))
         }
         PeerWelcome::Refused(reason) => Err(PeerError::Refused { addr, reason }),
     }
 }
 
-/// Reads a peer's greeting on an accepted connection and answers it.
-pub fn accept(s: &mut TcpStream, me: &str) -> Result<PeerHello, FrameError> {
-    let _ = s.set_nodelay(true);
-    s.set_read_timeout(Some(CONNECT_TIMEOUT))?;
-    let hello: PeerHello = frame::read_msg(s)?;
+/// Secures an accepted connection as `sec` says, reads the peer's greeting
+/// and answers it. When authenticated, the greeting's `from` is the name
+/// the peer's key proves.
+pub fn accept(
+    tcp: TcpStream,
+    me: &str,
+    sec: &Security,
+) -> Result<(PeerStream, PeerHello), PeerError> {
+    let addr = tcp.peer_addr().map_err(FrameError::Io)?;
+    let _ = tcp.set_nodelay(true);
+    tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(FrameError::Io)?;
+    tcp.set_write_timeout(Some(CONNECT_TIMEOUT))
+        .map_err(FrameError::Io)?;
+    let (mut s, proven) = sec
+        .respond(tcp)
+        .map_err(|source| PeerError::Handshake { addr, source })?;
+    s.set_write_timeout(None).map_err(FrameError::Io)?;
+    let mut hello: PeerHello = frame::read_msg(&mut s)?;
+    if let Some(name) = proven {
+        if name != hello.from {
+            warn!(claimed = %hello.from, proven = %name, "a peer gave another host's name; using the proven one");
+        }
+        hello.from = name;
+    }
     if hello.version != PROTOCOL_VERSION {
         let why = format!(
             "protocol version {} not supported (this agent speaks {PROTOCOL_VERSION})",
             hello.version
         );
-        frame::write_msg(s, &PeerWelcome::Refused(why.clone()))?;
-        return Err(FrameError::Io(io::Error::other(why)));
+        frame::write_msg(&mut s, &PeerWelcome::Refused(why.clone()))?;
+        return Err(PeerError::Refused { addr, reason: why });
     }
     frame::write_msg(
-        s,
+        &mut s,
         &PeerWelcome::Ok {
             name: me.to_string(),
             version: PROTOCOL_VERSION,
         },
     )?;
-    s.set_read_timeout(None)?;
-    Ok(hello)
+    s.set_read_timeout(None).map_err(FrameError::Io)?;
+    Ok((s, hello))
 }
 
 /// Incoming data lanes waiting for the control session that owns them.
 #[derive(Default)]
 pub struct LaneTable {
-    waiting: Mutex<HashMap<Lane, (Instant, TcpStream)>>,
+    waiting: Mutex<HashMap<Lane, (Instant, PeerStream)>>,
     arrived: Condvar,
 }
 
 impl LaneTable {
     /// Parks an accepted lane.
-    pub fn put(&self, lane: Lane, s: TcpStream) {
+    pub fn put(&self, lane: Lane, s: PeerStream) {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         // Lanes nobody claimed within a minute are dropped.
         w.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
@@ -112,7 +158,7 @@ impl LaneTable {
     }
 
     /// Waits up to `timeout` for `lane`.
-    pub fn take(&self, lane: Lane, timeout: Duration) -> Option<TcpStream> {
+    pub fn take(&self, lane: Lane, timeout: Duration) -> Option<PeerStream> {
         let deadline = Instant::now() + timeout;
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         loop {

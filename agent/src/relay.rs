@@ -5,14 +5,16 @@
 
 use std::fs::File;
 use std::io;
-use std::net::{Shutdown, TcpStream};
+use std::net::Shutdown;
+
+use crate::secure::PeerStream;
 use std::os::fd::OwnedFd;
 
 use tracing::debug;
 
 /// Copies what `from` (a pipe or terminal end) yields to `to` until end of
 /// file, then ends the connection's sending side.
-pub fn spawn_to_peer(fd: i32, from: OwnedFd, mut to: TcpStream) {
+pub fn spawn_to_peer(fd: i32, from: OwnedFd, mut to: PeerStream) {
     std::thread::spawn(move || {
         let mut src = File::from(from);
         let r = io::copy(&mut src, &mut to);
@@ -23,7 +25,7 @@ pub fn spawn_to_peer(fd: i32, from: OwnedFd, mut to: TcpStream) {
 
 /// Copies what arrives on `from` into `to` (a pipe or terminal end) until
 /// the peer ends it, then closes `to`, so readers see end of file.
-pub fn spawn_from_peer(fd: i32, mut from: TcpStream, to: OwnedFd) {
+pub fn spawn_from_peer(fd: i32, mut from: PeerStream, to: OwnedFd) {
     std::thread::spawn(move || {
         let mut dst = File::from(to);
         let r = io::copy(&mut from, &mut dst);

@@ -4,7 +4,10 @@
 //! original is killed.
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr, TcpStream};
+use std::net::{Shutdown, SocketAddr};
+use std::path::Path;
+
+use crate::secure::{PeerStream, Security};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -43,6 +46,10 @@ pub struct SourceCtx<'a> {
     pub to: &'a str,
     /// Largest file shipped when the destination lacks it, bytes.
     pub ship_limit: u64,
+    /// How links to the peer are secured.
+    pub sec: &'a Security,
+    /// This agent's control socket (where a deputy asks for its lane).
+    pub socket: &'a Path,
 }
 
 fn us(t0: Instant) -> u64 {
@@ -211,7 +218,7 @@ pub fn migrate(
         Err(r) => return refused(r.0),
     };
     let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
-    let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control) {
+    let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
         Ok(x) => x,
         Err(e) => return unreachable(e),
     };
@@ -263,8 +270,12 @@ pub fn migrate(
         Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
     };
     let id = migration_id(pid);
-    let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id))
-        .and_then(|(d, _)| Ok((d, peer::connect(cx.addr, cx.host, Lane::Bulk(id))?.0)));
+    let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id), cx.sec).and_then(|(d, _)| {
+        Ok((
+            d,
+            peer::connect(cx.addr, cx.host, Lane::Bulk(id), cx.sec)?.0,
+        ))
+    });
     let (demand, bulk) = match lanes {
         Ok(x) => x,
         Err(e) => return unreachable(e),
@@ -337,7 +348,7 @@ pub fn migrate(
             continue;
         };
         let end = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, e.fd));
-        let lane = peer::connect(cx.addr, cx.host, Lane::Stdio(id, e.fd));
+        let lane = peer::connect(cx.addr, cx.host, Lane::Stdio(id, e.fd), cx.sec);
         match (end, lane) {
             (Ok(end), Ok((lane, _))) => streams.push((e.fd, end, output, lane)),
             (Err(err), _) => {
@@ -526,6 +537,7 @@ pub fn migrate(
     if has_terminal && matches!(end, Ok(DestMsg::Complete { .. })) {
         // A terminal's session leader waits for this pid: the original
         // becomes the deputy that stands in for the process here.
+        crate::deputy::made(pid);
         if let Err(e) = deputize(task, &mem, cx, id) {
             warn!(error = %e, "the deputy could not be made: the original was killed");
         }
@@ -619,6 +631,7 @@ fn deputize(
     let args = [
         exe.to_string_lossy().into_owned(),
         "__deputy".to_string(),
+        cx.socket.to_string_lossy().into_owned(),
         cx.addr.to_string(),
         id.to_string(),
         cx.host.to_string(),
@@ -707,7 +720,7 @@ fn frame_error(e: &frame::FrameError) -> String {
 /// Estimates the destination's clock offset (destination minus source,
 /// microseconds) and its uncertainty by Cristian's method: the peer's time
 /// plus half the round trip, over several probes, keeping the tightest.
-fn sync_clock(ctl: &mut TcpStream) -> Result<(i64, u64), frame::FrameError> {
+fn sync_clock(ctl: &mut PeerStream) -> Result<(i64, u64), frame::FrameError> {
     let mut best: Option<(u64, i64)> = None;
     for _ in 0..CLOCK_PROBES {
         let sent = crate::unix_us();
@@ -745,7 +758,7 @@ enum PreCopyError {
 /// shrinking, or `max_rounds` is reached (one round in hybrid mode).
 /// Returns the tracker, whose last scan happens in the freeze.
 fn precopy(
-    ctl: &mut TcpStream,
+    ctl: &mut PeerStream,
     pid: i32,
     opts: &MigrateOptions,
     rec: &mut MigrationRecord,
@@ -812,7 +825,7 @@ fn put_pages(
 }
 
 fn ship_core(
-    ctl: &mut TcpStream,
+    ctl: &mut PeerStream,
     id: u64,
     frozen: &Frozen,
     opts: &MigrateOptions,
@@ -857,7 +870,7 @@ fn ship_core(
 }
 
 fn spawn_demand(
-    lane: Option<TcpStream>,
+    lane: Option<PeerStream>,
     mem: Arc<RemoteMem>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
@@ -900,7 +913,7 @@ fn spawn_demand(
 }
 
 fn spawn_push(
-    lane: Option<TcpStream>,
+    lane: Option<PeerStream>,
     mem: Arc<RemoteMem>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,

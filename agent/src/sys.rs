@@ -14,6 +14,20 @@ fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     }
 }
 
+/// Fills `buf` from the kernel's random number generator (`getrandom`).
+pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
+    let mut at = 0;
+    while at < buf.len() {
+        let rest = &mut buf[at..];
+        // SAFETY: `rest` is valid for writes of `rest.len()` bytes.
+        let n = check(
+            unsafe { libc::getrandom(rest.as_mut_ptr().cast(), rest.len(), 0) } as libc::c_long,
+        )?;
+        at += n as usize;
+    }
+    Ok(())
+}
+
 /// `pidfd_open(pid, 0)`.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.

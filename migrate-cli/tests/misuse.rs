@@ -91,4 +91,73 @@ fn agent_misuse_gives_a_clear_error_and_a_non_zero_exit() {
         "/nonexistent.toml",
     );
     check(&a, &["--peer", "nocolon"], 2, "bad peer \"nocolon\"");
+    check(
+        &a,
+        &[
+            "--name",
+            "h",
+            "--listen",
+            "127.0.0.1:1",
+            "--auth",
+            "/x",
+            "--insecure",
+        ],
+        2,
+        "--auth and --insecure exclude each other",
+    );
+    let dir = std::env::temp_dir().join(format!("migrate-misuse-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    // Safe by default: no credentials, no --insecure, no start.
+    if !std::path::Path::new("/etc/migrate/cluster").exists() {
+        check(
+            &a,
+            &[
+                "--name",
+                "h",
+                "--listen",
+                "127.0.0.1:1",
+                "--socket",
+                &format!("{d}/s"),
+            ],
+            1,
+            "no cluster credentials",
+        );
+    }
+    check(&a, &["keygen", &d], 2, "required arguments");
+    check(
+        &a,
+        &["keygen", &d, "--hosts", "a b"],
+        2,
+        "is not a host name",
+    );
+    let ok = Command::new(&a)
+        .args(["keygen", &d, "--hosts", "h1,h2"])
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    check(&a, &["keygen", &d, "--hosts", "h1"], 2, "already holds");
+    // Credentials of a host the cluster does not list, or readable by all.
+    check(
+        &a,
+        &["--name", "h3", "--listen", "127.0.0.1:1", "--auth", &d],
+        1,
+        "h3.key",
+    );
+    std::fs::set_permissions(
+        dir.join("h1.key"),
+        std::os::unix::fs::PermissionsExt::from_mode(0o644),
+    )
+    .unwrap();
+    check(
+        &a,
+        &["--name", "h1", "--listen", "127.0.0.1:1", "--auth", &d],
+        1,
+        "chmod 600",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }

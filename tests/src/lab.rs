@@ -39,6 +39,8 @@ pub struct Host {
     /// `nsenter … unshare --fork`: the init's parent, which reaps it.
     unshare: Option<Child>,
     init: i32,
+    /// The lab cluster's credentials (`migrate-agent keygen`).
+    auth: PathBuf,
 }
 
 /// The two hosts and a directory both can see.
@@ -119,6 +121,7 @@ impl Lab {
                 addr: Ipv4Addr::new(10, 77, 0, i),
                 unshare: None,
                 init: 0,
+                auth: lab.shared.join("cluster"),
             });
         }
         let ns: Vec<String> = lab.hosts.iter().map(|h| h.netns.clone()).collect();
@@ -134,6 +137,11 @@ impl Lab {
             ip(&["-n", &h.netns, "link", "set", &dev, "up"])?;
             ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
         }
+        // The cluster's credentials, as `migrate-agent keygen` makes them.
+        run(Command::new(bin("migrate-agent"))
+            .arg("keygen")
+            .arg(lab.shared.join("cluster"))
+            .args(["--hosts", "host1,host2"]))?;
         let init_bin = bin("lab-init");
         for h in &mut lab.hosts {
             h.boot(&init_bin)?;
@@ -281,8 +289,22 @@ impl Host {
     /// socket. An agent that exits first is an error carrying its log's
     /// tail.
     pub fn spawn_agent(&self, agent_bin: &Path, peers: &[&Host], log: &Path) -> io::Result<Agent> {
+        let auth = self.auth.to_string_lossy().into_owned();
+        self.spawn_agent_with(agent_bin, peers, log, &["--auth", &auth])
+    }
+
+    /// As [`Host::spawn_agent`], with `security` (e.g. `--insecure`, or
+    /// `--auth DIR` of another cluster) instead of the lab's credentials.
+    pub fn spawn_agent_with(
+        &self,
+        agent_bin: &Path,
+        peers: &[&Host],
+        log: &Path,
+        security: &[&str],
+    ) -> io::Result<Agent> {
         let f = std::fs::File::create(log)?;
         let mut c = self.command(agent_bin);
+        c.args(security);
         c.args(["--name", &self.name])
             .args(["--listen", &format!("{}:{AGENT_PORT}", self.addr)])
             .args(["--socket", "/run/migrate/agent.sock"]);

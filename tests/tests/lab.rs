@@ -387,9 +387,14 @@ fn spawn_agent_reports_an_agent_that_exits() {
     );
     assert!(err.contains("the daemon is not built yet"), "{err}");
     assert!(err.contains("exit status: 2"), "{err}");
+    let cluster = lab.shared_dir().join("cluster");
+    assert!(
+        err.contains(&format!("args: --auth {} ", cluster.display())),
+        "{err}"
+    );
     assert!(
         err.contains(
-            "args: --name host1 --listen 10.77.0.1:7070 --socket /run/migrate/agent.sock \
+            "--name host1 --listen 10.77.0.1:7070 --socket /run/migrate/agent.sock \
              --peer host2=10.77.0.2:7070"
         ),
         "{err}"

@@ -126,11 +126,22 @@ pub enum Request {
         /// Options.
         opts: MigrateOptions,
     },
+    /// From a deputy (a process this agent made one): open its lane to
+    /// the agent at `addr` for migration `id`; after `Reply::Bridged` the
+    /// connection carries that lane's frames both ways.
+    DeputyLane {
+        /// The agent hosting the process.
+        addr: std::net::SocketAddr,
+        /// The migration that moved it there.
+        id: u64,
+    },
 }
 
 /// Agent → CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
+    /// Answer to `DeputyLane`: the lane is open.
+    Bridged,
     /// Answer to `Hello`.
     Welcome {
         /// Agent's protocol version.

@@ -25,23 +25,37 @@ pub struct Cluster {
 }
 
 impl Cluster {
+    /// Both agents with the lab cluster's credentials.
     pub fn start() -> Cluster {
         let lab = Lab::start().expect("lab");
+        let auth = lab.shared_dir().join("cluster");
+        let auth = auth.to_string_lossy().into_owned();
+        Cluster::start_in(lab, [&["--auth", &auth], &["--auth", &auth]])
+    }
+
+    /// Both agents with `security` flags each (e.g. `--insecure`).
+    pub fn start_with(security: [&[&str]; 2]) -> Cluster {
+        Cluster::start_in(Lab::start().expect("lab"), security)
+    }
+
+    pub fn start_in(lab: Lab, security: [&[&str]; 2]) -> Cluster {
         let agent = bin("migrate-agent");
         let a1 = lab
             .host("host1")
-            .spawn_agent(
+            .spawn_agent_with(
                 &agent,
                 &[lab.host("host2")],
                 &lab.shared_dir().join("agent1.log"),
+                security[0],
             )
             .expect("agent on host1");
         let a2 = lab
             .host("host2")
-            .spawn_agent(
+            .spawn_agent_with(
                 &agent,
                 &[lab.host("host1")],
                 &lab.shared_dir().join("agent2.log"),
+                security[1],
             )
             .expect("agent on host2");
         Cluster {

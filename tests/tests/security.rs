@@ -1,0 +1,178 @@
+//! Agents authenticate each other and encrypt every lane: a capture of the
+//! link during a migration holds none of the process's memory (and does
+//! with `--insecure`, which shows the capture would see it); an agent of
+//! another cluster, or one running in plaintext, gets nothing and the
+//! process runs on untouched.
+
+use std::fs;
+use std::process::{Command, Stdio};
+
+use migrate_tests::bins::bin;
+use migrate_tests::lab::Lab;
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+
+/// A process holding a 48-byte marker 40000 times; SIGUSR1 checks it.
+const HOLDER: &str = r#"
+import os, signal, time
+os.closerange(3, 4096)  # only what the test gave it
+marker = bytes(65 + (i * 7 + i // 3) % 26 for i in range(48))
+blob = bytearray(marker * 40000)
+def check(sig, frame):
+    print("verify", "ok" if blob == bytearray(marker * 40000) else "BAD", flush=True)
+signal.signal(signal.SIGUSR1, check)
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+while True:
+    time.sleep(0.05)
+"#;
+
+fn marker() -> Vec<u8> {
+    (0..48u32)
+        .map(|i| 65 + ((i * 7 + i / 3) % 26) as u8)
+        .collect()
+}
+
+/// Captures every frame on host1's end of the link (AF_PACKET) until the
+/// stop file appears, at most two minutes.
+const SNIFFER: &str = r#"
+import os, socket, sys, time
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
+s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)
+s.bind(("mgl0", 0))
+s.settimeout(0.2)
+out = open(sys.argv[1], "wb")
+print("listening", flush=True)
+t0 = time.time()
+while not os.path.exists(sys.argv[2]) and time.time() - t0 < 120:
+    try:
+        out.write(s.recv(1 << 18))
+    except socket.timeout:
+        pass
+out.close()
+print("done", flush=True)
+"#;
+
+/// Migrates the marker holder from host1 to host2 while capturing the
+/// link; returns the capture after checking the memory arrived intact.
+fn captured_migration(c: &Cluster) -> Vec<u8> {
+    let (cap, stop, log) = (c.path("link.cap"), c.path("stop"), c.path("sniff.out"));
+    let mut sniffer = c
+        .h1()
+        .command("python3")
+        .args(["-c", SNIFFER])
+        .arg(&cap)
+        .arg(&stop)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(wait_until(20, || fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("listening")));
+    let script = c.path("holder.py");
+    fs::write(&script, HOLDER).unwrap();
+    let p = Proc::start(
+        c.h1(),
+        c.path("holder.out"),
+        "python3",
+        &[script.to_str().unwrap()],
+    );
+    assert!(p.wait_for("ready", 60));
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("verify ", 30), "{}", p.text());
+    assert!(p.text().contains("verify ok"), "{}", p.text());
+    signal_in(c.h2(), new_pid, "-KILL");
+    fs::write(&stop, "").unwrap();
+    assert!(wait_until(20, || fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("done")));
+    let _ = sniffer.wait();
+    fs::read(&cap).unwrap()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn the_link_carries_no_memory_in_the_clear_unless_insecure() {
+    require_lab!();
+    let c = Cluster::start();
+    let cap = captured_migration(&c);
+    // The process's memory (about 2 MB of marker) crossed this link.
+    assert!(cap.len() > 2 << 20, "captured only {} bytes", cap.len());
+    assert!(
+        !contains(&cap, &marker()),
+        "the process's memory crossed the link in the clear"
+    );
+    drop(c);
+
+    // The same capture sees it when the agents run --insecure.
+    let c = Cluster::start_with([&["--insecure"], &["--insecure"]]);
+    let cap = captured_migration(&c);
+    assert!(
+        contains(&cap, &marker()),
+        "the capture missed the plaintext memory ({} bytes)",
+        cap.len()
+    );
+}
+
+#[test]
+fn an_agent_of_another_cluster_or_in_plaintext_gets_nothing() {
+    require_lab!();
+    let lab = Lab::start().expect("lab");
+    let other = lab.shared_dir().join("other");
+    let st = Command::new(bin("migrate-agent"))
+        .arg("keygen")
+        .arg(&other)
+        .args(["--hosts", "host1,host2"])
+        .output()
+        .unwrap();
+    assert!(st.status.success());
+    let own = lab.shared_dir().join("cluster");
+    let (own, other) = (own.to_str().unwrap(), other.to_str().unwrap());
+    let c = Cluster::start_in(lab, [&["--auth", own], &["--auth", other]]);
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "16"]);
+    assert!(w.wait_for("ready 16", 60));
+    let pid = w.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2"]);
+    assert_refused(&out, 1, "not a member of this cluster");
+    assert_untouched(&c, &w);
+    let nothing_on_host2 = |c: &Cluster| {
+        let o = c
+            .h2()
+            .command("pgrep")
+            .args(["-x", "workload"])
+            .output()
+            .unwrap();
+        assert!(o.stdout.is_empty(), "a process appeared on host2");
+    };
+    nothing_on_host2(&c);
+
+    // host2 now runs in plaintext: refused too, with the reason.
+    let mut c = c;
+    c.agents[1].kill();
+    c.agents[1] = c
+        .h2()
+        .spawn_agent_with(
+            &bin("migrate-agent"),
+            &[c.h1()],
+            &c.path("agent2b.log"),
+            &["--insecure"],
+        )
+        .expect("plaintext agent on host2");
+    let out = c.migrate(&[&pid, "--to", "host2"]);
+    assert_refused(&out, 1, "runs --insecure");
+    assert_untouched(&c, &w);
+    nothing_on_host2(&c);
+    assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 4096");
+}
