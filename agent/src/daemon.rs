@@ -65,6 +65,7 @@ pub struct Agent {
     stub: PathBuf,
     history: History,
     security: Security,
+    kept: source::KeptOriginals,
 }
 
 /// Marks a pid as being migrated for as long as it lives.
@@ -152,6 +153,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         stub,
         history: History::default(),
         security,
+        kept: source::KeptOriginals::default(),
     });
 
     let a = agent.clone();
@@ -257,6 +259,10 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         },
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
+        Request::Resolve { id, action } => match agent.kept.resolve(id, cred.uid, action) {
+            Ok(what) => Reply::Resolved(what),
+            Err(why) => Reply::Refused { reasons: vec![why] },
+        },
         Request::DeputyLane { addr, id } => {
             if !crate::deputy::is_made(cred.pid) {
                 Reply::Refused {
@@ -303,13 +309,18 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                             ship_limit: agent.config.ship_limit_mib << 20,
                             sec: &agent.security,
                             socket: &agent.config.socket,
+                            kept: &agent.kept,
                         };
                         info!(pid, %to, uid = cred.uid, "migration requested");
                         let mut w = s.try_clone()?;
                         let history = &agent.history;
                         let reply = source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {
-                            if let Reply::Resumed(rec) = r {
-                                history.put(cred.uid, rec);
+                            match r {
+                                Reply::Resumed(rec) => history.put(cred.uid, rec),
+                                Reply::Failed {
+                                    record: Some(rec), ..
+                                } => history.put(cred.uid, rec),
+                                _ => {}
                             }
                             // The client may have gone (--detach): keep going.
                             let _ = frame::write_msg(&mut w, r);

@@ -5,6 +5,7 @@
 use std::net::Shutdown;
 
 use crate::secure::PeerStream;
+use crate::{error_chain, peer};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -486,6 +487,14 @@ fn rebuild(
     events.push(("resumed".into(), crate::unix_us()));
     info!(id, new_pid, "resumed");
     frame::write_msg(ctl, &DestMsg::Resumed)?;
+    // Both agents beat until the end; a source silent for PEER_SILENCE is
+    // gone (dead, or cut off): its pages cannot come, so the lanes are
+    // closed and the process is killed rather than left waiting forever.
+    let beat = ctl
+        .try_clone()
+        .ok()
+        .map(|l| peer::Heartbeat::start(l, DestMsg::Heartbeat));
+    let watch = SourceWatch::start(ctl, &demand, &bulk, id)?;
 
     let (outcome, discarded, faults) = match &handler {
         Some(h) => h.wait(),
@@ -508,6 +517,7 @@ fn rebuild(
             if outcome == Outcome::Exited {
                 info!(id, new_pid, "the process exited during post-copy");
             }
+            drop(beat);
             frame::write_msg(
                 ctl,
                 &DestMsg::Complete {
@@ -520,8 +530,7 @@ fn rebuild(
                 },
             )?;
             // Wait for the source's Done (or its close).
-            let _ = ctl.set_read_timeout(Some(Duration::from_secs(30)));
-            let _ = frame::read_msg::<SourceMsg>(ctl);
+            watch.wait_done(Duration::from_secs(30));
             info!(id, new_pid, "post-copy complete");
             if has_terminal {
                 // The source turns the original into a deputy now.
@@ -538,6 +547,80 @@ fn rebuild(
             Ok(())
         }
         Outcome::Failed(why) => Err(DestError::Protocol(why)),
+    }
+}
+
+/// After the resume, the only reader of the control lane: skips the
+/// source's heartbeats, and if it falls silent for [`peer::PEER_SILENCE`]
+/// closes the page lanes (the fault handler then fails and the process is
+/// killed). Its last message (`Done`) is handed over.
+struct SourceWatch {
+    done: std::sync::mpsc::Receiver<()>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SourceWatch {
+    fn start(
+        ctl: &PeerStream,
+        demand: &PeerStream,
+        bulk: &PeerStream,
+        id: u64,
+    ) -> Result<SourceWatch, FrameError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut reader = ctl.try_clone().map_err(FrameError::Io)?;
+        let lanes = [
+            demand.try_clone().map_err(FrameError::Io)?,
+            bulk.try_clone().map_err(FrameError::Io)?,
+        ];
+        reader
+            .set_read_timeout(Some(peer::PEER_SILENCE))
+            .map_err(FrameError::Io)?;
+        let finished = Arc::new(AtomicBool::new(false));
+        let over = finished.clone();
+        let (tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            match frame::read_msg::<SourceMsg>(&mut reader) {
+                Ok(SourceMsg::Heartbeat) => continue,
+                Ok(SourceMsg::Done) => {
+                    let _ = tx.send(());
+                    return;
+                }
+                Ok(other) => {
+                    warn!(
+                        id,
+                        ?other,
+                        "unexpected message from the source during post-copy"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if !over.load(Ordering::Relaxed) {
+                        warn!(
+                            id,
+                            error = %error_chain(&e),
+                            "lost the source during post-copy: its pages cannot come; the process is killed"
+                        );
+                        for l in &lanes {
+                            let _ = l.shutdown(Shutdown::Both);
+                        }
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(SourceWatch { done, finished })
+    }
+
+    /// Waits up to `limit` for the source's `Done`.
+    fn wait_done(&self, limit: Duration) {
+        let _ = self.done.recv_timeout(limit);
+    }
+}
+
+impl Drop for SourceWatch {
+    fn drop(&mut self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }
 

@@ -177,3 +177,66 @@ impl LaneTable {
         }
     }
 }
+
+/// How often a heartbeat goes out after the commit.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(migrate_proto::HEARTBEAT_EVERY_MS);
+/// A peer silent this long after the commit counts as gone.
+pub const PEER_SILENCE: Duration = Duration::from_millis(migrate_proto::PEER_SILENCE_MS);
+
+/// Sends a message on a control lane every [`HEARTBEAT_EVERY`] until
+/// stopped (or dropped), so that the peer learns of this side's death, or
+/// of a cut link, within [`PEER_SILENCE`].
+pub struct Heartbeat {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Heartbeat {
+    /// Starts beating `msg` on `lane` (a clone of the control lane).
+    pub fn start<T: serde::Serialize + Send + 'static>(mut lane: PeerStream, msg: T) -> Heartbeat {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        // A write stuck on a dead link gives up within the silence bound.
+        let _ = lane.set_write_timeout(Some(PEER_SILENCE));
+        let thread = std::thread::spawn(move || {
+            let mut next = Instant::now();
+            while !flag.load(Ordering::Relaxed) {
+                if Instant::now() >= next {
+                    if frame::write_msg(&mut lane, &msg).is_err() {
+                        return;
+                    }
+                    next += HEARTBEAT_EVERY;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Heartbeat {
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// Stops beating; returns once no heartbeat is being written.
+    pub fn stop(mut self) {
+        self.halt();
+    }
+
+    fn halt(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Heartbeat {
+    fn drop(&mut self) {
+        self.halt();
+    }
+}
+
+/// Whether a transport error is a read that timed out.
+pub fn is_timeout(e: &FrameError) -> bool {
+    matches!(e, FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}

@@ -16,7 +16,8 @@ use migrate_inject::{RemoteMem, Seized};
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
-    DestMsg, Lane, MigrateOptions, Mode, PageRequest, PushOrder, Reply, SourceMsg,
+    DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushOrder, Reply, Resolution,
+    SourceMsg,
 };
 use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
@@ -50,6 +51,8 @@ pub struct SourceCtx<'a> {
     pub sec: &'a Security,
     /// This agent's control socket (where a deputy asks for its lane).
     pub socket: &'a Path,
+    /// Originals kept after their destination was lost.
+    pub kept: &'a KeptOriginals,
 }
 
 fn us(t0: Instant) -> u64 {
@@ -447,30 +450,39 @@ pub fn migrate(
             warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
         }
     }
-    if let Err(e) = frame::write_msg(&mut ctl, &SourceMsg::Commit { signals }) {
-        task.kill();
-        return lost(
-            &mut rec,
+    let early = match frame::write_msg(&mut ctl, &SourceMsg::Commit { signals }) {
+        Err(e) => Some((
             format!("lost {} at commit: {}", cx.to, error_chain(&e)),
-        );
-    }
-    let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
-    match frame::read_msg::<DestMsg>(&mut ctl) {
-        Ok(DestMsg::Resumed) => {}
-        Ok(other) => {
-            task.kill();
-            return lost(
-                &mut rec,
-                format!("{} did not resume the process: {other:?}", cx.to),
-            );
+            false,
+        )),
+        Ok(()) => {
+            let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+            match frame::read_msg::<DestMsg>(&mut ctl) {
+                Ok(DestMsg::Resumed) => None,
+                Ok(DestMsg::Failed(e)) => {
+                    Some((format!("{} could not resume the process: {e}", cx.to), true))
+                }
+                Ok(other) => Some((
+                    format!("{} did not resume the process: {other:?}", cx.to),
+                    false,
+                )),
+                Err(e) => Some((
+                    format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+                    false,
+                )),
+            }
         }
-        Err(e) => {
-            task.kill();
-            return lost(
-                &mut rec,
-                format!("lost {} after commit: {}", cx.to, error_chain(&e)),
-            );
-        }
+    };
+    if let Some((what, copy_gone)) = early {
+        let _ = ctl.shutdown(Shutdown::Both);
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        let loss = Loss {
+            what,
+            copy_gone,
+            at: Instant::now(),
+        };
+        return after_loss(cx, caller_uid, id, task, loss, opts.on_loss, rec, progress);
     }
     rec.timeline.resume = us(t0);
     event(&mut rec, "resume acknowledged");
@@ -501,15 +513,31 @@ pub fn migrate(
     }
     progress(&Reply::Resumed(rec.clone()));
 
-    // Post-copy: no bound on how long the process takes to touch its pages.
-    // The end is awaited on another thread; meanwhile the caller hears how
-    // far it got.
-    let _ = ctl.set_read_timeout(None);
+    // Post-copy: no bound on how long the process takes to touch its pages,
+    // but both agents beat every second and each counts the other gone
+    // after PEER_SILENCE without a word. The end is awaited on another
+    // thread; meanwhile the caller hears how far it got.
+    let beat = ctl
+        .try_clone()
+        .ok()
+        .map(|l| peer::Heartbeat::start(l, SourceMsg::Heartbeat));
+    let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
     let (end_tx, end_rx) = std::sync::mpsc::channel();
     let mut end_reader = ctl.try_clone();
     std::thread::spawn(move || {
         let end = match end_reader.as_mut() {
-            Ok(s) => frame::read_msg::<DestMsg>(s),
+            Ok(s) => loop {
+                match frame::read_msg::<DestMsg>(s) {
+                    Ok(DestMsg::Heartbeat) => continue,
+                    Err(e) if peer::is_timeout(&e) => {
+                        break Err(frame::FrameError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
+                        )))
+                    }
+                    other => break other,
+                }
+            },
             Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
                 e.kind(),
                 e.to_string(),
@@ -533,20 +561,25 @@ pub fn migrate(
             }
         }
     };
-    let has_terminal = frozen_terminal;
-    if has_terminal && matches!(end, Ok(DestMsg::Complete { .. })) {
+    // Silence from here on: a destination that is alive but cut off
+    // counts us gone and kills its copy.
+    drop(beat);
+    let lost_at = Instant::now();
+    let complete = matches!(end, Ok(DestMsg::Complete { .. }));
+    let mut kept = None;
+    if complete && frozen_terminal {
         // A terminal's session leader waits for this pid: the original
         // becomes the deputy that stands in for the process here.
         crate::deputy::made(pid);
         if let Err(e) = deputize(task, &mem, cx, id) {
             warn!(error = %e, "the deputy could not be made: the original was killed");
         }
-    } else {
-        if matches!(end, Ok(DestMsg::Complete { .. })) {
-            // Its deputy (if this host served one) now talks to the new host.
-            crate::deputy::moved(pid, cx.addr, id);
-        }
+    } else if complete {
+        // Its deputy (if this host served one) now talks to the new host.
+        crate::deputy::moved(pid, cx.addr, id);
         task.kill();
+    } else {
+        kept = Some(task);
     }
     let _ = demand.shutdown(Shutdown::Both);
     let _ = bulk.shutdown(Shutdown::Both);
@@ -593,15 +626,193 @@ pub fn migrate(
             info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
             Reply::Complete(rec)
         }
-        Ok(DestMsg::Failed(e)) => lost(&mut rec, format!("post-copy failed on {}: {e}", cx.to)),
-        Ok(other) => lost(
-            &mut rec,
-            format!("unexpected answer from {}: {other:?}", cx.to),
-        ),
-        Err(e) => lost(
-            &mut rec,
-            format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
-        ),
+        other => {
+            // The destination said its copy is gone, or it went silent.
+            let (what, copy_gone) = match other {
+                Ok(DestMsg::Failed(e)) => (format!("post-copy failed on {}: {e}", cx.to), true),
+                Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
+                Err(e) => (
+                    format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
+                    false,
+                ),
+            };
+            let _ = ctl.shutdown(Shutdown::Both);
+            let Some(task) = kept else {
+                return lost(&mut rec, what);
+            };
+            let loss = Loss {
+                what,
+                copy_gone,
+                at: lost_at,
+            };
+            after_loss(cx, caller_uid, id, task, loss, opts.on_loss, rec, progress)
+        }
+    }
+}
+
+/// How the destination was lost after the commit.
+struct Loss {
+    what: String,
+    /// The destination said its copy is gone (killed).
+    copy_gone: bool,
+    /// When this side stopped beating.
+    at: Instant,
+}
+
+impl Loss {
+    /// Waits until the copy on the destination is known gone: it said so,
+    /// or it has heard nothing from us long enough to have killed it (its
+    /// agent's own silence bound, twice over), or its agent died (the
+    /// keeper kills it then).
+    fn wait_copy_gone(&self) {
+        if !self.copy_gone {
+            let until = self.at + 2 * peer::PEER_SILENCE;
+            std::thread::sleep(until.saturating_duration_since(Instant::now()));
+        }
+    }
+}
+
+/// The destination was lost after the commit: the original, frozen here
+/// since before its copy ran, is killed, resumed or kept as `policy` says.
+#[allow(clippy::too_many_arguments)]
+fn after_loss(
+    cx: &SourceCtx<'_>,
+    uid: u32,
+    id: u64,
+    task: FrozenOriginal,
+    loss: Loss,
+    policy: LossPolicy,
+    mut rec: MigrationRecord,
+    progress: &mut dyn FnMut(&Reply),
+) -> Reply {
+    let pid = rec.pid;
+    let failed = |rec: &mut MigrationRecord, outcome: String, error: String, resumed: bool| {
+        rec.outcome = outcome;
+        Reply::Failed {
+            error,
+            resumed_original: resumed,
+            record: Some(Box::new(rec.clone())),
+        }
+    };
+    let resume = |task: FrozenOriginal, rec: &mut MigrationRecord| {
+        loss.wait_copy_gone();
+        drop(task);
+        info!(id, pid, "the original runs here again");
+        failed(
+            rec,
+            format!("{}; original resumed", loss.what),
+            format!(
+                "{}; its copy on {} is gone and the original runs here again",
+                loss.what, cx.to
+            ),
+            true,
+        )
+    };
+    match policy {
+        LossPolicy::Kill => {
+            task.kill();
+            failed(
+                &mut rec,
+                loss.what.clone(),
+                format!(
+                    "{}; the original (pid {pid}) was killed: the process is lost unless it runs on {}",
+                    loss.what, cx.to
+                ),
+                false,
+            )
+        }
+        LossPolicy::Resume => resume(task, &mut rec),
+        LossPolicy::Keep => {
+            let decisions = cx.kept.keep(id, uid);
+            warn!(id, pid, "{}: the original is kept frozen", loss.what);
+            progress(&failed(
+                &mut rec,
+                format!("{}; original kept frozen", loss.what),
+                format!(
+                    "{}; the original (pid {pid}) is kept frozen here: `migrate resolve {id:x} --kill` \
+                     ends it, `migrate resolve {id:x} --resume` runs it here again",
+                    loss.what
+                ),
+                false,
+            ));
+            // Until someone decides (or this agent dies, and the original
+            // with it: PTRACE_O_EXITKILL).
+            let (action, answer) = match decisions.recv() {
+                Ok(d) => d,
+                Err(_) => (Resolution::Kill, std::sync::mpsc::channel().0),
+            };
+            cx.kept.forget(id);
+            let reply = match action {
+                Resolution::Kill => {
+                    task.kill();
+                    let _ = answer.send(format!("pid {pid} (migration {id:x}) was killed"));
+                    failed(
+                        &mut rec,
+                        format!("{}; original killed on request", loss.what),
+                        format!(
+                            "{}; the original (pid {pid}) was killed on request",
+                            loss.what
+                        ),
+                        false,
+                    )
+                }
+                Resolution::Resume => {
+                    let r = resume(task, &mut rec);
+                    let _ = answer.send(format!("pid {pid} (migration {id:x}) runs here again"));
+                    r
+                }
+            };
+            progress(&reply);
+            reply
+        }
+    }
+}
+
+/// A decision on a kept original and where to say what was done.
+type Decision = (Resolution, std::sync::mpsc::Sender<String>);
+
+/// Originals kept frozen after their destination was lost, by migration id:
+/// their owner's uid and the way to the session holding each.
+#[derive(Default)]
+pub struct KeptOriginals {
+    map: std::sync::Mutex<std::collections::HashMap<u64, (u32, std::sync::mpsc::Sender<Decision>)>>,
+}
+
+impl KeptOriginals {
+    fn keep(&self, id: u64, uid: u32) -> std::sync::mpsc::Receiver<Decision> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, (uid, tx));
+        rx
+    }
+
+    fn forget(&self, id: u64) {
+        self.map
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&id);
+    }
+
+    /// Carries out `action` on migration `id`'s kept original for a caller
+    /// of uid `uid`; returns what was done, or why not.
+    pub fn resolve(&self, id: u64, uid: u32, action: Resolution) -> Result<String, String> {
+        let tx = {
+            let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&id) {
+                None => return Err(format!("migration {id:x} keeps no frozen original here")),
+                Some((owner, _)) if uid != 0 && *owner != uid => {
+                    return Err(format!("migration {id:x} belongs to another user"))
+                }
+                Some((_, tx)) => tx.clone(),
+            }
+        };
+        let (answer, done) = std::sync::mpsc::channel();
+        tx.send((action, answer))
+            .map_err(|_| format!("migration {id:x} is no longer kept"))?;
+        done.recv_timeout(4 * peer::PEER_SILENCE)
+            .map_err(|_| format!("migration {id:x}: no answer from its session"))
     }
 }
 

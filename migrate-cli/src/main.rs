@@ -10,7 +10,9 @@ use std::process::ExitCode;
 
 use clap::{Parser, ValueEnum};
 use migrate_proto::frame;
-use migrate_proto::msg::{EagerSet, MigrateOptions, Mode, PushOrder, Reply, Request};
+use migrate_proto::msg::{
+    EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder, Reply, Request, Resolution,
+};
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
 
@@ -72,6 +74,40 @@ struct MigrateArgs {
     /// Compress pages with LZ4 on every lane.
     #[arg(long, value_enum, default_value = "off")]
     compress: CompressArg,
+    /// If the destination is lost after the commit, the frozen original
+    /// here is kept (until `migrate resolve`), killed, or resumed once its
+    /// copy is known gone.
+    #[arg(long, value_enum, default_value = "keep")]
+    on_loss: OnLossArg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum OnLossArg {
+    /// Keep it frozen until `migrate resolve ID --kill|--resume`.
+    Keep,
+    /// Kill it: the process is lost unless its copy runs on.
+    Kill,
+    /// Run it here again once the copy is known gone.
+    Resume,
+}
+
+/// Decides the fate of an original kept frozen after its destination was
+/// lost: end it, or run it again here.
+#[derive(Debug, Parser)]
+#[command(name = "migrate resolve")]
+struct ResolveArgs {
+    /// Migration id (hex prefix, as `migrate list --history` prints it).
+    id: String,
+    /// End the kept original.
+    #[arg(long, conflicts_with = "resume", required_unless_present = "resume")]
+    kill: bool,
+    /// Run the kept original here again (waits until the copy on the
+    /// destination is known gone).
+    #[arg(long)]
+    resume: bool,
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -479,6 +515,11 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
             PushOrderArg::NearFaults => PushOrder::NearFaults,
         },
         compress: args.compress == CompressArg::Lz4,
+        on_loss: match args.on_loss {
+            OnLossArg::Keep => LossPolicy::Keep,
+            OnLossArg::Kill => LossPolicy::Kill,
+            OnLossArg::Resume => LossPolicy::Resume,
+        },
     };
     let req = Request::Migrate {
         pid: args.pid,
@@ -563,6 +604,10 @@ fn main() -> ExitCode {
             Ok(a) => run_report(a),
             Err(e) => usage(e),
         },
+        Some("resolve") => match ResolveArgs::try_parse_from(sub(&argv)) {
+            Ok(a) => run_resolve(a),
+            Err(e) => usage(e),
+        },
         _ => match MigrateArgs::try_parse_from(&argv) {
             Ok(a) => run_migrate(a),
             Err(e) => usage(e),
@@ -574,6 +619,31 @@ fn main() -> ExitCode {
             eprintln!("migrate: {e:#}");
             ExitCode::from(code)
         }
+    }
+}
+
+fn run_resolve(args: ResolveArgs) -> Result<(), Exit> {
+    let (records, _) = history(&args.socket)?;
+    let id = find(&records, &args.id)?.id;
+    let mut s = connect(&args.socket)?;
+    let action = if args.kill {
+        Resolution::Kill
+    } else {
+        Resolution::Resume
+    };
+    frame::write_msg(&mut s, &Request::Resolve { id, action })
+        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    match frame::read_msg::<Reply>(&mut s) {
+        Ok(Reply::Resolved(what)) => {
+            println!("{what}");
+            Ok(())
+        }
+        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
+        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+        Err(e) => Err(Exit(
+            3,
+            anyhow::Error::new(e).context("talking to the agent"),
+        )),
     }
 }
 

@@ -75,6 +75,15 @@ fn migrate_misuse_gives_a_clear_error_and_a_non_zero_exit() {
     );
     check(m, &["status"], 3, "no agent at");
     check(m, &["list", "--history"], 3, "no agent at");
+    check(m, &["resolve"], 2, "required arguments");
+    check(m, &["resolve", "ab12"], 2, "required arguments");
+    check(
+        m,
+        &["resolve", "ab12", "--kill", "--resume"],
+        2,
+        "cannot be used with",
+    );
+    check(m, &["resolve", "ab12", "--kill"], 3, "no agent at");
     check(m, &["check", "4242"], 3, "no agent at");
 }
 

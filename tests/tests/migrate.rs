@@ -3,6 +3,7 @@
 
 use std::fs;
 use std::process::{Command, Stdio};
+use std::thread::sleep;
 use std::time::{Duration, Instant};
 
 use migrate_tests::bins::bin;
@@ -570,6 +571,36 @@ fn a_destination_agent_dying_during_postcopy_never_leaves_zeros_running() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}");
     assert!(err.contains("lost host2"), "{err}");
+    // By default the original is kept, frozen, until someone decides.
+    assert!(err.contains("is kept frozen here"), "{err}");
+    sleep(Duration::from_secs(1));
+    assert!(
+        alive_in(c.h1(), w.pid),
+        "the original was freed without a decision"
+    );
+    let id = err
+        .split("migrate resolve ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a resolve command in the message")
+        .to_string();
+    let other = c.migrate(&["resolve", "0123456789abcdef", "--kill"]);
+    assert_ne!(other.status.code(), Some(0));
+    let out = c.migrate(&["resolve", &id, "--kill"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("was killed"));
+    assert!(
+        wait_until(10, || !alive_in(c.h1(), w.pid)),
+        "the original outlived the decision"
+    );
+    // Decided once: a second decision finds nothing kept.
+    let again = c.migrate(&["resolve", &id, "--resume"]);
+    assert_refused(&again, 1, "keeps no frozen original");
 }
 
 #[test]

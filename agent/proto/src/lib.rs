@@ -42,7 +42,13 @@ pub mod msg;
 pub mod record;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
+
+/// After the commit each agent sends a heartbeat on the control lane this
+/// often, milliseconds.
+pub const HEARTBEAT_EVERY_MS: u64 = 1000;
+/// A peer silent this long after the commit counts as gone, milliseconds.
+pub const PEER_SILENCE_MS: u64 = 5000;
 
 /// Size of a page on the supported architecture (x86_64).
 pub const PAGE_SIZE: u64 = 4096;

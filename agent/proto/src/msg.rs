@@ -81,6 +81,33 @@ pub struct MigrateOptions {
     pub push_order: PushOrder,
     /// Compress pages with LZ4 on every lane.
     pub compress: bool,
+    /// What happens to the frozen original if the destination is lost
+    /// after the commit.
+    #[serde(default)]
+    pub on_loss: LossPolicy,
+}
+
+/// The fate of the frozen original when the destination is lost after the
+/// commit (its copy may have run; the original has not since the freeze).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum LossPolicy {
+    /// Keep it frozen until `migrate resolve ID --kill|--resume`.
+    #[default]
+    Keep,
+    /// Kill it: the process is lost unless its copy runs on.
+    Kill,
+    /// Run it again here, once the copy is known gone (the destination
+    /// said so, or it was silent long enough to have killed it).
+    Resume,
+}
+
+/// What `migrate resolve` does with a kept original.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Resolution {
+    /// End it.
+    Kill,
+    /// Run it again on this host.
+    Resume,
 }
 
 impl Default for MigrateOptions {
@@ -95,6 +122,7 @@ impl Default for MigrateOptions {
             eager_budget_pages: u64::MAX,
             push_order: PushOrder::Sequential,
             compress: false,
+            on_loss: LossPolicy::Keep,
         }
     }
 }
@@ -126,6 +154,14 @@ pub enum Request {
         /// Options.
         opts: MigrateOptions,
     },
+    /// Decide the fate of an original kept frozen after its destination
+    /// was lost (`Reply::Resolved`).
+    Resolve {
+        /// The migration.
+        id: u64,
+        /// What to do.
+        action: Resolution,
+    },
     /// From a deputy (a process this agent made one): open its lane to
     /// the agent at `addr` for migration `id`; after `Reply::Bridged` the
     /// connection carries that lane's frames both ways.
@@ -142,6 +178,8 @@ pub enum Request {
 pub enum Reply {
     /// Answer to `DeputyLane`: the lane is open.
     Bridged,
+    /// Answer to `Resolve`: what was done.
+    Resolved(String),
     /// Answer to `Hello`.
     Welcome {
         /// Agent's protocol version.
@@ -285,6 +323,9 @@ pub enum SourceMsg {
     Abort(String),
     /// The original is gone; post-copy is over.
     Done,
+    /// The source is alive (after the commit, every
+    /// [`crate::HEARTBEAT_EVERY_MS`]).
+    Heartbeat,
 }
 
 /// Destination → source on the control lane.
@@ -313,6 +354,9 @@ pub enum DestMsg {
     },
     /// Running on the destination.
     Resumed,
+    /// The destination is alive (after the commit, every
+    /// [`crate::HEARTBEAT_EVERY_MS`]).
+    Heartbeat,
     /// Every lazy page is installed or discarded.
     Complete {
         /// Pages the process discarded before they arrived.

@@ -1,0 +1,103 @@
+//! After the commit both agents beat on the control lane: a link cut
+//! during post-copy is noticed on both sides without any help from TCP.
+//! The destination kills its copy (its pages cannot come); the source,
+//! with `--on-loss resume`, runs the frozen original again once the copy
+//! must be gone.
+
+use std::process::Stdio;
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+use migrate_tests::bins::bin;
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+
+#[test]
+fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "64"]);
+    assert!(w.wait_for("ready 64", 60));
+    // Demand paging only: post-copy stays open while the process runs.
+    let mut m = c
+        .h1()
+        .command(bin("migrate"))
+        .args([
+            &w.pid.to_string(),
+            "--to",
+            "host2",
+            "--push-rate",
+            "0",
+            "--on-loss",
+            "resume",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let find = |c: &Cluster| {
+        let out = c
+            .h2()
+            .command("pgrep")
+            .args(["-x", "workload"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .next()
+            .and_then(|p| p.parse::<i32>().ok())
+    };
+    assert!(
+        wait_until(30, || find(&c).is_some()),
+        "never resumed on host2\n{}",
+        c.logs()
+    );
+    let copy = find(&c).unwrap();
+    // It runs there (ticks go on) before the link goes.
+    let n = w.ticks().len();
+    assert!(
+        wait_until(20, || w.ticks().len() > n + 10),
+        "no ticks on host2"
+    );
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["link", "set", "mgl0", "down"])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "could not cut the link");
+    let cut = Instant::now();
+
+    // The destination hears nothing more and kills its copy.
+    assert!(
+        wait_until(60, || !alive_in(c.h2(), copy)),
+        "the copy outlived the link:\n{}",
+        c.logs()
+    );
+    // The source gives up on the destination and, as asked, resumes the
+    // original once the copy must be gone.
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = m.try_wait().unwrap() {
+            break Some(st);
+        }
+        if t.elapsed() > Duration::from_secs(90) {
+            break None;
+        }
+        sleep(Duration::from_millis(50));
+    };
+    if status.is_none() {
+        let _ = m.kill();
+    }
+    let out = m.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    eprintln!("migrate ended {:?} after the cut: {err}", cut.elapsed());
+    assert_eq!(out.status.code(), Some(1), "{err}\n{}", c.logs());
+    assert!(err.contains("lost host2 during post-copy"), "{err}");
+    assert!(err.contains("runs here again"), "{err}");
+    assert_untouched(&c, &w);
+    assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 16384");
+}
