@@ -42,9 +42,12 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
     (2048, 10300.0, 254.0, 15.1),
 ];
 
-/// A way to migrate: label, `migrate` flags.
-const MODES: [(&str, &[&str]); 6] = [
+/// A way to migrate: label, `migrate` flags. Agents authenticate and
+/// encrypt, as by default, except for the `-insecure` mode (plaintext
+/// agents: the cost of the encryption).
+const MODES: [(&str, &[&str]); 7] = [
     ("postcopy", &["--mode", "postcopy"]),
+    ("postcopy-insecure", &["--mode", "postcopy"]),
     ("postcopy-lz4", &["--mode", "postcopy", "--compress", "lz4"]),
     (
         "postcopy-capped",
@@ -64,7 +67,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy] [--repeat N] [--out DIR] [--criu PATH]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -484,11 +487,28 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
     let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
     let (h1, h2) = (lab.host("host1"), lab.host("host2"));
     let agent = bin("migrate-agent");
+    let cluster = lab.shared_dir().join("cluster");
+    let cluster = cluster.to_string_lossy().into_owned();
+    let security: &[&str] = if mode.ends_with("-insecure") {
+        &["--insecure"]
+    } else {
+        &["--auth", &cluster]
+    };
     let a1 = h1
-        .spawn_agent(&agent, &[h2], &lab.shared_dir().join("agent1.log"))
+        .spawn_agent_with(
+            &agent,
+            &[h2],
+            &lab.shared_dir().join("agent1.log"),
+            security,
+        )
         .map_err(|e| e.to_string())?;
     let a2 = h2
-        .spawn_agent(&agent, &[h1], &lab.shared_dir().join("agent2.log"))
+        .spawn_agent_with(
+            &agent,
+            &[h1],
+            &lab.shared_dir().join("agent2.log"),
+            security,
+        )
         .map_err(|e| e.to_string())?;
     let out = lab.shared_dir().join("workload.out");
     let mut w = h1
