@@ -371,7 +371,10 @@ fn rebuild(
 
     // 3. Commit or abort.
     let signals = match frame::read_msg::<SourceMsg>(ctl) {
-        Ok(SourceMsg::Commit { signals }) => {
+        Ok(SourceMsg::Commit {
+            id: committed,
+            signals,
+        }) if committed == id => {
             // Post-copy lasts as long as the process takes to touch its
             // pages.
             let _ = ctl.set_read_timeout(None);

@@ -844,6 +844,57 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_record_is_recognised_and_never_acted_on() {
+        let (_d, sec) = cluster(&["host1", "host2"]);
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = l.local_addr().unwrap();
+        // A relay that sends the first data record twice (a replay).
+        let relay = TcpListener::bind("127.0.0.1:0").unwrap();
+        let raddr = relay.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut c, _) = relay.accept().unwrap();
+            let mut u = TcpStream::connect(addr).unwrap();
+            let (mut c2, mut u2) = (c.try_clone().unwrap(), u.try_clone().unwrap());
+            std::thread::spawn(move || io::copy(&mut u2, &mut c2));
+            // Preamble, handshake messages 1 (e, and a tag: the psk mixes
+            // the ephemeral key in) and 3 (the second comes back
+            // the other way), then one record: length and body.
+            for n in [5, 50, 66] {
+                let mut b = vec![0u8; n];
+                c.read_exact(&mut b).unwrap();
+                u.write_all(&b).unwrap();
+            }
+            let mut len = [0u8; 2];
+            c.read_exact(&mut len).unwrap();
+            let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+            c.read_exact(&mut body).unwrap();
+            for _ in 0..2 {
+                u.write_all(&len).unwrap();
+                u.write_all(&body).unwrap();
+            }
+            let _ = io::copy(&mut c, &mut u);
+        });
+        let s1 = sec[1].clone();
+        let t = std::thread::spawn(move || {
+            let (s, _) = l.accept().unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let (mut s, _) = s1.respond(s).unwrap();
+            let mut first = [0u8; 6];
+            s.read_exact(&mut first).unwrap();
+            let mut again = [0u8; 6];
+            (first, s.read_exact(&mut again).map(|_| again))
+        });
+        let s = TcpStream::connect(raddr).unwrap();
+        let (mut a, _) = sec[0].initiate(s).unwrap();
+        a.write_all(b"commit").unwrap();
+        a.write_all(b"second").unwrap();
+        let (first, again) = t.join().unwrap();
+        assert_eq!(&first, b"commit");
+        // Neither the replay read as a new message, nor anything after it.
+        assert!(again.is_err(), "read {:?} after a replayed record", again);
+    }
+
+    #[test]
     fn keygen_checks_its_input_and_never_overwrites() {
         let d = tempdir::Dir::new();
         assert!(keygen(d.path(), &[]).is_err());

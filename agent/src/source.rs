@@ -450,7 +450,7 @@ pub fn migrate(
             warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
         }
     }
-    let early = match frame::write_msg(&mut ctl, &SourceMsg::Commit { signals }) {
+    let early = match frame::write_msg(&mut ctl, &SourceMsg::Commit { id, signals }) {
         Err(e) => Some((
             format!("lost {} at commit: {}", cx.to, error_chain(&e)),
             false,

@@ -316,6 +316,9 @@ pub enum SourceMsg {
     /// The original will never run again: resume yours, and deliver
     /// these signals that were pending on the original.
     Commit {
+        /// The migration committed (as in `Core`): a commit for another
+        /// is refused.
+        id: u64,
         /// Signal numbers.
         signals: Vec<i32>,
     },
