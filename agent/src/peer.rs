@@ -178,6 +178,11 @@ impl LaneTable {
     }
 }
 
+/// Nice value of the threads that push and install pages in the
+/// background (the bulk lane's ends): the migrated process and demand
+/// faults get the CPU first.
+pub const BULK_NICE: i32 = 10;
+
 /// How often a heartbeat goes out after the commit.
 pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(migrate_proto::HEARTBEAT_EVERY_MS);
 /// A peer silent this long after the commit counts as gone.

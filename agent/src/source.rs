@@ -1134,6 +1134,8 @@ fn spawn_push(
     let (rate_mib, order, compress) = (opts.push_rate_mib, opts.push_order, opts.compress);
     std::thread::spawn(move || {
         let Some(s) = lane else { return };
+        // The push is background work: faults and the process come first.
+        let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
         let mut w = std::io::BufWriter::with_capacity(1 << 20, &s);
         let t0 = Instant::now();
         let mut sent_bytes = 0u64;

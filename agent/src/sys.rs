@@ -28,6 +28,18 @@ pub fn fill_random(buf: &mut [u8]) -> io::Result<()> {
     Ok(())
 }
 
+/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps
+/// a nice value per thread): background work yields the CPU to the
+/// migrated process and to fault service.
+pub fn set_thread_nice(nice: i32) -> io::Result<()> {
+    // SAFETY: plain syscalls with integer arguments, on this thread only.
+    let ret = unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, nice)
+    };
+    check(libc::c_long::from(ret)).map(|_| ())
+}
+
 /// `pidfd_open(pid, 0)`.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.
