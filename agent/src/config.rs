@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub peers: BTreeMap<String, SocketAddr>,
     /// Largest open file shipped when the destination lacks it, MiB.
     pub ship_limit_mib: Option<u64>,
+    /// Most migrations this agent receives at once.
+    pub max_incoming: Option<usize>,
     /// Directory of the cluster's credentials (`migrate-agent keygen`).
     pub auth: Option<PathBuf>,
     /// Talk to peers in plaintext, unauthenticated.
@@ -77,6 +79,8 @@ pub struct Flags {
     pub peers: Vec<String>,
     /// `--ship-limit-mib`.
     pub ship_limit_mib: Option<u64>,
+    /// `--max-incoming`.
+    pub max_incoming: Option<usize>,
     /// `--auth DIR`.
     pub auth: Option<PathBuf>,
     /// `--insecure`.
@@ -108,9 +112,15 @@ pub struct Config {
     /// Largest open file shipped when the destination lacks it (or it was
     /// deleted), MiB.
     pub ship_limit_mib: u64,
+    /// Most migrations received at once; more are refused before the
+    /// source freezes anything.
+    pub max_incoming: usize,
     /// How links to peers are secured.
     pub auth: PeerAuth,
 }
+
+/// Default of [`Config::max_incoming`].
+pub const DEFAULT_MAX_INCOMING: usize = 8;
 
 /// Default of [`Config::ship_limit_mib`].
 pub const DEFAULT_SHIP_LIMIT_MIB: u64 = 64;
@@ -136,6 +146,7 @@ impl Config {
             socket,
             peers,
             ship_limit_mib,
+            max_incoming,
             auth,
             insecure,
         } = flags;
@@ -182,6 +193,10 @@ impl Config {
             ship_limit_mib: ship_limit_mib
                 .or(fc.ship_limit_mib)
                 .unwrap_or(DEFAULT_SHIP_LIMIT_MIB),
+            max_incoming: max_incoming
+                .or(fc.max_incoming)
+                .unwrap_or(DEFAULT_MAX_INCOMING)
+                .max(1),
             auth,
         })
     }

@@ -7,10 +7,11 @@ use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use migrate_proto::frame;
-use migrate_proto::msg::{Lane, Reply, Request};
+use migrate_proto::msg::{Lane, PeerHello, Reply, Request};
 use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -66,6 +67,36 @@ pub struct Agent {
     history: History,
     security: Security,
     kept: source::KeptOriginals,
+    seen: dest::SeenIds,
+    /// Peer connections not yet authenticated.
+    handshaking: AtomicUsize,
+    /// Migrations being received.
+    incoming: AtomicUsize,
+}
+
+/// Most peer connections in their handshake at once; more are closed
+/// unanswered (each gets at most `CONNECT_TIMEOUT` anyway).
+const MAX_HANDSHAKES: usize = 32;
+
+/// Holds one unit of a counter for as long as it lives.
+struct Slot<'a>(&'a AtomicUsize);
+
+impl<'a> Slot<'a> {
+    /// Takes a unit if fewer than `max` are taken.
+    fn take(counter: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        counter
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Slot(counter))
+    }
+}
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Marks a pid as being migrated for as long as it lives.
@@ -154,6 +185,9 @@ pub fn run(config: Config) -> Result<(), StartError> {
         history: History::default(),
         security,
         kept: source::KeptOriginals::default(),
+        seen: dest::SeenIds::default(),
+        handshaking: AtomicUsize::new(0),
+        incoming: AtomicUsize::new(0),
     });
 
     let a = agent.clone();
@@ -186,7 +220,32 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
 fn serve_peer(agent: &Agent, s: TcpStream) {
     let peer_addr = s.peer_addr().ok();
-    let (s, hello) = match peer::accept(s, &agent.config.name, &agent.security) {
+    let Some(handshake) = Slot::take(&agent.handshaking, MAX_HANDSHAKES) else {
+        warn!(
+            ?peer_addr,
+            "too many peer connections in their handshake: closed"
+        );
+        return;
+    };
+    // A control lane is a migration received: at most max_incoming at once.
+    let mut session = None;
+    let admit = |hello: &PeerHello| {
+        if hello.lane != Lane::Control {
+            return Ok(());
+        }
+        let max = agent.config.max_incoming;
+        session = Slot::take(&agent.incoming, max);
+        match session {
+            Some(_) => Ok(()),
+            None => Err(format!(
+                "{} is busy: it is receiving {max} migrations already (--max-incoming)",
+                agent.config.name
+            )),
+        }
+    };
+    let accepted = peer::accept(s, &agent.config.name, &agent.security, admit);
+    drop(handshake);
+    let (s, hello) = match accepted {
         Ok(h) => h,
         Err(e) => {
             warn!(?peer_addr, error = %error_chain(&e), "peer greeting failed");
@@ -202,6 +261,7 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
                 s,
                 &agent.lanes,
                 &agent.stub,
+                &agent.seen,
             ) {
                 warn!(from = %hello.from, error = %error_chain(&e), "incoming migration failed");
             }

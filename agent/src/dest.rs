@@ -6,6 +6,7 @@ use std::net::Shutdown;
 
 use crate::secure::PeerStream;
 use crate::{error_chain, peer};
+use migrate_proto::envelope::Sequencer;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::sync::Arc;
@@ -131,7 +132,9 @@ pub fn serve(
     mut ctl: PeerStream,
     lanes: &LaneTable,
     stub: &Path,
+    seen: &SeenIds,
 ) -> Result<(), DestError> {
+    let seq = Arc::new(Sequencer::unbound());
     // Until the commit a silent source (a cut link, a dead host) ends the
     // session within a bound; what was built is killed.
     ctl.set_read_timeout(Some(STALL_TIMEOUT))
@@ -139,7 +142,7 @@ pub fn serve(
     ctl.set_write_timeout(Some(STALL_TIMEOUT))
         .map_err(FrameError::Io)?;
     // 1. Files.
-    let needs = match frame::read_msg::<SourceMsg>(&mut ctl)? {
+    let needs = match seq.recv::<SourceMsg>(&mut ctl)? {
         SourceMsg::FileCheck(needs) => needs,
         other => {
             return Err(DestError::Protocol(format!(
@@ -147,8 +150,15 @@ pub fn serve(
             )))
         }
     };
+    // The first message named the migration: once only.
+    let named = seq.id().unwrap_or_default();
+    if !seen.first_time(named) {
+        return Err(DestError::Protocol(format!(
+            "migration {named:x} was received here before: a replay, refused"
+        )));
+    }
     let (refused, missing, different) = check_files(host, &needs);
-    frame::write_msg(
+    seq.send(
         &mut ctl,
         &DestMsg::FileVerdict {
             refused,
@@ -174,12 +184,12 @@ pub fn serve(
                 }
                 continue;
             }
-            Ok(Frame::Control(body)) => frame::decode::<SourceMsg>(&body),
+            Ok(Frame::Control(body)) => seq.open::<SourceMsg>(&body),
             Err(e) => Err(e),
         };
         match msg {
             Ok(SourceMsg::ClockProbe) => {
-                frame::write_msg(
+                seq.send(
                     &mut ctl,
                     &DestMsg::Clock {
                         unix_us: crate::unix_us(),
@@ -213,6 +223,7 @@ pub fn serve(
         Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
         Ok(()) => rebuild(
             &mut ctl,
+            &seq,
             id,
             &image,
             opts.prefetch_pages,
@@ -224,7 +235,7 @@ pub fn serve(
     };
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
-        let _ = frame::write_msg(&mut ctl, &DestMsg::Failed(e.to_string()));
+        let _ = seq.send(&mut ctl, &DestMsg::Failed(e.to_string()));
     }
     result
 }
@@ -232,6 +243,7 @@ pub fn serve(
 #[allow(clippy::too_many_arguments)] // one call site; the session's pieces
 fn rebuild(
     ctl: &mut PeerStream,
+    seq: &Arc<Sequencer>,
     id: u64,
     image: &ProcessImage,
     prefetch: u32,
@@ -256,7 +268,7 @@ fn rebuild(
         loop {
             match frame::read_frame(ctl)? {
                 Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
-                Frame::Control(body) => match frame::decode::<SourceMsg>(&body)? {
+                Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                     SourceMsg::EagerDone => break,
                     SourceMsg::Abort(why) => {
                         return Err(DestError::Protocol(format!("source aborted: {why}")))
@@ -367,10 +379,10 @@ fn rebuild(
         }
     }
     events.push(("rebuilt".into(), crate::unix_us()));
-    frame::write_msg(ctl, &DestMsg::Ready { pid: r.pid })?;
+    seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
 
     // 3. Commit or abort.
-    let signals = match frame::read_msg::<SourceMsg>(ctl) {
+    let signals = match seq.recv::<SourceMsg>(ctl) {
         Ok(SourceMsg::Commit {
             id: committed,
             signals,
@@ -489,15 +501,15 @@ fn rebuild(
     }
     events.push(("resumed".into(), crate::unix_us()));
     info!(id, new_pid, "resumed");
-    frame::write_msg(ctl, &DestMsg::Resumed)?;
+    seq.send(ctl, &DestMsg::Resumed)?;
     // Both agents beat until the end; a source silent for PEER_SILENCE is
     // gone (dead, or cut off): its pages cannot come, so the lanes are
     // closed and the process is killed rather than left waiting forever.
     let beat = ctl
         .try_clone()
         .ok()
-        .map(|l| peer::Heartbeat::start(l, DestMsg::Heartbeat));
-    let watch = SourceWatch::start(ctl, &demand, &bulk, id)?;
+        .map(|l| peer::Heartbeat::start(l, seq.clone(), DestMsg::Heartbeat));
+    let watch = SourceWatch::start(ctl, seq.clone(), &demand, &bulk, id)?;
 
     let (outcome, discarded, faults) = match &handler {
         Some(h) => h.wait(),
@@ -521,7 +533,7 @@ fn rebuild(
                 info!(id, new_pid, "the process exited during post-copy");
             }
             drop(beat);
-            frame::write_msg(
+            seq.send(
                 ctl,
                 &DestMsg::Complete {
                     discarded_pages: discarded,
@@ -553,6 +565,29 @@ fn rebuild(
     }
 }
 
+/// Migrations this agent received (the latest [`SEEN_IDS`]): a control
+/// session naming one again is a replay and is refused.
+#[derive(Default)]
+pub struct SeenIds(std::sync::Mutex<std::collections::VecDeque<u64>>);
+
+/// How many migration ids [`SeenIds`] remembers.
+const SEEN_IDS: usize = 4096;
+
+impl SeenIds {
+    /// Records `id`; false if it was already there.
+    pub fn first_time(&self, id: u64) -> bool {
+        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        if v.contains(&id) {
+            return false;
+        }
+        if v.len() == SEEN_IDS {
+            v.pop_front();
+        }
+        v.push_back(id);
+        true
+    }
+}
+
 /// After the resume, the only reader of the control lane: skips the
 /// source's heartbeats, and if it falls silent for [`peer::PEER_SILENCE`]
 /// closes the page lanes (the fault handler then fails and the process is
@@ -565,6 +600,7 @@ struct SourceWatch {
 impl SourceWatch {
     fn start(
         ctl: &PeerStream,
+        seq: Arc<Sequencer>,
         demand: &PeerStream,
         bulk: &PeerStream,
         id: u64,
@@ -582,7 +618,7 @@ impl SourceWatch {
         let over = finished.clone();
         let (tx, done) = std::sync::mpsc::channel();
         std::thread::spawn(move || loop {
-            match frame::read_msg::<SourceMsg>(&mut reader) {
+            match seq.recv::<SourceMsg>(&mut reader) {
                 Ok(SourceMsg::Heartbeat) => continue,
                 Ok(SourceMsg::Done) => {
                     let _ = tx.send(());
@@ -648,6 +684,19 @@ fn is_eof(e: &FrameError) -> bool {
 mod tests {
     use super::*;
     use migrate_proto::image::{FdEntry, FdKind};
+
+    #[test]
+    fn a_migration_id_is_received_once() {
+        let seen = SeenIds::default();
+        assert!(seen.first_time(7));
+        assert!(seen.first_time(8));
+        assert!(!seen.first_time(7), "a replayed migration was accepted");
+        for id in 100..100 + SEEN_IDS as u64 {
+            seen.first_time(id);
+        }
+        // Bounded: the oldest are forgotten.
+        assert!(seen.first_time(7));
+    }
 
     fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
         let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();

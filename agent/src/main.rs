@@ -31,6 +31,10 @@ struct Args {
     /// lacks it or it was deleted, MiB [default: 64].
     #[arg(long, value_name = "MIB")]
     ship_limit_mib: Option<u64>,
+    /// Most migrations received at once; more are refused before the
+    /// source freezes anything [default: 8].
+    #[arg(long, value_name = "N")]
+    max_incoming: Option<usize>,
     /// Directory of the cluster's credentials, made by `keygen`
     /// [default: /etc/migrate/cluster if it exists].
     #[arg(long, value_name = "DIR")]
@@ -100,6 +104,7 @@ fn main() -> ExitCode {
             socket: args.socket,
             peers: args.peers,
             ship_limit_mib: args.ship_limit_mib,
+            max_incoming: args.max_incoming,
             auth: args.auth,
             insecure: args.insecure,
         },

@@ -69,6 +69,7 @@ pub fn connect(
     let tcp = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
         .map_err(|source| PeerError::Unreachable { addr, source })?;
     let _ = tcp.set_nodelay(true);
+    keep_alive(&tcp);
     tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
         .map_err(|source| PeerError::Unreachable { addr, source })?;
     tcp.set_write_timeout(Some(CONNECT_TIMEOUT))
@@ -99,13 +100,18 @@ pub fn connect(
 /// Secures an accepted connection as `sec` says, reads the peer's greeting
 /// and answers it. When authenticated, the greeting's `from` is the name
 /// the peer's key proves.
+///
+/// `admit` may refuse the greeting (e.g. the agent is busy): the peer then
+/// hears why, and nothing else happens.
 pub fn accept(
     tcp: TcpStream,
     me: &str,
     sec: &Security,
+    admit: impl FnOnce(&PeerHello) -> Result<(), String>,
 ) -> Result<(PeerStream, PeerHello), PeerError> {
     let addr = tcp.peer_addr().map_err(FrameError::Io)?;
     let _ = tcp.set_nodelay(true);
+    keep_alive(&tcp);
     tcp.set_read_timeout(Some(CONNECT_TIMEOUT))
         .map_err(FrameError::Io)?;
     tcp.set_write_timeout(Some(CONNECT_TIMEOUT))
@@ -129,6 +135,10 @@ pub fn accept(
         frame::write_msg(&mut s, &PeerWelcome::Refused(why.clone()))?;
         return Err(PeerError::Refused { addr, reason: why });
     }
+    if let Err(why) = admit(&hello) {
+        frame::write_msg(&mut s, &PeerWelcome::Refused(why.clone()))?;
+        return Err(PeerError::Refused { addr, reason: why });
+    }
     frame::write_msg(
         &mut s,
         &PeerWelcome::Ok {
@@ -138,6 +148,15 @@ pub fn accept(
     )?;
     s.set_read_timeout(None).map_err(FrameError::Io)?;
     Ok((s, hello))
+}
+
+/// Every lane, also the long-lived ones without heartbeats (standard
+/// streams, deputies), learns of a dead peer or a cut link while idle from
+/// the kernel: keepalive probes after 5 s of silence, 1 s apart, 5 of them.
+fn keep_alive(tcp: &TcpStream) {
+    if let Err(e) = crate::sys::set_tcp_keepalive(tcp, 5, 1, 5) {
+        warn!(error = %e, "TCP keepalive not set: a dead peer may go unnoticed on idle lanes");
+    }
 }
 
 /// Incoming data lanes waiting for the control session that owns them.
@@ -197,8 +216,13 @@ pub struct Heartbeat {
 }
 
 impl Heartbeat {
-    /// Starts beating `msg` on `lane` (a clone of the control lane).
-    pub fn start<T: serde::Serialize + Send + 'static>(mut lane: PeerStream, msg: T) -> Heartbeat {
+    /// Starts beating `msg` on `lane` (a clone of the control lane, whose
+    /// messages `seq` numbers).
+    pub fn start<T: serde::Serialize + Send + 'static>(
+        mut lane: PeerStream,
+        seq: std::sync::Arc<migrate_proto::envelope::Sequencer>,
+        msg: T,
+    ) -> Heartbeat {
         use std::sync::atomic::Ordering;
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -208,7 +232,7 @@ impl Heartbeat {
             let mut next = Instant::now();
             while !flag.load(Ordering::Relaxed) {
                 if Instant::now() >= next {
-                    if frame::write_msg(&mut lane, &msg).is_err() {
+                    if seq.send(&mut lane, &msg).is_err() {
                         return;
                     }
                     next += HEARTBEAT_EVERY;

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use migrate_inject::{RemoteMem, Seized};
+use migrate_proto::envelope::Sequencer;
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
@@ -221,14 +222,17 @@ pub fn migrate(
         Err(r) => return refused(r.0),
     };
     let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
+    let id = migration_id(pid);
+    let seq = Arc::new(Sequencer::new(id));
     let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
         Ok(x) => x,
         Err(e) => return unreachable(e),
     };
     let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
     let _ = ctl.set_write_timeout(Some(STALL_TIMEOUT));
-    let verdict = frame::write_msg(&mut ctl, &SourceMsg::FileCheck(insp.needs.clone()))
-        .and_then(|_| frame::read_msg::<DestMsg>(&mut ctl));
+    let verdict = seq
+        .send(&mut ctl, &SourceMsg::FileCheck(insp.needs.clone()))
+        .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
     let ship: Vec<(i32, bool)> =
         match verdict {
             Ok(DestMsg::FileVerdict { refused: v, .. }) if !v.is_empty() => return refused(v),
@@ -268,11 +272,10 @@ pub fn migrate(
             Ok(other) => return refused(vec![format!("{}: unexpected answer {other:?}", cx.to)]),
             Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
         };
-    let clock = match sync_clock(&mut ctl) {
+    let clock = match sync_clock(&mut ctl, &seq) {
         Ok(c) => c,
         Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
     };
-    let id = migration_id(pid);
     let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id), cx.sec).and_then(|(d, _)| {
         Ok((
             d,
@@ -309,10 +312,10 @@ pub fn migrate(
     if opts.mode.precopies() {
         rec.timeline.precopy = us(t0);
         event(&mut rec, "pre-copy");
-        match precopy(&mut ctl, pid, opts, &mut rec) {
+        match precopy(&mut ctl, &seq, pid, opts, &mut rec) {
             Ok(t) => tracker = Some(t),
             Err(PreCopyError::Refused(why)) => {
-                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(why.clone()));
+                let _ = seq.send(&mut ctl, &SourceMsg::Abort(why.clone()));
                 return refused(vec![why]);
             }
             Err(PreCopyError::Lost(why)) => {
@@ -330,11 +333,11 @@ pub fn migrate(
     let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {
-            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("refused after freeze".into()));
+            let _ = seq.send(&mut ctl, &SourceMsg::Abort("refused after freeze".into()));
             return refused(r.0);
         }
         Err(e) => {
-            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(e.to_string()));
+            let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.to_string()));
             return failed(error_chain(&e), true);
         }
     };
@@ -355,11 +358,11 @@ pub fn migrate(
         match (end, lane) {
             (Ok(end), Ok((lane, _))) => streams.push((e.fd, end, output, lane)),
             (Err(err), _) => {
-                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("stdio".into()));
+                let _ = seq.send(&mut ctl, &SourceMsg::Abort("stdio".into()));
                 return failed(format!("taking fd {} of the original: {err}", e.fd), true);
             }
             (_, Err(err)) => {
-                let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort("stdio".into()));
+                let _ = seq.send(&mut ctl, &SourceMsg::Abort("stdio".into()));
                 return failed(
                     format!("opening the lane for fd {}: {}", e.fd, error_chain(&err)),
                     true,
@@ -379,8 +382,8 @@ pub fn migrate(
         .map(|p| p.count)
         .sum();
 
-    let shipped = ship_core(&mut ctl, id, &frozen, opts, &mut rec);
-    let new_pid = match shipped.and_then(|_| match frame::read_msg::<DestMsg>(&mut ctl) {
+    let shipped = ship_core(&mut ctl, &seq, id, &frozen, opts, &mut rec);
+    let new_pid = match shipped.and_then(|_| match seq.recv::<DestMsg>(&mut ctl) {
         Ok(DestMsg::Ready { pid }) => Ok(pid),
         Ok(DestMsg::Failed(e)) => Err(format!("{} could not rebuild the process: {e}", cx.to)),
         Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
@@ -390,7 +393,7 @@ pub fn migrate(
         Err(e) => {
             // A stalled link would hold the abort as long again: a short try.
             let _ = ctl.set_write_timeout(Some(Duration::from_millis(500)));
-            let _ = frame::write_msg(&mut ctl, &SourceMsg::Abort(e.clone()));
+            let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.clone()));
             drop(frozen); // released: the original runs on here
             return failed(e, true);
         }
@@ -450,14 +453,14 @@ pub fn migrate(
             warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
         }
     }
-    let early = match frame::write_msg(&mut ctl, &SourceMsg::Commit { id, signals }) {
+    let early = match seq.send(&mut ctl, &SourceMsg::Commit { id, signals }) {
         Err(e) => Some((
             format!("lost {} at commit: {}", cx.to, error_chain(&e)),
             false,
         )),
         Ok(()) => {
             let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
-            match frame::read_msg::<DestMsg>(&mut ctl) {
+            match seq.recv::<DestMsg>(&mut ctl) {
                 Ok(DestMsg::Resumed) => None,
                 Ok(DestMsg::Failed(e)) => {
                     Some((format!("{} could not resume the process: {e}", cx.to), true))
@@ -520,14 +523,15 @@ pub fn migrate(
     let beat = ctl
         .try_clone()
         .ok()
-        .map(|l| peer::Heartbeat::start(l, SourceMsg::Heartbeat));
+        .map(|l| peer::Heartbeat::start(l, seq.clone(), SourceMsg::Heartbeat));
     let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
     let (end_tx, end_rx) = std::sync::mpsc::channel();
     let mut end_reader = ctl.try_clone();
+    let end_seq = seq.clone();
     std::thread::spawn(move || {
         let end = match end_reader.as_mut() {
             Ok(s) => loop {
-                match frame::read_msg::<DestMsg>(s) {
+                match end_seq.recv::<DestMsg>(s) {
                     Ok(DestMsg::Heartbeat) => continue,
                     Err(e) if peer::is_timeout(&e) => {
                         break Err(frame::FrameError::Io(std::io::Error::new(
@@ -617,7 +621,7 @@ pub fn migrate(
             }
             event(&mut rec, "original released");
             rec.events.sort_by_key(|e| e.at_us);
-            let _ = frame::write_msg(&mut ctl, &SourceMsg::Done);
+            let _ = seq.send(&mut ctl, &SourceMsg::Done);
             rec.discarded_pages = discarded_pages;
             rec.faults = faults;
             rec.timeline.complete = us(t0);
@@ -931,12 +935,12 @@ fn frame_error(e: &frame::FrameError) -> String {
 /// Estimates the destination's clock offset (destination minus source,
 /// microseconds) and its uncertainty by Cristian's method: the peer's time
 /// plus half the round trip, over several probes, keeping the tightest.
-fn sync_clock(ctl: &mut PeerStream) -> Result<(i64, u64), frame::FrameError> {
+fn sync_clock(ctl: &mut PeerStream, seq: &Sequencer) -> Result<(i64, u64), frame::FrameError> {
     let mut best: Option<(u64, i64)> = None;
     for _ in 0..CLOCK_PROBES {
         let sent = crate::unix_us();
-        frame::write_msg(ctl, &SourceMsg::ClockProbe)?;
-        let peer = match frame::read_msg::<DestMsg>(ctl)? {
+        seq.send(ctl, &SourceMsg::ClockProbe)?;
+        let peer = match seq.recv::<DestMsg>(ctl)? {
             DestMsg::Clock { unix_us } => unix_us,
             other => {
                 return Err(frame::FrameError::Io(std::io::Error::other(format!(
@@ -970,6 +974,7 @@ enum PreCopyError {
 /// Returns the tracker, whose last scan happens in the freeze.
 fn precopy(
     ctl: &mut PeerStream,
+    seq: &Sequencer,
     pid: i32,
     opts: &MigrateOptions,
     rec: &mut MigrationRecord,
@@ -1007,7 +1012,8 @@ fn precopy(
                 addr += n * PAGE_SIZE;
             }
         }
-        frame::write_msg(&mut w, &SourceMsg::PreCopyRound { round, pages: sent }).map_err(lost)?;
+        seq.send(&mut w, &SourceMsg::PreCopyRound { round, pages: sent })
+            .map_err(lost)?;
         rec.precopy_rounds.push(sent);
         info!(pid, round, pages = sent, "pre-copy round");
         if sent <= opts.converge_pages || sent >= last {
@@ -1037,13 +1043,14 @@ fn put_pages(
 
 fn ship_core(
     ctl: &mut PeerStream,
+    seq: &Sequencer,
     id: u64,
     frozen: &Frozen,
     opts: &MigrateOptions,
     rec: &mut MigrationRecord,
 ) -> Result<(), String> {
     let err = |e: frame::FrameError| format!("sending the core: {}", frame_error(&e));
-    frame::write_msg(
+    seq.send(
         ctl,
         &SourceMsg::Core {
             id,
@@ -1072,7 +1079,7 @@ fn ship_core(
             }
         }
     }
-    frame::write_msg(&mut w, &SourceMsg::EagerDone).map_err(err)?;
+    seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
     w.flush().map_err(|e| err(e.into()))?;
     if opts.mode == Mode::StopCopy {
         debug_assert_eq!(rec.lazy_pages, 0);

@@ -40,6 +40,39 @@ pub fn set_thread_nice(nice: i32) -> io::Result<()> {
     check(libc::c_long::from(ret)).map(|_| ())
 }
 
+/// Makes the kernel notice a dead peer on an idle `sock` by itself:
+/// keepalive probes after `idle` seconds of silence, every `interval`
+/// seconds, `count` of them; a blocked read then fails instead of waiting
+/// forever. (No `TCP_USER_TIMEOUT`: it would also end a healthy connection
+/// whose reader is slow, e.g. a pipe into a pager.)
+pub fn set_tcp_keepalive(
+    sock: &impl AsRawFd,
+    idle: u32,
+    interval: u32,
+    count: u32,
+) -> io::Result<()> {
+    let fd = sock.as_raw_fd();
+    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
+        // SAFETY: `value` is a valid c_int for the duration of the call and
+        // its size is passed along.
+        let ret = unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        check(libc::c_long::from(ret)).map(|_| ())
+    };
+    let int = |v: u32| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
+    set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle))?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, int(interval))?;
+    set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(count))
+}
+
 /// `pidfd_open(pid, 0)`.
 pub fn pidfd_open(pid: i32) -> io::Result<OwnedFd> {
     // SAFETY: plain syscall with integer arguments.

@@ -6,6 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
+use migrate_proto::envelope::{Envelope, Sequencer};
 use migrate_proto::frame::{self, Frame};
 use migrate_proto::msg::{
     DeputyMsg, DestMsg, PageRequest, PeerHello, PeerWelcome, Reply, Request, SourceMsg,
@@ -13,6 +14,7 @@ use migrate_proto::msg::{
 
 fuzz_target!(|data: &[u8]| {
     let mut r = data;
+    let lane = Sequencer::unbound();
     // Each frame consumes at least its header: bounded by the input.
     while let Ok(f) = frame::read_frame(&mut r) {
         if let Frame::Control(body) = f {
@@ -24,6 +26,8 @@ fuzz_target!(|data: &[u8]| {
             let _ = frame::decode::<PeerWelcome>(&body);
             let _ = frame::decode::<DeputyMsg>(&body);
             let _ = frame::decode::<PageRequest>(&body);
+            let _ = frame::decode::<Envelope<SourceMsg>>(&body);
+            let _ = lane.open::<DestMsg>(&body);
         }
     }
 });

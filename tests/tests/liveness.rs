@@ -101,3 +101,63 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
     assert_untouched(&c, &w);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 16384");
 }
+
+#[test]
+fn a_busy_destination_refuses_before_the_freeze() {
+    require_lab!();
+    let lab = migrate_tests::lab::Lab::start().expect("lab");
+    let auth = lab.shared_dir().join("cluster");
+    let auth = auth.to_str().unwrap().to_string();
+    let c = Cluster::start_in(
+        lab,
+        [
+            &["--auth", &auth],
+            &["--auth", &auth, "--max-incoming", "1"],
+        ],
+    );
+    let w1 = Proc::start(c.h1(), c.path("w1.out"), WORKLOAD, &["--mib", "16"]);
+    let w2 = Proc::start(c.h1(), c.path("w2.out"), WORKLOAD, &["--mib", "16"]);
+    assert!(w1.wait_for("ready 16", 60) && w2.wait_for("ready 16", 60));
+    // The first stays in post-copy (no push) and holds host2's one slot.
+    let m1 = c
+        .h1()
+        .command(bin("migrate"))
+        .args([&w1.pid.to_string(), "--to", "host2", "--push-rate", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let on_host2 = |c: &Cluster| {
+        let out = c
+            .h2()
+            .command("pgrep")
+            .args(["-x", "workload"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .filter_map(|p| p.parse::<i32>().ok())
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        wait_until(30, || on_host2(&c).len() == 1),
+        "the first never ran on host2\n{}",
+        c.logs()
+    );
+    let out = c.migrate(&[&w2.pid.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "is busy");
+    assert_untouched(&c, &w2);
+    assert_eq!(verify_memory(&c, c.h1(), w2.pid, &w2), "verify ok 4096");
+    assert_eq!(on_host2(&c).len(), 1, "the refused one appeared on host2");
+    // The first ends (its process exits): the slot is free again.
+    signal_in(c.h2(), on_host2(&c)[0], "-KILL");
+    let out1 = m1.wait_with_output().unwrap();
+    assert_eq!(
+        out1.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out1.stderr)
+    );
+    let out = c.migrate(&[&w2.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+}

@@ -86,6 +86,9 @@ pub enum FrameError {
     /// A `Pages` header was inconsistent with its payload.
     #[error("malformed page frame: {0}")]
     BadPages(&'static str),
+    /// A control message out of sequence or of another migration.
+    #[error("control message refused: {0}")]
+    Sequence(String),
 }
 
 /// Header in front of the raw bytes of a `Pages` frame.

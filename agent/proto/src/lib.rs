@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses a socket lives here: the frame header
 //! ([`frame`]), the control messages between the CLI and its agent and
-//! between two agents ([`msg`]), the process image shipped at freeze time
+//! between two agents ([`msg`]; on a migration's control lane each in an
+//! [`envelope`] with the migration's id and a sequence number), the process image shipped at freeze time
 //! ([`image`]) and the per-migration record ([`record`]).
 //!
 //! # A migration on the wire
@@ -36,13 +37,14 @@
 //! clear error before anything else is exchanged.
 #![deny(unsafe_code)]
 
+pub mod envelope;
 pub mod frame;
 pub mod image;
 pub mod msg;
 pub mod record;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 4;
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.
