@@ -627,6 +627,12 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             .as_array()
             .map(|f| f.iter().filter_map(|s| s["latency_us"].as_f64()).collect())
             .unwrap_or_default();
+        // The slowest fault and when it was raised (ms after the resume).
+        let slowest = rec["faults"].as_array().and_then(|f| {
+            f.iter()
+                .filter_map(|s| Some((s["latency_us"].as_u64()?, s["at_us"].as_u64()?)))
+                .max()
+        });
         let p50 = percentile(&mut lat, 0.5);
         let p99 = percentile(&mut lat, 0.99);
         Ok(json!({
@@ -635,12 +641,20 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "verified": verified,
             "downtime_ms": downtime_ms,
             "downtime_reported_ms": rec["downtime_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            // When the workload's largest gap ended, and the agents'
+            // resume and completion, ms after the request: where a long
+            // gap comes from.
+            "largest_gap_end_ms": resumed_at.saturating_sub(start_ns) as f64 / 1e6,
+            "resume_ms": rec["timeline"]["resume"].as_f64().unwrap_or(0.0) / 1e3,
+            "complete_ms": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e3,
             "total_s": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e6,
             "residual_s": residual_ns as f64 / 1e9,
             "wire_bytes": bytes,
             "faults": lat.len(),
             "fault_p50_us": p50,
             "fault_p99_us": p99,
+            "fault_max_us": slowest.map(|m| m.0),
+            "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
             "throughput_after_1s": after.zip(before).map(|(a, b)| a / b),
             "agent_hwm_kib": [hwm.0, hwm.1],
