@@ -9,6 +9,8 @@ use thiserror::Error;
 
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
+/// Default state directory (the migration history).
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/migrate";
 /// Cluster credentials used when `--auth` is not given and this exists.
 pub const DEFAULT_AUTH_DIR: &str = "/etc/migrate/cluster";
 
@@ -59,6 +61,8 @@ pub struct FileConfig {
     pub ship_limit_mib: Option<u64>,
     /// Most migrations this agent receives at once.
     pub max_incoming: Option<usize>,
+    /// Where the agent keeps its state (the migration history).
+    pub state_dir: Option<PathBuf>,
     /// Directory of the cluster's credentials (`migrate-agent keygen`).
     pub auth: Option<PathBuf>,
     /// Talk to peers in plaintext, unauthenticated.
@@ -81,6 +85,8 @@ pub struct Flags {
     pub ship_limit_mib: Option<u64>,
     /// `--max-incoming`.
     pub max_incoming: Option<usize>,
+    /// `--state-dir`.
+    pub state_dir: Option<PathBuf>,
     /// `--auth DIR`.
     pub auth: Option<PathBuf>,
     /// `--insecure`.
@@ -115,6 +121,8 @@ pub struct Config {
     /// Most migrations received at once; more are refused before the
     /// source freezes anything.
     pub max_incoming: usize,
+    /// Where the agent keeps its state (the migration history).
+    pub state_dir: PathBuf,
     /// How links to peers are secured.
     pub auth: PeerAuth,
 }
@@ -147,6 +155,7 @@ impl Config {
             peers,
             ship_limit_mib,
             max_incoming,
+            state_dir,
             auth,
             insecure,
         } = flags;
@@ -197,6 +206,9 @@ impl Config {
                 .or(fc.max_incoming)
                 .unwrap_or(DEFAULT_MAX_INCOMING)
                 .max(1),
+            state_dir: state_dir
+                .or(fc.state_dir)
+                .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             auth,
         })
     }

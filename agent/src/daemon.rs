@@ -42,6 +42,14 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// The state directory could not be used.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
     /// Locating our own executable (the restore stub) failed.
     #[error("cannot find the agent's executable: {0}")]
     Exe(io::Error),
@@ -148,6 +156,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         }
         PeerAuth::Unset => return Err(StartError::NoCredentials),
     };
+    let history = History::open(&config.state_dir).map_err(|source| StartError::State {
+        path: config.state_dir.clone(),
+        source,
+    })?;
     // Rebuilt processes become our children once their stub's parent is
     // gone: we reap them and learn how they end (for deputies).
     if let Err(e) = sys::become_subreaper() {
@@ -182,7 +194,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         lanes: LaneTable::default(),
         in_flight: Mutex::new(HashSet::new()),
         stub,
-        history: History::default(),
+        history,
         security,
         kept: source::KeptOriginals::default(),
         seen: dest::SeenIds::default(),

@@ -35,6 +35,10 @@ struct Args {
     /// source freezes anything [default: 8].
     #[arg(long, value_name = "N")]
     max_incoming: Option<usize>,
+    /// Where the agent keeps its state: the history of migrations
+    /// [default: /var/lib/migrate].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
     /// Directory of the cluster's credentials, made by `keygen`
     /// [default: /etc/migrate/cluster if it exists].
     #[arg(long, value_name = "DIR")]
@@ -105,6 +109,7 @@ fn main() -> ExitCode {
             peers: args.peers,
             ship_limit_mib: args.ship_limit_mib,
             max_incoming: args.max_incoming,
+            state_dir: args.state_dir,
             auth: args.auth,
             insecure: args.insecure,
         },

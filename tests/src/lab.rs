@@ -305,6 +305,9 @@ impl Host {
         let f = std::fs::File::create(log)?;
         let mut c = self.command(agent_bin);
         c.args(security);
+        // State in the host's private /run: it outlives an agent restart,
+        // not the lab.
+        c.args(["--state-dir", "/run/migrate/state"]);
         c.args(["--name", &self.name])
             .args(["--listen", &format!("{}:{AGENT_PORT}", self.addr)])
             .args(["--socket", "/run/migrate/agent.sock"]);

@@ -87,6 +87,13 @@ fn a_restarted_agent_serves_new_migrations_at_once() {
     let first = c.migrate(&[&w.pid.to_string(), "--to", "host2"]);
     assert_eq!(first.status.code(), Some(0), "{}", c.logs());
     let (pid2, _) = parse_summary(&String::from_utf8_lossy(&first.stdout));
+    let history = |c: &Cluster| {
+        let out = c.migrate(&["list", "--history"]);
+        assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let before = history(&c);
+    assert!(before.contains("host2"), "{before}");
     // host1's agent dies and comes back; the process moves home through it.
     c.agents[0].kill();
     let again = c
@@ -99,6 +106,8 @@ fn a_restarted_agent_serves_new_migrations_at_once() {
         )
         .expect("agent restarts");
     c.agents[0] = again;
+    // Its history survived.
+    assert_eq!(history(&c), before);
     let back = c.migrate_from(c.h2(), &[&pid2.to_string(), "--to", "host1"]);
     assert_eq!(back.status.code(), Some(0), "{}", c.logs());
     let (pid1, _) = parse_summary(&String::from_utf8_lossy(&back.stdout));
