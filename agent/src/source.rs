@@ -1116,7 +1116,18 @@ fn spawn_demand(
                 return;
             }
             lazy.mark(req.addr, n);
-            match put_pages(&mut s, req.addr, &buf, compress) {
+            // The faulting page (the first) goes alone and first: the
+            // thread waiting on it runs again as soon as it is in; the
+            // prefetched rest follows in a second frame.
+            let first = (PAGE_SIZE as usize).min(buf.len());
+            let (head, rest) = buf.split_at(first);
+            let sent = put_pages(&mut s, req.addr, head, compress).and_then(|a| {
+                if rest.is_empty() {
+                    return Ok(a);
+                }
+                Ok(a + put_pages(&mut s, req.addr + PAGE_SIZE, rest, compress)?)
+            });
+            match sent {
                 Ok(n) => {
                     c.wire_bytes.fetch_add(n, Ordering::Relaxed);
                 }
