@@ -76,6 +76,7 @@ pub struct Agent {
     security: Security,
     kept: source::KeptOriginals,
     seen: dest::SeenIds,
+    lineages: crate::lineage::Lineages,
     /// Peer connections not yet authenticated.
     handshaking: AtomicUsize,
     /// Migrations being received.
@@ -198,6 +199,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
         security,
         kept: source::KeptOriginals::default(),
         seen: dest::SeenIds::default(),
+        lineages: crate::lineage::Lineages::default(),
         handshaking: AtomicUsize::new(0),
         incoming: AtomicUsize::new(0),
     });
@@ -274,12 +276,37 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
                 &agent.lanes,
                 &agent.stub,
                 &agent.seen,
+                &agent.lineages,
             ) {
                 warn!(from = %hello.from, error = %error_chain(&e), "incoming migration failed");
             }
         }
         lane => agent.lanes.put(lane, s),
     }
+}
+
+/// The processes `uid` may migrate from this host (root: anyone's), with
+/// their lineage: those the pre-flight checks pass.
+fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::ProcessEntry> {
+    let me = sys::getpid();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter()
+        .filter(|&p| p != me)
+        .filter_map(|p| preflight::inspect(p, uid, me, false).ok())
+        .map(|i| migrate_proto::msg::ProcessEntry {
+            pid: i.pid,
+            comm: i.comm,
+            uid: i.uid,
+            rss_kib: i.rss_kib,
+            lineage: agent.lineages.get(i.pid, &agent.config.name),
+        })
+        .collect()
 }
 
 fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameError> {
@@ -331,6 +358,22 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         },
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
+        Request::Register { pid } if pid == cred.pid => {
+            agent.lineages.set(
+                pid,
+                migrate_proto::image::Lineage {
+                    home: agent.config.name.clone(),
+                    moves: 0,
+                    cooperating: true,
+                },
+            );
+            info!(pid, "cooperating process registered");
+            Reply::Registered
+        }
+        Request::Register { pid } => Reply::Refused {
+            reasons: vec![format!("only process {pid} itself may register itself")],
+        },
+        Request::List => Reply::Processes(movable_processes(agent, cred.uid)),
         Request::Resolve { id, action } => match agent.kept.resolve(id, cred.uid, action) {
             Ok(what) => Reply::Resolved(what),
             Err(why) => Reply::Refused { reasons: vec![why] },
@@ -382,6 +425,7 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                             sec: &agent.security,
                             socket: &agent.config.socket,
                             kept: &agent.kept,
+                            lineages: &agent.lineages,
                         };
                         info!(pid, %to, uid = cred.uid, "migration requested");
                         let mut w = s.try_clone()?;

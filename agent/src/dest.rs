@@ -4,6 +4,7 @@
 
 use std::net::Shutdown;
 
+use crate::lineage::Lineages;
 use crate::secure::PeerStream;
 use crate::{error_chain, peer};
 use migrate_proto::envelope::Sequencer;
@@ -133,6 +134,7 @@ pub fn serve(
     lanes: &LaneTable,
     stub: &Path,
     seen: &SeenIds,
+    lineages: &Lineages,
 ) -> Result<(), DestError> {
     let seq = Arc::new(Sequencer::unbound());
     // Until the commit a silent source (a cut link, a dead host) ends the
@@ -230,6 +232,7 @@ pub fn serve(
             store,
             lanes,
             stub,
+            lineages,
             &mut events,
         ),
     };
@@ -250,6 +253,7 @@ fn rebuild(
     store: Option<PageStore>,
     lanes: &LaneTable,
     stub: &Path,
+    lineages: &Lineages,
     events: &mut Vec<(String, u64)>,
 ) -> Result<(), DestError> {
     if image.threads.is_empty() {
@@ -471,6 +475,13 @@ fn rebuild(
         });
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
     let new_pid = r.resume(&signals)?;
+    lineages.set(
+        new_pid,
+        migrate_proto::image::Lineage {
+            moves: image.lineage.moves + 1,
+            ..image.lineage.clone()
+        },
+    );
     if has_terminal {
         // From now on it has a deputy at home (made at completion).
         crate::deputy::hosted(new_pid, true);

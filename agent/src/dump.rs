@@ -367,6 +367,7 @@ pub fn freeze_and_dump(
         memfds,
         shipped: ship_files(pid, ship)?,
         deputy: false,
+        lineage: Default::default(),
     };
     Ok(Frozen { tasks, mem, image })
 }

@@ -10,6 +10,7 @@ pub mod fault;
 pub mod history;
 pub mod keeper;
 pub mod lazy;
+pub mod lineage;
 pub mod pageset;
 pub mod peer;
 pub mod preflight;

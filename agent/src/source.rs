@@ -54,6 +54,8 @@ pub struct SourceCtx<'a> {
     pub socket: &'a Path,
     /// Originals kept after their destination was lost.
     pub kept: &'a KeptOriginals,
+    /// Where local processes started and how often they moved.
+    pub lineages: &'a crate::lineage::Lineages,
 }
 
 fn us(t0: Instant) -> u64 {
@@ -346,6 +348,7 @@ pub fn migrate(
     // A process whose deputy this host serves takes the deputy along.
     let mut frozen = frozen;
     frozen.image.deputy = crate::deputy::has_deputy(pid);
+    frozen.image.lineage = cx.lineages.get(pid, cx.host);
     // Forwarded standard streams: our own copies of the original's ends,
     // and a lane to the destination for each.
     let mut streams = Vec::new();
@@ -620,6 +623,7 @@ pub fn migrate(
                 });
             }
             event(&mut rec, "original released");
+            cx.lineages.forget(pid);
             rec.events.sort_by_key(|e| e.at_us);
             let _ = seq.send(&mut ctl, &SourceMsg::Done);
             rec.discarded_pages = discarded_pages;

@@ -176,7 +176,21 @@ struct StatusArgs {
     socket: PathBuf,
 }
 
-/// Lists past migrations (`--history`).
+/// Starts a command on this host as a cooperating process: with the shim
+/// (`libmigrate_shim.so`) preloaded and registered with the local agent.
+#[derive(Debug, Parser)]
+#[command(name = "migrate run")]
+struct RunArgs {
+    /// The local agent's control socket.
+    #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// The command and its arguments.
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+/// Lists the processes that can be migrated from this host (cooperating
+/// ones marked), or past migrations (`--history`).
 #[derive(Debug, Parser)]
 #[command(name = "migrate list")]
 struct ListArgs {
@@ -397,14 +411,92 @@ fn run_status(args: StatusArgs) -> Result<(), Exit> {
     Ok(())
 }
 
-fn run_list(args: ListArgs) -> Result<(), Exit> {
-    if !args.history {
+/// Where the shim is: `MIGRATE_SHIM`, or beside this binary.
+fn shim_path() -> Result<PathBuf, Exit> {
+    let path = match std::env::var_os("MIGRATE_SHIM") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .map_err(|e| Exit(2, anyhow::anyhow!("cannot find this program: {e}")))?
+            .with_file_name("libmigrate_shim.so"),
+    };
+    if !path.is_file() {
         return Err(Exit(
             2,
             anyhow::anyhow!(
-                "listing the processes that can be migrated is not built yet; `migrate list --history` lists past migrations"
+                "the shim is not at {} (build the workspace, or set MIGRATE_SHIM)",
+                path.display()
             ),
         ));
+    }
+    Ok(path)
+}
+
+fn run_run(args: RunArgs) -> Result<(), Exit> {
+    use std::os::unix::process::CommandExt;
+    let shim = shim_path()?;
+    let (mut s, host) = connect_named(&args.socket)?;
+    let me = std::process::id() as i32;
+    frame::write_msg(&mut s, &Request::Register { pid: me })
+        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+    match frame::read_msg::<Reply>(&mut s) {
+        Ok(Reply::Registered) => {}
+        Ok(Reply::Refused { reasons }) => return Err(refused(&reasons)),
+        Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+        Err(e) => {
+            return Err(Exit(
+                3,
+                anyhow::Error::new(e).context("talking to the agent"),
+            ))
+        }
+    }
+    drop(s);
+    let preload = match std::env::var("LD_PRELOAD") {
+        Ok(p) if !p.is_empty() => format!("{}:{p}", shim.display()),
+        _ => shim.display().to_string(),
+    };
+    // The same pid, now running the command.
+    let err = std::process::Command::new(&args.command[0])
+        .args(&args.command[1..])
+        .env("LD_PRELOAD", preload)
+        .env("MIGRATE_HOME", host)
+        .exec();
+    Err(Exit(
+        2,
+        anyhow::anyhow!("cannot run {}: {err}", args.command[0]),
+    ))
+}
+
+fn run_list(args: ListArgs) -> Result<(), Exit> {
+    if !args.history {
+        let mut s = connect(&args.socket)?;
+        frame::write_msg(&mut s, &Request::List)
+            .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
+        let procs = match frame::read_msg::<Reply>(&mut s) {
+            Ok(Reply::Processes(p)) => p,
+            Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+            Err(e) => {
+                return Err(Exit(
+                    3,
+                    anyhow::Error::new(e).context("talking to the agent"),
+                ))
+            }
+        };
+        println!(
+            "{:>8}  {:<16} {:>5} {:>9}  {:<5} COMMAND",
+            "PID", "ORIGIN", "MOVES", "RSS MiB", "COOP"
+        );
+        for p in procs {
+            println!(
+                "{:>8}  {:<16} {:>5} {:>9.1}  {:<5} {}",
+                p.pid,
+                p.lineage.home,
+                p.lineage.moves,
+                p.rss_kib as f64 / 1024.0,
+                if p.lineage.cooperating { "yes" } else { "-" },
+                p.comm
+            );
+        }
+        return Ok(());
     }
     let (records, _) = history(&args.socket)?;
     for r in &records {
@@ -602,6 +694,10 @@ fn main() -> ExitCode {
         },
         Some("report") => match ReportArgs::try_parse_from(sub(&argv)) {
             Ok(a) => run_report(a),
+            Err(e) => usage(e),
+        },
+        Some("run") => match RunArgs::try_parse_from(sub(&argv)) {
+            Ok(a) => run_run(a),
             Err(e) => usage(e),
         },
         Some("resolve") => match ResolveArgs::try_parse_from(sub(&argv)) {

@@ -65,7 +65,9 @@ fn migrate_misuse_gives_a_clear_error_and_a_non_zero_exit() {
     );
     check(m, &["check"], 2, "required arguments");
     check(m, &["report"], 2, "required arguments");
-    check(m, &["list"], 2, "not built yet");
+    check(m, &["list"], 3, "no agent at");
+    check(m, &["run"], 2, "required arguments");
+    check(m, &["run", "--", "true"], 3, "no agent at");
     // Well-formed, but no agent behind the socket: exit 3, one line.
     check(
         m,

@@ -1,4 +1,6 @@
 //! The cooperating side of `migrate` inside a process (`LD_PRELOAD`).
 //!
-//! Not built yet: the shim is the subject of a later issue. This crate
-//! exports nothing, so preloading it changes nothing in a process.
+//! `migrate run` preloads it and registers the process with its agent.
+//! Its API (callbacks, `migrate_request`, queries), pid virtualization and
+//! the TCP policies are not built yet: this crate exports nothing, so
+//! preloading it changes nothing in a process.

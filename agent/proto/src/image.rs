@@ -5,6 +5,18 @@
 
 use serde::{Deserialize, Serialize};
 
+/// Where a process started, how often it moved, and whether it runs with
+/// the shim (`migrate run`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lineage {
+    /// The host it started on.
+    pub home: String,
+    /// Migrations so far.
+    pub moves: u32,
+    /// Started by `migrate run`, with the shim loaded.
+    pub cooperating: bool,
+}
+
 /// The whole core of one process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessImage {
@@ -58,6 +70,9 @@ pub struct ProcessImage {
     /// The process has a deputy on its home host, which the destination
     /// serves from now on.
     pub deputy: bool,
+    /// Where the process started and how often it moved.
+    #[serde(default)]
+    pub lineage: Lineage,
 }
 
 /// A file shipped with the process because the destination lacks it.

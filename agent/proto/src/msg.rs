@@ -154,6 +154,14 @@ pub enum Request {
         /// Options.
         opts: MigrateOptions,
     },
+    /// From `migrate run`, before it executes the command: the caller's own
+    /// pid is a cooperating process started here (`Reply::Registered`).
+    Register {
+        /// The caller's pid.
+        pid: i32,
+    },
+    /// The processes the caller may migrate (`Reply::Processes`).
+    List,
     /// Decide the fate of an original kept frozen after its destination
     /// was lost (`Reply::Resolved`).
     Resolve {
@@ -173,6 +181,21 @@ pub enum Request {
     },
 }
 
+/// One process `migrate list` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProcessEntry {
+    /// Pid on this host.
+    pub pid: i32,
+    /// Command name.
+    pub comm: String,
+    /// Real uid.
+    pub uid: u32,
+    /// Resident memory, KiB.
+    pub rss_kib: u64,
+    /// Where it started, how often it moved, whether it cooperates.
+    pub lineage: crate::image::Lineage,
+}
+
 /// Agent → CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
@@ -180,6 +203,10 @@ pub enum Reply {
     Bridged,
     /// Answer to `Resolve`: what was done.
     Resolved(String),
+    /// Answer to `Register`.
+    Registered,
+    /// Answer to `List`.
+    Processes(Vec<ProcessEntry>),
     /// Answer to `Hello`.
     Welcome {
         /// Agent's protocol version.
