@@ -374,6 +374,13 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             reasons: vec![format!("only process {pid} itself may register itself")],
         },
         Request::List => Reply::Processes(movable_processes(agent, cred.uid)),
+        Request::Whoami { pid } if pid == cred.pid => Reply::Whoami {
+            host: agent.config.name.clone(),
+            lineage: agent.lineages.get(pid, &agent.config.name),
+        },
+        Request::Whoami { pid } => Reply::Refused {
+            reasons: vec![format!("only process {pid} itself may ask who it is")],
+        },
         Request::Resolve { id, action } => match agent.kept.resolve(id, cred.uid, action) {
             Ok(what) => Reply::Resolved(what),
             Err(why) => Reply::Refused { reasons: vec![why] },

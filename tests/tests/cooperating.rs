@@ -82,3 +82,78 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
     assert_eq!(entry(&listed(&c, c.h1()), pid3), ("host1".into(), 2, true));
     assert_eq!(verify_memory(&c, c.h1(), pid3, &p), "verify ok 4096");
 }
+
+/// Starts `program` with `migrate run` on host1, then moves it host1 ->
+/// host2 -> host1 -> host2, asking it (SIGUSR1) after each step where it
+/// runs, where it started and how often it moved.
+fn queries_follow_three_migrations(program: &str) {
+    let c = Cluster::start();
+    let migrate = bin("migrate");
+    let p = Proc::start(
+        c.h1(),
+        c.path("coop.out"),
+        migrate.to_str().unwrap(),
+        &["run", "--", program],
+    );
+    let ask = |host: &migrate_tests::lab::Host, pid: i32| -> String {
+        let n = p.text().matches("query ").count();
+        signal_in(host, pid, "-USR1");
+        assert!(
+            wait_until(20, || p.text().matches("query ").count() > n),
+            "no answer from {pid}: {}",
+            p.text()
+        );
+        p.text()
+            .lines()
+            .filter(|l| l.starts_with("query "))
+            .nth(n)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(ask(c.h1(), p.pid), "query 1 host1 host1 0");
+    let mut pid = p.pid;
+    for (i, (from, to, name)) in [
+        (c.h1(), c.h2(), "host2"),
+        (c.h2(), c.h1(), "host1"),
+        (c.h1(), c.h2(), "host2"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let out = c.migrate_from(from, &[&pid.to_string(), "--to", name]);
+        assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+        pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+        assert_eq!(ask(to, pid), format!("query 1 {name} host1 {}", i + 1));
+    }
+    signal_in(c.h2(), pid, "-KILL");
+}
+
+#[test]
+fn a_c_program_asks_the_shim_where_it_is_across_three_migrations() {
+    require_lab!();
+    // Built here against migrate.h and libmigrate_shim.so.
+    let lib = bin("migrate");
+    let lib = lib.parent().unwrap();
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    // Not /tmp: each lab host has its own.
+    let exe = std::path::PathBuf::from(format!("/var/tmp/migrate-coop-c-{}", std::process::id()));
+    let st = std::process::Command::new("cc")
+        .arg("-o")
+        .arg(&exe)
+        .arg(format!("{root}/tests/workloads/coop.c"))
+        .arg(format!("-I{root}/shim/include"))
+        .arg(format!("-L{}", lib.display()))
+        .arg("-lmigrate_shim")
+        .arg(format!("-Wl,-rpath,{}", lib.display()))
+        .status()
+        .expect("cc");
+    assert!(st.success(), "the C program did not build");
+    queries_follow_three_migrations(exe.to_str().unwrap());
+    let _ = fs::remove_file(&exe);
+}
+
+#[test]
+fn a_rust_program_asks_the_crate_where_it_is_across_three_migrations() {
+    require_lab!();
+    queries_follow_three_migrations(env!("CARGO_BIN_EXE_coop"));
+}

@@ -162,6 +162,12 @@ pub enum Request {
     },
     /// The processes the caller may migrate (`Reply::Processes`).
     List,
+    /// From a process itself (the shim): this host and its lineage
+    /// (`Reply::Whoami`).
+    Whoami {
+        /// The caller's pid.
+        pid: i32,
+    },
     /// Decide the fate of an original kept frozen after its destination
     /// was lost (`Reply::Resolved`).
     Resolve {
@@ -205,6 +211,13 @@ pub enum Reply {
     Resolved(String),
     /// Answer to `Register`.
     Registered,
+    /// Answer to `Whoami`.
+    Whoami {
+        /// This host.
+        host: String,
+        /// The caller's lineage.
+        lineage: crate::image::Lineage,
+    },
     /// Answer to `List`.
     Processes(Vec<ProcessEntry>),
     /// Answer to `Hello`.
