@@ -86,14 +86,15 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
 /// Starts `program` with `migrate run` on host1, then moves it host1 ->
 /// host2 -> host1 -> host2, asking it (SIGUSR1) after each step where it
 /// runs, where it started and how often it moved.
-fn queries_follow_three_migrations(program: &str) {
+fn queries_follow_three_migrations(program: impl FnOnce(&Cluster) -> String) {
     let c = Cluster::start();
     let migrate = bin("migrate");
+    let program = program(&c);
     let p = Proc::start(
         c.h1(),
         c.path("coop.out"),
         migrate.to_str().unwrap(),
-        &["run", "--", program],
+        &["run", "--", &program],
     );
     let ask = |host: &migrate_tests::lab::Host, pid: i32| -> String {
         let n = p.text().matches("query ").count();
@@ -131,29 +132,30 @@ fn queries_follow_three_migrations(program: &str) {
 #[test]
 fn a_c_program_asks_the_shim_where_it_is_across_three_migrations() {
     require_lab!();
-    // Built here against migrate.h and libmigrate_shim.so.
-    let lib = bin("migrate");
-    let lib = lib.parent().unwrap();
-    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
-    // Not /tmp: each lab host has its own.
-    let exe = std::path::PathBuf::from(format!("/var/tmp/migrate-coop-c-{}", std::process::id()));
-    let st = std::process::Command::new("cc")
-        .arg("-o")
-        .arg(&exe)
-        .arg(format!("{root}/tests/workloads/coop.c"))
-        .arg(format!("-I{root}/shim/include"))
-        .arg(format!("-L{}", lib.display()))
-        .arg("-lmigrate_shim")
-        .arg(format!("-Wl,-rpath,{}", lib.display()))
-        .status()
-        .expect("cc");
-    assert!(st.success(), "the C program did not build");
-    queries_follow_three_migrations(exe.to_str().unwrap());
-    let _ = fs::remove_file(&exe);
+    // Built here against migrate.h and libmigrate_shim.so, into the lab's
+    // shared directory (removed with the lab).
+    queries_follow_three_migrations(|c| {
+        let lib = bin("migrate");
+        let lib = lib.parent().unwrap();
+        let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+        let exe = c.path("coop-c");
+        let st = std::process::Command::new("cc")
+            .arg("-o")
+            .arg(&exe)
+            .arg(format!("{root}/tests/workloads/coop.c"))
+            .arg(format!("-I{root}/shim/include"))
+            .arg(format!("-L{}", lib.display()))
+            .arg("-lmigrate_shim")
+            .arg(format!("-Wl,-rpath,{}", lib.display()))
+            .status()
+            .expect("cc");
+        assert!(st.success(), "the C program did not build");
+        exe.to_str().unwrap().to_string()
+    });
 }
 
 #[test]
 fn a_rust_program_asks_the_crate_where_it_is_across_three_migrations() {
     require_lab!();
-    queries_follow_three_migrations(env!("CARGO_BIN_EXE_coop"));
+    queries_follow_three_migrations(|_| env!("CARGO_BIN_EXE_coop").to_string());
 }
