@@ -311,12 +311,16 @@ fn zstd_moves(mode: &[&str], level: &str) {
     );
     std::thread::sleep(std::time::Duration::from_millis(500));
     let pid = z.pid.to_string();
-    let mut args = vec![pid.as_str(), "--to", "host2"];
+    // --detach: back as soon as it runs on host2, so that its threads are
+    // counted before zstd can finish (it may, while the rest of its memory
+    // follows).
+    let mut args = vec![pid.as_str(), "--to", "host2", "--detach"];
     args.extend_from_slice(mode);
     let out = c.migrate(&args);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    assert!(threads(c.h2(), new_pid) >= 4, "threads missing on host2");
+    let running = threads(c.h2(), new_pid);
+    assert!(running >= 4, "{running} threads on host2");
     assert!(
         wait_until(120, || !alive_in(c.h2(), new_pid)),
         "zstd never finished on host2"
