@@ -310,8 +310,26 @@ impl Security {
     /// Secures a connection this agent dialled. Returns the stream and, when
     /// authenticated, the peer's host name as its key proves it.
     pub fn initiate(&self, tcp: TcpStream) -> Secured {
-        (&tcp).write_all(&self.preamble())?;
-        let theirs = read_preamble(&tcp)?;
+        self.secure(tcp, true)
+    }
+
+    /// Secures a connection a peer dialled; see [`Security::initiate`].
+    pub fn respond(&self, tcp: TcpStream) -> Secured {
+        self.secure(tcp, false)
+    }
+
+    /// Preambles, then (with credentials) the three XX messages, the
+    /// dialler writing first. A peer's key is checked as soon as it is
+    /// known, before this side says more.
+    fn secure(&self, tcp: TcpStream, dialled: bool) -> Secured {
+        let theirs = if dialled {
+            (&tcp).write_all(&self.preamble())?;
+            read_preamble(&tcp)?
+        } else {
+            let theirs = read_preamble(&tcp)?;
+            (&tcp).write_all(&self.preamble())?;
+            theirs
+        };
         if theirs != self.mode() {
             return Err(HandshakeError::Mismatch(format!(
                 "the peer {}; this agent {}",
@@ -322,53 +340,31 @@ impl Security {
         let Security::Noise(creds) = self else {
             return Ok((PeerStream::plain(tcp), None));
         };
-        let mut hs = builder()
+        let b = builder()
             .local_private_key(&creds.private)?
-            .psk(3, &creds.psk)?
-            .build_initiator()
-            .map_err(noise)?;
-        let mut buf = vec![0u8; MAX_RECORD];
-        let n = hs.write_message(&[], &mut buf).map_err(noise)?;
-        write_record(&tcp, &buf[..n])?;
-        let msg = read_record(&tcp)?;
-        hs.read_message(&msg, &mut buf)
-            .map_err(|e| HandshakeError::NotMember(e.to_string()))?;
-        let peer = check_member(creds, hs.get_remote_static())?;
-        let n = hs.write_message(&[], &mut buf).map_err(noise)?;
-        write_record(&tcp, &buf[..n])?;
-        let state = hs.into_stateless_transport_mode().map_err(noise)?;
-        Ok((PeerStream::noise(tcp, state), Some(peer)))
-    }
-
-    /// Secures a connection a peer dialled; see [`Security::initiate`].
-    pub fn respond(&self, tcp: TcpStream) -> Secured {
-        let theirs = read_preamble(&tcp)?;
-        (&tcp).write_all(&self.preamble())?;
-        if theirs != self.mode() {
-            return Err(HandshakeError::Mismatch(format!(
-                "a peer that {} called; this agent {}",
-                mode_name(theirs),
-                mode_name(self.mode())
-            )));
+            .psk(3, &creds.psk)?;
+        let mut hs = if dialled {
+            b.build_initiator()
+        } else {
+            b.build_responder()
         }
-        let Security::Noise(creds) = self else {
-            return Ok((PeerStream::plain(tcp), None));
-        };
-        let mut hs = builder()
-            .local_private_key(&creds.private)?
-            .psk(3, &creds.psk)?
-            .build_responder()
-            .map_err(noise)?;
+        .map_err(noise)?;
         let mut buf = vec![0u8; MAX_RECORD];
-        let msg = read_record(&tcp)?;
-        hs.read_message(&msg, &mut buf)
-            .map_err(|e| HandshakeError::NotMember(e.to_string()))?;
-        let n = hs.write_message(&[], &mut buf).map_err(noise)?;
-        write_record(&tcp, &buf[..n])?;
-        let msg = read_record(&tcp)?;
-        hs.read_message(&msg, &mut buf)
-            .map_err(|e| HandshakeError::NotMember(e.to_string()))?;
-        let peer = check_member(creds, hs.get_remote_static())?;
+        let mut peer = None;
+        for step in 0..3 {
+            if (step % 2 == 0) == dialled {
+                let n = hs.write_message(&[], &mut buf).map_err(noise)?;
+                write_record(&tcp, &buf[..n])?;
+            } else {
+                let msg = read_record(&tcp)?;
+                hs.read_message(&msg, &mut buf)
+                    .map_err(|e| HandshakeError::NotMember(e.to_string()))?;
+                if let (None, Some(key)) = (&peer, hs.get_remote_static()) {
+                    peer = Some(check_member(creds, key)?);
+                }
+            }
+        }
+        let peer = peer.ok_or_else(|| HandshakeError::NotMember("no static key".into()))?;
         let state = hs.into_stateless_transport_mode().map_err(noise)?;
         Ok((PeerStream::noise(tcp, state), Some(peer)))
     }
@@ -391,8 +387,7 @@ fn noise(e: snow::Error) -> HandshakeError {
     HandshakeError::Io(io::Error::other(format!("noise: {e}")))
 }
 
-fn check_member(creds: &Credentials, key: Option<&[u8]>) -> Result<String, HandshakeError> {
-    let key = key.ok_or_else(|| HandshakeError::NotMember("no static key".into()))?;
+fn check_member(creds: &Credentials, key: &[u8]) -> Result<String, HandshakeError> {
     creds
         .host_of(key)
         .map(str::to_string)
@@ -491,11 +486,6 @@ impl PeerStream {
         }
     }
 
-    /// Whether the link is encrypted.
-    pub fn is_encrypted(&self) -> bool {
-        self.channel.is_some()
-    }
-
     /// Another handle on the same link.
     pub fn try_clone(&self) -> io::Result<PeerStream> {
         Ok(PeerStream {
@@ -558,7 +548,6 @@ impl Write for &PeerStream {
             return Err(broken());
         }
         let take = data.len().min(WRITE_BATCH);
-        let records = take.div_ceil(MAX_PLAIN);
         let Sealer { nonce, out, .. } = &mut *tx;
         out.clear();
         for chunk in data[..take].chunks(MAX_PLAIN) {
@@ -571,7 +560,6 @@ impl Write for &PeerStream {
             out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
             *nonce += 1;
         }
-        debug_assert!(records > 0);
         // A partial record on the wire cannot be taken back: the link is
         // unusable after a failed write.
         if let Err(e) = (&self.tcp).write_all(out) {
