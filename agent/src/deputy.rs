@@ -177,10 +177,7 @@ fn serve(args: &[String]) -> io::Result<()> {
 fn open_lane(socket: &Path, addr: SocketAddr, id: u64) -> io::Result<UnixStream> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let ask = |s: &mut UnixStream, r: &Request| -> io::Result<Reply> {
-        frame::write_msg(s, r).map_err(io::Error::other)?;
-        frame::read_msg(s).map_err(io::Error::other)
-    };
+    let ask = |s: &mut UnixStream, r: &Request| r.ask(s).map_err(io::Error::other);
     match ask(
         &mut s,
         &Request::Hello {

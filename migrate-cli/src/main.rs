@@ -303,35 +303,39 @@ fn refused(reasons: &[String]) -> Exit {
 
 fn run_check(args: CheckArgs) -> Result<(), Exit> {
     let mut s = connect(&args.socket)?;
-    frame::write_msg(&mut s, &Request::Check { pid: args.pid })
-        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-    match frame::read_msg::<Reply>(&mut s) {
-        Ok(Reply::Movable { summary }) => {
+    match ask(&mut s, &Request::Check { pid: args.pid })? {
+        Reply::Movable { summary } => {
             println!("{summary}");
             Ok(())
         }
-        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
-        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
-        Err(e) => Err(Exit(
-            3,
-            anyhow::Error::new(e).context("the agent closed the connection"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 
 /// The records the agent keeps, oldest first, and its host name.
 fn history(socket: &PathBuf) -> Result<(Vec<MigrationRecord>, String), Exit> {
     let (mut s, name) = connect_named(socket)?;
-    frame::write_msg(&mut s, &Request::History)
-        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-    match frame::read_msg::<Reply>(&mut s) {
-        Ok(Reply::Records(v)) => Ok((v, name)),
-        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
+    match ask(&mut s, &Request::History)? {
+        Reply::Records(v) => Ok((v, name)),
+        other => Err(unexpected(other)),
+    }
+}
+
+/// Sends `req` to the agent and reads its answer: a refusal is exit 1, a
+/// broken conversation exit 3.
+fn ask(s: &mut UnixStream, req: &Request) -> Result<Reply, Exit> {
+    match req.ask(s) {
+        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
+        Ok(reply) => Ok(reply),
         Err(e) => Err(Exit(
             3,
             anyhow::Error::new(e).context("talking to the agent"),
         )),
     }
+}
+
+fn unexpected(reply: Reply) -> Exit {
+    Exit(3, anyhow::anyhow!("unexpected answer: {reply:?}"))
 }
 
 fn find<'a>(records: &'a [MigrationRecord], id: &str) -> Result<&'a MigrationRecord, Exit> {
@@ -436,18 +440,9 @@ fn run_run(args: RunArgs) -> Result<(), Exit> {
     let shim = shim_path()?;
     let (mut s, host) = connect_named(&args.socket)?;
     let me = std::process::id() as i32;
-    frame::write_msg(&mut s, &Request::Register { pid: me })
-        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-    match frame::read_msg::<Reply>(&mut s) {
-        Ok(Reply::Registered) => {}
-        Ok(Reply::Refused { reasons }) => return Err(refused(&reasons)),
-        Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
-        Err(e) => {
-            return Err(Exit(
-                3,
-                anyhow::Error::new(e).context("talking to the agent"),
-            ))
-        }
+    match ask(&mut s, &Request::Register { pid: me })? {
+        Reply::Registered => {}
+        other => return Err(unexpected(other)),
     }
     drop(s);
     let preload = match std::env::var("LD_PRELOAD") {
@@ -469,17 +464,9 @@ fn run_run(args: RunArgs) -> Result<(), Exit> {
 fn run_list(args: ListArgs) -> Result<(), Exit> {
     if !args.history {
         let mut s = connect(&args.socket)?;
-        frame::write_msg(&mut s, &Request::List)
-            .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-        let procs = match frame::read_msg::<Reply>(&mut s) {
-            Ok(Reply::Processes(p)) => p,
-            Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
-            Err(e) => {
-                return Err(Exit(
-                    3,
-                    anyhow::Error::new(e).context("talking to the agent"),
-                ))
-            }
+        let procs = match ask(&mut s, &Request::List)? {
+            Reply::Processes(p) => p,
+            other => return Err(unexpected(other)),
         };
         println!(
             "{:>8}  {:<16} {:>5} {:>9}  {:<5} COMMAND",
@@ -727,19 +714,12 @@ fn run_resolve(args: ResolveArgs) -> Result<(), Exit> {
     } else {
         Resolution::Resume
     };
-    frame::write_msg(&mut s, &Request::Resolve { id, action })
-        .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-    match frame::read_msg::<Reply>(&mut s) {
-        Ok(Reply::Resolved(what)) => {
+    match ask(&mut s, &Request::Resolve { id, action })? {
+        Reply::Resolved(what) => {
             println!("{what}");
             Ok(())
         }
-        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
-        Ok(other) => Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
-        Err(e) => Err(Exit(
-            3,
-            anyhow::Error::new(e).context("talking to the agent"),
-        )),
+        other => Err(unexpected(other)),
     }
 }
 

@@ -15,7 +15,6 @@ use std::ffi::c_char;
 use std::io;
 use std::os::unix::net::UnixStream;
 
-use migrate_proto::frame;
 use migrate_proto::image::Lineage;
 use migrate_proto::msg::{Reply, Request};
 use migrate_proto::PROTOCOL_VERSION;
@@ -29,10 +28,7 @@ fn socket() -> String {
 fn whoami() -> io::Result<(String, Lineage)> {
     let mut s = UnixStream::connect(socket())?;
     s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let ask = |s: &mut UnixStream, r: &Request| -> io::Result<Reply> {
-        frame::write_msg(s, r).map_err(io::Error::other)?;
-        frame::read_msg(s).map_err(io::Error::other)
-    };
+    let ask = |s: &mut UnixStream, r: &Request| r.ask(s).map_err(io::Error::other);
     match ask(
         &mut s,
         &Request::Hello {

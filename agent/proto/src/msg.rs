@@ -202,6 +202,18 @@ pub struct ProcessEntry {
     pub lineage: crate::image::Lineage,
 }
 
+impl Request {
+    /// Sends this request on a control connection and reads the agent's
+    /// answer.
+    pub fn ask(
+        &self,
+        s: &mut (impl std::io::Read + std::io::Write),
+    ) -> Result<Reply, crate::frame::FrameError> {
+        crate::frame::write_msg(s, self)?;
+        crate::frame::read_msg(s)
+    }
+}
+
 /// Agent → CLI.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum Reply {
