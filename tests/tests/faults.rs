@@ -37,11 +37,11 @@ fn a_process_killed_during_postcopy_is_cleaned_up_on_both_sides() {
         let m = s.spawn(|| c.migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "16"]));
         let n0 = w.ticks().len();
         assert!(
-            wait_until(30, || agent_pid_on(c.h2()).is_some()
+            wait_until(30, || workload_pid_on(c.h2()).is_some()
                 && w.ticks().len() > n0 + 50),
             "the process never ran on host2"
         );
-        let pid = agent_pid_on(c.h2()).unwrap();
+        let pid = workload_pid_on(c.h2()).unwrap();
         signal_in(c.h2(), pid, "-KILL");
         m.join().unwrap()
     });
@@ -65,17 +65,8 @@ fn a_process_killed_during_postcopy_is_cleaned_up_on_both_sides() {
 }
 
 /// The workload's pid on `host`, if it runs there.
-fn agent_pid_on(host: &migrate_tests::lab::Host) -> Option<i32> {
-    let out = host
-        .command("pgrep")
-        .args(["-x", "workload"])
-        .output()
-        .ok()?;
-    String::from_utf8_lossy(&out.stdout)
-        .split_whitespace()
-        .next()?
-        .parse()
-        .ok()
+fn workload_pid_on(host: &migrate_tests::lab::Host) -> Option<i32> {
+    pids_named(host, "workload").first().copied()
 }
 
 #[test]
@@ -128,11 +119,8 @@ fn the_destination_agent_dying_before_the_commit_leaves_the_original_running() {
     assert_untouched(&c, &w);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 262144");
     // Nothing of the half-built copy is left on host2.
-    let out = c
-        .h2()
-        .command("pgrep")
-        .args(["-x", "workload"])
-        .output()
-        .unwrap();
-    assert!(out.stdout.is_empty(), "a copy runs on host2");
+    assert!(
+        pids_named(c.h2(), "workload").is_empty(),
+        "a copy runs on host2"
+    );
 }

@@ -39,18 +39,7 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let find = |c: &Cluster| {
-        let out = c
-            .h2()
-            .command("pgrep")
-            .args(["-x", "workload"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-    };
+    let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
         "never resumed on host2\n{}",
@@ -127,18 +116,7 @@ fn a_busy_destination_refuses_before_the_freeze() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let on_host2 = |c: &Cluster| {
-        let out = c
-            .h2()
-            .command("pgrep")
-            .args(["-x", "workload"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .filter_map(|p| p.parse::<i32>().ok())
-            .collect::<Vec<_>>()
-    };
+    let on_host2 = |c: &Cluster| pids_named(c.h2(), "workload");
     assert!(
         wait_until(30, || on_host2(&c).len() == 1),
         "the first never ran on host2\n{}",

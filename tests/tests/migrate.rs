@@ -503,15 +503,8 @@ fn a_restore_failure_after_the_freeze_resumes_the_original() {
     signal_in(c.h1(), w.pid, "-USR1");
     assert!(w.wait_for("verify ", 60));
     assert!(w.text().contains("verify ok 4096"), "{}", w.text());
-    let left = c
-        .h2()
-        .command("pgrep")
-        .arg("-x")
-        .arg("workload")
-        .output()
-        .unwrap();
     assert!(
-        left.stdout.is_empty(),
+        pids_named(c.h2(), "workload").is_empty(),
         "a rebuilt process was left on host2"
     );
 }
@@ -531,18 +524,7 @@ fn a_destination_agent_dying_during_postcopy_never_leaves_zeros_running() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let find = |c: &Cluster| {
-        let out = c
-            .h2()
-            .command("pgrep")
-            .args(["-x", "uffd_events"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout)
-            .split_whitespace()
-            .next()
-            .and_then(|p| p.parse::<i32>().ok())
-    };
+    let find = |c: &Cluster| pids_named(c.h2(), "uffd_events").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
         "never resumed on host2\n{}",

@@ -148,13 +148,10 @@ fn an_agent_of_another_cluster_or_in_plaintext_gets_nothing() {
     assert_refused(&out, 1, "not a member of this cluster");
     assert_untouched(&c, &w);
     let nothing_on_host2 = |c: &Cluster| {
-        let o = c
-            .h2()
-            .command("pgrep")
-            .args(["-x", "workload"])
-            .output()
-            .unwrap();
-        assert!(o.stdout.is_empty(), "a process appeared on host2");
+        assert!(
+            pids_named(c.h2(), "workload").is_empty(),
+            "a process appeared on host2"
+        );
     };
     nothing_on_host2(&c);
 

@@ -287,16 +287,20 @@ pub fn assert_untouched(c: &Cluster, w: &Proc) {
 
 /// The pid of the agent as seen inside `host`.
 pub fn agent_pid_in(host: &Host) -> i32 {
+    pids_named(host, "migrate-agent")[0]
+}
+
+/// Pids (as seen inside `host`) of the processes called exactly `name`.
+pub fn pids_named(host: &Host, name: &str) -> Vec<i32> {
     let out = host
         .command("pgrep")
-        .args(["-x", "migrate-agent"])
+        .args(["-x", name])
         .output()
         .expect("pgrep");
     String::from_utf8_lossy(&out.stdout)
         .split_whitespace()
-        .next()
-        .and_then(|v| v.parse().ok())
-        .expect("agent pid")
+        .filter_map(|v| v.parse().ok())
+        .collect()
 }
 
 /// Outer-namespace pid of the agent process behind `agent`'s nsenter.
