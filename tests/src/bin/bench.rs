@@ -474,6 +474,22 @@ fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64) {
     ((gap as f64 / 1e6 - TICK_MS as f64).max(0.0), resumed_at)
 }
 
+/// Waits until the workload writing to `out` has filled its `mib`, lets it
+/// tick a second and a half (the rate to compare with), and returns its pid.
+fn ready_pid(out: &Path, mib: u64) -> Result<String, String> {
+    if !wait_for(out, &format!("ready {mib}"), 300) {
+        return Err("the workload did not fill its memory".to_string());
+    }
+    sleep(Duration::from_millis(1500));
+    let text = fs::read_to_string(out).unwrap_or_default();
+    Ok(text
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .ok_or("no pid line")?
+        .trim()
+        .to_string())
+}
+
 /// Whether the workload writing to `out` answered its memory check (sent
 /// already) with every page of its `mib` intact; waits up to 120 s.
 fn verified(out: &Path, mib: u64) -> bool {
@@ -527,18 +543,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         .spawn()
         .map_err(|e| e.to_string())?;
     let result = (|| {
-        if !wait_for(&out, &format!("ready {mib}"), 300) {
-            return Err("the workload did not fill its memory".to_string());
-        }
-        // A second of ticks before, to compare with.
-        sleep(Duration::from_millis(1500));
-        let text = fs::read_to_string(&out).unwrap_or_default();
-        let pid = text
-            .lines()
-            .find_map(|l| l.strip_prefix("pid "))
-            .ok_or("no pid line")?
-            .trim()
-            .to_string();
+        let pid = ready_pid(&out, mib)?;
         let bytes0 = link_bytes(h1);
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
@@ -1186,18 +1191,7 @@ fn run_criu(criu: &Path, mib: u64, mode: &str) -> Result<Value, String> {
     let out = lab.shared_dir().join("workload.out");
     let mut w = spawn_workload_for_criu(h1, mib, &out)?;
     let result = (|| {
-        if !wait_for(&out, &format!("ready {mib}"), 300) {
-            return Err("the workload did not fill its memory".to_string());
-        }
-        // A second of ticks before, to compare with.
-        sleep(Duration::from_millis(1500));
-        let text = fs::read_to_string(&out).unwrap_or_default();
-        let pid = text
-            .lines()
-            .find_map(|l| l.strip_prefix("pid "))
-            .ok_or("no pid line")?
-            .trim()
-            .to_string();
+        let pid = ready_pid(&out, mib)?;
         let run = CriuRun {
             criu,
             h1,
