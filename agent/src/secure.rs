@@ -38,8 +38,10 @@ const TAG_LEN: usize = 16;
 const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
 /// Most plaintext sealed per `write` call (several records, one syscall).
 const WRITE_BATCH: usize = 4 * MAX_PLAIN;
-/// Bytes read from the socket at a time.
+/// Bytes read from the socket at a time (at least).
 const READ_CHUNK: usize = 256 << 10;
+/// The ciphertext buffer: a read's worth beside a partial record.
+const CIPHER_BUF: usize = READ_CHUNK + 2 + MAX_RECORD;
 /// The clear-text preamble: magic, then the mode byte.
 const PREAMBLE_MAGIC: &[u8; 4] = b"MGL1";
 const MODE_NOISE: u8 = b'N';
@@ -435,9 +437,11 @@ struct Sealer {
 
 struct Opener {
     nonce: u64,
-    /// Ciphertext received, from `start`.
+    /// Ciphertext received, `start..end` (allocated once, [`CIPHER_BUF`]
+    /// long, never zeroed again).
     cipher: Vec<u8>,
     start: usize,
+    end: usize,
     /// Plaintext opened, from `pos`.
     plain: Vec<u8>,
     pos: usize,
@@ -478,6 +482,7 @@ impl PeerStream {
                     nonce: 0,
                     cipher: Vec::new(),
                     start: 0,
+                    end: 0,
                     plain: Vec::new(),
                     pos: 0,
                     broken: false,
@@ -594,7 +599,7 @@ impl Read for &PeerStream {
                 return Ok(n);
             }
             // A whole record received?
-            let avail = rx.cipher.len() - rx.start;
+            let avail = rx.end - rx.start;
             if avail >= 2 {
                 let s = rx.start;
                 let len = usize::from(u16::from_be_bytes([rx.cipher[s], rx.cipher[s + 1]]));
@@ -607,6 +612,7 @@ impl Read for &PeerStream {
                         nonce,
                         cipher,
                         start,
+                        end,
                         plain,
                         pos,
                         broken: bad,
@@ -628,44 +634,36 @@ impl Read for &PeerStream {
                     }
                     *nonce += 1;
                     *start += 2 + len;
-                    if *start == cipher.len() {
-                        cipher.clear();
-                        *start = 0;
+                    if *start == *end {
+                        (*start, *end) = (0, 0);
                     }
-                    if direct {
-                        if clear > 0 {
-                            return Ok(clear);
-                        }
-                        continue;
+                    if direct && clear > 0 {
+                        return Ok(clear);
                     }
                     continue;
                 }
             }
-            // Need more ciphertext: compact, then read.
-            if rx.start > 0 {
-                let s = rx.start;
-                rx.cipher.drain(..s);
-                rx.start = 0;
+            // Need more ciphertext: make room (the partial record moves to
+            // the front when the tail is short), then read.
+            if rx.cipher.is_empty() {
+                rx.cipher = vec![0; CIPHER_BUF];
             }
-            let have = rx.cipher.len();
-            rx.cipher.resize(have + READ_CHUNK, 0);
-            let got = (&self.tcp).read(&mut rx.cipher[have..]);
-            match got {
+            if CIPHER_BUF - rx.end < READ_CHUNK {
+                let (s, e) = (rx.start, rx.end);
+                rx.cipher.copy_within(s..e, 0);
+                (rx.start, rx.end) = (0, e - s);
+            }
+            let at = rx.end;
+            match (&self.tcp).read(&mut rx.cipher[at..]) {
+                Ok(0) if rx.start == rx.end => return Ok(0),
                 Ok(0) => {
-                    rx.cipher.truncate(have);
-                    if have == 0 {
-                        return Ok(0);
-                    }
                     return Err(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
                         "the link ended inside a record",
-                    ));
+                    ))
                 }
-                Ok(n) => rx.cipher.truncate(have + n),
-                Err(e) => {
-                    rx.cipher.truncate(have);
-                    return Err(e);
-                }
+                Ok(n) => rx.end += n,
+                Err(e) => return Err(e),
             }
         }
     }
