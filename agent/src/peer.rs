@@ -197,9 +197,9 @@ impl LaneTable {
     }
 }
 
-/// Nice value of the threads that push and install pages in the
-/// background (the bulk lane's ends): the migrated process and demand
-/// faults get the CPU first.
+/// Nice value of the source's push thread: the migrated process and demand
+/// faults get the CPU first. (Not the destination's installers: they hold
+/// the fault handler's lock, and nicing them made faults wait.)
 pub const BULK_NICE: i32 = 10;
 
 /// How often a heartbeat goes out after the commit.
@@ -246,11 +246,6 @@ impl Heartbeat {
         }
     }
 
-    /// Stops beating; returns once no heartbeat is being written.
-    pub fn stop(mut self) {
-        self.halt();
-    }
-
     fn halt(&mut self) {
         self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -259,6 +254,8 @@ impl Heartbeat {
     }
 }
 
+/// Dropping it stops the beating; it returns once no heartbeat is being
+/// written.
 impl Drop for Heartbeat {
     fn drop(&mut self) {
         self.halt();
