@@ -298,7 +298,7 @@ fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::Process
     pids.sort_unstable();
     pids.into_iter()
         .filter(|&p| p != me)
-        .filter_map(|p| preflight::inspect(p, uid, me, false).ok())
+        .filter_map(|p| preflight::inspect(p, uid, me, false, agent.lineages.get(p, "").tcp).ok())
         .map(|i| migrate_proto::msg::ProcessEntry {
             pid: i.pid,
             comm: i.comm,
@@ -335,7 +335,13 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
         Request::Hello { .. } => Reply::Refused {
             reasons: vec!["unexpected second hello".into()],
         },
-        Request::Check { pid } => match preflight::inspect(pid, cred.uid, sys::getpid(), false) {
+        Request::Check { pid } => match preflight::inspect(
+            pid,
+            cred.uid,
+            sys::getpid(),
+            false,
+            agent.lineages.get(pid, "").tcp,
+        ) {
             Ok(i) => Reply::Movable {
                 summary: format!(
                     "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
@@ -344,12 +350,12 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                     i.nvmas,
                     i.rss_kib,
                     i.needs.len(),
-                    preflight::describe_fds(pid).join("\n")
+                    preflight::describe_fds(pid, agent.lineages.get(pid, "").tcp).join("\n")
                 ),
             },
             Err(r) => {
                 let mut reasons = r.0;
-                let fds = preflight::describe_fds(pid);
+                let fds = preflight::describe_fds(pid, agent.lineages.get(pid, "").tcp);
                 if !fds.is_empty() {
                     reasons.push("descriptors:".into());
                     reasons.extend(fds);
@@ -358,19 +364,37 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         },
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
-        Request::Register { pid } if pid == cred.pid => {
+        Request::Register { pid, tcp } if pid == cred.pid => {
             agent.lineages.set(
                 pid,
                 migrate_proto::image::Lineage {
                     home: agent.config.name.clone(),
                     moves: 0,
                     cooperating: true,
+                    shim: None,
+                    tcp,
                 },
             );
-            info!(pid, "cooperating process registered");
+            info!(pid, tcp = tcp.name(), "cooperating process registered");
             Reply::Registered
         }
-        Request::Register { pid } => Reply::Refused {
+        Request::ShimAttach { pid, state } if pid == cred.pid => {
+            let lineage = migrate_proto::image::Lineage {
+                cooperating: true,
+                shim: Some(state),
+                ..agent.lineages.get(pid, &agent.config.name)
+            };
+            agent.lineages.set(pid, lineage.clone());
+            info!(pid, state, "shim attached");
+            Reply::Whoami {
+                host: agent.config.name.clone(),
+                lineage,
+            }
+        }
+        Request::ShimAttach { pid, .. } => Reply::Refused {
+            reasons: vec![format!("only process {pid} itself may attach its shim")],
+        },
+        Request::Register { pid, .. } => Reply::Refused {
             reasons: vec![format!("only process {pid} itself may register itself")],
         },
         Request::List => Reply::Processes(movable_processes(agent, cred.uid)),
@@ -435,6 +459,14 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                             lineages: &agent.lineages,
                         };
                         info!(pid, %to, uid = cred.uid, "migration requested");
+                        if pid == cred.pid {
+                            // The process asks for itself (migrate_request):
+                            // it must hang up first, a connection to this
+                            // agent cannot move with it.
+                            frame::write_msg(&mut s, &Reply::Accepted)?;
+                            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                            let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
+                        }
                         let mut w = s.try_clone()?;
                         let history = &agent.history;
                         let reply = source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {

@@ -233,6 +233,7 @@ pub fn serve(
             lanes,
             stub,
             lineages,
+            host,
             &mut events,
         ),
     };
@@ -254,6 +255,7 @@ fn rebuild(
     lanes: &LaneTable,
     stub: &Path,
     lineages: &Lineages,
+    host: &str,
     events: &mut Vec<(String, u64)>,
 ) -> Result<(), DestError> {
     if image.threads.is_empty() {
@@ -380,6 +382,14 @@ fn rebuild(
                     "the lane for fd {fd} never came"
                 )));
             }
+        }
+    }
+    if let Some(addr) = image.lineage.shim {
+        // Its virtual ids and the rest of what its shim reads; a block
+        // that cannot be patched leaves the ids real, the move goes on.
+        let reconnected = r.reconnected().to_vec();
+        if let Err(e) = r.patch_shim(image, addr, host, &reconnected) {
+            warn!(id, error = %error_chain(&e), "the shim's state was not updated");
         }
     }
     events.push(("rebuilt".into(), crate::unix_us()));
@@ -512,6 +522,9 @@ fn rebuild(
     }
     events.push(("resumed".into(), crate::unix_us()));
     info!(id, new_pid, "resumed");
+    if let Some(addr) = image.lineage.shim {
+        crate::coop::tell(new_pid, addr, migrate_proto::shim::Phase::Resumed);
+    }
     seq.send(ctl, &DestMsg::Resumed)?;
     // Both agents beat until the end; a source silent for PEER_SILENCE is
     // gone (dead, or cut off): its pages cannot come, so the lanes are

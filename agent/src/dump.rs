@@ -12,7 +12,7 @@ use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{
     AltStack, Creds, EpollWatch, FdEntry, FdKind, Fill, ITimer, MemfdState, MmFields, MmState,
     PageRun, PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile,
-    SigAction, ThreadState, Vma, VmaKind,
+    SigAction, TcpPolicy, ThreadState, Vma, VmaKind,
 };
 use migrate_proto::msg::{EagerSet, MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
@@ -67,6 +67,15 @@ const PR_GET_TID_ADDRESS: u64 = 40;
 const PR_GET_DUMPABLE: u64 = 3;
 const PR_GET_PDEATHSIG: u64 = 2;
 const PR_GET_NO_NEW_PRIVS: u64 = 39;
+/// What a cooperating process adds to its dump.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cooperation {
+    /// Address of its shim's state block, shipped with the eager pages.
+    pub shim: Option<u64>,
+    /// What its established TCP connections become.
+    pub tcp: TcpPolicy,
+}
+
 /// Pages above the stack pointer shipped eagerly.
 const EAGER_STACK_PAGES: u64 = 16;
 
@@ -129,13 +138,15 @@ pub fn freeze_and_dump(
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
     advice: Option<AdviceSnapshot>,
+    coop: &Cooperation,
 ) -> Result<Frozen, DumpError> {
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
     let mut tasks = freeze_threads(pid)?;
     step("frozen");
     // The process may have changed since pre-flight: check again, frozen.
-    preflight::inspect(pid, caller_uid, sys::getpid(), true).map_err(DumpError::Refused)?;
+    preflight::inspect(pid, caller_uid, sys::getpid(), true, coop.tcp)
+        .map_err(DumpError::Refused)?;
     step("checked again");
     let stored = match tracker {
         Some(t) => Some(t.clean()?),
@@ -269,7 +280,13 @@ pub fn freeze_and_dump(
     // Each thread's stack top, its thread control block (patched on
     // restore if its id changes) and its rseq area go during the freeze.
     let _ = (regs, rseq);
-    let mut eager_addrs = Vec::new();
+    // A cooperating process's shim block goes too: the destination
+    // rewrites it before the process runs.
+    let mut eager_addrs: Vec<(u64, u64)> = coop
+        .shim
+        .map(|a| (a & !(PAGE_SIZE - 1), 1))
+        .into_iter()
+        .collect();
     for t in &threads {
         let r = Regs::from_words(&t.regs).unwrap_or(regs);
         if opts.eager != EagerSet::None {
@@ -340,11 +357,12 @@ pub fn freeze_and_dump(
         });
     }
     step("memory map and pages");
-    let (fds, pipes, memfds) = dump_fds(pid, &maps)?;
+    let (fds, pipes, memfds) = dump_fds(pid, &maps, coop.tcp)?;
     step("descriptors");
 
     let image = ProcessImage {
         pid,
+        ppid: f(4) as i32,
         comm,
         exe,
         cwd,
@@ -414,7 +432,7 @@ type DumpedFds = (Vec<FdEntry>, Vec<PipeState>, Vec<MemfdState>);
 
 /// The descriptors, with open files shared between numbers found by kcmp,
 /// and the content of the pipes (copied by tee, left in place).
-fn dump_fds(pid: i32, maps: &[procfs::MapsEntry]) -> Result<DumpedFds, DumpError> {
+fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<DumpedFds, DumpError> {
     let mut infos = Vec::new();
     for fd in procfs::fds(pid).map_err(proc_err(pid, "fd"))? {
         infos.push(procfs::fd_info(pid, fd).map_err(proc_err(pid, "fdinfo"))?);
@@ -551,6 +569,25 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry]) -> Result<DumpedFds, DumpError
                 queued: sys::peek_unix(&ours, stream)
                     .map_err(proc_err(pid, "unix socket queue"))?,
             }
+        } else if tcp != TcpPolicy::Refuse
+            && procfs::socket_inode(&info.target)
+                .and_then(|ino| procfs::inet_socket(pid, ino))
+                .is_some_and(|s| s.established())
+        {
+            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
+            let kind = FdKind::TcpConnection {
+                flags: info.flags,
+                domain: sys::getsockopt_int(&ours, libc::SOL_SOCKET, libc::SO_DOMAIN)
+                    .map_err(proc_err(pid, "socket"))?,
+                peer: sys::getpeername(&ours).map_err(proc_err(pid, "socket"))?,
+                reconnect: tcp == TcpPolicy::Reconnect,
+            };
+            if tcp == TcpPolicy::Close {
+                // The remote end sees it reset now, not when the original
+                // is gone.
+                sys::reset_connection(&ours).map_err(proc_err(pid, "socket reset"))?;
+            }
+            kind
         } else if procfs::socket_inode(&info.target).is_some() {
             let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
             dump_socket(&ours, info.flags).map_err(proc_err(pid, "socket"))?

@@ -1,6 +1,7 @@
 //! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
 
 pub mod config;
+pub mod coop;
 pub mod daemon;
 pub mod deputy;
 pub mod dest;

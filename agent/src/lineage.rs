@@ -43,6 +43,8 @@ impl Lineages {
                 home: this_host.to_string(),
                 moves: 0,
                 cooperating: false,
+                shim: None,
+                tcp: Default::default(),
             },
         }
     }
@@ -71,6 +73,8 @@ mod tests {
                 home: "h0".into(),
                 moves: 2,
                 cooperating: true,
+                shim: None,
+                tcp: Default::default(),
             },
         );
         assert_eq!(l.get(me, "h1").moves, 2);

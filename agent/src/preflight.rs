@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use migrate_proto::image::FileIdent;
+use migrate_proto::image::{FileIdent, TcpPolicy};
 use migrate_proto::msg::FileNeed;
 
 use crate::procfs::{self, FdInfo, MapsEntry};
@@ -54,6 +54,7 @@ pub fn inspect(
     caller_uid: u32,
     agent_pid: i32,
     frozen: bool,
+    tcp: TcpPolicy,
 ) -> Result<Inspection, Refusal> {
     if pid <= 0 {
         return Err(Refusal::one(format!("invalid pid {pid}")));
@@ -131,7 +132,9 @@ pub fn inspect(
                 None if MOVABLE_ANON.contains(&info.target.as_str()) => {}
                 None if procfs::socket_inode(&info.target)
                     .and_then(|ino| procfs::inet_socket(pid, ino))
-                    .is_some_and(|s| s.movable()) => {}
+                    .is_some_and(|s| {
+                        s.movable() || tcp != TcpPolicy::Refuse && s.established()
+                    }) => {}
                 None if procfs::socket_inode(&info.target)
                     .and_then(|ino| unix.iter().find(|u| u.inode == ino))
                     .is_some_and(|u| unix_pair_movable(pid, u)) => {}
@@ -355,7 +358,7 @@ pub const MOVABLE_ANON: [&str; 4] = [
 ];
 
 /// What `migrate check` says of each descriptor: its kind and verdict.
-pub fn describe_fds(pid: i32) -> Vec<String> {
+pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
     let mut out = Vec::new();
     let Ok(fds) = procfs::fds(pid) else {
         return out;
@@ -407,14 +410,20 @@ pub fn describe_fds(pid: i32) -> Vec<String> {
         } else if let Some(s) =
             procfs::socket_inode(t).and_then(|ino| procfs::inet_socket(pid, ino))
         {
-            if !s.movable() {
-                why.push(if s.tcp && s.state == 0x0a {
-                    "connections wait in its accept queue".to_string()
-                } else {
-                    "connected sockets are not supported yet".to_string()
-                });
+            if s.established() && tcp != TcpPolicy::Refuse {
+                format!("TCP connection ({})", tcp.name())
+            } else {
+                if !s.movable() {
+                    why.push(if s.tcp && s.state == 0x0a {
+                        "connections wait in its accept queue".to_string()
+                    } else if s.established() {
+                        "an established TCP connection moves only with `migrate run --tcp close|reconnect`".to_string()
+                    } else {
+                        "connected sockets in this state are not supported".to_string()
+                    });
+                }
+                "socket".into()
             }
-            "socket".into()
         } else if fd_movable(info) {
             match info.mode {
                 libc::S_IFREG if memfd_name(t).is_some() => "memfd".into(),
@@ -668,11 +677,15 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
         return;
     }
     let t = &info.target;
+    let mut hint = "";
     let what = if let Some(ino) = t
         .strip_prefix("socket:[")
         .and_then(|s| s.strip_suffix(']'))
         .and_then(|s| s.parse::<u64>().ok())
     {
+        if procfs::inet_socket(pid, ino).is_some_and(|s| s.established()) {
+            hint = " (an established TCP connection moves only with `migrate run --tcp close|reconnect`)";
+        }
         match procfs::describe_socket(pid, ino) {
             Some(d) => format!("{t} ({d})"),
             None => t.clone(),
@@ -686,5 +699,5 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
     } else {
         t.clone()
     };
-    why.push(format!("fd {fd}: {what} not supported"));
+    why.push(format!("fd {fd}: {what} not supported{hint}"));
 }

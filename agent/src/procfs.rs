@@ -495,6 +495,12 @@ pub struct InetSocket {
 impl InetSocket {
     /// A listening TCP socket with nobody waiting in its accept queue, or
     /// an unconnected UDP socket: what moves by being made again.
+    /// An established TCP connection (or one the peer has closed).
+    pub fn established(&self) -> bool {
+        self.tcp && matches!(self.state, 0x01 | 0x08)
+    }
+
+    /// A listening TCP socket with nobody waiting, or an unconnected UDP one.
     pub fn movable(&self) -> bool {
         (self.tcp && self.state == 0x0a && self.rx_queue == 0)
             || (!self.tcp && self.state == 0x07 && self.remote_port == 0)

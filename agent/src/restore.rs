@@ -32,6 +32,9 @@ use migrate_proto::PAGE_SIZE;
 use crate::dump::find_syscall_insn;
 use crate::{procfs, sys, uffd};
 
+/// How long connecting a TCP connection again may take.
+const RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// Errors while rebuilding a process.
 #[derive(Debug, thiserror::Error)]
 pub enum RestoreError {
@@ -93,6 +96,8 @@ pub struct Restorer {
     /// Agent-side ends of the forwarded standard streams: (fd, end,
     /// the process writes to it).
     forwarded: Vec<(i32, OwnedFd, bool)>,
+    /// Descriptors whose TCP connection was made again here.
+    reconnected: Vec<i32>,
     /// Pid on this host.
     pub pid: i32,
     mem: RemoteMem,
@@ -190,6 +195,7 @@ impl Restorer {
         let mut r = Restorer {
             threads: Vec::new(),
             forwarded: Vec::new(),
+            reconnected: Vec::new(),
             shmem_vmas: image
                 .mm
                 .vmas
@@ -751,6 +757,139 @@ impl Restorer {
         Ok(())
     }
 
+    /// A TCP connection from inside the process to `peer` (a raw
+    /// sockaddr), or `None` if it cannot be made within
+    /// [`RECONNECT_TIMEOUT`].
+    fn connect_again(&mut self, domain: i32, peer: &[u8]) -> Result<Option<u64>, RestoreError> {
+        let s = self.sys(
+            "socket",
+            libc::SYS_socket,
+            [domain as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
+        )?;
+        // A blocking connect gives up after SO_SNDTIMEO.
+        let tv = |secs: i64| {
+            let mut b = secs.to_ne_bytes().to_vec();
+            b.extend_from_slice(&0i64.to_ne_bytes());
+            b
+        };
+        let p = self.put_bytes(&tv(RECONNECT_TIMEOUT.as_secs() as i64))?;
+        self.sys(
+            "SO_SNDTIMEO",
+            libc::SYS_setsockopt,
+            [
+                s,
+                libc::SOL_SOCKET as u64,
+                libc::SO_SNDTIMEO as u64,
+                p,
+                16,
+                0,
+            ],
+        )?;
+        let p = self.put_bytes(peer)?;
+        let connected = self
+            .sys(
+                "connecting again",
+                libc::SYS_connect,
+                [s, p, peer.len() as u64, 0, 0, 0],
+            )
+            .is_ok();
+        if !connected {
+            self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
+            return Ok(None);
+        }
+        let p = self.put_bytes(&tv(0))?;
+        self.sys(
+            "SO_SNDTIMEO",
+            libc::SYS_setsockopt,
+            [
+                s,
+                libc::SOL_SOCKET as u64,
+                libc::SO_SNDTIMEO as u64,
+                p,
+                16,
+                0,
+            ],
+        )?;
+        Ok(Some(s))
+    }
+
+    /// A TCP socket inside the process whose connection was reset (its
+    /// next read reports `ECONNRESET`): connected to a listener on the
+    /// loopback that is closed with an RST at once.
+    fn reset_socket(&mut self) -> Result<u64, RestoreError> {
+        let inet = libc::AF_INET as u64;
+        let stream = libc::SOCK_STREAM as u64;
+        let l = self.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
+        // sockaddr_in 127.0.0.1:0 at scratch+16, its length at scratch.
+        let mut sin = vec![0u8; 16];
+        sin[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+        sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
+        let mut b = 16u32.to_ne_bytes().to_vec();
+        b.resize(16, 0);
+        b.extend_from_slice(&sin);
+        step("writing scratch", self.mem.write(self.scratch, &b))?;
+        let (len_at, addr_at) = (self.scratch, self.scratch + 16);
+        self.sys("bind", libc::SYS_bind, [l, addr_at, 16, 0, 0, 0])?;
+        self.sys("listen", libc::SYS_listen, [l, 1, 0, 0, 0, 0])?;
+        self.sys(
+            "getsockname",
+            libc::SYS_getsockname,
+            [l, addr_at, len_at, 0, 0, 0],
+        )?;
+        let c = self.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
+        self.sys("connect", libc::SYS_connect, [c, addr_at, 16, 0, 0, 0])?;
+        let a = self.sys("accept", libc::SYS_accept, [l, 0, 0, 0, 0, 0])?;
+        // struct linger { on = 1, seconds = 0 }: close sends an RST.
+        let mut linger = 1i32.to_ne_bytes().to_vec();
+        linger.extend_from_slice(&0i32.to_ne_bytes());
+        let p = self.put_bytes(&linger)?;
+        self.sys(
+            "SO_LINGER",
+            libc::SYS_setsockopt,
+            [a, libc::SOL_SOCKET as u64, libc::SO_LINGER as u64, p, 8, 0],
+        )?;
+        self.sys("close", libc::SYS_close, [a, 0, 0, 0, 0, 0])?;
+        self.sys("close", libc::SYS_close, [l, 0, 0, 0, 0, 0])?;
+        Ok(c)
+    }
+
+    /// Descriptors whose TCP connection was made again here.
+    pub fn reconnected(&self) -> &[i32] {
+        &self.reconnected
+    }
+
+    /// Rewrites the state block of the process's shim (at `addr`) for its
+    /// life here: each thread's id here against its virtual one, the
+    /// host, one more move, the descriptors reconnected. The block went
+    /// with the eager pages; one that does not decode is left alone.
+    pub fn patch_shim(
+        &mut self,
+        image: &ProcessImage,
+        addr: u64,
+        host: &str,
+        reconnected: &[i32],
+    ) -> Result<(), RestoreError> {
+        use migrate_proto::shim::{ShimState, SIZE};
+        let mut b = vec![0u8; SIZE];
+        step("reading the shim's state", self.mem.read(addr, &mut b))?;
+        let Some(mut state) = ShimState::decode(&b) else {
+            return Err(RestoreError::Incompatible(format!(
+                "no shim state block of version {} at {addr:#x}",
+                migrate_proto::shim::VERSION
+            )));
+        };
+        let mut ids = vec![(image.threads[0].tid, self.pid)];
+        ids.extend(
+            image.threads[1..]
+                .iter()
+                .zip(&self.threads)
+                .map(|(t, th)| (t.tid, th.tid())),
+        );
+        state.moved(&ids, image.ppid, host, reconnected);
+        state.encode_into(&mut b);
+        step("writing the shim's state", self.mem.write(addr, &b))
+    }
+
     /// Creates the thread `t` (with its own id) by an injected clone3 in
     /// the leader; it starts stopped under ptrace.
     fn spawn_thread(&mut self, tgid: i32, t: &ThreadState) -> Result<Seized, RestoreError> {
@@ -1298,6 +1437,33 @@ impl Restorer {
                             format!("listen fd {want}"),
                             libc::SYS_listen,
                             [got, *backlog as u64, 0, 0, 0, 0],
+                        )?;
+                    }
+                    self.move_fd(got, want, u64::from(*flags))?;
+                }
+                FdKind::TcpConnection {
+                    flags,
+                    domain,
+                    peer,
+                    reconnect,
+                } => {
+                    let again = if *reconnect {
+                        self.connect_again(*domain, peer)?
+                    } else {
+                        None
+                    };
+                    let got = match again {
+                        Some(s) => {
+                            self.reconnected.push(e.fd);
+                            s
+                        }
+                        None => self.reset_socket()?,
+                    };
+                    if u64::from(*flags) & libc::O_NONBLOCK as u64 != 0 {
+                        self.sys(
+                            format!("O_NONBLOCK on fd {want}"),
+                            libc::SYS_fcntl,
+                            [got, libc::F_SETFL as u64, libc::O_NONBLOCK as u64, 0, 0, 0],
                         )?;
                     }
                     self.move_fd(got, want, u64::from(*flags))?;

@@ -209,7 +209,9 @@ fn failed(error: String, resumed_original: bool) -> Reply {
 }
 
 /// Migrates `pid` for a caller with uid `caller_uid`. `progress` receives
-/// intermediate replies (`Resumed`); the final reply is returned.
+/// intermediate replies (`Resumed`); the final reply is returned. A
+/// cooperating process that stays here (refused, or resumed after a
+/// failure) is told so.
 pub fn migrate(
     cx: &SourceCtx<'_>,
     caller_uid: u32,
@@ -217,9 +219,36 @@ pub fn migrate(
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
+    let lineage = cx.lineages.get(pid, cx.host);
+    let coop = dump::Cooperation {
+        shim: lineage.shim,
+        tcp: lineage.tcp,
+    };
+    let reply = migrate_process(cx, caller_uid, pid, opts, &coop, progress);
+    let stayed = match &reply {
+        Reply::Refused { .. } => true,
+        Reply::Failed {
+            resumed_original, ..
+        } => *resumed_original,
+        _ => false,
+    };
+    if let (Some(addr), true) = (coop.shim, stayed) {
+        crate::coop::tell(pid, addr, migrate_proto::shim::Phase::Stayed);
+    }
+    reply
+}
+
+fn migrate_process(
+    cx: &SourceCtx<'_>,
+    caller_uid: u32,
+    pid: i32,
+    opts: &MigrateOptions,
+    coop: &dump::Cooperation,
+    progress: &mut dyn FnMut(&Reply),
+) -> Reply {
     let t0 = Instant::now();
     let started_unix_us = crate::unix_us();
-    let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false) {
+    let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false, coop.tcp) {
         Ok(i) => i,
         Err(r) => return refused(r.0),
     };
@@ -326,12 +355,19 @@ pub fn migrate(
         }
     }
 
+    // A cooperating process runs its freeze callbacks first.
+    if let Some(addr) = coop.shim {
+        if crate::coop::before_freeze(pid, addr) {
+            event(&mut rec, "freeze callbacks done");
+        }
+    }
     let advice = dump::AdviceSnapshot::take(pid);
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
     event(&mut rec, "freeze");
-    let dumped = dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice);
+    let dumped =
+        dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice, coop);
     let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {

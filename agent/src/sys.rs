@@ -104,6 +104,23 @@ pub fn pidfd_kill(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// Queues `sig` with the value `value` for the thread `tid` of process
+/// `tgid` (`rt_tgsigqueueinfo`, as `sigqueue(3)` would for a process).
+pub fn queue_to_thread(tgid: i32, tid: i32, sig: i32, value: u32) -> io::Result<()> {
+    // siginfo_t on x86_64: signo, errno, code, then (at 16) pid, uid and
+    // the 8-byte sigval.
+    let mut info = [0u8; 128];
+    info[0..4].copy_from_slice(&sig.to_le_bytes());
+    info[8..12].copy_from_slice(&libc::SI_QUEUE.to_le_bytes());
+    info[16..20].copy_from_slice(&getpid().to_le_bytes());
+    // SAFETY: getuid cannot fail.
+    info[20..24].copy_from_slice(&unsafe { libc::getuid() }.to_le_bytes());
+    info[24..32].copy_from_slice(&u64::from(value).to_le_bytes());
+    // SAFETY: the kernel reads 128 bytes of siginfo from `info`.
+    check(unsafe { libc::syscall(libc::SYS_rt_tgsigqueueinfo, tgid, tid, sig, info.as_ptr()) })
+        .map(|_| ())
+}
+
 /// `kill(pid, sig)`.
 pub fn kill(pid: i32, sig: i32) -> io::Result<()> {
     // SAFETY: plain syscall with integer arguments.
@@ -347,6 +364,39 @@ pub fn getsockname(fd: &OwnedFd) -> io::Result<Vec<u8>> {
         return Err(io::Error::last_os_error());
     }
     Ok(buf[..len as usize].to_vec())
+}
+
+/// The remote address of a connected socket.
+pub fn getpeername(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 128];
+    let mut len = buf.len() as libc::socklen_t;
+    // SAFETY: `buf`/`len` describe a buffer large enough for any sockaddr.
+    let r = unsafe { libc::getpeername(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(buf[..len as usize].to_vec())
+}
+
+/// Resets an established TCP connection (the peer gets an RST; the
+/// socket's next read reports `ECONNRESET`): `connect` to `AF_UNSPEC`.
+pub fn reset_connection(fd: &OwnedFd) -> io::Result<()> {
+    let unspec = libc::sockaddr {
+        sa_family: libc::AF_UNSPEC as libc::sa_family_t,
+        sa_data: [0; 14],
+    };
+    // SAFETY: a valid sockaddr of its own size.
+    let r = unsafe {
+        libc::connect(
+            fd.as_raw_fd(),
+            &unspec,
+            std::mem::size_of::<libc::sockaddr>() as libc::socklen_t,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 /// Sends one sock_diag dump request (`body` follows the netlink header)

@@ -77,6 +77,7 @@ fn python_survives_local_stop_copy_restore() {
         &[],
         None,
         None,
+        &Default::default(),
     )
     .expect("dump");
     let image = frozen.image.clone();

@@ -111,6 +111,15 @@ struct ResolveArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum TcpArg {
+    /// Reset them at the freeze: the application sees a connection reset.
+    Close,
+    /// Connect again from the destination to the same address, on the same
+    /// descriptor (reset if that fails).
+    Reconnect,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 enum CompressArg {
     /// Pages travel as they are.
     Off,
@@ -181,6 +190,12 @@ struct StatusArgs {
 #[derive(Debug, Parser)]
 #[command(name = "migrate run")]
 struct RunArgs {
+    /// What the process's established TCP connections become when it
+    /// moves: reset (`close`), or connected again from the destination on
+    /// the same descriptor (`reconnect`). Without it a process holding one
+    /// is not migrated.
+    #[arg(long, value_enum)]
+    tcp: Option<TcpArg>,
     /// The local agent's control socket.
     #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -440,7 +455,12 @@ fn run_run(args: RunArgs) -> Result<(), Exit> {
     let shim = shim_path()?;
     let (mut s, host) = connect_named(&args.socket)?;
     let me = std::process::id() as i32;
-    match ask(&mut s, &Request::Register { pid: me })? {
+    let tcp = match args.tcp {
+        None => migrate_proto::image::TcpPolicy::Refuse,
+        Some(TcpArg::Close) => migrate_proto::image::TcpPolicy::Close,
+        Some(TcpArg::Reconnect) => migrate_proto::image::TcpPolicy::Reconnect,
+    };
+    match ask(&mut s, &Request::Register { pid: me, tcp })? {
         Reply::Registered => {}
         other => return Err(unexpected(other)),
     }

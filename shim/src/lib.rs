@@ -1,131 +1,135 @@
-//! The cooperating side of `migrate` inside a process.
+//! `libmigrate_shim.so`: the cooperating side of `migrate` inside a
+//! process. `migrate run` preloads it; a program may also link it
+//! (`-lmigrate_shim`). Its C API is declared in `include/migrate.h`; Rust
+//! programs use the `migrate-api` crate, which calls this library.
 //!
-//! Built twice: as `libmigrate_shim.so`, which `migrate run` preloads and
-//! whose C API is declared in `include/migrate.h`, and as this Rust crate,
-//! whose [`current_host`], [`home_host`] and [`migrations`] a Rust program
-//! calls directly. Each query asks the agent of the host the process runs
-//! on now, over its control socket (`MIGRATE_SOCKET`, default
-//! `/run/migrate/agent.sock`), which knows the caller by its credentials;
-//! the connection lasts only as long as the call.
+//! At load it initialises its state block ([`block`]) and tells the local
+//! agent where the block is (`ShimAttach`, over the control socket
+//! `MIGRATE_SOCKET`, default `/run/migrate/agent.sock`); without an agent
+//! it stays passive. What it adds:
+//! - virtual process and thread ids ([`ids`]);
+//! - callbacks around the freeze, run by its listener thread
+//!   ([`listener`]), and `migrate_request` ([`request`]);
+//! - queries: the host it runs on, where it started, how often it moved
+//!   ([`query`]).
 //!
-//! Not built yet: callbacks around the freeze, `migrate_request`, pid
-//! virtualization, the TCP policies.
+//! No Rust panic crosses into C: every entry point catches them.
 
-use std::ffi::c_char;
-use std::io;
-use std::os::unix::net::UnixStream;
+pub mod block;
+pub mod ids;
+pub mod listener;
+pub mod query;
+pub mod request;
 
-use migrate_proto::image::Lineage;
-use migrate_proto::msg::{Reply, Request};
-use migrate_proto::PROTOCOL_VERSION;
+use std::ffi::{c_char, c_int, c_void, CStr};
 
-/// The agent's control socket.
-fn socket() -> String {
-    std::env::var("MIGRATE_SOCKET").unwrap_or_else(|_| "/run/migrate/agent.sock".into())
-}
-
-/// This host's name and this process's lineage, from the local agent.
-fn whoami() -> io::Result<(String, Lineage)> {
-    let mut s = UnixStream::connect(socket())?;
-    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-    let ask = |s: &mut UnixStream, r: &Request| r.ask(s).map_err(io::Error::other);
-    match ask(
-        &mut s,
-        &Request::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )? {
-        Reply::Welcome { .. } => {}
-        other => return Err(io::Error::other(format!("the agent answered {other:?}"))),
-    }
-    let pid = std::process::id() as i32;
-    match ask(&mut s, &Request::Whoami { pid })? {
-        Reply::Whoami { host, lineage } => Ok((host, lineage)),
-        other => Err(io::Error::other(format!("the agent answered {other:?}"))),
-    }
-}
-
-/// The host this process runs on now.
-pub fn current_host() -> io::Result<String> {
-    whoami().map(|(h, _)| h)
-}
-
-/// The host this process started on.
-pub fn home_host() -> io::Result<String> {
-    whoami().map(|(_, l)| l.home)
-}
-
-/// How many times this process has been migrated.
-pub fn migrations() -> io::Result<u32> {
-    whoami().map(|(_, l)| l.moves)
-}
-
-/// Copies `s` and a NUL into the C buffer `buf` of `len` bytes: 0, or -1
-/// if it does not fit.
-fn copy_out(s: &str, buf: *mut c_char, len: usize) -> i32 {
-    if buf.is_null() || s.len() + 1 > len || s.as_bytes().contains(&0) {
-        return -1;
-    }
-    // SAFETY: the caller gives `len` writable bytes at `buf` (the C API's
-    // contract), and `s.len() + 1 <= len` was checked above.
-    unsafe {
-        std::ptr::copy_nonoverlapping(s.as_ptr(), buf.cast::<u8>(), s.len());
-        *buf.add(s.len()) = 0;
-    }
-    0
-}
-
-/// Runs `f`, turning a panic into `fail`: no Rust panic crosses into C.
+/// Runs `f`, turning a panic into `fail`.
 fn guarded<T>(fail: T, f: impl FnOnce() -> T) -> T {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(fail)
 }
 
+/// Sets errno from an I/O error and returns -1.
+fn fail(e: &std::io::Error) -> c_int {
+    let errno = e.raw_os_error().unwrap_or(match e.kind() {
+        std::io::ErrorKind::PermissionDenied => libc::EACCES,
+        std::io::ErrorKind::NotFound => libc::ENOENT,
+        _ => libc::EIO,
+    });
+    // SAFETY: `__errno_location` returns this thread's errno.
+    unsafe { *libc::__errno_location() = errno };
+    -1
+}
+
+extern "C" fn init() {
+    guarded((), || {
+        block::init(ids::real_pid());
+        // SAFETY: registers a plain function for the child side of fork.
+        unsafe { libc::pthread_atfork(None, None, Some(ids::after_fork_child)) };
+        if let Ok(host) = query::attach(block::address()) {
+            block::set_host(&host);
+        }
+    })
+}
+
+/// Runs [`init`] when the library is loaded.
+#[used]
+#[link_section = ".init_array"]
+static INIT: extern "C" fn() = init;
+
 /// C: `int migrate_current_host(char *buf, size_t len)`.
+///
+/// # Safety
+///
+/// `buf` is null or points to `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn migrate_current_host(buf: *mut c_char, len: usize) -> i32 {
-    guarded(-1, || match current_host() {
-        Ok(h) => copy_out(&h, buf, len),
-        Err(_) => -1,
+pub unsafe extern "C" fn migrate_current_host(buf: *mut c_char, len: usize) -> c_int {
+    guarded(-1, || match query::whoami() {
+        // SAFETY: the caller's contract.
+        Ok((h, _)) => unsafe { query::copy_out(&h, buf, len) },
+        Err(e) => fail(&e),
     })
 }
 
 /// C: `int migrate_home_host(char *buf, size_t len)`.
+///
+/// # Safety
+///
+/// `buf` is null or points to `len` writable bytes.
 #[no_mangle]
-pub extern "C" fn migrate_home_host(buf: *mut c_char, len: usize) -> i32 {
-    guarded(-1, || match home_host() {
-        Ok(h) => copy_out(&h, buf, len),
-        Err(_) => -1,
+pub unsafe extern "C" fn migrate_home_host(buf: *mut c_char, len: usize) -> c_int {
+    guarded(-1, || match query::whoami() {
+        // SAFETY: the caller's contract.
+        Ok((_, l)) => unsafe { query::copy_out(&l.home, buf, len) },
+        Err(e) => fail(&e),
     })
 }
 
 /// C: `int migrate_count(void)`: migrations so far, or -1.
 #[no_mangle]
-pub extern "C" fn migrate_count() -> i32 {
-    guarded(-1, || {
-        migrations()
-            .ok()
-            .and_then(|n| i32::try_from(n).ok())
-            .unwrap_or(-1)
+pub extern "C" fn migrate_count() -> c_int {
+    guarded(-1, || match query::whoami() {
+        Ok((_, l)) => c_int::try_from(l.moves).unwrap_or(-1),
+        Err(e) => fail(&e),
     })
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// C: `int migrate_on_freeze(void (*cb)(void *), void *arg)`.
+#[no_mangle]
+pub extern "C" fn migrate_on_freeze(cb: Option<listener::FreezeFn>, arg: *mut c_void) -> c_int {
+    guarded(-1, || match cb {
+        None => fail(&std::io::Error::from_raw_os_error(libc::EINVAL)),
+        Some(f) => listener::on_freeze(f, arg).map_or_else(|e| fail(&e), |()| 0),
+    })
+}
 
-    #[test]
-    fn copy_out_checks_the_buffer() {
-        let mut b = [0x55 as c_char; 6];
-        assert_eq!(copy_out("host2", b.as_mut_ptr(), b.len()), 0);
-        assert_eq!(b[5], 0);
-        assert_eq!(copy_out("host22", b.as_mut_ptr(), b.len()), -1);
-        assert_eq!(copy_out("h", std::ptr::null_mut(), 6), -1);
-    }
+/// C: `int migrate_on_resume(void (*cb)(const char *, const int *, size_t,
+/// void *), void *arg)`.
+#[no_mangle]
+pub extern "C" fn migrate_on_resume(cb: Option<listener::ResumeFn>, arg: *mut c_void) -> c_int {
+    guarded(-1, || match cb {
+        None => fail(&std::io::Error::from_raw_os_error(libc::EINVAL)),
+        Some(f) => listener::on_resume(f, arg).map_or_else(|e| fail(&e), |()| 0),
+    })
+}
 
-    #[test]
-    fn without_an_agent_the_queries_fail_cleanly() {
-        std::env::set_var("MIGRATE_SOCKET", "/nonexistent/agent.sock");
-        assert!(current_host().is_err());
-        assert_eq!(migrate_count(), -1);
-    }
+/// C: `int migrate_request(const char *host)`: 0 once the process runs on
+/// `host`; -1 with errno if the agent refused, the migration failed (the
+/// process runs on here) or it did not end within two minutes.
+///
+/// # Safety
+///
+/// `host` is null or a NUL-terminated string.
+#[no_mangle]
+pub unsafe extern "C" fn migrate_request(host: *const c_char) -> c_int {
+    guarded(-1, || {
+        if host.is_null() {
+            return fail(&std::io::Error::from_raw_os_error(libc::EINVAL));
+        }
+        // SAFETY: not null, NUL-terminated (the caller's contract).
+        let host = unsafe { CStr::from_ptr(host) }.to_string_lossy();
+        match request::migrate_me(&host) {
+            Ok(()) => 0,
+            Err(e) => fail(&e),
+        }
+    })
 }

@@ -6,6 +6,7 @@
 use std::fs;
 
 use migrate_tests::bins::bin;
+use migrate_tests::lab::Host;
 use migrate_tests::require_lab;
 
 mod common;
@@ -83,58 +84,139 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
     assert_eq!(verify_memory(&c, c.h1(), pid3, &p), "verify ok 4096");
 }
 
-/// Starts `program` with `migrate run` on host1, then moves it host1 ->
-/// host2 -> host1 -> host2, asking it (SIGUSR1) after each step where it
-/// runs, where it started and how often it moved.
-fn queries_follow_three_migrations(program: impl FnOnce(&Cluster) -> String) {
+/// The lines of `p` starting with `prefix`.
+fn lines_of(p: &Proc, prefix: &str) -> Vec<String> {
+    p.text()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends `sig` to `pid` in `host` and returns the next line starting with
+/// `prefix` that `p` prints.
+fn answer(p: &Proc, host: &Host, pid: i32, sig: &str, prefix: &str, secs: u64) -> String {
+    let n = lines_of(p, prefix).len();
+    signal_in(host, pid, sig);
+    assert!(
+        wait_until(secs, || lines_of(p, prefix).len() > n),
+        "no {prefix:?} line from {pid} in {}: {}",
+        host.name(),
+        p.text()
+    );
+    lines_of(p, prefix)[n].clone()
+}
+
+/// Starts `program` (named `comm`) with `migrate run` under a shell on
+/// host1, then moves it host1 -> host2 (by `migrate`), host2 -> host1 (the
+/// program asks, `migrate_request`), host1 -> host2 (by `migrate`), with
+/// its pid and its second thread's id held by other processes on host2 so
+/// the kernel gives it new ones there. After each move: its virtual ids,
+/// its signals to itself, its callbacks (once per move, in order) and its
+/// queries.
+fn cooperating_program_across_three_migrations(
+    comm: &str,
+    program: impl FnOnce(&Cluster) -> String,
+) {
     let c = Cluster::start();
     let migrate = bin("migrate");
     let program = program(&c);
-    let p = Proc::start(
-        c.h1(),
-        c.path("coop.out"),
-        migrate.to_str().unwrap(),
-        &["run", "--", &program],
+    // Under a shell that stays, so the program's parent is in host1.
+    let line = format!("{} run -- {program}; :", migrate.display());
+    let p = Proc::start(c.h1(), c.path("coop.out"), "sh", &["-c", &line]);
+    let first = p
+        .text()
+        .lines()
+        .find(|l| l.starts_with("pid "))
+        .unwrap()
+        .to_string();
+    let f: Vec<i32> = first
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let (vpid, vppid, vtid2) = (f[0], f[1], f[2]);
+    assert!(vppid > 1, "the shell is not the parent: {first}");
+    let _held = [
+        PidHolder::take(c.h2(), vpid).expect("pid taken on host2"),
+        PidHolder::take(c.h2(), vtid2).expect("thread id taken on host2"),
+    ];
+    let ids = |host: &Host, pid: i32| answer(&p, host, pid, "-USR2", "ids ", 20);
+    let expected = format!("ids {vpid} {vpid} {vppid} {vpid} {vpid} {vppid} {vtid2} {vtid2} 1 1");
+    assert_eq!(ids(c.h1(), vpid), expected);
+    assert_eq!(
+        answer(&p, c.h1(), vpid, "-USR1", "query ", 20),
+        "query 1 host1 host1 0"
     );
-    let ask = |host: &migrate_tests::lab::Host, pid: i32| -> String {
-        let n = p.text().matches("query ").count();
-        signal_in(host, pid, "-USR1");
-        assert!(
-            wait_until(20, || p.text().matches("query ").count() > n),
-            "no answer from {pid}: {}",
-            p.text()
-        );
+
+    // 1. host1 -> host2 by migrate: new real ids, the same virtual ones.
+    let out = c.migrate(&[&vpid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    assert_ne!(pid, vpid, "host2 gave the process its old pid");
+    let real_tids = fs::read_dir(c.h2().root_path(format!("proc/{pid}/task")))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .collect::<Vec<_>>();
+    assert!(
+        !real_tids.contains(&vtid2),
+        "host2 gave the thread its old id"
+    );
+    assert_eq!(ids(c.h2(), pid), expected);
+
+    // 2. host2 -> host1, asked by the program itself.
+    assert_eq!(
+        answer(&p, c.h2(), pid, "-HUP", "request ", 90),
+        "request 0 host1"
+    );
+    let on1 = pids_named(c.h1(), comm);
+    assert_eq!(on1.len(), 1, "{comm} on host1: {on1:?}");
+    // The frozen original goes once post-copy is complete.
+    assert!(
+        wait_until(30, || pids_named(c.h2(), comm).is_empty()),
+        "still on host2"
+    );
+    assert_eq!(ids(c.h1(), on1[0]), expected);
+
+    // 3. host1 -> host2 by migrate again.
+    let out = c.migrate(&[&on1[0].to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    assert_ne!(pid, vpid);
+    assert_eq!(ids(c.h2(), pid), expected);
+    assert_eq!(
+        answer(&p, c.h2(), pid, "-USR1", "query ", 20),
+        "query 1 host2 host1 3"
+    );
+
+    // The callbacks: once per move, freeze before resume, in order.
+    let calls: Vec<String> = p
+        .text()
+        .lines()
+        .filter(|l| l.starts_with("freeze ") || l.starts_with("resume "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(
+        calls,
+        [
+            "freeze 1",
+            "resume 1 host2",
+            "freeze 2",
+            "resume 2 host1",
+            "freeze 3",
+            "resume 3 host2"
+        ],
+        "{}",
         p.text()
-            .lines()
-            .filter(|l| l.starts_with("query "))
-            .nth(n)
-            .unwrap()
-            .to_string()
-    };
-    assert_eq!(ask(c.h1(), p.pid), "query 1 host1 host1 0");
-    let mut pid = p.pid;
-    for (i, (from, to, name)) in [
-        (c.h1(), c.h2(), "host2"),
-        (c.h2(), c.h1(), "host1"),
-        (c.h1(), c.h2(), "host2"),
-    ]
-    .into_iter()
-    .enumerate()
-    {
-        let out = c.migrate_from(from, &[&pid.to_string(), "--to", name]);
-        assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-        pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
-        assert_eq!(ask(to, pid), format!("query 1 {name} host1 {}", i + 1));
-    }
+    );
     signal_in(c.h2(), pid, "-KILL");
 }
 
 #[test]
-fn a_c_program_asks_the_shim_where_it_is_across_three_migrations() {
+fn a_c_program_cooperates_across_three_migrations() {
     require_lab!();
     // Built here against migrate.h and libmigrate_shim.so, into the lab's
     // shared directory (removed with the lab).
-    queries_follow_three_migrations(|c| {
+    cooperating_program_across_three_migrations("coop-c", |c| {
         let lib = bin("migrate");
         let lib = lib.parent().unwrap();
         let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -155,7 +237,141 @@ fn a_c_program_asks_the_shim_where_it_is_across_three_migrations() {
 }
 
 #[test]
-fn a_rust_program_asks_the_crate_where_it_is_across_three_migrations() {
+fn a_rust_program_cooperates_across_three_migrations() {
     require_lab!();
-    queries_follow_three_migrations(|_| env!("CARGO_BIN_EXE_coop").to_string());
+    cooperating_program_across_three_migrations("coop", |_| env!("CARGO_BIN_EXE_coop").to_string());
+}
+
+/// An echo server on host1 (which stays there) on `port` and a
+/// cooperating client started on host1 with `migrate run [--tcp POLICY]`,
+/// past its fifth echo.
+fn echo_pair(c: &Cluster, port: &str, policy: Option<&str>) -> (Proc, Proc) {
+    let server = Proc::start(
+        c.h1(),
+        c.path("server.out"),
+        "python3",
+        &[
+            concat!(env!("CARGO_MANIFEST_DIR"), "/workloads/tcp_echo.py"),
+            &c.h1().addr().to_string(),
+            port,
+        ],
+    );
+    let migrate = bin("migrate");
+    let to = format!("{}:{port}", c.h1().addr());
+    let mut args = vec!["run"];
+    if let Some(p) = policy {
+        args.extend(["--tcp", p]);
+    }
+    args.extend(["--", env!("CARGO_BIN_EXE_tcp_client"), &to]);
+    let client = Proc::start(
+        c.h1(),
+        c.path("client.out"),
+        migrate.to_str().unwrap(),
+        &args,
+    );
+    assert!(client.wait_for("echo 5\n", 30), "{}", client.text());
+    (server, client)
+}
+
+fn last_echo(p: &Proc) -> u64 {
+    p.text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("echo ")?.parse().ok())
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn with_tcp_reconnect_a_client_keeps_talking_to_its_server_after_moving() {
+    require_lab!();
+    let c = Cluster::start();
+    let (server, client) = echo_pair(&c, "47011", Some("reconnect"));
+    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    // Told on host2 which descriptor was connected again.
+    let fd = client
+        .text()
+        .lines()
+        .find_map(|l| Some(l.strip_prefix("pid ")?.split_once(" fd ")?.1.to_string()))
+        .unwrap();
+    assert!(
+        client.wait_for(&format!("resumed host2 [{fd}]"), 20),
+        "{}",
+        client.text()
+    );
+    // The exchange goes on from host2: every message echoed, in order,
+    // none lost, none wrong.
+    let before = last_echo(&client);
+    assert!(
+        wait_until(30, || last_echo(&client) >= before + 20),
+        "{}",
+        client.text()
+    );
+    let echoes: Vec<u64> = client
+        .text()
+        .lines()
+        .filter_map(|l| l.strip_prefix("echo ")?.parse().ok())
+        .collect();
+    assert_eq!(echoes, (0..echoes.len() as u64).collect::<Vec<_>>());
+    assert!(!client.text().contains("wrong ") && !client.text().contains("lost "));
+    // The server saw the new connection come from host2.
+    assert!(
+        server.text().contains(&format!("conn {}", c.h2().addr())),
+        "{}",
+        server.text()
+    );
+    assert!(alive_in(c.h2(), pid));
+    signal_in(c.h2(), pid, "-KILL");
+}
+
+#[test]
+fn with_tcp_close_the_connection_is_reset_and_the_client_sees_it() {
+    require_lab!();
+    let c = Cluster::start();
+    let (server, client) = echo_pair(&c, "47011", Some("close"));
+    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    // The client, on host2, sees a reset connection; the server saw the
+    // reset too.
+    assert!(
+        client.wait_for("lost ", 20),
+        "no reset seen: {}",
+        client.text()
+    );
+    let lost = client
+        .text()
+        .lines()
+        .find(|l| l.starts_with("lost "))
+        .unwrap()
+        .to_string();
+    assert!(lost.contains("reset"), "{lost}");
+    assert!(
+        client.text().contains("resumed host2 []"),
+        "{}",
+        client.text()
+    );
+    assert!(
+        wait_until(10, || server
+            .text()
+            .contains(&format!("reset {}", c.h1().addr()))),
+        "{}",
+        server.text()
+    );
+    assert!(alive_in(c.h2(), pid));
+    signal_in(c.h2(), pid, "-KILL");
+}
+
+#[test]
+fn without_a_tcp_policy_a_connected_client_is_refused_with_the_way_out() {
+    require_lab!();
+    let c = Cluster::start();
+    let (server, client) = echo_pair(&c, "47012", None);
+    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "migrate run --tcp close|reconnect");
+    // Untouched: it keeps talking on host1.
+    let before = last_echo(&client);
+    assert!(wait_until(20, || last_echo(&client) >= before + 5));
+    drop(server);
 }

@@ -15,6 +15,40 @@ pub struct Lineage {
     pub moves: u32,
     /// Started by `migrate run`, with the shim loaded.
     pub cooperating: bool,
+    /// Address of the shim's state block ([`crate::shim`]) in the process,
+    /// once the shim has attached.
+    #[serde(default)]
+    pub shim: Option<u64>,
+    /// What its established TCP connections become when it moves.
+    #[serde(default)]
+    pub tcp: TcpPolicy,
+}
+
+/// What a cooperating process's established TCP connections become when
+/// it moves (`migrate run --tcp`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TcpPolicy {
+    /// A process with one is not migrated (the reason is given).
+    #[default]
+    Refuse,
+    /// Reset at the freeze; on the destination the descriptor is a socket
+    /// whose connection was reset.
+    Close,
+    /// Connected again from the destination to the same remote address on
+    /// the same descriptor (reported to the resume callbacks); reset if
+    /// that fails.
+    Reconnect,
+}
+
+impl TcpPolicy {
+    /// The name `migrate run --tcp` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            TcpPolicy::Refuse => "refuse",
+            TcpPolicy::Close => "close",
+            TcpPolicy::Reconnect => "reconnect",
+        }
+    }
 }
 
 /// The whole core of one process.
@@ -22,6 +56,9 @@ pub struct Lineage {
 pub struct ProcessImage {
     /// Pid on the source host.
     pub pid: i32,
+    /// Its parent's pid there.
+    #[serde(default)]
+    pub ppid: i32,
     /// Thread name (`/proc/<pid>/comm`).
     pub comm: String,
     /// Path of the executable (`/proc/<pid>/exe`).
@@ -475,6 +512,18 @@ pub enum FdKind {
         flags: u32,
         /// File offset.
         pos: u64,
+    },
+    /// An established TCP connection of a cooperating process
+    /// ([`TcpPolicy`]): connected again to `peer`, or a reset one.
+    TcpConnection {
+        /// fdinfo flags (`O_NONBLOCK`, `O_CLOEXEC`).
+        flags: u32,
+        /// `AF_INET` or `AF_INET6`.
+        domain: i32,
+        /// Raw `sockaddr` of the remote end.
+        peer: Vec<u8>,
+        /// Connect again (else reset).
+        reconnect: bool,
     },
     /// A standard stream forwarded to and from the home host: on the
     /// destination a pipe whose other end the agent relays.

@@ -42,9 +42,10 @@ pub mod frame;
 pub mod image;
 pub mod msg;
 pub mod record;
+pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 5;
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

@@ -159,6 +159,16 @@ pub enum Request {
     Register {
         /// The caller's pid.
         pid: i32,
+        /// What its established TCP connections become when it moves.
+        tcp: crate::image::TcpPolicy,
+    },
+    /// From the shim inside a process: its state block is at `state`
+    /// (`Reply::Whoami`).
+    ShimAttach {
+        /// The caller's pid.
+        pid: i32,
+        /// Address of the block ([`crate::shim`]).
+        state: u64,
     },
     /// The processes the caller may migrate (`Reply::Processes`).
     List,
@@ -223,6 +233,9 @@ pub enum Reply {
     Resolved(String),
     /// Answer to `Register`.
     Registered,
+    /// Answer to a process's `Migrate` of itself: the agent starts once the
+    /// process has hung up.
+    Accepted,
     /// Answer to `Whoami`.
     Whoami {
         /// This host.

@@ -350,3 +350,36 @@ pub fn interrupted_stop_copy(c: &Cluster, interrupt: impl FnOnce()) -> (Proc, Ou
     });
     (w, out, t.elapsed())
 }
+
+/// A process that holds pid `pid` inside `host` (so that a process
+/// migrated there cannot get it back), ended on drop.
+pub struct PidHolder<'a> {
+    host: &'a Host,
+    pub pid: i32,
+}
+
+impl<'a> PidHolder<'a> {
+    /// Takes `pid` in `host` by setting the namespace's last pid just
+    /// below it before a fork; `None` if something else got there first or
+    /// the pid is in use.
+    pub fn take(host: &'a Host, pid: i32) -> Option<PidHolder<'a>> {
+        let script = format!(
+            "echo {} > /proc/sys/kernel/ns_last_pid && {{ sleep 600 <&- >&- 2>&- & echo $!; }}",
+            pid - 1
+        );
+        let out = host.command("sh").args(["-c", &script]).output().ok()?;
+        let got: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+        let holder = PidHolder { host, pid: got };
+        (got == pid).then_some(holder)
+    }
+}
+
+impl Drop for PidHolder<'_> {
+    fn drop(&mut self) {
+        let _ = self
+            .host
+            .command("kill")
+            .args(["-KILL", &self.pid.to_string()])
+            .status();
+    }
+}

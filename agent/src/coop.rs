@@ -1,0 +1,87 @@
+//! The agent's side of a cooperating process: its shim's state block
+//! ([`migrate_proto::shim`]) and its listener thread.
+//!
+//! Before freezing such a process the source tells the listener
+//! ([`before_freeze`]) and waits, at most [`FREEZE_NOTICE`], until its
+//! freeze callbacks have returned; the destination rewrites the block of
+//! the rebuilt process before it runs ([`crate::restore::Restorer::patch_shim`])
+//! and tells the listener once it runs ([`tell`]).
+
+use std::time::{Duration, Instant};
+
+use migrate_inject::RemoteMem;
+use migrate_proto::shim::{Phase, ShimState, LISTENER_NAME, SIGNAL, SIZE};
+use tracing::{info, warn};
+
+use crate::sys;
+
+/// Longest wait for the freeze callbacks to return.
+pub const FREEZE_NOTICE: Duration = Duration::from_secs(10);
+
+/// The listener thread of `pid`, found by its name.
+pub fn listener(pid: i32) -> Option<i32> {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|tid| {
+            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+                .is_ok_and(|c| c.trim_end() == LISTENER_NAME)
+        })
+}
+
+/// The state block of `pid` at `addr`, if it holds one.
+pub fn read_state(pid: i32, addr: u64) -> Option<ShimState> {
+    let mem = RemoteMem::open(pid).ok()?;
+    let mut b = vec![0u8; SIZE];
+    mem.read(addr, &mut b).ok()?;
+    ShimState::decode(&b)
+}
+
+/// A sequence number for a phase: distinct from the last few (the
+/// listener acknowledges by writing it back).
+fn next_seq() -> u32 {
+    (crate::unix_us() / 1000) as u32 & 0x00ff_ffff
+}
+
+/// Tells the listener of `pid` (if it listens) that `phase` happened;
+/// returns the sequence number sent.
+pub fn tell(pid: i32, addr: u64, phase: Phase) -> Option<u32> {
+    if !read_state(pid, addr)?.listening {
+        return None;
+    }
+    let tid = listener(pid)?;
+    let seq = next_seq();
+    match sys::queue_to_thread(pid, tid, SIGNAL, phase.value(seq)) {
+        Ok(()) => Some(seq),
+        Err(e) => {
+            warn!(pid, tid, error = %e, "cannot signal the shim's listener");
+            None
+        }
+    }
+}
+
+/// Tells a cooperating process it is about to be frozen and waits until
+/// its freeze callbacks have returned (at most [`FREEZE_NOTICE`]).
+/// Returns whether it was told.
+pub fn before_freeze(pid: i32, addr: u64) -> bool {
+    let Some(seq) = tell(pid, addr, Phase::Freeze) else {
+        return false;
+    };
+    let t0 = Instant::now();
+    while t0.elapsed() < FREEZE_NOTICE {
+        if read_state(pid, addr).is_none_or(|s| s.ack == seq) {
+            info!(
+                pid,
+                ms = t0.elapsed().as_millis() as u64,
+                "freeze callbacks done"
+            );
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    warn!(
+        pid,
+        "the freeze callbacks did not return in time; freezing anyway"
+    );
+    true
+}
