@@ -375,3 +375,61 @@ fn without_a_tcp_policy_a_connected_client_is_refused_with_the_way_out() {
     assert!(wait_until(20, || last_echo(&client) >= before + 5));
     drop(server);
 }
+
+#[test]
+fn an_unmodified_debian_program_under_migrate_run_moves_twice() {
+    require_lab!();
+    // Debian's own python3, not built against anything of ours: it counts,
+    // and prints the pid libc's getpid() gives it.
+    let c = Cluster::start();
+    let migrate = bin("migrate");
+    let script = "import itertools, os, time\n\
+                  os.closerange(3, 1 << 16)\n\
+                  print('pid', os.getpid(), flush=True)\n\
+                  for i in itertools.count():\n    \
+                  print('count', i, os.getpid(), flush=True)\n    \
+                  time.sleep(0.02)\n";
+    let p = Proc::start(
+        c.h1(),
+        c.path("py.out"),
+        migrate.to_str().unwrap(),
+        &["run", "--", "/usr/bin/python3", "-u", "-c", script],
+    );
+    let _held = PidHolder::take(c.h2(), p.pid).expect("pid taken on host2");
+    let counts = || -> Vec<(u64, i32)> {
+        p.text()
+            .lines()
+            .filter_map(|l| {
+                let mut w = l.strip_prefix("count ")?.split_whitespace();
+                Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
+            })
+            .collect()
+    };
+    let advanced = |by: u64| {
+        let n = counts().last().map_or(0, |c| c.0);
+        assert!(
+            wait_until(20, || counts().last().is_some_and(|c| c.0 >= n + by)),
+            "{}",
+            p.text()
+        );
+    };
+    advanced(10);
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid2 = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    assert_ne!(pid2, p.pid, "host2 gave it its old pid");
+    advanced(10);
+    let out = c.migrate_from(c.h2(), &[&pid2.to_string(), "--to", "host1"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let pid3 = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    advanced(10);
+    // One count, never restarted nor skipped, and one pid all along.
+    let seen = counts();
+    assert!(
+        seen.iter().map(|c| c.0).eq(0..seen.len() as u64),
+        "{}",
+        p.text()
+    );
+    assert!(seen.iter().all(|c| c.1 == p.pid), "{}", p.text());
+    signal_in(c.h1(), pid3, "-KILL");
+}

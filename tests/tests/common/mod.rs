@@ -351,35 +351,54 @@ pub fn interrupted_stop_copy(c: &Cluster, interrupt: impl FnOnce()) -> (Proc, Ou
     (w, out, t.elapsed())
 }
 
-/// A process that holds pid `pid` inside `host` (so that a process
-/// migrated there cannot get it back), ended on drop.
+/// Makes sure pid `pid` is in use inside `host` (so that a process
+/// migrated there cannot get it back): by a process started for it, ended
+/// on drop, unless something there already has it.
 pub struct PidHolder<'a> {
     host: &'a Host,
-    pub pid: i32,
+    /// The holder started for it, if one was needed.
+    started: Option<i32>,
 }
 
 impl<'a> PidHolder<'a> {
     /// Takes `pid` in `host` by setting the namespace's last pid just
-    /// below it before a fork; `None` if something else got there first or
-    /// the pid is in use.
+    /// below it before a fork; `None` if something else got there first.
     pub fn take(host: &'a Host, pid: i32) -> Option<PidHolder<'a>> {
+        if host.root_path(format!("proc/{pid}")).exists() {
+            return Some(PidHolder {
+                host,
+                started: None,
+            });
+        }
         let script = format!(
             "echo {} > /proc/sys/kernel/ns_last_pid && {{ sleep 600 <&- >&- 2>&- & echo $!; }}",
             pid - 1
         );
-        let out = host.command("sh").args(["-c", &script]).output().ok()?;
-        let got: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
-        let holder = PidHolder { host, pid: got };
-        (got == pid).then_some(holder)
+        // The shell itself may get the pid: it is free again once the
+        // shell is gone, and the next try gets it.
+        for _ in 0..5 {
+            let out = host.command("sh").args(["-c", &script]).output().ok()?;
+            let got: i32 = String::from_utf8_lossy(&out.stdout).trim().parse().ok()?;
+            let holder = PidHolder {
+                host,
+                started: Some(got),
+            };
+            if got == pid {
+                return Some(holder);
+            }
+        }
+        None
     }
 }
 
 impl Drop for PidHolder<'_> {
     fn drop(&mut self) {
-        let _ = self
-            .host
-            .command("kill")
-            .args(["-KILL", &self.pid.to_string()])
-            .status();
+        if let Some(pid) = self.started {
+            let _ = self
+                .host
+                .command("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     }
 }
