@@ -13,6 +13,8 @@ pub const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/migrate";
 /// Cluster credentials used when `--auth` is not given and this exists.
 pub const DEFAULT_AUTH_DIR: &str = "/etc/migrate/cluster";
+/// The settings file read when `--config` is not given (if it exists).
+pub const DEFAULT_CONFIG: &str = "/etc/migrate/agent.toml";
 
 /// Bad settings.
 #[derive(Debug, Error)]
@@ -133,6 +135,11 @@ pub const DEFAULT_MAX_INCOMING: usize = 8;
 /// Default of [`Config::ship_limit_mib`].
 pub const DEFAULT_SHIP_LIMIT_MIB: u64 = 64;
 
+/// The settings file to read: the one given, else `default` if it exists.
+pub fn settings_file(given: Option<PathBuf>, default: &Path) -> Option<PathBuf> {
+    given.or_else(|| default.is_file().then(|| default.to_path_buf()))
+}
+
 /// Parses `NAME=ADDR:PORT`.
 pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), ConfigError> {
     let (name, addr) = s
@@ -222,6 +229,41 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_file_is_read_only_if_it_exists_and_none_was_given() {
+        let dir = std::env::temp_dir().join(format!("migrate-cfg-default-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let default = dir.join("agent.toml");
+        let given = PathBuf::from("/elsewhere.toml");
+        assert_eq!(settings_file(None, &default), None);
+        std::fs::write(&default, "name = \"h\"\n").unwrap();
+        assert_eq!(settings_file(None, &default), Some(default.clone()));
+        assert_eq!(settings_file(Some(given.clone()), &default), Some(given));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The documented example sets every key (a new key must be added
+    /// there: this destructuring stops compiling without it).
+    #[test]
+    fn the_example_file_documents_every_key() {
+        let text = include_str!("../agent.toml.example");
+        let FileConfig {
+            name,
+            listen,
+            socket,
+            peers,
+            ship_limit_mib,
+            max_incoming,
+            state_dir,
+            auth,
+            insecure,
+        } = toml::from_str(text).expect("agent.toml.example parses");
+        assert!(name.is_some() && listen.is_some() && socket.is_some());
+        assert!(ship_limit_mib.is_some() && max_incoming.is_some());
+        assert!(state_dir.is_some() && auth.is_some() && !peers.is_empty());
+        assert!(!insecure && text.lines().any(|l| l.starts_with("insecure = ")));
+    }
 
     #[test]
     fn flags_override_file() {

@@ -24,8 +24,10 @@ struct Args {
     /// A peer agent, NAME=ADDR:PORT (repeatable).
     #[arg(long = "peer", value_name = "NAME=ADDR:PORT")]
     peers: Vec<String>,
-    /// TOML file with the same settings (flags override it).
-    #[arg(long)]
+    /// TOML file with the same settings (flags override it; every key is
+    /// described in agent.toml.example) [default: /etc/migrate/agent.toml
+    /// if it exists].
+    #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
     /// Largest open file whose content is shipped when the destination
     /// lacks it or it was deleted, MiB [default: 64].
@@ -62,6 +64,36 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         hosts: Vec<String>,
     },
+    /// Prints a completion script for SHELL.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Writes the manual pages (migrate-agent.8, migrate-agent-keygen.8)
+    /// into DIR.
+    #[command(hide = true, name = "__man")]
+    Man {
+        /// Directory to write them in.
+        dir: PathBuf,
+    },
+}
+
+/// The manual pages: `migrate-agent.8` and one per subcommand shown.
+fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir)?;
+    let cmd = Args::command();
+    let mut pages = vec![("migrate-agent".to_string(), cmd.clone())];
+    for sub in cmd.get_subcommands().filter(|c| !c.is_hide_set()) {
+        let name = format!("migrate-agent-{}", sub.get_name());
+        pages.push((name.clone(), sub.clone().name(name)));
+    }
+    for (name, c) in pages {
+        let mut out = Vec::new();
+        clap_mangen::Man::new(c).section("8").render(&mut out)?;
+        std::fs::write(dir.join(format!("{name}.8")), out)?;
+    }
+    Ok(())
 }
 
 fn main() -> ExitCode {
@@ -76,6 +108,31 @@ fn main() -> ExitCode {
         migrate_agent::keeper::run();
     }
     let args = Args::parse();
+    match &args.command {
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory;
+            clap_complete::generate(
+                *shell,
+                &mut Args::command(),
+                "migrate-agent",
+                &mut std::io::stdout(),
+            );
+            return ExitCode::SUCCESS;
+        }
+        Some(Command::Man { dir }) => {
+            return match man_pages(dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!(
+                        "migrate-agent: writing manual pages to {}: {e}",
+                        dir.display()
+                    );
+                    ExitCode::from(2)
+                }
+            };
+        }
+        _ => {}
+    }
     if let Some(Command::Keygen { dir, hosts }) = &args.command {
         return match migrate_agent::secure::keygen(dir, hosts) {
             Ok(()) => {
@@ -100,8 +157,12 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    let file = migrate_agent::config::settings_file(
+        args.config,
+        std::path::Path::new(migrate_agent::config::DEFAULT_CONFIG),
+    );
     let config = match Config::build(
-        args.config.as_deref(),
+        file.as_deref(),
         Flags {
             name: args.name,
             listen: args.listen,
@@ -126,5 +187,40 @@ fn main() -> ExitCode {
             eprintln!("migrate-agent: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    /// Every option and argument says what it is (`--help`, the manual).
+    #[test]
+    fn every_argument_has_help() {
+        let cmd = Args::command();
+        let mut missing = Vec::new();
+        for c in std::iter::once(&cmd).chain(cmd.get_subcommands()) {
+            for a in c.get_arguments() {
+                let builtin = matches!(a.get_id().as_str(), "help" | "version");
+                if !builtin && a.get_help().is_none() {
+                    missing.push(format!("{} {}", c.get_name(), a.get_id()));
+                }
+            }
+        }
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
+
+    #[test]
+    fn man_pages_are_written() {
+        let dir = std::env::temp_dir().join(format!("migrate-agent-man-{}", std::process::id()));
+        man_pages(&dir).unwrap();
+        let page = std::fs::read_to_string(dir.join("migrate-agent.8")).unwrap();
+        assert!(
+            page.contains(".TH") && page.contains("max\\-incoming"),
+            "{page}"
+        );
+        assert!(dir.join("migrate-agent-keygen.8").is_file());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -16,18 +16,25 @@ use migrate_proto::msg::{
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
 
+mod docs;
 mod report;
 
 const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
 
 /// Moves a running process to another host, live (post-copy).
-///
-/// `migrate check <pid>` runs the pre-flight checks only.
 #[derive(Debug, Parser)]
 #[command(
     name = "migrate",
     version,
-    after_help = "Exit status: 0 migrated; 1 refused or failed, the process still runs here; 2 usage; 3 no agent; 4 the process was lost."
+    after_help = "Subcommands (each with its own --help):\n  \
+        migrate check PID          the pre-flight checks only\n  \
+        migrate status [ID]        a migration's record\n  \
+        migrate list [--history]   what can move from here; past migrations\n  \
+        migrate run [--tcp P] CMD  start CMD as a cooperating process\n  \
+        migrate report ID          draw a migration as SVG\n  \
+        migrate resolve ID         decide on an original kept after a lost destination\n  \
+        migrate completions SHELL  a shell completion script\n\n\
+        Exit status: 0 migrated; 1 refused or failed, the process still runs here; 2 usage; 3 no agent; 4 the process was lost."
 )]
 struct MigrateArgs {
     /// The process to move.
@@ -710,6 +717,20 @@ fn main() -> ExitCode {
         Some("resolve") => match ResolveArgs::try_parse_from(sub(&argv)) {
             Ok(a) => run_resolve(a),
             Err(e) => usage(e),
+        },
+        Some("completions") => match argv.get(2) {
+            Some(shell) if argv.len() == 3 => {
+                docs::completions(shell).map_err(|e| Exit(2, anyhow::anyhow!(e)))
+            }
+            _ => Err(Exit(
+                2,
+                anyhow::anyhow!("usage: migrate completions bash|zsh|fish|elvish|powershell"),
+            )),
+        },
+        Some("__man") => match argv.get(2) {
+            Some(dir) => docs::man_pages(std::path::Path::new(dir))
+                .map_err(|e| Exit(2, anyhow::anyhow!("writing manual pages to {dir}: {e}"))),
+            None => Err(Exit(2, anyhow::anyhow!("usage: migrate __man DIR"))),
         },
         _ => match MigrateArgs::try_parse_from(&argv) {
             Ok(a) => run_migrate(a),
