@@ -4,16 +4,20 @@
 # shim's API (migrate_request), to go back home. Its output is a pipe to
 # `tee` here, which the agents forward wherever it runs.
 #   sudo migrate-demo        (installed by provision.sh from vagrant/demo.sh)
+# MIGRATE_DEMO_HOME (default: the hostname) is this host's agent name,
+# MIGRATE_DEMO_DIR (default /var/tmp) where the output goes.
 set -eu
-here=$(hostname)
+here=${MIGRATE_DEMO_HOME:-$(hostname)}
 other=${1:-host2}
-out=/var/tmp/migrate-demo.out
-pidfile=/var/tmp/migrate-demo.pid
+dir=${MIGRATE_DEMO_DIR:-/var/tmp}
+out=$dir/migrate-demo.out
+pidfile=$dir/migrate-demo.pid
 rm -f "$out" "$pidfile"
 
 echo "== 1. a counter starts on $here, cooperating (migrate run)"
-migrate run -- python3 -u -c '
+migrate run -- /usr/bin/python3 -u -c '
 import ctypes, itertools, os, sys, time
+os.closerange(3, 1 << 16)         # only its standard streams
 shim = ctypes.CDLL(None)          # libmigrate_shim.so, preloaded by migrate run
 host = ctypes.create_string_buffer(64)
 open(sys.argv[1], "w").write(str(os.getpid()))
@@ -48,6 +52,11 @@ sleep 2
 echo "== 5. the migrations, as this host's agent recorded them"
 migrate list --history
 
-# Home again, it got its pid back (free here since it left).
-kill "$pid" 2>/dev/null || echo "stop the counter yourself: migrate list; kill PID"
+# Home again, it got its pid back (free here since it left): end it if
+# that pid is still the counter.
+if grep -q migrate-demo.pid "/proc/$pid/cmdline" 2>/dev/null; then
+    kill "$pid"
+else
+    echo "stop the counter yourself: migrate list; kill PID"
+fi
 echo "== done; the whole output is in $out"

@@ -7,6 +7,8 @@ use std::process::Command;
 
 use migrate_tests::bins::bin;
 
+mod common;
+
 const VAGRANT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vagrant");
 
 #[test]
@@ -54,4 +56,61 @@ fn the_provisioning_scripts_parse() {
             .unwrap();
         assert!(st.success(), "{script} does not parse");
     }
+}
+
+/// The Vagrant demo, run in the lab's host1: the counter goes to host2 by
+/// `migrate` and comes back by asking (migrate_request through the shim,
+/// from Python's ctypes).
+#[test]
+fn the_vagrant_demo_moves_a_counter_there_and_back() {
+    migrate_tests::require_lab!();
+    let c = common::Cluster::start();
+    let dir = c.path("demo");
+    std::fs::create_dir_all(&dir).unwrap();
+    let bin_dir = bin("migrate").parent().unwrap().to_path_buf();
+    // Its output to a file: the counter in the background (and its tee)
+    // keep the demo's standard streams open after the demo ends.
+    let log = dir.join("demo.log");
+    let mut demo = c
+        .h1()
+        .command("sh")
+        .arg(Path::new(VAGRANT).join("demo.sh"))
+        .arg("host2")
+        .env(
+            "PATH",
+            format!("{}:{}", bin_dir.display(), std::env::var("PATH").unwrap()),
+        )
+        .env("MIGRATE_DEMO_HOME", "host1")
+        .env("MIGRATE_DEMO_DIR", &dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(dir.join("demo.err")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut status = None;
+    common::wait_until(120, || {
+        status = demo.try_wait().unwrap();
+        status.is_some()
+    });
+    if status.is_none() {
+        let _ = demo.kill();
+    }
+    let said = std::fs::read_to_string(&log).unwrap_or_default()
+        + &std::fs::read_to_string(dir.join("demo.err")).unwrap_or_default();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "{status:?}\n{said}\n{}",
+        c.logs()
+    );
+    let counted = std::fs::read_to_string(dir.join("migrate-demo.out")).unwrap();
+    let pid = std::fs::read_to_string(dir.join("migrate-demo.pid")).unwrap();
+    assert!(
+        counted.contains(&format!("on host2, pid {pid}, moved 1 times")),
+        "{counted}"
+    );
+    assert!(counted.contains("asking to go home to host1"), "{counted}");
+    assert!(
+        counted.contains(&format!("on host1, pid {pid}, moved 2 times")),
+        "{counted}"
+    );
 }
