@@ -13,6 +13,20 @@ pub fn lab_available(test: &str) -> bool {
     })
 }
 
+/// Whether the program `tool` (from Debian's `package`) is installed:
+/// as [`lab_available`], a skip with the reason outside CI, a failure
+/// under `CI=true`.
+pub fn tool_available(test: &str, tool: &str, package: &str) -> bool {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let found = ["/usr/sbin", "/usr/bin", "/sbin", "/bin", "/usr/local/bin"]
+        .iter()
+        .any(|d| Path::new(d).join(tool).exists());
+    let why = format!("`{tool}` is not installed (apt-get install {package})");
+    verdict(test, (!found).then_some(why.as_str()), ci, &mut |line| {
+        eprintln!("{line}")
+    })
+}
+
 /// Decides, reporting a skip line through `report`.
 fn verdict(test: &str, missing: Option<&str>, ci: bool, report: &mut dyn FnMut(String)) -> bool {
     match missing {

@@ -13,6 +13,13 @@ const VAGRANT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../vagrant");
 
 #[test]
 fn the_systemd_unit_verifies() {
+    if !migrate_tests::gate::tool_available(
+        "the_systemd_unit_verifies",
+        "systemd-analyze",
+        "systemd",
+    ) {
+        return;
+    }
     let root = std::env::temp_dir().join(format!("migrate-unit-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&root);
     let units = root.join("etc/systemd/system");
@@ -44,6 +51,30 @@ fn the_systemd_unit_verifies() {
     assert!(out.status.success(), "{said}");
     // It only warns about some mistakes: any word about our unit is one.
     assert!(!said.contains("migrate-agent"), "{said}");
+}
+
+/// Vagrant checks the Vagrantfile's settings (without a provider or a
+/// box, neither of which this machine can run).
+#[test]
+fn the_vagrantfile_validates() {
+    if !migrate_tests::gate::tool_available("the_vagrantfile_validates", "vagrant", "vagrant") {
+        return;
+    }
+    let home = std::env::temp_dir().join(format!("migrate-vagrant-{}", std::process::id()));
+    let out = Command::new("vagrant")
+        .args(["validate", "--ignore-provider"])
+        .current_dir(VAGRANT)
+        .env("VAGRANT_HOME", &home)
+        .env("VAGRANT_CHECKPOINT_DISABLE", "1")
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_dir_all(&home);
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 #[test]
