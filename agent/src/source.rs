@@ -1150,28 +1150,32 @@ fn spawn_demand(
                 );
                 return;
             }
-            buf.resize((n * PAGE_SIZE) as usize, 0);
-            if let Err(e) = mem.read(req.addr, &mut buf) {
-                warn!(error = %error_chain(&e), "reading the frozen original");
-                return;
-            }
             lazy.mark(req.addr, n);
-            // The faulting page (the first) goes alone and first: the
-            // thread waiting on it runs again as soon as it is in; the
-            // prefetched rest follows in a second frame.
-            let first = (PAGE_SIZE as usize).min(buf.len());
-            let (head, rest) = buf.split_at(first);
-            let sent = put_pages(&mut s, req.addr, head, compress).and_then(|a| {
-                if rest.is_empty() {
-                    return Ok(a);
-                }
-                Ok(a + put_pages(&mut s, req.addr + PAGE_SIZE, rest, compress)?)
-            });
+            // The faulting page (the first) is read and sent alone and
+            // first: the thread waiting on it runs again as soon as it is
+            // in; the prefetched rest follows in a second frame.
+            buf.resize((n * PAGE_SIZE) as usize, 0);
+            let (head, rest) = buf.split_at_mut(PAGE_SIZE as usize);
+            let sent = mem
+                .read_direct(req.addr, head)
+                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+                .and_then(|()| put_pages(&mut s, req.addr, head, compress))
+                .and_then(|a| {
+                    if rest.is_empty() {
+                        return Ok(a);
+                    }
+                    mem.read_direct(req.addr + PAGE_SIZE, rest)
+                        .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
+                    Ok(a + put_pages(&mut s, req.addr + PAGE_SIZE, rest, compress)?)
+                });
             match sent {
                 Ok(n) => {
                     c.wire_bytes.fetch_add(n, Ordering::Relaxed);
                 }
-                Err(_) => return,
+                Err(e) => {
+                    warn!(error = %error_chain(&e), "answering a demand request: closing the lane");
+                    return;
+                }
             }
             c.demand_requests.fetch_add(1, Ordering::Relaxed);
             c.demand_pages.fetch_add(n, Ordering::Relaxed);
@@ -1236,7 +1240,7 @@ fn spawn_push(
             }
             let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
             buf.resize((n * PAGE_SIZE) as usize, 0);
-            if mem.read(addr, &mut buf).is_err() {
+            if mem.read_direct(addr, &mut buf).is_err() {
                 return;
             }
             match put_pages(&mut w, addr, &buf, compress) {

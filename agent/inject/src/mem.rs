@@ -42,6 +42,29 @@ impl RemoteMem {
             })
     }
 
+    /// Fills `buf` from `addr` with one `process_vm_readv`, which copies
+    /// straight from the process's pages (`/proc/<pid>/mem` goes through a
+    /// kernel page at a time); what it refuses (`PROT_NONE` pages) is read
+    /// through `/proc/<pid>/mem`.
+    pub fn read_direct(&self, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {
+        let local = libc::iovec {
+            iov_base: buf.as_mut_ptr().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: `local` describes `buf`, writable for its whole length;
+        // `remote` is only read by the kernel, in the other process, which
+        // checks it.
+        let n = unsafe { libc::process_vm_readv(self.pid, &local, 1, &remote, 1, 0) };
+        if n == buf.len() as isize {
+            return Ok(());
+        }
+        self.read(addr, buf)
+    }
+
     /// Writes `buf` at `addr`.
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), InjectError> {
         self.file
@@ -51,5 +74,42 @@ impl RemoteMem {
                 addr,
                 source,
             })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A page of this process with `fill` in it, then protected `prot`.
+    fn page(fill: u8, prot: i32) -> *mut u8 {
+        // SAFETY: a fresh private anonymous page, written before it is
+        // protected; never unmapped (the test process ends).
+        unsafe {
+            let p = libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            std::ptr::write_bytes(p.cast::<u8>(), fill, 4096);
+            assert_eq!(libc::mprotect(p, 4096, prot), 0);
+            p.cast()
+        }
+    }
+
+    #[test]
+    fn direct_reads_fall_back_for_what_process_vm_readv_refuses() {
+        // SAFETY: getpid has no preconditions.
+        let mem = RemoteMem::open(unsafe { libc::getpid() }).unwrap();
+        for (fill, prot) in [(0x5a, libc::PROT_READ), (0xa5, libc::PROT_NONE)] {
+            let p = page(fill, prot);
+            let mut buf = vec![0u8; 4096];
+            mem.read_direct(p as u64, &mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == fill), "prot {prot}");
+        }
     }
 }
