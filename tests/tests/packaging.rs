@@ -65,6 +65,7 @@ fn the_vagrantfile_validates() {
         .args(["validate", "--ignore-provider"])
         .current_dir(VAGRANT)
         .env("VAGRANT_HOME", &home)
+        .env("VAGRANT_DOTFILE_PATH", home.join("dot"))
         .env("VAGRANT_CHECKPOINT_DISABLE", "1")
         .output()
         .unwrap();
