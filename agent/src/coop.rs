@@ -29,9 +29,8 @@ pub fn listener(pid: i32) -> Option<i32> {
         })
 }
 
-/// The state block of `pid` at `addr`, if it holds one.
-pub fn read_state(pid: i32, addr: u64) -> Option<ShimState> {
-    let mem = RemoteMem::open(pid).ok()?;
+/// The state block at `addr` in `mem`, if it holds one.
+fn read_state(mem: &RemoteMem, addr: u64) -> Option<ShimState> {
     let mut b = vec![0u8; SIZE];
     mem.read(addr, &mut b).ok()?;
     ShimState::decode(&b)
@@ -45,8 +44,8 @@ fn next_seq() -> u32 {
 
 /// Tells the listener of `pid` (if it listens) that `phase` happened;
 /// returns the sequence number sent.
-pub fn tell(pid: i32, addr: u64, phase: Phase) -> Option<u32> {
-    if !read_state(pid, addr)?.listening {
+fn tell_in(mem: &RemoteMem, pid: i32, addr: u64, phase: Phase) -> Option<u32> {
+    if !read_state(mem, addr)?.listening {
         return None;
     }
     let tid = listener(pid)?;
@@ -60,22 +59,44 @@ pub fn tell(pid: i32, addr: u64, phase: Phase) -> Option<u32> {
     }
 }
 
+/// Tells the listener of `pid` (if it listens) that `phase` happened.
+pub fn tell(pid: i32, addr: u64, phase: Phase) {
+    if let Ok(mem) = RemoteMem::open(pid) {
+        tell_in(&mem, pid, addr, phase);
+    }
+}
+
+/// How the freeze notice went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FreezeNotice {
+    /// No listener: the process registered no callbacks.
+    NotListening,
+    /// The freeze callbacks returned.
+    Done,
+    /// They did not return within [`FREEZE_NOTICE`].
+    TimedOut,
+}
+
 /// Tells a cooperating process it is about to be frozen and waits until
 /// its freeze callbacks have returned (at most [`FREEZE_NOTICE`]).
-/// Returns whether it was told.
-pub fn before_freeze(pid: i32, addr: u64) -> bool {
-    let Some(seq) = tell(pid, addr, Phase::Freeze) else {
-        return false;
+pub fn before_freeze(pid: i32, addr: u64) -> FreezeNotice {
+    let Ok(mem) = RemoteMem::open(pid) else {
+        return FreezeNotice::NotListening;
+    };
+    let Some(seq) = tell_in(&mem, pid, addr, Phase::Freeze) else {
+        return FreezeNotice::NotListening;
     };
     let t0 = Instant::now();
     while t0.elapsed() < FREEZE_NOTICE {
-        if read_state(pid, addr).is_none_or(|s| s.ack == seq) {
+        // A block that cannot be read any more: the process is gone, the
+        // freeze will say so.
+        if read_state(&mem, addr).is_none_or(|s| s.ack == seq) {
             info!(
                 pid,
                 ms = t0.elapsed().as_millis() as u64,
                 "freeze callbacks done"
             );
-            return true;
+            return FreezeNotice::Done;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
@@ -83,5 +104,5 @@ pub fn before_freeze(pid: i32, addr: u64) -> bool {
         pid,
         "the freeze callbacks did not return in time; freezing anyway"
     );
-    true
+    FreezeNotice::TimedOut
 }

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use migrate_inject::{RemoteMem, Seized};
 use migrate_proto::envelope::Sequencer;
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
+use migrate_proto::image::Lineage;
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
     DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushOrder, Reply, Resolution,
@@ -220,11 +221,7 @@ pub fn migrate(
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let lineage = cx.lineages.get(pid, cx.host);
-    let coop = dump::Cooperation {
-        shim: lineage.shim,
-        tcp: lineage.tcp,
-    };
-    let reply = migrate_process(cx, caller_uid, pid, opts, &coop, progress);
+    let reply = migrate_process(cx, caller_uid, pid, opts, &lineage, progress);
     let stayed = match &reply {
         Reply::Refused { .. } => true,
         Reply::Failed {
@@ -232,7 +229,7 @@ pub fn migrate(
         } => *resumed_original,
         _ => false,
     };
-    if let (Some(addr), true) = (coop.shim, stayed) {
+    if let (Some(addr), true) = (lineage.shim, stayed) {
         crate::coop::tell(pid, addr, migrate_proto::shim::Phase::Stayed);
     }
     reply
@@ -243,9 +240,13 @@ fn migrate_process(
     caller_uid: u32,
     pid: i32,
     opts: &MigrateOptions,
-    coop: &dump::Cooperation,
+    lineage: &Lineage,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
+    let coop = &dump::Cooperation {
+        shim: lineage.shim,
+        tcp: lineage.tcp,
+    };
     let t0 = Instant::now();
     let started_unix_us = crate::unix_us();
     let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false, coop.tcp) {
@@ -357,8 +358,10 @@ fn migrate_process(
 
     // A cooperating process runs its freeze callbacks first.
     if let Some(addr) = coop.shim {
-        if crate::coop::before_freeze(pid, addr) {
-            event(&mut rec, "freeze callbacks done");
+        match crate::coop::before_freeze(pid, addr) {
+            crate::coop::FreezeNotice::Done => event(&mut rec, "freeze callbacks done"),
+            crate::coop::FreezeNotice::TimedOut => event(&mut rec, "freeze callbacks timed out"),
+            crate::coop::FreezeNotice::NotListening => {}
         }
     }
     let advice = dump::AdviceSnapshot::take(pid);
@@ -384,7 +387,7 @@ fn migrate_process(
     // A process whose deputy this host serves takes the deputy along.
     let mut frozen = frozen;
     frozen.image.deputy = crate::deputy::has_deputy(pid);
-    frozen.image.lineage = cx.lineages.get(pid, cx.host);
+    frozen.image.lineage = lineage.clone();
     // Forwarded standard streams: our own copies of the original's ends,
     // and a lane to the destination for each.
     let mut streams = Vec::new();
@@ -1156,18 +1159,15 @@ fn spawn_demand(
             // in; the prefetched rest follows in a second frame.
             buf.resize((n * PAGE_SIZE) as usize, 0);
             let (head, rest) = buf.split_at_mut(PAGE_SIZE as usize);
-            let sent = mem
-                .read_direct(req.addr, head)
-                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
-                .and_then(|()| put_pages(&mut s, req.addr, head, compress))
-                .and_then(|a| {
-                    if rest.is_empty() {
-                        return Ok(a);
-                    }
-                    mem.read_direct(req.addr + PAGE_SIZE, rest)
-                        .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
-                    Ok(a + put_pages(&mut s, req.addr + PAGE_SIZE, rest, compress)?)
-                });
+            let mut send = |addr: u64, pages: &mut [u8]| -> Result<u64, frame::FrameError> {
+                if pages.is_empty() {
+                    return Ok(0);
+                }
+                mem.read_direct(addr, pages)
+                    .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
+                put_pages(&mut s, addr, pages, compress)
+            };
+            let sent = send(req.addr, head).and_then(|a| Ok(a + send(req.addr + PAGE_SIZE, rest)?));
             match sent {
                 Ok(n) => {
                     c.wire_bytes.fetch_add(n, Ordering::Relaxed);
