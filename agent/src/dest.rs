@@ -387,8 +387,7 @@ fn rebuild(
     if let Some(addr) = image.lineage.shim {
         // Its virtual ids and the rest of what its shim reads; a block
         // that cannot be patched leaves the ids real, the move goes on.
-        let reconnected = r.reconnected().to_vec();
-        if let Err(e) = r.patch_shim(image, addr, host, &reconnected) {
+        if let Err(e) = r.patch_shim(image, addr, host) {
             warn!(id, error = %error_chain(&e), "the shim's state was not updated");
         }
     }

@@ -772,19 +772,8 @@ impl Restorer {
             b.extend_from_slice(&0i64.to_ne_bytes());
             b
         };
-        let p = self.put_bytes(&tv(RECONNECT_TIMEOUT.as_secs() as i64))?;
-        self.sys(
-            "SO_SNDTIMEO",
-            libc::SYS_setsockopt,
-            [
-                s,
-                libc::SOL_SOCKET as u64,
-                libc::SO_SNDTIMEO as u64,
-                p,
-                16,
-                0,
-            ],
-        )?;
+        let timeout = tv(RECONNECT_TIMEOUT.as_secs() as i64);
+        self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
         let p = self.put_bytes(peer)?;
         let connected = self
             .sys(
@@ -797,19 +786,7 @@ impl Restorer {
             self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
             return Ok(None);
         }
-        let p = self.put_bytes(&tv(0))?;
-        self.sys(
-            "SO_SNDTIMEO",
-            libc::SYS_setsockopt,
-            [
-                s,
-                libc::SOL_SOCKET as u64,
-                libc::SO_SNDTIMEO as u64,
-                p,
-                16,
-                0,
-            ],
-        )?;
+        self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(0))?;
         Ok(Some(s))
     }
 
@@ -842,32 +819,39 @@ impl Restorer {
         // struct linger { on = 1, seconds = 0 }: close sends an RST.
         let mut linger = 1i32.to_ne_bytes().to_vec();
         linger.extend_from_slice(&0i32.to_ne_bytes());
-        let p = self.put_bytes(&linger)?;
-        self.sys(
-            "SO_LINGER",
-            libc::SYS_setsockopt,
-            [a, libc::SOL_SOCKET as u64, libc::SO_LINGER as u64, p, 8, 0],
-        )?;
+        self.setsockopt(a, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
         self.sys("close", libc::SYS_close, [a, 0, 0, 0, 0, 0])?;
         self.sys("close", libc::SYS_close, [l, 0, 0, 0, 0, 0])?;
         Ok(c)
     }
 
-    /// Descriptors whose TCP connection was made again here.
-    pub fn reconnected(&self) -> &[i32] {
-        &self.reconnected
+    /// `setsockopt(fd, level, name, value)` inside the process.
+    fn setsockopt(
+        &mut self,
+        fd: u64,
+        level: i32,
+        name: i32,
+        value: &[u8],
+    ) -> Result<(), RestoreError> {
+        let p = self.put_bytes(value)?;
+        self.sys(
+            format!("setsockopt({level}, {name}) on fd {fd}"),
+            libc::SYS_setsockopt,
+            [fd, level as u64, name as u64, p, value.len() as u64, 0],
+        )
+        .map(|_| ())
     }
 
     /// Rewrites the state block of the process's shim (at `addr`) for its
     /// life here: each thread's id here against its virtual one, the
     /// host, one more move, the descriptors reconnected. The block went
-    /// with the eager pages; one that does not decode is left alone.
+    /// with the eager pages; one that does not decode is an error and is
+    /// left alone.
     pub fn patch_shim(
         &mut self,
         image: &ProcessImage,
         addr: u64,
         host: &str,
-        reconnected: &[i32],
     ) -> Result<(), RestoreError> {
         use migrate_proto::shim::{ShimState, SIZE};
         let mut b = vec![0u8; SIZE];
@@ -885,7 +869,7 @@ impl Restorer {
                 .zip(&self.threads)
                 .map(|(t, th)| (t.tid, th.tid())),
         );
-        state.moved(&ids, image.ppid, host, reconnected);
+        state.moved(&ids, image.ppid, host, &self.reconnected);
         state.encode_into(&mut b);
         step("writing the shim's state", self.mem.write(addr, &b))
     }
@@ -1419,12 +1403,7 @@ impl Restorer {
                         [*domain as u64, ty, *protocol as u64, 0, 0, 0],
                     )?;
                     for &(level, name, value) in options {
-                        let p = self.put_bytes(&value.to_ne_bytes())?;
-                        self.sys(
-                            format!("setsockopt({level}, {name})"),
-                            libc::SYS_setsockopt,
-                            [got, level as u64, name as u64, p, 4, 0],
-                        )?;
+                        self.setsockopt(got, level, name, &value.to_ne_bytes())?;
                     }
                     let p = self.put_bytes(addr)?;
                     self.sys(
