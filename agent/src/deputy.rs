@@ -16,7 +16,6 @@ use std::time::Duration;
 
 use migrate_proto::frame;
 use migrate_proto::msg::{DeputyMsg, Reply, Request};
-use migrate_proto::PROTOCOL_VERSION;
 
 use crate::secure::PeerStream;
 
@@ -177,17 +176,12 @@ fn serve(args: &[String]) -> io::Result<()> {
 fn open_lane(socket: &Path, addr: SocketAddr, id: u64) -> io::Result<UnixStream> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(30)))?;
-    let ask = |s: &mut UnixStream, r: &Request| r.ask(s).map_err(io::Error::other);
-    match ask(
-        &mut s,
-        &Request::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )? {
+    match Request::hello(&mut s).map_err(io::Error::other)? {
         Reply::Welcome { .. } => {}
         other => return Err(io::Error::other(format!("the agent answered {other:?}"))),
     }
-    match ask(&mut s, &Request::DeputyLane { addr, id })? {
+    let lane = Request::DeputyLane { addr, id };
+    match lane.ask(&mut s).map_err(io::Error::other)? {
         Reply::Bridged => Ok(s),
         Reply::Refused { reasons } => Err(io::Error::other(reasons.join("; "))),
         other => Err(io::Error::other(format!("the agent answered {other:?}"))),

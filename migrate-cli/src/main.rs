@@ -14,7 +14,7 @@ use migrate_proto::msg::{
     EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder, Reply, Request, Resolution,
 };
 use migrate_proto::record::MigrationRecord;
-use migrate_proto::{PAGE_SIZE, PROTOCOL_VERSION};
+use migrate_proto::PAGE_SIZE;
 
 mod docs;
 mod report;
@@ -262,14 +262,7 @@ fn connect_named(socket: &PathBuf) -> Result<(UnixStream, String), Exit> {
             ),
         )
     })?;
-    frame::write_msg(
-        &mut s,
-        &Request::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )
-    .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
-    match frame::read_msg::<Reply>(&mut s) {
+    match Request::hello(&mut s) {
         Ok(Reply::Welcome { name, .. }) => Ok((s, name)),
         Ok(Reply::Refused { reasons }) => Err(Exit(3, anyhow::anyhow!(reasons.join("; ")))),
         Ok(other) => Err(Exit(

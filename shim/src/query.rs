@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use migrate_proto::image::Lineage;
 use migrate_proto::msg::{Reply, Request};
-use migrate_proto::PROTOCOL_VERSION;
 
 use crate::ids::real_pid;
 
@@ -32,14 +31,8 @@ fn refused(other: Reply) -> io::Error {
 pub fn ask(r: &Request) -> io::Result<Reply> {
     let mut s = UnixStream::connect(socket())?;
     s.set_read_timeout(Some(Duration::from_secs(5)))?;
-    let ask = |s: &mut UnixStream, r: &Request| r.ask(s).map_err(io::Error::other);
-    match ask(
-        &mut s,
-        &Request::Hello {
-            version: PROTOCOL_VERSION,
-        },
-    )? {
-        Reply::Welcome { .. } => ask(&mut s, r),
+    match Request::hello(&mut s).map_err(io::Error::other)? {
+        Reply::Welcome { .. } => r.ask(&mut s).map_err(io::Error::other),
         other => Err(refused(other)),
     }
 }

@@ -213,6 +213,18 @@ pub struct ProcessEntry {
 }
 
 impl Request {
+    /// Opens a conversation on a control connection: `Hello` with this
+    /// protocol version, and the agent's answer (`Welcome` with its host
+    /// name, or `Refused` with the reason).
+    pub fn hello(
+        s: &mut (impl std::io::Read + std::io::Write),
+    ) -> Result<Reply, crate::frame::FrameError> {
+        Request::Hello {
+            version: crate::PROTOCOL_VERSION,
+        }
+        .ask(s)
+    }
+
     /// Sends this request on a control connection and reads the agent's
     /// answer.
     pub fn ask(

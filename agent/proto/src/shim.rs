@@ -208,7 +208,9 @@ impl ShimState {
         self.reconnected = reconnected.iter().copied().take(MAX_RECONNECTED).collect();
     }
 
-    /// The virtual id of the thread whose real id is `real`.
+    /// The virtual id of the thread whose real id is `real` (the shim's
+    /// own lookup does the same on the raw block, without allocating, as
+    /// it must in a signal handler).
     pub fn virtual_tid(&self, real: i32) -> i32 {
         self.tids
             .iter()
