@@ -26,18 +26,17 @@ if [ ! -x "$shared/bin/migrate-agent" ]; then
     for f in migrate-agent migrate libmigrate_shim.so workload; do
         cp "/var/tmp/migrate-target/release/$f" "$shared/bin/"
     done
-    "$shared/bin/migrate" __man "$shared/man" 2>/dev/null || true
+    "$shared/bin/migrate" __man "$shared/man"
+    "$shared/bin/migrate-agent" __man "$shared/man"
 fi
 install -m 755 "$shared/bin/migrate-agent" "$shared/bin/migrate" /usr/local/bin/
 install -m 644 "$shared/bin/libmigrate_shim.so" /usr/local/bin/
 install -m 755 "$shared/bin/workload" /usr/local/bin/migrate-demo-workload
-if [ -d "$shared/man" ]; then
-    mkdir -p /usr/local/share/man/man1 /usr/local/share/man/man8
-    cp "$shared/man/"*.1 /usr/local/share/man/man1/ 2>/dev/null || true
-    cp "$shared/man/"*.8 /usr/local/share/man/man8/ 2>/dev/null || true
-fi
-mkdir -p /etc/bash_completion.d
-/usr/local/bin/migrate completions bash > /etc/bash_completion.d/migrate 2>/dev/null || true
+mkdir -p /usr/local/share/man/man1 /usr/local/share/man/man8 /etc/bash_completion.d
+cp "$shared/man/"*.1 /usr/local/share/man/man1/
+cp "$shared/man/"*.8 /usr/local/share/man/man8/
+/usr/local/bin/migrate completions bash > /etc/bash_completion.d/migrate
+/usr/local/bin/migrate-agent completions bash > /etc/bash_completion.d/migrate-agent
 
 # Credentials: made once, for every host of the Vagrantfile.
 if [ ! -f "$shared/cluster/cluster.key" ]; then

@@ -49,7 +49,8 @@ if [ -d /run/systemd/system ] && [ "$(cat /proc/1/comm 2>/dev/null)" = systemd ]
     here=$(dirname "$0")
     install -m 644 "$here/migrate-agent.service" /etc/systemd/system/migrate-agent.service
     systemctl daemon-reload
-    systemctl enable --now migrate-agent.service
+    systemctl enable migrate-agent.service
+    # restart, not start: a second provisioning brings new settings in.
     systemctl restart migrate-agent.service
 else
     mkdir -p /run/migrate /var/lib/migrate
