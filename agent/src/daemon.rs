@@ -298,13 +298,16 @@ fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::Process
     pids.sort_unstable();
     pids.into_iter()
         .filter(|&p| p != me)
-        .filter_map(|p| preflight::inspect(p, uid, me, false, agent.lineages.get(p, "").tcp).ok())
-        .map(|i| migrate_proto::msg::ProcessEntry {
-            pid: i.pid,
-            comm: i.comm,
-            uid: i.uid,
-            rss_kib: i.rss_kib,
-            lineage: agent.lineages.get(i.pid, &agent.config.name),
+        .filter_map(|p| {
+            let lineage = agent.lineages.get(p, &agent.config.name);
+            let i = preflight::inspect(p, uid, me, false, lineage.tcp).ok()?;
+            Some(migrate_proto::msg::ProcessEntry {
+                pid: i.pid,
+                comm: i.comm,
+                uid: i.uid,
+                rss_kib: i.rss_kib,
+                lineage,
+            })
         })
         .collect()
 }
@@ -335,13 +338,9 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
         Request::Hello { .. } => Reply::Refused {
             reasons: vec!["unexpected second hello".into()],
         },
-        Request::Check { pid } => match preflight::inspect(
-            pid,
-            cred.uid,
-            sys::getpid(),
-            false,
-            agent.lineages.get(pid, "").tcp,
-        ) {
+        Request::Check { pid } => {
+            let tcp = agent.lineages.get(pid, "").tcp;
+            match preflight::inspect(pid, cred.uid, sys::getpid(), false, tcp) {
             Ok(i) => Reply::Movable {
                 summary: format!(
                     "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
@@ -350,19 +349,20 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                     i.nvmas,
                     i.rss_kib,
                     i.needs.len(),
-                    preflight::describe_fds(pid, agent.lineages.get(pid, "").tcp).join("\n")
+                    preflight::describe_fds(pid, tcp).join("\n")
                 ),
             },
             Err(r) => {
                 let mut reasons = r.0;
-                let fds = preflight::describe_fds(pid, agent.lineages.get(pid, "").tcp);
+                let fds = preflight::describe_fds(pid, tcp);
                 if !fds.is_empty() {
                     reasons.push("descriptors:".into());
                     reasons.extend(fds);
                 }
                 Reply::Refused { reasons }
             }
-        },
+            }
+        }
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
         Request::Register { pid, tcp } if pid == cred.pid => {
             agent.lineages.set(
@@ -438,11 +438,16 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             };
             match agent.config.resolve(&to) {
                 None => Reply::Refused {
-                    reasons: vec![format!("unknown host {to:?} ({}); give a peer name or ADDR:PORT", known())],
+                    reasons: vec![format!(
+                        "unknown host {to:?} ({}); give a peer name or ADDR:PORT",
+                        known()
+                    )],
                 },
-                Some(addr) if to == agent.config.name || addr == agent.config.listen => Reply::Refused {
-                    reasons: vec![format!("{to} is this host")],
-                },
+                Some(addr) if to == agent.config.name || addr == agent.config.listen => {
+                    Reply::Refused {
+                        reasons: vec![format!("{to} is this host")],
+                    }
+                }
                 Some(addr) => match agent.claim(pid) {
                     None => Reply::Refused {
                         reasons: vec![format!("pid {pid} is already being migrated")],
