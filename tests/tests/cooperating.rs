@@ -67,9 +67,7 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
     assert_eq!(entry(&here, plain.pid), ("host1".into(), 0, false));
 
     // host1 -> host2: listed there, from host1, moved once.
-    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let (pid2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let pid2 = c.moved(c.h1(), p.pid, "host2");
     assert_eq!(entry(&listed(&c, c.h2()), pid2), ("host1".into(), 1, true));
     assert!(
         !listed(&c, c.h1()).iter().any(|e| e.0 == p.pid),
@@ -77,9 +75,7 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
     );
 
     // And back: moved twice, still from host1.
-    let out = c.migrate_from(c.h2(), &[&pid2.to_string(), "--to", "host1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let (pid3, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let pid3 = c.moved(c.h2(), pid2, "host1");
     assert_eq!(entry(&listed(&c, c.h1()), pid3), ("host1".into(), 2, true));
     assert_eq!(verify_memory(&c, c.h1(), pid3, &p), "verify ok 4096");
 }
@@ -149,9 +145,7 @@ fn cooperating_program_across_three_migrations(
     );
 
     // 1. host1 -> host2 by migrate: new real ids, the same virtual ones.
-    let out = c.migrate(&[&vpid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid = c.moved(c.h1(), vpid, "host2");
     assert_ne!(pid, vpid, "host2 gave the process its old pid");
     let real_tids = fs::read_dir(c.h2().root_path(format!("proc/{pid}/task")))
         .unwrap()
@@ -178,9 +172,7 @@ fn cooperating_program_across_three_migrations(
     assert_eq!(ids(c.h1(), on1[0]), expected);
 
     // 3. host1 -> host2 by migrate again.
-    let out = c.migrate(&[&on1[0].to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid = c.moved(c.h1(), on1[0], "host2");
     assert_ne!(pid, vpid);
     assert_eq!(ids(c.h2(), pid), expected);
     assert_eq!(
@@ -286,9 +278,7 @@ fn with_tcp_reconnect_a_client_keeps_talking_to_its_server_after_moving() {
     require_lab!();
     let c = Cluster::start();
     let (server, client) = echo_pair(&c, "47011", Some("reconnect"));
-    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid = c.moved(c.h1(), client.pid, "host2");
     // Told on host2 which descriptor was connected again.
     let fd = client
         .text()
@@ -330,9 +320,7 @@ fn with_tcp_close_the_connection_is_reset_and_the_client_sees_it() {
     require_lab!();
     let c = Cluster::start();
     let (server, client) = echo_pair(&c, "47011", Some("close"));
-    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid = c.moved(c.h1(), client.pid, "host2");
     // The client, on host2, sees a reset connection; the server saw the
     // reset too.
     assert!(
@@ -414,14 +402,10 @@ fn an_unmodified_debian_program_under_migrate_run_moves_twice() {
         );
     };
     advanced(10);
-    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid2 = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid2 = c.moved(c.h1(), p.pid, "host2");
     assert_ne!(pid2, p.pid, "host2 gave it its old pid");
     advanced(10);
-    let out = c.migrate_from(c.h2(), &[&pid2.to_string(), "--to", "host1"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let pid3 = parse_summary(&String::from_utf8_lossy(&out.stdout)).0;
+    let pid3 = c.moved(c.h2(), pid2, "host1");
     advanced(10);
     // One count, never restarted nor skipped, and one pid all along.
     let seen = counts();

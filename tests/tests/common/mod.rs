@@ -86,6 +86,14 @@ impl Cluster {
         self.run_migrate(host.command(bin("migrate")), args)
     }
 
+    /// Migrates `pid` from `host` to `to`, which must succeed; returns
+    /// its pid there.
+    pub fn moved(&self, host: &Host, pid: i32, to: &str) -> i32 {
+        let out = self.migrate_from(host, &[&pid.to_string(), "--to", to]);
+        assert_eq!(out.status.code(), Some(0), "{}", self.logs());
+        parse_summary(&String::from_utf8_lossy(&out.stdout)).0
+    }
+
     pub fn migrate_as(&self, uid: Option<u32>, args: &[&str]) -> Output {
         let c = match uid {
             None => self.h1().command(bin("migrate")),
