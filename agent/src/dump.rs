@@ -306,9 +306,13 @@ pub fn freeze_and_dump(
     let tid_offset = find_tid_offset(&mem, &threads);
     let advice = match advice {
         Some(a) if a.maps == maps => a.advice,
-        _ => procfs::advice(pid).map_err(proc_err(pid, "smaps"))?,
+        _ => {
+            step("mappings changed since the advice was read: reading it again");
+            procfs::advice(pid).map_err(proc_err(pid, "smaps"))?
+        }
     };
     let vmas = collect_vmas(pid, &maps, &eager_addrs, opts, stored.as_ref(), &advice)?;
+    step("pages sorted");
 
     let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
     let exe = fs::read_link(format!("/proc/{pid}/exe"))
@@ -891,65 +895,197 @@ fn collect_vmas(
         }
         let copy_pages = !vma.shared && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
         if copy_pages {
-            let is_file = matches!(vma.kind, VmaKind::File { .. });
-            let mut cur: Option<PageRun> = None;
-            for (a, b) in procfs::needed_pages(&pagemap, m.start, m.end, &mut buf)
-                .map_err(proc_err(pid, "pagemap"))?
-            {
-                let mut addr = a;
-                let (mut stored_until, mut unstored_until) = (0u64, 0u64);
-                while addr < b {
-                    let i = (addr - m.start) / PAGE_SIZE;
-                    // File-backed private pages cannot be registered with
-                    // userfaultfd (MISSING mode is anonymous-only): always eager.
-                    // The eager set (stacks, thread blocks, rseq areas) is
-                    // needed while rebuilding: always sent in the freeze.
-                    let in_eager_set = eager
-                        .iter()
-                        .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
-                    // Runs of stored (or not stored) pages are looked up once.
-                    if let Some(s) = stored {
-                        if addr >= stored_until && addr >= unstored_until {
-                            let left = (b - addr) / PAGE_SIZE;
-                            match s.run_at(addr, left) {
-                                0 => unstored_until = addr + s.gap_at(addr, left) * PAGE_SIZE,
-                                n => stored_until = addr + n * PAGE_SIZE,
-                            }
-                        }
-                    }
-                    let fill = if is_file || in_eager_set {
-                        Fill::Eager
-                    } else if addr < stored_until {
-                        Fill::Stored
-                    } else if matches!(opts.mode, Mode::StopCopy | Mode::PreCopy) {
-                        Fill::Eager
-                    } else if budget > 0 {
-                        budget -= 1;
-                        Fill::Eager
-                    } else {
-                        Fill::Lazy
-                    };
-                    match &mut cur {
-                        Some(r) if r.fill == fill && r.first + r.count == i => r.count += 1,
-                        _ => {
-                            if let Some(r) = cur.take() {
-                                vma.pages.push(r);
-                            }
-                            cur = Some(PageRun {
-                                first: i,
-                                count: 1,
-                                fill,
-                            });
-                        }
-                    }
-                    addr += PAGE_SIZE;
-                }
-            }
-            if let Some(r) = cur.take() {
-                vma.pages.push(r);
-            }
+            let anonymous = matches!(vma.kind, VmaKind::Anon);
+            let needed = procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf)
+                .map_err(proc_err(pid, "pagemap"))?;
+            let sorting = Sorting {
+                // File-backed private pages cannot be registered with
+                // userfaultfd (MISSING mode is anonymous-only): always eager.
+                all_eager: matches!(vma.kind, VmaKind::File { .. }),
+                none_lazy: matches!(opts.mode, Mode::StopCopy | Mode::PreCopy),
+                eager,
+                stored,
+            };
+            vma.pages = sorting.runs(m.start, &needed, &mut budget);
         }
         out.push(vma);
     }
     Ok(out)
+}
+
+/// How the pages a mapping holds travel: eager (in the freeze), stored
+/// (pre-copied and still current) or lazy (after the resume).
+struct Sorting<'a> {
+    /// Every page eager (file-backed private pages).
+    all_eager: bool,
+    /// Every page not stored eager (stop-copy, pre-copy).
+    none_lazy: bool,
+    /// Pages needed while rebuilding (stacks, thread blocks, rseq areas,
+    /// the shim's block): (page address, count); they may overlap.
+    eager: &'a [(u64, u64)],
+    /// Pages the destination already holds.
+    stored: Option<&'a PageSet>,
+}
+
+impl Sorting<'_> {
+    /// The runs of the mapping at `start` for its `needed` address ranges;
+    /// up to `budget` lazy pages become eager (the `dirty` eager set).
+    /// Works a stretch of equal fill at a time, not a page at a time: a
+    /// few GiB hold a million pages, and this runs while the process is
+    /// frozen.
+    fn runs(&self, start: u64, needed: &[(u64, u64)], budget: &mut u64) -> Vec<PageRun> {
+        let mut runs: Vec<PageRun> = Vec::new();
+        for &(a, b) in needed {
+            let mut addr = a;
+            while addr < b {
+                let left = (b - addr) / PAGE_SIZE;
+                let (fill, n) = self.stretch(addr, left, budget);
+                let first = (addr - start) / PAGE_SIZE;
+                match runs.last_mut() {
+                    Some(r) if r.fill == fill && r.first + r.count == first => r.count += n,
+                    _ => runs.push(PageRun {
+                        first,
+                        count: n,
+                        fill,
+                    }),
+                }
+                addr += n * PAGE_SIZE;
+            }
+        }
+        runs
+    }
+
+    /// The fill of the page at `addr` and how many pages from it (at
+    /// least one, at most `left`) share it.
+    fn stretch(&self, addr: u64, left: u64, budget: &mut u64) -> (Fill, u64) {
+        if self.all_eager {
+            return (Fill::Eager, left);
+        }
+        let pages_to = |end: u64| ((end - addr) / PAGE_SIZE).clamp(1, left);
+        let eager_end = self
+            .eager
+            .iter()
+            .filter(|&&(e, n)| e <= addr && addr < e + n * PAGE_SIZE)
+            .map(|&(e, n)| e + n * PAGE_SIZE)
+            .max();
+        if let Some(end) = eager_end {
+            return (Fill::Eager, pages_to(end));
+        }
+        // Up to the next eager stretch, then up to a change of stored.
+        let mut n = self
+            .eager
+            .iter()
+            .filter(|&&(e, _)| e > addr)
+            .map(|&(e, _)| pages_to(e))
+            .min()
+            .unwrap_or(left);
+        if let Some(s) = self.stored {
+            match s.run_at(addr, n) {
+                0 => n = s.gap_at(addr, n).max(1),
+                k => return (Fill::Stored, k),
+            }
+        }
+        if self.none_lazy {
+            return (Fill::Eager, n);
+        }
+        if *budget > 0 {
+            let k = n.min(*budget);
+            *budget -= k;
+            return (Fill::Eager, k);
+        }
+        (Fill::Lazy, n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The page-at-a-time rule `Sorting` must agree with.
+    fn reference(s: &Sorting, start: u64, needed: &[(u64, u64)], budget: &mut u64) -> Vec<PageRun> {
+        let mut runs: Vec<PageRun> = Vec::new();
+        for &(a, b) in needed {
+            let mut addr = a;
+            while addr < b {
+                let in_eager = s
+                    .eager
+                    .iter()
+                    .any(|&(e, n)| addr >= e && addr < e + n * PAGE_SIZE);
+                let stored = s.stored.is_some_and(|p| p.run_at(addr, 1) == 1);
+                let fill = if s.all_eager || in_eager {
+                    Fill::Eager
+                } else if stored {
+                    Fill::Stored
+                } else if s.none_lazy {
+                    Fill::Eager
+                } else if *budget > 0 {
+                    *budget -= 1;
+                    Fill::Eager
+                } else {
+                    Fill::Lazy
+                };
+                let i = (addr - start) / PAGE_SIZE;
+                match runs.last_mut() {
+                    Some(r) if r.fill == fill && r.first + r.count == i => r.count += 1,
+                    _ => runs.push(PageRun {
+                        first: i,
+                        count: 1,
+                        fill,
+                    }),
+                }
+                addr += PAGE_SIZE;
+            }
+        }
+        runs
+    }
+
+    /// A small deterministic generator (xorshift), so failures replay.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    #[test]
+    fn sorting_by_stretches_matches_page_by_page() {
+        let start = 0x7000_0000u64;
+        let page = |i: u64| start + i * PAGE_SIZE;
+        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        for case in 0..2000 {
+            let span = 1 + rng.below(200);
+            let mut needed = Vec::new();
+            let mut i = rng.below(3);
+            while i < span {
+                let n = 1 + rng.below(40);
+                needed.push((page(i), page((i + n).min(span))));
+                i += n + 1 + rng.below(10);
+            }
+            let eager: Vec<(u64, u64)> = (0..rng.below(4))
+                .map(|_| (page(rng.below(span + 4)), 1 + rng.below(20)))
+                .collect();
+            let mut stored = PageSet::new();
+            for _ in 0..rng.below(5) {
+                let at = rng.below(span);
+                stored.insert(page(at), page(at + 1 + rng.below(30)));
+            }
+            let s = Sorting {
+                all_eager: rng.below(8) == 0,
+                none_lazy: rng.below(4) == 0,
+                eager: &eager,
+                stored: (rng.below(2) == 0).then_some(&stored),
+            };
+            let budget = [0, 0, 1, 5, 1000][rng.below(5) as usize];
+            let (mut b1, mut b2) = (budget, budget);
+            assert_eq!(
+                s.runs(start, &needed, &mut b1),
+                reference(&s, start, &needed, &mut b2),
+                "case {case}: needed {needed:x?} eager {eager:x?} budget {budget}"
+            );
+            assert_eq!(b1, b2, "case {case}: budget left");
+        }
+    }
 }

@@ -153,10 +153,15 @@ const PM_FILE: u64 = 1 << 61;
 /// file pages are left out. `PAGEMAP_SCAN` walks only populated page
 /// tables, so huge untouched reservations cost nothing; kernels without it
 /// get a chunked read of `pagemap` (`buf` is its scratch space).
+///
+/// In an `anonymous` mapping no page can be a file page, and the scan is
+/// not asked whether one is: that question costs the kernel a look at
+/// every page's `struct page` (about 10 ms for 2 GiB here, while frozen).
 pub fn needed_pages(
     pagemap: &fs::File,
     start: u64,
     end: u64,
+    anonymous: bool,
     buf: &mut Vec<u8>,
 ) -> io::Result<Vec<(u64, u64)>> {
     let mut out: Vec<(u64, u64)> = Vec::new();
@@ -165,9 +170,10 @@ pub fn needed_pages(
         _ => out.push((a, b)),
     };
     use crate::sys::page_is;
+    let file = if anonymous { 0 } else { page_is::FILE };
     let q = crate::sys::PageQuery {
         any: page_is::PRESENT | page_is::SWAPPED,
-        report: page_is::PRESENT | page_is::SWAPPED | page_is::FILE | page_is::PFNZERO,
+        report: page_is::PRESENT | page_is::SWAPPED | file | page_is::PFNZERO,
         ..Default::default()
     };
     let scanned = crate::sys::pagemap_scan(pagemap, start, end, q, &mut |a, b, c| {

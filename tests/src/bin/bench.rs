@@ -3,7 +3,8 @@
 //! run. Prints a table and writes it as JSON and Markdown.
 //!
 //! Run as root: `tests/bench [--sizes 64,512,2048] [--modes LIST]
-//! [--repeat N] [--out DIR] [--criu PATH]`.
+//! [--repeat N] [--out DIR] [--criu PATH]`; `BENCH_AGENT_LOGS=DIR` keeps
+//! the agents' logs of every run.
 //!
 //! Every figure is measured here. With `--criu PATH` CRIU migrates the same
 //! workload in the same lab too (rows `criu-stop-copy` and `criu-lazy`), and
@@ -654,6 +655,9 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "complete_ms": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e3,
             "total_s": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e6,
             "residual_s": residual_ns as f64 / 1e9,
+            // The source's timeline (µs after the request): where the
+            // freeze goes.
+            "timeline_us": rec["timeline"],
             "wire_bytes": bytes,
             "faults": lat.len(),
             "fault_p50_us": p50,
@@ -668,8 +672,28 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
     })();
     kill(&mut w);
     drop((a1, a2));
+    keep_agent_logs(&lab, mib, mode);
     drop(lab);
     result
+}
+
+/// With `BENCH_AGENT_LOGS=DIR` in the environment, copies the two agents'
+/// logs of each run there (`RUST_LOG=debug` makes them detailed, with the
+/// dump's steps timed); the lab's own directory goes with the lab.
+fn keep_agent_logs(lab: &Lab, mib: u64, mode: &str) {
+    let Some(dir) = std::env::var_os("BENCH_AGENT_LOGS") else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    let _ = fs::create_dir_all(&dir);
+    let stamp = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0);
+    for (i, host) in [(1, "host1"), (2, "host2")] {
+        let from = lab.shared_dir().join(format!("agent{i}.log"));
+        let _ = fs::copy(from, dir.join(format!("{stamp}-{mib}-{mode}-{host}.log")));
+    }
 }
 
 // ---- CRIU, measured in the same lab (`--criu PATH`) ----
