@@ -452,8 +452,16 @@ fn rebuild(
         ] {
             let h2 = h.clone();
             threads.push(std::thread::spawn(move || {
+                if lane == "bulk" {
+                    // Installing pushed pages is background work: the
+                    // demand lane and the fault loop come first.
+                    let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
+                }
                 loop {
                     match frame::read_frame(&mut s) {
+                        Ok(Frame::Pages(hd, data)) if lane == "bulk" => {
+                            h2.install_background(hd.addr, &data)
+                        }
                         Ok(Frame::Pages(hd, data)) => h2.install(hd.addr, &data),
                         Ok(Frame::Control(_)) => {
                             h2.end(Outcome::Failed(format!(

@@ -5,12 +5,15 @@
 //!
 //! One mutex covers reading a userfaultfd and installing into it: an
 //! install that races with an unread event fails with `EAGAIN`, and the
-//! events are then applied before the install is tried again.
+//! events are then applied before the install is tried again. Pages
+//! installed in the background (pushed, pre-copied) take it a small piece
+//! at a time and step aside while a fault's thread waits for it.
 
 use crate::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -73,6 +76,31 @@ struct State {
     generation: u64,
 }
 
+/// The handler's lock held by a thread on a fault's path.
+struct UrgentGuard<'a> {
+    st: MutexGuard<'a, State>,
+    urgent: &'a AtomicU32,
+}
+
+impl std::ops::Deref for UrgentGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for UrgentGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.st
+    }
+}
+
+impl Drop for UrgentGuard<'_> {
+    fn drop(&mut self) {
+        self.urgent.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Pages pre-copied to this host and still current: installed from the
 /// store without asking the source.
 pub struct LocalPages {
@@ -105,7 +133,18 @@ pub struct FaultHandler {
     resumed: Instant,
     pidfd: OwnedFd,
     local: Option<Arc<LocalPages>>,
+    /// Threads on a fault's path (the fault loop, the demand lane)
+    /// waiting for or holding the lock: background installs wait until
+    /// none is.
+    urgent: AtomicU32,
 }
+
+/// Pages installed in the background under one hold of the lock: a fault
+/// waits for at most that many (first writes to fresh memory cost
+/// several µs a page on a VM).
+const BACKGROUND_PIECE: usize = 16;
+/// Longest background installs step aside for faults before going on anyway.
+const STEP_ASIDE: Duration = Duration::from_millis(2);
 
 impl FaultHandler {
     /// A handler for the process with userfaultfd `uffd`, whose pending
@@ -137,6 +176,17 @@ impl FaultHandler {
             resumed: Instant::now(),
             pidfd,
             local,
+            urgent: AtomicU32::new(0),
+        }
+    }
+
+    /// The lock, for a thread on a fault's path: background installs step
+    /// aside.
+    fn lock_urgent(&self) -> UrgentGuard<'_> {
+        self.urgent.fetch_add(1, Ordering::AcqRel);
+        UrgentGuard {
+            st: self.lock(),
+            urgent: &self.urgent,
         }
     }
 
@@ -195,8 +245,24 @@ impl FaultHandler {
 
     /// Installs pages that arrived from the source (source address `src`).
     pub fn install(&self, src: u64, data: &[u8]) {
-        let mut st = self.lock();
+        let mut st = self.lock_urgent();
         self.install_locked(&mut st, src, data);
+    }
+
+    /// Installs pages that no fault waits for (pushed by the source, or
+    /// pre-copied), source address `src`, a piece at a time, letting
+    /// faults go first.
+    pub fn install_background(&self, src: u64, data: &[u8]) {
+        let piece = BACKGROUND_PIECE;
+        for (i, part) in data.chunks(piece * PAGE_SIZE as usize).enumerate() {
+            let since = Instant::now();
+            while self.urgent.load(Ordering::Acquire) > 0 && since.elapsed() < STEP_ASIDE {
+                std::thread::yield_now();
+            }
+            let mut st = self.lock();
+            let at = src + (i * piece) as u64 * PAGE_SIZE;
+            self.install_locked(&mut st, at, part);
+        }
     }
 
     /// Installs every local page in the background, in address order;
@@ -210,7 +276,7 @@ impl FaultHandler {
                 }
                 let n = ((end - addr) / PAGE_SIZE).min(LOCAL_CHUNK);
                 match local.read(addr, n) {
-                    Ok(buf) => self.install(addr, &buf),
+                    Ok(buf) => self.install_background(addr, &buf),
                     Err(why) => {
                         self.end(Outcome::Failed(why));
                         return;
@@ -485,7 +551,7 @@ impl FaultHandler {
                 self.end(Outcome::Exited);
                 return;
             }
-            let mut st = self.lock();
+            let mut st = self.lock_urgent();
             for (i, (id, _)) in watched.iter().enumerate() {
                 if ready.get(i).copied().unwrap_or(false) {
                     self.drain_events(&mut st, *id);

@@ -51,26 +51,33 @@ pub fn set_tcp_keepalive(
     interval: u32,
     count: u32,
 ) -> io::Result<()> {
-    let fd = sock.as_raw_fd();
-    let set = |level: libc::c_int, name: libc::c_int, value: libc::c_int| {
-        // SAFETY: `value` is a valid c_int for the duration of the call and
-        // its size is passed along.
-        let ret = unsafe {
-            libc::setsockopt(
-                fd,
-                level,
-                name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        check(libc::c_long::from(ret)).map(|_| ())
-    };
+    let set = |level, name, value| setsockopt_int(sock, level, name, value);
     let int = |v: u32| libc::c_int::try_from(v).unwrap_or(libc::c_int::MAX);
     set(libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1)?;
     set(libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, int(idle))?;
     set(libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, int(interval))?;
     set(libc::IPPROTO_TCP, libc::TCP_KEEPCNT, int(count))
+}
+
+/// `setsockopt(sock, level, name, &value)` for an integer option.
+pub fn setsockopt_int(
+    sock: &impl AsRawFd,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: `value` is a valid c_int for the duration of the call and
+    // its size is passed along.
+    let ret = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            level,
+            name,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    check(libc::c_long::from(ret)).map(|_| ())
 }
 
 /// `pidfd_open(pid, 0)`.
