@@ -18,7 +18,7 @@ use migrate_proto::image::{Fill, ImageLimits, ProcessImage, VmaKind};
 use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::fault::{FaultHandler, LocalPages, Outcome};
 use crate::keeper::Keeper;
@@ -26,7 +26,7 @@ use crate::lazy::LazyMap;
 use crate::pageset::PageSet;
 use crate::peer::{LaneTable, STALL_TIMEOUT};
 use crate::preflight;
-use crate::restore::{RestoreError, Restorer};
+use crate::restore::{RestoreError, Restorer, Stub};
 use crate::store::PageStore;
 
 /// How long the data lanes have to follow the core.
@@ -144,8 +144,8 @@ pub fn serve(
     ctl.set_write_timeout(Some(STALL_TIMEOUT))
         .map_err(FrameError::Io)?;
     // 1. Files.
-    let needs = match seq.recv::<SourceMsg>(&mut ctl)? {
-        SourceMsg::FileCheck(needs) => needs,
+    let (pid, needs) = match seq.recv::<SourceMsg>(&mut ctl)? {
+        SourceMsg::FileCheck { pid, needs } => (pid, needs),
         other => {
             return Err(DestError::Protocol(format!(
                 "expected FileCheck, got {other:?}"
@@ -160,6 +160,13 @@ pub fn serve(
         )));
     }
     let (refused, missing, different) = check_files(host, &needs);
+    // The stub the process will be rebuilt in starts now, while the source
+    // still runs it: starting one takes milliseconds that would otherwise
+    // count as downtime. Unused (a refusal, an abort), it is killed.
+    let early_stub = refused.is_empty().then(|| {
+        let exe = stub.to_path_buf();
+        std::thread::spawn(move || Stub::spawn(&exe, pid))
+    });
     seq.send(
         &mut ctl,
         &DestMsg::FileVerdict {
@@ -223,19 +230,30 @@ pub fn serve(
     };
     let result = match image.validate(&limits) {
         Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
-        Ok(()) => rebuild(
-            &mut ctl,
-            &seq,
-            id,
-            &image,
-            opts.prefetch_pages,
-            store,
-            lanes,
-            stub,
-            lineages,
-            host,
-            &mut events,
-        ),
+        Ok(()) => {
+            // The stub started at the file check, or (should that have
+            // failed) one now.
+            let started = early_stub.and_then(|t| t.join().ok()).and_then(|s| {
+                s.map_err(|e| warn!(id, error = %e, "the early stub did not start"))
+                    .ok()
+            });
+            match started.map_or_else(|| Stub::spawn(stub, image.pid), Ok) {
+                Ok(ready) => rebuild(
+                    &mut ctl,
+                    &seq,
+                    id,
+                    &image,
+                    opts.prefetch_pages,
+                    store,
+                    lanes,
+                    (stub, ready),
+                    lineages,
+                    host,
+                    &mut events,
+                ),
+                Err(e) => Err(e.into()),
+            }
+        }
     };
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
@@ -253,7 +271,7 @@ fn rebuild(
     prefetch: u32,
     store: Option<PageStore>,
     lanes: &LaneTable,
-    stub: &Path,
+    (stub_exe, stub): (&Path, Stub),
     lineages: &Lineages,
     host: &str,
     events: &mut Vec<(String, u64)>,
@@ -268,7 +286,10 @@ fn rebuild(
         .take(Lane::Bulk(id), LANE_TIMEOUT)
         .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
 
-    let mut r = Restorer::start(image, stub)?;
+    let t0 = std::time::Instant::now();
+    let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+    let mut r = Restorer::start_in(image, stub)?;
+    step("stub ready");
     let built = (|| -> Result<_, DestError> {
         // Eager pages.
         loop {
@@ -287,6 +308,7 @@ fn rebuild(
                 },
             }
         }
+        step("eager pages written");
         // Lazy ranges: private anonymous VMAs with pages still to come,
         // from the source or from the pre-copy store here.
         let mut map = LazyMap::new();
@@ -351,7 +373,9 @@ fn rebuild(
         } else {
             Some(r.userfaultfd(&ranges)?)
         };
+        step("userfaultfd registered");
         r.finish(image)?;
+        step("process state restored");
         Ok((map, uffd, local))
     })();
     let (map, uffd, local) = match built {
@@ -362,7 +386,7 @@ fn rebuild(
         }
     };
     let keeper = match &uffd {
-        Some(u) => match Keeper::spawn(stub, u, r.pidfd()) {
+        Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
             Ok(k) => Some(k),
             Err(e) => {
                 r.kill();
@@ -371,6 +395,7 @@ fn rebuild(
         },
         None => None,
     };
+    step("keeper started");
     // The relays of forwarded standard streams: one lane each.
     let mut streams = Vec::new();
     for (fd, end, output) in r.take_forwarded() {
@@ -391,6 +416,7 @@ fn rebuild(
             warn!(id, error = %error_chain(&e), "the shim's state was not updated");
         }
     }
+    step("rebuilt");
     events.push(("rebuilt".into(), crate::unix_us()));
     seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
 
@@ -491,7 +517,9 @@ fn rebuild(
             )
         });
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
+    step("committed, fault handler started");
     let new_pid = r.resume(&signals)?;
+    step("resumed");
     lineages.set(
         new_pid,
         migrate_proto::image::Lineage {

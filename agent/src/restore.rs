@@ -105,9 +105,46 @@ pub struct Restorer {
     scratch: u64,
 }
 
+/// A stub process waiting to become a restored process: it sleeps until
+/// a [`Restorer`] seizes it, and is killed if none does.
+pub struct Stub {
+    pid: i32,
+    pidfd: Option<OwnedFd>,
+}
+
+impl Stub {
+    /// Starts a stub, with pid `want_pid` if that is free here. Starting
+    /// one (fork, exec, a second fork) takes milliseconds: a destination
+    /// starts it before the source freezes the process.
+    pub fn spawn(exe: &Path, want_pid: i32) -> Result<Stub, RestoreError> {
+        let pid = spawn_stub(exe, want_pid)?;
+        let pidfd = sys::pidfd_open(pid).map_err(|source| RestoreError::Sys {
+            step: "pidfd_open of the stub",
+            source,
+        })?;
+        Ok(Stub {
+            pid,
+            pidfd: Some(pidfd),
+        })
+    }
+
+    /// Its pid.
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+}
+
+impl Drop for Stub {
+    fn drop(&mut self) {
+        if let Some(fd) = self.pidfd.take() {
+            let _ = sys::pidfd_kill(&fd, libc::SIGKILL);
+        }
+    }
+}
+
 /// Starts a stub process, with pid `want_pid` if that is free here, and
 /// returns its pid (it sleeps until seized).
-pub fn spawn_stub(exe: &Path, want_pid: i32) -> Result<i32, RestoreError> {
+fn spawn_stub(exe: &Path, want_pid: i32) -> Result<i32, RestoreError> {
     let mut child = Command::new(exe)
         .arg("__stub")
         .arg(want_pid.to_string())
@@ -151,13 +188,14 @@ impl Restorer {
     /// Seizes a fresh stub and strips it down to the vDSO, then maps every
     /// VMA of `image` (no page content yet).
     pub fn start(image: &ProcessImage, stub_exe: &Path) -> Result<Restorer, RestoreError> {
-        let pid = spawn_stub(stub_exe, image.pid)?;
+        Restorer::start_in(image, Stub::spawn(stub_exe, image.pid)?)
+    }
+
+    /// As [`Restorer::start`], in a stub started beforehand.
+    pub fn start_in(image: &ProcessImage, mut stub: Stub) -> Result<Restorer, RestoreError> {
+        let pid = stub.pid;
         let mut task = step("seizing the stub", Seized::seize_exitkill(pid))?;
         let mem = step("opening the stub's memory", RemoteMem::open(pid))?;
-        let pidfd = sys::pidfd_open(pid).map_err(|source| RestoreError::Sys {
-            step: "pidfd_open",
-            source,
-        })?;
         let stub_maps = procfs::maps(pid).map_err(|source| RestoreError::Sys {
             step: "reading the stub's maps",
             source,
@@ -192,6 +230,11 @@ impl Restorer {
                 ],
             ),
         )?;
+        // From here the Restorer decides the stub's end (and the kernel,
+        // should this agent exit first: it was seized with EXITKILL).
+        let pidfd = stub.pidfd.take().ok_or_else(|| {
+            RestoreError::Incompatible("the stub was given to a restorer before".into())
+        })?;
         let mut r = Restorer {
             threads: Vec::new(),
             forwarded: Vec::new(),

@@ -263,7 +263,13 @@ fn migrate_process(
     let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
     let _ = ctl.set_write_timeout(Some(STALL_TIMEOUT));
     let verdict = seq
-        .send(&mut ctl, &SourceMsg::FileCheck(insp.needs.clone()))
+        .send(
+            &mut ctl,
+            &SourceMsg::FileCheck {
+                pid,
+                needs: insp.needs.clone(),
+            },
+        )
         .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
     let ship: Vec<(i32, bool)> =
         match verdict {
@@ -457,6 +463,9 @@ fn migrate_process(
     let mem = Arc::new(mem);
     let counters = Arc::new(Counters::default());
     let mut servers = Vec::new();
+    // Faults are served from the resume on; the push starts once the
+    // process runs there, so that it takes no CPU from the resume itself.
+    let push = rec.lazy_pages > 0 && opts.push_rate_mib != Some(0);
     if rec.lazy_pages > 0 {
         servers.push(spawn_demand(
             demand.try_clone().ok(),
@@ -465,19 +474,8 @@ fn migrate_process(
             counters.clone(),
             opts.compress,
         ));
-        if opts.push_rate_mib != Some(0) {
-            servers.push(spawn_push(
-                bulk.try_clone().ok(),
-                mem.clone(),
-                lazy.clone(),
-                counters.clone(),
-                opts,
-                t0,
-            ));
-        } else {
-            let _ = bulk.shutdown(Shutdown::Write);
-        }
-    } else {
+    }
+    if !push {
         let _ = bulk.shutdown(Shutdown::Write);
     }
     let lost = |rec: &mut MigrationRecord, what: String| {
@@ -531,6 +529,16 @@ fn migrate_process(
     }
     rec.timeline.resume = us(t0);
     event(&mut rec, "resume acknowledged");
+    if push {
+        servers.push(spawn_push(
+            bulk.try_clone().ok(),
+            mem.clone(),
+            lazy.clone(),
+            counters.clone(),
+            opts,
+            t0,
+        ));
+    }
     // Closing the write-tracking userfaultfd clears the protection of every
     // page it covers (tens of ms for GiBs): done now, off the downtime, and
     // on another thread. (On the paths that resume the original it is

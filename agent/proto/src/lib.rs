@@ -12,7 +12,7 @@
 //! source S                                   destination D
 //!  | -- control lane: Hello{Control} ----------> |
 //!  | <------------------------- Welcome -------- |
-//!  | -- FileCheck -----------------------------> |  (before the freeze)
+//!  | -- FileCheck -----------------------------> |  (before the freeze; D starts a stub)
 //!  | <------------------------ FileVerdict ----- |
 //!  |   freeze, dump                              |
 //!  | -- Core(image) + Pages(eager)* + EagerDone > |  restore, all threads stopped
@@ -45,7 +45,7 @@ pub mod record;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 6;
+pub const PROTOCOL_VERSION: u32 = 7;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

@@ -365,8 +365,15 @@ pub struct FileNeed {
 /// Source → destination on the control lane.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum SourceMsg {
-    /// Before the freeze: can you open these?
-    FileCheck(Vec<FileNeed>),
+    /// Before the freeze: can you open these? (`pid`: the process's pid
+    /// here, which the destination keeps if it is free there; it starts
+    /// the process's stub meanwhile.)
+    FileCheck {
+        /// The process's pid on the source.
+        pid: i32,
+        /// Files its descriptors and mappings need.
+        needs: Vec<FileNeed>,
+    },
     /// Before the freeze: what time is it on your clock? (Answered with
     /// `DestMsg::Clock`, several times, to align both agents' events.)
     ClockProbe,
