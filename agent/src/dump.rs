@@ -144,6 +144,10 @@ pub fn freeze_and_dump(
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
     let mut tasks = freeze_threads(pid)?;
     step("frozen");
+    // Every system call made inside the process below is two wake-ups;
+    // on one CPU they are cheap. Dropped (affinity back) before `tasks`.
+    let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
+    let pin = sys::CpuPin::near_me(&tids);
     // The process may have changed since pre-flight: check again, frozen.
     preflight::inspect(pid, caller_uid, sys::getpid(), true, coop.tcp)
         .map_err(DumpError::Refused)?;
@@ -243,6 +247,7 @@ pub fn freeze_and_dump(
         Ok((threads, sigactions, brk, dumpable, no_new_privs, extra))
     })();
     tasks[0].syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0])?;
+    drop(pin);
     let (threads, sigactions, brk, dumpable, no_new_privs, (itimers, posix_timers, personality)) =
         injected?;
     let regs = tasks[0].regs();

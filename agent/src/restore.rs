@@ -89,6 +89,9 @@ const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 /// A process being rebuilt: stopped, not yet running.
 pub struct Restorer {
     task: Seized,
+    /// The process on this thread's CPU while it is built (its threads
+    /// inherit that); released before it runs.
+    pin: Option<sys::CpuPin>,
     /// Threads other than the leader, once created.
     threads: Vec<Seized>,
     /// Shared-memory VMAs: (start, end, offset in their object).
@@ -195,6 +198,7 @@ impl Restorer {
     pub fn start_in(image: &ProcessImage, mut stub: Stub) -> Result<Restorer, RestoreError> {
         let pid = stub.pid;
         let mut task = step("seizing the stub", Seized::seize_exitkill(pid))?;
+        let pin = sys::CpuPin::near_me(&[pid]);
         let mem = step("opening the stub's memory", RemoteMem::open(pid))?;
         let stub_maps = procfs::maps(pid).map_err(|source| RestoreError::Sys {
             step: "reading the stub's maps",
@@ -249,6 +253,7 @@ impl Restorer {
                 })
                 .collect(),
             task,
+            pin: Some(pin),
             pid,
             mem,
             pidfd,
@@ -585,6 +590,9 @@ impl Restorer {
         // its own: credentials are per thread in the kernel.
         for t in &image.threads[1..] {
             let th = self.spawn_thread(image.pid, t)?;
+            if let Some(pin) = &mut self.pin {
+                pin.inherit(th.tid(), self.pid);
+            }
             self.threads.push(th);
         }
         let mut threads = std::mem::take(&mut self.threads);
@@ -2083,8 +2091,9 @@ impl Restorer {
     }
 
     /// Lets the process run (after commit).
-    pub fn resume(self, signals: &[i32]) -> Result<i32, RestoreError> {
+    pub fn resume(mut self, signals: &[i32]) -> Result<i32, RestoreError> {
         let pid = self.pid;
+        drop(self.pin.take());
         for t in self.threads {
             let tid = t.tid();
             step(format!("detaching thread {tid}"), t.detach())?;
