@@ -102,28 +102,91 @@ pub fn fnv1a(b: &[u8]) -> u64 {
     h
 }
 
-/// The `madvise` flags of a process's mappings, read just before the
-/// freeze: `smaps` walks every page table, tens of milliseconds for a few
-/// GiB, which would otherwise count as downtime. Used by the dump only if
-/// the frozen process's mappings are exactly those seen around the read;
-/// a flag changed on a whole mapping between this read and the freeze
-/// (within milliseconds) is the one thing it can miss.
-pub struct AdviceSnapshot {
+/// What the dump reads of a process just before the freeze, while it
+/// still runs, because reading it walks every page table (milliseconds
+/// per GiB, which would otherwise count as downtime): the `madvise` flags
+/// of its mappings (`smaps`) and the pages it holds. Used by the dump only
+/// if the frozen process's mappings are exactly those seen around the
+/// read. A flag changed on a whole mapping between this read and the
+/// freeze (within milliseconds) is the one thing it can miss; pages are
+/// checked again where it found none (see [`pages_since`]).
+pub struct RunningScan {
     maps: Vec<procfs::MapsEntry>,
     advice: std::collections::HashMap<u64, Vec<u32>>,
+    /// Per private mapping (by start): the ranges of pages it held.
+    pages: std::collections::HashMap<u64, Vec<(u64, u64)>>,
 }
 
-impl AdviceSnapshot {
-    /// Reads `pid`'s advice; `None` if its mappings changed meanwhile.
-    pub fn take(pid: i32) -> Option<AdviceSnapshot> {
+impl RunningScan {
+    /// Reads `pid`'s advice and pages; `None` if its mappings changed
+    /// meanwhile.
+    pub fn take(pid: i32) -> Option<RunningScan> {
         let before = procfs::maps(pid).ok()?;
         let advice = procfs::advice(pid).ok()?;
+        let pagemap = fs::File::open(format!("/proc/{pid}/pagemap")).ok()?;
+        let mut buf = Vec::new();
+        let mut pages = std::collections::HashMap::new();
+        for m in before
+            .iter()
+            .filter(|m| !m.shared() && !m.path.starts_with("[v"))
+        {
+            let anonymous = preflight::is_anon(m);
+            if let Ok(held) = procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf) {
+                pages.insert(m.start, held);
+            }
+        }
         let after = procfs::maps(pid).ok()?;
-        (before == after).then_some(AdviceSnapshot {
+        (before == after).then_some(RunningScan {
             maps: after,
             advice,
+            pages,
         })
     }
+}
+
+/// Most holes of a running scan looked at again in one mapping; beyond,
+/// the whole mapping is scanned at once.
+const MAX_HOLES: usize = 64;
+
+/// The pages of the mapping `[start, end)` to copy, knowing it held
+/// `held` while running: a page it held then and dropped since reads as
+/// zeros (copied for nothing, rarely), but a page it touched since lies
+/// in a hole of `held`, and only the holes are scanned again. For a
+/// process whose memory is dense that is next to nothing, however large.
+fn pages_since(
+    pagemap: &fs::File,
+    (start, end): (u64, u64),
+    anonymous: bool,
+    held: &[(u64, u64)],
+    buf: &mut Vec<u8>,
+) -> std::io::Result<Vec<(u64, u64)>> {
+    let mut holes = Vec::new();
+    let mut at = start;
+    for &(a, b) in held {
+        if a > at {
+            holes.push((at, a));
+        }
+        at = at.max(b);
+    }
+    if at < end {
+        holes.push((at, end));
+    }
+    if holes.len() > MAX_HOLES {
+        return procfs::needed_pages(pagemap, start, end, anonymous, buf);
+    }
+    let mut all: Vec<(u64, u64)> = held.to_vec();
+    for (a, b) in holes {
+        all.extend(procfs::needed_pages(pagemap, a, b, anonymous, buf)?);
+    }
+    all.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(all.len());
+    for (a, b) in all {
+        match merged.last_mut() {
+            Some(l) if l.1 >= a => l.1 = l.1.max(b),
+            _ => merged.push((a, b)),
+        }
+    }
+    Ok(merged)
 }
 
 /// Freezes `pid` and collects its image. On error the process is resumed
@@ -137,7 +200,7 @@ pub fn freeze_and_dump(
     opts: &MigrateOptions,
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
-    advice: Option<AdviceSnapshot>,
+    running: Option<RunningScan>,
     coop: &Cooperation,
 ) -> Result<Frozen, DumpError> {
     let t0 = std::time::Instant::now();
@@ -309,14 +372,23 @@ pub fn freeze_and_dump(
     }
     step("thread and process state");
     let tid_offset = find_tid_offset(&mem, &threads);
-    let advice = match advice {
-        Some(a) if a.maps == maps => a.advice,
+    let (advice, held) = match running {
+        Some(r) if r.maps == maps => (r.advice, r.pages),
         _ => {
-            step("mappings changed since the advice was read: reading it again");
-            procfs::advice(pid).map_err(proc_err(pid, "smaps"))?
+            step("mappings changed since the running scan: reading them again");
+            let advice = procfs::advice(pid).map_err(proc_err(pid, "smaps"))?;
+            (advice, Default::default())
         }
     };
-    let vmas = collect_vmas(pid, &maps, &eager_addrs, opts, stored.as_ref(), &advice)?;
+    let vmas = collect_vmas(
+        pid,
+        &maps,
+        &eager_addrs,
+        opts,
+        stored.as_ref(),
+        &advice,
+        &held,
+    )?;
     step("pages sorted");
 
     let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
@@ -842,6 +914,7 @@ fn collect_vmas(
     opts: &MigrateOptions,
     stored: Option<&PageSet>,
     advice: &std::collections::HashMap<u64, Vec<u32>>,
+    held: &std::collections::HashMap<u64, Vec<(u64, u64)>>,
 ) -> Result<Vec<Vma>, DumpError> {
     let mut budget = match opts.eager {
         EagerSet::Dirty => opts.eager_budget_pages,
@@ -901,8 +974,11 @@ fn collect_vmas(
         let copy_pages = !vma.shared && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
         if copy_pages {
             let anonymous = matches!(vma.kind, VmaKind::Anon);
-            let needed = procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf)
-                .map_err(proc_err(pid, "pagemap"))?;
+            let needed = match held.get(&m.start) {
+                Some(h) => pages_since(&pagemap, (m.start, m.end), anonymous, h, &mut buf),
+                None => procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf),
+            }
+            .map_err(proc_err(pid, "pagemap"))?;
             let sorting = Sorting {
                 // File-backed private pages cannot be registered with
                 // userfaultfd (MISSING mode is anonymous-only): always eager.
@@ -1042,6 +1118,49 @@ mod tests {
             }
         }
         runs
+    }
+
+    #[test]
+    fn pages_touched_after_the_running_scan_are_found_in_its_holes() {
+        let page = PAGE_SIZE as usize;
+        // Fresh anonymous memory (calloc of this size is a new mapping):
+        // untouched pages are not present.
+        let mut v = vec![0u8; 80 * page];
+        let base = (v.as_ptr() as usize).next_multiple_of(page);
+        let off = base - v.as_ptr() as usize;
+        let (start, end) = (base as u64, (base + 64 * page) as u64);
+        let touch = |v: &mut Vec<u8>, i: usize| {
+            v[off + i * page] = 1;
+        };
+        for i in [3, 4, 5, 20, 40, 41] {
+            touch(&mut v, i);
+        }
+        let pagemap = fs::File::open("/proc/self/pagemap").unwrap();
+        let mut buf = Vec::new();
+        let held = procfs::needed_pages(&pagemap, start, end, true, &mut buf).unwrap();
+        let p = |i: usize| start + (i * page) as u64;
+        assert_eq!(held, vec![(p(3), p(6)), (p(20), p(21)), (p(40), p(42))]);
+        // Touched since: in holes, at either end and beside a held run.
+        for i in [0, 6, 30, 63] {
+            touch(&mut v, i);
+        }
+        let now = pages_since(&pagemap, (start, end), true, &held, &mut buf).unwrap();
+        assert_eq!(
+            now,
+            vec![
+                (p(0), p(1)),
+                (p(3), p(7)),
+                (p(20), p(21)),
+                (p(30), p(31)),
+                (p(40), p(42)),
+                (p(63), p(64))
+            ]
+        );
+        assert_eq!(
+            now,
+            procfs::needed_pages(&pagemap, start, end, true, &mut buf).unwrap()
+        );
+        std::hint::black_box(&v);
     }
 
     /// A small deterministic generator (xorshift), so failures replay.

@@ -370,13 +370,20 @@ fn migrate_process(
             crate::coop::FreezeNotice::NotListening => {}
         }
     }
-    let advice = dump::AdviceSnapshot::take(pid);
+    let running = dump::RunningScan::take(pid);
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
     event(&mut rec, "freeze");
-    let dumped =
-        dump::freeze_and_dump(pid, caller_uid, opts, &ship, tracker.as_mut(), advice, coop);
+    let dumped = dump::freeze_and_dump(
+        pid,
+        caller_uid,
+        opts,
+        &ship,
+        tracker.as_mut(),
+        running,
+        coop,
+    );
     let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {
