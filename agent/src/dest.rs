@@ -156,7 +156,7 @@ pub fn serve(
     let named = seq.id().unwrap_or_default();
     if !seen.first_time(named) {
         return Err(DestError::Protocol(format!(
-            "migration {named:x} was received here before: a replay, refused"
+            "migration {named:016x} was received here before: a replay, refused"
         )));
     }
     let (refused, missing, different) = check_files(host, &needs);

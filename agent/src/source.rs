@@ -791,8 +791,8 @@ fn after_loss(
                 &mut rec,
                 format!("{}; original kept frozen", loss.what),
                 format!(
-                    "{}; the original (pid {pid}) is kept frozen here: `migrate resolve {id:x} --kill` \
-                     ends it, `migrate resolve {id:x} --resume` runs it here again",
+                    "{}; the original (pid {pid}) is kept frozen here: `migrate resolve {id:016x} --kill` \
+                     ends it, `migrate resolve {id:016x} --resume` runs it here again",
                     loss.what
                 ),
                 false,
@@ -807,7 +807,7 @@ fn after_loss(
             let reply = match action {
                 Resolution::Kill => {
                     task.kill();
-                    let _ = answer.send(format!("pid {pid} (migration {id:x}) was killed"));
+                    let _ = answer.send(format!("pid {pid} (migration {id:016x}) was killed"));
                     failed(
                         &mut rec,
                         format!("{}; original killed on request", loss.what),
@@ -820,7 +820,7 @@ fn after_loss(
                 }
                 Resolution::Resume => {
                     let r = resume(task, &mut rec);
-                    let _ = answer.send(format!("pid {pid} (migration {id:x}) runs here again"));
+                    let _ = answer.send(format!("pid {pid} (migration {id:016x}) runs here again"));
                     r
                 }
             };
@@ -863,18 +863,18 @@ impl KeptOriginals {
         let tx = {
             let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
             match map.get(&id) {
-                None => return Err(format!("migration {id:x} keeps no frozen original here")),
+                None => return Err(format!("migration {id:016x} keeps no frozen original here")),
                 Some((owner, _)) if uid != 0 && *owner != uid => {
-                    return Err(format!("migration {id:x} belongs to another user"))
+                    return Err(format!("migration {id:016x} belongs to another user"))
                 }
                 Some((_, tx)) => tx.clone(),
             }
         };
         let (answer, done) = std::sync::mpsc::channel();
         tx.send((action, answer))
-            .map_err(|_| format!("migration {id:x} is no longer kept"))?;
+            .map_err(|_| format!("migration {id:016x} is no longer kept"))?;
         done.recv_timeout(4 * peer::PEER_SILENCE)
-            .map_err(|_| format!("migration {id:x}: no answer from its session"))
+            .map_err(|_| format!("migration {id:016x}: no answer from its session"))
     }
 }
 

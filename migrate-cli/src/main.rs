@@ -355,10 +355,21 @@ fn unexpected(reply: Reply) -> Exit {
 
 fn find<'a>(records: &'a [MigrationRecord], id: &str) -> Result<&'a MigrationRecord, Exit> {
     let want = id.trim_start_matches("0x").to_lowercase();
-    let hits: Vec<&MigrationRecord> = records
-        .iter()
-        .filter(|r| format!("{:016x}", r.id).starts_with(&want) || r.id.to_string() == want)
-        .collect();
+    // A whole id (as `migrate list` prints it, 16 digits, or without its
+    // leading zeros, or in decimal) names its migration even when it is
+    // also the start of another's; otherwise any prefix of the 16 digits.
+    let whole = |r: &&MigrationRecord| {
+        format!("{:016x}", r.id) == want
+            || format!("{:x}", r.id) == want
+            || r.id.to_string() == want
+    };
+    let mut hits: Vec<&MigrationRecord> = records.iter().filter(whole).collect();
+    if hits.is_empty() {
+        hits = records
+            .iter()
+            .filter(|r| format!("{:016x}", r.id).starts_with(&want))
+            .collect();
+    }
     match hits.as_slice() {
         [one] => Ok(one),
         [] => Err(Exit(
@@ -770,6 +781,34 @@ fn usage(e: clap::Error) -> Result<(), Exit> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_with_a_leading_zero_is_found_however_it_is_written() {
+        let records = [
+            MigrationRecord {
+                id: 0x0f73_0d54_116c_b23d,
+                ..Default::default()
+            },
+            MigrationRecord {
+                id: 0xf730_d541_16cb_23d0,
+                ..Default::default()
+            },
+        ];
+        for given in [
+            "0f730d54116cb23d",
+            "f730d54116cb23d",
+            "0f73",
+            "0x0f730d54116cb23d",
+        ] {
+            let hit = find(&records, given).map(|r| r.id).ok();
+            assert_eq!(hit, Some(0x0f73_0d54_116c_b23d), "{given}");
+        }
+        assert_eq!(
+            find(&records, "f730d541").map(|r| r.id).ok(),
+            Some(0xf730_d541_16cb_23d0)
+        );
+        assert!(find(&records, "1234").is_err());
+    }
 
     #[test]
     fn summary_line() {

@@ -119,7 +119,7 @@ pub fn timeline(r: &MigrationRecord, path: &str) -> DrawResult {
     let pts = cumulative(r);
     let ymax = pts.iter().map(|p| p.1).fold(1.0, f64::max) * 1.1;
     let title = format!(
-        "migration {:x}: pid {} -> {} (pid {}), {}, downtime {:.1} ms",
+        "migration {:016x}: pid {} -> {} (pid {}), {}, downtime {:.1} ms",
         r.id,
         r.pid,
         r.to,
@@ -231,7 +231,7 @@ pub fn compare(records: &[MigrationRecord], path: &str) -> DrawResult {
         c.draw_series(LineSeries::new(pts, color.stroke_width(2)))
             .map_err(err)?
             .label(format!(
-                "{:x} {} -> {}: downtime {:.1} ms",
+                "{:016x} {} -> {}: downtime {:.1} ms",
                 r.id,
                 r.mode,
                 r.to,
@@ -260,7 +260,7 @@ pub fn timespace(r: &MigrationRecord, source_host: &str, path: &str) -> DrawResu
     let mut c = ChartBuilder::on(&root)
         .caption(
             format!(
-                "migration {:x}: {} -> {} ({}); clocks aligned within ±{} µs",
+                "migration {:016x}: {} -> {} ({}); clocks aligned within ±{} µs",
                 r.id, source_host, r.to, r.mode, r.clock_uncertainty_us
             ),
             ("sans-serif", 16),
