@@ -253,15 +253,14 @@ impl FaultHandler {
     /// pre-copied), source address `src`, a piece at a time, letting
     /// faults go first.
     pub fn install_background(&self, src: u64, data: &[u8]) {
-        let piece = BACKGROUND_PIECE;
-        for (i, part) in data.chunks(piece * PAGE_SIZE as usize).enumerate() {
+        let piece = BACKGROUND_PIECE * PAGE_SIZE as usize;
+        for (i, part) in data.chunks(piece).enumerate() {
             let since = Instant::now();
             while self.urgent.load(Ordering::Acquire) > 0 && since.elapsed() < STEP_ASIDE {
                 std::thread::yield_now();
             }
             let mut st = self.lock();
-            let at = src + (i * piece) as u64 * PAGE_SIZE;
-            self.install_locked(&mut st, at, part);
+            self.install_locked(&mut st, src + (i * piece) as u64, part);
         }
     }
 

@@ -363,22 +363,22 @@ pub fn getsockopt_int(fd: &OwnedFd, level: i32, name: i32) -> io::Result<i32> {
 
 /// `getsockname` as raw `sockaddr` bytes.
 pub fn getsockname(fd: &OwnedFd) -> io::Result<Vec<u8>> {
-    let mut buf = [0u8; 128];
-    let mut len = buf.len() as libc::socklen_t;
-    // SAFETY: `buf`/`len` describe a buffer large enough for any sockaddr.
-    let r = unsafe { libc::getsockname(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(buf[..len as usize].to_vec())
+    socket_address(fd, libc::getsockname)
 }
 
-/// The remote address of a connected socket.
+/// The remote address of a connected socket (`getpeername`).
 pub fn getpeername(fd: &OwnedFd) -> io::Result<Vec<u8>> {
+    socket_address(fd, libc::getpeername)
+}
+
+type AddressCall =
+    unsafe extern "C" fn(libc::c_int, *mut libc::sockaddr, *mut libc::socklen_t) -> libc::c_int;
+
+fn socket_address(fd: &OwnedFd, call: AddressCall) -> io::Result<Vec<u8>> {
     let mut buf = [0u8; 128];
     let mut len = buf.len() as libc::socklen_t;
     // SAFETY: `buf`/`len` describe a buffer large enough for any sockaddr.
-    let r = unsafe { libc::getpeername(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
+    let r = unsafe { call(fd.as_raw_fd(), buf.as_mut_ptr().cast(), &mut len) };
     if r < 0 {
         return Err(io::Error::last_os_error());
     }
