@@ -321,14 +321,10 @@ fn ping(addr: &str) -> std::io::Result<()> {
 }
 
 /// Starts `args` of this binary in `server` (waiting for it to listen),
-/// then `client_args` in `client`; returns the client's output line.
-fn link_pair(server: &Host, client: &Host, srv: &str, cli: &[&str]) -> Result<String, String> {
-    link_pair_on(server, client, srv, cli, None)
-}
-
-/// As [`link_pair`], with the server on CPU `cpus.0` and the client on
-/// `cpus.1` when given (`taskset`).
-fn link_pair_on(
+/// then `client_args` in `client`; returns the client's output line. With
+/// `cpus`, the server runs on CPU `cpus.0` and the client on `cpus.1`
+/// (`taskset`).
+fn link_pair(
     server: &Host,
     client: &Host,
     srv: &str,
@@ -403,7 +399,21 @@ fn fresh(mib: u64) -> std::io::Result<()> {
     Ok(())
 }
 
-/// How fast `host` writes `mib` MiB into fresh memory, MB/s.
+/// "64 MiB in 0.03 s (2237 MB/s), …".
+fn fresh_text(fresh: &[(u64, f64)]) -> String {
+    fresh
+        .iter()
+        .map(|&(mib, t)| {
+            format!(
+                "{mib} MiB in {t:.2} s ({:.0} MB/s)",
+                (mib << 20) as f64 / t / 1e6
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Seconds `host` takes to write `mib` MiB into fresh memory.
 fn measure_fresh_memory(host: &Host, mib: u64) -> Result<f64, String> {
     let me = std::env::current_exe().map_err(|e| e.to_string())?;
     let out = host
@@ -411,34 +421,45 @@ fn measure_fresh_memory(host: &Host, mib: u64) -> Result<f64, String> {
         .args(["__fresh", &mib.to_string()])
         .output()
         .map_err(|e| e.to_string())?;
-    let us: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .map_err(|_| "fresh-memory test printed no time".to_string())?;
-    Ok((mib << 20) as f64 / us.max(1) as f64)
+    let us: Option<u64> = String::from_utf8_lossy(&out.stdout).trim().parse().ok();
+    match us {
+        Some(us) if out.status.success() => Ok(us as f64 / 1e6),
+        _ => Err(format!(
+            "fresh-memory test ({mib} MiB) failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        )),
+    }
 }
 
-/// The TCP round trip (p50 µs) with both ends pinned to one CPU, then to
-/// two: what a wake-up across CPUs costs on this machine.
-fn measure_pinned_rtt(h1: &Host, h2: &Host) -> Result<(f64, f64), String> {
+/// TCP round trip (p50, p99 µs) between the hosts, both ends on the CPUs
+/// `cpus` if given.
+fn measure_round_trip(
+    h1: &Host,
+    h2: &Host,
+    cpus: Option<(u32, u32)>,
+) -> Result<(f64, f64), String> {
     let addr = h2.addr().to_string();
-    let mut p50 = [0.0; 2];
-    for (i, cpus) in [(0, 0), (0, 1)].into_iter().enumerate() {
-        let line = link_pair_on(h2, h1, "__echo", &["__ping", &addr], Some(cpus))?;
-        let ns: u64 = line
-            .split_whitespace()
-            .next()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
-        p50[i] = ns as f64 / 1000.0;
+    let line = link_pair(h2, h1, "__echo", &["__ping", &addr], cpus)?;
+    let ns: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    match ns[..] {
+        [p50, p99] => Ok((p50 as f64 / 1000.0, p99 as f64 / 1000.0)),
+        _ => Err(format!("round-trip test printed {line:?}")),
     }
-    Ok((p50[0], p50[1]))
 }
 
 /// Link throughput (MB/s, for `bytes`) and TCP round trip (p50, p99 µs).
 fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), String> {
     let addr = h2.addr().to_string();
-    let line = link_pair(h2, h1, "__sink", &["__send", &addr, &bytes.to_string()])?;
+    let line = link_pair(
+        h2,
+        h1,
+        "__sink",
+        &["__send", &addr, &bytes.to_string()],
+        None,
+    )?;
     let mut w = line
         .split_whitespace()
         .map(|v| v.parse::<u64>().unwrap_or(0));
@@ -447,12 +468,8 @@ fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), Str
         return Err(format!("link test: {got} of {bytes} bytes arrived"));
     }
     let mbps = bytes as f64 / us as f64;
-    let line = link_pair(h2, h1, "__echo", &["__ping", &addr])?;
-    let mut w = line
-        .split_whitespace()
-        .map(|v| v.parse::<u64>().unwrap_or(0));
-    let (p50, p99) = (w.next().unwrap_or(0), w.next().unwrap_or(0));
-    Ok((mbps, p50 as f64 / 1000.0, p99 as f64 / 1000.0))
+    let (p50, p99) = measure_round_trip(h1, h2, None)?;
+    Ok((mbps, p50, p99))
 }
 
 // ---- one migration ----
@@ -715,17 +732,13 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "verified": verified,
             "downtime_ms": downtime_ms,
             "downtime_reported_ms": rec["downtime_us"].as_f64().unwrap_or(0.0) / 1000.0,
-            // When the workload's largest gap ended, and the agents'
-            // resume and completion, ms after the request: where a long
-            // gap comes from.
+            // When the workload's largest gap ended, ms after the request,
+            // beside the source's timeline (µs after the request, freeze,
+            // resume, completion): where a long gap comes from.
             "largest_gap_end_ms": resumed_at.saturating_sub(start_ns) as f64 / 1e6,
-            "resume_ms": rec["timeline"]["resume"].as_f64().unwrap_or(0.0) / 1e3,
-            "complete_ms": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e3,
+            "timeline_us": rec["timeline"],
             "total_s": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e6,
             "residual_s": residual_ns as f64 / 1e9,
-            // The source's timeline (µs after the request): where the
-            // freeze goes.
-            "timeline_us": rec["timeline"],
             "wire_bytes": bytes,
             "faults": lat.len(),
             "fault_p50_us": p50,
@@ -1379,23 +1392,23 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // The link, in the same run.
     let max_mib = args.sizes.iter().copied().max().unwrap_or(64);
-    let link = {
+    let (link, fresh, pinned) = {
         let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
-        measure_link(lab.host("host1"), lab.host("host2"), max_mib << 20)?
+        let (h1, h2) = (lab.host("host1"), lab.host("host2"));
+        let link = measure_link(h1, h2, max_mib << 20)?;
+        let mut fresh = Vec::new();
+        for &mib in &args.sizes {
+            fresh.push((mib, measure_fresh_memory(h2, mib)?));
+        }
+        let one = measure_round_trip(h1, h2, Some((0, 0)))?.0;
+        let two = measure_round_trip(h1, h2, Some((0, 1)))?.0;
+        (link, fresh, (one, two))
     };
     println!(
         "link: {:.0} MB/s TCP stream ({} MiB), round trip p50 {:.1} us, p99 {:.1} us",
         link.0, max_mib, link.1, link.2
     );
-    let (fresh, pinned) = {
-        let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
-        let (h1, h2) = (lab.host("host1"), lab.host("host2"));
-        (
-            measure_fresh_memory(h2, max_mib)?,
-            measure_pinned_rtt(h1, h2)?,
-        )
-    };
-    println!("fresh memory: host2 writes {max_mib} MiB into new pages at {fresh:.0} MB/s");
+    println!("fresh memory: host2 writes {}", fresh_text(&fresh));
     println!(
         "round trip p50 with both ends on one CPU {:.1} us, on two CPUs {:.1} us",
         pinned.0, pinned.1
@@ -1444,7 +1457,7 @@ fn run(args: &Args) -> Result<bool, String> {
         &date,
         link,
         pinned,
-        fresh,
+        &fresh,
         &summary,
         args.repeat,
         criu_version,
@@ -1455,7 +1468,7 @@ fn run(args: &Args) -> Result<bool, String> {
     let report = json!({
         "date": date,
         "link": {"mb_per_s": link.0, "rtt_p50_us": link.1, "rtt_p99_us": link.2},
-        "fresh_memory_mb_per_s": fresh,
+        "fresh_memory_s": fresh.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
         "rtt_p50_one_cpu_us": pinned.0,
         "rtt_p50_two_cpus_us": pinned.1,
         "criu": criu_json(criu.as_ref()),
@@ -1559,7 +1572,7 @@ fn markdown(
     date: &str,
     link: (f64, f64, f64),
     pinned: (f64, f64),
-    fresh: f64,
+    fresh: &[(u64, f64)],
     runs: &[Value],
     repeat: usize,
     criu: Option<&str>,
@@ -1575,10 +1588,14 @@ fn markdown(
     };
     let mut s = format!(
         "Benchmark of {date}, two lab hosts on one 2-core VM (veth). Link: {:.0} MB/s TCP stream, \
-         round trip p50 {:.1} µs (both ends on one CPU {:.1} µs, on two {:.1} µs); host2 writes fresh memory at {fresh:.0} MB/s. Workload: ticks every {TICK_MS} ms, writes {DIRTY_PAGES} pages per tick. \
+         round trip p50 {:.1} µs (both ends on one CPU {:.1} µs, on two {:.1} µs); host2 writes fresh memory: {}. Workload: ticks every {TICK_MS} ms, writes {DIRTY_PAGES} pages per tick. \
          Downtime = largest gap between ticks minus the tick; each row is the run with the median \
          downtime of {repeat}, with the median total time. {criu_note}\n\n",
-        link.0, link.1, pinned.0, pinned.1
+        link.0,
+        link.1,
+        pinned.0,
+        pinned.1,
+        fresh_text(fresh)
     );
     s.push_str("| MiB | mode | downtime ms | vs CRIU lazy | total s | vs link | wire MiB | fault p50/p99 µs | work during post-copy | agents peak RSS MiB (src/dst) | memory |\n");
     s.push_str("|---|---|---|---|---|---|---|---|---|---|---|\n");
@@ -1663,7 +1680,7 @@ fn markdown(
 fn targets(
     link: (f64, f64, f64),
     pinned: (f64, f64),
-    fresh: f64,
+    fresh: &[(u64, f64)],
     runs: &[Value],
     criu_measured: bool,
 ) -> String {
@@ -1698,16 +1715,20 @@ fn targets(
         if let Some(r) = find(mib, "postcopy") {
             let total = r["total_s"].as_f64().unwrap_or(f64::MAX);
             let link_s = (mib << 20) as f64 / (link.0 * 1e6);
-            let fresh_s = (mib << 20) as f64 / (fresh * 1e6);
+            let scale = match fresh.iter().find(|f| f.0 == mib) {
+                Some(&(_, fresh_s)) => format!(
+                    " (for scale, measured in this run too: host2 writing {mib} MiB into fresh \
+                     memory took {fresh_s:.2} s; the link's {link_s:.2} s plus that is {:.2} s, \
+                     {:.2}x of it)",
+                    link_s + fresh_s,
+                    total / (link_s + fresh_s),
+                ),
+                None => String::new(),
+            };
             s.push_str(&format!(
-                "- post-copy total time at {mib} MiB within 1.25x of the link: {:.2}x, {} \
-                 (for scale, measured in this run too: host2 writing {mib} MiB into fresh \
-                 memory took {fresh_s:.2} s; the link's {link_s:.2} s plus that is {:.2} s, \
-                 {:.2}x of it)\n",
+                "- post-copy total time at {mib} MiB within 1.25x of the link: {:.2}x, {}{scale}\n",
                 total / link_s,
                 verdict(total / link_s <= 1.25),
-                link_s + fresh_s,
-                total / (link_s + fresh_s),
             ));
         }
     }
