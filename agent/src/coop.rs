@@ -20,13 +20,10 @@ pub const FREEZE_NOTICE: Duration = Duration::from_secs(10);
 
 /// The listener thread of `pid`, found by its name.
 pub fn listener(pid: i32) -> Option<i32> {
-    std::fs::read_dir(format!("/proc/{pid}/task"))
-        .ok()?
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
-        .find(|tid| {
-            std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
-                .is_ok_and(|c| c.trim_end() == LISTENER_NAME)
-        })
+    crate::procfs::tids(pid).ok()?.into_iter().find(|tid| {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm"))
+            .is_ok_and(|c| c.trim_end() == LISTENER_NAME)
+    })
 }
 
 /// The state block at `addr` in `mem`, if it holds one.

@@ -104,11 +104,7 @@ fn virtualized(n: c_long, a: [c_long; 6]) -> Option<c_long> {
         libc::SYS_getpid => c_long::from(vpid()),
         libc::SYS_gettid => c_long::from(vtid()),
         libc::SYS_getppid => c_long::from(vppid()),
-        libc::SYS_kill => errno_convention(raw(
-            n,
-            [c_long::from(real_of(a[0] as i32)), a[1], 0, 0, 0, 0],
-        )),
-        libc::SYS_tkill => errno_convention(raw(
+        libc::SYS_kill | libc::SYS_tkill => errno_convention(raw(
             n,
             [c_long::from(real_of(a[0] as i32)), a[1], 0, 0, 0, 0],
         )),

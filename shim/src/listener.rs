@@ -143,7 +143,7 @@ fn listen() {
             continue;
         };
         let callbacks = lock(&CALLBACKS).clone();
-        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match phase {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match phase {
             Phase::Freeze => {
                 frozen = true;
                 for c in &callbacks {
@@ -164,7 +164,6 @@ fn listen() {
                 }
             }
         }));
-        let _ = ran;
         block::set(off::ACK, value >> 8);
         if phase != Phase::Freeze {
             let mut seen = lock(&SEEN);

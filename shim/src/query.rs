@@ -17,7 +17,9 @@ fn socket() -> String {
     std::env::var("MIGRATE_SOCKET").unwrap_or_else(|_| "/run/migrate/agent.sock".into())
 }
 
-fn refused(other: Reply) -> io::Error {
+/// The error for an answer other than the one asked for (a refusal is
+/// `PermissionDenied`, with the agent's reasons).
+pub(crate) fn refused(other: Reply) -> io::Error {
     match other {
         Reply::Refused { reasons } => io::Error::new(
             io::ErrorKind::PermissionDenied,

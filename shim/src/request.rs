@@ -26,13 +26,7 @@ pub fn migrate_me(host: &str) -> io::Result<()> {
         opts: MigrateOptions::default(),
     })? {
         Reply::Accepted => {}
-        Reply::Refused { reasons } => {
-            return Err(io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                reasons.join("; "),
-            ))
-        }
-        other => return Err(io::Error::other(format!("the agent answered {other:?}"))),
+        other => return Err(query::refused(other)),
     }
     match listener::wait_ended(before, LIMIT) {
         Some(true) => Ok(()),

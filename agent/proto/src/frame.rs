@@ -151,7 +151,7 @@ pub fn write_msg<T: Serialize>(w: &mut impl Write, msg: &T) -> Result<(), FrameE
     let mut out = header(Kind::Control, 0).to_vec();
     postcard::to_io(msg, &mut out)?;
     let len = (out.len() - HEADER_LEN) as u64;
-    out[8..HEADER_LEN].copy_from_slice(&len.to_le_bytes());
+    out[..HEADER_LEN].copy_from_slice(&header(Kind::Control, len));
     w.write_all(&out)?;
     w.flush()?;
     Ok(())

@@ -191,15 +191,9 @@ impl ShimState {
         if self.vppid.is_none() {
             self.vppid = Some(ppid);
         }
-        let virt = |old: i32| {
-            self.tids
-                .iter()
-                .find(|(_, real)| *real == old)
-                .map_or(old, |(v, _)| *v)
-        };
         self.tids = threads
             .iter()
-            .map(|&(old, new)| (virt(old), new))
+            .map(|&(old, new)| (self.virtual_tid(old), new))
             .filter(|(v, new)| v != new)
             .take(MAX_TIDS)
             .collect();
