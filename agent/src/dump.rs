@@ -7,6 +7,7 @@
 //! `/proc/<pid>/pagemap`.
 
 use std::fs;
+use std::os::fd::OwnedFd;
 
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{
@@ -61,6 +62,9 @@ pub struct Frozen {
     pub mem: RemoteMem,
     /// The image.
     pub image: ProcessImage,
+    /// Our copies of the TCP connections `--tcp close` ends: reset at the
+    /// commit, so that a migration that fails before it leaves them alone.
+    pub to_reset: Vec<OwnedFd>,
 }
 
 const PR_GET_TID_ADDRESS: u64 = 40;
@@ -438,7 +442,12 @@ pub fn freeze_and_dump(
         });
     }
     step("memory map and pages");
-    let (fds, pipes, memfds) = dump_fds(pid, &maps, coop.tcp)?;
+    let DumpedFds {
+        fds,
+        pipes,
+        memfds,
+        to_reset,
+    } = dump_fds(pid, &maps, coop.tcp)?;
     step("descriptors");
 
     let image = ProcessImage {
@@ -468,7 +477,12 @@ pub fn freeze_and_dump(
         deputy: false,
         lineage: Default::default(),
     };
-    Ok(Frozen { tasks, mem, image })
+    Ok(Frozen {
+        tasks,
+        mem,
+        image,
+        to_reset,
+    })
 }
 
 fn word(b: &[u8], i: usize) -> u64 {
@@ -508,8 +522,14 @@ fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpErr
     Ok(out)
 }
 
-/// Descriptors, pipe contents and memfd objects.
-type DumpedFds = (Vec<FdEntry>, Vec<PipeState>, Vec<MemfdState>);
+/// Descriptors, pipe contents and memfd objects, and the connections to
+/// reset at the commit.
+struct DumpedFds {
+    fds: Vec<FdEntry>,
+    pipes: Vec<PipeState>,
+    memfds: Vec<MemfdState>,
+    to_reset: Vec<OwnedFd>,
+}
 
 /// The descriptors, with open files shared between numbers found by kcmp,
 /// and the content of the pipes (copied by tee, left in place).
@@ -522,6 +542,7 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<Dump
     let mut fds: Vec<FdEntry> = Vec::new();
     let mut pipes: Vec<PipeState> = Vec::new();
     let mut memfds: Vec<MemfdState> = Vec::new();
+    let mut to_reset = Vec::new();
     let unix = sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?;
     for (i, info) in infos.iter().enumerate() {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
@@ -664,9 +685,7 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<Dump
                 reconnect: tcp == TcpPolicy::Reconnect,
             };
             if tcp == TcpPolicy::Close {
-                // The remote end sees it reset now, not when the original
-                // is gone.
-                sys::reset_connection(&ours).map_err(proc_err(pid, "socket reset"))?;
+                to_reset.push(ours);
             }
             kind
         } else if procfs::socket_inode(&info.target).is_some() {
@@ -717,7 +736,12 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<Dump
         };
         fds.push(FdEntry { fd: info.fd, kind });
     }
-    Ok((fds, pipes, memfds))
+    Ok(DumpedFds {
+        fds,
+        pipes,
+        memfds,
+        to_reset,
+    })
 }
 
 /// Integer options carried for sockets: (level, name, only for domain).

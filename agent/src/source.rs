@@ -465,7 +465,12 @@ fn migrate_process(
             migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
         )
     });
-    let Frozen { tasks, mem, .. } = frozen;
+    let Frozen {
+        tasks,
+        mem,
+        to_reset,
+        ..
+    } = frozen;
     let task = FrozenOriginal(tasks);
     let mem = Arc::new(mem);
     let counters = Arc::new(Counters::default());
@@ -500,6 +505,14 @@ fn migrate_process(
             warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
         }
     }
+    // `--tcp close`: the remote ends see their connections reset as the
+    // copy takes over, not when the original is gone.
+    for conn in &to_reset {
+        if let Err(e) = sys::reset_connection(conn) {
+            warn!(error = %e, "resetting a connection of the original");
+        }
+    }
+    drop(to_reset);
     let early = match seq.send(&mut ctl, &SourceMsg::Commit { id, signals }) {
         Err(e) => Some((
             format!("lost {} at commit: {}", cx.to, error_chain(&e)),

@@ -318,8 +318,41 @@ fn with_tcp_reconnect_a_client_keeps_talking_to_its_server_after_moving() {
 #[test]
 fn with_tcp_close_the_connection_is_reset_and_the_client_sees_it() {
     require_lab!();
-    let c = Cluster::start();
+    let mut c = Cluster::start();
     let (server, client) = echo_pair(&c, "47011", Some("close"));
+    // A migration that fails after the freeze leaves the connection alone:
+    // the original goes on talking on host1. (host2's agent, and so the
+    // process it rebuilds, gets a descriptor limit it cannot lift; the
+    // agent is started again after.)
+    let st = std::process::Command::new("prlimit")
+        .args([
+            "--pid",
+            &agent_outer_pid(&c.agents[1]).to_string(),
+            "--nofile=64:128",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let out = c.migrate(&[&client.pid.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "runs on here, untouched");
+    c.agents[1].kill();
+    c.agents[1] = c
+        .lab
+        .host("host2")
+        .spawn_agent(
+            &bin("migrate-agent"),
+            &[c.lab.host("host1")],
+            &c.path("agent2b.log"),
+        )
+        .expect("agent restarts");
+    let before = last_echo(&client);
+    assert!(
+        wait_until(20, || last_echo(&client) >= before + 5),
+        "the original stopped talking: {}",
+        client.text()
+    );
+    assert!(!client.text().contains("lost "), "{}", client.text());
+    assert!(!server.text().contains("reset "), "{}", server.text());
     let pid = c.moved(c.h1(), client.pid, "host2");
     // The client, on host2, sees a reset connection; the server saw the
     // reset too.
