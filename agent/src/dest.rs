@@ -472,23 +472,30 @@ fn rebuild(
             let h3 = h.clone();
             threads.push(std::thread::spawn(move || h3.install_local(&local)));
         }
-        for (lane, mut s) in [
-            ("demand", demand.try_clone().map_err(FrameError::Io)?),
-            ("bulk", bulk.try_clone().map_err(FrameError::Io)?),
-        ] {
+        // Pushed pages go in in the background: the demand lane and the
+        // fault loop come first.
+        type Install = fn(&FaultHandler, u64, &[u8]);
+        let lanes: [(&str, PeerStream, Install); 2] = [
+            (
+                "demand",
+                demand.try_clone().map_err(FrameError::Io)?,
+                FaultHandler::install,
+            ),
+            (
+                "bulk",
+                bulk.try_clone().map_err(FrameError::Io)?,
+                FaultHandler::install_background,
+            ),
+        ];
+        for (lane, mut s, install) in lanes {
             let h2 = h.clone();
             threads.push(std::thread::spawn(move || {
                 if lane == "bulk" {
-                    // Installing pushed pages is background work: the
-                    // demand lane and the fault loop come first.
                     let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
                 }
                 loop {
                     match frame::read_frame(&mut s) {
-                        Ok(Frame::Pages(hd, data)) if lane == "bulk" => {
-                            h2.install_background(hd.addr, &data)
-                        }
-                        Ok(Frame::Pages(hd, data)) => h2.install(hd.addr, &data),
+                        Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
                         Ok(Frame::Control(_)) => {
                             h2.end(Outcome::Failed(format!(
                                 "unexpected message on the {lane} lane"

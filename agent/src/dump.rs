@@ -130,11 +130,10 @@ impl RunningScan {
         let pagemap = fs::File::open(format!("/proc/{pid}/pagemap")).ok()?;
         let mut buf = Vec::new();
         let mut pages = std::collections::HashMap::new();
-        for m in before
-            .iter()
-            .filter(|m| !m.shared() && !m.path.starts_with("[v"))
-        {
-            let anonymous = preflight::is_anon(m);
+        for m in &before {
+            let Some(anonymous) = copies_pages(m) else {
+                continue;
+            };
             if let Ok(held) = procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf) {
                 pages.insert(m.start, held);
             }
@@ -146,6 +145,15 @@ impl RunningScan {
             pages,
         })
     }
+}
+
+/// Whether the dump copies the pages mapping `m` holds (private memory,
+/// anonymous or of a file: not shared memory, not the kernel's vDSO pages),
+/// and if so whether it is anonymous. The running scan and the dump follow
+/// this one rule.
+fn copies_pages(m: &procfs::MapsEntry) -> Option<bool> {
+    (!m.shared() && !preflight::is_vdso(&m.path) && m.path != "[vsyscall]")
+        .then(|| preflight::is_anon(m))
 }
 
 /// Most holes of a running scan looked at again in one mapping; beyond,
@@ -543,6 +551,8 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<Dump
     let mut pipes: Vec<PipeState> = Vec::new();
     let mut memfds: Vec<MemfdState> = Vec::new();
     let mut to_reset = Vec::new();
+    // Read once, when the first inet socket is met.
+    let inet = std::cell::OnceCell::new();
     let unix = sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?;
     for (i, info) in infos.iter().enumerate() {
         let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
@@ -673,7 +683,7 @@ fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<Dump
             }
         } else if tcp != TcpPolicy::Refuse
             && procfs::socket_inode(&info.target)
-                .and_then(|ino| procfs::inet_socket(pid, ino))
+                .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
                 .is_some_and(|s| s.established())
         {
             let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
@@ -995,9 +1005,7 @@ fn collect_vmas(
             out.push(vma);
             continue;
         }
-        let copy_pages = !vma.shared && matches!(vma.kind, VmaKind::Anon | VmaKind::File { .. });
-        if copy_pages {
-            let anonymous = matches!(vma.kind, VmaKind::Anon);
+        if let Some(anonymous) = copies_pages(m) {
             let needed = match held.get(&m.start) {
                 Some(h) => pages_since(&pagemap, (m.start, m.end), anonymous, h, &mut buf),
                 None => procfs::needed_pages(&pagemap, m.start, m.end, anonymous, &mut buf),
@@ -1006,7 +1014,7 @@ fn collect_vmas(
             let sorting = Sorting {
                 // File-backed private pages cannot be registered with
                 // userfaultfd (MISSING mode is anonymous-only): always eager.
-                all_eager: matches!(vma.kind, VmaKind::File { .. }),
+                all_eager: !anonymous,
                 none_lazy: matches!(opts.mode, Mode::StopCopy | Mode::PreCopy),
                 eager,
                 stored,

@@ -125,13 +125,15 @@ pub fn inspect(
         .map_err(|e| Refusal::one(format!("cannot read descriptors of {pid}: {e}")))?;
     let mut pipes: Vec<(u64, bool, i32)> = Vec::new();
     let unix = crate::sys::unix_sockets().unwrap_or_default();
+    // Read once, when the first inet socket is met.
+    let inet = std::cell::OnceCell::new();
     for fd in fds {
         match procfs::fd_info(pid, fd) {
             Ok(info) => match pipe_inode(&info) {
                 Some(ino) => pipes.push((ino, info.flags & libc::O_ACCMODE as u32 != 0, fd)),
                 None if MOVABLE_ANON.contains(&info.target.as_str()) => {}
                 None if procfs::socket_inode(&info.target)
-                    .and_then(|ino| procfs::inet_socket(pid, ino))
+                    .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
                     .is_some_and(|s| {
                         s.movable() || tcp != TcpPolicy::Refuse && s.established()
                     }) => {}

@@ -1,5 +1,6 @@
 //! Reading a process's state from `/proc/<pid>`: parsing only, no policy.
 
+use std::collections::HashMap;
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
@@ -483,8 +484,6 @@ pub fn fd_info(pid: i32, fd: i32) -> io::Result<FdInfo> {
     })
 }
 
-/// Describes socket `inode` of process `pid` from its network tables, e.g.
-/// `TCP 10.77.0.1:40000 -> 10.77.0.2:7070 (established)`.
 /// An IPv4/IPv6 socket as `/proc/<pid>/net/{tcp,udp}{,6}` shows it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InetSocket {
@@ -499,22 +498,22 @@ pub struct InetSocket {
 }
 
 impl InetSocket {
-    /// A listening TCP socket with nobody waiting in its accept queue, or
-    /// an unconnected UDP socket: what moves by being made again.
     /// An established TCP connection (or one the peer has closed).
     pub fn established(&self) -> bool {
         self.tcp && matches!(self.state, 0x01 | 0x08)
     }
 
-    /// A listening TCP socket with nobody waiting, or an unconnected UDP one.
+    /// A listening TCP socket with nobody waiting in its accept queue, or
+    /// an unconnected UDP socket: what moves by being made again.
     pub fn movable(&self) -> bool {
         (self.tcp && self.state == 0x0a && self.rx_queue == 0)
             || (!self.tcp && self.state == 0x07 && self.remote_port == 0)
     }
 }
 
-/// Looks socket `inode` of `pid` up in the IPv4/IPv6 tables.
-pub fn inet_socket(pid: i32, inode: u64) -> Option<InetSocket> {
+/// The IPv4/IPv6 sockets in `pid`'s network namespace, by inode.
+pub fn inet_sockets(pid: i32) -> HashMap<u64, InetSocket> {
+    let mut out = HashMap::new();
     for (file, tcp) in [
         ("tcp", true),
         ("tcp6", true),
@@ -526,23 +525,36 @@ pub fn inet_socket(pid: i32, inode: u64) -> Option<InetSocket> {
         };
         for line in text.lines().skip(1) {
             let f: Vec<&str> = line.split_whitespace().collect();
-            if f.len() > 9 && f[9].parse::<u64>().ok() == Some(inode) {
+            let parsed = (|| {
+                let inode = f.get(9)?.parse::<u64>().ok()?;
                 let rx = f[4]
                     .split_once(':')
                     .and_then(|(_, r)| u64::from_str_radix(r, 16).ok())?;
                 let rport = f[2]
                     .rsplit_once(':')
                     .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
-                return Some(InetSocket {
-                    tcp,
-                    state: u8::from_str_radix(f[3], 16).ok()?,
-                    rx_queue: rx,
-                    remote_port: rport,
-                });
+                let state = u8::from_str_radix(f[3], 16).ok()?;
+                Some((
+                    inode,
+                    InetSocket {
+                        tcp,
+                        state,
+                        rx_queue: rx,
+                        remote_port: rport,
+                    },
+                ))
+            })();
+            if let Some((inode, sock)) = parsed {
+                out.entry(inode).or_insert(sock);
             }
         }
     }
-    None
+    out
+}
+
+/// Looks socket `inode` of `pid` up in the IPv4/IPv6 tables.
+pub fn inet_socket(pid: i32, inode: u64) -> Option<InetSocket> {
+    inet_sockets(pid).remove(&inode)
 }
 
 /// The inode of a socket descriptor (`socket:[N]`).
@@ -554,6 +566,8 @@ pub fn socket_inode(target: &str) -> Option<u64> {
         .ok()
 }
 
+/// Describes socket `inode` of process `pid` from its network tables, e.g.
+/// `TCP 10.77.0.1:40000 -> 10.77.0.2:7070 (established)`.
 pub fn describe_socket(pid: i32, inode: u64) -> Option<String> {
     for (file, proto) in [
         ("tcp", "TCP"),

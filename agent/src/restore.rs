@@ -130,11 +130,6 @@ impl Stub {
             pidfd: Some(pidfd),
         })
     }
-
-    /// Its pid.
-    pub fn pid(&self) -> i32 {
-        self.pid
-    }
 }
 
 impl Drop for Stub {
@@ -826,16 +821,18 @@ impl Restorer {
         let timeout = tv(RECONNECT_TIMEOUT.as_secs() as i64);
         self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
         let p = self.put_bytes(peer)?;
-        let connected = self
-            .sys(
-                "connecting again",
-                libc::SYS_connect,
-                [s, p, peer.len() as u64, 0, 0, 0],
-            )
-            .is_ok();
-        if !connected {
-            self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
-            return Ok(None);
+        // A refused or timed-out connect is an answer; losing the process
+        // while injecting it is a failure.
+        match self
+            .task
+            .syscall(libc::SYS_connect, [s, p, peer.len() as u64, 0, 0, 0])
+        {
+            Ok(_) => {}
+            Err(InjectError::RemoteSyscall { .. }) => {
+                self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
+                return Ok(None);
+            }
+            Err(e) => return step("connecting again", Err(e)),
         }
         self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(0))?;
         Ok(Some(s))
@@ -855,8 +852,8 @@ impl Restorer {
         let mut b = 16u32.to_ne_bytes().to_vec();
         b.resize(16, 0);
         b.extend_from_slice(&sin);
-        step("writing scratch", self.mem.write(self.scratch, &b))?;
-        let (len_at, addr_at) = (self.scratch, self.scratch + 16);
+        let len_at = self.put_bytes(&b)?;
+        let addr_at = len_at + 16;
         self.sys("bind", libc::SYS_bind, [l, addr_at, 16, 0, 0, 0])?;
         self.sys("listen", libc::SYS_listen, [l, 1, 0, 0, 0, 0])?;
         self.sys(

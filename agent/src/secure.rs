@@ -514,6 +514,11 @@ impl PeerStream {
         self.tcp.shutdown(how)
     }
 
+    /// Sets the connection's send buffer (`SO_SNDBUF`), bytes.
+    pub fn set_send_buffer(&self, bytes: i32) -> io::Result<()> {
+        crate::sys::setsockopt_int(&self.tcp, libc::SOL_SOCKET, libc::SO_SNDBUF, bytes)
+    }
+
     /// As [`TcpStream::peer_addr`].
     pub fn peer_addr(&self) -> io::Result<SocketAddr> {
         self.tcp.peer_addr()

@@ -324,6 +324,9 @@ fn migrate_process(
         Ok(x) => x,
         Err(e) => return unreachable(e),
     };
+    if let Err(e) = bulk.set_send_buffer(peer::BULK_SNDBUF) {
+        warn!(error = %e, "bulk lane's send buffer not capped: faults may wait behind the push");
+    }
 
     let mut rec = MigrationRecord {
         id,

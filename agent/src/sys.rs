@@ -905,7 +905,7 @@ pub fn memfd(name: &str) -> io::Result<std::fs::File> {
 }
 
 /// A task's CPU affinity (`sched_getaffinity`).
-pub fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
+fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
     // SAFETY: `set` is writable for the size passed.
@@ -916,14 +916,14 @@ pub fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
 }
 
 /// Sets a task's CPU affinity (`sched_setaffinity`).
-pub fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> io::Result<()> {
+fn set_affinity(tid: i32, set: &libc::cpu_set_t) -> io::Result<()> {
     // SAFETY: `set` is readable for the size passed.
     let ret = unsafe { libc::sched_setaffinity(tid, std::mem::size_of::<libc::cpu_set_t>(), set) };
     check(libc::c_long::from(ret)).map(|_| ())
 }
 
 /// The CPU the calling thread runs on (`sched_getcpu`).
-pub fn current_cpu() -> io::Result<usize> {
+fn current_cpu() -> io::Result<usize> {
     // SAFETY: no arguments; returns a CPU number or -1.
     let cpu = unsafe { libc::sched_getcpu() };
     check(libc::c_long::from(cpu)).map(|c| c as usize)
