@@ -288,6 +288,13 @@ fn rebuild(
 
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+    let end_step = |what: &str| {
+        debug!(
+            id,
+            us = t0.elapsed().as_micros() as u64,
+            "post-copy: {what}"
+        )
+    };
     let mut r = Restorer::start_in(image, stub)?;
     step("stub ready");
     let built = (|| -> Result<_, DestError> {
@@ -452,14 +459,10 @@ fn rebuild(
     let handler = match uffd {
         Some(u) => {
             let demand_w = demand.try_clone().map_err(FrameError::Io)?;
-            Some(Arc::new(FaultHandler::new(
-                u,
-                map,
-                demand_w,
-                prefetch,
-                pidfd,
-                local.clone(),
-            )))
+            Some(Arc::new(
+                FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
+                    .map_err(FrameError::Io)?,
+            ))
         }
         None => None,
     };
@@ -581,6 +584,7 @@ fn rebuild(
         Some(h) => h.wait(),
         None => (Outcome::Complete, 0, Vec::new()),
     };
+    end_step("every page in");
     // Unblock the lane readers.
     let _ = demand.shutdown(Shutdown::Both);
     let _ = bulk.shutdown(Shutdown::Both);
@@ -593,6 +597,7 @@ fn rebuild(
         (Outcome::Complete | Outcome::Exited, Some(k)) => k.release(),
         (_, k) => drop(k),
     }
+    end_step("lanes closed, userfaultfds released");
     match outcome {
         Outcome::Complete | Outcome::Exited => {
             if outcome == Outcome::Exited {
@@ -612,6 +617,7 @@ fn rebuild(
             )?;
             // Wait for the source's Done (or its close).
             watch.wait_done(Duration::from_secs(30));
+            end_step("source released");
             info!(id, new_pid, "post-copy complete");
             if has_terminal {
                 // The source turns the original into a deputy now.

@@ -132,6 +132,9 @@ pub struct FaultHandler {
     prefetch: u32,
     resumed: Instant,
     pidfd: OwnedFd,
+    /// Signalled when post-copy ends: the fault loop polls it beside the
+    /// userfaultfds, and lets go of them at once.
+    ended_fd: OwnedFd,
     local: Option<Arc<LocalPages>>,
     /// Threads on a fault's path (the fault loop, the demand lane)
     /// waiting for or holding the lock: background installs wait until
@@ -157,9 +160,9 @@ impl FaultHandler {
         prefetch: u32,
         pidfd: OwnedFd,
         local: Option<Arc<LocalPages>>,
-    ) -> FaultHandler {
+    ) -> std::io::Result<FaultHandler> {
         let done = map.left() == 0;
-        FaultHandler {
+        Ok(FaultHandler {
             state: Mutex::new(State {
                 spaces: vec![Space { id: 0, uffd, map }],
                 next_id: 1,
@@ -175,9 +178,10 @@ impl FaultHandler {
             prefetch: prefetch.max(1),
             resumed: Instant::now(),
             pidfd,
+            ended_fd: crate::sys::eventfd()?,
             local,
             urgent: AtomicU32::new(0),
-        }
+        })
     }
 
     /// The lock, for a thread on a fault's path: background installs step
@@ -219,6 +223,9 @@ impl FaultHandler {
         st.generation += 1;
         st.outcome = Some(outcome);
         self.ended.notify_all();
+        if let Err(e) = crate::sys::eventfd_signal(&self.ended_fd) {
+            warn!(error = %e, "waking the fault loop");
+        }
     }
 
     /// Waits until post-copy ends; returns how, the pages discarded by
@@ -538,6 +545,7 @@ impl FaultHandler {
                 }
             }
             let mut fds: Vec<&OwnedFd> = watched.iter().map(|(_, f)| f).collect();
+            fds.push(&self.ended_fd);
             fds.push(&self.pidfd);
             let ready = match uffd::poll_readable(&fds, 50) {
                 Ok(r) => r,

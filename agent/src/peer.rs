@@ -219,7 +219,8 @@ pub const PEER_SILENCE: Duration = Duration::from_millis(migrate_proto::PEER_SIL
 /// stopped (or dropped), so that the peer learns of this side's death, or
 /// of a cut link, within [`PEER_SILENCE`].
 pub struct Heartbeat {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Dropped to stop the beating: the thread wakes at once.
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -231,33 +232,28 @@ impl Heartbeat {
         seq: std::sync::Arc<migrate_proto::envelope::Sequencer>,
         msg: T,
     ) -> Heartbeat {
-        use std::sync::atomic::Ordering;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let flag = stop.clone();
+        use std::sync::mpsc::RecvTimeoutError;
+        let (stop, stopped) = std::sync::mpsc::channel::<()>();
         // A write stuck on a dead link gives up within the silence bound.
         let _ = lane.set_write_timeout(Some(PEER_SILENCE));
         let thread = std::thread::spawn(move || {
             let mut next = Instant::now();
-            while !flag.load(Ordering::Relaxed) {
-                if Instant::now() >= next {
-                    if seq.send(&mut lane, &msg).is_err() {
-                        return;
+            loop {
+                let wait = next.saturating_duration_since(Instant::now());
+                match stopped.recv_timeout(wait) {
+                    Err(RecvTimeoutError::Timeout) => {
+                        if seq.send(&mut lane, &msg).is_err() {
+                            return;
+                        }
+                        next += HEARTBEAT_EVERY;
                     }
-                    next += HEARTBEAT_EVERY;
+                    Ok(()) | Err(RecvTimeoutError::Disconnected) => return,
                 }
-                std::thread::sleep(Duration::from_millis(50));
             }
         });
         Heartbeat {
-            stop,
+            stop: Some(stop),
             thread: Some(thread),
-        }
-    }
-
-    fn halt(&mut self) {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
         }
     }
 }
@@ -266,7 +262,10 @@ impl Heartbeat {
 /// written.
 impl Drop for Heartbeat {
     fn drop(&mut self) {
-        self.halt();
+        drop(self.stop.take());
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
     }
 }
 

@@ -904,6 +904,26 @@ pub fn memfd(name: &str) -> io::Result<std::fs::File> {
     Ok(unsafe { std::fs::File::from_raw_fd(fd as RawFd) })
 }
 
+/// A new eventfd (counter 0, non-blocking, close-on-exec): a wake-up
+/// another thread can poll for.
+pub fn eventfd() -> io::Result<OwnedFd> {
+    // SAFETY: no pointers; returns a new descriptor or -1.
+    let fd = check(libc::c_long::from(unsafe {
+        libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)
+    }))?;
+    // SAFETY: the syscall returned a new descriptor that nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Adds 1 to eventfd `fd`'s counter: it polls readable until read.
+pub fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: no pointers; `fd` is an open descriptor.
+    check(libc::c_long::from(unsafe {
+        libc::eventfd_write(fd.as_raw_fd(), 1)
+    }))
+    .map(|_| ())
+}
+
 /// A task's CPU affinity (`sched_getaffinity`).
 fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.

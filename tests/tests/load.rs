@@ -71,7 +71,7 @@ fn agent_usage(pid: i32) -> (usize, u64) {
 }
 
 #[test]
-fn twenty_moves_back_and_forth_keep_memory_and_agents_flat() {
+fn thirty_moves_back_and_forth_keep_memory_and_agents_flat() {
     require_lab!();
     let c = Cluster::start();
     let w = Proc::start(
@@ -84,7 +84,7 @@ fn twenty_moves_back_and_forth_keep_memory_and_agents_flat() {
     let agents: Vec<i32> = c.agents.iter().map(agent_outer_pid).collect();
     let mut pid = w.pid;
     let mut usage = Vec::new();
-    for n in 0..20 {
+    for n in 0..30 {
         let (from, to, to_name) = if n % 2 == 0 {
             (c.h1(), c.h2(), "host2")
         } else {
@@ -105,18 +105,21 @@ fn twenty_moves_back_and_forth_keep_memory_and_agents_flat() {
         pid = new_pid;
         usage.push(agents.iter().map(|&a| agent_usage(a)).collect::<Vec<_>>());
     }
-    assert_eq!(verify_count(&w), 20);
+    assert_eq!(verify_count(&w), 30);
     eprintln!("agents' (fds, rss KiB) after each move: {usage:?}");
     // Descriptors: the same after every round trip. Memory: the allocator
     // warms up over the first moves (glibc gives new threads their own
-    // arenas, up to 16 here) and then levels off around 15 MiB; over the
-    // last ten moves growth stays under 4 MiB, the kept records of past
+    // arenas, up to 16 here) and levels off slowly: each agent grew 1.9-4.3
+    // MiB from the 10th move to the 20th in earlier runs (past the 4 MiB
+    // this test first allowed there), and in a run of 60 moves 0.3-1.9 MiB
+    // from the 20th to the 30th and 1.5-2.2 MiB over the 30 after. Over
+    // the last ten moves growth stays under 4 MiB, the kept records of past
     // migrations included, where keeping even 2% of each 32 MiB move
     // would add 6.4 MiB.
-    for (a, (e, l)) in usage[1].iter().zip(&usage[19]).enumerate() {
+    for (a, (e, l)) in usage[1].iter().zip(&usage[29]).enumerate() {
         assert_eq!(l.0, e.0, "agent {a} keeps descriptors: {usage:?}");
     }
-    for (a, (e, l)) in usage[9].iter().zip(&usage[19]).enumerate() {
+    for (a, (e, l)) in usage[19].iter().zip(&usage[29]).enumerate() {
         assert!(l.1 <= e.1 + 4096, "agent {a} grows: {usage:?}");
     }
     signal_in(c.h1(), pid, "-KILL");
