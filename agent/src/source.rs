@@ -32,6 +32,8 @@ use crate::{error_chain, preflight, procfs, sys};
 
 /// Pages per frame when pushing.
 const PUSH_CHUNK: u64 = 64;
+/// The push's buffer for small frames, bytes.
+const PUSH_GATHER: usize = 64 << 10;
 /// How often the push records its progress.
 const PUSH_SAMPLE_EVERY: Duration = Duration::from_millis(20);
 /// How often the caller hears of post-copy's progress.
@@ -1229,7 +1231,9 @@ fn spawn_push(
         let Some(s) = lane else { return };
         // The push is background work: faults and the process come first.
         let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
-        let mut w = std::io::BufWriter::with_capacity(1 << 20, &s);
+        // Small frames are gathered; a frame larger than the buffer goes
+        // to the lane from `buf` itself (sealed from it, not copied first).
+        let mut w = std::io::BufWriter::with_capacity(PUSH_GATHER, &s);
         let t0 = Instant::now();
         let mut sent_bytes = 0u64;
         let mut buf = Vec::new();

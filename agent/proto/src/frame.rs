@@ -10,7 +10,7 @@
 //! never goes through serde. Every length is bounded before anything is
 //! allocated.
 
-use std::io::{self, Read, Write};
+use std::io::{self, IoSlice, Read, Write};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -143,7 +143,8 @@ fn header(kind: Kind, len: u64) -> [u8; HEADER_LEN] {
 /// Frames with at most this many payload bytes go to the writer in one
 /// write (one record, one segment on a lane with `TCP_NODELAY`): the
 /// reader wakes once for them, not once per part. Larger ones are written
-/// in parts rather than copied.
+/// in parts (one vectored write where the writer takes it) rather than
+/// copied.
 const COALESCE: usize = 64 << 10;
 
 /// Writes one control message.
@@ -186,9 +187,24 @@ fn write_pages_frame(
         out.extend_from_slice(payload);
         w.write_all(&out)?;
     } else {
-        w.write_all(&h)?;
-        w.write_all(&hdr.encode())?;
-        w.write_all(payload)?;
+        let mut head = [0u8; HEADER_LEN + PagesHeader::LEN];
+        head[..HEADER_LEN].copy_from_slice(&h);
+        head[HEADER_LEN..].copy_from_slice(&hdr.encode());
+        write_all_parts(w, &mut [IoSlice::new(&head), IoSlice::new(payload)])?;
+    }
+    Ok(())
+}
+
+/// Writes every byte of `parts` in order, through vectored writes (a
+/// writer that seals or sends several parts at once takes them so).
+fn write_all_parts(w: &mut impl Write, mut parts: &mut [IoSlice<'_>]) -> io::Result<()> {
+    while !parts.is_empty() {
+        match w.write_vectored(parts) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => IoSlice::advance_slices(&mut parts, n),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -326,6 +342,40 @@ mod tests {
         let mut buf = Vec::new();
         write_pages(&mut buf, 0x7000_0000, &data).unwrap();
         assert_eq!(read_pages(&buf), (0x7000_0000, 2, data));
+    }
+
+    /// Takes at most 1000 bytes of the first two parts per vectored write.
+    struct Trickle(Vec<u8>, usize);
+
+    impl Write for Trickle {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.write_vectored(&[IoSlice::new(b)])
+        }
+        fn write_vectored(&mut self, parts: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.1 += 1;
+            let mut left = 1000;
+            for p in parts.iter().take(2) {
+                let n = p.len().min(left);
+                self.0.extend_from_slice(&p[..n]);
+                left -= n;
+            }
+            Ok(1000 - left)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_large_frame_survives_short_vectored_writes() {
+        let data: Vec<u8> = (0..20 * PAGE_SIZE as u32).map(|i| (i / 3) as u8).collect();
+        let mut w = Trickle(Vec::new(), 0);
+        write_pages(&mut w, 0x7000_0000, &data).unwrap();
+        assert_eq!(read_pages(&w.0), (0x7000_0000, 20, data.clone()));
+        assert_eq!(
+            w.1,
+            (data.len() + HEADER_LEN + PagesHeader::LEN).div_ceil(1000)
+        );
     }
 
     #[test]
