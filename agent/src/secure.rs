@@ -36,8 +36,9 @@ const MAX_RECORD: usize = 65535;
 const TAG_LEN: usize = 16;
 /// Most plaintext per record.
 const MAX_PLAIN: usize = MAX_RECORD - TAG_LEN;
-/// Most plaintext sealed per `write` call (several records, one syscall).
-const WRITE_BATCH: usize = 4 * MAX_PLAIN;
+/// Most plaintext sealed per `write` call (several records, one syscall):
+/// a frame of 64 pages with its headers goes in one.
+const WRITE_BATCH: usize = 5 * MAX_PLAIN;
 /// Bytes read from the socket at a time (at least).
 const READ_CHUNK: usize = 256 << 10;
 /// The ciphertext buffer: a read's worth beside a partial record.
