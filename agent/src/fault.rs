@@ -25,10 +25,12 @@ use tracing::{debug, warn};
 
 use crate::lazy::LazyMap;
 use crate::pageset::PageSet;
+use crate::reservoir::Reservoir;
 use crate::store::PageStore;
 use crate::uffd::{self, Event, Install};
 
-/// Most fault samples kept for the record.
+/// Most fault samples kept for the record: a uniform sample of every
+/// network-served fault of the migration.
 const MAX_SAMPLES: usize = 4096;
 /// How long an install may keep meeting mm changes (a process that
 /// unmaps and remaps all the time) before post-copy gives up.
@@ -67,10 +69,12 @@ struct State {
     spaces: Vec<Space>,
     next_id: u64,
     discarded: u64,
-    samples: Vec<FaultSample>,
-    /// Faulting pages asked of the source: when, and by which thread.
+    samples: Reservoir<FaultSample>,
+    /// Faulting pages asked of the source: when the fault was read from
+    /// the userfaultfd, and by which thread.
     requested: HashMap<u64, (Instant, u32)>,
-    faults_to_redo: Vec<(u64, u64, u32)>,
+    /// Faults read and not yet resolved: space, address, thread, when read.
+    faults_to_redo: Vec<(u64, u64, u32, Instant)>,
     outcome: Option<Outcome>,
     /// Bumped whenever `spaces` changes (fork, a space gone, the end).
     generation: u64,
@@ -167,7 +171,7 @@ impl FaultHandler {
                 spaces: vec![Space { id: 0, uffd, map }],
                 next_id: 1,
                 discarded: 0,
-                samples: Vec::new(),
+                samples: Reservoir::new(MAX_SAMPLES, crate::unix_us()),
                 requested: HashMap::new(),
                 faults_to_redo: Vec::new(),
                 outcome: done.then_some(Outcome::Complete),
@@ -229,7 +233,7 @@ impl FaultHandler {
     }
 
     /// Waits until post-copy ends; returns how, the pages discarded by
-    /// the process, and the fault samples.
+    /// the process, and the fault samples (in the order they happened).
     pub fn wait(&self) -> (Outcome, u64, Vec<FaultSample>) {
         let mut st = self.lock();
         while st.outcome.is_none() {
@@ -239,10 +243,12 @@ impl FaultHandler {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        let mut samples = st.samples.take();
+        samples.sort_by_key(|s| s.at_us);
         (
             st.outcome.clone().unwrap_or(Outcome::Complete),
             st.discarded,
-            std::mem::take(&mut st.samples),
+            samples,
         )
     }
 
@@ -299,23 +305,31 @@ impl FaultHandler {
         if st.outcome.is_some() {
             return;
         }
-        let now = Instant::now();
-        for k in 0..n {
-            if let Some((t, tid)) = st.requested.remove(&(src + k * PAGE_SIZE)) {
-                if st.samples.len() < MAX_SAMPLES {
-                    let sample = FaultSample {
-                        at_us: t.duration_since(self.resumed).as_micros() as u64,
-                        addr: src + k * PAGE_SIZE,
-                        latency_us: now.duration_since(t).as_micros() as u64,
-                        tid,
-                    };
-                    st.samples.push(sample);
+        let mut waiting = Vec::new();
+        if !st.requested.is_empty() {
+            for k in 0..n {
+                let addr = src + k * PAGE_SIZE;
+                if let Some((t, tid)) = st.requested.remove(&addr) {
+                    waiting.push((addr, t, tid));
                 }
             }
         }
         let ids: Vec<u64> = st.spaces.iter().map(|s| s.id).collect();
         for id in ids {
             self.install_into(st, id, src, data);
+        }
+        // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
+        // by now: a fault's latency runs from its read to here.
+        if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
+            let now = Instant::now();
+            for (addr, t, tid) in waiting {
+                st.samples.offer(FaultSample {
+                    at_us: t.duration_since(self.resumed).as_micros() as u64,
+                    addr,
+                    latency_us: now.duration_since(t).as_micros() as u64,
+                    tid,
+                });
+            }
         }
         // Faults read while applying events here would otherwise wait for
         // the fault loop's next wake-up.
@@ -405,14 +419,15 @@ impl FaultHandler {
                 return;
             }
         }
+        let read_at = Instant::now();
         for ev in events {
-            self.apply(st, id, ev);
+            self.apply(st, id, ev, read_at);
         }
     }
 
-    fn apply(&self, st: &mut State, id: u64, ev: Event) {
+    fn apply(&self, st: &mut State, id: u64, ev: Event, read_at: Instant) {
         match ev {
-            Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid)),
+            Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid, read_at)),
             Event::Fork { ufd } => match uffd::adopt(ufd) {
                 Ok(fd) => {
                     let map = st
@@ -448,7 +463,9 @@ impl FaultHandler {
         }
     }
 
-    fn handle_fault(&self, st: &mut State, id: u64, addr: u64, tid: u32) {
+    /// Resolves the fault of thread `tid` at `addr` in space `id`, read
+    /// from its userfaultfd at `read_at`.
+    fn handle_fault(&self, st: &mut State, id: u64, addr: u64, tid: u32, read_at: Instant) {
         let page = addr & !(PAGE_SIZE - 1);
         let start = Instant::now();
         for attempt in 1.. {
@@ -476,7 +493,7 @@ impl FaultHandler {
                 }
                 // The faulting page is timed; the rest of the window is
                 // prefetch.
-                st.requested.entry(src).or_insert((Instant::now(), tid));
+                st.requested.entry(src).or_insert((read_at, tid));
                 let req = PageRequest {
                     addr: src,
                     npages: n,
@@ -520,8 +537,8 @@ impl FaultHandler {
             if faults.is_empty() {
                 return;
             }
-            for (id, addr, tid) in faults {
-                self.handle_fault(st, id, addr, tid);
+            for (id, addr, tid, read_at) in faults {
+                self.handle_fault(st, id, addr, tid, read_at);
             }
         }
     }

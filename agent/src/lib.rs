@@ -17,6 +17,7 @@ pub mod peer;
 pub mod preflight;
 pub mod procfs;
 pub mod relay;
+pub mod reservoir;
 pub mod restore;
 pub mod secure;
 pub mod source;

@@ -185,7 +185,15 @@ pub fn timeline(r: &MigrationRecord, path: &str) -> DrawResult {
     let lmax = lat.iter().map(|p| p.1).fold(100.0, f64::max) * 1.1;
     let mut c = ChartBuilder::on(&bottom)
         .caption(
-            format!("{} demand faults served over the network", r.faults.len()),
+            if r.faults.len() as u64 >= r.demand_requests {
+                format!("{} demand faults served over the network", r.faults.len())
+            } else {
+                format!(
+                    "demand faults served over the network: {} of {} requests, sampled evenly",
+                    r.faults.len(),
+                    r.demand_requests
+                )
+            },
             ("sans-serif", 15),
         )
         .margin(10)

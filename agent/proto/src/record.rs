@@ -41,7 +41,9 @@ pub struct MigrationRecord {
     pub discarded_pages: u64,
     /// Commit to complete, microseconds: how long the process needed both hosts.
     pub residual_us: u64,
-    /// Faults served over the network (sampled, at most a few thousand).
+    /// Faults served over the network: a uniform sample of at most 4096
+    /// drawn over the whole of post-copy (reservoir sampling), in time
+    /// order; `demand_requests` counts them all.
     pub faults: Vec<FaultSample>,
     /// How it ended: "complete", "resumed" (detached) or an error.
     pub outcome: String,
@@ -116,7 +118,9 @@ pub struct FaultSample {
     pub at_us: u64,
     /// Faulting address (destination address space).
     pub addr: u64,
-    /// Fault read to page installed, microseconds.
+    /// From the fault's read off the userfaultfd to its thread woken (the
+    /// `UFFDIO_COPY` that installs the page and wakes it has returned),
+    /// microseconds.
     pub latency_us: u64,
     /// Faulting thread (its id on the destination).
     pub tid: u32,

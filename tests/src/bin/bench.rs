@@ -526,6 +526,18 @@ fn agent_hwm(outer: i32) -> u64 {
         .unwrap_or(0)
 }
 
+/// Reads `r` to its end on a thread of its own; the bytes and when the end
+/// came (nothing if reading failed).
+fn read_to_end_timed<R: Read + Send + 'static>(
+    mut r: R,
+) -> std::thread::JoinHandle<(Vec<u8>, Option<Instant>)> {
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let end = r.read_to_end(&mut buf).ok().map(|_| Instant::now());
+        (buf, end)
+    })
+}
+
 fn now_ns() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -578,6 +590,17 @@ fn ready_pid(out: &Path, mib: u64) -> Result<String, String> {
 
 /// Whether the workload writing to `out` answered its memory check (sent
 /// already) with every page of its `mib` intact; waits up to 120 s.
+/// Whether the tick counter went up by one from each tick to the next: a
+/// copy and its original both running (a repeat, or a jump back) or a
+/// replayed stretch shows as a break, which this names.
+fn ticks_continuous(t: &[(u64, u64)]) -> Result<(), String> {
+    match t.windows(2).find(|p| p[1].0 != p[0].0 + 1) {
+        Some(p) => Err(format!("tick {} followed tick {}", p[1].0, p[0].0)),
+        None if t.is_empty() => Err("no ticks".into()),
+        None => Ok(()),
+    }
+}
+
 fn verified(out: &Path, mib: u64) -> bool {
     wait_for(out, "verify ", 120)
         && fs::read_to_string(out)
@@ -634,6 +657,10 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
         cmd.extend_from_slice(flags);
+        // The total is timed from outside, as CRIU's is: from the command's
+        // start until it exits (it answers once the source has let the
+        // original go), seen as the end of its output.
+        let t_cmd = Instant::now();
         let mut m = h1
             .command(bin("migrate"))
             .args(&cmd)
@@ -672,15 +699,14 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 }
             }
         }
-        let mut stdout = Vec::new();
-        let mut stderr = Vec::new();
-        if let Some(o) = m.stdout.as_mut() {
-            let _ = o.read_to_end(&mut stdout);
-        }
-        if let Some(e) = m.stderr.as_mut() {
-            let _ = e.read_to_end(&mut stderr);
-        }
+        let stdout = m.stdout.take().map(read_to_end_timed);
+        let stderr = m.stderr.take().map(read_to_end_timed);
         let status = m.wait().map_err(|e| e.to_string())?;
+        let (stdout, out_end) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
+        let (stderr, err_end) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+        let total_s = out_end
+            .max(err_end)
+            .map(|end| end.duration_since(t_cmd).as_secs_f64());
         if !status.success() {
             return Err(format!(
                 "migrate failed: {}",
@@ -707,6 +733,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             .status();
 
         let t = ticks(&out);
+        let continuity = ticks_continuous(&t);
         let (downtime_ms, resumed_at) = freeze(&t, start_ns, verify_ns);
         let before = rate(&t, start_ns.saturating_sub(1_000_000_000), start_ns);
         let residual_ns = rec["residual_us"].as_u64().unwrap_or(0) * 1000;
@@ -729,7 +756,9 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         Ok(json!({
             "mib": mib,
             "mode": mode,
-            "verified": verified,
+            "verified": verified && continuity.is_ok(),
+            "memory_verified": verified,
+            "ticks_continuous": continuity.clone().err().unwrap_or_else(|| "yes".into()),
             "downtime_ms": downtime_ms,
             "downtime_reported_ms": rec["downtime_us"].as_f64().unwrap_or(0.0) / 1000.0,
             // When the workload's largest gap ended, ms after the request,
@@ -737,7 +766,9 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             // resume, completion): where a long gap comes from.
             "largest_gap_end_ms": resumed_at.saturating_sub(start_ns) as f64 / 1e6,
             "timeline_us": rec["timeline"],
-            "total_s": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e6,
+            "total_s": total_s,
+            // The source agent's own view of the same span, for comparison.
+            "total_agent_s": rec["timeline"]["complete"].as_f64().unwrap_or(0.0) / 1e6,
             "residual_s": residual_ns as f64 / 1e9,
             "wire_bytes": bytes,
             "faults": lat.len(),
@@ -929,6 +960,9 @@ struct Criu {
     child: Child,
     log: PathBuf,
     hwm_kib: u64,
+    /// When this process was first seen to have exited (sampled every
+    /// 10 ms while any CRIU step is awaited).
+    exited: Option<Instant>,
 }
 
 impl Criu {
@@ -966,6 +1000,7 @@ impl Criu {
             child: child?,
             log,
             hwm_kib: 0,
+            exited: None,
         };
         if let (Some(p), Some(limit)) = (&pipe, ready) {
             if !p.ready(limit) {
@@ -976,9 +1011,18 @@ impl Criu {
         Ok(c)
     }
 
-    /// Follows the peak RSS of the CRIU process (under its `nsenter`).
+    /// Follows the peak RSS of the CRIU process (under its `nsenter`), and
+    /// notes when it exits.
     fn sample(&mut self) {
         self.hwm_kib = self.hwm_kib.max(agent_hwm(self.child.id() as i32));
+        if self.exited.is_none() && matches!(self.child.try_wait(), Ok(Some(_))) {
+            self.exited = Some(Instant::now());
+        }
+    }
+
+    /// When the process exited, as first seen (now if never sampled so).
+    fn exited_at(&self) -> Instant {
+        self.exited.unwrap_or_else(Instant::now)
     }
 
     /// Waits, at most `limit`, for this process to exit, following its
@@ -990,7 +1034,10 @@ impl Criu {
             self.sample();
             also.iter_mut().for_each(|c| c.sample());
             match self.child.try_wait() {
-                Ok(Some(st)) if st.success() => return Ok(()),
+                Ok(Some(st)) if st.success() => {
+                    self.exited.get_or_insert_with(Instant::now);
+                    return Ok(());
+                }
                 Ok(Some(st)) => {
                     return Err(format!(
                         "criu {} failed ({st}): {}",
@@ -1127,6 +1174,10 @@ struct CriuTimes {
     restored_s: f64,
     /// Images copied from host1 to host2 outside the link.
     copied: u64,
+    /// Peak RSS of CRIU on each host, KiB: host1 the dump; host2 the page
+    /// server or lazy-pages daemon and the restore, the larger of the two
+    /// when one ran after the other (stop-copy), their sum when they ran
+    /// at once (lazy).
     hwm_kib: (u64, u64),
     commands: Vec<String>,
 }
@@ -1174,7 +1225,8 @@ fn criu_stop_copy(r: &CriuRun) -> Result<CriuTimes, String> {
         None,
     )?;
     dump.finish(CRIU_STEP_TIMEOUT, &mut [&mut server])?;
-    let (source_s, source_ns) = (t0.elapsed().as_secs_f64(), now_ns());
+    let source_s = dump.exited_at().duration_since(t0).as_secs_f64();
+    let source_ns = start_ns + (source_s * 1e9) as u64;
     server.finish(CRIU_READY_TIMEOUT, &mut [])?;
     let copied = copy_images(r.h1, r.h2)?;
     let mut restore = Criu::start(
@@ -1192,7 +1244,7 @@ fn criu_stop_copy(r: &CriuRun) -> Result<CriuTimes, String> {
         source_ns,
         restored_s: t0.elapsed().as_secs_f64(),
         copied,
-        hwm_kib: (dump.hwm_kib, server.hwm_kib),
+        hwm_kib: (dump.hwm_kib, server.hwm_kib.max(restore.hwm_kib)),
         commands: vec![server.line.clone(), dump.line.clone(), restore.line.clone()],
     })
 }
@@ -1261,9 +1313,10 @@ fn criu_lazy(r: &CriuRun) -> Result<CriuTimes, String> {
         None,
     )?;
     restore.finish(CRIU_STEP_TIMEOUT, &mut [&mut dump, &mut daemon])?;
-    let restored_s = t0.elapsed().as_secs_f64();
+    let restored_s = restore.exited_at().duration_since(t0).as_secs_f64();
     dump.finish(CRIU_STEP_TIMEOUT, &mut [&mut daemon])?;
-    let (source_s, source_ns) = (t0.elapsed().as_secs_f64(), now_ns());
+    let source_s = dump.exited_at().duration_since(t0).as_secs_f64();
+    let source_ns = start_ns + (source_s * 1e9) as u64;
     daemon.finish(CRIU_READY_TIMEOUT, &mut [])?;
     Ok(CriuTimes {
         start_ns,
@@ -1271,7 +1324,7 @@ fn criu_lazy(r: &CriuRun) -> Result<CriuTimes, String> {
         source_ns,
         restored_s,
         copied,
-        hwm_kib: (dump.hwm_kib, daemon.hwm_kib),
+        hwm_kib: (dump.hwm_kib, daemon.hwm_kib + restore.hwm_kib),
         commands: vec![dump.line.clone(), daemon.line.clone(), restore.line.clone()],
     })
 }
@@ -1319,6 +1372,7 @@ fn run_criu(criu: &Path, mib: u64, mode: &str) -> Result<Value, String> {
         let _ = h2.command("kill").args(["-KILL", &pid]).status();
 
         let t = ticks(&out);
+        let continuity = ticks_continuous(&t);
         let (downtime_ms, resumed_at) = freeze(&t, m.start_ns, verify_ns);
         let before = rate(&t, m.start_ns.saturating_sub(1_000_000_000), m.start_ns);
         // Lazy: from the resume until the last page is in (the source's
@@ -1331,7 +1385,9 @@ fn run_criu(criu: &Path, mib: u64, mode: &str) -> Result<Value, String> {
         Ok(json!({
             "mib": mib,
             "mode": mode,
-            "verified": verified,
+            "verified": verified && continuity.is_ok(),
+            "memory_verified": verified,
+            "ticks_continuous": continuity.clone().err().unwrap_or_else(|| "yes".into()),
             "downtime_ms": downtime_ms,
             "total_s": m.source_s,
             "restored_s": m.restored_s,
@@ -1433,10 +1489,11 @@ fn run(args: &Args) -> Result<bool, String> {
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "downtime {} ms, total {} s, verified {}",
+                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}",
                             f(&r["downtime_ms"], 1),
                             f(&r["total_s"], 2),
-                            r["verified"]
+                            r["memory_verified"],
+                            r["ticks_continuous"].as_str().unwrap_or("?")
                         );
                         all_ok &= r["verified"].as_bool().unwrap_or(false);
                         runs.push(r);
@@ -1589,8 +1646,13 @@ fn markdown(
     let mut s = format!(
         "Benchmark of {date}, two lab hosts on one 2-core VM (veth). Link: {:.0} MB/s TCP stream, \
          round trip p50 {:.1} µs (both ends on one CPU {:.1} µs, on two {:.1} µs); host2 writes fresh memory: {}. Workload: ticks every {TICK_MS} ms, writes {DIRTY_PAGES} pages per tick. \
-         Downtime = largest gap between ticks minus the tick; each row is the run with the median \
-         downtime of {repeat}, with the median total time. {criu_note}\n\n",
+         Downtime = largest gap between ticks minus the tick; total = from the command's start \
+         until the source is free (`migrate` exits, CRIU's `criu dump` exits), timed by this \
+         harness for both; a fault's latency runs from its read off the userfaultfd to its \
+         thread woken, sampled evenly over the whole of post-copy; memory = the workload's own \
+         byte-for-byte check on host2 and its tick counter going up by one at every tick (never \
+         repeated, never back). Each row is the run with the median downtime of {repeat}, with \
+         the median total time. {criu_note}\n\n",
         link.0,
         link.1,
         pinned.0,
@@ -1645,8 +1707,9 @@ fn markdown(
              on host2, then `criu restore` there; `criu-lazy` is `criu dump --lazy-pages` serving \
              pages from host1, `criu lazy-pages` and `criu restore --lazy-pages` on host2. Their \
              total is until the source's `criu dump` exits (stop-copy: before the restore; lazy: \
-             once the last page is pulled); their peak RSS is the dump's and the page server's or \
-             lazy-pages daemon's; their images other than the pages sent by the page server \
+             once the last page is pulled); their peak RSS is the dump's on host1 and, on host2, \
+             the larger of the page server's and the restore's (one after the other) or the sum \
+             of the lazy-pages daemon's and the restore's (at the same time); their images other than the pages sent by the page server \
              (at most {:.1} MiB here) are copied between the hosts outside the link, as with scp.\n",
             copied as f64 / 1048576.0
         ));
