@@ -16,6 +16,7 @@ use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
+use crate::access::{self, Caller};
 use crate::config::{Config, PeerAuth};
 use crate::history::History;
 use crate::peer::{self, LaneTable};
@@ -285,9 +286,9 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
     }
 }
 
-/// The processes `uid` may migrate from this host (root: anyone's), with
-/// their lineage: those the pre-flight checks pass.
-fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::ProcessEntry> {
+/// The processes `caller` may migrate from this host, with their lineage:
+/// those the pre-flight checks pass.
+fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::ProcessEntry> {
     let me = sys::getpid();
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return Vec::new();
@@ -300,7 +301,7 @@ fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::Process
         .filter(|&p| p != me)
         .filter_map(|p| {
             let lineage = agent.lineages.get(p, &agent.config.name);
-            let i = preflight::inspect(p, uid, me, false, lineage.tcp).ok()?;
+            let i = preflight::inspect(p, caller, me, false, lineage.tcp).ok()?;
             Some(migrate_proto::msg::ProcessEntry {
                 pid: i.pid,
                 comm: i.comm,
@@ -314,6 +315,11 @@ fn movable_processes(agent: &Agent, uid: u32) -> Vec<migrate_proto::msg::Process
 
 fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameError> {
     let cred = sys::peer_cred(&s)?;
+    let caller = Caller {
+        pid: cred.pid,
+        uid: cred.uid,
+        gid: cred.gid,
+    };
     match frame::read_msg::<Request>(&mut s)? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {}
         _ => {
@@ -340,7 +346,10 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
         },
         Request::Check { pid } => {
             let tcp = agent.lineages.get(pid, "").tcp;
-            match preflight::inspect(pid, cred.uid, sys::getpid(), false, tcp) {
+            match access::authorize(&caller, pid)
+                .map_err(|d| preflight::Refusal::one(d.to_string()))
+                .and_then(|()| preflight::inspect(pid, &caller, sys::getpid(), false, tcp))
+            {
             Ok(i) => Reply::Movable {
                 summary: format!(
                     "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
@@ -352,6 +361,8 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                     preflight::describe_fds(pid, tcp).join("\n")
                 ),
             },
+            // A caller who may not act on the process learns nothing of it.
+            Err(r) if access::authorize(&caller, pid).is_err() => Reply::Refused { reasons: r.0 },
             Err(r) => {
                 let mut reasons = r.0;
                 let fds = preflight::describe_fds(pid, tcp);
@@ -365,7 +376,8 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
         }
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
         Request::Register { pid, tcp } if pid == cred.pid => {
-            agent.lineages.set(
+            // `migrate run` registers, then execs the program.
+            agent.lineages.set_before_exec(
                 pid,
                 migrate_proto::image::Lineage {
                     home: agent.config.name.clone(),
@@ -397,7 +409,7 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
         Request::Register { pid, .. } => Reply::Refused {
             reasons: vec![format!("only process {pid} itself may register itself")],
         },
-        Request::List => Reply::Processes(movable_processes(agent, cred.uid)),
+        Request::List => Reply::Processes(movable_processes(agent, &caller)),
         Request::Whoami { pid } if pid == cred.pid => Reply::Whoami {
             host: agent.config.name.clone(),
             lineage: agent.lineages.get(pid, &agent.config.name),
@@ -428,6 +440,7 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         }
         Request::Migrate { pid, to, opts, .. } => {
+            let denied = access::authorize(&caller, pid).err().map(|d| d.to_string());
             let known = || {
                 let names: Vec<&str> = agent.config.peers.keys().map(String::as_str).collect();
                 if names.is_empty() {
@@ -448,6 +461,10 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                         reasons: vec![format!("{to} is this host")],
                     }
                 }
+                // Authorized before the pid is claimed or the shim told.
+                Some(_) if denied.is_some() => Reply::Refused {
+                    reasons: denied.into_iter().collect(),
+                },
                 Some(addr) => match agent.claim(pid) {
                     None => Reply::Refused {
                         reasons: vec![format!("pid {pid} is already being migrated")],
@@ -474,7 +491,7 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                         }
                         let mut w = s.try_clone()?;
                         let history = &agent.history;
-                        let reply = source::migrate(&cx, cred.uid, pid, &opts, &mut |r| {
+                        let reply = source::migrate(&cx, &caller, pid, &opts, &mut |r| {
                             match r {
                                 Reply::Resumed(rec) => history.put(cred.uid, rec),
                                 Reply::Failed {

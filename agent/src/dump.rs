@@ -20,6 +20,7 @@ use migrate_proto::PAGE_SIZE;
 
 use tracing::debug;
 
+use crate::access::Caller;
 use crate::dirty::{DirtyError, DirtyTracker};
 use crate::pageset::PageSet;
 use crate::preflight::{self, Refusal};
@@ -208,7 +209,7 @@ fn pages_since(
 /// the process has not written since are marked [`Fill::Stored`].
 pub fn freeze_and_dump(
     pid: i32,
-    caller_uid: u32,
+    caller: &Caller,
     opts: &MigrateOptions,
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
@@ -224,8 +225,7 @@ pub fn freeze_and_dump(
     let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
     let pin = sys::CpuPin::near_me(&tids);
     // The process may have changed since pre-flight: check again, frozen.
-    preflight::inspect(pid, caller_uid, sys::getpid(), true, coop.tcp)
-        .map_err(DumpError::Refused)?;
+    preflight::inspect(pid, caller, sys::getpid(), true, coop.tcp).map_err(DumpError::Refused)?;
     step("checked again");
     let stored = match tracker {
         Some(t) => Some(t.clean()?),

@@ -1,5 +1,6 @@
 //! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
 
+pub mod access;
 pub mod config;
 pub mod coop;
 pub mod daemon;

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use migrate_proto::image::{FileIdent, TcpPolicy};
 use migrate_proto::msg::FileNeed;
 
+use crate::access::{self, Caller};
 use crate::procfs::{self, FdInfo, MapsEntry};
 
 /// `/dev/null` is character device 1:3.
@@ -40,18 +41,20 @@ pub struct Inspection {
 pub struct Refusal(pub Vec<String>);
 
 impl Refusal {
-    fn one(s: impl Into<String>) -> Refusal {
+    /// A refusal with one reason.
+    pub fn one(s: impl Into<String>) -> Refusal {
         Refusal(vec![s.into()])
     }
 }
 
-/// Checks process `pid` on behalf of a caller with uid `caller_uid`.
+/// Checks process `pid` on behalf of `caller`, who must be allowed to act
+/// on it ([`access::authorize`]).
 ///
 /// `frozen` is set when the agent itself has the process stopped under
 /// ptrace (the second check, after the freeze).
 pub fn inspect(
     pid: i32,
-    caller_uid: u32,
+    caller: &Caller,
     agent_pid: i32,
     frozen: bool,
     tcp: TcpPolicy,
@@ -75,11 +78,7 @@ pub fn inspect(
         .first()
         .copied()
         .unwrap_or(0) as u32;
-    if caller_uid != 0 && caller_uid != uid {
-        return Err(Refusal::one(format!(
-            "permission denied: process {pid} belongs to uid {uid}, you are uid {caller_uid}"
-        )));
-    }
+    access::authorize(caller, pid).map_err(|d| Refusal::one(d.to_string()))?;
     let comm = procfs::status_get(&status, "Name")
         .unwrap_or("?")
         .to_string();

@@ -25,6 +25,7 @@ use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
 use tracing::{info, warn};
 
+use crate::access::Caller;
 use crate::dirty::{DirtyError, DirtyTracker};
 use crate::dump::{self, Frozen};
 use crate::peer::{self, REPLY_TIMEOUT, STALL_TIMEOUT};
@@ -211,19 +212,24 @@ fn failed(error: String, resumed_original: bool) -> Reply {
     }
 }
 
-/// Migrates `pid` for a caller with uid `caller_uid`. `progress` receives
+/// Migrates `pid` for `caller`. `progress` receives
 /// intermediate replies (`Resumed`); the final reply is returned. A
 /// cooperating process that stays here (refused, or resumed after a
 /// failure) is told so.
 pub fn migrate(
     cx: &SourceCtx<'_>,
-    caller_uid: u32,
+    caller: &Caller,
     pid: i32,
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
+    // Nothing is claimed, read or told for a caller who may not act on
+    // the process.
+    if let Err(denied) = crate::access::authorize(caller, pid) {
+        return refused(vec![denied.to_string()]);
+    }
     let lineage = cx.lineages.get(pid, cx.host);
-    let reply = migrate_process(cx, caller_uid, pid, opts, &lineage, progress);
+    let reply = migrate_process(cx, caller, pid, opts, &lineage, progress);
     let stayed = match &reply {
         Reply::Refused { .. } => true,
         Reply::Failed {
@@ -239,7 +245,7 @@ pub fn migrate(
 
 fn migrate_process(
     cx: &SourceCtx<'_>,
-    caller_uid: u32,
+    caller: &Caller,
     pid: i32,
     opts: &MigrateOptions,
     lineage: &Lineage,
@@ -251,7 +257,7 @@ fn migrate_process(
     };
     let t0 = Instant::now();
     let started_unix_us = crate::unix_us();
-    let insp = match preflight::inspect(pid, caller_uid, sys::getpid(), false, coop.tcp) {
+    let insp = match preflight::inspect(pid, caller, sys::getpid(), false, coop.tcp) {
         Ok(i) => i,
         Err(r) => return refused(r.0),
     };
@@ -380,15 +386,7 @@ fn migrate_process(
     let t_freeze = Instant::now();
     rec.timeline.freeze = us(t0);
     event(&mut rec, "freeze");
-    let dumped = dump::freeze_and_dump(
-        pid,
-        caller_uid,
-        opts,
-        &ship,
-        tracker.as_mut(),
-        running,
-        coop,
-    );
+    let dumped = dump::freeze_and_dump(pid, caller, opts, &ship, tracker.as_mut(), running, coop);
     let frozen = match dumped {
         Ok(f) => f,
         Err(dump::DumpError::Refused(r)) => {
@@ -550,7 +548,7 @@ fn migrate_process(
             copy_gone,
             at: Instant::now(),
         };
-        return after_loss(cx, caller_uid, id, task, loss, opts.on_loss, rec, progress);
+        return after_loss(cx, caller.uid, id, task, loss, opts.on_loss, rec, progress);
     }
     rec.timeline.resume = us(t0);
     event(&mut rec, "resume acknowledged");
@@ -725,7 +723,7 @@ fn migrate_process(
                 copy_gone,
                 at: lost_at,
             };
-            after_loss(cx, caller_uid, id, task, loss, opts.on_loss, rec, progress)
+            after_loss(cx, caller.uid, id, task, loss, opts.on_loss, rec, progress)
         }
     }
 }
@@ -880,12 +878,10 @@ impl KeptOriginals {
     pub fn resolve(&self, id: u64, uid: u32, action: Resolution) -> Result<String, String> {
         let tx = {
             let map = self.map.lock().unwrap_or_else(|e| e.into_inner());
+            // Another user's migration reads as none at all.
             match map.get(&id) {
-                None => return Err(format!("migration {id:016x} keeps no frozen original here")),
-                Some((owner, _)) if uid != 0 && *owner != uid => {
-                    return Err(format!("migration {id:016x} belongs to another user"))
-                }
-                Some((_, tx)) => tx.clone(),
+                Some((owner, tx)) if uid == 0 || *owner == uid => tx.clone(),
+                _ => return Err(format!("migration {id:016x} keeps no frozen original here")),
             }
         };
         let (answer, done) = std::sync::mpsc::channel();

@@ -69,7 +69,7 @@ fn python_survives_local_stop_copy_restore() {
 
     let frozen = freeze_and_dump(
         pid,
-        0,
+        &migrate_agent::access::Caller::ROOT,
         &MigrateOptions {
             mode: Mode::StopCopy,
             ..Default::default()

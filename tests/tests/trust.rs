@@ -1,0 +1,209 @@
+//! Trust boundaries: user nobody gains nothing through the root agents.
+//! Each test is an attack a local user could make, run as uid 65534
+//! against the lab's root agents.
+
+mod common;
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+
+use common::*;
+use migrate_tests::require_lab;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+const NOBODY: u32 = 65534;
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// `/proc/PID/status` lines of `pid` in `host` that start with `key`.
+fn status_line(host: &migrate_tests::lab::Host, pid: i32, key: &str) -> String {
+    fs::read_to_string(host.root_path(format!("proc/{pid}/status")))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.starts_with(key))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn a_process_in_a_user_namespace_of_its_own_is_refused() {
+    require_lab!();
+    let c = Cluster::start();
+    // Every capability of its own namespace, uid 65534 outside it.
+    let w = Proc::start(
+        c.h1(),
+        c.path("userns.out"),
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "unshare",
+            "-Ur",
+            WORKLOAD,
+            "--mib",
+            "8",
+            "--tick-ms",
+            "5",
+        ],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let caps = status_line(c.h1(), w.pid, "CapPrm");
+    assert!(
+        !caps.ends_with("0000000000000000"),
+        "the workload holds no capability in its namespace: {caps}"
+    );
+    let pid = w.pid.to_string();
+    for uid in [Some(NOBODY), None] {
+        let out = c.migrate_as(uid, &[&pid, "--to", "host2"]);
+        assert_refused(&out, 1, "user namespace");
+    }
+    assert_untouched(&c, &w);
+    assert!(
+        pids_named(c.h2(), "workload").is_empty(),
+        "a copy runs on host2"
+    );
+}
+
+#[test]
+fn a_setuid_program_is_refused_to_the_user_who_started_it() {
+    require_lab!();
+    let c = Cluster::start();
+    // A setuid-root copy of the workload, started by nobody: real uid
+    // 65534, effective uid 0.
+    let suid = c.path("workload-suid");
+    fs::copy(WORKLOAD, &suid).unwrap();
+    fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
+    let w = Proc::start(
+        c.h1(),
+        c.path("suid.out"),
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            suid.to_str().unwrap(),
+            "--mib",
+            "8",
+            "--tick-ms",
+            "5",
+        ],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let uids = status_line(c.h1(), w.pid, "Uid:");
+    assert!(uids.starts_with("Uid:\t65534\t0"), "not setuid: {uids}");
+    let pid = w.pid.to_string();
+    assert_refused(
+        &c.migrate_as(Some(NOBODY), &[&pid, "--to", "host2"]),
+        1,
+        "permission denied",
+    );
+    let out = c.migrate_as(Some(NOBODY), &["check", &pid]);
+    assert_ne!(out.status.code(), Some(0));
+    assert!(
+        !text(&out).contains("fd "),
+        "check disclosed descriptors: {}",
+        text(&out)
+    );
+    assert_untouched(&c, &w);
+}
+
+#[test]
+fn nobody_learns_nothing_of_roots_processes_and_records() {
+    require_lab!();
+    let c = Cluster::start();
+    // Root's process, with a descriptor whose path is a secret of root's.
+    let secret = c.path("roots-secret-file");
+    fs::write(&secret, b"x").unwrap();
+    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    let w = Proc::start(
+        c.h1(),
+        c.path("root.out"),
+        "sh",
+        &[
+            "-c",
+            &format!("exec 7<{} {WORKLOAD} --mib 8 --tick-ms 5", secret.display()),
+        ],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let pid = w.pid.to_string();
+    let name = "roots-secret-file";
+
+    let out = c.migrate_as(Some(NOBODY), &["check", &pid]);
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("permission denied"), "{}", text(&out));
+    assert!(
+        !text(&out).contains(name),
+        "check disclosed: {}",
+        text(&out)
+    );
+
+    let out = c.migrate_as(Some(NOBODY), &["list"]);
+    assert!(
+        !text(&out)
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(pid.as_str())),
+        "list showed root's process: {}",
+        text(&out)
+    );
+
+    // Root migrates it; nobody sees no record of it.
+    let out = c.migrate(&[&pid, "--to", "host2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = format!("{:016x}", rec["id"].as_u64().unwrap());
+    for args in [
+        vec!["status"],
+        vec!["status", "--json"],
+        vec!["list", "--history"],
+    ] {
+        let t = text(&c.migrate_as(Some(NOBODY), &args));
+        assert!(
+            !t.contains(&id) && !t.contains(name),
+            "migrate {args:?} as nobody disclosed root's migration: {t}"
+        );
+    }
+    // Asked of root's migration, nobody hears what it hears of one that
+    // never was.
+    let never = "0123456789abcdef";
+    let svg = c.path("nobody-report.svg");
+    let svg = svg.to_str().unwrap();
+    for args in [
+        vec!["status", "ID"],
+        vec!["report", "ID", "-o", svg],
+        vec!["resolve", "ID", "--resume"],
+        vec!["resolve", "ID", "--kill"],
+    ] {
+        let with = |x: &str| -> Vec<String> {
+            args.iter()
+                .map(|a| if *a == "ID" { x } else { a }.to_string())
+                .collect()
+        };
+        let (real, fake) = (with(&id), with(never));
+        let real = c.migrate_as(
+            Some(NOBODY),
+            &real.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        let fake = c.migrate_as(
+            Some(NOBODY),
+            &fake.iter().map(String::as_str).collect::<Vec<_>>(),
+        );
+        assert_ne!(real.status.code(), Some(0), "{args:?}: {}", text(&real));
+        assert_eq!(real.status.code(), fake.status.code(), "{args:?}");
+        assert_eq!(
+            text(&real).replace(&id, "ID"),
+            text(&fake).replace(never, "ID"),
+            "migrate {args:?} as nobody told root's migration from none"
+        );
+    }
+    assert!(
+        !std::path::Path::new(svg).exists(),
+        "a report of root's migration was written"
+    );
+}
