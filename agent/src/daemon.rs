@@ -1,14 +1,15 @@
 //! The agent daemon: the control socket for local users and the TCP
 //! listener for peer agents.
 
-use std::collections::HashSet;
-use std::io;
+use std::collections::{HashMap, HashSet};
+use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
 use migrate_proto::msg::{Lane, PeerHello, Reply, Request};
@@ -18,6 +19,7 @@ use tracing::{debug, info, warn};
 
 use crate::access::{self, Caller};
 use crate::config::{Config, PeerAuth};
+use crate::handshakes::Handshakes;
 use crate::history::History;
 use crate::peer::{self, LaneTable};
 use crate::secure::{AuthError, Credentials, Security};
@@ -51,6 +53,9 @@ pub enum StartError {
         /// Why.
         source: io::Error,
     },
+    /// A thread of the agent's own could not start.
+    #[error("cannot start a thread: {0}")]
+    Thread(io::Error),
     /// Locating our own executable (the restore stub) failed.
     #[error("cannot find the agent's executable: {0}")]
     Exe(io::Error),
@@ -79,14 +84,114 @@ pub struct Agent {
     seen: dest::SeenIds,
     lineages: crate::lineage::Lineages,
     /// Peer connections not yet authenticated.
-    handshaking: AtomicUsize,
+    handshakes: Arc<Handshakes>,
     /// Migrations being received.
     incoming: AtomicUsize,
+    /// Control connections open for each user other than root.
+    control: Mutex<HashMap<u32, usize>>,
 }
 
-/// Most peer connections in their handshake at once; more are closed
-/// unanswered (each gets at most `CONNECT_TIMEOUT` anyway).
-const MAX_HANDSHAKES: usize = 32;
+/// Largest request a local user may send: the image and pages never
+/// travel on the control socket.
+const MAX_REQUEST_LEN: u64 = 64 << 10;
+/// Longest a local client may take to send its hello and its request.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+/// Longest one reply waits for a client that does not read; a client that
+/// lets it pass hears nothing more (the migration goes on).
+const REPLY_DEADLINE: Duration = Duration::from_millis(200);
+/// Control connections open at once from users other than root, in all
+/// and for one uid; more are refused with the reason.
+const MAX_USER_CONNECTIONS: usize = 128;
+const MAX_CONNECTIONS_PER_UID: usize = 16;
+
+/// One open control connection of a user other than root, counted for as
+/// long as it lives.
+struct ControlSlot {
+    agent: Arc<Agent>,
+    uid: u32,
+}
+
+impl ControlSlot {
+    /// Counts a connection of `uid`, or says why it is refused. Root's are
+    /// not counted.
+    fn take(agent: &Arc<Agent>, uid: u32) -> Result<Option<ControlSlot>, String> {
+        if uid == 0 {
+            return Ok(None);
+        }
+        let mut open = agent.control.lock().unwrap_or_else(|e| e.into_inner());
+        let total: usize = open.values().sum();
+        let mine = open.get(&uid).copied().unwrap_or(0);
+        if mine >= MAX_CONNECTIONS_PER_UID {
+            return Err(format!(
+                "uid {uid} has {mine} connections to this agent open already (at most \
+                 {MAX_CONNECTIONS_PER_UID})"
+            ));
+        }
+        if total >= MAX_USER_CONNECTIONS {
+            return Err(format!(
+                "the agent has {total} connections of users open already (at most \
+                 {MAX_USER_CONNECTIONS})"
+            ));
+        }
+        *open.entry(uid).or_insert(0) += 1;
+        Ok(Some(ControlSlot {
+            agent: agent.clone(),
+            uid,
+        }))
+    }
+}
+
+impl Drop for ControlSlot {
+    fn drop(&mut self) {
+        let mut open = self.agent.control.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.uid) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.uid);
+            }
+        }
+    }
+}
+
+/// Reads from a control connection until a deadline: a client that sends
+/// a byte at a time cannot hold its thread past it.
+struct Deadline<'a> {
+    s: &'a UnixStream,
+    until: Instant,
+}
+
+impl Read for Deadline<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = self.until.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::ErrorKind::TimedOut.into());
+        }
+        self.s.set_read_timeout(Some(left))?;
+        let mut s = self.s;
+        s.read(buf)
+    }
+}
+
+/// Writes replies to a local client while it reads them: once one has
+/// waited [`REPLY_DEADLINE`] in vain, the rest are dropped.
+struct ClientWriter {
+    s: UnixStream,
+    gone: bool,
+}
+
+impl ClientWriter {
+    fn new(s: UnixStream) -> ClientWriter {
+        let gone = s.set_write_timeout(Some(REPLY_DEADLINE)).is_err();
+        ClientWriter { s, gone }
+    }
+
+    fn send(&mut self, reply: &Reply) {
+        if !self.gone && frame::write_msg(&mut self.s, reply).is_err() {
+            debug!("a control client stopped reading: no more replies to it");
+            self.gone = true;
+        }
+    }
+}
 
 /// Holds one unit of a counter for as long as it lives.
 struct Slot<'a>(&'a AtomicUsize);
@@ -201,33 +306,68 @@ pub fn run(config: Config) -> Result<(), StartError> {
         kept: source::KeptOriginals::default(),
         seen: dest::SeenIds::default(),
         lineages: crate::lineage::Lineages::default(),
-        handshaking: AtomicUsize::new(0),
+        handshakes: Handshakes::start(peer::CONNECT_TIMEOUT).map_err(StartError::Thread)?,
         incoming: AtomicUsize::new(0),
+        control: Mutex::new(HashMap::new()),
     });
 
     let a = agent.clone();
-    std::thread::spawn(move || {
-        for conn in tcp.incoming() {
-            match conn {
-                Ok(s) => {
-                    let a = a.clone();
-                    std::thread::spawn(move || serve_peer(&a, s));
-                }
-                Err(e) => warn!(error = %e, "accepting a peer"),
-            }
-        }
-    });
-    for conn in unix.incoming() {
-        match conn {
-            Ok(s) => {
-                let a = agent.clone();
-                std::thread::spawn(move || {
-                    if let Err(e) = serve_control(&a, s) {
-                        debug!(error = %error_chain(&e), "control connection ended");
+    std::thread::Builder::new()
+        .name("peers".into())
+        .spawn(move || {
+            for conn in tcp.incoming() {
+                match conn {
+                    Ok(s) => {
+                        let a = a.clone();
+                        let spawned = std::thread::Builder::new()
+                            .name("peer".into())
+                            .spawn(move || serve_peer(&a, s));
+                        if let Err(e) = spawned {
+                            warn!(error = %e, "no thread for a peer connection: closed");
+                        }
                     }
-                });
+                    Err(e) => warn!(error = %e, "accepting a peer"),
+                }
             }
-            Err(e) => warn!(error = %e, "accepting a control connection"),
+        })
+        .map_err(StartError::Thread)?;
+    for conn in unix.incoming() {
+        let s = match conn {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "accepting a control connection");
+                continue;
+            }
+        };
+        let cred = match sys::peer_cred(&s) {
+            Ok(c) => c,
+            Err(e) => {
+                warn!(error = %e, "SO_PEERCRED of a control connection");
+                continue;
+            }
+        };
+        let slot = match ControlSlot::take(&agent, cred.uid) {
+            Ok(slot) => slot,
+            Err(why) => {
+                warn!(uid = cred.uid, %why, "control connection refused");
+                // Said without waiting: a refusal fits in the socket's buffer.
+                let _ = s.set_nonblocking(true);
+                let mut s = s;
+                let _ = frame::write_msg(&mut s, &Reply::Refused { reasons: vec![why] });
+                continue;
+            }
+        };
+        let a = agent.clone();
+        let spawned = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || {
+                let _slot = slot;
+                if let Err(e) = serve_control(&a, s, cred) {
+                    debug!(error = %error_chain(&e), "control connection ended");
+                }
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no thread for a control connection: closed");
         }
     }
     Ok(())
@@ -235,12 +375,13 @@ pub fn run(config: Config) -> Result<(), StartError> {
 
 fn serve_peer(agent: &Agent, s: TcpStream) {
     let peer_addr = s.peer_addr().ok();
-    let Some(handshake) = Slot::take(&agent.handshaking, MAX_HANDSHAKES) else {
-        warn!(
-            ?peer_addr,
-            "too many peer connections in their handshake: closed"
-        );
-        return;
+    // Cut at its deadline, or to make room for a newer one.
+    let handshake = match peer_addr.map(|a| agent.handshakes.watch(&s, a.ip())) {
+        Some(Ok(w)) => w,
+        _ => {
+            warn!(?peer_addr, "a peer connection could not be watched: closed");
+            return;
+        }
     };
     // A control lane is a migration received: at most max_incoming at once.
     let mut session = None;
@@ -313,14 +454,22 @@ fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::
         .collect()
 }
 
-fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameError> {
-    let cred = sys::peer_cred(&s)?;
+fn serve_control(
+    agent: &Agent,
+    mut s: UnixStream,
+    cred: libc::ucred,
+) -> Result<(), frame::FrameError> {
+    let until = Instant::now() + REQUEST_DEADLINE;
+    s.set_write_timeout(Some(REPLY_DEADLINE))?;
+    let request = |s: &UnixStream| {
+        frame::read_msg_within::<Request>(&mut Deadline { s, until }, MAX_REQUEST_LEN)
+    };
     let caller = Caller {
         pid: cred.pid,
         uid: cred.uid,
         gid: cred.gid,
     };
-    match frame::read_msg::<Request>(&mut s)? {
+    match request(&s)? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {}
         _ => {
             return frame::write_msg(
@@ -340,7 +489,9 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             name: agent.config.name.clone(),
         },
     )?;
-    let reply = match frame::read_msg::<Request>(&mut s)? {
+    let req = request(&s)?;
+    s.set_read_timeout(None)?;
+    let reply = match req {
         Request::Hello { .. } => Reply::Refused {
             reasons: vec!["unexpected second hello".into()],
         },
@@ -429,7 +580,9 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             } else {
                 match peer::connect(addr, &agent.config.name, Lane::Deputy(id), &agent.security) {
                     Ok((lane, _)) => {
+                        s.set_write_timeout(Some(REPLY_DEADLINE))?;
                         frame::write_msg(&mut s, &Reply::Bridged)?;
+                        s.set_write_timeout(None)?;
                         crate::deputy::bridge(s, lane);
                         return Ok(());
                     }
@@ -485,11 +638,12 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                             // The process asks for itself (migrate_request):
                             // it must hang up first, a connection to this
                             // agent cannot move with it.
+                            s.set_write_timeout(Some(REPLY_DEADLINE))?;
                             frame::write_msg(&mut s, &Reply::Accepted)?;
                             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
                             let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
                         }
-                        let mut w = s.try_clone()?;
+                        let mut w = ClientWriter::new(s.try_clone()?);
                         let history = &agent.history;
                         let reply = source::migrate(&cx, &caller, pid, &opts, &mut |r| {
                             match r {
@@ -499,8 +653,9 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
                                 } => history.put(cred.uid, rec),
                                 _ => {}
                             }
-                            // The client may have gone (--detach): keep going.
-                            let _ = frame::write_msg(&mut w, r);
+                            // The client may have gone (--detach) or stopped
+                            // reading: keep going.
+                            w.send(r);
                         });
                         match &reply {
                             Reply::Complete(rec) => history.put(cred.uid, rec),
@@ -515,6 +670,6 @@ fn serve_control(agent: &Agent, mut s: UnixStream) -> Result<(), frame::FrameErr
             }
         }
     };
-    let _ = frame::write_msg(&mut s, &reply);
+    ClientWriter::new(s).send(&reply);
     Ok(())
 }

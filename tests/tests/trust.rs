@@ -118,23 +118,21 @@ fn a_setuid_program_is_refused_to_the_user_who_started_it() {
 fn nobody_learns_nothing_of_roots_processes_and_records() {
     require_lab!();
     let c = Cluster::start();
-    // Root's process, with a descriptor whose path is a secret of root's.
-    let secret = c.path("roots-secret-file");
-    fs::write(&secret, b"x").unwrap();
-    fs::set_permissions(&secret, fs::Permissions::from_mode(0o600)).unwrap();
+    // Root's process, with a descriptor whose path is a secret of root's
+    // (its standard output).
     let w = Proc::start(
         c.h1(),
-        c.path("root.out"),
-        "sh",
-        &[
-            "-c",
-            &format!("exec 7<{} {WORKLOAD} --mib 8 --tick-ms 5", secret.display()),
-        ],
+        c.path("roots-secret-file"),
+        WORKLOAD,
+        &["--mib", "8", "--tick-ms", "5"],
     );
     assert!(w.wait_for("ready", 60), "{}", w.text());
     let pid = w.pid.to_string();
     let name = "roots-secret-file";
 
+    // Root's own check lists the descriptor; nobody's must not.
+    let out = c.migrate(&["check", &pid]);
+    assert!(text(&out).contains(name), "{}", text(&out));
     let out = c.migrate_as(Some(NOBODY), &["check", &pid]);
     assert_ne!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("permission denied"), "{}", text(&out));
@@ -206,4 +204,133 @@ fn nobody_learns_nothing_of_roots_processes_and_records() {
         !std::path::Path::new(svg).exists(),
         "a report of root's migration was written"
     );
+}
+
+/// The agent's resident memory, KiB, from `/proc` inside `host`.
+fn agent_rss_kib(host: &migrate_tests::lab::Host) -> u64 {
+    status_line(host, agent_pid_in(host), "VmRSS:")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `python3 SCRIPT ARGS` in `host` as nobody, its output in `out`.
+fn as_nobody_python(
+    host: &migrate_tests::lab::Host,
+    script: &std::path::Path,
+    args: &[&str],
+    out: &std::path::Path,
+) -> std::process::Child {
+    host.command("setpriv")
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+        ])
+        .arg(script)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(fs::File::create(out).unwrap())
+        .stderr(fs::File::create(out.with_extension("err")).unwrap())
+        .spawn()
+        .expect("python3")
+}
+
+#[test]
+fn a_flood_of_control_connections_leaves_the_agent_bounded() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("w.out"),
+        WORKLOAD,
+        &["--mib", "16", "--tick-ms", "5"],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let before = agent_rss_kib(c.h1());
+    let script = c.path("control_flood.py");
+    fs::write(&script, include_str!("scripts/control_flood.py")).unwrap();
+    let out = c.path("flood.out");
+    // 600 connections held, 100 of them each 8 MiB into a frame that
+    // claims 64 MiB.
+    let mut flood = as_nobody_python(
+        c.h1(),
+        &script,
+        &["/run/migrate/agent.sock", "600", "100", "8", "60"],
+        &out,
+    );
+    let held = wait_until(90, || {
+        fs::read_to_string(&out)
+            .unwrap_or_default()
+            .contains("held ")
+    });
+    let during = agent_rss_kib(c.h1());
+    // Root's migration goes through meanwhile.
+    let moved = c.migrate(&[&w.pid.to_string(), "--to", "host2"]);
+    let _ = flood.kill();
+    let _ = flood.wait();
+    assert!(
+        held,
+        "the flood did not finish sending: {:?}",
+        fs::read_to_string(&out)
+    );
+    assert_eq!(
+        moved.status.code(),
+        Some(0),
+        "root's migration failed during the flood\n{}",
+        c.logs()
+    );
+    assert!(
+        during < before + 64 * 1024,
+        "agent RSS grew from {before} KiB to {during} KiB under the flood ({})",
+        fs::read_to_string(&out).unwrap_or_default()
+    );
+}
+
+#[test]
+fn a_slow_drip_flood_on_the_peer_port_does_not_stop_a_migration() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("w.out"),
+        WORKLOAD,
+        &["--mib", "16", "--tick-ms", "5"],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let script = c.path("drip.py");
+    fs::write(&script, include_str!("scripts/drip.py")).unwrap();
+    let out = c.path("drip.out");
+    let addr = c.h2().addr().to_string();
+    // From host1, as nobody: 200 connections to host2's peer port, a byte
+    // a second each, 40 new a second.
+    let mut drip = as_nobody_python(c.h1(), &script, &[&addr, "7070", "200", "40", "60"], &out);
+    let flooding = wait_until(30, || {
+        fs::read_to_string(&out)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.starts_with("open "))
+            .count()
+            >= 5
+    });
+    let t = std::time::Instant::now();
+    let moved = c.migrate(&[&w.pid.to_string(), "--to", "host2"]);
+    let took = t.elapsed();
+    let _ = drip.kill();
+    let _ = drip.wait();
+    assert!(
+        flooding,
+        "the flood did not start: {:?}",
+        fs::read_to_string(out.with_extension("err"))
+    );
+    assert_eq!(
+        moved.status.code(),
+        Some(0),
+        "the migration failed under the flood: {}\n{}",
+        String::from_utf8_lossy(&moved.stderr),
+        c.logs()
+    );
+    assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
 }

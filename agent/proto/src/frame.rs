@@ -228,8 +228,26 @@ pub fn write_pages_lz4(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<u64
     Ok(packed.len() as u64)
 }
 
+/// Reads exactly `len` bytes, the buffer growing as they arrive: a peer
+/// that claims a length and sends less costs what it sent, not what it
+/// claimed.
+fn read_body(r: &mut impl Read, len: u64) -> Result<Vec<u8>, FrameError> {
+    let mut body = Vec::with_capacity(len.min(COALESCE as u64) as usize);
+    r.take(len).read_to_end(&mut body)?;
+    if (body.len() as u64) < len {
+        return Err(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+    }
+    Ok(body)
+}
+
 /// Reads one frame, checking magic, kind and length before allocating.
 pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
+    read_frame_within(r, MAX_CONTROL_LEN)
+}
+
+/// Reads one frame whose control payload may be at most `control_limit`
+/// bytes.
+fn read_frame_within(r: &mut impl Read, control_limit: u64) -> Result<Frame, FrameError> {
     let mut h = [0u8; HEADER_LEN];
     r.read_exact(&mut h)?;
     let magic = u32::from_le_bytes([h[0], h[1], h[2], h[3]]);
@@ -243,15 +261,11 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
     let len = u64::from_le_bytes(l);
     match kind {
         Kind::Control => {
-            if len > MAX_CONTROL_LEN {
-                return Err(FrameError::TooLong {
-                    len,
-                    limit: MAX_CONTROL_LEN,
-                });
+            let limit = control_limit.min(MAX_CONTROL_LEN);
+            if len > limit {
+                return Err(FrameError::TooLong { len, limit });
             }
-            let mut body = vec![0u8; len as usize];
-            r.read_exact(&mut body)?;
-            Ok(Frame::Control(body))
+            Ok(Frame::Control(read_body(r, len)?))
         }
         Kind::Pages => {
             let limit = PagesHeader::LEN as u64 + u64::from(MAX_PAGES_PER_FRAME) * PAGE_SIZE;
@@ -310,7 +324,16 @@ pub fn read_frame(r: &mut impl Read) -> Result<Frame, FrameError> {
 
 /// Reads one frame that must be a control message of type `T`.
 pub fn read_msg<T: DeserializeOwned>(r: &mut impl Read) -> Result<T, FrameError> {
-    match read_frame(r)? {
+    read_msg_within(r, MAX_CONTROL_LEN)
+}
+
+/// Reads one frame that must be a control message of type `T` of at most
+/// `limit` bytes (a local user's request to the agent: small).
+pub fn read_msg_within<T: DeserializeOwned>(
+    r: &mut impl Read,
+    limit: u64,
+) -> Result<T, FrameError> {
+    match read_frame_within(r, limit)? {
         Frame::Control(body) => Ok(postcard::from_bytes(&body)?),
         Frame::Pages(..) => Err(FrameError::Unexpected {
             expected: Kind::Control,
