@@ -156,6 +156,26 @@ pub fn check(caller: &Caller, pid: i32, creds: &Credentials) -> Result<(), Denie
     Ok(())
 }
 
+/// Who process `pid` is to the filesystem: its filesystem uid and gid and
+/// its supplementary groups.
+pub fn fs_creds(pid: i32) -> Result<migrate_proto::image::FsCreds, Denied> {
+    let status = procfs::status(pid).map_err(|_| Denied::NoProcess(pid))?;
+    let fourth = |key: &str| {
+        procfs::status_nums(&status, key)
+            .get(3)
+            .map(|&v| v as u32)
+            .ok_or(Denied::NoProcess(pid))
+    };
+    Ok(migrate_proto::image::FsCreds {
+        uid: fourth("Uid")?,
+        gid: fourth("Gid")?,
+        groups: procfs::status_nums(&status, "Groups")
+            .into_iter()
+            .map(|g| g as u32)
+            .collect(),
+    })
+}
+
 /// Whether `caller` may act on process `pid` (migrate it, check it, see
 /// its descriptors), read from `/proc` now.
 pub fn authorize(caller: &Caller, pid: i32) -> Result<(), Denied> {

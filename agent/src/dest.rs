@@ -6,7 +6,7 @@ use std::net::Shutdown;
 
 use crate::lineage::Lineages;
 use crate::secure::PeerStream;
-use crate::{error_chain, peer};
+use crate::{error_chain, peer, sys};
 use migrate_proto::envelope::Sequencer;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
-use migrate_proto::image::{Fill, ImageLimits, ProcessImage, VmaKind};
+use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, VmaKind};
 use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
@@ -49,49 +49,104 @@ pub enum DestError {
 /// Answers a `FileCheck`: lines for files that are missing or differ and
 /// cannot be shipped, the paths missing here that can be, and the open
 /// files that are a different file here (shipped as private copies).
-pub fn check_files(host: &str, needs: &[FileNeed]) -> (Vec<String>, Vec<String>, Vec<String>) {
+/// Every path is looked up as the process would look it up (`who`), never
+/// with this agent's rights.
+pub fn check_files(
+    host: &str,
+    needs: &[FileNeed],
+    who: &FsCreds,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    match crate::fsuser::run_as(who, || check_files_as_user(host, needs, who.uid)) {
+        Ok(v) => v,
+        Err(e) => (
+            vec![format!(
+                "cannot look files up as uid {} on {host}: {e}",
+                who.uid
+            )],
+            Vec::new(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// [`check_files`], on a thread that already acts as uid `uid`. The
+/// source's paths come from `/proc` and hold no symbolic link: one here is
+/// a different file (a link planted to another file would otherwise pass
+/// for it).
+fn check_files_as_user(
+    host: &str,
+    needs: &[FileNeed],
+    uid: u32,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
     let mut refused = Vec::new();
     let mut missing = Vec::new();
     let mut different = Vec::new();
     for n in needs.iter().filter(|n| !n.deleted) {
-        match std::fs::metadata(&n.path) {
+        let found =
+            sys::open_path_no_symlinks(&n.path).and_then(|fd| std::fs::File::from(fd).metadata());
+        let md = match found {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && n.ship.is_some() => {
-                missing.push(n.path.clone())
+                missing.push(n.path.clone());
+                continue;
             }
-            Err(e) => refused.push(format!(
-                "{}: cannot be opened on {host} ({e}); needed for {}",
-                n.path, n.why
-            )),
-            Ok(md) => {
-                if let Some((dev, ino, ident)) = &n.same_file {
-                    // The same file (a filesystem both hosts see as one
-                    // device), or an identical copy (same size and mtime).
-                    // Anything else, a network filesystem with a file
-                    // being written included, is refused, never reopened
-                    // blindly.
-                    let same = (md.dev() == *dev && md.ino() == *ino)
-                        || preflight::file_ident(&md) == *ident;
-                    if !same && n.ship.is_some() {
-                        different.push(n.path.clone());
-                    } else if !same {
-                        refused.push(format!(
-                            "{}: a different file has this path on {host} (size {} vs {}); needed for {}",
-                            n.path,
-                            md.len(),
-                            ident.size,
-                            n.why
-                        ));
-                    }
-                }
-                if let Some(want) = &n.ident {
-                    let have = preflight::file_ident(&md);
-                    if have != *want {
-                        refused.push(format!(
-                            "{}: differs on {host} (size {} vs {}); needed for {}",
-                            n.path, have.size, want.size, n.why
-                        ));
-                    }
-                }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && n.ship.is_some() => {
+                different.push(n.path.clone());
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                refused.push(format!(
+                    "{}: a symbolic link on the way on {host}, where the source has none; \
+                     needed for {}",
+                    n.path, n.why
+                ));
+                continue;
+            }
+            Err(e) => {
+                refused.push(format!(
+                    "{}: cannot be opened on {host} as uid {uid} ({e}); needed for {}",
+                    n.path, n.why
+                ));
+                continue;
+            }
+            Ok(md) => md,
+        };
+        if let Some((dev, ino, ident)) = &n.same_file {
+            // The same file (a filesystem both hosts see as one device), or
+            // an identical copy (same type, owner, mode, size and mtime).
+            // Anything else, a network filesystem with a file being
+            // written included, is refused, never reopened blindly.
+            let same =
+                (md.dev() == *dev && md.ino() == *ino) || preflight::file_ident(&md) == *ident;
+            if !same && n.ship.is_some() {
+                different.push(n.path.clone());
+                continue;
+            } else if !same {
+                refused.push(format!(
+                    "{}: a different file has this path on {host} (size {} vs {}); needed for {}",
+                    n.path,
+                    md.len(),
+                    ident.size,
+                    n.why
+                ));
+                continue;
+            }
+        }
+        if let Some(want) = &n.ident {
+            let have = preflight::file_ident(&md);
+            if have != *want {
+                refused.push(format!(
+                    "{}: differs on {host} (size {} vs {}); needed for {}",
+                    n.path, have.size, want.size, n.why
+                ));
+                continue;
+            }
+        }
+        if n.access != 0 {
+            if let Err(e) = sys::may_access(&n.path, n.access) {
+                refused.push(format!(
+                    "{}: uid {uid} may not open it on {host} ({e}); needed for {}",
+                    n.path, n.why
+                ));
             }
         }
     }
@@ -144,8 +199,8 @@ pub fn serve(
     ctl.set_write_timeout(Some(STALL_TIMEOUT))
         .map_err(FrameError::Io)?;
     // 1. Files.
-    let (pid, needs) = match seq.recv::<SourceMsg>(&mut ctl)? {
-        SourceMsg::FileCheck { pid, needs } => (pid, needs),
+    let (pid, needs, who) = match seq.recv::<SourceMsg>(&mut ctl)? {
+        SourceMsg::FileCheck { pid, needs, who } => (pid, needs, who),
         other => {
             return Err(DestError::Protocol(format!(
                 "expected FileCheck, got {other:?}"
@@ -159,7 +214,7 @@ pub fn serve(
             "migration {named:016x} was received here before: a replay, refused"
         )));
     }
-    let (refused, missing, different) = check_files(host, &needs);
+    let (refused, missing, different) = check_files(host, &needs, &who);
     // The stub the process will be rebuilt in starts now, while the source
     // still runs it: starting one takes milliseconds that would otherwise
     // count as downtime. Unused (a refusal, an abort), it is killed.

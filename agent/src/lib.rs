@@ -9,6 +9,7 @@ pub mod dest;
 pub mod dirty;
 pub mod dump;
 pub mod fault;
+pub mod fsuser;
 pub mod handshakes;
 pub mod history;
 pub mod keeper;

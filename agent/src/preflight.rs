@@ -162,6 +162,7 @@ pub fn inspect(
                     ship: None,
                     deleted: false,
                     same_file: None,
+                    access: libc::X_OK as u32,
                 });
             }
         }
@@ -318,6 +319,7 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
                     ship: None,
                     deleted: false,
                     same_file: None,
+                    access: libc::R_OK as u32,
                 });
             }
         }
@@ -572,6 +574,22 @@ pub fn file_ident(md: &fs::Metadata) -> FileIdent {
     FileIdent {
         size: md.size(),
         mtime_ns: i128::from(md.mtime()) * 1_000_000_000 + i128::from(md.mtime_nsec()),
+        mode: md.mode(),
+        uid: md.uid(),
+        gid: md.gid(),
+    }
+}
+
+/// What opening a file again with open flags `flags` asks of its
+/// permissions (`R_OK`, `W_OK` bits; nothing for `O_PATH`).
+pub fn access_for(flags: u32) -> u32 {
+    if flags & libc::O_PATH as u32 != 0 {
+        return 0;
+    }
+    match flags & libc::O_ACCMODE as u32 {
+        f if f == libc::O_RDONLY as u32 => libc::R_OK as u32,
+        f if f == libc::O_WRONLY as u32 => libc::W_OK as u32,
+        _ => (libc::R_OK | libc::W_OK) as u32,
     }
 }
 
@@ -652,6 +670,7 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
             ship: Some((fd, size)),
             deleted: true,
             same_file: None,
+            access: 0,
         });
         return;
     }
@@ -673,6 +692,7 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
                 ship: regular.then_some((fd, size)),
                 deleted: false,
                 same_file,
+                access: access_for(info.flags),
             });
         }
         return;

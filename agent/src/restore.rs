@@ -26,7 +26,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
-use migrate_proto::image::{FdKind, ProcessImage, ThreadState, Vma, VmaKind};
+use migrate_proto::image::{FdKind, FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
 use migrate_proto::PAGE_SIZE;
 
 use crate::dump::find_syscall_insn;
@@ -106,6 +106,9 @@ pub struct Restorer {
     mem: RemoteMem,
     pidfd: OwnedFd,
     scratch: u64,
+    /// Who the process is to the filesystem: every path this restore
+    /// opens, creates or removes for it is handled as this user.
+    who: FsCreds,
 }
 
 /// A stub process waiting to become a restored process: it sleeps until
@@ -253,11 +256,58 @@ impl Restorer {
             mem,
             pidfd,
             scratch,
+            who: FsCreds {
+                uid: image.creds.uid[1],
+                gid: image.creds.gid[1],
+                groups: image.creds.groups.clone(),
+            },
         };
+        r.act_as_user()?;
         r.strip_stub(&stub_maps)?;
         r.move_vdso(&stub_maps, image, &taken, insn)?;
         r.map_vmas(image)?;
         Ok(r)
+    }
+
+    /// The stub takes the process's groups and filesystem ids before it
+    /// touches any path: from here the kernel checks its opens, lookups
+    /// and creations as the process's own (its capabilities that override
+    /// file permissions are dropped with a filesystem uid other than 0).
+    fn act_as_user(&mut self) -> Result<(), RestoreError> {
+        let mut b = Vec::new();
+        for g in &self.who.groups {
+            b.extend_from_slice(&g.to_le_bytes());
+        }
+        let p = self.put_bytes(&b)?;
+        let (uid, gid, n) = (self.who.uid, self.who.gid, self.who.groups.len());
+        self.sys("setgroups", libc::SYS_setgroups, [n as u64, p, 0, 0, 0, 0])?;
+        self.sys(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [u64::from(gid), 0, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [u64::from(uid), 0, 0, 0, 0, 0],
+        )?;
+        // They report the previous ids, never an error: read them back.
+        let fsgid = self.sys(
+            "setfsgid",
+            libc::SYS_setfsgid,
+            [u64::from(u32::MAX), 0, 0, 0, 0, 0],
+        )?;
+        let fsuid = self.sys(
+            "setfsuid",
+            libc::SYS_setfsuid,
+            [u64::from(u32::MAX), 0, 0, 0, 0, 0],
+        )?;
+        if (fsuid as u32, fsgid as u32) != (uid, gid) {
+            return Err(RestoreError::Incompatible(format!(
+                "the stub could not take filesystem ids {uid}/{gid} (it has {fsuid}/{fsgid})"
+            )));
+        }
+        Ok(())
     }
 
     fn strip_stub(&mut self, stub_maps: &[procfs::MapsEntry]) -> Result<(), RestoreError> {
@@ -1372,11 +1422,13 @@ impl Restorer {
                         let path =
                             String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or(name))
                                 .into_owned();
-                        if let Ok(md) = std::fs::symlink_metadata(&path) {
-                            if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
-                                let _ = std::fs::remove_file(&path);
+                        let _ = crate::fsuser::run_as(&self.who, || {
+                            if let Ok(md) = std::fs::symlink_metadata(&path) {
+                                if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
+                                    let _ = std::fs::remove_file(&path);
+                                }
                             }
-                        }
+                        });
                     }
                     let mut addr = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
                     addr.extend_from_slice(name);
@@ -1602,6 +1654,16 @@ impl Restorer {
     /// at their paths, with their mode and owner, before anything opens
     /// them.
     fn create_shipped(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+        let err = |source| RestoreError::Sys {
+            step: "acting as the process's user",
+            source,
+        };
+        crate::fsuser::run_as(&self.who, || Self::create_shipped_as_user(image)).map_err(err)?
+    }
+
+    /// [`Restorer::create_shipped`], on a thread acting as the process's
+    /// user.
+    fn create_shipped_as_user(image: &ProcessImage) -> Result<(), RestoreError> {
         use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
         let err = |step: &'static str| move |source| RestoreError::Sys { step, source };
         for f in image.shipped.iter().filter(|f| !f.deleted) {
@@ -1664,12 +1726,11 @@ impl Restorer {
             step: "filling a deleted file",
             source,
         })?;
-        std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid)).map_err(|source| {
-            RestoreError::Sys {
-                step: "setting a deleted file's owner",
-                source,
-            }
-        })?;
+        // Given its owner as the process's user would give it: a private,
+        // unlinked copy of another user's file stays the process's own.
+        let _ = crate::fsuser::run_as(&self.who, || {
+            std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
+        });
         let open_flags = u64::from(flags)
             & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u64);
         let again = self.open(&format!("/proc/self/fd/{tmp}"), open_flags)?;
@@ -1808,12 +1869,17 @@ impl Restorer {
     /// Opens both ends of the named FIFO at `path` in the process without
     /// blocking (made here if this host lacks it): (read, write).
     fn open_fifo(&mut self, path: &str) -> Result<[u64; 2], RestoreError> {
-        if !std::path::Path::new(path).exists() {
-            sys::mkfifo(path, 0o600).map_err(|source| RestoreError::Sys {
-                step: "making a FIFO",
-                source,
-            })?;
-        }
+        let made = crate::fsuser::run_as(&self.who, || {
+            if std::path::Path::new(path).exists() {
+                Ok(())
+            } else {
+                sys::mkfifo(path, 0o600)
+            }
+        });
+        made.and_then(|r| r).map_err(|source| RestoreError::Sys {
+            step: "making a FIFO",
+            source,
+        })?;
         let nb = (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
         // Read-write first: a FIFO opened so never waits for a partner.
         let base = self.open(path, libc::O_RDWR as u64 | nb)?;

@@ -261,6 +261,10 @@ fn migrate_process(
         Ok(i) => i,
         Err(r) => return refused(r.0),
     };
+    let who = match crate::access::fs_creds(pid) {
+        Ok(w) => w,
+        Err(d) => return refused(vec![d.to_string()]),
+    };
     let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
     let id = migration_id(pid);
     let seq = Arc::new(Sequencer::new(id));
@@ -275,6 +279,7 @@ fn migrate_process(
             &mut ctl,
             &SourceMsg::FileCheck {
                 pid,
+                who,
                 needs: insp.needs.clone(),
             },
         )

@@ -1008,6 +1008,80 @@ impl Drop for CpuPin {
     }
 }
 
+/// Makes the calling thread, and it alone, act on files as another user:
+/// supplementary groups `groups`, filesystem gid `gid` and uid `uid`, by
+/// raw system calls (glibc's wrappers would change every thread of the
+/// agent). With a filesystem uid other than 0 the kernel also drops the
+/// thread's capabilities that override file permissions, so its lookups,
+/// opens and creations are checked as that user's.
+pub fn become_fs_user(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
+    // SAFETY: setgroups reads `groups.len()` gids from a valid slice.
+    check(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
+    // SAFETY: integer arguments; these calls report the previous id and
+    // cannot fail in a way they report, so the ids are read back below
+    // (an invalid id, -1, changes nothing and returns the current one).
+    let (fsuid, fsgid) = unsafe {
+        libc::syscall(libc::SYS_setfsgid, gid);
+        libc::syscall(libc::SYS_setfsuid, uid);
+        (
+            libc::syscall(libc::SYS_setfsuid, u32::MAX) as u32,
+            libc::syscall(libc::SYS_setfsgid, u32::MAX) as u32,
+        )
+    };
+    if (fsuid, fsgid) != (uid, gid) {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!("filesystem ids {fsuid}/{fsgid}, not {uid}/{gid}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Opens `path` as an `O_PATH` descriptor with no symbolic link followed
+/// anywhere on the way (`openat2`, `RESOLVE_NO_SYMLINKS`): `ELOOP` when
+/// there is one.
+pub fn open_path_no_symlinks(path: &str) -> io::Result<OwnedFd> {
+    let c =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: open_how is plain data; zeroed is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
+    how.resolve = libc::RESOLVE_NO_SYMLINKS;
+    // SAFETY: openat2 with a valid NUL-terminated path and a valid
+    // open_how of the size passed.
+    let fd = check(unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    })?;
+    // SAFETY: openat2 returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Whether the calling thread, with its filesystem ids, may access `path`
+/// as `mode` (`R_OK`, `W_OK`, `X_OK` bits): `faccessat2` with
+/// `AT_EACCESS`, by raw system call (glibc may answer from `stat` and the
+/// effective uid instead).
+pub fn may_access(path: &str, mode: u32) -> io::Result<()> {
+    let c =
+        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: faccessat2 with a valid NUL-terminated path.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_faccessat2,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            mode,
+            libc::AT_EACCESS,
+        )
+    })
+    .map(|_| ())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -334,3 +334,117 @@ fn a_slow_drip_flood_on_the_peer_port_does_not_stop_a_migration() {
     );
     assert!(took < std::time::Duration::from_secs(30), "took {took:?}");
 }
+
+/// `python3 -c READER PATH`: opens PATH, prints its pid, and on SIGUSR1
+/// reads the whole file through that descriptor and prints what it saw.
+const READER: &str = r#"
+import os, signal, sys, time
+os.closerange(3, 4096)  # what the harness left open
+fd = os.open(sys.argv[1], os.O_RDONLY)
+asked = []
+signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))
+print("pid", os.getpid(), flush=True)
+for _ in range(6000):
+    if asked:
+        asked.clear()
+        data = os.pread(fd, 1 << 20, 0)
+        print("read", len(data), "root:" in data.decode("latin-1"), data.count(0), flush=True)
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn a_planted_symlink_on_the_destination_is_never_followed() {
+    require_lab!();
+    let c = Cluster::start();
+    let as_nobody = |host: &migrate_tests::lab::Host, cmd: &str| {
+        let st = host
+            .command("setpriv")
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "sh",
+                "-c",
+                cmd,
+            ])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{cmd} failed in {}", host.name());
+    };
+    // On host2 (its own /tmp) a link to a file nobody may not read; on
+    // host1 a file of the same size and mtime, nanoseconds included.
+    let x = format!("/tmp/planted-{}", std::process::id());
+    as_nobody(c.h2(), &format!("ln -s /etc/shadow {x}"));
+    as_nobody(
+        c.h1(),
+        &format!("truncate -s $(stat -c %s /etc/shadow) {x} && touch -r /etc/shadow {x}"),
+    );
+    // Its output file is its own (the destination reopens it as nobody).
+    let out_file = c.path("reader.out");
+    fs::File::create(&out_file).unwrap();
+    std::os::unix::fs::chown(&out_file, Some(NOBODY), Some(NOBODY)).unwrap();
+    let w = Proc::start(
+        c.h1(),
+        out_file,
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "/usr/bin/python3",
+            "-c",
+            READER,
+            &x,
+        ],
+    );
+    let out = c.migrate_as(Some(NOBODY), &[&w.pid.to_string(), "--to", "host2"]);
+    let moved = out.status.code() == Some(0);
+    if moved {
+        // Moved with a private copy of host1's file: what it reads is that.
+        let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+        signal_in(c.h2(), new_pid, "-USR1");
+    } else {
+        assert_refused(&out, 1, &x);
+        signal_in(c.h1(), w.pid, "-USR1");
+    }
+    assert!(w.wait_for("read ", 30), "{}", w.text());
+    let line = w
+        .text()
+        .lines()
+        .find(|l| l.starts_with("read "))
+        .unwrap()
+        .to_string();
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(fields[2], "False", "host2's /etc/shadow was read: {line}");
+    assert_eq!(
+        fields[1], fields[3],
+        "not the zeros of host1's file: {line}"
+    );
+}
+
+#[test]
+fn a_descriptor_the_process_could_not_open_itself_is_refused_before_the_freeze() {
+    require_lab!();
+    let c = Cluster::start();
+    // Nobody's process writing to a file of root's (mode 0644) that root
+    // opened for it: it could not open that file itself.
+    let w = Proc::start(
+        c.h1(),
+        c.path("inherited.out"),
+        "setpriv",
+        &[
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            WORKLOAD,
+            "--mib",
+            "8",
+            "--tick-ms",
+            "5",
+        ],
+    );
+    assert!(w.wait_for("ready", 60), "{}", w.text());
+    let out = c.migrate_as(Some(NOBODY), &[&w.pid.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "may not open it");
+    assert_untouched(&c, &w);
+}

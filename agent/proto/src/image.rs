@@ -386,6 +386,25 @@ pub struct FileIdent {
     pub size: u64,
     /// Modification time, nanoseconds since the epoch.
     pub mtime_ns: i128,
+    /// Type and permission bits (`st_mode`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+}
+
+/// Who a process is to the filesystem: the ids and groups the kernel
+/// checks its path lookups, opens and creations against. Every such step
+/// a destination takes for the process is taken as this user.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FsCreds {
+    /// Filesystem uid.
+    pub uid: u32,
+    /// Filesystem gid.
+    pub gid: u32,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 /// One open descriptor.

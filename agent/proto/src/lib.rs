@@ -45,7 +45,7 @@ pub mod record;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 7;
+pub const PROTOCOL_VERSION: u32 = 8;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

@@ -360,6 +360,9 @@ pub struct FileNeed {
     /// source, to tell the same file (shared filesystem) or an identical
     /// copy from a different file at the same path.
     pub same_file: Option<(u64, u64, FileIdent)>,
+    /// What the process must be allowed to do with it (`R_OK`, `W_OK`,
+    /// `X_OK` bits), as itself.
+    pub access: u32,
 }
 
 /// Source → destination on the control lane.
@@ -371,6 +374,9 @@ pub enum SourceMsg {
     FileCheck {
         /// The process's pid on the source.
         pid: i32,
+        /// Who the process is to the filesystem: the destination looks its
+        /// files up as this user.
+        who: crate::image::FsCreds,
         /// Files its descriptors and mappings need.
         needs: Vec<FileNeed>,
     },
