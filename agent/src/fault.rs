@@ -35,6 +35,10 @@ const MAX_SAMPLES: usize = 4096;
 /// How long an install may keep meeting mm changes (a process that
 /// unmaps and remaps all the time) before post-copy gives up.
 const RETRY_FOR: Duration = Duration::from_secs(10);
+/// Most address spaces followed at once (the process and the children it
+/// forks during post-copy, each waiting for the same pages): past it,
+/// post-copy fails rather than let a fork loop grow the agent.
+const MAX_SPACES: usize = 256;
 /// Attempts in a row that find no registered mapping where a pending page
 /// should go, events applied in between.
 const MAX_MISSING: u32 = 3;
@@ -219,6 +223,14 @@ impl FaultHandler {
         }
         if let Outcome::Failed(why) = &outcome {
             warn!(%why, "post-copy failed: killing the restored process");
+            // Children it forked during post-copy wait for pages too: they
+            // die before their userfaultfds close (a fault on a closed one
+            // would read zeros).
+            if let Some(pid) = crate::procfs::pidfd_pid(&self.pidfd) {
+                for child in crate::procfs::descendants(pid, 4 * MAX_SPACES) {
+                    let _ = crate::sys::kill(child, libc::SIGKILL);
+                }
+            }
             let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
         }
         // Closing the userfaultfds unregisters every range: from now on the
@@ -414,8 +426,10 @@ impl FaultHandler {
                 return;
             };
             if let Err(e) = uffd::read_events(&sp.uffd, &mut events) {
-                warn!(id, error = %e, "reading userfaultfd");
-                self.drop_space(st, id);
+                // Its faults and events are lost: never take that for an
+                // address space with nothing left to fill.
+                let why = format!("reading the userfaultfd of address space {id}: {e}");
+                self.end_locked(st, Outcome::Failed(why));
                 return;
             }
         }
@@ -428,6 +442,14 @@ impl FaultHandler {
     fn apply(&self, st: &mut State, id: u64, ev: Event, read_at: Instant) {
         match ev {
             Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid, read_at)),
+            Event::Fork { ufd } if st.spaces.len() >= MAX_SPACES => {
+                drop(uffd::adopt(ufd));
+                let why = format!(
+                    "the process forked past {MAX_SPACES} address spaces waiting for pages \
+                     during post-copy"
+                );
+                self.end_locked(st, Outcome::Failed(why));
+            }
             Event::Fork { ufd } => match uffd::adopt(ufd) {
                 Ok(fd) => {
                     let map = st

@@ -336,6 +336,41 @@ pub fn parse_timers(text: &str) -> Vec<TimerInfo> {
     out
 }
 
+/// Every descendant of `pid` alive now (children, theirs, and so on),
+/// read from each thread's `children` list; at most `limit` of them.
+pub fn descendants(pid: i32, limit: usize) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut next = vec![pid];
+    while let Some(p) = next.pop() {
+        for tid in tids(p).unwrap_or_default() {
+            let list =
+                fs::read_to_string(format!("/proc/{p}/task/{tid}/children")).unwrap_or_default();
+            for c in list.split_whitespace().filter_map(|c| c.parse().ok()) {
+                if found.len() >= limit {
+                    return found;
+                }
+                found.push(c);
+                next.push(c);
+            }
+        }
+    }
+    found
+}
+
+/// The pid a pidfd of ours refers to (`Pid:` of its fdinfo), if it still
+/// runs.
+pub fn pidfd_pid(pidfd: &std::os::fd::OwnedFd) -> Option<i32> {
+    use std::os::fd::AsRawFd;
+    fs::read_to_string(format!("/proc/self/fdinfo/{}", pidfd.as_raw_fd()))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("Pid:"))?
+        .trim()
+        .parse()
+        .ok()
+        .filter(|&p: &i32| p > 0)
+}
+
 /// Thread ids of `pid`, the leader first.
 pub fn tids(pid: i32) -> io::Result<Vec<i32>> {
     let mut v: Vec<i32> = fs::read_dir(format!("/proc/{pid}/task"))?

@@ -448,3 +448,90 @@ fn a_descriptor_the_process_could_not_open_itself_is_refused_before_the_freeze()
     assert_refused(&out, 1, "may not open it");
     assert_untouched(&c, &w);
 }
+
+/// `python3 -c FORKER MIB`: fills MIB MiB with a pattern, then forks
+/// children in a loop, each checking one page of the pattern and exiting;
+/// prints how many forks and how many bad pages every 200 forks, and on
+/// SIGUSR1 checks all of its memory.
+const FORKER: &str = r#"
+import os, random, signal, sys, time
+os.closerange(3, 4096)
+n = int(sys.argv[1]) << 20
+mem = bytearray(bytes(range(251)) * (n // 251 + 1))[:n]
+asked = []
+signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+forks = bad = 0
+for _ in range(200000):
+    i = random.randrange(0, n, 4096)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if mem[i] == i % 251 else 1)
+    _, st = os.waitpid(pid, 0)
+    forks += 1
+    bad += st != 0
+    if forks % 200 == 0:
+        print("forks", forks, "bad", bad, flush=True)
+    time.sleep(0.002)
+    if asked:
+        asked.clear()
+        ok = all(mem[j] == j % 251 for j in range(0, n, 4096))
+        print("verify", "ok" if ok else "BAD", flush=True)
+"#;
+
+#[test]
+fn a_process_forking_in_a_loop_during_postcopy_moves_intact() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("forker.out"),
+        "/usr/bin/python3",
+        &["-c", FORKER, "48"],
+    );
+    assert!(w.wait_for("forks 400", 60), "{}", w.text());
+    let counts = |w: &Proc| -> Vec<(u64, u64)> {
+        w.text()
+            .lines()
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                match f.as_slice() {
+                    ["forks", n, "bad", b] => Some((n.parse().ok()?, b.parse().ok()?)),
+                    _ => None,
+                }
+            })
+            .collect()
+    };
+    let before = counts(&w).last().copied().unwrap_or_default();
+    // A slow push: its children fault on pages still on host1 for seconds.
+    // A process with a child is refused before the freeze (trees do not
+    // move yet): asked again until the freeze falls between two children.
+    let pid = w.pid.to_string();
+    let mut out = c.migrate(&[&pid, "--to", "host2", "--push-rate", "16"]);
+    for _ in 0..40 {
+        if !String::from_utf8_lossy(&out.stderr).contains("child process") {
+            break;
+        }
+        out = c.migrate(&[&pid, "--to", "host2", "--push-rate", "16"]);
+    }
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert!(
+        wait_until(30, || counts(&w)
+            .last()
+            .is_some_and(|l| l.0 > before.0 + 1000)),
+        "no forks on host2: {:?}",
+        counts(&w).last()
+    );
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(w.wait_for("verify ", 60), "{}", w.text());
+    assert!(w.text().contains("verify ok"), "{}", w.text());
+    let last = counts(&w).last().copied().unwrap_or_default();
+    assert_eq!(last.1, 0, "children saw bad pages: {last:?}");
+    let _ = c
+        .h2()
+        .command("kill")
+        .args(["-KILL", &new_pid.to_string()])
+        .status();
+}
