@@ -67,6 +67,19 @@ pub enum AuthError {
         /// Its mode.
         mode: u32,
     },
+    /// A credentials file or directory another user could change.
+    #[error(
+        "{path} can be changed by a user other than root and this agent (mode {mode:o}, owner \
+         uid {uid}); chmod go-w and chown it"
+    )]
+    Writable {
+        /// The file or directory.
+        path: PathBuf,
+        /// Its mode.
+        mode: u32,
+        /// Its owner.
+        uid: u32,
+    },
     /// A file that does not hold what it should.
     #[error("{path}: {why}")]
     Malformed {
@@ -129,11 +142,33 @@ fn valid_host_name(n: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'))
 }
 
+/// Refuses `path` if a user other than root and this agent's could write
+/// it: whoever can change the cluster's keys or its `hosts` can join it.
+fn check_unwritable(path: &Path) -> Result<(), AuthError> {
+    use std::os::unix::fs::MetadataExt;
+    let file = |source| AuthError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let meta = fs::metadata(path).map_err(file)?;
+    let me = fs::metadata("/proc/self").map_err(file)?.uid();
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o022 != 0 || (meta.uid() != 0 && meta.uid() != me) {
+        return Err(AuthError::Writable {
+            path: path.to_path_buf(),
+            mode,
+            uid: meta.uid(),
+        });
+    }
+    Ok(())
+}
+
 fn read_secret(path: &Path) -> Result<[u8; 32], AuthError> {
     let file = |source| AuthError::File {
         path: path.to_path_buf(),
         source,
     };
+    check_unwritable(path)?;
     let meta = fs::metadata(path).map_err(file)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -149,21 +184,31 @@ fn read_secret(path: &Path) -> Result<[u8; 32], AuthError> {
     })
 }
 
+/// Writes a new file at `path` whole or not at all: into a temporary file
+/// beside it, synced, then linked at `path` (which must not exist: never
+/// overwritten) and the directory synced.
 fn write_new(path: &Path, text: &str, mode: u32) -> Result<(), AuthError> {
-    let mut f = fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(|source| AuthError::File {
-            path: path.to_path_buf(),
-            source,
-        })?;
-    f.write_all(text.as_bytes())
-        .map_err(|source| AuthError::File {
-            path: path.to_path_buf(),
-            source,
-        })
+    let err = |source| AuthError::File {
+        path: path.to_path_buf(),
+        source,
+    };
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("key");
+    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let written = (|| {
+        let mut f = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
+        f.write_all(text.as_bytes())?;
+        f.sync_all()?;
+        fs::hard_link(&tmp, path)
+    })();
+    let _ = fs::remove_file(&tmp);
+    written.map_err(err)?;
+    fs::File::open(dir).and_then(|d| d.sync_all()).map_err(err)
 }
 
 fn builder() -> snow::Builder<'static> {
@@ -228,9 +273,11 @@ pub fn keygen(dir: &Path, hosts: &[String]) -> Result<(), AuthError> {
 impl Credentials {
     /// Loads host `name`'s credentials from the cluster directory `dir`.
     pub fn load(dir: &Path, name: &str) -> Result<Self, AuthError> {
+        check_unwritable(dir)?;
         let psk = read_secret(&dir.join("cluster.key"))?;
         let private = read_secret(&dir.join(format!("{name}.key")))?;
         let path = dir.join("hosts");
+        check_unwritable(&path)?;
         let text = fs::read_to_string(&path).map_err(|source| AuthError::File {
             path: path.clone(),
             source,
@@ -952,5 +999,41 @@ mod tests {
         fs::set_permissions(d.path().join("a.key"), fs::Permissions::from_mode(0o644)).unwrap();
         let e = Credentials::load(d.path(), "a").unwrap_err().to_string();
         assert!(e.contains("chmod 600"), "{e}");
+        fs::set_permissions(d.path().join("a.key"), fs::Permissions::from_mode(0o600)).unwrap();
+        Credentials::load(d.path(), "a").unwrap();
+        // Nothing but the keys is left behind.
+        let mut names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        assert_eq!(names, ["a.key", "b.key", "cluster.key", "hosts"]);
+    }
+
+    #[test]
+    fn credentials_another_user_could_change_are_refused() {
+        let d = tempdir::Dir::new();
+        keygen(d.path(), &["a".into(), "b".into()]).unwrap();
+        let hosts = d.path().join("hosts");
+        for mode in [0o666, 0o664] {
+            fs::set_permissions(&hosts, fs::Permissions::from_mode(mode)).unwrap();
+            let e = Credentials::load(d.path(), "a").unwrap_err().to_string();
+            assert!(e.contains("can be changed"), "{e}");
+        }
+        fs::set_permissions(&hosts, fs::Permissions::from_mode(0o644)).unwrap();
+        Credentials::load(d.path(), "a").unwrap();
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(Credentials::load(d.path(), "a").is_err());
+        fs::set_permissions(d.path(), fs::Permissions::from_mode(0o755)).unwrap();
+        // Owned by another user (only root can give a file away).
+        let me = fs::metadata("/proc/self").map(|m| {
+            use std::os::unix::fs::MetadataExt;
+            m.uid()
+        });
+        if me.unwrap() == 0 {
+            std::os::unix::fs::chown(&hosts, Some(65534), None).unwrap();
+            let e = Credentials::load(d.path(), "a").unwrap_err().to_string();
+            assert!(e.contains("owner uid 65534"), "{e}");
+        }
     }
 }
