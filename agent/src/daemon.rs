@@ -415,7 +415,7 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
                 &agent.config.name,
                 agent.config.listen.ip(),
                 s,
-                &agent.lanes,
+                &agent.lanes.of_peer(&hello.from),
                 &agent.stub,
                 &agent.seen,
                 &agent.lineages,
@@ -423,7 +423,7 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
                 warn!(from = %hello.from, error = %error_chain(&e), "incoming migration failed");
             }
         }
-        lane => agent.lanes.put(lane, s),
+        lane => agent.lanes.put(lane, &hello.from, s),
     }
 }
 

@@ -213,7 +213,8 @@ pub fn serve_remote(
                 return;
             }
             match frame::read_msg::<DeputyMsg>(&mut lane) {
-                Ok(DeputyMsg::Signal(sig)) => {
+                // Only the signals a deputy passes on.
+                Ok(DeputyMsg::Signal(sig)) if FORWARDED.contains(&sig) => {
                     let _ = crate::sys::pidfd_kill(&pidfd, sig);
                 }
                 Ok(_) => {}

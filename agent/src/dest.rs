@@ -24,7 +24,7 @@ use crate::fault::{FaultHandler, LocalPages, Outcome};
 use crate::keeper::Keeper;
 use crate::lazy::LazyMap;
 use crate::pageset::PageSet;
-use crate::peer::{LaneTable, STALL_TIMEOUT};
+use crate::peer::{PeerLanes, STALL_TIMEOUT};
 use crate::preflight;
 use crate::restore::{RestoreError, Restorer, Stub};
 use crate::store::PageStore;
@@ -186,7 +186,7 @@ pub fn serve(
     host: &str,
     local: std::net::IpAddr,
     mut ctl: PeerStream,
-    lanes: &LaneTable,
+    lanes: &PeerLanes<'_>,
     stub: &Path,
     seen: &SeenIds,
     lineages: &Lineages,
@@ -325,7 +325,7 @@ fn rebuild(
     image: &ProcessImage,
     prefetch: u32,
     store: Option<PageStore>,
-    lanes: &LaneTable,
+    lanes: &PeerLanes<'_>,
     (stub_exe, stub): (&Path, Stub),
     lineages: &Lineages,
     host: &str,

@@ -159,29 +159,53 @@ fn keep_alive(tcp: &TcpStream) {
     }
 }
 
-/// Incoming data lanes waiting for the control session that owns them.
+/// Incoming data lanes waiting for the control session that owns them,
+/// by lane and by the host that opened it (the name its key proves).
 #[derive(Default)]
 pub struct LaneTable {
-    waiting: Mutex<HashMap<Lane, (Instant, PeerStream)>>,
+    waiting: Mutex<HashMap<(Lane, String), (Instant, PeerStream)>>,
     arrived: Condvar,
 }
 
+/// The lanes a control session may take: those opened by its own peer.
+pub struct PeerLanes<'a> {
+    table: &'a LaneTable,
+    from: String,
+}
+
+impl PeerLanes<'_> {
+    /// Waits up to `timeout` for `lane` from this session's peer; a lane
+    /// of the same name from another host is never handed over.
+    pub fn take(&self, lane: Lane, timeout: Duration) -> Option<PeerStream> {
+        self.table.take(lane, &self.from, timeout)
+    }
+}
+
 impl LaneTable {
-    /// Parks an accepted lane.
-    pub fn put(&self, lane: Lane, s: PeerStream) {
+    /// Parks a lane that host `from` opened.
+    pub fn put(&self, lane: Lane, from: &str, s: PeerStream) {
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         // Lanes nobody claimed within a minute are dropped.
         w.retain(|_, (t, _)| t.elapsed() < Duration::from_secs(60));
-        w.insert(lane, (Instant::now(), s));
+        w.insert((lane, from.to_string()), (Instant::now(), s));
         self.arrived.notify_all();
     }
 
-    /// Waits up to `timeout` for `lane`.
-    pub fn take(&self, lane: Lane, timeout: Duration) -> Option<PeerStream> {
+    /// The lanes of a control session with host `from`.
+    pub fn of_peer(&self, from: &str) -> PeerLanes<'_> {
+        PeerLanes {
+            table: self,
+            from: from.to_string(),
+        }
+    }
+
+    /// Waits up to `timeout` for `lane` opened by host `from`.
+    fn take(&self, lane: Lane, from: &str, timeout: Duration) -> Option<PeerStream> {
         let deadline = Instant::now() + timeout;
+        let key = (lane, from.to_string());
         let mut w = self.waiting.lock().unwrap_or_else(|e| e.into_inner());
         loop {
-            if let Some((_, s)) = w.remove(&lane) {
+            if let Some((_, s)) = w.remove(&key) {
                 return Some(s);
             }
             let now = Instant::now();
@@ -272,4 +296,21 @@ impl Drop for Heartbeat {
 /// Whether a transport error is a read that timed out.
 pub fn is_timeout(e: &FrameError) -> bool {
     matches!(e, FrameError::Io(io) if matches!(io.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lane_goes_only_to_a_session_with_the_host_that_opened_it() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let table = LaneTable::default();
+        table.put(Lane::Deputy(7), "host3", PeerStream::plain(c));
+        let wait = Duration::from_millis(50);
+        assert!(table.of_peer("host1").take(Lane::Deputy(7), wait).is_none());
+        assert!(table.of_peer("host3").take(Lane::Deputy(8), wait).is_none());
+        assert!(table.of_peer("host3").take(Lane::Deputy(7), wait).is_some());
+    }
 }

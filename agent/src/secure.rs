@@ -512,7 +512,7 @@ fn broken() -> io::Error {
 }
 
 impl PeerStream {
-    fn plain(tcp: TcpStream) -> Self {
+    pub(crate) fn plain(tcp: TcpStream) -> Self {
         PeerStream { tcp, channel: None }
     }
 
