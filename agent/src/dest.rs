@@ -231,8 +231,11 @@ pub fn serve(
         },
     )?;
 
-    // 2. Pre-copy rounds, if any, then the core.
+    // 2. Pre-copy rounds, if any, then the core. Pages held before the
+    // image arrives are bounded by this host's memory: no process larger
+    // could be rebuilt here anyway.
     let mut store: Option<PageStore> = None;
+    let most_held = memory_pages().unwrap_or(u64::MAX);
     let (id, mut image, opts) = loop {
         let msg = match frame::read_frame(&mut ctl) {
             Ok(Frame::Pages(h, data)) => {
@@ -245,6 +248,11 @@ pub fn serve(
                     s.put(h.addr, &data).map_err(|e| {
                         DestError::Protocol(format!("keeping pre-copied pages: {e}"))
                     })?;
+                    if s.held().pages() > most_held {
+                        return Err(DestError::Protocol(format!(
+                            "pre-copy sent more pages than this host's memory ({most_held} pages)"
+                        )));
+                    }
                 }
                 continue;
             }

@@ -83,7 +83,8 @@ pub fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
     parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))
 }
 
-fn parse_stat(text: &str) -> Option<Vec<String>> {
+/// The fields of a `/proc/PID/stat` line (the command name whole).
+pub fn parse_stat(text: &str) -> Option<Vec<String>> {
     let close = text.rfind(')')?;
     Some(
         text[close + 1..]
@@ -439,10 +440,13 @@ impl FdInfo {
             .filter_map(|(_, v)| {
                 let get = |key: &str| v.split_whitespace().find_map(|w| w.strip_prefix(key));
                 let handle = get("f_handle:")?;
-                let bytes = (0..handle.len() / 2)
-                    .map(|i| u8::from_str_radix(&handle[i * 2..i * 2 + 2], 16))
-                    .collect::<Result<Vec<u8>, _>>()
-                    .ok()?;
+                // Pairs of hex digits; anything else (not ASCII, say) is no
+                // handle rather than a slice across a character.
+                let bytes = handle
+                    .as_bytes()
+                    .chunks_exact(2)
+                    .map(|p| u8::from_str_radix(std::str::from_utf8(p).ok()?, 16).ok())
+                    .collect::<Option<Vec<u8>>>()?;
                 Some((
                     get("wd:")?.parse().ok()?,
                     u64::from_str_radix(get("sdev:")?, 16).ok()?,
@@ -699,6 +703,28 @@ pub fn auxv_pairs(raw: &[u8]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_inotify_handle_that_is_not_hex_is_no_handle() {
+        let info = |handle: &str| {
+            FdInfo {
+            fd: 3,
+            target: "anon_inode:inotify".into(),
+            flags: 0,
+            pos: 0,
+            mode: 0,
+            rdev: 0,
+            ino: 0,
+            extra: vec![(
+                "inotify".into(),
+                format!("wd:1 ino:2 sdev:3 mask:4 ignored_mask:0 fhandle-bytes:8 fhandle-type:1 f_handle:{handle}"),
+            )],
+        }
+        };
+        assert_eq!(info("0a0b").inotify_watches()[0].4, vec![10, 11]);
+        assert!(info("\u{e9}a").inotify_watches().is_empty());
+        assert!(info("zz").inotify_watches().is_empty());
+    }
 
     #[test]
     fn parses_epoll_registrations() {

@@ -315,6 +315,22 @@ fn migrate_process(
                         ship.push((fd, private));
                     }
                 }
+                // All of them together within the same budget: they travel
+                // in the image, in the freeze.
+                let total: u64 = insp
+                    .needs
+                    .iter()
+                    .filter_map(|n| n.ship)
+                    .filter(|(fd, _)| ship.iter().any(|(f, _)| f == fd))
+                    .map(|(_, size)| size)
+                    .sum();
+                if too_big.is_empty() && total > cx.ship_limit {
+                    too_big.push(format!(
+                        "the files to ship take {total} bytes together, over the shipping limit \
+                         of {} bytes",
+                        cx.ship_limit
+                    ));
+                }
                 if !too_big.is_empty() {
                     return refused(too_big);
                 }

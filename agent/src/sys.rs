@@ -437,23 +437,31 @@ fn sock_diag_dump(body: &[u8]) -> io::Result<Vec<Vec<u8>>> {
         if n <= 0 {
             break;
         }
-        let n = n as usize;
-        let mut off = 0usize;
-        while off + 16 <= n {
-            let len =
-                u32::from_ne_bytes([buf[off], buf[off + 1], buf[off + 2], buf[off + 3]]) as usize;
-            let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
-            if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
-                return Ok(out);
-            }
-            if len < 16 || off + len > n {
-                return Ok(out);
-            }
-            out.push(buf[off + 16..off + len].to_vec());
-            off += (len + 3) & !3;
+        if !split_netlink(&buf[..n as usize], &mut out) {
+            return Ok(out);
         }
     }
     Ok(out)
+}
+
+/// Appends the payload of each netlink message in `buf` (one datagram of
+/// a dump) to `out`; false once the dump is over (done, an error, or a
+/// message that does not fit).
+pub fn split_netlink(buf: &[u8], out: &mut Vec<Vec<u8>>) -> bool {
+    let mut off = 0usize;
+    while off + 16 <= buf.len() {
+        let len = u32_at(buf, off) as usize;
+        let kind = u16::from_ne_bytes([buf[off + 4], buf[off + 5]]);
+        if kind == libc::NLMSG_DONE as u16 || kind == libc::NLMSG_ERROR as u16 {
+            return false;
+        }
+        if len < 16 || len > buf.len() - off {
+            return false;
+        }
+        out.push(buf[off + 16..off + len].to_vec());
+        off += (len + 3) & !3;
+    }
+    true
 }
 
 fn u32_at(b: &[u8], o: usize) -> u32 {
@@ -505,38 +513,43 @@ pub fn unix_sockets() -> io::Result<Vec<UnixSocket>> {
     body[4..8].copy_from_slice(&u32::MAX.to_ne_bytes()); // all states
                                                          // udiag_show: NAME (1) | PEER (4) | RQLEN (16)
     body[12..16].copy_from_slice(&(1u32 | 4 | 16).to_ne_bytes());
-    let mut out = Vec::new();
-    for m in sock_diag_dump(&body)? {
-        if m.len() < 16 {
-            continue;
-        }
-        let mut s = UnixSocket {
-            inode: u64::from(u32_at(&m, 4)),
-            stype: m[1],
-            state: m[2],
-            peer: 0,
-            name: None,
-            queues: (0, 0),
-        };
-        // rtattrs after the 16-byte unix_diag_msg.
-        let mut a = 16;
-        while a + 4 <= m.len() {
-            let alen = u16::from_ne_bytes([m[a], m[a + 1]]) as usize;
-            let atype = u16::from_ne_bytes([m[a + 2], m[a + 3]]);
-            if alen < 4 || a + alen > m.len() {
-                break;
-            }
-            match atype {
-                0 => s.name = Some(m[a + 4..a + alen].to_vec()),
-                2 if alen >= 8 => s.peer = u64::from(u32_at(&m, a + 4)),
-                4 if alen >= 12 => s.queues = (u32_at(&m, a + 4), u32_at(&m, a + 8)),
-                _ => {}
-            }
-            a += (alen + 3) & !3;
-        }
-        out.push(s);
+    Ok(sock_diag_dump(&body)?
+        .iter()
+        .filter_map(|m| parse_unix_diag(m))
+        .collect())
+}
+
+/// One `unix_diag_msg` with its attributes (name, peer, queue lengths);
+/// `None` if it is too short to be one.
+pub fn parse_unix_diag(m: &[u8]) -> Option<UnixSocket> {
+    if m.len() < 16 {
+        return None;
     }
-    Ok(out)
+    let mut s = UnixSocket {
+        inode: u64::from(u32_at(m, 4)),
+        stype: m[1],
+        state: m[2],
+        peer: 0,
+        name: None,
+        queues: (0, 0),
+    };
+    // rtattrs after the 16-byte unix_diag_msg.
+    let mut a = 16;
+    while a + 4 <= m.len() {
+        let alen = u16::from_ne_bytes([m[a], m[a + 1]]) as usize;
+        let atype = u16::from_ne_bytes([m[a + 2], m[a + 3]]);
+        if alen < 4 || a + alen > m.len() {
+            break;
+        }
+        match atype {
+            0 => s.name = Some(m[a + 4..a + alen].to_vec()),
+            2 if alen >= 8 => s.peer = u64::from(u32_at(m, a + 4)),
+            4 if alen >= 12 => s.queues = (u32_at(m, a + 4), u32_at(m, a + 8)),
+            _ => {}
+        }
+        a += (alen + 3) & !3;
+    }
+    Some(s)
 }
 
 /// The bytes (stream) or datagrams waiting to be read on Unix socket `s`,
