@@ -684,7 +684,8 @@ fn rebuild(
             info!(id, new_pid, "post-copy complete");
             if has_terminal {
                 // The source turns the original into a deputy now.
-                match lanes.take(Lane::Deputy(id), Duration::from_secs(30)) {
+                let home = &image.lineage.home;
+                match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
                     Some(lane) => {
                         crate::deputy::serve_remote(new_pid, lane, deputy_pidfd, deputy_tx, rx)
                     }

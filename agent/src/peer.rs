@@ -179,6 +179,13 @@ impl PeerLanes<'_> {
     pub fn take(&self, lane: Lane, timeout: Duration) -> Option<PeerStream> {
         self.table.take(lane, &self.from, timeout)
     }
+
+    /// Waits up to `timeout` for `lane` opened by host `from`: the lane of
+    /// a deputy comes from the process's home host, where the deputy
+    /// lives, whichever host the process moves from.
+    pub fn take_from(&self, lane: Lane, from: &str, timeout: Duration) -> Option<PeerStream> {
+        self.table.take(lane, from, timeout)
+    }
 }
 
 impl LaneTable {
