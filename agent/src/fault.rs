@@ -43,6 +43,33 @@ const MAX_SPACES: usize = 256;
 /// should go, events applied in between.
 const MAX_MISSING: u32 = 3;
 
+/// Reaps `pids`, killed descendants of a restored process: with their
+/// parent dead too they become this agent's children (it is a subreaper),
+/// and nothing else waits for them. Bounded: a few seconds, on a thread.
+fn reap_orphans(mut pids: Vec<i32>) {
+    if pids.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("reap".into())
+        .spawn(move || {
+            for _ in 0..100 {
+                pids.retain(|&p| !crate::sys::try_reap(p) && crate::sys::kill(p, 0).is_ok());
+                if pids.is_empty() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            warn!(
+                left = pids.len(),
+                "killed children of a failed post-copy not reaped"
+            );
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "no thread to reap the children of a failed post-copy");
+    }
+}
+
 /// Paces retries: at once the first few times, then short sleeps.
 fn pause(attempt: u32) {
     if attempt > 3 {
@@ -226,12 +253,18 @@ impl FaultHandler {
             // Children it forked during post-copy wait for pages too: they
             // die before their userfaultfds close (a fault on a closed one
             // would read zeros).
-            if let Some(pid) = crate::procfs::pidfd_pid(&self.pidfd) {
-                for child in crate::procfs::descendants(pid, 4 * MAX_SPACES) {
-                    let _ = crate::sys::kill(child, libc::SIGKILL);
-                }
-            }
+            // The process first: with SIGKILL pending it forks no more
+            // (the kernel aborts a fork then). Its children, read before
+            // and after, die too.
+            let pid = crate::procfs::pidfd_pid(&self.pidfd);
+            let before = pid.map(|p| crate::procfs::descendants(p, 4 * MAX_SPACES));
             let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+            let after = pid.map(|p| crate::procfs::descendants(p, 4 * MAX_SPACES));
+            let mut killed: Vec<i32> = before.into_iter().chain(after).flatten().collect();
+            killed.sort_unstable();
+            killed.dedup();
+            killed.retain(|&child| crate::sys::kill(child, libc::SIGKILL).is_ok());
+            reap_orphans(killed);
         }
         // Closing the userfaultfds unregisters every range: from now on the
         // kernel serves the process's faults itself.

@@ -535,3 +535,83 @@ fn a_process_forking_in_a_loop_during_postcopy_moves_intact() {
         .args(["-KILL", &new_pid.to_string()])
         .status();
 }
+
+/// `python3 -c SPAWNER`: holds 32 MiB, ticks, and on SIGUSR2 forks 300
+/// children that sleep.
+const SPAWNER: &str = r#"
+import os, signal, time
+os.closerange(3, 4096)
+mem = bytearray(32 << 20)
+mem[::4096] = b"\x01" * len(mem[::4096])
+go = []
+signal.signal(signal.SIGUSR2, lambda *a: go.append(1))
+print("pid", os.getpid(), flush=True)
+for i in range(1, 6001):
+    if go:
+        go.clear()
+        for _ in range(300):
+            if os.fork() == 0:
+                time.sleep(60)
+                os._exit(0)
+        print("forked", flush=True)
+    print("tick", i, time.time_ns(), flush=True)
+    time.sleep(0.02)
+"#;
+
+#[test]
+fn a_fork_loop_past_the_bound_during_postcopy_fails_cleanly() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("spawner.out"),
+        "/usr/bin/python3",
+        &["-c", SPAWNER],
+    );
+    assert!(w.wait_for("tick 5", 30), "{}", w.text());
+    // Once it runs on host2 (a slow push: post-copy lasts), it forks 300
+    // children that wait for pages: past the 256 address spaces followed.
+    let h2_pid = std::sync::Mutex::new(None);
+    let out = std::thread::scope(|s| {
+        s.spawn(|| {
+            if wait_until(60, || !pids_named(c.h2(), "python3").is_empty()) {
+                let p = pids_named(c.h2(), "python3")[0];
+                *h2_pid.lock().unwrap() = Some(p);
+                let _ = c
+                    .h2()
+                    .command("kill")
+                    .args(["-USR2", &p.to_string()])
+                    .status();
+            }
+        });
+        c.migrate(&[
+            &w.pid.to_string(),
+            "--to",
+            "host2",
+            "--push-rate",
+            "2",
+            "--on-loss",
+            "resume",
+        ])
+    });
+    assert!(
+        h2_pid.lock().unwrap().is_some(),
+        "never ran on host2\n{}",
+        c.logs()
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("address spaces"),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    // The copy and every child it forked are gone from host2; the original
+    // runs on host1 again.
+    assert!(
+        wait_until(20, || pids_named(c.h2(), "python3").is_empty()),
+        "left on host2: {:?}",
+        pids_named(c.h2(), "python3")
+    );
+    assert_untouched(&c, &w);
+}
