@@ -573,6 +573,31 @@ impl PeerStream {
     }
 }
 
+/// For the fuzz target of the record parser (`fuzz/fuzz_targets/records.rs`):
+/// a Noise link over loopback between `a` (dialling) and `b`, returned as
+/// `b`'s end, ready to read, and the raw TCP stream of `a`'s end, through
+/// which anything can be sent to it as if on the wire.
+#[doc(hidden)]
+pub fn fuzz_link(a: &Security, b: &Security) -> io::Result<(PeerStream, TcpStream)> {
+    let l = std::net::TcpListener::bind("127.0.0.1:0")?;
+    let addr = l.local_addr()?;
+    let dialled = TcpStream::connect(addr)?;
+    let (accepted, _) = l.accept()?;
+    let raw = dialled.try_clone()?;
+    let (ours, theirs) = std::thread::scope(|s| {
+        let t = s.spawn(|| a.initiate(dialled));
+        let theirs = b.respond(accepted);
+        (t.join(), theirs)
+    });
+    let bad = |e: HandshakeError| io::Error::other(e.to_string());
+    drop(
+        ours.map_err(|_| io::Error::other("handshake thread panicked"))?
+            .map_err(bad)?,
+    );
+    let (stream, _) = theirs.map_err(bad)?;
+    Ok((stream, raw))
+}
+
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
