@@ -47,7 +47,14 @@ fn tell_in(mem: &RemoteMem, pid: i32, addr: u64, phase: Phase) -> Option<u32> {
     }
     let tid = listener(pid)?;
     let seq = next_seq();
-    match sys::queue_to_thread(pid, tid, SIGNAL, phase.value(seq)) {
+    let value = phase.value(seq);
+    // The listener acts only on a signal whose value the block holds.
+    let at = addr + migrate_proto::shim::off::NOTICE as u64;
+    if let Err(e) = mem.write(at, &value.to_le_bytes()) {
+        warn!(pid, error = %e, "cannot write the shim's notice");
+        return None;
+    }
+    match sys::queue_to_thread(pid, tid, SIGNAL, value) {
         Ok(()) => Some(seq),
         Err(e) => {
             warn!(pid, tid, error = %e, "cannot signal the shim's listener");

@@ -25,6 +25,7 @@ pub struct Block {
     host: [u8; HOST_LEN],
     tids: [[i32; 2]; MAX_TIDS],
     reconnected: [i32; MAX_RECONNECTED],
+    notice: u32,
 }
 
 const _: () = {
@@ -41,6 +42,7 @@ const _: () = {
     assert!(offset_of!(Block, host) == off::HOST);
     assert!(offset_of!(Block, tids) == off::TIDS);
     assert!(offset_of!(Block, reconnected) == off::RECONNECTED);
+    assert!(offset_of!(Block, notice) == off::NOTICE);
     assert!(std::mem::size_of::<Block>() >= SIZE);
     assert!(std::mem::size_of::<Block>() == 4096);
 };
@@ -50,7 +52,8 @@ struct Shared(UnsafeCell<Block>);
 // SAFETY: every access is a volatile read or write of one aligned 32-bit
 // word (see `get`/`set`); concurrent writers never write the same word
 // (the shim's words and the agent's are disjoint, and the agent writes
-// only while every thread is stopped).
+// only while every thread is stopped, but for `notice`, which it writes
+// before the signal that makes the listener read it).
 unsafe impl Sync for Shared {}
 
 static STATE: Shared = Shared(UnsafeCell::new(Block {
@@ -67,6 +70,7 @@ static STATE: Shared = Shared(UnsafeCell::new(Block {
     host: [0; HOST_LEN],
     tids: [[0; 2]; MAX_TIDS],
     reconnected: [0; MAX_RECONNECTED],
+    notice: 0,
 }));
 
 /// Address of the block in this process (what the agent is told).

@@ -139,6 +139,11 @@ fn listen() {
         }
         // SAFETY: a signal queued with a value (SI_QUEUE) carries it here.
         let value = unsafe { info.si_value() }.sival_ptr as usize as u32;
+        // Only notices from the agent: it writes the value into the block
+        // before it sends the signal.
+        if block::get(off::NOTICE) != value {
+            continue;
+        }
         let Some(phase) = Phase::of(value) else {
             continue;
         };

@@ -13,6 +13,20 @@ mod common;
 use common::*;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+/// `python3 -c FORGE_NOTICE PID TID`: queues the shim's signal (62) to
+/// thread TID of PID with a freeze value, then a resume value, as the
+/// agent would (`rt_tgsigqueueinfo`), without writing the block.
+const FORGE_NOTICE: &str = r#"
+import ctypes, os, struct, sys, time
+pid, tid = int(sys.argv[1]), int(sys.argv[2])
+libc = ctypes.CDLL(None, use_errno=True)
+for value in (0x12301, 0x12302):
+    info = struct.pack("iii4xiIQ", 62, 0, -1, os.getpid(), 0, value).ljust(128, b"\0")
+    buf = ctypes.create_string_buffer(info, 128)
+    if libc.syscall(297, pid, tid, 62, buf) != 0:
+        sys.exit("rt_tgsigqueueinfo: errno %d" % ctypes.get_errno())
+    time.sleep(0.2)
+"#;
 
 /// `migrate list` on `host`: pid → (origin, moves, cooperating).
 fn listed(c: &Cluster, host: &migrate_tests::lab::Host) -> Vec<(i32, String, u32, bool)> {
@@ -137,6 +151,30 @@ fn cooperating_program_across_three_migrations(
         PidHolder::take(c.h2(), vtid2).expect("thread id taken on host2"),
     ];
     let ids = |host: &Host, pid: i32| answer(&p, host, pid, "-USR2", "ids ", 20);
+
+    // 0. A notice the agent did not send (queued to the shim's listener
+    // thread with a freeze and a resume value) runs no callback.
+    let listener = fs::read_dir(c.h1().root_path(format!("proc/{vpid}/task")))
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .find(|t| {
+            fs::read_to_string(c.h1().root_path(format!("proc/{vpid}/task/{t}/comm")))
+                .is_ok_and(|n| n.trim_end() == "migrate-shim")
+        })
+        .expect("the shim's listener thread");
+    let forged = c
+        .h1()
+        .command("/usr/bin/python3")
+        .args(["-c", FORGE_NOTICE, &vpid.to_string(), &listener.to_string()])
+        .output()
+        .unwrap();
+    assert!(forged.status.success(), "{forged:?}");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        lines_of(&p, "freeze ").is_empty() && lines_of(&p, "resume ").is_empty(),
+        "a forged notice ran the callbacks: {}",
+        p.text()
+    );
     let expected = format!("ids {vpid} {vpid} {vppid} {vpid} {vpid} {vppid} {vtid2} {vtid2} 1 1");
     assert_eq!(ids(c.h1(), vpid), expected);
     assert_eq!(

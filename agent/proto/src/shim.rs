@@ -15,7 +15,7 @@
 /// `magic` of an initialised block.
 pub const MAGIC: u64 = u64::from_le_bytes(*b"MGSHIM\0\x01");
 /// Layout version this module reads and writes.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// Threads whose real id differs from their virtual one, at most.
 pub const MAX_TIDS: usize = 256;
 /// Reconnected descriptors reported to the resume callbacks, at most.
@@ -23,7 +23,7 @@ pub const MAX_RECONNECTED: usize = 64;
 /// Bytes of the host name field (NUL-terminated).
 pub const HOST_LEN: usize = 64;
 /// Bytes of the block the agents read and write.
-pub const SIZE: usize = off::RECONNECTED + 4 * MAX_RECONNECTED;
+pub const SIZE: usize = off::NOTICE + 4;
 /// Name (`comm`) of the shim's listener thread.
 pub const LISTENER_NAME: &str = "migrate-shim";
 /// The real-time signal (SIGRTMAX - 2) the agents send the listener
@@ -59,6 +59,10 @@ pub mod off {
     pub const TIDS: usize = HOST + super::HOST_LEN;
     /// `[i32; MAX_RECONNECTED]`: descriptors reconnected at the last move.
     pub const RECONNECTED: usize = TIDS + 8 * super::MAX_TIDS;
+    /// `u32`: the value of the notice the agent is sending: written by the
+    /// agent before it queues [`super::SIGNAL`]; the listener ignores a
+    /// signal whose value is not this (one its agent did not send).
+    pub const NOTICE: usize = RECONNECTED + 4 * super::MAX_RECONNECTED;
 }
 
 /// `FLAGS` bit: `VPPID` holds the virtual parent (else `getppid` is the
