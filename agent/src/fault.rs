@@ -35,9 +35,9 @@ const MAX_SAMPLES: usize = 4096;
 /// How long an install may keep meeting mm changes (a process that
 /// unmaps and remaps all the time) before post-copy gives up.
 const RETRY_FOR: Duration = Duration::from_secs(10);
-/// Most address spaces followed at once (the process and the children it
-/// forks during post-copy, each waiting for the same pages): past it,
-/// post-copy fails rather than let a fork loop grow the agent.
+/// Most address spaces waiting for pages at once (the process and the
+/// children it forks during post-copy): past it, post-copy fails rather
+/// than let a fork loop grow the agent.
 const MAX_SPACES: usize = 256;
 /// Attempts in a row that find no registered mapping where a pending page
 /// should go, events applied in between.
@@ -68,6 +68,11 @@ fn reap_orphans(mut pids: Vec<i32>) {
     if let Err(e) = spawned {
         warn!(error = %e, "no thread to reap the children of a failed post-copy");
     }
+}
+
+/// Address spaces with pages still to come.
+fn waiting_spaces(st: &State) -> usize {
+    st.spaces.iter().filter(|s| s.map.left() > 0).count()
 }
 
 /// Paces retries: at once the first few times, then short sleeps.
@@ -244,6 +249,40 @@ impl FaultHandler {
         self.end_locked(&mut st, outcome);
     }
 
+    /// Kills the restored process and every descendant: children it forked
+    /// during post-copy wait for pages too and must die before their
+    /// userfaultfds close (a fault on a closed one would read zeros). The
+    /// tree is stopped first, until no new member appears (a stopped
+    /// process forks no more, and a fork under way ends with the child on
+    /// its parent's list), so none escapes by being reparented; then all
+    /// are killed and reaped as they fall to this agent.
+    fn kill_tree(&self) {
+        let Some(pid) = crate::procfs::pidfd_pid(&self.pidfd) else {
+            let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+            return;
+        };
+        let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGSTOP);
+        let mut tree: Vec<i32> = Vec::new();
+        for _ in 0..100 {
+            let mut new = 0;
+            for p in crate::procfs::descendants(pid, 4 * MAX_SPACES) {
+                if !tree.contains(&p) {
+                    let _ = crate::sys::kill(p, libc::SIGSTOP);
+                    tree.push(p);
+                    new += 1;
+                }
+            }
+            // Stopped, or asleep in a fault (where it cannot fork either).
+            if new == 0 && crate::procfs::is_stopped_or_faulting(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+        tree.retain(|&p| crate::sys::kill(p, libc::SIGKILL).is_ok());
+        reap_orphans(tree);
+    }
+
     fn end_locked(&self, st: &mut State, outcome: Outcome) {
         if st.outcome.is_some() {
             return;
@@ -253,18 +292,7 @@ impl FaultHandler {
             // Children it forked during post-copy wait for pages too: they
             // die before their userfaultfds close (a fault on a closed one
             // would read zeros).
-            // The process first: with SIGKILL pending it forks no more
-            // (the kernel aborts a fork then). Its children, read before
-            // and after, die too.
-            let pid = crate::procfs::pidfd_pid(&self.pidfd);
-            let before = pid.map(|p| crate::procfs::descendants(p, 4 * MAX_SPACES));
-            let _ = crate::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
-            let after = pid.map(|p| crate::procfs::descendants(p, 4 * MAX_SPACES));
-            let mut killed: Vec<i32> = before.into_iter().chain(after).flatten().collect();
-            killed.sort_unstable();
-            killed.dedup();
-            killed.retain(|&child| crate::sys::kill(child, libc::SIGKILL).is_ok());
-            reap_orphans(killed);
+            self.kill_tree();
         }
         // Closing the userfaultfds unregisters every range: from now on the
         // kernel serves the process's faults itself.
@@ -447,6 +475,17 @@ impl FaultHandler {
     fn check_complete(&self, st: &mut State) {
         if st.outcome.is_none() && st.spaces.iter().all(|s| s.map.left() == 0) {
             self.end_locked(st, Outcome::Complete);
+            return;
+        }
+        // A forked child's space with every page in needs no handler:
+        // closing its userfaultfd lets the kernel serve its faults (an
+        // exited child's space would otherwise linger, as nothing installs
+        // into it any more). The process's own space stays to the end: the
+        // keeper holds a copy of its userfaultfd.
+        let before = st.spaces.len();
+        st.spaces.retain(|s| s.id == 0 || s.map.left() > 0);
+        if st.spaces.len() != before {
+            st.generation += 1;
         }
     }
 
@@ -475,7 +514,7 @@ impl FaultHandler {
     fn apply(&self, st: &mut State, id: u64, ev: Event, read_at: Instant) {
         match ev {
             Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid, read_at)),
-            Event::Fork { ufd } if st.spaces.len() >= MAX_SPACES => {
+            Event::Fork { ufd } if waiting_spaces(st) >= MAX_SPACES => {
                 drop(uffd::adopt(ufd));
                 let why = format!(
                     "the process forked past {MAX_SPACES} address spaces waiting for pages \
@@ -491,6 +530,10 @@ impl FaultHandler {
                         .find(|s| s.id == id)
                         .map(|s| s.map.clone())
                         .unwrap_or_default();
+                    if map.left() == 0 {
+                        // Nothing pending for it: no handler needed.
+                        return;
+                    }
                     let nid = st.next_id;
                     st.next_id += 1;
                     debug!(parent = id, child = nid, left = map.left(), "fork");

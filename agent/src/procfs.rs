@@ -358,6 +358,20 @@ pub fn descendants(pid: i32, limit: usize) -> Vec<i32> {
     found
 }
 
+/// Whether every thread of `pid` is stopped (`T`, `t`) or asleep in the
+/// kernel (`S`, `D`: a fault waiting for its page), so that it cannot
+/// fork; false when it is gone.
+pub fn is_stopped_or_faulting(pid: i32) -> bool {
+    let Ok(tids) = tids(pid) else { return false };
+    !tids.is_empty()
+        && tids.iter().all(|t| {
+            fs::read_to_string(format!("/proc/{pid}/task/{t}/stat"))
+                .ok()
+                .and_then(|st| st.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
+                .is_some_and(|r| matches!(r.chars().next(), Some('T' | 't' | 'S' | 'D')))
+        })
+}
+
 /// The pid a pidfd of ours refers to (`Pid:` of its fdinfo), if it still
 /// runs.
 pub fn pidfd_pid(pidfd: &std::os::fd::OwnedFd) -> Option<i32> {
