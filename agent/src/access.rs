@@ -16,8 +16,6 @@ use crate::procfs;
 /// tells.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Caller {
-    /// Its process.
-    pub pid: i32,
     /// Its uid (0: root, who may act on any process).
     pub uid: u32,
     /// Its gid.
@@ -26,11 +24,7 @@ pub struct Caller {
 
 impl Caller {
     /// Root, for the agent's own uses.
-    pub const ROOT: Caller = Caller {
-        pid: 0,
-        uid: 0,
-        gid: 0,
-    };
+    pub const ROOT: Caller = Caller { uid: 0, gid: 0 };
 
     /// Whether the caller is root, to whom the kernel lets any process be
     /// traced.
@@ -81,18 +75,25 @@ pub struct Credentials {
     pub proc_owner: u32,
     /// Whether it is in this agent's user namespace.
     pub same_user_ns: bool,
+    /// Supplementary groups.
+    pub groups: Vec<u32>,
 }
 
 impl Credentials {
     /// Reads them for `pid`.
     pub fn of(pid: i32) -> Result<Credentials, Denied> {
+        let status = procfs::status(pid).map_err(|_| Denied::NoProcess(pid))?;
+        Credentials::from_status(pid, &status)
+    }
+
+    /// Reads them for `pid`, whose `/proc/PID/status` was read as `status`.
+    pub fn from_status(pid: i32, status: &[(String, String)]) -> Result<Credentials, Denied> {
         let gone = |_| Denied::NoProcess(pid);
-        let status = procfs::status(pid).map_err(gone)?;
         let proc_owner = fs::metadata(format!("/proc/{pid}")).map_err(gone)?.uid();
         let theirs = fs::metadata(format!("/proc/{pid}/ns/user")).map_err(gone)?;
         let ours = fs::metadata("/proc/self/ns/user").map_err(gone)?;
         let four = |key: &str| -> Result<[u32; 4], Denied> {
-            let v = procfs::status_nums(&status, key);
+            let v = procfs::status_nums(status, key);
             match v.as_slice() {
                 [a, b, c, d] => Ok([*a as u32, *b as u32, *c as u32, *d as u32]),
                 _ => Err(Denied::NoProcess(pid)),
@@ -101,10 +102,25 @@ impl Credentials {
         Ok(Credentials {
             uids: four("Uid")?,
             gids: four("Gid")?,
-            cap_permitted: procfs::status_hex(&status, "CapPrm"),
+            cap_permitted: procfs::status_hex(status, "CapPrm"),
             proc_owner,
             same_user_ns: (theirs.dev(), theirs.ino()) == (ours.dev(), ours.ino()),
+            groups: procfs::status_nums(status, "Groups")
+                .into_iter()
+                .map(|g| g as u32)
+                .collect(),
         })
+    }
+
+    /// Who the process is to the filesystem once rebuilt: its effective
+    /// uid and gid (`setresuid` makes them the filesystem ids, as the
+    /// destination's [`crate::restore::Restorer`] does) and its groups.
+    pub fn fs(&self) -> migrate_proto::image::FsCreds {
+        migrate_proto::image::FsCreds {
+            uid: self.uids[1],
+            gid: self.gids[1],
+            groups: self.groups.clone(),
+        }
     }
 }
 
@@ -156,26 +172,6 @@ pub fn check(caller: &Caller, pid: i32, creds: &Credentials) -> Result<(), Denie
     Ok(())
 }
 
-/// Who process `pid` is to the filesystem: its filesystem uid and gid and
-/// its supplementary groups.
-pub fn fs_creds(pid: i32) -> Result<migrate_proto::image::FsCreds, Denied> {
-    let status = procfs::status(pid).map_err(|_| Denied::NoProcess(pid))?;
-    let fourth = |key: &str| {
-        procfs::status_nums(&status, key)
-            .get(3)
-            .map(|&v| v as u32)
-            .ok_or(Denied::NoProcess(pid))
-    };
-    Ok(migrate_proto::image::FsCreds {
-        uid: fourth("Uid")?,
-        gid: fourth("Gid")?,
-        groups: procfs::status_nums(&status, "Groups")
-            .into_iter()
-            .map(|g| g as u32)
-            .collect(),
-    })
-}
-
 /// Whether `caller` may act on process `pid` (migrate it, check it, see
 /// its descriptors), read from `/proc` now.
 pub fn authorize(caller: &Caller, pid: i32) -> Result<(), Denied> {
@@ -190,11 +186,7 @@ mod tests {
     use super::*;
 
     fn user(uid: u32) -> Caller {
-        Caller {
-            pid: 1,
-            uid,
-            gid: uid,
-        }
+        Caller { uid, gid: uid }
     }
 
     fn plain(uid: u32) -> Credentials {
@@ -204,6 +196,7 @@ mod tests {
             cap_permitted: 0,
             proc_owner: uid,
             same_user_ns: true,
+            groups: Vec::new(),
         }
     }
 
@@ -275,7 +268,6 @@ mod tests {
         let c = Credentials::of(me).unwrap();
         assert!(c.same_user_ns);
         let caller = Caller {
-            pid: me,
             uid: c.uids[0],
             gid: c.gids[0],
         };

@@ -173,7 +173,8 @@ impl Read for Deadline<'_> {
 }
 
 /// Writes replies to a local client while it reads them: once one has
-/// waited [`REPLY_DEADLINE`] in vain, the rest are dropped.
+/// waited [`REPLY_DEADLINE`] (the connection's write timeout) in vain, the
+/// rest are dropped.
 struct ClientWriter {
     s: UnixStream,
     gone: bool,
@@ -181,8 +182,7 @@ struct ClientWriter {
 
 impl ClientWriter {
     fn new(s: UnixStream) -> ClientWriter {
-        let gone = s.set_write_timeout(Some(REPLY_DEADLINE)).is_err();
-        ClientWriter { s, gone }
+        ClientWriter { s, gone: false }
     }
 
     fn send(&mut self, reply: &Reply) {
@@ -465,7 +465,6 @@ fn serve_control(
         frame::read_msg_within::<Request>(&mut Deadline { s, until }, MAX_REQUEST_LEN)
     };
     let caller = Caller {
-        pid: cred.pid,
         uid: cred.uid,
         gid: cred.gid,
     };
@@ -497,10 +496,15 @@ fn serve_control(
         },
         Request::Check { pid } => {
             let tcp = agent.lineages.get(pid, "").tcp;
-            match access::authorize(&caller, pid)
-                .map_err(|d| preflight::Refusal::one(d.to_string()))
-                .and_then(|()| preflight::inspect(pid, &caller, sys::getpid(), false, tcp))
-            {
+            // A caller who may not act on the process learns nothing of it
+            // but that.
+            let checked = access::authorize(&caller, pid)
+                .map_err(|d| (preflight::Refusal::one(d.to_string()), false))
+                .and_then(|()| {
+                    preflight::inspect(pid, &caller, sys::getpid(), false, tcp)
+                        .map_err(|r| (r, true))
+                });
+            match checked {
             Ok(i) => Reply::Movable {
                 summary: format!(
                     "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
@@ -512,9 +516,8 @@ fn serve_control(
                     preflight::describe_fds(pid, tcp).join("\n")
                 ),
             },
-            // A caller who may not act on the process learns nothing of it.
-            Err(r) if access::authorize(&caller, pid).is_err() => Reply::Refused { reasons: r.0 },
-            Err(r) => {
+            Err((r, false)) => Reply::Refused { reasons: r.0 },
+            Err((r, true)) => {
                 let mut reasons = r.0;
                 let fds = preflight::describe_fds(pid, tcp);
                 if !fds.is_empty() {
@@ -580,8 +583,8 @@ fn serve_control(
             } else {
                 match peer::connect(addr, &agent.config.name, Lane::Deputy(id), &agent.security) {
                     Ok((lane, _)) => {
-                        s.set_write_timeout(Some(REPLY_DEADLINE))?;
                         frame::write_msg(&mut s, &Reply::Bridged)?;
+                        // The bridge waits on the deputy as long as it lives.
                         s.set_write_timeout(None)?;
                         crate::deputy::bridge(s, lane);
                         return Ok(());
@@ -638,7 +641,6 @@ fn serve_control(
                             // The process asks for itself (migrate_request):
                             // it must hang up first, a connection to this
                             // agent cannot move with it.
-                            s.set_write_timeout(Some(REPLY_DEADLINE))?;
                             frame::write_msg(&mut s, &Reply::Accepted)?;
                             let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
                             let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
@@ -670,6 +672,7 @@ fn serve_control(
             }
         }
     };
-    ClientWriter::new(s).send(&reply);
+    // Bounded by the connection's write timeout.
+    let _ = frame::write_msg(&mut s, &reply);
     Ok(())
 }

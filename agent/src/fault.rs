@@ -524,16 +524,16 @@ impl FaultHandler {
             }
             Event::Fork { ufd } => match uffd::adopt(ufd) {
                 Ok(fd) => {
-                    let map = st
+                    // Nothing pending for the child: it needs no handler
+                    // (its userfaultfd closes here).
+                    let Some(map) = st
                         .spaces
                         .iter()
-                        .find(|s| s.id == id)
+                        .find(|s| s.id == id && s.map.left() > 0)
                         .map(|s| s.map.clone())
-                        .unwrap_or_default();
-                    if map.left() == 0 {
-                        // Nothing pending for it: no handler needed.
+                    else {
                         return;
-                    }
+                    };
                     let nid = st.next_id;
                     st.next_id += 1;
                     debug!(parent = id, child = nid, left = map.left(), "fork");

@@ -80,7 +80,8 @@ impl Handshakes {
     }
 
     /// Handshakes in flight.
-    pub fn in_flight(&self) -> usize {
+    #[cfg(test)]
+    fn in_flight(&self) -> usize {
         self.open.lock().unwrap_or_else(|e| e.into_inner()).1.len()
     }
 

@@ -10,24 +10,24 @@ use std::sync::Mutex;
 
 use migrate_proto::image::Lineage;
 
-/// Start time of `pid` in clock ticks since boot (`/proc/<pid>/stat`
-/// field 22), which tells a process from a later one with its pid.
+/// Of `pid`'s `/proc/<pid>/stat`, read once: its start time in clock ticks
+/// since boot (field 22), which tells a process from a later one with its
+/// pid, and where its stack starts (field 28), placed anew at every exec.
+fn stat_times(pid: i32) -> Option<(u64, u64)> {
+    let f = crate::procfs::stat_fields(pid).ok()?;
+    let field = |n: usize| f.get(n - 3)?.parse().ok();
+    Some((field(22)?, field(28)?))
+}
+
 fn start_time(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Field 3 (state) is the first after the command name.
-    rest.split_whitespace().nth(19)?.parse().ok()
+    stat_times(pid).map(|(start, _)| start)
 }
 
 /// What changes when a process execs: its program's file (device, inode)
-/// and where its stack starts (placed anew at every exec).
-fn exec_ident(pid: i32) -> Option<(u64, u64, u64)> {
+/// and where its stack starts (`stack`, from [`stat_times`]).
+fn exec_ident(pid: i32, stack: u64) -> Option<(u64, u64, u64)> {
     use std::os::unix::fs::MetadataExt;
     let exe = std::fs::metadata(format!("/proc/{pid}/exe")).ok()?;
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(')')?;
-    // Field 28 (startstack).
-    let stack = rest.split_whitespace().nth(25)?.parse().ok()?;
     Some((exe.dev(), exe.ino(), stack))
 }
 
@@ -45,18 +45,23 @@ pub struct Lineages {
 impl Lineages {
     /// Records `lineage` for the process `pid` as it is now.
     pub fn set(&self, pid: i32, lineage: Lineage) {
-        self.put(pid, exec_ident(pid).or(Some((0, 0, 0))), lineage);
+        let Some((t, stack)) = stat_times(pid) else {
+            return;
+        };
+        // A program that cannot be read matches none: no cooperation.
+        let exe = exec_ident(pid, stack).or(Some((0, 0, 0)));
+        self.put(pid, t, exe, lineage);
     }
 
     /// Records `lineage` for `pid`, which is about to exec the program it
     /// will be (`migrate run`): the entry holds through that exec, until
     /// [`Lineages::set`] records the program.
     pub fn set_before_exec(&self, pid: i32, lineage: Lineage) {
-        self.put(pid, None, lineage);
+        let Some(t) = start_time(pid) else { return };
+        self.put(pid, t, None, lineage);
     }
 
-    fn put(&self, pid: i32, exe: Option<(u64, u64, u64)>, lineage: Lineage) {
-        let Some(t) = start_time(pid) else { return };
+    fn put(&self, pid: i32, t: u64, exe: Option<(u64, u64, u64)>, lineage: Lineage) {
         let mut k = self.known.lock().unwrap_or_else(|e| e.into_inner());
         k.retain(|p, (t0, _, _)| start_time(*p) == Some(*t0));
         k.insert(pid, (t, exe, lineage));
@@ -67,9 +72,10 @@ impl Lineages {
     /// keeps its home and moves, not its cooperation.
     pub fn get(&self, pid: i32, this_host: &str) -> Lineage {
         let k = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        match k.get(&pid) {
-            Some((t, exe, l)) if start_time(pid) == Some(*t) => {
-                if exe.is_none() || exec_ident(pid) == *exe {
+        let now = k.get(&pid).and_then(|_| stat_times(pid));
+        match (k.get(&pid), now) {
+            (Some((t, exe, l)), Some((t_now, stack))) if t_now == *t => {
+                if exe.is_none() || exec_ident(pid, stack) == *exe {
                     l.clone()
                 } else {
                     Lineage {

@@ -34,6 +34,9 @@ pub struct Inspection {
     pub nvmas: usize,
     /// Resident memory in KiB.
     pub rss_kib: u64,
+    /// Who it is to the filesystem: the destination looks its files up as
+    /// this user.
+    pub who: migrate_proto::image::FsCreds,
 }
 
 /// Why a process cannot move: one line per obstacle.
@@ -74,11 +77,9 @@ pub fn inspect(
     }
     let status =
         procfs::status(pid).map_err(|_| Refusal::one(format!("no such process: {pid}")))?;
-    let uid = procfs::status_nums(&status, "Uid")
-        .first()
-        .copied()
-        .unwrap_or(0) as u32;
-    access::authorize(caller, pid).map_err(|d| Refusal::one(d.to_string()))?;
+    let creds = access::Credentials::from_status(pid, &status)
+        .and_then(|c| access::check(caller, pid, &c).map(|()| c))
+        .map_err(|d| Refusal::one(d.to_string()))?;
     let comm = procfs::status_get(&status, "Name")
         .unwrap_or("?")
         .to_string();
@@ -177,7 +178,8 @@ pub fn inspect(
         .unwrap_or(0);
     Ok(Inspection {
         pid,
-        uid,
+        uid: creds.uids[0],
+        who: creds.fs(),
         comm,
         needs,
         nvmas: maps.len(),

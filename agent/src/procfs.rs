@@ -83,7 +83,8 @@ pub fn stat_fields(pid: i32) -> io::Result<Vec<String>> {
     parse_stat(&text).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "bad stat"))
 }
 
-/// The fields of a `/proc/PID/stat` line (the command name whole).
+/// The fields of a `/proc/PID/stat` line after the command name (as
+/// [`stat_fields`] returns them).
 pub fn parse_stat(text: &str) -> Option<Vec<String>> {
     let close = text.rfind(')')?;
     Some(
@@ -367,8 +368,10 @@ pub fn is_stopped_or_faulting(pid: i32) -> bool {
         && tids.iter().all(|t| {
             fs::read_to_string(format!("/proc/{pid}/task/{t}/stat"))
                 .ok()
-                .and_then(|st| st.rsplit_once(')').map(|(_, r)| r.trim_start().to_string()))
-                .is_some_and(|r| matches!(r.chars().next(), Some('T' | 't' | 'S' | 'D')))
+                .and_then(|text| parse_stat(&text))
+                .is_some_and(|f| {
+                    matches!(f.first().map(String::as_str), Some("T" | "t" | "S" | "D"))
+                })
         })
 }
 

@@ -256,6 +256,8 @@ impl Restorer {
             mem,
             pidfd,
             scratch,
+            // Its effective ids, which `setresuid` makes its filesystem ids
+            // (the source's file check used the same: `Credentials::fs`).
             who: FsCreds {
                 uid: image.creds.uid[1],
                 gid: image.creds.gid[1],

@@ -144,7 +144,7 @@ fn valid_host_name(n: &str) -> bool {
 
 /// Refuses `path` if a user other than root and this agent's could write
 /// it: whoever can change the cluster's keys or its `hosts` can join it.
-fn check_unwritable(path: &Path) -> Result<(), AuthError> {
+fn check_unwritable(path: &Path) -> Result<fs::Metadata, AuthError> {
     use std::os::unix::fs::MetadataExt;
     let file = |source| AuthError::File {
         path: path.to_path_buf(),
@@ -160,7 +160,7 @@ fn check_unwritable(path: &Path) -> Result<(), AuthError> {
             uid: meta.uid(),
         });
     }
-    Ok(())
+    Ok(meta)
 }
 
 fn read_secret(path: &Path) -> Result<[u8; 32], AuthError> {
@@ -168,8 +168,7 @@ fn read_secret(path: &Path) -> Result<[u8; 32], AuthError> {
         path: path.to_path_buf(),
         source,
     };
-    check_unwritable(path)?;
-    let meta = fs::metadata(path).map_err(file)?;
+    let meta = check_unwritable(path)?;
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
         return Err(AuthError::Exposed {

@@ -212,10 +212,12 @@ fn failed(error: String, resumed_original: bool) -> Reply {
     }
 }
 
-/// Migrates `pid` for `caller`. `progress` receives
-/// intermediate replies (`Resumed`); the final reply is returned. A
-/// cooperating process that stays here (refused, or resumed after a
-/// failure) is told so.
+/// Migrates `pid` for `caller`, whom the control socket has authorized
+/// ([`crate::access::authorize`]) before claiming the pid; pre-flight
+/// checks it again, and again once the process is frozen. `progress`
+/// receives intermediate replies (`Resumed`); the final reply is returned.
+/// A cooperating process that stays here (refused, or resumed after a
+/// failure) is told so (not after an exec: its lineage forgets the shim).
 pub fn migrate(
     cx: &SourceCtx<'_>,
     caller: &Caller,
@@ -223,11 +225,6 @@ pub fn migrate(
     opts: &MigrateOptions,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
-    // Nothing is claimed, read or told for a caller who may not act on
-    // the process.
-    if let Err(denied) = crate::access::authorize(caller, pid) {
-        return refused(vec![denied.to_string()]);
-    }
     let lineage = cx.lineages.get(pid, cx.host);
     let reply = migrate_process(cx, caller, pid, opts, &lineage, progress);
     let stayed = match &reply {
@@ -261,10 +258,6 @@ fn migrate_process(
         Ok(i) => i,
         Err(r) => return refused(r.0),
     };
-    let who = match crate::access::fs_creds(pid) {
-        Ok(w) => w,
-        Err(d) => return refused(vec![d.to_string()]),
-    };
     let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
     let id = migration_id(pid);
     let seq = Arc::new(Sequencer::new(id));
@@ -279,7 +272,7 @@ fn migrate_process(
             &mut ctl,
             &SourceMsg::FileCheck {
                 pid,
-                who,
+                who: insp.who.clone(),
                 needs: insp.needs.clone(),
             },
         )

@@ -6,6 +6,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::net::UnixStream;
 
+/// `s` as a C string (an interior NUL is invalid input).
+fn c_path(s: &str) -> io::Result<std::ffi::CString> {
+    std::ffi::CString::new(s).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))
+}
+
 fn check(ret: libc::c_long) -> io::Result<libc::c_long> {
     if ret < 0 {
         Err(io::Error::last_os_error())
@@ -688,8 +693,7 @@ pub fn send(fd: &impl AsRawFd, data: &[u8]) -> io::Result<usize> {
 
 /// `mkfifo(path, mode)`.
 pub fn mkfifo(path: &str, mode: libc::mode_t) -> io::Result<()> {
-    let c =
-        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     // SAFETY: mkfifo with a valid NUL-terminated path.
     if unsafe { libc::mkfifo(c.as_ptr(), mode) } != 0 {
         return Err(io::Error::last_os_error());
@@ -907,8 +911,7 @@ pub fn punch_hole(file: &impl AsRawFd, offset: u64, len: u64) -> io::Result<()> 
 
 /// `memfd_create(name, MFD_CLOEXEC)` in this process.
 pub fn memfd(name: &str) -> io::Result<std::fs::File> {
-    let name =
-        std::ffi::CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let name = c_path(name)?;
     // SAFETY: `name` is a NUL-terminated string that outlives the call.
     let fd = check(libc::c_long::from(unsafe {
         libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC)
@@ -1054,8 +1057,7 @@ pub fn become_fs_user(uid: u32, gid: u32, groups: &[u32]) -> io::Result<()> {
 /// anywhere on the way (`openat2`, `RESOLVE_NO_SYMLINKS`): `ELOOP` when
 /// there is one.
 pub fn open_path_no_symlinks(path: &str) -> io::Result<OwnedFd> {
-    let c =
-        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     // SAFETY: open_how is plain data; zeroed is a valid value.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (libc::O_PATH | libc::O_CLOEXEC) as u64;
@@ -1080,8 +1082,7 @@ pub fn open_path_no_symlinks(path: &str) -> io::Result<OwnedFd> {
 /// `AT_EACCESS`, by raw system call (glibc may answer from `stat` and the
 /// effective uid instead).
 pub fn may_access(path: &str, mode: u32) -> io::Result<()> {
-    let c =
-        std::ffi::CString::new(path).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let c = c_path(path)?;
     // SAFETY: faccessat2 with a valid NUL-terminated path.
     check(unsafe {
         libc::syscall(
