@@ -668,6 +668,10 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|e| e.to_string())?;
+        // Read from the start: the end of its output is when it exited,
+        // even while the memory check below is being arranged.
+        let stdout = m.stdout.take().map(read_to_end_timed);
+        let stderr = m.stderr.take().map(read_to_end_timed);
         let capped = flags.contains(&"--push-rate");
         let mut verify_sent = false;
         // The memory check pauses the ticks: gaps from then on are not
@@ -699,8 +703,6 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 }
             }
         }
-        let stdout = m.stdout.take().map(read_to_end_timed);
-        let stderr = m.stderr.take().map(read_to_end_timed);
         let status = m.wait().map_err(|e| e.to_string())?;
         let (stdout, out_end) = stdout.and_then(|h| h.join().ok()).unwrap_or_default();
         let (stderr, err_end) = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
