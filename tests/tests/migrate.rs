@@ -139,19 +139,11 @@ fn identity(host: &Host, pid: i32) -> Vec<String> {
 fn an_unprivileged_user_migrates_its_own_process() {
     require_lab!();
     let c = Cluster::start();
-    // Its output file is its own: the destination opens it again as the
-    // process's user.
-    std::fs::File::create(c.path("nobody.out")).unwrap();
-    std::os::unix::fs::chown(c.path("nobody.out"), Some(65534), Some(65534)).unwrap();
-    let w = Proc::start(
+    let w = start_as_nobody(
         c.h1(),
-        c.path("nobody.out"),
-        "setpriv",
+        nobody_file(c.path("nobody.out")),
+        WORKLOAD,
         &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            WORKLOAD,
             "--mib",
             "16",
             "--tick-ms",

@@ -11,7 +11,6 @@ use common::*;
 use migrate_tests::require_lab;
 
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
-const NOBODY: u32 = 65534;
 
 fn text(out: &std::process::Output) -> String {
     format!(
@@ -36,22 +35,11 @@ fn a_process_in_a_user_namespace_of_its_own_is_refused() {
     require_lab!();
     let c = Cluster::start();
     // Every capability of its own namespace, uid 65534 outside it.
-    let w = Proc::start(
+    let w = start_as_nobody(
         c.h1(),
         c.path("userns.out"),
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "unshare",
-            "-Ur",
-            WORKLOAD,
-            "--mib",
-            "8",
-            "--tick-ms",
-            "5",
-        ],
+        "unshare",
+        &["-Ur", WORKLOAD, "--mib", "8", "--tick-ms", "5"],
     );
     assert!(w.wait_for("ready", 60), "{}", w.text());
     let caps = status_line(c.h1(), w.pid, "CapPrm");
@@ -80,20 +68,11 @@ fn a_setuid_program_is_refused_to_the_user_who_started_it() {
     let suid = c.path("workload-suid");
     fs::copy(WORKLOAD, &suid).unwrap();
     fs::set_permissions(&suid, fs::Permissions::from_mode(0o4755)).unwrap();
-    let w = Proc::start(
+    let w = start_as_nobody(
         c.h1(),
         c.path("suid.out"),
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            suid.to_str().unwrap(),
-            "--mib",
-            "8",
-            "--tick-ms",
-            "5",
-        ],
+        suid.to_str().unwrap(),
+        &["--mib", "8", "--tick-ms", "5"],
     );
     assert!(w.wait_for("ready", 60), "{}", w.text());
     let uids = status_line(c.h1(), w.pid, "Uid:");
@@ -222,13 +201,7 @@ fn as_nobody_python(
     args: &[&str],
     out: &std::path::Path,
 ) -> std::process::Child {
-    host.command("setpriv")
-        .args([
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-        ])
+    as_nobody(host, "/usr/bin/python3")
         .arg(script)
         .args(args)
         .stdin(std::process::Stdio::null())
@@ -356,46 +329,23 @@ for _ in range(6000):
 fn a_planted_symlink_on_the_destination_is_never_followed() {
     require_lab!();
     let c = Cluster::start();
-    let as_nobody = |host: &migrate_tests::lab::Host, cmd: &str| {
-        let st = host
-            .command("setpriv")
-            .args([
-                "--reuid=65534",
-                "--regid=65534",
-                "--clear-groups",
-                "sh",
-                "-c",
-                cmd,
-            ])
-            .status()
-            .unwrap();
+    let sh_as_nobody = |host: &migrate_tests::lab::Host, cmd: &str| {
+        let st = as_nobody(host, "sh").args(["-c", cmd]).status().unwrap();
         assert!(st.success(), "{cmd} failed in {}", host.name());
     };
     // On host2 (its own /tmp) a link to a file nobody may not read; on
     // host1 a file of the same size and mtime, nanoseconds included.
     let x = format!("/tmp/planted-{}", std::process::id());
-    as_nobody(c.h2(), &format!("ln -s /etc/shadow {x}"));
-    as_nobody(
+    sh_as_nobody(c.h2(), &format!("ln -s /etc/shadow {x}"));
+    sh_as_nobody(
         c.h1(),
         &format!("truncate -s $(stat -c %s /etc/shadow) {x} && touch -r /etc/shadow {x}"),
     );
-    // Its output file is its own (the destination reopens it as nobody).
-    let out_file = c.path("reader.out");
-    fs::File::create(&out_file).unwrap();
-    std::os::unix::fs::chown(&out_file, Some(NOBODY), Some(NOBODY)).unwrap();
-    let w = Proc::start(
+    let w = start_as_nobody(
         c.h1(),
-        out_file,
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            "/usr/bin/python3",
-            "-c",
-            READER,
-            &x,
-        ],
+        nobody_file(c.path("reader.out")),
+        "/usr/bin/python3",
+        &["-c", READER, &x],
     );
     let out = c.migrate_as(Some(NOBODY), &[&w.pid.to_string(), "--to", "host2"]);
     let moved = out.status.code() == Some(0);
@@ -428,20 +378,11 @@ fn a_descriptor_the_process_could_not_open_itself_is_refused_before_the_freeze()
     let c = Cluster::start();
     // Nobody's process writing to a file of root's (mode 0644) that root
     // opened for it: it could not open that file itself.
-    let w = Proc::start(
+    let w = start_as_nobody(
         c.h1(),
         c.path("inherited.out"),
-        "setpriv",
-        &[
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            WORKLOAD,
-            "--mib",
-            "8",
-            "--tick-ms",
-            "5",
-        ],
+        WORKLOAD,
+        &["--mib", "8", "--tick-ms", "5"],
     );
     assert!(w.wait_for("ready", 60), "{}", w.text());
     let out = c.migrate_as(Some(NOBODY), &[&w.pid.to_string(), "--to", "host2"]);

@@ -97,6 +97,7 @@ impl Cluster {
     pub fn migrate_as(&self, uid: Option<u32>, args: &[&str]) -> Output {
         let c = match uid {
             None => self.h1().command(bin("migrate")),
+            Some(NOBODY) => as_nobody(self.h1(), bin("migrate")),
             Some(u) => {
                 let mut c = self.h1().command("setpriv");
                 c.arg(format!("--reuid={u}"))
@@ -217,6 +218,34 @@ impl Drop for Proc {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Uid and gid of user nobody.
+pub const NOBODY: u32 = 65534;
+
+/// `program` in `host`, to run as user nobody (uid and gid 65534, no
+/// supplementary groups).
+pub fn as_nobody(host: &Host, program: impl AsRef<std::ffi::OsStr>) -> std::process::Command {
+    let mut c = host.command("setpriv");
+    c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(program);
+    c
+}
+
+/// Starts `program ARGS` in `host` as user nobody, its output in `out`
+/// (see [`Proc::start`]).
+pub fn start_as_nobody(host: &Host, out: PathBuf, program: &str, args: &[&str]) -> Proc {
+    let mut all = vec!["--reuid=65534", "--regid=65534", "--clear-groups", program];
+    all.extend_from_slice(args);
+    Proc::start(host, out, "setpriv", &all)
+}
+
+/// A new empty file at `path` owned by nobody, for the output of a process
+/// of nobody's: the destination opens it again as that user.
+pub fn nobody_file(path: PathBuf) -> PathBuf {
+    fs::File::create(&path).unwrap();
+    std::os::unix::fs::chown(&path, Some(NOBODY), Some(NOBODY)).unwrap();
+    path
 }
 
 pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
