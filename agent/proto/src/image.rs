@@ -717,7 +717,7 @@ impl ProcessImage {
 mod validate_tests {
     use super::*;
 
-    fn image() -> ProcessImage {
+    pub(super) fn image() -> ProcessImage {
         let mut i: ProcessImage = serde_json::from_str(EMPTY).unwrap();
         i.threads.push(serde_json::from_str(THREAD).unwrap());
         i.mm.vmas.push(vma(
@@ -780,4 +780,77 @@ mod validate_tests {
 
     const THREAD: &str = r#"{"tid":1,"name":"t","regs":[],"xstate":[],"sigmask":0,"rseq":null,"robust_list":[0,0],"clear_child_tid":0,"altstack":null,"pdeathsig":0}"#;
     const EMPTY: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;
+}
+
+#[cfg(test)]
+mod decode_size_tests {
+    use super::*;
+    use crate::frame::{decode, FrameError, MAX_CONTROL_LEN, MAX_DECODED_LEN};
+
+    /// Decodes `i` as a destination does; returns its length on the wire.
+    fn round_trip(i: &ProcessImage) -> usize {
+        let wire = postcard::to_stdvec(i).unwrap();
+        assert!(wire.len() as u64 <= MAX_CONTROL_LEN);
+        let back: ProcessImage = decode(&wire).unwrap();
+        assert_eq!(back.fds.len(), i.fds.len());
+        assert_eq!(back.mm.vmas.len(), i.mm.vmas.len());
+        assert_eq!(back.threads.len(), i.threads.len());
+        wire.len()
+    }
+
+    #[test]
+    fn the_largest_images_the_limits_accept_decode() {
+        let limits = ImageLimits::default();
+        let mut i = validate_tests::image();
+        i.fds = (0..limits.fds as i32)
+            .map(|fd| FdEntry {
+                fd,
+                kind: FdKind::Dup {
+                    of: 0,
+                    cloexec: false,
+                },
+            })
+            .collect();
+        round_trip(&i);
+        let v = i.mm.vmas[0].clone();
+        i.mm.vmas = (0..limits.vmas as u64)
+            .map(|k| {
+                let mut v = v.clone();
+                v.start = 0x10000 + k * 0x100000;
+                v.end = v.start + 0x10000;
+                v.pages = (0..8)
+                    .map(|r| PageRun {
+                        first: r * 2,
+                        count: 1,
+                        fill: Fill::Lazy,
+                    })
+                    .collect();
+                v
+            })
+            .collect();
+        round_trip(&i);
+        let t = i.threads[0].clone();
+        i.threads = (0..16_000)
+            .map(|tid| {
+                let mut t = t.clone();
+                t.tid = tid;
+                t.regs = vec![0; 27];
+                t.xstate = vec![0; 2696];
+                t
+            })
+            .collect();
+        assert!(round_trip(&i) > 40 << 20);
+    }
+
+    #[test]
+    fn a_frame_of_empty_entries_is_refused_within_the_budget() {
+        // 60 M empty strings: 1.4 GiB once decoded.
+        let bomb: Vec<String> = vec![String::new(); 60 << 20];
+        let wire = postcard::to_stdvec(&bomb).unwrap();
+        assert!(wire.len() as u64 <= MAX_CONTROL_LEN);
+        match decode::<Vec<String>>(&wire) {
+            Err(FrameError::TooLarge { limit }) => assert_eq!(limit, MAX_DECODED_LEN),
+            other => panic!("decoded: {:?}", other.map(|v| v.len())),
+        }
+    }
 }

@@ -37,6 +37,7 @@
 //! clear error before anything else is exchanged.
 #![deny(unsafe_code)]
 
+pub mod budget;
 pub mod envelope;
 pub mod frame;
 pub mod image;
