@@ -412,8 +412,7 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
         Lane::Control => {
             info!(from = %hello.from, "migration offered");
             if let Err(e) = dest::serve(
-                &agent.config.name,
-                agent.config.listen.ip(),
+                &agent.config,
                 s,
                 &agent.lanes.of_peer(&hello.from),
                 &agent.stub,

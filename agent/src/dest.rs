@@ -27,6 +27,7 @@ use crate::pageset::PageSet;
 use crate::peer::{PeerLanes, STALL_TIMEOUT};
 use crate::preflight;
 use crate::restore::{RestoreError, Restorer, Stub};
+use crate::shipped::{ShippedError, ShippedFiles};
 use crate::store::PageStore;
 
 /// How long the data lanes have to follow the core.
@@ -41,6 +42,9 @@ pub enum DestError {
     /// Rebuilding failed.
     #[error(transparent)]
     Restore(#[from] RestoreError),
+    /// Shipped files could not be received.
+    #[error(transparent)]
+    Shipped(#[from] ShippedError),
     /// The source broke the protocol or gave up.
     #[error("{0}")]
     Protocol(String),
@@ -183,14 +187,15 @@ pub fn remap_socket_addresses(image: &mut ProcessImage, local: std::net::IpAddr)
 
 /// Runs one incoming migration on control connection `ctl`.
 pub fn serve(
-    host: &str,
-    local: std::net::IpAddr,
+    config: &crate::config::Config,
     mut ctl: PeerStream,
     lanes: &PeerLanes<'_>,
     stub: &Path,
     seen: &SeenIds,
     lineages: &Lineages,
 ) -> Result<(), DestError> {
+    let host = config.name.as_str();
+    let local = config.listen.ip();
     let seq = Arc::new(Sequencer::unbound());
     // Until the commit a silent source (a cut link, a dead host) ends the
     // session within a bound; what was built is killed.
@@ -289,6 +294,7 @@ pub fn serve(
     remap_socket_addresses(&mut image, local);
     let limits = ImageLimits {
         pages: memory_pages().unwrap_or(u64::MAX),
+        shipped_bytes: config.ship_limit_mib << 20,
         ..ImageLimits::default()
     };
     let result = match image.validate(&limits) {
@@ -361,11 +367,14 @@ fn rebuild(
     let mut r = Restorer::start_in(image, stub)?;
     step("stub ready");
     let built = (|| -> Result<_, DestError> {
-        // Eager pages.
+        // Shipped files as they stream in, then eager pages.
+        let who = r.who().clone();
+        let mut shipped = ShippedFiles::create(&image.shipped, &who)?;
         loop {
             match frame::read_frame(ctl)? {
                 Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
                 Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
+                    SourceMsg::ShippedData(data) => shipped.write(&data)?,
                     SourceMsg::EagerDone => break,
                     SourceMsg::Abort(why) => {
                         return Err(DestError::Protocol(format!("source aborted: {why}")))
@@ -378,6 +387,7 @@ fn rebuild(
                 },
             }
         }
+        r.set_shipped(shipped.finish(&who)?);
         step("eager pages written");
         // Lazy ranges: private anonymous VMAs with pages still to come,
         // from the source or from the pre-copy store here.

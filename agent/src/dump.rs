@@ -499,9 +499,9 @@ fn word(b: &[u8], i: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// The content of the files open at descriptors `fds` (read through
-/// /proc, so deleted files too), for a destination that lacks them.
-/// `fds`: (descriptor, ship as a private unlinked copy).
+/// What the files open at descriptors `fds` are (deleted files too), for
+/// a destination that lacks them; their content is read later, as it is
+/// sent. `fds`: (descriptor, ship as a private unlinked copy).
 fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpError> {
     use std::os::unix::fs::MetadataExt;
     let mut out = Vec::new();
@@ -515,8 +515,6 @@ fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpErr
             None => (link, private),
         };
         let md = fs::metadata(format!("/proc/{pid}/fd/{fd}")).map_err(proc_err(pid, "fd"))?;
-        let data =
-            fs::read(format!("/proc/{pid}/fd/{fd}")).map_err(proc_err(pid, "shipped file"))?;
         out.push(ShippedFile {
             fd,
             path,
@@ -524,7 +522,7 @@ fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpErr
             mode: md.mode() & 0o7777,
             uid: md.uid(),
             gid: md.gid(),
-            data,
+            size: md.len(),
         });
     }
     Ok(out)

@@ -23,6 +23,7 @@ pub mod relay;
 pub mod reservoir;
 pub mod restore;
 pub mod secure;
+pub mod shipped;
 pub mod source;
 pub mod store;
 pub mod sys;

@@ -109,6 +109,8 @@ pub struct Restorer {
     /// Who the process is to the filesystem: every path this restore
     /// opens, creates or removes for it is handled as this user.
     who: FsCreds,
+    /// Content of files shipped as unlinked copies, by descriptor.
+    shipped: HashMap<i32, std::fs::File>,
 }
 
 /// A stub process waiting to become a restored process: it sleeps until
@@ -263,6 +265,7 @@ impl Restorer {
                 gid: image.creds.gid[1],
                 groups: image.creds.groups.clone(),
             },
+            shipped: HashMap::new(),
         };
         r.act_as_user()?;
         r.strip_stub(&stub_maps)?;
@@ -1130,7 +1133,6 @@ impl Restorer {
             SYS_CLOSE_RANGE,
             [0, u64::from(u32::MAX), 0, 0, 0, 0],
         )?;
-        self.create_shipped(image)?;
         // Pipes are made above every target number, then dup'ed down.
         let high = image.fds.iter().map(|e| e.fd).max().unwrap_or(0) as u64 + 1;
         let mut made: HashMap<u64, (u64, u64)> = HashMap::new();
@@ -1652,40 +1654,17 @@ impl Restorer {
         Ok(())
     }
 
-    /// Files the source shipped because this host lacks them are created
-    /// at their paths, with their mode and owner, before anything opens
-    /// them.
-    fn create_shipped(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        let err = |source| RestoreError::Sys {
-            step: "acting as the process's user",
-            source,
-        };
-        crate::fsuser::run_as(&self.who, || Self::create_shipped_as_user(image)).map_err(err)?
+    /// Who the process is to the filesystem.
+    pub fn who(&self) -> &FsCreds {
+        &self.who
     }
 
-    /// [`Restorer::create_shipped`], on a thread acting as the process's
-    /// user.
-    fn create_shipped_as_user(image: &ProcessImage) -> Result<(), RestoreError> {
-        use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-        let err = |step: &'static str| move |source| RestoreError::Sys { step, source };
-        for f in image.shipped.iter().filter(|f| !f.deleted) {
-            let path = std::path::Path::new(&f.path);
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir).map_err(err("creating a shipped file's directory"))?;
-            }
-            let mut out = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(f.mode)
-                .open(path)
-                .map_err(err("creating a shipped file"))?;
-            std::io::Write::write_all(&mut out, &f.data).map_err(err("writing a shipped file"))?;
-            out.set_permissions(std::fs::Permissions::from_mode(f.mode))
-                .map_err(err("setting a shipped file's mode"))?;
-            std::os::unix::fs::fchown(&out, Some(f.uid), Some(f.gid))
-                .map_err(err("setting a shipped file's owner"))?;
-        }
-        Ok(())
+    /// The content of the files shipped as unlinked copies, by descriptor
+    /// (received by [`crate::shipped::ShippedFiles`]), for the rebuild to
+    /// copy into the process's own unlinked files. Files shipped to their
+    /// path are already in place.
+    pub fn set_shipped(&mut self, held: HashMap<i32, std::fs::File>) {
+        self.shipped = held;
     }
 
     /// A file deleted on the source, made again as an unlinked file
@@ -1724,10 +1703,16 @@ impl Restorer {
                 source,
             })?;
         let file = std::fs::File::from(ours);
-        std::io::Write::write_all(&mut &file, &f.data).map_err(|source| RestoreError::Sys {
-            step: "filling a deleted file",
-            source,
+        let mut held = self.shipped.remove(&fd).ok_or_else(|| {
+            RestoreError::Incompatible(format!("fd {fd}: its shipped content never arrived"))
         })?;
+        // In the kernel (copy_file_range), from the start of what arrived.
+        std::io::Seek::rewind(&mut held)
+            .and_then(|()| std::io::copy(&mut held, &mut &file))
+            .map_err(|source| RestoreError::Sys {
+                step: "filling a deleted file",
+                source,
+            })?;
         // Given its owner as the process's user would give it: a private,
         // unlinked copy of another user's file stays the process's own.
         let _ = crate::fsuser::run_as(&self.who, || {

@@ -19,7 +19,7 @@ use migrate_proto::image::Lineage;
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
     DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushOrder, Reply, Resolution,
-    SourceMsg,
+    SourceMsg, SHIPPED_CHUNK,
 };
 use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
@@ -1146,6 +1146,7 @@ fn ship_core(
     )
     .map_err(err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
+    send_shipped(&mut w, seq, &frozen.image)?;
     let mut buf = Vec::new();
     for v in &frozen.image.mm.vmas {
         for p in v.pages.iter().filter(|p| p.fill == Fill::Eager) {
@@ -1169,6 +1170,34 @@ fn ship_core(
     w.flush().map_err(|e| err(e.into()))?;
     if opts.mode == Mode::StopCopy {
         debug_assert_eq!(rec.lazy_pages, 0);
+    }
+    Ok(())
+}
+
+/// Streams the content of the image's shipped files, [`SHIPPED_CHUNK`] at a
+/// time, read from the frozen process's descriptors: exactly the size the
+/// image gives for each (a file cut shorter meanwhile fails the migration).
+fn send_shipped(
+    w: &mut impl std::io::Write,
+    seq: &Sequencer,
+    image: &ProcessImage,
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; SHIPPED_CHUNK];
+    for f in &image.shipped {
+        let what = || format!("shipping the content of fd {} ({})", f.fd, f.path);
+        let file = std::fs::File::open(format!("/proc/{}/fd/{}", image.pid, f.fd))
+            .map_err(|e| format!("{}: {e}", what()))?;
+        let mut file = file.take(f.size);
+        let mut left = f.size;
+        while left > 0 {
+            let n = (left as usize).min(SHIPPED_CHUNK);
+            file.read_exact(&mut buf[..n])
+                .map_err(|e| format!("{}: {e}", what()))?;
+            seq.send(w, &SourceMsg::ShippedData(buf[..n].to_vec()))
+                .map_err(|e| format!("{}: {}", what(), frame_error(&e)))?;
+            left -= n as u64;
+        }
     }
     Ok(())
 }

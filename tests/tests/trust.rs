@@ -185,15 +185,6 @@ fn nobody_learns_nothing_of_roots_processes_and_records() {
     );
 }
 
-/// The agent's resident memory, KiB, from `/proc` inside `host`.
-fn agent_rss_kib(host: &migrate_tests::lab::Host) -> u64 {
-    status_line(host, agent_pid_in(host), "VmRSS:")
-        .split_whitespace()
-        .nth(1)
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
-}
-
 /// Starts `python3 SCRIPT ARGS` in `host` as nobody, its output in `out`.
 fn as_nobody_python(
     host: &migrate_tests::lab::Host,
@@ -222,7 +213,7 @@ fn a_flood_of_control_connections_leaves_the_agent_bounded() {
         &["--mib", "16", "--tick-ms", "5"],
     );
     assert!(w.wait_for("ready", 60), "{}", w.text());
-    let before = agent_rss_kib(c.h1());
+    let before = agent_memory_kib(c.h1(), "VmRSS:");
     let script = c.path("control_flood.py");
     fs::write(&script, include_str!("scripts/control_flood.py")).unwrap();
     let out = c.path("flood.out");
@@ -239,7 +230,7 @@ fn a_flood_of_control_connections_leaves_the_agent_bounded() {
             .unwrap_or_default()
             .contains("held ")
     });
-    let during = agent_rss_kib(c.h1());
+    let during = agent_memory_kib(c.h1(), "VmRSS:");
     // Root's migration goes through meanwhile.
     let moved = c.migrate(&[&w.pid.to_string(), "--to", "host2"]);
     let _ = flood.kill();

@@ -127,8 +127,10 @@ pub struct ShippedFile {
     pub uid: u32,
     /// Group.
     pub gid: u32,
-    /// Content.
-    pub data: Vec<u8>,
+    /// Bytes of content, sent after the core in
+    /// [`crate::msg::SourceMsg::ShippedData`] chunks, file after file in
+    /// the order of [`ProcessImage::shipped`].
+    pub size: u64,
 }
 
 /// A signal waiting in a queue, delivered again on the destination.
@@ -618,6 +620,8 @@ pub struct ImageLimits {
     /// Most pages with content (eager, lazy and stored), e.g. this host's
     /// memory: a process that needs more cannot run here.
     pub pages: u64,
+    /// Most bytes of shipped files, all together.
+    pub shipped_bytes: u64,
 }
 
 impl Default for ImageLimits {
@@ -627,6 +631,7 @@ impl Default for ImageLimits {
             vmas: 65_530,
             fds: 1 << 20,
             pages: u64::MAX,
+            shipped_bytes: 64 << 20,
         }
     }
 }
@@ -709,6 +714,24 @@ impl ProcessImage {
         if self.fds.windows(2).any(|w| w[0].fd >= w[1].fd) || self.fds.iter().any(|e| e.fd < 0) {
             return Err("descriptors out of order or negative".into());
         }
+        if self.shipped.len() > self.fds.len() {
+            return Err(format!(
+                "{} shipped files for {} descriptors",
+                self.shipped.len(),
+                self.fds.len()
+            ));
+        }
+        let shipped = self
+            .shipped
+            .iter()
+            .fold(0u64, |sum, f| sum.saturating_add(f.size));
+        if shipped > limits.shipped_bytes {
+            return Err(format!(
+                "{} MiB of shipped files, more than the {} MiB this host accepts",
+                shipped >> 20,
+                limits.shipped_bytes >> 20
+            ));
+        }
         Ok(())
     }
 }
@@ -756,6 +779,41 @@ mod validate_tests {
             assert!(e.contains(want), "{e:?} lacks {want:?}");
         };
         refused(&|i| i.threads.clear(), "threads");
+        refused(
+            &|i| {
+                i.fds.push(FdEntry {
+                    fd: 3,
+                    kind: FdKind::Dup {
+                        of: 0,
+                        cloexec: false,
+                    },
+                });
+                i.shipped.push(ShippedFile {
+                    fd: 3,
+                    path: "/f".into(),
+                    deleted: false,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                    size: 65 << 20,
+                });
+            },
+            "65 MiB of shipped files",
+        );
+        refused(
+            &|i| {
+                i.shipped.push(ShippedFile {
+                    fd: 3,
+                    path: "/f".into(),
+                    deleted: false,
+                    mode: 0o600,
+                    uid: 0,
+                    gid: 0,
+                    size: 1,
+                })
+            },
+            "1 shipped files for 0 descriptors",
+        );
         refused(&|i| i.mm.vmas[0].end = 0x10001, "page-aligned");
         refused(
             &|i| i.mm.vmas[1].end = USER_END + 0x1000,

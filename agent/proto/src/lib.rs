@@ -38,6 +38,7 @@
 #![deny(unsafe_code)]
 
 pub mod budget;
+pub mod bytes;
 pub mod envelope;
 pub mod frame;
 pub mod image;
@@ -46,7 +47,7 @@ pub mod record;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 8;
+pub const PROTOCOL_VERSION: u32 = 9;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

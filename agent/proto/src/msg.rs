@@ -392,7 +392,8 @@ pub enum SourceMsg {
         /// Pages sent in the round.
         pages: u64,
     },
-    /// The core, then `Pages` frames of the eager set, then `EagerDone`.
+    /// The core, then the content of its shipped files in `ShippedData`
+    /// chunks, then `Pages` frames of the eager set, then `EagerDone`.
     Core {
         /// Migration id (names the demand and bulk lanes).
         id: u64,
@@ -401,6 +402,9 @@ pub enum SourceMsg {
         /// Options.
         opts: MigrateOptions,
     },
+    /// Next bytes of the shipped files (at most [`SHIPPED_CHUNK`]): the
+    /// rest of the current file's content, or the start of the next one's.
+    ShippedData(#[serde(with = "crate::bytes")] Vec<u8>),
     /// All eager pages sent.
     EagerDone,
     /// The original will never run again: resume yours, and deliver
@@ -420,6 +424,9 @@ pub enum SourceMsg {
     /// [`crate::HEARTBEAT_EVERY_MS`]).
     Heartbeat,
 }
+
+/// Most bytes of shipped file content in one [`SourceMsg::ShippedData`].
+pub const SHIPPED_CHUNK: usize = 1 << 20;
 
 /// Destination → source on the control lane.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -322,6 +322,18 @@ pub fn assert_untouched(c: &Cluster, w: &Proc) {
     );
 }
 
+/// A memory figure of the agent in `host` (`key`: `VmRSS:`, `VmHWM:`),
+/// KiB, from its `/proc/PID/status`.
+pub fn agent_memory_kib(host: &Host, key: &str) -> u64 {
+    let pid = agent_pid_in(host);
+    std::fs::read_to_string(host.root_path(format!("proc/{pid}/status")))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(key))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// The pid of the agent as seen inside `host`.
 pub fn agent_pid_in(host: &Host) -> i32 {
     pids_named(host, "migrate-agent")[0]
