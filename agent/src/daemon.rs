@@ -271,6 +271,8 @@ pub fn run(config: Config) -> Result<(), StartError> {
     // gone: we reap them and learn how they end (for deputies).
     if let Err(e) = sys::become_subreaper() {
         warn!(error = %e, "cannot become a subreaper: deputies will not learn exit codes");
+    } else {
+        crate::children::start_reaper();
     }
     let tcp = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
         addr: config.listen,

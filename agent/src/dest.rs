@@ -601,7 +601,7 @@ fn rebuild(
         });
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
     step("committed, fault handler started");
-    let new_pid = r.resume(&signals)?;
+    let (new_pid, claim) = r.resume(&signals)?;
     step("resumed");
     lineages.set(
         new_pid,
@@ -620,6 +620,7 @@ fn rebuild(
     let deputy_tx = tx.clone();
     let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
     std::thread::spawn(move || {
+        let _claim = claim;
         if let Ok((code, signal)) = crate::sys::wait_exit(new_pid, &reap_pidfd) {
             if tx
                 .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })

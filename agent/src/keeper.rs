@@ -11,6 +11,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use crate::children::Claim;
+
 /// Descriptor numbers in the keeper.
 const KEEPER_UFFD: i32 = 3;
 const KEEPER_PIDFD: i32 = 4;
@@ -22,6 +24,8 @@ const RELEASE: u8 = b'D';
 pub struct Keeper {
     tx: Option<File>,
     child: Child,
+    /// Last: released once the keeper has been waited for.
+    _claim: Claim,
 }
 
 fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
@@ -68,11 +72,16 @@ impl Keeper {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let (child, claim) = crate::children::spawning(|| {
+            let child = cmd.spawn()?;
+            let claim = Claim::new(child.id() as i32);
+            Ok::<_, io::Error>((child, claim))
+        })?;
         drop(rx);
         Ok(Keeper {
             tx: Some(File::from(tx)),
             child,
+            _claim: claim,
         })
     }
 

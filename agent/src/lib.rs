@@ -1,6 +1,7 @@
 //! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
 
 pub mod access;
+pub mod children;
 pub mod config;
 pub mod coop;
 pub mod daemon;

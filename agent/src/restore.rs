@@ -29,6 +29,7 @@ use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{FdKind, FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
 use migrate_proto::PAGE_SIZE;
 
+use crate::children::{self, Claim};
 use crate::dump::find_syscall_insn;
 use crate::{procfs, sys, uffd};
 
@@ -111,6 +112,8 @@ pub struct Restorer {
     who: FsCreds,
     /// Content of files shipped as unlinked copies, by descriptor.
     shipped: HashMap<i32, std::fs::File>,
+    /// The process is this agent's child, waited for by its owner.
+    claim: Option<Claim>,
 }
 
 /// A stub process waiting to become a restored process: it sleeps until
@@ -118,6 +121,8 @@ pub struct Restorer {
 pub struct Stub {
     pid: i32,
     pidfd: Option<OwnedFd>,
+    /// The stub, then the process it becomes, is waited for by its owner.
+    claim: Option<Claim>,
 }
 
 impl Stub {
@@ -125,7 +130,7 @@ impl Stub {
     /// one (fork, exec, a second fork) takes milliseconds: a destination
     /// starts it before the source freezes the process.
     pub fn spawn(exe: &Path, want_pid: i32) -> Result<Stub, RestoreError> {
-        let pid = spawn_stub(exe, want_pid)?;
+        let (pid, claim) = children::spawning(|| spawn_stub(exe, want_pid))?;
         let pidfd = sys::pidfd_open(pid).map_err(|source| RestoreError::Sys {
             step: "pidfd_open of the stub",
             source,
@@ -133,6 +138,7 @@ impl Stub {
         Ok(Stub {
             pid,
             pidfd: Some(pidfd),
+            claim: Some(claim),
         })
     }
 }
@@ -146,8 +152,10 @@ impl Drop for Stub {
 }
 
 /// Starts a stub process, with pid `want_pid` if that is free here, and
-/// returns its pid (it sleeps until seized).
-fn spawn_stub(exe: &Path, want_pid: i32) -> Result<i32, RestoreError> {
+/// returns its pid (it sleeps until seized), claimed: once its launcher
+/// has exited it is this agent's child. Called inside
+/// [`children::spawning`].
+fn spawn_stub(exe: &Path, want_pid: i32) -> Result<(i32, Claim), RestoreError> {
     let mut child = Command::new(exe)
         .arg("__stub")
         .arg(want_pid.to_string())
@@ -157,6 +165,7 @@ fn spawn_stub(exe: &Path, want_pid: i32) -> Result<i32, RestoreError> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(RestoreError::Stub)?;
+    let _launcher = Claim::new(child.id() as i32);
     let mut line = String::new();
     let out = child
         .stdout
@@ -165,10 +174,13 @@ fn spawn_stub(exe: &Path, want_pid: i32) -> Result<i32, RestoreError> {
     BufReader::new(out)
         .read_line(&mut line)
         .map_err(RestoreError::Stub)?;
-    let _ = child.wait();
-    line.trim()
+    let pid = line
+        .trim()
         .parse()
-        .map_err(|_| RestoreError::Stub(std::io::Error::other(format!("stub said {line:?}"))))
+        .map_err(|_| RestoreError::Stub(std::io::Error::other(format!("stub said {line:?}"))))?;
+    let claim = Claim::new(pid);
+    let _ = child.wait();
+    Ok((pid, claim))
 }
 
 fn overlaps(a0: u64, a1: u64, b0: u64, b1: u64) -> bool {
@@ -266,6 +278,7 @@ impl Restorer {
                 groups: image.creds.groups.clone(),
             },
             shipped: HashMap::new(),
+            claim: stub.claim.take(),
         };
         r.act_as_user()?;
         r.strip_stub(&stub_maps)?;
@@ -2140,8 +2153,9 @@ impl Restorer {
         Ok(())
     }
 
-    /// Lets the process run (after commit).
-    pub fn resume(mut self, signals: &[i32]) -> Result<i32, RestoreError> {
+    /// Lets the process run (after commit). Returns its pid and the claim
+    /// of whoever waits for it to end.
+    pub fn resume(mut self, signals: &[i32]) -> Result<(i32, Option<Claim>), RestoreError> {
         let pid = self.pid;
         drop(self.pin.take());
         for t in self.threads {
@@ -2152,7 +2166,7 @@ impl Restorer {
         for &s in signals {
             let _ = sys::kill(pid, s);
         }
-        Ok(pid)
+        Ok((pid, self.claim.take()))
     }
 
     /// Kills the half-built process.

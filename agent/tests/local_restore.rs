@@ -98,7 +98,7 @@ fn python_survives_local_stop_copy_restore() {
         t.kill();
     }
     let _ = child.wait();
-    let new_pid = r.resume(&[]).expect("resume");
+    let (new_pid, _claim) = r.resume(&[]).expect("resume");
     assert_ne!(new_pid, pid);
     let needle = "tick ";
     let before = fs::read_to_string(&log).unwrap().matches(needle).count();

@@ -657,3 +657,65 @@ fn a_link_cut_before_the_commit_aborts_and_the_original_resumes() {
     assert_untouched(&c, &w);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 262144");
 }
+
+/// Zombie children of the agent inside `host` (pids).
+fn agent_zombies(host: &Host) -> Vec<i32> {
+    let agent = agent_pid_in(host);
+    let mut out = Vec::new();
+    for e in fs::read_dir(host.root_path("proc")).unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let field = |k: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(k))
+                .map(|v| v.trim().to_string())
+        };
+        if field("PPid:").as_deref() == Some(&agent.to_string())
+            && field("State:").is_some_and(|s| s.starts_with('Z'))
+        {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+#[test]
+fn children_a_moved_process_leaves_behind_are_reaped() {
+    require_lab!();
+    let c = Cluster::start();
+    // After the move it forks children that outlive it: orphans, they
+    // fall to the agent (a subreaper), which must reap them as they end.
+    let script = r#"
+import os, signal, sys, time
+os.closerange(3, 4096)
+go = []
+signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
+print("pid", os.getpid(), flush=True)
+print("ready", flush=True)
+while not go:
+    time.sleep(0.01)
+for i in range(5):
+    if os.fork() == 0:
+        time.sleep(0.5 + i * 0.1)
+        os._exit(0)
+print("forked", flush=True)
+os._exit(0)
+"#;
+    let p = Proc::start(c.h1(), c.path("orphans.out"), "python3", &["-c", script]);
+    assert!(p.wait_for("ready", 20), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-USR1");
+    assert!(p.wait_for("forked", 20), "{}", p.text());
+    // The children end within 1 s; give the agent 3 s more to reap them.
+    sleep(Duration::from_secs(1));
+    assert!(
+        wait_until(3, || agent_zombies(c.h2()).is_empty()),
+        "zombies left in host2's agent: {:?}",
+        agent_zombies(c.h2())
+    );
+}
