@@ -6,7 +6,7 @@ use std::net::Shutdown;
 
 use crate::lineage::Lineages;
 use crate::secure::PeerStream;
-use crate::{error_chain, peer, sys};
+use crate::{error_chain, failpoints, peer, sys};
 use migrate_proto::envelope::Sequencer;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
 use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, VmaKind};
-use migrate_proto::msg::{DestMsg, FileNeed, Lane, SourceMsg};
+use migrate_proto::msg::{DestMsg, FileNeed, Lane, PushDone, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -45,6 +45,9 @@ pub enum DestError {
     /// Shipped files could not be received.
     #[error(transparent)]
     Shipped(#[from] ShippedError),
+    /// A failpoint failed the step.
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoints::Injected),
     /// The source broke the protocol or gave up.
     #[error("{0}")]
     Protocol(String),
@@ -220,6 +223,7 @@ pub fn serve(
         )));
     }
     let (refused, missing, different) = check_files(host, &needs, &who);
+    failpoints::hit("dest.after-file-check")?;
     // The stub the process will be rebuilt in starts now, while the source
     // still runs it: starting one takes milliseconds that would otherwise
     // count as downtime. Unused (a refusal, an abort), it is killed.
@@ -289,6 +293,7 @@ pub fn serve(
             Err(e) => return Err(e.into()),
         }
     };
+    failpoints::hit("dest.after-core")?;
     let mut events = vec![("core received".to_string(), crate::unix_us())];
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
     remap_socket_addresses(&mut image, local);
@@ -297,6 +302,8 @@ pub fn serve(
         shipped_bytes: config.ship_limit_mib << 20,
         ..ImageLimits::default()
     };
+    // Whether the copy was let run (a failure after that has killed it).
+    let mut ran = false;
     let result = match image.validate(&limits) {
         Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
         Ok(()) => {
@@ -319,6 +326,7 @@ pub fn serve(
                     lineages,
                     host,
                     &mut events,
+                    &mut ran,
                 ),
                 Err(e) => Err(e.into()),
             }
@@ -326,7 +334,11 @@ pub fn serve(
     };
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
-        let _ = seq.send(&mut ctl, &DestMsg::Failed(e.to_string()));
+        let failed = DestMsg::Failed {
+            error: e.to_string(),
+            ran,
+        };
+        let _ = seq.send(&mut ctl, &failed);
     }
     result
 }
@@ -344,6 +356,7 @@ fn rebuild(
     lineages: &Lineages,
     host: &str,
     events: &mut Vec<(String, u64)>,
+    ran: &mut bool,
 ) -> Result<(), DestError> {
     if image.threads.is_empty() {
         return Err(DestError::Protocol("image has no thread".into()));
@@ -458,20 +471,12 @@ fn rebuild(
         step("process state restored");
         Ok((map, uffd, local))
     })();
-    let (map, uffd, local) = match built {
-        Ok(x) => x,
-        Err(e) => {
-            r.kill();
-            return Err(e);
-        }
-    };
+    // From here an early return drops `r`, which kills what was built.
+    let (map, uffd, local) = built?;
     let keeper = match &uffd {
         Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
             Ok(k) => Some(k),
-            Err(e) => {
-                r.kill();
-                return Err(DestError::Protocol(format!("starting the keeper: {e}")));
-            }
+            Err(e) => return Err(DestError::Protocol(format!("starting the keeper: {e}"))),
         },
         None => None,
     };
@@ -482,7 +487,6 @@ fn rebuild(
         match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
             Some(lane) => streams.push((fd, end, output, lane)),
             None => {
-                r.kill();
                 return Err(DestError::Protocol(format!(
                     "the lane for fd {fd} never came"
                 )));
@@ -498,7 +502,9 @@ fn rebuild(
     }
     step("rebuilt");
     events.push(("rebuilt".into(), crate::unix_us()));
+    failpoints::hit("dest.before-ready")?;
     seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
+    failpoints::hit("dest.after-ready")?;
 
     // 3. Commit or abort.
     let signals = match seq.recv::<SourceMsg>(ctl) {
@@ -512,19 +518,18 @@ fn rebuild(
             signals
         }
         Ok(other) => {
-            r.kill();
             return Err(DestError::Protocol(format!(
                 "source did not commit: {other:?}"
             )));
         }
         Err(e) => {
-            r.kill();
             return Err(DestError::Protocol(format!(
                 "lost the source before commit: {e}"
             )));
         }
     };
 
+    failpoints::hit("dest.after-commit")?;
     let pidfd = r
         .pidfd()
         .try_clone()
@@ -569,9 +574,25 @@ fn rebuild(
                 if lane == "bulk" {
                     let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
                 }
+                let mut pushed = false;
                 loop {
                     match frame::read_frame(&mut s) {
+                        Ok(Frame::Pages(..))
+                            if match lane {
+                                "demand" => failpoints::hit("dest.demand"),
+                                _ => failpoints::hit("dest.push"),
+                            }
+                            .is_err() =>
+                        {
+                            h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
+                            return;
+                        }
                         Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                        Ok(Frame::Control(body))
+                            if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
+                        {
+                            pushed = true;
+                        }
                         Ok(Frame::Control(_)) => {
                             h2.end(Outcome::Failed(format!(
                                 "unexpected message on the {lane} lane"
@@ -579,8 +600,9 @@ fn rebuild(
                             return;
                         }
                         Err(e) => {
-                            // The push lane closes when everything is sent.
-                            if lane == "demand" || h2.left() > 0 && !is_eof(&e) {
+                            // The push lane closes once the push said it
+                            // is over; closed before, pages may never come.
+                            if lane == "demand" || !pushed && h2.left() > 0 {
                                 h2.end(Outcome::Failed(format!(
                                     "lost the source ({lane} lane): {e}"
                                 )));
@@ -602,6 +624,7 @@ fn rebuild(
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
     step("committed, fault handler started");
     let (new_pid, claim) = r.resume(&signals)?;
+    *ran = true;
     step("resumed");
     lineages.set(
         new_pid,
@@ -638,6 +661,10 @@ fn rebuild(
         } else {
             crate::relay::spawn_from_peer(fd, lane, end);
         }
+    }
+    if failpoints::hit("dest.after-resume").is_err() {
+        // As if the control lane broke once the process runs.
+        let _ = ctl.shutdown(Shutdown::Both);
     }
     events.push(("resumed".into(), crate::unix_us()));
     info!(id, new_pid, "resumed");
@@ -678,6 +705,10 @@ fn rebuild(
                 info!(id, new_pid, "the process exited during post-copy");
             }
             drop(beat);
+            if failpoints::hit("dest.before-complete").is_err() {
+                // As if the control lane broke: `Complete` cannot go.
+                let _ = ctl.shutdown(Shutdown::Both);
+            }
             seq.send(
                 ctl,
                 &DestMsg::Complete {
@@ -689,6 +720,10 @@ fn rebuild(
                     },
                 },
             )?;
+            if failpoints::hit("dest.after-complete").is_err() {
+                // As if the control lane broke: `Done` never comes.
+                let _ = ctl.shutdown(Shutdown::Both);
+            }
             // Wait for the source's Done (or its close).
             watch.wait_done(Duration::from_secs(30));
             end_step("source released");
@@ -821,10 +856,6 @@ fn memory_pages() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024 / PAGE_SIZE)
-}
-
-fn is_eof(e: &FrameError) -> bool {
-    matches!(e, FrameError::Io(io) if io.kind() == std::io::ErrorKind::UnexpectedEof)
 }
 
 #[cfg(test)]

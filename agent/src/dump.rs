@@ -53,6 +53,9 @@ pub enum DumpError {
     /// The last dirty-page scan failed.
     #[error("reading the pages written since pre-copy")]
     Dirty(#[from] DirtyError),
+    /// A failpoint failed the dump.
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoints::Injected),
 }
 
 /// A frozen process and its image.
@@ -253,6 +256,7 @@ pub fn freeze_and_dump(
         ],
     )?;
     let injected = (|| -> Result<_, DumpError> {
+        crate::failpoints::hit("source.dump.injecting")?;
         let mut threads = Vec::with_capacity(tasks.len());
         for t in tasks.iter_mut() {
             threads.push(thread_state(pid, t, &mem, scratch)?);

@@ -9,6 +9,7 @@ pub mod deputy;
 pub mod dest;
 pub mod dirty;
 pub mod dump;
+pub mod failpoints;
 pub mod fault;
 pub mod fsuser;
 pub mod handshakes;

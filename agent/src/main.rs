@@ -107,6 +107,16 @@ fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("__keeper") {
         migrate_agent::keeper::run();
     }
+    if std::env::args().nth(1).as_deref() == Some("__failpoints") {
+        if !migrate_agent::failpoints::ENABLED {
+            eprintln!("migrate-agent: built without the `failpoints` feature");
+            return ExitCode::from(2);
+        }
+        for name in migrate_agent::failpoints::NAMES {
+            println!("{name}");
+        }
+        return ExitCode::SUCCESS;
+    }
     let args = Args::parse();
     match &args.command {
         Some(Command::Completions { shell }) => {
@@ -181,6 +191,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = migrate_agent::failpoints::setup() {
+        eprintln!("migrate-agent: {e}");
+        return ExitCode::from(2);
+    }
     match migrate_agent::daemon::run(config) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

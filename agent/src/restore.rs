@@ -63,6 +63,9 @@ pub enum RestoreError {
     /// The image cannot be rebuilt on this host.
     #[error("{0}")]
     Incompatible(String),
+    /// A failpoint failed the rebuild.
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoints::Injected),
 }
 
 fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, RestoreError> {
@@ -114,6 +117,23 @@ pub struct Restorer {
     shipped: HashMap<i32, std::fs::File>,
     /// The process is this agent's child, waited for by its owner.
     claim: Option<Claim>,
+    /// Let run ([`Restorer::resume`]); until then dropping the Restorer
+    /// kills the half-built process.
+    resumed: bool,
+}
+
+impl Drop for Restorer {
+    fn drop(&mut self) {
+        if self.resumed {
+            return;
+        }
+        // Half-built, or built but never committed: it must never run.
+        let _ = sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+        self.task.kill_in_place();
+        for t in &mut self.threads {
+            t.kill_in_place();
+        }
+    }
 }
 
 /// A stub process waiting to become a restored process: it sleeps until
@@ -279,6 +299,7 @@ impl Restorer {
             },
             shipped: HashMap::new(),
             claim: stub.claim.take(),
+            resumed: false,
         };
         r.act_as_user()?;
         r.strip_stub(&stub_maps)?;
@@ -446,6 +467,7 @@ impl Restorer {
         nr: i64,
         args: [u64; 6],
     ) -> Result<u64, RestoreError> {
+        crate::failpoints::hit("dest.rebuild.injecting")?;
         step(what, self.task.syscall(nr, args))
     }
 
@@ -2158,23 +2180,17 @@ impl Restorer {
     pub fn resume(mut self, signals: &[i32]) -> Result<(i32, Option<Claim>), RestoreError> {
         let pid = self.pid;
         drop(self.pin.take());
-        for t in self.threads {
+        for t in &mut self.threads {
             let tid = t.tid();
-            step(format!("detaching thread {tid}"), t.detach())?;
+            step(format!("detaching thread {tid}"), t.detach_in_place())?;
         }
-        step("detaching", self.task.detach())?;
+        step("detaching", self.task.detach_in_place())?;
+        // Running: from here its owner is whoever waits for it.
+        self.resumed = true;
         for &s in signals {
             let _ = sys::kill(pid, s);
         }
         Ok((pid, self.claim.take()))
-    }
-
-    /// Kills the half-built process.
-    pub fn kill(self) {
-        self.task.kill();
-        for t in self.threads {
-            t.kill();
-        }
     }
 
     /// The agent's ends of the forwarded standard streams.

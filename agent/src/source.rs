@@ -18,8 +18,8 @@ use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::Lineage;
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
-    DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushOrder, Reply, Resolution,
-    SourceMsg, SHIPPED_CHUNK,
+    DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushDone, PushOrder, Reply,
+    Resolution, SourceMsg, SHIPPED_CHUNK,
 };
 use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
@@ -29,7 +29,7 @@ use crate::access::Caller;
 use crate::dirty::{DirtyError, DirtyTracker};
 use crate::dump::{self, Frozen};
 use crate::peer::{self, REPLY_TIMEOUT, STALL_TIMEOUT};
-use crate::{error_chain, preflight, procfs, sys};
+use crate::{error_chain, failpoints, preflight, procfs, sys};
 
 /// Pages per frame when pushing.
 const PUSH_CHUNK: u64 = 64;
@@ -332,6 +332,9 @@ fn migrate_process(
             Ok(other) => return refused(vec![format!("{}: unexpected answer {other:?}", cx.to)]),
             Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
         };
+    if let Err(e) = failpoints::hit("source.after-file-check") {
+        return refused(vec![format!("host {}: {e}", cx.to)]);
+    }
     let clock = match sync_clock(&mut ctl, &seq) {
         Ok(c) => c,
         Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
@@ -395,6 +398,10 @@ fn migrate_process(
             crate::coop::FreezeNotice::NotListening => {}
         }
     }
+    if let Err(e) = failpoints::hit("source.before-freeze") {
+        let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.to_string()));
+        return failed(e.to_string(), true);
+    }
     let running = dump::RunningScan::take(pid);
     // Freeze. From here until Commit, any failure resumes the original.
     let t_freeze = Instant::now();
@@ -454,13 +461,24 @@ fn migrate_process(
         .map(|p| p.count)
         .sum();
 
-    let shipped = ship_core(&mut ctl, &seq, id, &frozen, opts, &mut rec);
-    let new_pid = match shipped.and_then(|_| match seq.recv::<DestMsg>(&mut ctl) {
+    let shipped = failpoints::hit("source.before-core")
+        .map_err(|e| e.to_string())
+        .and_then(|()| ship_core(&mut ctl, &seq, id, &frozen, opts, &mut rec))
+        .and_then(|()| failpoints::hit("source.after-core").map_err(|e| e.to_string()));
+    let ready = shipped.and_then(|_| match seq.recv::<DestMsg>(&mut ctl) {
         Ok(DestMsg::Ready { pid }) => Ok(pid),
-        Ok(DestMsg::Failed(e)) => Err(format!("{} could not rebuild the process: {e}", cx.to)),
+        Ok(DestMsg::Failed { error, .. }) => {
+            Err(format!("{} could not rebuild the process: {error}", cx.to))
+        }
         Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
         Err(e) => Err(format!("lost {} before commit: {}", cx.to, frame_error(&e))),
-    }) {
+    });
+    let ready = ready.and_then(|p| {
+        failpoints::hit("source.after-ready")
+            .map_err(|e| e.to_string())
+            .map(|()| p)
+    });
+    let new_pid = match ready {
         Ok(p) => p,
         Err(e) => {
             // A stalled link would hold the abort as long again: a short try.
@@ -505,6 +523,9 @@ fn migrate_process(
         ));
     }
     if !push {
+        if let Ok(mut b) = bulk.try_clone() {
+            let _ = frame::write_msg(&mut b, &PushDone { pages: 0 });
+        }
         let _ = bulk.shutdown(Shutdown::Write);
     }
     let lost = |rec: &mut MigrationRecord, what: String| {
@@ -530,7 +551,14 @@ fn migrate_process(
         }
     }
     drop(to_reset);
-    let early = match seq.send(&mut ctl, &SourceMsg::Commit { id, signals }) {
+    let committed = seq
+        .send(&mut ctl, &SourceMsg::Commit { id, signals })
+        .and_then(|()| {
+            // As if the lane broke once the commit was sent.
+            failpoints::hit("source.after-commit-sent")
+                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+        });
+    let early = match committed {
         Err(e) => Some((
             format!("lost {} at commit: {}", cx.to, error_chain(&e)),
             false,
@@ -539,9 +567,22 @@ fn migrate_process(
             let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
             match seq.recv::<DestMsg>(&mut ctl) {
                 Ok(DestMsg::Resumed) => None,
-                Ok(DestMsg::Failed(e)) => {
-                    Some((format!("{} could not resume the process: {e}", cx.to), true))
+                Ok(DestMsg::Failed { error, ran: false }) => {
+                    // The copy never ran: the commit is void, the original
+                    // resumes as after any failure before it.
+                    let _ = demand.shutdown(Shutdown::Both);
+                    let _ = bulk.shutdown(Shutdown::Both);
+                    drop(task);
+                    info!(id, pid, "the copy never ran: the original runs on here");
+                    return failed(
+                        format!("{} could not resume the process: {error}", cx.to),
+                        true,
+                    );
                 }
+                Ok(DestMsg::Failed { error, ran: true }) => Some((
+                    format!("{} could not resume the process: {error}", cx.to),
+                    true,
+                )),
                 Ok(other) => Some((
                     format!("{} did not resume the process: {other:?}", cx.to),
                     false,
@@ -563,6 +604,10 @@ fn migrate_process(
             at: Instant::now(),
         };
         return after_loss(cx, caller.uid, id, task, loss, opts.on_loss, rec, progress);
+    }
+    if failpoints::hit("source.after-resumed").is_err() {
+        // As if the lane broke: post-copy's end is never heard.
+        let _ = ctl.shutdown(Shutdown::Both);
     }
     rec.timeline.resume = us(t0);
     event(&mut rec, "resume acknowledged");
@@ -706,6 +751,10 @@ fn migrate_process(
                     what,
                 });
             }
+            if failpoints::hit("source.after-complete").is_err() {
+                // As if the lane broke: `Done` is not sent.
+                let _ = ctl.shutdown(Shutdown::Both);
+            }
             event(&mut rec, "original released");
             cx.lineages.forget(pid);
             rec.events.sort_by_key(|e| e.at_us);
@@ -721,7 +770,9 @@ fn migrate_process(
         other => {
             // The destination said its copy is gone, or it went silent.
             let (what, copy_gone) = match other {
-                Ok(DestMsg::Failed(e)) => (format!("post-copy failed on {}: {e}", cx.to), true),
+                Ok(DestMsg::Failed { error, .. }) => {
+                    (format!("post-copy failed on {}: {error}", cx.to), true)
+                }
                 Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
                 Err(e) => (
                     format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
@@ -1211,50 +1262,67 @@ fn spawn_demand(
 ) -> std::thread::JoinHandle<()> {
     std::thread::spawn(move || {
         let Some(mut s) = lane else { return };
-        let mut buf = Vec::new();
-        loop {
-            let req: PageRequest = match frame::read_msg(&mut s) {
-                Ok(r) => r,
-                Err(_) => return,
-            };
-            let n = u64::from(req.npages.min(MAX_PAGES_PER_FRAME));
-            if n == 0 || !req.addr.is_multiple_of(PAGE_SIZE) || !lazy.contains(req.addr, n) {
-                warn!(
-                    addr = req.addr,
-                    n, "demand request outside the process's lazy pages: closing the lane"
-                );
+        serve_demand(&mut s, &mem, &lazy, &c, compress);
+        // However it ended, the lane is closed (the session holds another
+        // handle of it): a destination whose requests go unanswered knows.
+        let _ = s.shutdown(Shutdown::Both);
+    })
+}
+
+/// Answers demand requests on `s` until the lane ends or fails.
+fn serve_demand(
+    s: &mut PeerStream,
+    mem: &RemoteMem,
+    lazy: &LazyPages,
+    c: &Counters,
+    compress: bool,
+) {
+    let mut buf = Vec::new();
+    loop {
+        let req: PageRequest = match frame::read_msg(&mut *s) {
+            Ok(r) => r,
+            Err(_) => return,
+        };
+        let n = u64::from(req.npages.min(MAX_PAGES_PER_FRAME));
+        if n == 0 || !req.addr.is_multiple_of(PAGE_SIZE) || !lazy.contains(req.addr, n) {
+            warn!(
+                addr = req.addr,
+                n, "demand request outside the process's lazy pages: closing the lane"
+            );
+            return;
+        }
+        if failpoints::hit("source.demand").is_err() {
+            return; // as if the lane broke
+        }
+        lazy.mark(req.addr, n);
+        // The faulting page (the first) is read and sent alone and
+        // first: the thread waiting on it runs again as soon as it is
+        // in; the prefetched rest follows in a second frame.
+        buf.resize((n * PAGE_SIZE) as usize, 0);
+        let (head, rest) = buf.split_at_mut(PAGE_SIZE as usize);
+        let mut send = |addr: u64, pages: &mut [u8]| -> Result<u64, frame::FrameError> {
+            if pages.is_empty() {
+                return Ok(0);
+            }
+            mem.read_direct(addr, pages)
+                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
+            put_pages(&mut *s, addr, pages, compress)
+        };
+        let sent = send(req.addr, head).and_then(|a| Ok(a + send(req.addr + PAGE_SIZE, rest)?));
+        match sent {
+            Ok(n) => {
+                c.wire_bytes.fetch_add(n, Ordering::Relaxed);
+            }
+            Err(e) => {
+                warn!(error = %error_chain(&e), "answering a demand request: closing the lane");
                 return;
             }
-            lazy.mark(req.addr, n);
-            // The faulting page (the first) is read and sent alone and
-            // first: the thread waiting on it runs again as soon as it is
-            // in; the prefetched rest follows in a second frame.
-            buf.resize((n * PAGE_SIZE) as usize, 0);
-            let (head, rest) = buf.split_at_mut(PAGE_SIZE as usize);
-            let mut send = |addr: u64, pages: &mut [u8]| -> Result<u64, frame::FrameError> {
-                if pages.is_empty() {
-                    return Ok(0);
-                }
-                mem.read_direct(addr, pages)
-                    .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
-                put_pages(&mut s, addr, pages, compress)
-            };
-            let sent = send(req.addr, head).and_then(|a| Ok(a + send(req.addr + PAGE_SIZE, rest)?));
-            match sent {
-                Ok(n) => {
-                    c.wire_bytes.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(e) => {
-                    warn!(error = %error_chain(&e), "answering a demand request: closing the lane");
-                    return;
-                }
-            }
-            c.demand_requests.fetch_add(1, Ordering::Relaxed);
-            c.demand_pages.fetch_add(n, Ordering::Relaxed);
-            c.last_fault
-                .store(req.addr + n * PAGE_SIZE + 1, Ordering::Relaxed);
         }
-    })
+        c.demand_requests.fetch_add(1, Ordering::Relaxed);
+        c.demand_pages.fetch_add(n, Ordering::Relaxed);
+        c.last_fault
+            .store(req.addr + n * PAGE_SIZE + 1, Ordering::Relaxed);
+    }
 }
 
 fn spawn_push(
@@ -1282,65 +1350,80 @@ fn spawn_push(
         let mut i = 0usize;
         let mut hint_seen = 0u64;
         let mut last_sample = Instant::now();
-        while !lazy.all_claimed() {
-            if order == PushOrder::NearFaults {
-                let hint = c.last_fault.load(Ordering::Relaxed);
-                if hint != hint_seen {
-                    hint_seen = hint;
-                    if let Some(k) = lazy.index(hint - 1).or_else(|| lazy.index_after(hint - 1)) {
-                        i = k;
+        let completed = 'push: {
+            while !lazy.all_claimed() {
+                if order == PushOrder::NearFaults {
+                    let hint = c.last_fault.load(Ordering::Relaxed);
+                    if hint != hint_seen {
+                        hint_seen = hint;
+                        if let Some(k) = lazy.index(hint - 1).or_else(|| lazy.index_after(hint - 1))
+                        {
+                            i = k;
+                        }
+                    }
+                }
+                if i >= total {
+                    i = 0;
+                }
+                let Some((run_addr, run_count, run_off)) = lazy.run_of(i) else {
+                    break 'push false;
+                };
+                // Claim a stretch of unsent pages within this run; skip the
+                // ones already sent.
+                let run_end = run_off + run_count as usize;
+                while i < run_end && lazy.sent[i].load(Ordering::Relaxed) {
+                    i += 1;
+                }
+                let first = i;
+                while i < run_end && i - first < PUSH_CHUNK as usize && lazy.claim(i) {
+                    i += 1;
+                }
+                let n = (i - first) as u64;
+                if n == 0 {
+                    continue;
+                }
+                let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                if mem.read_direct(addr, &mut buf).is_err()
+                    || failpoints::hit("source.push").is_err()
+                {
+                    break 'push false;
+                }
+                match put_pages(&mut w, addr, &buf, compress) {
+                    Ok(n) => {
+                        c.wire_bytes.fetch_add(n, Ordering::Relaxed);
+                    }
+                    Err(_) => break 'push false,
+                }
+                let pushed = c.pushed_pages.fetch_add(n, Ordering::Relaxed) + n;
+                sent_bytes += n * PAGE_SIZE;
+                if last_sample.elapsed() >= PUSH_SAMPLE_EVERY {
+                    last_sample = Instant::now();
+                    if let Ok(mut v) = c.push_samples.lock() {
+                        v.push((t_request.elapsed().as_micros() as u64, pushed));
+                    }
+                }
+                if let Some(rate) = rate_mib.filter(|r| *r > 0) {
+                    let due =
+                        Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
+                    if let Some(wait) = due.checked_sub(t0.elapsed()) {
+                        let _ = w.flush();
+                        std::thread::sleep(wait);
                     }
                 }
             }
-            if i >= total {
-                i = 0;
-            }
-            let Some((run_addr, run_count, run_off)) = lazy.run_of(i) else {
-                return;
-            };
-            // Claim a stretch of unsent pages within this run; skip the
-            // ones already sent.
-            let run_end = run_off + run_count as usize;
-            while i < run_end && lazy.sent[i].load(Ordering::Relaxed) {
-                i += 1;
-            }
-            let first = i;
-            while i < run_end && i - first < PUSH_CHUNK as usize && lazy.claim(i) {
-                i += 1;
-            }
-            let n = (i - first) as u64;
-            if n == 0 {
-                continue;
-            }
-            let addr = run_addr + (first - run_off) as u64 * PAGE_SIZE;
-            buf.resize((n * PAGE_SIZE) as usize, 0);
-            if mem.read_direct(addr, &mut buf).is_err() {
-                return;
-            }
-            match put_pages(&mut w, addr, &buf, compress) {
-                Ok(n) => {
-                    c.wire_bytes.fetch_add(n, Ordering::Relaxed);
-                }
-                Err(_) => return,
-            }
-            let pushed = c.pushed_pages.fetch_add(n, Ordering::Relaxed) + n;
-            sent_bytes += n * PAGE_SIZE;
-            if last_sample.elapsed() >= PUSH_SAMPLE_EVERY {
-                last_sample = Instant::now();
-                if let Ok(mut v) = c.push_samples.lock() {
-                    v.push((t_request.elapsed().as_micros() as u64, pushed));
-                }
-            }
-            if let Some(rate) = rate_mib.filter(|r| *r > 0) {
-                let due = Duration::from_secs_f64(sent_bytes as f64 / (rate as f64 * 1048576.0));
-                if let Some(wait) = due.checked_sub(t0.elapsed()) {
-                    let _ = w.flush();
-                    std::thread::sleep(wait);
-                }
-            }
+            true
+        };
+        // Only a push that went to its end says so; one that failed
+        // closes the lane without it (the destination counts it lost).
+        if completed {
+            let pages = c.pushed_pages.load(Ordering::Relaxed);
+            let _ = frame::write_msg(&mut w, &PushDone { pages }).and_then(|()| Ok(w.flush()?));
+            drop(w);
+            let _ = s.shutdown(Shutdown::Write);
+        } else {
+            drop(w);
+            let _ = s.shutdown(Shutdown::Both);
         }
-        let _ = w.flush();
-        drop(w);
-        let _ = s.shutdown(Shutdown::Write);
     })
 }

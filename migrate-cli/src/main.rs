@@ -637,6 +637,9 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
         detach: args.detach,
         opts,
     };
+    // Which process the pid is now: after an agent's death, whether that
+    // process runs on here tells the outcome.
+    let started = proc_start(args.pid);
     frame::write_msg(&mut s, &req)
         .map_err(|e| Exit(3, anyhow::Error::new(e).context("talking to the agent")))?;
     let print = |r: &MigrationRecord, complete: bool| -> Result<(), Exit> {
@@ -672,22 +675,76 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
                 ..
             }) => {
                 return Err(if resumed_original {
-                    Exit(1, anyhow::anyhow!("failed: {error}; pid {} runs on here, untouched", args.pid))
+                    Exit(
+                        1,
+                        anyhow::anyhow!(
+                            "failed: {error}; pid {} runs on here, untouched",
+                            args.pid
+                        ),
+                    )
                 } else {
                     Exit(4, anyhow::anyhow!("failed after commit: {error}"))
                 })
             }
             Ok(other) => return Err(Exit(3, anyhow::anyhow!("unexpected answer: {other:?}"))),
             Err(e) => {
+                // The agent died. Before the commit the kernel lets the
+                // frozen original go on as the agent's ptrace ends (and the
+                // destination discards its copy); after it, the kernel
+                // kills the original (PTRACE_O_EXITKILL).
+                if started.is_some() && runs_again(args.pid, started) {
+                    return Err(Exit(
+                        1,
+                        anyhow::anyhow!(
+                            "the agent ended before the commit ({e}); pid {} runs on here",
+                            args.pid
+                        ),
+                    ));
+                }
                 return Err(Exit(
                     4,
                     anyhow::Error::new(e).context(
                         "the agent closed the connection mid-migration (did it die?): the outcome is unknown",
                     ),
-                ))
+                ));
             }
         }
     }
+}
+
+/// Start time of process `pid` (`/proc/PID/stat` field 22), to know it
+/// again.
+fn proc_start(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Whether the process that was `pid` at `started` runs (is not stopped
+/// by a tracer) within a second of its tracer's death.
+fn runs_again(pid: i32, started: Option<u64>) -> bool {
+    for _ in 0..20 {
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        if proc_start(pid) != started {
+            return false;
+        }
+        match rest.trim_start().chars().next() {
+            Some('Z' | 'X') => return false,
+            Some('t' | 'T') => std::thread::sleep(std::time::Duration::from_millis(50)),
+            Some(_) => return true,
+            None => return false,
+        }
+    }
+    false
 }
 
 fn main() -> ExitCode {

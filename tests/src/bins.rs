@@ -46,3 +46,40 @@ pub fn bin(name: &str) -> PathBuf {
     );
     path
 }
+
+/// The agent built with its failpoints (`--features failpoints`), in a
+/// target directory of its own beside the usual one; built on first use.
+pub fn failpoint_agent() -> PathBuf {
+    static BUILT: OnceLock<bool> = OnceLock::new();
+    let profile = target_dir();
+    let release = profile.file_name().is_some_and(|n| n == "release");
+    let dir = profile.parent().expect("target dir").join("failpoints");
+    let path = dir
+        .join(if release { "release" } else { "debug" })
+        .join("migrate-agent");
+    let built = *BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        std::process::Command::new(cargo)
+            .args([
+                "build",
+                "-q",
+                "-p",
+                "migrate-agent",
+                "--features",
+                "failpoints",
+            ])
+            .arg("--target-dir")
+            .arg(&dir)
+            .args(release.then_some("--release"))
+            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    });
+    assert!(
+        built && path.exists(),
+        "building the agent with failpoints failed ({})",
+        path.display()
+    );
+    path
+}

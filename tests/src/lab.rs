@@ -302,8 +302,22 @@ impl Host {
         log: &Path,
         security: &[&str],
     ) -> io::Result<Agent> {
+        self.spawn_agent_env(agent_bin, peers, log, security, &[])
+    }
+
+    /// As [`Host::spawn_agent_with`], with `env` added to the agent's
+    /// environment (e.g. `FAILPOINTS`).
+    pub fn spawn_agent_env(
+        &self,
+        agent_bin: &Path,
+        peers: &[&Host],
+        log: &Path,
+        security: &[&str],
+        env: &[(&str, &str)],
+    ) -> io::Result<Agent> {
         let f = std::fs::File::create(log)?;
         let mut c = self.command(agent_bin);
+        c.envs(env.iter().copied());
         c.args(security);
         // State in the host's private /run: it outlives an agent restart,
         // not the lab.

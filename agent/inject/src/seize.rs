@@ -397,6 +397,18 @@ impl Seized {
 
     /// Kills the task (SIGKILL) and forgets it.
     pub fn kill(mut self) {
+        self.kill_in_place();
+    }
+
+    /// As [`Seized::detach`], for an owner that cannot give the handle up
+    /// (it is inert afterwards).
+    pub fn detach_in_place(&mut self) -> Result<(), InjectError> {
+        self.release()
+    }
+
+    /// As [`Seized::kill`], for an owner that cannot give the handle up
+    /// (it is inert afterwards).
+    pub fn kill_in_place(&mut self) {
         self.released = true;
         let _ = sys::tgkill(self.tgid, self.tid, libc::SIGKILL);
         let _ = sys::ptrace_simple(libc::PTRACE_DETACH, self.tid, 0, 0);

@@ -467,8 +467,14 @@ pub enum DestMsg {
         /// on this host's clock).
         events: Vec<(String, u64)>,
     },
-    /// Restore or post-copy failed.
-    Failed(String),
+    /// Restore or post-copy failed; what was built is killed.
+    Failed {
+        /// Why.
+        error: String,
+        /// Whether the copy ran before it was killed. A copy that never
+        /// ran leaves the original to resume, committed or not.
+        ran: bool,
+    },
 }
 
 /// Destination → source on the demand lane.
@@ -478,6 +484,14 @@ pub struct PageRequest {
     pub addr: u64,
     /// Number of pages.
     pub npages: u32,
+}
+
+/// Source → destination, last on the bulk lane: the push is over. A bulk
+/// lane that closes without it was lost, pages still to come or not.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct PushDone {
+    /// Pages the push sent.
+    pub pages: u64,
 }
 
 /// Between a deputy (the stand-in left on the home host, keeping the

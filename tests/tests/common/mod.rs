@@ -39,23 +39,42 @@ impl Cluster {
     }
 
     pub fn start_in(lab: Lab, security: [&[&str]; 2]) -> Cluster {
-        let agent = bin("migrate-agent");
+        Cluster::start_agents(lab, &bin("migrate-agent"), security, [&[], &[]])
+    }
+
+    /// Both agents of the lab's cluster from `agent` (the build with
+    /// failpoints, say), each with its `env` added.
+    pub fn start_env(agent: &std::path::Path, env: [&[(&str, &str)]; 2]) -> Cluster {
+        let lab = Lab::start().expect("lab");
+        let auth = lab.shared_dir().join("cluster");
+        let auth = auth.to_string_lossy().into_owned();
+        Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
+    }
+
+    fn start_agents(
+        lab: Lab,
+        agent: &std::path::Path,
+        security: [&[&str]; 2],
+        env: [&[(&str, &str)]; 2],
+    ) -> Cluster {
         let a1 = lab
             .host("host1")
-            .spawn_agent_with(
-                &agent,
+            .spawn_agent_env(
+                agent,
                 &[lab.host("host2")],
                 &lab.shared_dir().join("agent1.log"),
                 security[0],
+                env[0],
             )
             .expect("agent on host1");
         let a2 = lab
             .host("host2")
-            .spawn_agent_with(
-                &agent,
+            .spawn_agent_env(
+                agent,
                 &[lab.host("host1")],
                 &lab.shared_dir().join("agent2.log"),
                 security[1],
+                env[1],
             )
             .expect("agent on host2");
         Cluster {

@@ -1,0 +1,162 @@
+//! Every failpoint of the agents (`migrate-agent __failpoints` in a build
+//! with `--features failpoints`), each with `return` (the step fails as a
+//! real error there would) and `panic` (the agent dies there), in post-copy
+//! and stop-copy. Afterwards, on both hosts:
+//! - exit 0: the process runs on host2 only;
+//! - exit 1: the original runs on host1 (the same process), nothing on
+//!   host2;
+//! - exit 4 (lost): it runs at most once, anywhere.
+//!
+//! and the copy that runs has its memory, checked word for word.
+//!
+//! (Issue 18 asks more of exit 4: that it mean the process runs nowhere.
+//! Today a source that loses touch with its destination after the commit
+//! does not ask what became of the copy, so the copy may run on while
+//! `migrate` says 4.)
+
+use std::time::{Duration, Instant};
+
+use migrate_tests::bins::failpoint_agent;
+use migrate_tests::lab::Host;
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+const WORKLOAD_BIN: &str = env!("CARGO_BIN_EXE_workload");
+
+/// Whether `pid` runs in `host`: alive and not stopped (a frozen original
+/// is `t`, traced-stopped).
+fn runs(host: &Host, pid: i32) -> bool {
+    let stat = std::fs::read_to_string(host.root_path(format!("proc/{pid}/stat")));
+    let Ok(stat) = stat else { return false };
+    match stat.rsplit_once(')') {
+        Some((_, rest)) => !matches!(
+            rest.trim_start().chars().next(),
+            Some('t' | 'T' | 'Z' | 'X')
+        ),
+        None => false,
+    }
+}
+
+/// Pids of workloads that run in `host`.
+fn workloads(host: &Host) -> Vec<i32> {
+    pids_named(host, "workload")
+        .into_iter()
+        .filter(|&p| runs(host, p))
+        .collect()
+}
+
+/// One case: the outcome, or what went wrong.
+fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result<String, String> {
+    let spec = format!("{name}={action}");
+    let env: [&[(&str, &str)]; 2] = if name.starts_with("source.") {
+        [&[("FAILPOINTS", &spec)], &[]]
+    } else {
+        [&[], &[("FAILPOINTS", &spec)]]
+    };
+    let c = Cluster::start_env(agent, env);
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
+    if !w.wait_for("ready 8", 60) {
+        return Err(format!("the workload did not start: {}", w.text()));
+    }
+    let out = c.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", mode]);
+    let code = out.status.code();
+    // Settle: a copy whose source died is killed once the source has been
+    // silent 5 s; that only follows a failure `migrate` reports (exit 4).
+    let ok = |h1: &[i32], h2: &[i32]| match (code, h1.len(), h2.len()) {
+        (Some(0), 0, 1) => true,
+        (Some(1), 1, 0) => h1[0] == w.pid as i32,
+        (Some(4), n1, n2) => n1 + n2 <= 1,
+        _ => false,
+    };
+    let deadline = Instant::now() + Duration::from_secs(12);
+    let (h1, h2) = loop {
+        let state = (workloads(c.h1()), workloads(c.h2()));
+        if ok(&state.0, &state.1) || Instant::now() > deadline {
+            break state;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    // Nothing may start running later: a kept original stays frozen, and a
+    // copy can only be killed (its source gone: only after exit 4).
+    std::thread::sleep(Duration::from_millis(500));
+    let (h1b, h2b) = (workloads(c.h1()), workloads(c.h2()));
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    let what = format!("exit {code:?}, host1 {h1b:?}, host2 {h2b:?} ({err})");
+    if !ok(&h1, &h2) || !ok(&h1b, &h2b) {
+        return Err(format!("{what}; first seen host1 {h1:?} host2 {h2:?}"));
+    }
+    // The one copy that runs has its memory.
+    let running = h1b
+        .iter()
+        .map(|&p| (c.h1(), p))
+        .chain(h2b.iter().map(|&p| (c.h2(), p)));
+    for (host, pid) in running {
+        match verify(host, pid, &w) {
+            Some(v) if v.starts_with("verify ok") => {}
+            // A copy killed meanwhile, after `migrate` said it was lost.
+            None if code == Some(4) && !runs(host, pid) => {}
+            v => return Err(format!("{what}; memory on {}: {v:?}", host.name())),
+        }
+    }
+    Ok(what)
+}
+
+/// Asks the workload `w`, running as `pid` in `host`, to check its memory;
+/// its answer, or None within 30 s.
+fn verify(host: &Host, pid: i32, w: &Proc) -> Option<String> {
+    let answers = || -> Vec<String> {
+        w.text()
+            .lines()
+            .filter(|l| l.starts_with("verify"))
+            .map(String::from)
+            .collect()
+    };
+    let before = answers().len();
+    let sent = host
+        .command("kill")
+        .args(["-USR1", &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !sent || !wait_until(30, || answers().len() > before) {
+        return None;
+    }
+    answers().get(before).cloned()
+}
+
+#[test]
+fn every_failpoint_leaves_the_process_running_exactly_once() {
+    require_lab!();
+    let agent = failpoint_agent();
+    let listed = std::process::Command::new(&agent)
+        .arg("__failpoints")
+        .output()
+        .expect("migrate-agent __failpoints");
+    assert!(listed.status.success(), "{listed:?}");
+    let names: Vec<String> = String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .map(String::from)
+        .collect();
+    assert!(names.len() > 10, "{names:?}");
+    // For work on one failpoint: `FAILPOINT_CASES=NAME[,NAME...]`.
+    let only = std::env::var("FAILPOINT_CASES").ok();
+    let chosen = |n: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == n));
+    let modes = std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy".into());
+    let actions = std::env::var("FAILPOINT_ACTIONS").unwrap_or("return,panic".into());
+    let mut failures = Vec::new();
+    let t = Instant::now();
+    for mode in modes.split(',') {
+        for action in actions.split(',') {
+            for name in names.iter().filter(|n| chosen(n)) {
+                let r = walk(&agent, name, action, mode);
+                eprintln!("{mode:9} {name:26} {action:6} {r:?}");
+                if let Err(e) = r {
+                    failures.push(format!("{mode} {name}={action}: {e}"));
+                }
+            }
+        }
+    }
+    eprintln!("walked {} cases in {:?}", names.len() * 4, t.elapsed());
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
