@@ -481,6 +481,7 @@ fn rebuild(
         None => None,
     };
     step("keeper started");
+    failpoints::hit("dest.after-keeper")?;
     // The relays of forwarded standard streams: one lane each.
     let mut streams = Vec::new();
     for (fd, end, output) in r.take_forwarded() {
@@ -694,8 +695,17 @@ fn rebuild(
     }
     // Every userfaultfd of ours is closed by now: the keeper's copy is the
     // last, and its exit unregisters the ranges.
+    let mut outcome = outcome;
     match (&outcome, keeper) {
-        (Outcome::Complete | Outcome::Exited, Some(k)) => k.release(),
+        (Outcome::Complete | Outcome::Exited, Some(k)) => {
+            let released = failpoints::hit("dest.keeper-release")
+                .map_err(std::io::Error::other)
+                .and_then(|()| k.release());
+            if let Err(e) = released {
+                // Unreleased, the keeper kills the process as it goes.
+                outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+            }
+        }
         (_, k) => drop(k),
     }
     end_step("lanes closed, userfaultfds released");

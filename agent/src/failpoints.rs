@@ -5,7 +5,9 @@
 //! They exist only in builds with the `failpoints` feature, configured by
 //! the environment variable `FAILPOINTS` (`NAME=ACTION`, several joined by
 //! `;`); in other builds [`hit`] compiles to nothing. In builds with the
-//! feature a panic in any thread ends the agent ([`setup`]).
+//! feature a panic in any thread ends the agent ([`setup`]), unless
+//! `FAILPOINTS_UNWIND` is set: then, as in normal builds, a panic unwinds
+//! its own thread only (one migration's), whose owners undo its state.
 
 use thiserror::Error;
 
@@ -29,6 +31,7 @@ pub const NAMES: &[&str] = &[
     "dest.after-file-check",
     "dest.after-core",
     "dest.rebuild.injecting",
+    "dest.after-keeper",
     "dest.before-ready",
     "dest.after-ready",
     // Destination, the commit and after.
@@ -36,6 +39,7 @@ pub const NAMES: &[&str] = &[
     "dest.after-resume",
     "dest.demand",
     "dest.push",
+    "dest.keeper-release",
     "dest.before-complete",
     "dest.after-complete",
 ];
@@ -76,9 +80,10 @@ pub enum SetupError {
 }
 
 /// Configures the failpoints from `FAILPOINTS`, if set. In builds with
-/// the feature, also makes a panic in any thread end the process.
+/// the feature, also makes a panic in any thread end the process (unless
+/// `FAILPOINTS_UNWIND` is set).
 pub fn setup() -> Result<(), SetupError> {
-    if ENABLED {
+    if ENABLED && std::env::var_os("FAILPOINTS_UNWIND").is_none() {
         let default = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             default(info);

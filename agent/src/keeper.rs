@@ -5,7 +5,7 @@
 //! goes away without saying that post-copy is over.
 
 use std::fs::File;
-use std::io::{self, Write};
+use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -17,8 +17,6 @@ use crate::children::Claim;
 const KEEPER_UFFD: i32 = 3;
 const KEEPER_PIDFD: i32 = 4;
 const KEEPER_PIPE: i32 = 5;
-/// Byte that ends the keeper's watch without killing anything.
-const RELEASE: u8 = b'D';
 
 /// A running keeper.
 pub struct Keeper {
@@ -85,12 +83,14 @@ impl Keeper {
         })
     }
 
-    /// Post-copy is over: the keeper exits without killing anything.
-    pub fn release(mut self) {
-        if let Some(mut tx) = self.tx.take() {
-            let _ = tx.write_all(&[RELEASE]);
-        }
-        let _ = self.child.wait();
+    /// Post-copy is over: the keeper is ended before it can kill anything
+    /// (it kills only once its pipe closes, and the pipe stays open until
+    /// it is gone).
+    pub fn release(mut self) -> io::Result<()> {
+        self.child.kill()?;
+        self.child.wait()?;
+        self.tx.take();
+        Ok(())
     }
 }
 
@@ -112,19 +112,18 @@ pub fn run() -> ! {
             libc::signal(sig, libc::SIG_IGN);
         }
     }
+    // Nothing is ever written: the pipe closes when the agent is gone. A
+    // release ends this process first (SIGKILL, which nothing here stops).
     let mut b = [0u8; 1];
-    let released = loop {
+    loop {
         // SAFETY: reading one byte into a valid buffer.
         let n = unsafe { libc::read(KEEPER_PIPE, b.as_mut_ptr().cast(), 1) };
-        if n == 1 {
-            break b[0] == RELEASE;
-        }
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
-        break false;
-    };
-    if !released {
+        break;
+    }
+    {
         // SAFETY: pidfd_send_signal on the descriptor the agent gave us.
         unsafe {
             libc::syscall(

@@ -572,7 +572,7 @@ fn migrate_process(
                     // resumes as after any failure before it.
                     let _ = demand.shutdown(Shutdown::Both);
                     let _ = bulk.shutdown(Shutdown::Both);
-                    drop(task);
+                    task.resume();
                     info!(id, pid, "the copy never ran: the original runs on here");
                     return failed(
                         format!("{} could not resume the process: {error}", cx.to),
@@ -839,7 +839,7 @@ fn after_loss(
     };
     let resume = |task: FrozenOriginal, rec: &mut MigrationRecord| {
         loss.wait_copy_gone();
-        drop(task);
+        task.resume();
         info!(id, pid, "the original runs here again");
         failed(
             rec,
@@ -961,10 +961,30 @@ impl KeptOriginals {
 struct FrozenOriginal(Vec<Seized>);
 
 impl FrozenOriginal {
-    fn kill(self) {
-        for t in self.0 {
+    /// Ends it.
+    fn kill(mut self) {
+        self.kill_all();
+    }
+
+    /// Lets it run here again: only once its copy is known gone.
+    fn resume(mut self) {
+        // Each thread resumes as its handle is released.
+        self.0.clear();
+    }
+
+    fn kill_all(&mut self) {
+        for t in self.0.drain(..) {
             t.kill();
         }
+    }
+}
+
+/// After the commit the original never runs again unless its copy is
+/// known gone ([`FrozenOriginal::resume`]): an owner dropped otherwise (an
+/// early return, a panic unwinding) kills it.
+impl Drop for FrozenOriginal {
+    fn drop(&mut self) {
+        self.kill_all();
     }
 }
 
@@ -972,12 +992,12 @@ impl FrozenOriginal {
 /// agent's binary as `__deputy`, keeping its pid, parent, session and
 /// terminal; its other threads end with the exec.
 fn deputize(
-    task: FrozenOriginal,
+    mut task: FrozenOriginal,
     mem: &RemoteMem,
     cx: &SourceCtx<'_>,
     id: u64,
 ) -> Result<(), String> {
-    let mut threads = task.0;
+    let mut threads = std::mem::take(&mut task.0);
     let mut main = threads.remove(0);
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let args = [

@@ -724,10 +724,14 @@ fn proc_start(pid: i32) -> Option<u64> {
         .ok()
 }
 
-/// Whether the process that was `pid` at `started` runs (is not stopped
-/// by a tracer) within a second of its tracer's death.
+/// Whether the process that was `pid` at `started` runs on, within a
+/// second of its tracer's death: seen running (not stopped by a tracer,
+/// not dead) for 250 ms in a row. A process the kernel is killing (the
+/// tracer died after the commit: `PTRACE_O_EXITKILL`) may show as running
+/// for a moment on its way out.
 fn runs_again(pid: i32, started: Option<u64>) -> bool {
-    for _ in 0..20 {
+    let mut running_for = 0;
+    for _ in 0..40 {
         let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
             return false;
         };
@@ -738,11 +742,14 @@ fn runs_again(pid: i32, started: Option<u64>) -> bool {
             return false;
         }
         match rest.trim_start().chars().next() {
-            Some('Z' | 'X') => return false,
-            Some('t' | 'T') => std::thread::sleep(std::time::Duration::from_millis(50)),
-            Some(_) => return true,
-            None => return false,
+            Some('Z' | 'X') | None => return false,
+            Some('t' | 'T') => running_for = 0,
+            Some(_) => running_for += 1,
         }
+        if running_for > 5 {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
     }
     false
 }
