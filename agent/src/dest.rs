@@ -624,8 +624,10 @@ fn rebuild(
         });
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
     step("committed, fault handler started");
-    let (new_pid, claim) = r.resume(&signals)?;
+    // Counted as run from the first thread let go: a resume that fails
+    // half-way kills the process, but some of it may have run.
     *ran = true;
+    let (new_pid, claim) = r.resume(&signals)?;
     step("resumed");
     lineages.set(
         new_pid,
