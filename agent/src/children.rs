@@ -8,18 +8,18 @@
 //! Children are started inside [`spawning`], so the reaper never sees one
 //! before it is claimed.
 
-use std::collections::HashSet;
+use std::collections::BTreeSet;
 use std::sync::{Mutex, RwLock};
 use std::time::Duration;
 
 use tracing::{debug, warn};
 
-use crate::sys;
+use crate::{procfs, sys};
 
 /// How often the reaper looks for ended children.
 const REAP_EVERY: Duration = Duration::from_millis(500);
 
-static CLAIMED: Mutex<Option<HashSet<i32>>> = Mutex::new(None);
+static CLAIMED: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
 /// Held for reading while children are started and claimed, for writing
 /// while the reaper reaps.
 static SPAWNING: RwLock<()> = RwLock::new(());
@@ -33,18 +33,14 @@ impl Claim {
     /// Claims child `pid`. A child just started must be claimed inside
     /// [`spawning`].
     pub fn new(pid: i32) -> Claim {
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-        claimed.get_or_insert_with(HashSet::new).insert(pid);
+        claimed().insert(pid);
         Claim(pid)
     }
 }
 
 impl Drop for Claim {
     fn drop(&mut self) {
-        let mut claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(set) = claimed.as_mut() {
-            set.remove(&self.0);
-        }
+        claimed().remove(&self.0);
     }
 }
 
@@ -55,9 +51,8 @@ pub fn spawning<T>(start: impl FnOnce() -> T) -> T {
     start()
 }
 
-fn claimed(pid: i32) -> bool {
-    let claimed = CLAIMED.lock().unwrap_or_else(|e| e.into_inner());
-    claimed.as_ref().is_some_and(|s| s.contains(&pid))
+fn claimed() -> std::sync::MutexGuard<'static, BTreeSet<i32>> {
+    CLAIMED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Reaps, once, every ended child of this process that no one claims;
@@ -71,7 +66,7 @@ pub fn reap_unclaimed() -> usize {
 fn reap_among(ended: Vec<i32>) -> usize {
     let mut reaped = 0;
     for pid in ended {
-        if !claimed(pid) && sys::try_reap(pid) {
+        if !claimed().contains(&pid) && sys::try_reap(pid) {
             debug!(pid, "reaped an orphan");
             reaped += 1;
         }
@@ -108,15 +103,7 @@ fn ended_children() -> Vec<i32> {
         .collect();
     pids.sort_unstable();
     pids.dedup();
-    pids.retain(|&pid| {
-        std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .ok()
-            .and_then(|s| {
-                let (_, rest) = s.rsplit_once(')')?;
-                rest.trim_start().chars().next()
-            })
-            == Some('Z')
-    });
+    pids.retain(|&pid| procfs::stat_fields(pid).is_ok_and(|f| f.first().is_some_and(|s| s == "Z")));
     pids
 }
 

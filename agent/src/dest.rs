@@ -557,19 +557,22 @@ fn rebuild(
         // Pushed pages go in in the background: the demand lane and the
         // fault loop come first.
         type Install = fn(&FaultHandler, u64, &[u8]);
-        let lanes: [(&str, PeerStream, Install); 2] = [
+        type Failpoint = fn() -> Result<(), failpoints::Injected>;
+        let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
             (
                 "demand",
                 demand.try_clone().map_err(FrameError::Io)?,
                 FaultHandler::install,
+                || failpoints::hit("dest.demand"),
             ),
             (
                 "bulk",
                 bulk.try_clone().map_err(FrameError::Io)?,
                 FaultHandler::install_background,
+                || failpoints::hit("dest.push"),
             ),
         ];
-        for (lane, mut s, install) in lanes {
+        for (lane, mut s, install, failpoint) in lanes {
             let h2 = h.clone();
             threads.push(std::thread::spawn(move || {
                 if lane == "bulk" {
@@ -578,13 +581,7 @@ fn rebuild(
                 let mut pushed = false;
                 loop {
                     match frame::read_frame(&mut s) {
-                        Ok(Frame::Pages(..))
-                            if match lane {
-                                "demand" => failpoints::hit("dest.demand"),
-                                _ => failpoints::hit("dest.push"),
-                            }
-                            .is_err() =>
-                        {
+                        Ok(Frame::Pages(..)) if failpoint().is_err() => {
                             h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
                             return;
                         }

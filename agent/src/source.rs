@@ -961,21 +961,13 @@ impl KeptOriginals {
 struct FrozenOriginal(Vec<Seized>);
 
 impl FrozenOriginal {
-    /// Ends it.
-    fn kill(mut self) {
-        self.kill_all();
-    }
+    /// Ends it (as dropping it does).
+    fn kill(self) {}
 
     /// Lets it run here again: only once its copy is known gone.
     fn resume(mut self) {
         // Each thread resumes as its handle is released.
         self.0.clear();
-    }
-
-    fn kill_all(&mut self) {
-        for t in self.0.drain(..) {
-            t.kill();
-        }
     }
 }
 
@@ -984,7 +976,9 @@ impl FrozenOriginal {
 /// early return, a panic unwinding) kills it.
 impl Drop for FrozenOriginal {
     fn drop(&mut self) {
-        self.kill_all();
+        for t in self.0.drain(..) {
+            t.kill();
+        }
     }
 }
 

@@ -692,7 +692,7 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
                 // frozen original go on as the agent's ptrace ends (and the
                 // destination discards its copy); after it, the kernel
                 // kills the original (PTRACE_O_EXITKILL).
-                if started.is_some() && runs_again(args.pid, started) {
+                if runs_again(args.pid, started) {
                     return Err(Exit(
                         1,
                         anyhow::anyhow!(
@@ -712,16 +712,18 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
     }
 }
 
-/// Start time of process `pid` (`/proc/PID/stat` field 22), to know it
-/// again.
-fn proc_start(pid: i32) -> Option<u64> {
+/// State and start time of process `pid` (`/proc/PID/stat` fields 3 and
+/// 22), the start time telling it from a later process with its pid.
+fn proc_state(pid: i32) -> Option<(char, u64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(19)?
-        .parse()
-        .ok()
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.nth(18)?.parse().ok()?))
+}
+
+/// Start time of process `pid`, to know it again.
+fn proc_start(pid: i32) -> Option<u64> {
+    proc_state(pid).map(|(_, start)| start)
 }
 
 /// Whether the process that was `pid` at `started` runs on, within a
@@ -732,18 +734,10 @@ fn proc_start(pid: i32) -> Option<u64> {
 fn runs_again(pid: i32, started: Option<u64>) -> bool {
     let mut running_for = 0;
     for _ in 0..40 {
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        if proc_start(pid) != started {
-            return false;
-        }
-        match rest.trim_start().chars().next() {
-            Some('Z' | 'X') | None => return false,
-            Some('t' | 'T') => running_for = 0,
+        match proc_state(pid) {
+            Some((_, start)) if Some(start) != started => return false,
+            None | Some(('Z' | 'X', _)) => return false,
+            Some(('t' | 'T', _)) => running_for = 0,
             Some(_) => running_for += 1,
         }
         if running_for > 5 {

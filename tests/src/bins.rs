@@ -22,17 +22,7 @@ pub fn bin(name: &str) -> PathBuf {
     let path = target_dir().join(name);
     let mut built = None;
     if std::env::var_os("CARGO").is_some() || !path.exists() {
-        built = Some(*BUILT.get_or_init(|| {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let release = target_dir().file_name().is_some_and(|n| n == "release");
-            std::process::Command::new(cargo)
-                .args(["build", "--workspace", "--bins", "-q"])
-                .args(release.then_some("--release"))
-                .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-                .status()
-                .map(|s| s.success())
-                .unwrap_or(false)
-        }));
+        built = Some(*BUILT.get_or_init(|| cargo_build(&["--workspace", "--bins"], None)));
     }
     assert!(
         path.exists(),
@@ -58,23 +48,10 @@ pub fn failpoint_agent() -> PathBuf {
         .join(if release { "release" } else { "debug" })
         .join("migrate-agent");
     let built = *BUILT.get_or_init(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        std::process::Command::new(cargo)
-            .args([
-                "build",
-                "-q",
-                "-p",
-                "migrate-agent",
-                "--features",
-                "failpoints",
-            ])
-            .arg("--target-dir")
-            .arg(&dir)
-            .args(release.then_some("--release"))
-            .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false)
+        cargo_build(
+            &["-p", "migrate-agent", "--features", "failpoints"],
+            Some(&dir),
+        )
     });
     assert!(
         built && path.exists(),
@@ -82,4 +59,21 @@ pub fn failpoint_agent() -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `cargo build -q ARGS` in the workspace, in the profile these tests were
+/// built with, into target directory `into` if given; whether it
+/// succeeded.
+fn cargo_build(args: &[&str], into: Option<&std::path::Path>) -> bool {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = target_dir().file_name().is_some_and(|n| n == "release");
+    let mut c = std::process::Command::new(cargo);
+    c.args(["build", "-q"]).args(args);
+    if let Some(dir) = into {
+        c.arg("--target-dir").arg(dir);
+    }
+    c.args(release.then_some("--release"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .status()
+        .is_ok_and(|s| s.success())
 }

@@ -27,25 +27,11 @@ use common::*;
 
 const WORKLOAD_BIN: &str = env!("CARGO_BIN_EXE_workload");
 
-/// Whether `pid` runs in `host`: alive and not stopped (a frozen original
-/// is `t`, traced-stopped).
-fn runs(host: &Host, pid: i32) -> bool {
-    let stat = std::fs::read_to_string(host.root_path(format!("proc/{pid}/stat")));
-    let Ok(stat) = stat else { return false };
-    match stat.rsplit_once(')') {
-        Some((_, rest)) => !matches!(
-            rest.trim_start().chars().next(),
-            Some('t' | 'T' | 'Z' | 'X')
-        ),
-        None => false,
-    }
-}
-
 /// Pids of workloads that run in `host`.
 fn workloads(host: &Host) -> Vec<i32> {
     pids_named(host, "workload")
         .into_iter()
-        .filter(|&p| runs(host, p))
+        .filter(|&p| runs_in(host, p))
         .collect()
 }
 
@@ -100,10 +86,10 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         .map(|&p| (c.h1(), p))
         .chain(h2b.iter().map(|&p| (c.h2(), p)));
     for (host, pid) in running {
-        match verify(host, pid, &w) {
+        match try_verify_memory(host, pid, &w, 30) {
             Some(v) if v.starts_with("verify ok") => {}
             // A copy killed meanwhile, after `migrate` said it was lost.
-            None if code == Some(4) && !runs(host, pid) => {}
+            None if code == Some(4) && !runs_in(host, pid) => {}
             v => return Err(format!("{what}; memory on {}: {v:?}", host.name())),
         }
     }
@@ -117,28 +103,6 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         }
     }
     Ok(what)
-}
-
-/// Asks the workload `w`, running as `pid` in `host`, to check its memory;
-/// its answer, or None within 30 s.
-fn verify(host: &Host, pid: i32, w: &Proc) -> Option<String> {
-    let answers = || -> Vec<String> {
-        w.text()
-            .lines()
-            .filter(|l| l.starts_with("verify"))
-            .map(String::from)
-            .collect()
-    };
-    let before = answers().len();
-    let sent = host
-        .command("kill")
-        .args(["-USR1", &pid.to_string()])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !sent || !wait_until(30, || answers().len() > before) {
-        return None;
-    }
-    answers().get(before).cloned()
 }
 
 #[test]

@@ -666,16 +666,8 @@ fn agent_zombies(host: &Host) -> Vec<i32> {
         let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let status = fs::read_to_string(e.path().join("status")).unwrap_or_default();
-        let field = |k: &str| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix(k))
-                .map(|v| v.trim().to_string())
-        };
-        if field("PPid:").as_deref() == Some(&agent.to_string())
-            && field("State:").is_some_and(|s| s.starts_with('Z'))
-        {
+        let field = |k: &str| status_line(host, pid, k).replace(k, "").trim().to_string();
+        if field("PPid:") == agent.to_string() && field("State:").starts_with('Z') {
             out.push(pid);
         }
     }

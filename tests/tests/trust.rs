@@ -20,16 +20,6 @@ fn text(out: &std::process::Output) -> String {
     )
 }
 
-/// `/proc/PID/status` lines of `pid` in `host` that start with `key`.
-fn status_line(host: &migrate_tests::lab::Host, pid: i32, key: &str) -> String {
-    fs::read_to_string(host.root_path(format!("proc/{pid}/status")))
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.starts_with(key))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
 #[test]
 fn a_process_in_a_user_namespace_of_its_own_is_refused() {
     require_lab!();

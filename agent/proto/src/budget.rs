@@ -92,6 +92,26 @@ struct ChargedVisitor<'b, V> {
     elements: bool,
 }
 
+/// `visitor`, charged, for a collection whose elements take memory of
+/// their own.
+fn of_elements<V>(visitor: V, budget: &Budget) -> ChargedVisitor<'_, V> {
+    ChargedVisitor {
+        inner: visitor,
+        budget,
+        elements: true,
+    }
+}
+
+/// `visitor`, charged, for a struct's, tuple's or variant's fields
+/// (counted in their parent's size already).
+fn of_fields<V>(visitor: V, budget: &Budget) -> ChargedVisitor<'_, V> {
+    ChargedVisitor {
+        inner: visitor,
+        budget,
+        elements: false,
+    }
+}
+
 /// A seed that deserializes through [`Charged`].
 struct ChargedSeed<'b, S> {
     inner: S,
@@ -113,7 +133,7 @@ macro_rules! forward {
     ($($method:ident),* $(,)?) => {
         $(
             fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, D::Error> {
-                self.inner.$method(ChargedVisitor { inner: visitor, budget: self.budget, elements: true })
+                self.inner.$method(of_elements(visitor, self.budget))
             }
         )*
     };
@@ -155,12 +175,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_unit_struct(name, visitor)
+        self.inner
+            .deserialize_unit_struct(name, of_fields(visitor, self.budget))
     }
 
     fn deserialize_newtype_struct<V: Visitor<'de>>(
@@ -168,12 +184,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         name: &'static str,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_newtype_struct(name, visitor)
+        self.inner
+            .deserialize_newtype_struct(name, of_fields(visitor, self.budget))
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -181,12 +193,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_tuple(len, visitor)
+        self.inner
+            .deserialize_tuple(len, of_fields(visitor, self.budget))
     }
 
     fn deserialize_tuple_struct<V: Visitor<'de>>(
@@ -195,12 +203,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         len: usize,
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_tuple_struct(name, len, visitor)
+        self.inner
+            .deserialize_tuple_struct(name, len, of_fields(visitor, self.budget))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -209,12 +213,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_struct(name, fields, visitor)
+        self.inner
+            .deserialize_struct(name, fields, of_fields(visitor, self.budget))
     }
 
     fn deserialize_enum<V: Visitor<'de>>(
@@ -223,12 +223,8 @@ impl<'de, D: Deserializer<'de>> Deserializer<'de> for Charged<'_, D> {
         variants: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, D::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.deserialize_enum(name, variants, visitor)
+        self.inner
+            .deserialize_enum(name, variants, of_fields(visitor, self.budget))
     }
 
     fn is_human_readable(&self) -> bool {
@@ -458,12 +454,8 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for ChargedVariant<'
     }
 
     fn tuple_variant<V: Visitor<'de>>(self, len: usize, visitor: V) -> Result<V::Value, A::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.tuple_variant(len, visitor)
+        self.inner
+            .tuple_variant(len, of_fields(visitor, self.budget))
     }
 
     fn struct_variant<V: Visitor<'de>>(
@@ -471,12 +463,8 @@ impl<'de, A: de::VariantAccess<'de>> de::VariantAccess<'de> for ChargedVariant<'
         fields: &'static [&'static str],
         visitor: V,
     ) -> Result<V::Value, A::Error> {
-        let visitor = ChargedVisitor {
-            inner: visitor,
-            budget: self.budget,
-            elements: false,
-        };
-        self.inner.struct_variant(fields, visitor)
+        self.inner
+            .struct_variant(fields, of_fields(visitor, self.budget))
     }
 }
 

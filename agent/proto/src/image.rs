@@ -769,6 +769,18 @@ mod validate_tests {
         }
     }
 
+    fn shipped(fd: i32, size: u64) -> ShippedFile {
+        ShippedFile {
+            fd,
+            path: "/f".into(),
+            deleted: false,
+            mode: 0o600,
+            uid: 0,
+            gid: 0,
+            size,
+        }
+    }
+
     #[test]
     fn a_sane_image_passes_and_each_lie_is_named() {
         assert_eq!(image().validate(&ImageLimits::default()), Ok(()));
@@ -788,30 +800,12 @@ mod validate_tests {
                         cloexec: false,
                     },
                 });
-                i.shipped.push(ShippedFile {
-                    fd: 3,
-                    path: "/f".into(),
-                    deleted: false,
-                    mode: 0o600,
-                    uid: 0,
-                    gid: 0,
-                    size: 65 << 20,
-                });
+                i.shipped.push(shipped(3, 65 << 20));
             },
             "65 MiB of shipped files",
         );
         refused(
-            &|i| {
-                i.shipped.push(ShippedFile {
-                    fd: 3,
-                    path: "/f".into(),
-                    deleted: false,
-                    mode: 0o600,
-                    uid: 0,
-                    gid: 0,
-                    size: 1,
-                })
-            },
+            &|i| i.shipped.push(shipped(3, 1)),
             "1 shipped files for 0 descriptors",
         );
         refused(&|i| i.mm.vmas[0].end = 0x10001, "page-aligned");
