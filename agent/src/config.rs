@@ -73,7 +73,7 @@ pub struct FileConfig {
 }
 
 /// Values given on the command line; each overrides the file's.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct Flags {
     /// `--name`.
     pub name: Option<String>,
@@ -140,6 +140,12 @@ pub fn settings_file(given: Option<PathBuf>, default: &Path) -> Option<PathBuf> 
     given.or_else(|| default.is_file().then(|| default.to_path_buf()))
 }
 
+/// Where `to` is: the address of the peer of that name, else `to` itself
+/// read as ADDR:PORT.
+pub fn resolve_peer(peers: &BTreeMap<String, SocketAddr>, to: &str) -> Option<SocketAddr> {
+    peers.get(to).copied().or_else(|| to.parse().ok())
+}
+
 /// Parses `NAME=ADDR:PORT`.
 pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), ConfigError> {
     let (name, addr) = s
@@ -150,6 +156,22 @@ pub fn parse_peer(s: &str) -> Result<(String, SocketAddr), ConfigError> {
         return Err(ConfigError::Peer(s.into()));
     }
     Ok((name.to_string(), addr))
+}
+
+/// Where the settings come from: read again on `SIGHUP`.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The file, if any.
+    pub file: Option<PathBuf>,
+    /// The command line's values.
+    pub flags: Flags,
+}
+
+impl Settings {
+    /// The effective settings, read now.
+    pub fn read(&self) -> Result<Config, ConfigError> {
+        Config::build(self.file.as_deref(), self.flags.clone())
+    }
 }
 
 impl Config {
@@ -222,7 +244,7 @@ impl Config {
 
     /// Resolves a destination given as a peer name or `ADDR:PORT`.
     pub fn resolve(&self, to: &str) -> Option<SocketAddr> {
-        self.peers.get(to).copied().or_else(|| to.parse().ok())
+        resolve_peer(&self.peers, to)
     }
 }
 

@@ -1,14 +1,14 @@
 //! The agent daemon: the control socket for local users and the TCP
 //! listener for peer agents.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::{self, Read};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
@@ -18,7 +18,8 @@ use thiserror::Error;
 use tracing::{debug, info, warn};
 
 use crate::access::{self, Caller};
-use crate::config::{Config, PeerAuth};
+use crate::config::{Config, PeerAuth, Settings};
+use crate::drain::Drain;
 use crate::handshakes::Handshakes;
 use crate::history::History;
 use crate::peer::{self, LaneTable};
@@ -75,6 +76,12 @@ pub enum StartError {
 /// Shared state of a running agent.
 pub struct Agent {
     config: Config,
+    /// Where `config` came from: re-read on SIGHUP.
+    settings: Settings,
+    /// Known peers by name: the settings' as last read.
+    peers: RwLock<BTreeMap<String, std::net::SocketAddr>>,
+    /// Migrations in flight, either side; refuses new ones once stopping.
+    drain: Drain,
     lanes: LaneTable,
     in_flight: Mutex<HashSet<i32>>,
     stub: PathBuf,
@@ -231,6 +238,20 @@ impl Drop for Claim<'_> {
 }
 
 impl Agent {
+    /// Where `to` (a peer's name or ADDR:PORT) is.
+    fn resolve(&self, to: &str) -> Option<std::net::SocketAddr> {
+        let peers = self.peers.read().unwrap_or_else(|e| e.into_inner());
+        crate::config::resolve_peer(&peers, to)
+    }
+
+    /// Why a new migration is refused while the agent drains.
+    fn stopping(&self) -> String {
+        format!(
+            "the agent on {} is stopping: it finishes the migrations in flight and starts no new one",
+            self.config.name
+        )
+    }
+
     fn claim(&self, pid: i32) -> Option<Claim<'_>> {
         let fresh = self
             .in_flight
@@ -246,8 +267,11 @@ impl Agent {
     }
 }
 
-/// Binds both endpoints and serves forever.
-pub fn run(config: Config) -> Result<(), StartError> {
+/// Binds both endpoints and serves until stopped: the first SIGTERM (or
+/// SIGINT) drains, the second ends the agent at once; SIGHUP re-reads the
+/// peers from `settings`. Call it before any thread of the agent starts.
+pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
+    sys::block_stop_signals().map_err(StartError::Thread)?;
     let stub = std::env::current_exe().map_err(StartError::Exe)?;
     let security = match &config.auth {
         PeerAuth::Cluster(dir) => Security::Noise(Arc::new(Credentials::load(dir, &config.name)?)),
@@ -299,7 +323,10 @@ pub fn run(config: Config) -> Result<(), StartError> {
         .map_err(sock_err)?;
     info!(name = %config.name, listen = %config.listen, socket = %config.socket.display(), "agent ready");
     let agent = Arc::new(Agent {
+        peers: RwLock::new(config.peers.clone()),
         config,
+        settings,
+        drain: Drain::default(),
         lanes: LaneTable::default(),
         in_flight: Mutex::new(HashSet::new()),
         stub,
@@ -313,6 +340,11 @@ pub fn run(config: Config) -> Result<(), StartError> {
         control: Mutex::new(HashMap::new()),
     });
 
+    let a = agent.clone();
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || handle_signals(&a))
+        .map_err(StartError::Thread)?;
     let a = agent.clone();
     std::thread::Builder::new()
         .name("peers".into())
@@ -333,6 +365,7 @@ pub fn run(config: Config) -> Result<(), StartError> {
             }
         })
         .map_err(StartError::Thread)?;
+    crate::notify::notify(crate::notify::READY);
     for conn in unix.incoming() {
         let s = match conn {
             Ok(s) => s,
@@ -387,10 +420,12 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
     };
     // A control lane is a migration received: at most max_incoming at once.
     let mut session = None;
+    let mut in_flight = None;
     let admit = |hello: &PeerHello| {
         if hello.lane != Lane::Control {
             return Ok(());
         }
+        in_flight = Some(agent.drain.enter().ok_or_else(|| agent.stopping())?);
         let max = agent.config.max_incoming;
         session = Slot::take(&agent.incoming, max);
         match session {
@@ -469,6 +504,9 @@ fn serve_control(
         uid: cred.uid,
         gid: cred.gid,
     };
+    // A migration this connection started: the agent does not end before
+    // its last reply is written.
+    let mut in_flight = None;
     match request(&s)? {
         Request::Hello { version } if version == PROTOCOL_VERSION => {}
         _ => {
@@ -599,14 +637,19 @@ fn serve_control(
         Request::Migrate { pid, to, opts, .. } => {
             let denied = access::authorize(&caller, pid).err().map(|d| d.to_string());
             let known = || {
-                let names: Vec<&str> = agent.config.peers.keys().map(String::as_str).collect();
+                let peers = agent.peers.read().unwrap_or_else(|e| e.into_inner());
+                let names: Vec<&str> = peers.keys().map(String::as_str).collect();
                 if names.is_empty() {
                     "this agent knows no peers".to_string()
                 } else {
                     format!("known peers: {}", names.join(", "))
                 }
             };
-            match agent.config.resolve(&to) {
+            let entered = agent.drain.enter();
+            match agent.resolve(&to) {
+                _ if entered.is_none() => Reply::Refused {
+                    reasons: vec![agent.stopping()],
+                },
                 None => Reply::Refused {
                     reasons: vec![format!(
                         "unknown host {to:?} ({}); give a peer name or ADDR:PORT",
@@ -627,6 +670,8 @@ fn serve_control(
                         reasons: vec![format!("pid {pid} is already being migrated")],
                     },
                     Some(_claim) => {
+                        // Counted until the last reply is written.
+                        in_flight = entered;
                         let cx = SourceCtx {
                             host: &agent.config.name,
                             addr,
@@ -675,5 +720,100 @@ fn serve_control(
     };
     // Bounded by the connection's write timeout.
     let _ = frame::write_msg(&mut s, &reply);
+    drop(in_flight);
     Ok(())
+}
+
+/// How often a draining agent says what it still waits for.
+const DRAIN_REPORT_EVERY: Duration = Duration::from_secs(5);
+
+/// The signal thread: SIGHUP re-reads the peers; the first SIGTERM or
+/// SIGINT drains (no new migration, the agent ends once those in flight
+/// are over), a second one ends the agent at once.
+fn handle_signals(agent: &Arc<Agent>) {
+    loop {
+        let sig = match sys::wait_signal() {
+            Ok(s) => s,
+            Err(e) => {
+                warn!(error = %e, "waiting for signals failed: SIGTERM now ends the agent at once");
+                return;
+            }
+        };
+        if sig == libc::SIGHUP {
+            reload(agent);
+            continue;
+        }
+        let (in_flight, first) = agent.drain.begin();
+        if !first {
+            warn!(signal = sig, "stopped again while draining: ending now");
+            sys::die_of(sig);
+        }
+        info!(
+            in_flight,
+            "stopping: no new migrations; ending once those in flight are over (a second signal ends it now)"
+        );
+        crate::notify::notify(&format!(
+            "{}\nSTATUS=draining: {in_flight} migrations in flight",
+            crate::notify::STOPPING
+        ));
+        let a = agent.clone();
+        let spawned = std::thread::Builder::new()
+            .name("drain".into())
+            .spawn(move || loop {
+                let left = a.drain.wait_idle(DRAIN_REPORT_EVERY);
+                if left == 0 {
+                    info!("no migration in flight: the agent ends");
+                    // Ours: no other agent listens there while we live.
+                    let _ = std::fs::remove_file(&a.config.socket);
+                    std::process::exit(0);
+                }
+                info!(in_flight = left, "draining");
+                crate::notify::notify(&format!("STATUS=draining: {left} migrations in flight"));
+            });
+        if let Err(e) = spawned {
+            warn!(error = %e, "no thread to drain: ending now");
+            sys::die_of(sig);
+        }
+    }
+}
+
+/// Re-reads the settings: the peers take effect now; other changes wait
+/// for a restart, and are said to.
+fn reload(agent: &Agent) {
+    let fresh = match agent.settings.read() {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "SIGHUP: the settings could not be read; the peers stay as they were");
+            return;
+        }
+    };
+    let old = &agent.config;
+    let mut later = Vec::new();
+    if fresh.name != old.name {
+        later.push("name");
+    }
+    if fresh.listen != old.listen {
+        later.push("listen");
+    }
+    if fresh.socket != old.socket {
+        later.push("socket");
+    }
+    if fresh.ship_limit_mib != old.ship_limit_mib {
+        later.push("ship_limit_mib");
+    }
+    if fresh.max_incoming != old.max_incoming {
+        later.push("max_incoming");
+    }
+    if fresh.state_dir != old.state_dir {
+        later.push("state_dir");
+    }
+    if fresh.auth != old.auth {
+        later.push("auth");
+    }
+    if !later.is_empty() {
+        warn!(changed = ?later, "SIGHUP: these settings take effect when the agent restarts");
+    }
+    let names: Vec<String> = fresh.peers.keys().cloned().collect();
+    *agent.peers.write().unwrap_or_else(|e| e.into_inner()) = fresh.peers;
+    info!(peers = ?names, "SIGHUP: peers re-read");
 }

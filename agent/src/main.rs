@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use migrate_agent::config::{Config, Flags};
+use migrate_agent::config::{Flags, Settings};
 
 /// The per-host agent of `migrate`: freezes local processes and sends them
 /// to peer agents, and rebuilds processes that peers send here.
@@ -171,9 +171,9 @@ fn main() -> ExitCode {
         args.config,
         std::path::Path::new(migrate_agent::config::DEFAULT_CONFIG),
     );
-    let config = match Config::build(
-        file.as_deref(),
-        Flags {
+    let settings = Settings {
+        file,
+        flags: Flags {
             name: args.name,
             listen: args.listen,
             socket: args.socket,
@@ -184,7 +184,8 @@ fn main() -> ExitCode {
             auth: args.auth,
             insecure: args.insecure,
         },
-    ) {
+    };
+    let config = match settings.read() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("migrate-agent: {e}");
@@ -195,7 +196,7 @@ fn main() -> ExitCode {
         eprintln!("migrate-agent: {e}");
         return ExitCode::from(2);
     }
-    match migrate_agent::daemon::run(config) {
+    match migrate_agent::daemon::run(config, settings) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("migrate-agent: {e}");

@@ -207,6 +207,66 @@ pub fn try_reap(pid: i32) -> bool {
     ret == pid
 }
 
+/// The signals that stop or reload the agent: blocked in every thread and
+/// taken by [`wait_signal`] alone, so that no other thread's syscall is
+/// interrupted by one. (Children start with an empty mask: `Command`
+/// clears it before exec.)
+pub const STOP_SIGNALS: [i32; 3] = [libc::SIGTERM, libc::SIGINT, libc::SIGHUP];
+
+fn stop_signal_set() -> libc::sigset_t {
+    // SAFETY: sigset_t is plain data; sigemptyset initialises it.
+    let mut set: libc::sigset_t = unsafe { std::mem::zeroed() };
+    // SAFETY: `set` is a valid sigset_t; the signal numbers are valid.
+    unsafe {
+        libc::sigemptyset(&mut set);
+        for s in STOP_SIGNALS {
+            libc::sigaddset(&mut set, s);
+        }
+    }
+    set
+}
+
+/// Blocks [`STOP_SIGNALS`] in the calling thread and the threads it starts
+/// from now on: call it before any thread starts.
+pub fn block_stop_signals() -> io::Result<()> {
+    let set = stop_signal_set();
+    // SAFETY: `set` is a valid sigset_t; the old mask is not wanted.
+    let ret = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(())
+}
+
+/// Waits for one of [`STOP_SIGNALS`] (blocked by [`block_stop_signals`])
+/// and returns it.
+pub fn wait_signal() -> io::Result<i32> {
+    let set = stop_signal_set();
+    let mut sig = 0;
+    // SAFETY: `set` is a valid sigset_t and `sig` a valid int to write.
+    let ret = unsafe { libc::sigwait(&set, &mut sig) };
+    if ret != 0 {
+        return Err(io::Error::from_raw_os_error(ret));
+    }
+    Ok(sig)
+}
+
+/// Ends the process as `sig`'s default action does (for `SIGTERM`: killed
+/// by it, as an agent that handled no signal would be).
+pub fn die_of(sig: i32) -> ! {
+    // SAFETY: resetting a disposition to its default and raising a signal
+    // take integer arguments; the mask is changed for this thread only.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::_exit(128 + sig)
+    }
+}
+
 /// `getuid()`.
 pub fn getpid() -> i32 {
     std::process::id() as i32

@@ -383,6 +383,22 @@ impl Agent {
         self.child.id() as i32
     }
 
+    /// Waits up to `within` for the agent to end by itself; its exit
+    /// status (that of `nsenter`, which passes it on), or None if it
+    /// still runs.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let t = Instant::now();
+        loop {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                return Some(st);
+            }
+            if t.elapsed() > within {
+                return None;
+            }
+            sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILLs the agent by pid, waits (bounded) until `nsenter` has
     /// reaped it, and reaps `nsenter`. Idempotent.
     pub fn kill(&mut self) {

@@ -31,6 +31,9 @@ fn the_systemd_unit_verifies() {
         root.join("usr/local/bin/migrate-agent"),
     )
     .unwrap();
+    // ExecReload's.
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::copy("/bin/kill", root.join("bin/kill")).unwrap();
     let unit = units.join("migrate-agent.service");
     std::fs::copy(Path::new(VAGRANT).join("migrate-agent.service"), &unit).unwrap();
     // The system's own units (targets the unit refers to), links kept.

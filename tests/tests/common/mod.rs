@@ -51,7 +51,9 @@ impl Cluster {
         Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
     }
 
-    fn start_agents(
+    /// Both agents of `lab` from `agent`, each with its `security` flags
+    /// (and any others) and its `env` added.
+    pub fn start_agents(
         lab: Lab,
         agent: &std::path::Path,
         security: [&[&str]; 2],
