@@ -88,7 +88,8 @@ pub struct Agent {
     history: History,
     security: Security,
     kept: source::KeptOriginals,
-    seen: dest::SeenIds,
+    /// Migrations received: the replay guard, and what became of each copy.
+    received: crate::received::Received,
     lineages: crate::lineage::Lineages,
     /// Peer connections not yet authenticated.
     handshakes: Arc<Handshakes>,
@@ -333,7 +334,7 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         history,
         security,
         kept: source::KeptOriginals::default(),
-        seen: dest::SeenIds::default(),
+        received: crate::received::Received::default(),
         lineages: crate::lineage::Lineages::default(),
         handshakes: Handshakes::start(peer::CONNECT_TIMEOUT).map_err(StartError::Thread)?,
         incoming: AtomicUsize::new(0),
@@ -453,10 +454,19 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
                 s,
                 &agent.lanes.of_peer(&hello.from),
                 &agent.stub,
-                &agent.seen,
+                &agent.received,
+                &hello.from,
                 &agent.lineages,
             ) {
                 warn!(from = %hello.from, error = %error_chain(&e), "incoming migration failed");
+            }
+        }
+        Lane::Outcome(id) => {
+            let state = agent.received.state(id, &hello.from);
+            info!(from = %hello.from, id, ?state, "asked what became of a copy");
+            let mut s = s;
+            if let Err(e) = frame::write_msg(&mut s, &state) {
+                debug!(error = %e, "the answer about a copy did not go");
             }
         }
         lane => agent.lanes.put(lane, &hello.from, s),

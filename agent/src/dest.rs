@@ -26,6 +26,7 @@ use crate::lazy::LazyMap;
 use crate::pageset::PageSet;
 use crate::peer::{PeerLanes, STALL_TIMEOUT};
 use crate::preflight;
+use crate::received::{Fate, Received};
 use crate::restore::{RestoreError, Restorer, Stub};
 use crate::shipped::{ShippedError, ShippedFiles};
 use crate::store::PageStore;
@@ -194,7 +195,8 @@ pub fn serve(
     mut ctl: PeerStream,
     lanes: &PeerLanes<'_>,
     stub: &Path,
-    seen: &SeenIds,
+    received: &Received,
+    from: &str,
     lineages: &Lineages,
 ) -> Result<(), DestError> {
     let host = config.name.as_str();
@@ -217,11 +219,13 @@ pub fn serve(
     };
     // The first message named the migration: once only.
     let named = seq.id().unwrap_or_default();
-    if !seen.first_time(named) {
+    // What becomes of the copy, for a source that asks: gone unless the
+    // session says otherwise.
+    let Some(mut fate) = received.first_time(named, from) else {
         return Err(DestError::Protocol(format!(
             "migration {named:016x} was received here before: a replay, refused"
         )));
-    }
+    };
     let (refused, missing, different) = check_files(host, &needs, &who);
     failpoints::hit("dest.after-file-check")?;
     // The stub the process will be rebuilt in starts now, while the source
@@ -302,8 +306,6 @@ pub fn serve(
         shipped_bytes: config.ship_limit_mib << 20,
         ..ImageLimits::default()
     };
-    // Whether the copy was let run (a failure after that has killed it).
-    let mut ran = false;
     let result = match image.validate(&limits) {
         Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
         Ok(()) => {
@@ -326,7 +328,7 @@ pub fn serve(
                     lineages,
                     host,
                     &mut events,
-                    &mut ran,
+                    &mut fate,
                 ),
                 Err(e) => Err(e.into()),
             }
@@ -334,9 +336,10 @@ pub fn serve(
     };
     if let Err(e) = &result {
         warn!(id, error = %e, "migration failed on this side");
+        // Whether the copy was let run (a failure after that has killed it).
         let failed = DestMsg::Failed {
             error: e.to_string(),
-            ran,
+            ran: fate.ran(),
         };
         let _ = seq.send(&mut ctl, &failed);
     }
@@ -356,7 +359,7 @@ fn rebuild(
     lineages: &Lineages,
     host: &str,
     events: &mut Vec<(String, u64)>,
-    ran: &mut bool,
+    fate: &mut Fate<'_>,
 ) -> Result<(), DestError> {
     if image.threads.is_empty() {
         return Err(DestError::Protocol("image has no thread".into()));
@@ -621,10 +624,15 @@ fn rebuild(
         });
     let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
     step("committed, fault handler started");
-    // Counted as run from the first thread let go: a resume that fails
-    // half-way kills the process, but some of it may have run.
-    *ran = true;
+    // Counted as run from the first thread let go: a resume that fails or
+    // panics half-way kills the process (the Restorer's drop), but some of
+    // it may have run.
+    fate.post_copy();
     let (new_pid, claim) = r.resume(&signals)?;
+    if handler.is_none() {
+        // Without pages owed nothing kills it once it runs.
+        fate.independent();
+    }
     step("resumed");
     lineages.set(
         new_pid,
@@ -697,11 +705,14 @@ fn rebuild(
     let mut outcome = outcome;
     match (&outcome, keeper) {
         (Outcome::Complete | Outcome::Exited, Some(k)) => {
+            // Said before it is true: once released, nothing kills it.
+            fate.independent();
             let released = failpoints::hit("dest.keeper-release")
                 .map_err(std::io::Error::other)
                 .and_then(|()| k.release());
             if let Err(e) = released {
                 // Unreleased, the keeper kills the process as it goes.
+                fate.killed();
                 outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
             }
         }
@@ -753,29 +764,6 @@ fn rebuild(
             Ok(())
         }
         Outcome::Failed(why) => Err(DestError::Protocol(why)),
-    }
-}
-
-/// Migrations this agent received (the latest [`SEEN_IDS`]): a control
-/// session naming one again is a replay and is refused.
-#[derive(Default)]
-pub struct SeenIds(std::sync::Mutex<std::collections::VecDeque<u64>>);
-
-/// How many migration ids [`SeenIds`] remembers.
-const SEEN_IDS: usize = 4096;
-
-impl SeenIds {
-    /// Records `id`; false if it was already there.
-    pub fn first_time(&self, id: u64) -> bool {
-        let mut v = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        if v.contains(&id) {
-            return false;
-        }
-        if v.len() == SEEN_IDS {
-            v.pop_front();
-        }
-        v.push_back(id);
-        true
     }
 }
 
@@ -871,19 +859,6 @@ fn memory_pages() -> Option<u64> {
 mod tests {
     use super::*;
     use migrate_proto::image::{FdEntry, FdKind};
-
-    #[test]
-    fn a_migration_id_is_received_once() {
-        let seen = SeenIds::default();
-        assert!(seen.first_time(7));
-        assert!(seen.first_time(8));
-        assert!(!seen.first_time(7), "a replayed migration was accepted");
-        for id in 100..100 + SEEN_IDS as u64 {
-            seen.first_time(id);
-        }
-        // Bounded: the oldest are forgotten.
-        assert!(seen.first_time(7));
-    }
 
     fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
         let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();

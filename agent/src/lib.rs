@@ -1,6 +1,7 @@
 //! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
 
 pub mod access;
+pub mod ask;
 pub mod children;
 pub mod config;
 pub mod coop;
@@ -23,6 +24,7 @@ pub mod pageset;
 pub mod peer;
 pub mod preflight;
 pub mod procfs;
+pub mod received;
 pub mod relay;
 pub mod reservoir;
 pub mod restore;

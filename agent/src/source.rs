@@ -7,6 +7,7 @@ use std::io::Write;
 use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 
+use crate::ask::{self, Asker, CopyFate};
 use crate::secure::{PeerStream, Security};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -226,7 +227,17 @@ pub fn migrate(
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let lineage = cx.lineages.get(pid, cx.host);
-    let reply = migrate_process(cx, caller, pid, opts, &lineage, progress);
+    // A panic unwinds the session alone: its owners' drops undo what it
+    // holds (before the commit the original resumes; after it the original
+    // is killed), and the caller hears what became of the process.
+    let committed = std::cell::Cell::new(None);
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        migrate_process(cx, caller, pid, opts, &lineage, &committed, progress)
+    }));
+    let reply = match run {
+        Ok(reply) => reply,
+        Err(panic) => after_panic(cx, pid, opts, committed.get(), &panic_text(&*panic)),
+    };
     let stayed = match &reply {
         Reply::Refused { .. } => true,
         Reply::Failed {
@@ -240,12 +251,82 @@ pub fn migrate(
     reply
 }
 
+/// What a panic said.
+fn panic_text(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
+}
+
+/// The session of migration `pid` panicked, after the commit if
+/// `committed` holds the migration's id and the copy's pid: its original
+/// was killed by then, so what became of the copy is asked.
+fn after_panic(
+    cx: &SourceCtx<'_>,
+    pid: i32,
+    opts: &MigrateOptions,
+    committed: Option<(u64, i32)>,
+    what: &str,
+) -> Reply {
+    tracing::error!(
+        pid,
+        committed = committed.is_some(),
+        "the migration's thread panicked: {what}"
+    );
+    let Some((id, new_pid)) = committed else {
+        return failed(
+            format!("internal error before the commit ({what}); the original was let run"),
+            true,
+        );
+    };
+    let asker = Asker {
+        addr: cx.addr,
+        to: cx.to,
+        me: cx.host,
+        sec: cx.sec,
+    };
+    let lost = |copy: String| Reply::Failed {
+        error: format!(
+            "internal error after the commit ({what}); the original (pid {pid}) was killed: {copy}"
+        ),
+        resumed_original: false,
+        record: None,
+    };
+    match asker.learn(id, Instant::now() + ask::SETTLED_WITHIN) {
+        CopyFate::Runs => {
+            cx.lineages.forget(pid);
+            crate::deputy::moved(pid, cx.addr, id);
+            Reply::Complete(MigrationRecord {
+                id,
+                mode: opts.mode.name().to_string(),
+                options: opts.clone(),
+                pid,
+                new_pid,
+                to: cx.to.to_string(),
+                outcome: format!(
+                    "complete: the session here failed after the commit ({what}); {} said its copy runs with every page",
+                    cx.to
+                ),
+                ..Default::default()
+            })
+        }
+        CopyFate::Gone => lost(format!(
+            "its copy on {} is gone: the process is lost",
+            cx.to
+        )),
+        CopyFate::Unknown(why) => lost(format!("its copy on {} may run on ({why})", cx.to)),
+    }
+}
+
 fn migrate_process(
     cx: &SourceCtx<'_>,
     caller: &Caller,
     pid: i32,
     opts: &MigrateOptions,
     lineage: &Lineage,
+    committed: &std::cell::Cell<Option<(u64, i32)>>,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let coop = &dump::Cooperation {
@@ -551,6 +632,7 @@ fn migrate_process(
         }
     }
     drop(to_reset);
+    committed.set(Some((id, new_pid)));
     let committed = seq
         .send(&mut ctl, &SourceMsg::Commit { id, signals })
         .and_then(|()| {
@@ -802,21 +884,12 @@ struct Loss {
     at: Instant,
 }
 
-impl Loss {
-    /// Waits until the copy on the destination is known gone: it said so,
-    /// or it has heard nothing from us long enough to have killed it (its
-    /// agent's own silence bound, twice over), or its agent died (the
-    /// keeper kills it then).
-    fn wait_copy_gone(&self) {
-        if !self.copy_gone {
-            let until = self.at + 2 * peer::PEER_SILENCE;
-            std::thread::sleep(until.saturating_duration_since(Instant::now()));
-        }
-    }
-}
-
-/// The destination was lost after the commit: the original, frozen here
-/// since before its copy ran, is killed, resumed or kept as `policy` says.
+/// The destination was lost after the commit. What became of the copy is
+/// learned first (the destination said, or is asked): a copy that runs
+/// with every page completes the migration, and the original is killed;
+/// otherwise the original, frozen here since before its copy ran, is
+/// killed, resumed or kept as `policy` says, resumed only once its copy is
+/// known gone, and kept when that cannot be learned.
 #[allow(clippy::too_many_arguments)]
 fn after_loss(
     cx: &SourceCtx<'_>,
@@ -829,6 +902,23 @@ fn after_loss(
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
     let pid = rec.pid;
+    let asker = Asker {
+        addr: cx.addr,
+        to: cx.to,
+        me: cx.host,
+        sec: cx.sec,
+    };
+    let fate = if loss.copy_gone {
+        CopyFate::Gone
+    } else {
+        // Killing needs no answer: one question, to report truly.
+        let until = match policy {
+            LossPolicy::Kill => Instant::now(),
+            LossPolicy::Keep | LossPolicy::Resume => loss.at + ask::SETTLED_WITHIN,
+        };
+        asker.learn(id, until)
+    };
+    info!(id, pid, ?fate, "{}", loss.what);
     let failed = |rec: &mut MigrationRecord, outcome: String, error: String, resumed: bool| {
         rec.outcome = outcome;
         Reply::Failed {
@@ -838,7 +928,6 @@ fn after_loss(
         }
     };
     let resume = |task: FrozenOriginal, rec: &mut MigrationRecord| {
-        loss.wait_copy_gone();
         task.resume();
         info!(id, pid, "the original runs here again");
         failed(
@@ -851,68 +940,106 @@ fn after_loss(
             true,
         )
     };
-    match policy {
-        LossPolicy::Kill => {
+    let kill = |task: FrozenOriginal, rec: &mut MigrationRecord, how: &str| {
+        task.kill();
+        failed(
+            rec,
+            format!("{}; original killed{how}", loss.what),
+            format!(
+                "{}; the original (pid {pid}) was killed{how}: the process is lost unless it runs on {}",
+                loss.what, cx.to
+            ),
+            false,
+        )
+    };
+    match (policy, fate) {
+        (_, CopyFate::Runs) => {
+            // The process lives there: the migration is complete.
             task.kill();
-            failed(
-                &mut rec,
-                loss.what.clone(),
-                format!(
-                    "{}; the original (pid {pid}) was killed: the process is lost unless it runs on {}",
-                    loss.what, cx.to
-                ),
-                false,
-            )
+            cx.lineages.forget(pid);
+            crate::deputy::moved(pid, cx.addr, id);
+            rec.outcome = format!(
+                "complete: {}; {} then said its copy runs with every page",
+                loss.what, cx.to
+            );
+            info!(id, pid, "{}", rec.outcome);
+            Reply::Complete(rec)
         }
-        LossPolicy::Resume => resume(task, &mut rec),
-        LossPolicy::Keep => {
+        (LossPolicy::Kill, _) => kill(task, &mut rec, ""),
+        (LossPolicy::Resume, CopyFate::Gone) => resume(task, &mut rec),
+        (LossPolicy::Keep | LossPolicy::Resume, fate) => {
+            let why = match &fate {
+                CopyFate::Unknown(why) => format!(
+                    "; whether its copy on {} is gone cannot be learned ({why})",
+                    cx.to
+                ),
+                _ => format!("; its copy on {} is gone", cx.to),
+            };
             let decisions = cx.kept.keep(id, uid);
-            warn!(id, pid, "{}: the original is kept frozen", loss.what);
+            warn!(id, pid, "{}{why}: the original is kept frozen", loss.what);
             progress(&failed(
                 &mut rec,
                 format!("{}; original kept frozen", loss.what),
                 format!(
-                    "{}; the original (pid {pid}) is kept frozen here: `migrate resolve {id:016x} --kill` \
-                     ends it, `migrate resolve {id:016x} --resume` runs it here again",
-                    loss.what
+                    "{}{why}: the original (pid {pid}) is kept frozen here: `migrate resolve {id:016x} --kill` \
+                     ends it, `migrate resolve {id:016x} --resume` runs it here again once {} says its copy is gone",
+                    loss.what, cx.to
                 ),
                 false,
             ));
             // Until someone decides (or this agent dies, and the original
             // with it: PTRACE_O_EXITKILL).
-            let (action, answer) = match decisions.recv() {
-                Ok(d) => d,
-                Err(_) => (Resolution::Kill, std::sync::mpsc::channel().0),
+            let known_gone = fate == CopyFate::Gone;
+            let reply = loop {
+                let (action, answer) = match decisions.recv() {
+                    Ok(d) => d,
+                    Err(_) => (Resolution::Kill, std::sync::mpsc::channel().0),
+                };
+                match action {
+                    Resolution::Kill => {
+                        let _ =
+                            answer.send(Ok(format!("pid {pid} (migration {id:016x}) was killed")));
+                        break kill(task, &mut rec, " on request");
+                    }
+                    Resolution::Resume => {
+                        if !known_gone {
+                            match asker.learn(id, Instant::now()) {
+                                CopyFate::Gone => {}
+                                CopyFate::Runs => {
+                                    let _ = answer.send(Err(format!(
+                                        "{} says the copy of migration {id:016x} runs there with every \
+                                         page: resuming the original would run the process twice; \
+                                         `migrate resolve {id:016x} --kill` ends the original",
+                                        cx.to
+                                    )));
+                                    continue;
+                                }
+                                CopyFate::Unknown(why) => {
+                                    let _ = answer.send(Err(format!(
+                                        "the copy of migration {id:016x} is not known to be gone ({why}): \
+                                         the original stays frozen"
+                                    )));
+                                    continue;
+                                }
+                            }
+                        }
+                        let _ = answer.send(Ok(format!(
+                            "pid {pid} (migration {id:016x}) runs here again"
+                        )));
+                        break resume(task, &mut rec);
+                    }
+                }
             };
             cx.kept.forget(id);
-            let reply = match action {
-                Resolution::Kill => {
-                    task.kill();
-                    let _ = answer.send(format!("pid {pid} (migration {id:016x}) was killed"));
-                    failed(
-                        &mut rec,
-                        format!("{}; original killed on request", loss.what),
-                        format!(
-                            "{}; the original (pid {pid}) was killed on request",
-                            loss.what
-                        ),
-                        false,
-                    )
-                }
-                Resolution::Resume => {
-                    let r = resume(task, &mut rec);
-                    let _ = answer.send(format!("pid {pid} (migration {id:016x}) runs here again"));
-                    r
-                }
-            };
             progress(&reply);
             reply
         }
     }
 }
 
-/// A decision on a kept original and where to say what was done.
-type Decision = (Resolution, std::sync::mpsc::Sender<String>);
+/// A decision on a kept original and where to say what was done, or why
+/// not.
+type Decision = (Resolution, std::sync::mpsc::Sender<Result<String, String>>);
 
 /// Originals kept frozen after their destination was lost, by migration id:
 /// their owner's uid and the way to the session holding each.
@@ -953,7 +1080,7 @@ impl KeptOriginals {
         tx.send((action, answer))
             .map_err(|_| format!("migration {id:016x} is no longer kept"))?;
         done.recv_timeout(4 * peer::PEER_SILENCE)
-            .map_err(|_| format!("migration {id:016x}: no answer from its session"))
+            .map_err(|_| format!("migration {id:016x}: no answer from its session"))?
     }
 }
 

@@ -81,10 +81,11 @@ struct MigrateArgs {
     /// Compress pages with LZ4 on every lane.
     #[arg(long, value_enum, default_value = "off")]
     compress: CompressArg,
-    /// If the destination is lost after the commit, the frozen original
-    /// here is kept (until `migrate resolve`), killed, or resumed once its
-    /// copy is known gone.
-    #[arg(long, value_enum, default_value = "keep")]
+    /// If the destination is lost after the commit (and its copy does not
+    /// run with every page), the frozen original here is resumed once the
+    /// destination says its copy is gone (kept frozen while that is not
+    /// known), killed, or kept (until `migrate resolve`).
+    #[arg(long, value_enum, default_value = "resume")]
     on_loss: OnLossArg,
 }
 
@@ -94,7 +95,8 @@ enum OnLossArg {
     Keep,
     /// Kill it: the process is lost unless its copy runs on.
     Kill,
-    /// Run it here again once the copy is known gone.
+    /// Run it here again once the destination says the copy is gone; kept
+    /// frozen while that is not known.
     Resume,
 }
 

@@ -1,8 +1,8 @@
 //! After the commit both agents beat on the control lane: a link cut
 //! during post-copy is noticed on both sides without any help from TCP.
 //! The destination kills its copy (its pages cannot come); the source,
-//! with `--on-loss resume`, runs the frozen original again once the copy
-//! must be gone.
+//! even with `--on-loss resume`, runs the frozen original again only once
+//! the destination, asked, says the copy is gone.
 
 use std::process::Stdio;
 use std::thread::sleep;
@@ -66,8 +66,9 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
         "the copy outlived the link:\n{}",
         c.logs()
     );
-    // The source gives up on the destination and, as asked, resumes the
-    // original once the copy must be gone.
+    // The source gives up on the destination, asks it what became of the
+    // copy and cannot reach it: it may not resume the original then (the
+    // copy might run on), and keeps it frozen, saying why.
     let t = Instant::now();
     let status = loop {
         if let Some(st) = m.try_wait().unwrap() {
@@ -84,9 +85,46 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
     let out = m.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     eprintln!("migrate ended {:?} after the cut: {err}", cut.elapsed());
-    assert_eq!(out.status.code(), Some(1), "{err}\n{}", c.logs());
+    assert_eq!(out.status.code(), Some(4), "{err}\n{}", c.logs());
     assert!(err.contains("lost host2 during post-copy"), "{err}");
-    assert!(err.contains("runs here again"), "{err}");
+    assert!(err.contains("cannot be learned"), "{err}");
+    assert!(err.contains("is kept frozen here"), "{err}");
+    sleep(Duration::from_secs(1));
+    assert!(
+        alive_in(c.h1(), w.pid) && !runs_in(c.h1(), w.pid),
+        "the original is not kept frozen"
+    );
+    let id = err
+        .split("migrate resolve ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a resolve command in the message")
+        .to_string();
+
+    // With the link back, host2 says the copy is gone: the original runs
+    // on, untouched.
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["link", "set", "mgl0", "up"])
+        .status();
+    assert!(st.is_ok_and(|s| s.success()), "could not restore the link");
+    let mut resolved = None;
+    wait_until(30, || {
+        let out = c.migrate(&["resolve", &id, "--resume"]);
+        let ok = out.status.success();
+        resolved = Some(out);
+        ok
+    });
+    let out = resolved.unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("runs here again"));
     assert_untouched(&c, &w);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 16384");
 }

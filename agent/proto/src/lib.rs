@@ -47,7 +47,7 @@ pub mod record;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 9;
+pub const PROTOCOL_VERSION: u32 = 10;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

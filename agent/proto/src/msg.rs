@@ -92,12 +92,12 @@ pub struct MigrateOptions {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub enum LossPolicy {
     /// Keep it frozen until `migrate resolve ID --kill|--resume`.
-    #[default]
     Keep,
     /// Kill it: the process is lost unless its copy runs on.
     Kill,
-    /// Run it again here, once the copy is known gone (the destination
-    /// said so, or it was silent long enough to have killed it).
+    /// Run it again here once the copy is known gone (the destination
+    /// said so, asked or unasked); kept frozen while that is not known.
+    #[default]
     Resume,
 }
 
@@ -314,6 +314,34 @@ pub enum Lane {
     Stdio(u64, i32),
     /// The deputy left on the home host for migration `id`.
     Deputy(u64),
+    /// A question from the source of migration `id`, which lost touch
+    /// after the commit: what became of the copy? Answered by one
+    /// [`CopyState`], then closed.
+    Outcome(u64),
+}
+
+/// What became of a migration's copy on the destination, as its agent
+/// knows it ([`Lane::Outcome`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CopyState {
+    /// This agent knows no migration of that id from the asker: never
+    /// received, forgotten, or received before the agent restarted.
+    Unknown,
+    /// Being built or waiting for the commit: it has not run; it is killed
+    /// if the session ends without a commit.
+    Building,
+    /// It runs with pages still owed: it is killed if the source stays
+    /// silent (or this agent dies).
+    PostCopy,
+    /// It runs, or ran to its end, with every page in: it goes on whatever
+    /// the source does.
+    Independent,
+    /// It is gone: killed by this agent, or never let run (`ran`: whether
+    /// any of it ran before).
+    Gone {
+        /// Whether it was let run before it was killed.
+        ran: bool,
+    },
 }
 
 /// First frame on every agent-to-agent connection.
