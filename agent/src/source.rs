@@ -587,6 +587,9 @@ fn migrate_process(
         to_reset,
         ..
     } = frozen;
+    // From here a dropped original is killed: a panic is answered as after
+    // the commit.
+    committed.set(Some((id, new_pid)));
     let task = FrozenOriginal(tasks);
     let mem = Arc::new(mem);
     let counters = Arc::new(Counters::default());
@@ -632,7 +635,6 @@ fn migrate_process(
         }
     }
     drop(to_reset);
-    committed.set(Some((id, new_pid)));
     let committed = seq
         .send(&mut ctl, &SourceMsg::Commit { id, signals })
         .and_then(|()| {
