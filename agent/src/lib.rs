@@ -3,6 +3,7 @@
 pub mod access;
 pub mod ask;
 pub mod children;
+pub mod commit;
 pub mod config;
 pub mod coop;
 pub mod daemon;

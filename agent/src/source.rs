@@ -8,12 +8,13 @@ use std::net::{Shutdown, SocketAddr};
 use std::path::Path;
 
 use crate::ask::{self, Asker, CopyFate};
+use crate::commit::{FrozenOriginal, Uncommitted};
 use crate::secure::{PeerStream, Security};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use migrate_inject::{RemoteMem, Seized};
+use migrate_inject::RemoteMem;
 use migrate_proto::envelope::Sequencer;
 use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::Lineage;
@@ -320,6 +321,156 @@ fn after_panic(
     }
 }
 
+/// The descriptors whose files travel with the image, from the
+/// destination's verdict: those deleted here, missing there or a different
+/// file there (shipped as a private copy: the second member), each and all
+/// together within `limit` bytes; or why not, a line each.
+fn files_to_ship(
+    needs: &[migrate_proto::msg::FileNeed],
+    missing: &[String],
+    different: &[String],
+    limit: u64,
+) -> Result<Vec<(i32, bool)>, Vec<String>> {
+    let mut ship = Vec::new();
+    let mut too_big = Vec::new();
+    for n in needs
+        .iter()
+        .filter(|n| n.deleted || missing.contains(&n.path) || different.contains(&n.path))
+    {
+        let private = n.deleted || different.contains(&n.path);
+        let Some((fd, size)) = n.ship else { continue };
+        if size > limit {
+            too_big.push(format!(
+                "fd {fd}: {} ({} bytes) is {} and over the shipping limit of {} bytes",
+                n.path,
+                size,
+                if n.deleted {
+                    "deleted"
+                } else if private {
+                    "a different file on the destination"
+                } else {
+                    "missing on the destination"
+                },
+                limit
+            ));
+        } else if !ship.iter().any(|(f, _)| *f == fd) {
+            ship.push((fd, private));
+        }
+    }
+    // All of them together within the same budget: they travel in the
+    // image, in the freeze.
+    let total: u64 = needs
+        .iter()
+        .filter_map(|n| n.ship)
+        .filter(|(fd, _)| ship.iter().any(|(f, _)| f == fd))
+        .map(|(_, size)| size)
+        .sum();
+    if too_big.is_empty() && total > limit {
+        too_big.push(format!(
+            "the files to ship take {total} bytes together, over the shipping limit of {limit} bytes"
+        ));
+    }
+    if too_big.is_empty() {
+        Ok(ship)
+    } else {
+        Err(too_big)
+    }
+}
+
+/// The parts of a source session every state carries: nothing in them
+/// needs undoing.
+struct Session<'s, 'c> {
+    cx: &'s SourceCtx<'c>,
+    caller: &'s Caller,
+    pid: i32,
+    id: u64,
+    opts: &'s MigrateOptions,
+    lineage: &'s Lineage,
+    coop: dump::Cooperation,
+    /// Set once a panic must be answered as after the commit.
+    committed: &'s std::cell::Cell<Option<(u64, i32)>>,
+    progress: &'s mut dyn FnMut(&Reply),
+    t0: Instant,
+    rec: MigrationRecord,
+}
+
+/// Where a source session is ([`crate::commit`] states the rule). Each
+/// state owns what leaving it other than into the next must undo, and
+/// undoes it when dropped; [`Session::step`] moves to the next one or
+/// ends with the caller's answer.
+enum State {
+    /// The destination accepted the files and the lanes are open; nothing
+    /// is frozen. Dropped: the destination hears `Abort`.
+    Offered(Offered),
+    /// The original is frozen and dumped. Dropped: the destination hears
+    /// `Abort`, then the original runs on.
+    Frozen(FrozenState),
+    /// The destination rebuilt the copy and waits for the commit. Dropped:
+    /// as `Frozen`.
+    Ready(ReadyState),
+    /// The original is owned as committed: it never runs again unless its
+    /// copy is known gone. Dropped: the original is killed.
+    Committed(Box<CommittedState>),
+    /// Over: the caller's answer.
+    Over(Reply),
+}
+
+/// See [`State::Offered`].
+struct Offered {
+    abort: Uncommitted,
+    ctl: PeerStream,
+    seq: Arc<Sequencer>,
+    demand: PeerStream,
+    bulk: PeerStream,
+    /// Descriptors whose files travel with the image, and whether each
+    /// becomes a private copy.
+    ship: Vec<(i32, bool)>,
+    /// Pre-copy's write tracking, if any.
+    tracker: Option<DirtyTracker>,
+}
+
+/// See [`State::Frozen`]. Fields drop in order: the abort, the write
+/// tracking, then the original, which runs on.
+struct FrozenState {
+    abort: Uncommitted,
+    ctl: PeerStream,
+    seq: Arc<Sequencer>,
+    demand: PeerStream,
+    bulk: PeerStream,
+    tracker: Option<DirtyTracker>,
+    /// Forwarded standard streams: fd, our end, whether it is an output,
+    /// and its lane.
+    streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
+    lazy: Arc<LazyPages>,
+    t_freeze: Instant,
+    frozen: Frozen,
+}
+
+/// See [`State::Ready`].
+struct ReadyState {
+    frozen: FrozenState,
+    new_pid: i32,
+}
+
+/// See [`State::Committed`].
+struct CommittedState {
+    ctl: PeerStream,
+    seq: Arc<Sequencer>,
+    demand: PeerStream,
+    bulk: PeerStream,
+    tracker: Option<DirtyTracker>,
+    streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
+    lazy: Arc<LazyPages>,
+    t_freeze: Instant,
+    mem: Arc<RemoteMem>,
+    counters: Arc<Counters>,
+    servers: Vec<std::thread::JoinHandle<()>>,
+    push: bool,
+    frozen_terminal: bool,
+    signals: Vec<i32>,
+    task: FrozenOriginal,
+}
+
 fn migrate_process(
     cx: &SourceCtx<'_>,
     caller: &Caller,
@@ -329,550 +480,704 @@ fn migrate_process(
     committed: &std::cell::Cell<Option<(u64, i32)>>,
     progress: &mut dyn FnMut(&Reply),
 ) -> Reply {
-    let coop = &dump::Cooperation {
-        shim: lineage.shim,
-        tcp: lineage.tcp,
+    let mut s = Session {
+        cx,
+        caller,
+        pid,
+        id: migration_id(pid),
+        opts,
+        lineage,
+        coop: dump::Cooperation {
+            shim: lineage.shim,
+            tcp: lineage.tcp,
+        },
+        committed,
+        progress,
+        t0: Instant::now(),
+        rec: MigrationRecord::default(),
     };
-    let t0 = Instant::now();
-    let started_unix_us = crate::unix_us();
-    let insp = match preflight::inspect(pid, caller, sys::getpid(), false, coop.tcp) {
-        Ok(i) => i,
-        Err(r) => return refused(r.0),
-    };
-    let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
-    let id = migration_id(pid);
-    let seq = Arc::new(Sequencer::new(id));
-    let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
-        Ok(x) => x,
-        Err(e) => return unreachable(e),
-    };
-    let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
-    let _ = ctl.set_write_timeout(Some(STALL_TIMEOUT));
-    let verdict = seq
-        .send(
-            &mut ctl,
-            &SourceMsg::FileCheck {
-                pid,
-                who: insp.who.clone(),
-                needs: insp.needs.clone(),
-            },
-        )
-        .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
-    let ship: Vec<(i32, bool)> =
-        match verdict {
-            Ok(DestMsg::FileVerdict { refused: v, .. }) if !v.is_empty() => return refused(v),
-            Ok(DestMsg::FileVerdict {
-                missing, different, ..
-            }) => {
-                let mut ship = Vec::new();
-                let mut too_big = Vec::new();
-                for n in insp.needs.iter().filter(|n| {
-                    n.deleted || missing.contains(&n.path) || different.contains(&n.path)
-                }) {
-                    let private = n.deleted || different.contains(&n.path);
-                    let Some((fd, size)) = n.ship else { continue };
-                    if size > cx.ship_limit {
-                        too_big.push(format!(
-                            "fd {fd}: {} ({} bytes) is {} and over the shipping limit of {} bytes",
-                            n.path,
-                            size,
-                            if n.deleted {
-                                "deleted"
-                            } else if private {
-                                "a different file on the destination"
-                            } else {
-                                "missing on the destination"
-                            },
-                            cx.ship_limit
-                        ));
-                    } else if !ship.iter().any(|(f, _)| *f == fd) {
-                        ship.push((fd, private));
-                    }
-                }
-                // All of them together within the same budget: they travel
-                // in the image, in the freeze.
-                let total: u64 = insp
-                    .needs
-                    .iter()
-                    .filter_map(|n| n.ship)
-                    .filter(|(fd, _)| ship.iter().any(|(f, _)| f == fd))
-                    .map(|(_, size)| size)
-                    .sum();
-                if too_big.is_empty() && total > cx.ship_limit {
-                    too_big.push(format!(
-                        "the files to ship take {total} bytes together, over the shipping limit \
-                         of {} bytes",
-                        cx.ship_limit
-                    ));
-                }
-                if !too_big.is_empty() {
-                    return refused(too_big);
-                }
-                ship
-            }
-            Ok(other) => return refused(vec![format!("{}: unexpected answer {other:?}", cx.to)]),
-            Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
+    let mut state = s.offer();
+    loop {
+        state = match state {
+            State::Over(reply) => return reply,
+            state => s.step(state),
         };
-    if let Err(e) = failpoints::hit("source.after-file-check") {
-        return refused(vec![format!("host {}: {e}", cx.to)]);
     }
-    let clock = match sync_clock(&mut ctl, &seq) {
-        Ok(c) => c,
-        Err(e) => return refused(vec![format!("host {}: {}", cx.to, error_chain(&e))]),
-    };
-    let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id), cx.sec).and_then(|(d, _)| {
-        Ok((
-            d,
-            peer::connect(cx.addr, cx.host, Lane::Bulk(id), cx.sec)?.0,
-        ))
-    });
-    let (demand, bulk) = match lanes {
-        Ok(x) => x,
-        Err(e) => return unreachable(e),
-    };
-    if let Err(e) = bulk.set_send_buffer(peer::BULK_SNDBUF) {
-        warn!(error = %e, "bulk lane's send buffer not capped: faults may wait behind the push");
+}
+
+impl Session<'_, '_> {
+    /// The one step function: from each state to the next, or to the end.
+    fn step(&mut self, state: State) -> State {
+        match state {
+            State::Offered(o) => self.freeze(o),
+            State::Frozen(f) => self.ship(f),
+            State::Ready(r) => self.commit(r),
+            State::Committed(c) => State::Over(self.finish(*c)),
+            State::Over(reply) => State::Over(reply),
+        }
     }
 
-    let mut rec = MigrationRecord {
-        id,
-        mode: opts.mode.name().to_string(),
-        options: opts.clone(),
-        pid,
-        to: peer_name,
-        started_unix_us,
-        clock_offset_us: clock.0,
-        clock_uncertainty_us: clock.1,
-        ..Default::default()
-    };
-    let event = |rec: &mut MigrationRecord, what: &str| {
-        rec.events.push(Event {
-            at_us: us(t0) as i64,
-            host: cx.host.to_string(),
+    fn event(&mut self, what: &str) {
+        self.rec.events.push(Event {
+            at_us: us(self.t0) as i64,
+            host: self.cx.host.to_string(),
             what: what.to_string(),
         })
-    };
-    event(&mut rec, "request");
-
-    // Pre-copy, while the process runs.
-    let mut tracker = None;
-    if opts.mode.precopies() {
-        rec.timeline.precopy = us(t0);
-        event(&mut rec, "pre-copy");
-        match precopy(&mut ctl, &seq, pid, opts, &mut rec) {
-            Ok(t) => tracker = Some(t),
-            Err(PreCopyError::Refused(why)) => {
-                let _ = seq.send(&mut ctl, &SourceMsg::Abort(why.clone()));
-                return refused(vec![why]);
-            }
-            Err(PreCopyError::Lost(why)) => {
-                return refused(vec![format!("host {}: {why}", cx.to)]);
-            }
-        }
     }
 
-    // A cooperating process runs its freeze callbacks first.
-    if let Some(addr) = coop.shim {
-        match crate::coop::before_freeze(pid, addr) {
-            crate::coop::FreezeNotice::Done => event(&mut rec, "freeze callbacks done"),
-            crate::coop::FreezeNotice::TimedOut => event(&mut rec, "freeze callbacks timed out"),
-            crate::coop::FreezeNotice::NotListening => {}
-        }
-    }
-    if let Err(e) = failpoints::hit("source.before-freeze") {
-        let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.to_string()));
-        return failed(e.to_string(), true);
-    }
-    let running = dump::RunningScan::take(pid);
-    // Freeze. From here until Commit, any failure resumes the original.
-    let t_freeze = Instant::now();
-    rec.timeline.freeze = us(t0);
-    event(&mut rec, "freeze");
-    let dumped = dump::freeze_and_dump(pid, caller, opts, &ship, tracker.as_mut(), running, coop);
-    let frozen = match dumped {
-        Ok(f) => f,
-        Err(dump::DumpError::Refused(r)) => {
-            let _ = seq.send(&mut ctl, &SourceMsg::Abort("refused after freeze".into()));
-            return refused(r.0);
-        }
-        Err(e) => {
-            let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.to_string()));
-            return failed(error_chain(&e), true);
-        }
-    };
-    rec.timeline.dump = us(t0);
-    event(&mut rec, "core dumped");
-    // A process whose deputy this host serves takes the deputy along.
-    let mut frozen = frozen;
-    frozen.image.deputy = crate::deputy::has_deputy(pid);
-    frozen.image.lineage = lineage.clone();
-    // Forwarded standard streams: our own copies of the original's ends,
-    // and a lane to the destination for each.
-    let mut streams = Vec::new();
-    for e in &frozen.image.fds {
-        let migrate_proto::image::FdKind::Forwarded { output, .. } = e.kind else {
-            continue;
+    /// Pre-flight, the destination's file check, the clock, the lanes and
+    /// pre-copy: everything while the process runs.
+    fn offer(&mut self) -> State {
+        let (cx, pid, id, opts) = (self.cx, self.pid, self.id, self.opts);
+        let started_unix_us = crate::unix_us();
+        let insp = match preflight::inspect(pid, self.caller, sys::getpid(), false, self.coop.tcp) {
+            Ok(i) => i,
+            Err(r) => return State::Over(refused(r.0)),
         };
-        let end = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, e.fd));
-        let lane = peer::connect(cx.addr, cx.host, Lane::Stdio(id, e.fd), cx.sec);
-        match (end, lane) {
-            (Ok(end), Ok((lane, _))) => streams.push((e.fd, end, output, lane)),
-            (Err(err), _) => {
-                let _ = seq.send(&mut ctl, &SourceMsg::Abort("stdio".into()));
-                return failed(format!("taking fd {} of the original: {err}", e.fd), true);
+        let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
+        let seq = Arc::new(Sequencer::new(id));
+        let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
+            Ok(x) => x,
+            Err(e) => return State::Over(unreachable(e)),
+        };
+        let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+        let _ = ctl.set_write_timeout(Some(STALL_TIMEOUT));
+        let verdict = seq
+            .send(
+                &mut ctl,
+                &SourceMsg::FileCheck {
+                    pid,
+                    who: insp.who.clone(),
+                    needs: insp.needs.clone(),
+                },
+            )
+            .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
+        let ship = match verdict {
+            Ok(DestMsg::FileVerdict {
+                refused: v,
+                missing,
+                different,
+            }) if v.is_empty() => {
+                match files_to_ship(&insp.needs, &missing, &different, cx.ship_limit) {
+                    Ok(ship) => ship,
+                    Err(too_big) => return State::Over(refused(too_big)),
+                }
             }
-            (_, Err(err)) => {
-                let _ = seq.send(&mut ctl, &SourceMsg::Abort("stdio".into()));
-                return failed(
-                    format!("opening the lane for fd {}: {}", e.fd, error_chain(&err)),
-                    true,
-                );
+            Ok(DestMsg::FileVerdict { refused: v, .. }) => return State::Over(refused(v)),
+            Ok(other) => {
+                return State::Over(refused(vec![format!(
+                    "{}: unexpected answer {other:?}",
+                    cx.to
+                )]))
             }
+            Err(e) => {
+                return State::Over(refused(vec![format!(
+                    "host {}: {}",
+                    cx.to,
+                    error_chain(&e)
+                )]))
+            }
+        };
+        // From here the destination waits for the core: leaving calls it off.
+        let mut abort = Uncommitted::arm(&ctl, &seq);
+        if let Err(e) = failpoints::hit("source.after-file-check") {
+            abort.because(e.to_string());
+            return State::Over(refused(vec![format!("host {}: {e}", cx.to)]));
         }
-    }
-    let lazy = Arc::new(LazyPages::new(&frozen.image));
-    rec.lazy_pages = lazy.total();
-    rec.stored_pages = frozen
-        .image
-        .mm
-        .vmas
-        .iter()
-        .flat_map(|v| &v.pages)
-        .filter(|p| p.fill == Fill::Stored)
-        .map(|p| p.count)
-        .sum();
-
-    let shipped = failpoints::hit("source.before-core")
-        .map_err(|e| e.to_string())
-        .and_then(|()| ship_core(&mut ctl, &seq, id, &frozen, opts, &mut rec))
-        .and_then(|()| failpoints::hit("source.after-core").map_err(|e| e.to_string()));
-    let ready = shipped.and_then(|_| match seq.recv::<DestMsg>(&mut ctl) {
-        Ok(DestMsg::Ready { pid }) => Ok(pid),
-        Ok(DestMsg::Failed { error, .. }) => {
-            Err(format!("{} could not rebuild the process: {error}", cx.to))
-        }
-        Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
-        Err(e) => Err(format!("lost {} before commit: {}", cx.to, frame_error(&e))),
-    });
-    let ready = ready.and_then(|p| {
-        failpoints::hit("source.after-ready")
-            .map_err(|e| e.to_string())
-            .map(|()| p)
-    });
-    let new_pid = match ready {
-        Ok(p) => p,
-        Err(e) => {
-            // A stalled link would hold the abort as long again: a short try.
-            let _ = ctl.set_write_timeout(Some(Duration::from_millis(500)));
-            let _ = seq.send(&mut ctl, &SourceMsg::Abort(e.clone()));
-            drop(frozen); // released: the original runs on here
-            return failed(e, true);
-        }
-    };
-    rec.new_pid = new_pid;
-    rec.timeline.restored = us(t0);
-    event(&mut rec, "commit");
-
-    // Commit: from here the original never runs again.
-    let signals = pending_signals(&frozen);
-    let frozen_terminal = frozen.image.fds.iter().any(|e| {
-        matches!(
-            e.kind,
-            migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
-        )
-    });
-    let Frozen {
-        tasks,
-        mem,
-        to_reset,
-        ..
-    } = frozen;
-    // From here a dropped original is killed: a panic is answered as after
-    // the commit.
-    committed.set(Some((id, new_pid)));
-    let task = FrozenOriginal(tasks);
-    let mem = Arc::new(mem);
-    let counters = Arc::new(Counters::default());
-    let mut servers = Vec::new();
-    // Faults are served from the resume on; the push starts once the
-    // process runs there, so that it takes no CPU from the resume itself.
-    let push = rec.lazy_pages > 0 && opts.push_rate_mib != Some(0);
-    if rec.lazy_pages > 0 {
-        servers.push(spawn_demand(
-            demand.try_clone().ok(),
-            mem.clone(),
-            lazy.clone(),
-            counters.clone(),
-            opts.compress,
-        ));
-    }
-    if !push {
-        if let Ok(mut b) = bulk.try_clone() {
-            let _ = frame::write_msg(&mut b, &PushDone { pages: 0 });
-        }
-        let _ = bulk.shutdown(Shutdown::Write);
-    }
-    let lost = |rec: &mut MigrationRecord, what: String| {
-        rec.outcome = what.clone();
-        Reply::Failed {
-            error: format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
-            resumed_original: false,
-            record: Some(Box::new(rec.clone())),
-        }
-    };
-    // From the commit on, the original must never run again: if this agent
-    // dies, the kernel kills it rather than letting it go on beside its copy.
-    for t in &task.0 {
-        if let Err(e) = t.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) {
-            warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
-        }
-    }
-    // `--tcp close`: the remote ends see their connections reset as the
-    // copy takes over, not when the original is gone.
-    for conn in &to_reset {
-        if let Err(e) = sys::reset_connection(conn) {
-            warn!(error = %e, "resetting a connection of the original");
-        }
-    }
-    drop(to_reset);
-    let committed = seq
-        .send(&mut ctl, &SourceMsg::Commit { id, signals })
-        .and_then(|()| {
-            // As if the lane broke once the commit was sent.
-            failpoints::hit("source.after-commit-sent")
-                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+        let clock = match sync_clock(&mut ctl, &seq) {
+            Ok(c) => c,
+            Err(e) => {
+                return State::Over(refused(vec![format!(
+                    "host {}: {}",
+                    cx.to,
+                    error_chain(&e)
+                )]))
+            }
+        };
+        let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id), cx.sec).and_then(|(d, _)| {
+            Ok((
+                d,
+                peer::connect(cx.addr, cx.host, Lane::Bulk(id), cx.sec)?.0,
+            ))
         });
-    let early = match committed {
-        Err(e) => Some((
-            format!("lost {} at commit: {}", cx.to, error_chain(&e)),
-            false,
-        )),
-        Ok(()) => {
-            let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
-            match seq.recv::<DestMsg>(&mut ctl) {
-                Ok(DestMsg::Resumed) => None,
-                Ok(DestMsg::Failed { error, ran: false }) => {
-                    // The copy never ran: the commit is void, the original
-                    // resumes as after any failure before it.
-                    let _ = demand.shutdown(Shutdown::Both);
-                    let _ = bulk.shutdown(Shutdown::Both);
-                    task.resume();
-                    info!(id, pid, "the copy never ran: the original runs on here");
-                    return failed(
+        let (demand, bulk) = match lanes {
+            Ok(x) => x,
+            Err(e) => return State::Over(unreachable(e)),
+        };
+        if let Err(e) = bulk.set_send_buffer(peer::BULK_SNDBUF) {
+            warn!(error = %e, "bulk lane's send buffer not capped: faults may wait behind the push");
+        }
+        self.rec = MigrationRecord {
+            id,
+            mode: opts.mode.name().to_string(),
+            options: opts.clone(),
+            pid,
+            to: peer_name,
+            started_unix_us,
+            clock_offset_us: clock.0,
+            clock_uncertainty_us: clock.1,
+            ..Default::default()
+        };
+        self.event("request");
+
+        // Pre-copy, while the process runs.
+        let mut tracker = None;
+        if opts.mode.precopies() {
+            self.rec.timeline.precopy = us(self.t0);
+            self.event("pre-copy");
+            match precopy(&mut ctl, &seq, pid, opts, &mut self.rec) {
+                Ok(t) => tracker = Some(t),
+                Err(PreCopyError::Refused(why)) => {
+                    abort.because(why.clone());
+                    return State::Over(refused(vec![why]));
+                }
+                Err(PreCopyError::Lost(why)) => {
+                    return State::Over(refused(vec![format!("host {}: {why}", cx.to)]));
+                }
+            }
+        }
+        State::Offered(Offered {
+            abort,
+            ctl,
+            seq,
+            demand,
+            bulk,
+            ship,
+            tracker,
+        })
+    }
+
+    /// Freezes and dumps the original; opens the lanes of its forwarded
+    /// standard streams.
+    fn freeze(&mut self, o: Offered) -> State {
+        let (cx, pid, id) = (self.cx, self.pid, self.id);
+        let Offered {
+            mut abort,
+            ctl,
+            seq,
+            demand,
+            bulk,
+            ship,
+            mut tracker,
+        } = o;
+        // A cooperating process runs its freeze callbacks first.
+        if let Some(addr) = self.coop.shim {
+            match crate::coop::before_freeze(pid, addr) {
+                crate::coop::FreezeNotice::Done => self.event("freeze callbacks done"),
+                crate::coop::FreezeNotice::TimedOut => self.event("freeze callbacks timed out"),
+                crate::coop::FreezeNotice::NotListening => {}
+            }
+        }
+        if let Err(e) = failpoints::hit("source.before-freeze") {
+            abort.because(e.to_string());
+            return State::Over(failed(e.to_string(), true));
+        }
+        let running = dump::RunningScan::take(pid);
+        // Freeze. From here until the commit, leaving resumes the original.
+        let t_freeze = Instant::now();
+        self.rec.timeline.freeze = us(self.t0);
+        self.event("freeze");
+        let dumped = dump::freeze_and_dump(
+            pid,
+            self.caller,
+            self.opts,
+            &ship,
+            tracker.as_mut(),
+            running,
+            &self.coop,
+        );
+        let mut frozen = match dumped {
+            Ok(f) => f,
+            Err(dump::DumpError::Refused(r)) => {
+                abort.because("refused after freeze");
+                return State::Over(refused(r.0));
+            }
+            Err(e) => {
+                abort.because(e.to_string());
+                return State::Over(failed(error_chain(&e), true));
+            }
+        };
+        self.rec.timeline.dump = us(self.t0);
+        self.event("core dumped");
+        // A process whose deputy this host serves takes the deputy along.
+        frozen.image.deputy = crate::deputy::has_deputy(pid);
+        frozen.image.lineage = self.lineage.clone();
+        let lazy = Arc::new(LazyPages::new(&frozen.image));
+        let mut f = FrozenState {
+            abort,
+            ctl,
+            seq,
+            demand,
+            bulk,
+            tracker,
+            streams: Vec::new(),
+            lazy,
+            t_freeze,
+            frozen,
+        };
+        // Forwarded standard streams: our own copies of the original's
+        // ends, and a lane to the destination for each.
+        let forwarded: Vec<(i32, bool)> = f
+            .frozen
+            .image
+            .fds
+            .iter()
+            .filter_map(|e| match e.kind {
+                migrate_proto::image::FdKind::Forwarded { output, .. } => Some((e.fd, output)),
+                _ => None,
+            })
+            .collect();
+        for (fd, output) in forwarded {
+            let end = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, fd));
+            let lane = peer::connect(cx.addr, cx.host, Lane::Stdio(id, fd), cx.sec);
+            match (end, lane) {
+                (Ok(end), Ok((lane, _))) => f.streams.push((fd, end, output, lane)),
+                (Err(err), _) => {
+                    f.abort.because("stdio");
+                    return State::Over(failed(
+                        format!("taking fd {fd} of the original: {err}"),
+                        true,
+                    ));
+                }
+                (_, Err(err)) => {
+                    f.abort.because("stdio");
+                    return State::Over(failed(
+                        format!("opening the lane for fd {fd}: {}", error_chain(&err)),
+                        true,
+                    ));
+                }
+            }
+        }
+        self.rec.lazy_pages = f.lazy.total();
+        self.rec.stored_pages = f
+            .frozen
+            .image
+            .mm
+            .vmas
+            .iter()
+            .flat_map(|v| &v.pages)
+            .filter(|p| p.fill == Fill::Stored)
+            .map(|p| p.count)
+            .sum();
+        State::Frozen(f)
+    }
+
+    /// Ships the core and the eager pages, and waits until the destination
+    /// has rebuilt the copy.
+    fn ship(&mut self, mut f: FrozenState) -> State {
+        let cx = self.cx;
+        let shipped = failpoints::hit("source.before-core")
+            .map_err(|e| e.to_string())
+            .and_then(|()| {
+                ship_core(
+                    &mut f.ctl,
+                    &f.seq,
+                    self.id,
+                    &f.frozen,
+                    self.opts,
+                    &mut self.rec,
+                )
+            })
+            .and_then(|()| failpoints::hit("source.after-core").map_err(|e| e.to_string()));
+        let ready = shipped.and_then(|_| match f.seq.recv::<DestMsg>(&mut f.ctl) {
+            Ok(DestMsg::Ready { pid }) => Ok(pid),
+            Ok(DestMsg::Failed { error, .. }) => {
+                Err(format!("{} could not rebuild the process: {error}", cx.to))
+            }
+            Ok(other) => Err(format!("unexpected answer from {}: {other:?}", cx.to)),
+            Err(e) => Err(format!("lost {} before commit: {}", cx.to, frame_error(&e))),
+        });
+        let ready = ready.and_then(|p| {
+            failpoints::hit("source.after-ready")
+                .map_err(|e| e.to_string())
+                .map(|()| p)
+        });
+        match ready {
+            Ok(new_pid) => State::Ready(ReadyState { frozen: f, new_pid }),
+            Err(e) => {
+                // Dropped: the destination hears why, the original runs on.
+                f.abort.because(e.clone());
+                State::Over(failed(e, true))
+            }
+        }
+    }
+
+    /// The commit: from here the original never runs again unless its copy
+    /// is known gone.
+    fn commit(&mut self, r: ReadyState) -> State {
+        let (pid, new_pid) = (self.pid, r.new_pid);
+        self.rec.new_pid = new_pid;
+        self.rec.timeline.restored = us(self.t0);
+        self.event("commit");
+        let FrozenState {
+            abort,
+            ctl,
+            seq,
+            demand,
+            bulk,
+            tracker,
+            streams,
+            lazy,
+            t_freeze,
+            frozen,
+        } = r.frozen;
+        let signals = pending_signals(&frozen);
+        let frozen_terminal = frozen.image.fds.iter().any(|e| {
+            matches!(
+                e.kind,
+                migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+            )
+        });
+        let Frozen {
+            tasks,
+            mem,
+            to_reset,
+            ..
+        } = frozen;
+        // From here a dropped original is killed: a panic is answered as
+        // after the commit.
+        self.committed.set(Some((self.id, new_pid)));
+        let task = FrozenOriginal(tasks);
+        // From the commit on, the original must never run again: if this
+        // agent dies, the kernel kills it rather than letting it go on
+        // beside its copy.
+        for t in &task.0 {
+            if let Err(e) = t.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) {
+                warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
+            }
+        }
+        abort.disarm();
+        let mem = Arc::new(mem);
+        let counters = Arc::new(Counters::default());
+        let mut servers = Vec::new();
+        // Faults are served from the resume on; the push starts once the
+        // process runs there, so that it takes no CPU from the resume itself.
+        let push = self.rec.lazy_pages > 0 && self.opts.push_rate_mib != Some(0);
+        if self.rec.lazy_pages > 0 {
+            servers.push(spawn_demand(
+                demand.try_clone().ok(),
+                mem.clone(),
+                lazy.clone(),
+                counters.clone(),
+                self.opts.compress,
+            ));
+        }
+        if !push {
+            if let Ok(mut b) = bulk.try_clone() {
+                let _ = frame::write_msg(&mut b, &PushDone { pages: 0 });
+            }
+            let _ = bulk.shutdown(Shutdown::Write);
+        }
+        // `--tcp close`: the remote ends see their connections reset as the
+        // copy takes over, not when the original is gone.
+        for conn in &to_reset {
+            if let Err(e) = sys::reset_connection(conn) {
+                warn!(error = %e, "resetting a connection of the original");
+            }
+        }
+        drop(to_reset);
+        info!(id = self.id, pid, new_pid, "committing");
+        State::Committed(Box::new(CommittedState {
+            ctl,
+            seq,
+            demand,
+            bulk,
+            tracker,
+            streams,
+            lazy,
+            t_freeze,
+            mem,
+            counters,
+            servers,
+            push,
+            frozen_terminal,
+            signals,
+            task,
+        }))
+    }
+
+    /// Sends the commit, then serves post-copy until the destination has
+    /// every page (complete: the original is killed, or becomes the
+    /// deputy) or is lost ([`after_loss`]).
+    fn finish(&mut self, c: CommittedState) -> Reply {
+        let (cx, pid, id, opts) = (self.cx, self.pid, self.id, self.opts);
+        let CommittedState {
+            mut ctl,
+            seq,
+            demand,
+            bulk,
+            mut tracker,
+            streams,
+            lazy,
+            t_freeze,
+            mem,
+            counters,
+            mut servers,
+            push,
+            frozen_terminal,
+            signals,
+            task,
+        } = c;
+        let t0 = self.t0;
+        let started_unix_us = self.rec.started_unix_us;
+        let new_pid = self.rec.new_pid;
+        let uid = self.caller.uid;
+        let mut rec = std::mem::take(&mut self.rec);
+        let progress = &mut *self.progress;
+        let event = |rec: &mut MigrationRecord, what: &str| {
+            rec.events.push(Event {
+                at_us: us(t0) as i64,
+                host: cx.host.to_string(),
+                what: what.to_string(),
+            })
+        };
+        let lost = |rec: &mut MigrationRecord, what: String| {
+            rec.outcome = what.clone();
+            Reply::Failed {
+                error: format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
+                resumed_original: false,
+                record: Some(Box::new(rec.clone())),
+            }
+        };
+        let committed = seq
+            .send(&mut ctl, &SourceMsg::Commit { id, signals })
+            .and_then(|()| {
+                // As if the lane broke once the commit was sent.
+                failpoints::hit("source.after-commit-sent")
+                    .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+            });
+        let early = match committed {
+            Err(e) => Some((
+                format!("lost {} at commit: {}", cx.to, error_chain(&e)),
+                false,
+            )),
+            Ok(()) => {
+                let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+                match seq.recv::<DestMsg>(&mut ctl) {
+                    Ok(DestMsg::Resumed) => None,
+                    Ok(DestMsg::Failed { error, ran: false }) => {
+                        // The copy never ran: the commit is void, the original
+                        // resumes as after any failure before it.
+                        let _ = demand.shutdown(Shutdown::Both);
+                        let _ = bulk.shutdown(Shutdown::Both);
+                        task.resume();
+                        info!(id, pid, "the copy never ran: the original runs on here");
+                        return failed(
+                            format!("{} could not resume the process: {error}", cx.to),
+                            true,
+                        );
+                    }
+                    Ok(DestMsg::Failed { error, ran: true }) => Some((
                         format!("{} could not resume the process: {error}", cx.to),
                         true,
-                    );
+                    )),
+                    Ok(other) => Some((
+                        format!("{} did not resume the process: {other:?}", cx.to),
+                        false,
+                    )),
+                    Err(e) => Some((
+                        format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+                        false,
+                    )),
                 }
-                Ok(DestMsg::Failed { error, ran: true }) => Some((
-                    format!("{} could not resume the process: {error}", cx.to),
-                    true,
-                )),
-                Ok(other) => Some((
-                    format!("{} did not resume the process: {other:?}", cx.to),
-                    false,
-                )),
-                Err(e) => Some((
-                    format!("lost {} after commit: {}", cx.to, error_chain(&e)),
-                    false,
-                )),
             }
-        }
-    };
-    if let Some((what, copy_gone)) = early {
-        let _ = ctl.shutdown(Shutdown::Both);
-        let _ = demand.shutdown(Shutdown::Both);
-        let _ = bulk.shutdown(Shutdown::Both);
-        let loss = Loss {
-            what,
-            copy_gone,
-            at: Instant::now(),
         };
-        return after_loss(cx, caller.uid, id, task, loss, opts.on_loss, rec, progress);
-    }
-    if failpoints::hit("source.after-resumed").is_err() {
-        // As if the lane broke: post-copy's end is never heard.
-        let _ = ctl.shutdown(Shutdown::Both);
-    }
-    rec.timeline.resume = us(t0);
-    event(&mut rec, "resume acknowledged");
-    if push {
-        servers.push(spawn_push(
-            bulk.try_clone().ok(),
-            mem.clone(),
-            lazy.clone(),
-            counters.clone(),
-            opts,
-            t0,
-        ));
-    }
-    // Closing the write-tracking userfaultfd clears the protection of every
-    // page it covers (tens of ms for GiBs): done now, off the downtime, and
-    // on another thread. (On the paths that resume the original it is
-    // dropped on return, unregistering before the original runs on.)
-    if let Some(t) = tracker.take() {
-        std::thread::spawn(move || drop(t));
-    }
-    rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
-    rec.outcome = "resumed".into();
-    info!(
-        id,
-        pid,
-        new_pid,
-        downtime_us = rec.downtime_us,
-        "resumed on {}",
-        cx.to
-    );
-    // From here this host is the process's home for its standard streams.
-    for (fd, end, output, lane) in streams {
-        if output {
-            crate::relay::spawn_from_peer(fd, lane, end);
-        } else {
-            crate::relay::spawn_to_peer(fd, end, lane);
-        }
-    }
-    progress(&Reply::Resumed(rec.clone()));
-
-    // Post-copy: no bound on how long the process takes to touch its pages,
-    // but both agents beat every second and each counts the other gone
-    // after PEER_SILENCE without a word. The end is awaited on another
-    // thread; meanwhile the caller hears how far it got.
-    let beat = ctl
-        .try_clone()
-        .ok()
-        .map(|l| peer::Heartbeat::start(l, seq.clone(), SourceMsg::Heartbeat));
-    let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
-    let (end_tx, end_rx) = std::sync::mpsc::channel();
-    let mut end_reader = ctl.try_clone();
-    let end_seq = seq.clone();
-    std::thread::spawn(move || {
-        let end = match end_reader.as_mut() {
-            Ok(s) => loop {
-                match end_seq.recv::<DestMsg>(s) {
-                    Ok(DestMsg::Heartbeat) => continue,
-                    Err(e) if peer::is_timeout(&e) => {
-                        break Err(frame::FrameError::Io(std::io::Error::new(
-                            std::io::ErrorKind::TimedOut,
-                            format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
-                        )))
-                    }
-                    other => break other,
-                }
-            },
-            Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
-                e.kind(),
-                e.to_string(),
-            ))),
-        };
-        let _ = end_tx.send(end);
-    });
-    let end = loop {
-        match end_rx.recv_timeout(PROGRESS_EVERY) {
-            Ok(end) => break end,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
-                moved_pages: counters.demand_pages.load(Ordering::Relaxed)
-                    + counters.pushed_pages.load(Ordering::Relaxed),
-                total_pages: rec.lazy_pages,
-                elapsed_us: us(t0),
-            }),
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                break Err(frame::FrameError::Io(std::io::Error::other(
-                    "the control lane reader ended",
-                )))
-            }
-        }
-    };
-    // Silence from here on: a destination that is alive but cut off
-    // counts us gone and kills its copy.
-    drop(beat);
-    let lost_at = Instant::now();
-    let complete = matches!(end, Ok(DestMsg::Complete { .. }));
-    let mut kept = None;
-    if complete && frozen_terminal {
-        // A terminal's session leader waits for this pid: the original
-        // becomes the deputy that stands in for the process here.
-        crate::deputy::made(pid);
-        if let Err(e) = deputize(task, &mem, cx, id) {
-            warn!(error = %e, "the deputy could not be made: the original was killed");
-        }
-    } else if complete {
-        // Its deputy (if this host served one) now talks to the new host.
-        crate::deputy::moved(pid, cx.addr, id);
-        task.kill();
-    } else {
-        kept = Some(task);
-    }
-    let _ = demand.shutdown(Shutdown::Both);
-    let _ = bulk.shutdown(Shutdown::Both);
-    for s in servers {
-        let _ = s.join();
-    }
-    rec.push_progress = std::mem::take(
-        &mut *counters
-            .push_samples
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()),
-    );
-    rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
-    rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
-    rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
-    rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
-    rec.lanes = LaneBytes {
-        precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
-        eager: rec.eager_pages * PAGE_SIZE,
-        demand: rec.demand_pages * PAGE_SIZE,
-        bulk: rec.pushed_pages * PAGE_SIZE,
-    };
-    match end {
-        Ok(DestMsg::Complete {
-            discarded_pages,
-            faults,
-            events,
-        }) => {
-            for (what, at) in events {
-                rec.events.push(Event {
-                    at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
-                    host: rec.to.clone(),
-                    what,
-                });
-            }
-            if failpoints::hit("source.after-complete").is_err() {
-                // As if the lane broke: `Done` is not sent.
-                let _ = ctl.shutdown(Shutdown::Both);
-            }
-            event(&mut rec, "original released");
-            cx.lineages.forget(pid);
-            rec.events.sort_by_key(|e| e.at_us);
-            let _ = seq.send(&mut ctl, &SourceMsg::Done);
-            rec.discarded_pages = discarded_pages;
-            rec.faults = faults;
-            rec.timeline.complete = us(t0);
-            rec.residual_us = rec.timeline.complete - rec.timeline.resume;
-            rec.outcome = "complete".into();
-            info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
-            Reply::Complete(rec)
-        }
-        other => {
-            // The destination said its copy is gone, or it went silent.
-            let (what, copy_gone) = match other {
-                Ok(DestMsg::Failed { error, .. }) => {
-                    (format!("post-copy failed on {}: {error}", cx.to), true)
-                }
-                Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
-                Err(e) => (
-                    format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
-                    false,
-                ),
-            };
+        if let Some((what, copy_gone)) = early {
             let _ = ctl.shutdown(Shutdown::Both);
-            let Some(task) = kept else {
-                return lost(&mut rec, what);
-            };
+            let _ = demand.shutdown(Shutdown::Both);
+            let _ = bulk.shutdown(Shutdown::Both);
             let loss = Loss {
                 what,
                 copy_gone,
-                at: lost_at,
+                at: Instant::now(),
             };
-            after_loss(cx, caller.uid, id, task, loss, opts.on_loss, rec, progress)
+            return after_loss(cx, uid, id, task, loss, opts.on_loss, rec, progress);
+        }
+        if failpoints::hit("source.after-resumed").is_err() {
+            // As if the lane broke: post-copy's end is never heard.
+            let _ = ctl.shutdown(Shutdown::Both);
+        }
+        rec.timeline.resume = us(t0);
+        event(&mut rec, "resume acknowledged");
+        if push {
+            servers.push(spawn_push(
+                bulk.try_clone().ok(),
+                mem.clone(),
+                lazy.clone(),
+                counters.clone(),
+                opts,
+                t0,
+            ));
+        }
+        // Closing the write-tracking userfaultfd clears the protection of every
+        // page it covers (tens of ms for GiBs): done now, off the downtime, and
+        // on another thread. (On the paths that resume the original it is
+        // dropped on return, unregistering before the original runs on.)
+        if let Some(t) = tracker.take() {
+            std::thread::spawn(move || drop(t));
+        }
+        rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
+        rec.outcome = "resumed".into();
+        info!(
+            id,
+            pid,
+            new_pid,
+            downtime_us = rec.downtime_us,
+            "resumed on {}",
+            cx.to
+        );
+        // From here this host is the process's home for its standard streams.
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::relay::spawn_from_peer(fd, lane, end);
+            } else {
+                crate::relay::spawn_to_peer(fd, end, lane);
+            }
+        }
+        progress(&Reply::Resumed(rec.clone()));
+
+        // Post-copy: no bound on how long the process takes to touch its pages,
+        // but both agents beat every second and each counts the other gone
+        // after PEER_SILENCE without a word. The end is awaited on another
+        // thread; meanwhile the caller hears how far it got.
+        let beat = ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, seq.clone(), SourceMsg::Heartbeat));
+        let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
+        let (end_tx, end_rx) = std::sync::mpsc::channel();
+        let mut end_reader = ctl.try_clone();
+        let end_seq = seq.clone();
+        std::thread::spawn(move || {
+            let end = match end_reader.as_mut() {
+                Ok(s) => loop {
+                    match end_seq.recv::<DestMsg>(s) {
+                        Ok(DestMsg::Heartbeat) => continue,
+                        Err(e) if peer::is_timeout(&e) => {
+                            break Err(frame::FrameError::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
+                            )))
+                        }
+                        other => break other,
+                    }
+                },
+                Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))),
+            };
+            let _ = end_tx.send(end);
+        });
+        let end = loop {
+            match end_rx.recv_timeout(PROGRESS_EVERY) {
+                Ok(end) => break end,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
+                    moved_pages: counters.demand_pages.load(Ordering::Relaxed)
+                        + counters.pushed_pages.load(Ordering::Relaxed),
+                    total_pages: rec.lazy_pages,
+                    elapsed_us: us(t0),
+                }),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(frame::FrameError::Io(std::io::Error::other(
+                        "the control lane reader ended",
+                    )))
+                }
+            }
+        };
+        // Silence from here on: a destination that is alive but cut off
+        // counts us gone and kills its copy.
+        drop(beat);
+        let lost_at = Instant::now();
+        let complete = matches!(end, Ok(DestMsg::Complete { .. }));
+        let mut kept = None;
+        if complete && frozen_terminal {
+            // A terminal's session leader waits for this pid: the original
+            // becomes the deputy that stands in for the process here.
+            crate::deputy::made(pid);
+            if let Err(e) = deputize(task, &mem, cx, id) {
+                warn!(error = %e, "the deputy could not be made: the original was killed");
+            }
+        } else if complete {
+            // Its deputy (if this host served one) now talks to the new host.
+            crate::deputy::moved(pid, cx.addr, id);
+            task.kill();
+        } else {
+            kept = Some(task);
+        }
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for s in servers {
+            let _ = s.join();
+        }
+        rec.push_progress = std::mem::take(
+            &mut *counters
+                .push_samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
+        rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
+        rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
+        rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
+        rec.lanes = LaneBytes {
+            precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
+            eager: rec.eager_pages * PAGE_SIZE,
+            demand: rec.demand_pages * PAGE_SIZE,
+            bulk: rec.pushed_pages * PAGE_SIZE,
+        };
+        match end {
+            Ok(DestMsg::Complete {
+                discarded_pages,
+                faults,
+                events,
+            }) => {
+                for (what, at) in events {
+                    rec.events.push(Event {
+                        at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
+                        host: rec.to.clone(),
+                        what,
+                    });
+                }
+                if failpoints::hit("source.after-complete").is_err() {
+                    // As if the lane broke: `Done` is not sent.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                event(&mut rec, "original released");
+                cx.lineages.forget(pid);
+                rec.events.sort_by_key(|e| e.at_us);
+                let _ = seq.send(&mut ctl, &SourceMsg::Done);
+                rec.discarded_pages = discarded_pages;
+                rec.faults = faults;
+                rec.timeline.complete = us(t0);
+                rec.residual_us = rec.timeline.complete - rec.timeline.resume;
+                rec.outcome = "complete".into();
+                info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
+                Reply::Complete(rec)
+            }
+            other => {
+                // The destination said its copy is gone, or it went silent.
+                let (what, copy_gone) = match other {
+                    Ok(DestMsg::Failed { error, .. }) => {
+                        (format!("post-copy failed on {}: {error}", cx.to), true)
+                    }
+                    Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
+                    Err(e) => (
+                        format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
+                        false,
+                    ),
+                };
+                let _ = ctl.shutdown(Shutdown::Both);
+                let Some(task) = kept else {
+                    return lost(&mut rec, what);
+                };
+                let loss = Loss {
+                    what,
+                    copy_gone,
+                    at: lost_at,
+                };
+                after_loss(cx, uid, id, task, loss, opts.on_loss, rec, progress)
+            }
         }
     }
 }
@@ -1083,31 +1388,6 @@ impl KeptOriginals {
             .map_err(|_| format!("migration {id:016x} is no longer kept"))?;
         done.recv_timeout(4 * peer::PEER_SILENCE)
             .map_err(|_| format!("migration {id:016x}: no answer from its session"))?
-    }
-}
-
-/// The original's threads, stopped for good after the commit.
-struct FrozenOriginal(Vec<Seized>);
-
-impl FrozenOriginal {
-    /// Ends it (as dropping it does).
-    fn kill(self) {}
-
-    /// Lets it run here again: only once its copy is known gone.
-    fn resume(mut self) {
-        // Each thread resumes as its handle is released.
-        self.0.clear();
-    }
-}
-
-/// After the commit the original never runs again unless its copy is
-/// known gone ([`FrozenOriginal::resume`]): an owner dropped otherwise (an
-/// early return, a panic unwinding) kills it.
-impl Drop for FrozenOriginal {
-    fn drop(&mut self) {
-        for t in self.0.drain(..) {
-            t.kill();
-        }
     }
 }
 
