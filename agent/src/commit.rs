@@ -34,12 +34,19 @@
 //! | Committed | the original as [`FrozenOriginal`] | the original is killed |
 //! | Over | the caller's answer | - |
 //!
-//! The destination's (`dest.rs`): Building (a [`crate::restore::Restorer`]:
-//! dropped, the half-built process is killed), Ready (the same, waiting for
-//! `Commit`), Running (post-copy: the keeper and the fault handler kill
-//! the copy if the source is lost or this agent dies), Independent (every
-//! page in, the keeper released: it runs on whatever happens). The
-//! [`crate::received::Fate`] of each records which, for the source to ask.
+//! The destination's (`dest.rs`, one step function), once the core is in:
+//!
+//! | state | holds | dropped |
+//! |---|---|---|
+//! | Building | the stub | the stub is killed |
+//! | Built | the rebuilt process, stopped; its keeper | the process is killed ([`crate::restore::Restorer`]) |
+//! | Committed | the same; `Commit` received | the process is killed |
+//! | Running | the fault handler, the keeper | while pages are owed the keeper kills it |
+//! | Over | the session's result | - |
+//!
+//! Every page in, the keeper is released and the copy runs on by itself.
+//! Each migration's [`crate::received::Fate`] records its copy's state, for a
+//! source that lost touch to ask.
 
 use std::sync::Arc;
 use std::time::Duration;

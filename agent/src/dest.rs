@@ -316,20 +316,22 @@ pub fn serve(
                     .ok()
             });
             match started.map_or_else(|| Stub::spawn(stub, image.pid), Ok) {
-                Ok(ready) => rebuild(
-                    &mut ctl,
-                    &seq,
+                Ok(ready) => Receiving {
+                    ctl: &mut ctl,
+                    seq: &seq,
                     id,
-                    &image,
-                    opts.prefetch_pages,
+                    image: &image,
+                    prefetch: opts.prefetch_pages,
                     store,
                     lanes,
-                    (stub, ready),
+                    stub_exe: stub,
                     lineages,
                     host,
-                    &mut events,
-                    &mut fate,
-                ),
+                    events: &mut events,
+                    fate: &mut fate,
+                    t0: std::time::Instant::now(),
+                }
+                .run(ready),
                 Err(e) => Err(e.into()),
             }
         }
@@ -346,424 +348,599 @@ pub fn serve(
     result
 }
 
-#[allow(clippy::too_many_arguments)] // one call site; the session's pieces
-fn rebuild(
-    ctl: &mut PeerStream,
-    seq: &Arc<Sequencer>,
+/// Where a destination session is once the core is in ([`crate::commit`]
+/// states the rule). Each state owns what leaving it other than into the
+/// next must undo, and undoes it when dropped; [`Receiving::step`] moves
+/// to the next one or ends.
+enum State {
+    /// The stub waits to become the process.
+    Building(Stub),
+    /// Rebuilt and stopped, its keeper holding its userfaultfd. Dropped:
+    /// the process is killed (its [`Restorer`]) and the keeper ends.
+    Built(Box<Built>),
+    /// The source committed: the copy may run. Dropped: as `Built`.
+    Committed(Box<Built>, Vec<i32>),
+    /// It runs; post-copy until every page is in. Dropped: while pages are
+    /// owed its keeper kills it.
+    Running(Box<Running>),
+    /// Over.
+    Over(Result<(), DestError>),
+}
+
+/// See [`State::Built`].
+struct Built {
+    r: Restorer,
+    map: LazyMap,
+    uffd: Option<std::os::fd::OwnedFd>,
+    local: Option<Arc<LocalPages>>,
+    keeper: Option<Keeper>,
+    /// Forwarded standard streams: fd, our end, whether it is an output,
+    /// and its lane.
+    streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
+    demand: PeerStream,
+    bulk: PeerStream,
+}
+
+/// See [`State::Running`].
+struct Running {
+    new_pid: i32,
+    handler: Option<Arc<FaultHandler>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    keeper: Option<Keeper>,
+    has_terminal: bool,
+    deputy_pidfd: std::os::fd::OwnedFd,
+    deputy_tx: std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
+    rx: std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
+    beat: Option<peer::Heartbeat>,
+    watch: SourceWatch,
+    demand: PeerStream,
+    bulk: PeerStream,
+}
+
+/// What a destination session carries through its states: nothing in it
+/// needs undoing.
+struct Receiving<'a, 'p, 'f> {
+    ctl: &'a mut PeerStream,
+    seq: &'a Arc<Sequencer>,
     id: u64,
-    image: &ProcessImage,
+    image: &'a ProcessImage,
     prefetch: u32,
     store: Option<PageStore>,
-    lanes: &PeerLanes<'_>,
-    (stub_exe, stub): (&Path, Stub),
-    lineages: &Lineages,
-    host: &str,
-    events: &mut Vec<(String, u64)>,
-    fate: &mut Fate<'_>,
-) -> Result<(), DestError> {
-    if image.threads.is_empty() {
-        return Err(DestError::Protocol("image has no thread".into()));
-    }
-    let demand = lanes
-        .take(Lane::Demand(id), LANE_TIMEOUT)
-        .ok_or_else(|| DestError::Protocol("the demand lane never came".into()))?;
-    let bulk = lanes
-        .take(Lane::Bulk(id), LANE_TIMEOUT)
-        .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
+    lanes: &'a PeerLanes<'p>,
+    stub_exe: &'a Path,
+    lineages: &'a Lineages,
+    host: &'a str,
+    events: &'a mut Vec<(String, u64)>,
+    fate: &'a mut Fate<'f>,
+    t0: std::time::Instant,
+}
 
-    let t0 = std::time::Instant::now();
-    let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
-    let end_step = |what: &str| {
-        debug!(
-            id,
-            us = t0.elapsed().as_micros() as u64,
-            "post-copy: {what}"
-        )
-    };
-    let mut r = Restorer::start_in(image, stub)?;
-    step("stub ready");
-    let built = (|| -> Result<_, DestError> {
-        // Shipped files as they stream in, then eager pages.
-        let who = r.who().clone();
-        let mut shipped = ShippedFiles::create(&image.shipped, &who)?;
+impl Receiving<'_, '_, '_> {
+    /// Runs the session from the stub to its end.
+    fn run(&mut self, stub: Stub) -> Result<(), DestError> {
+        let mut state = State::Building(stub);
         loop {
-            match frame::read_frame(ctl)? {
-                Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
-                Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
-                    SourceMsg::ShippedData(data) => shipped.write(&data)?,
-                    SourceMsg::EagerDone => break,
-                    SourceMsg::Abort(why) => {
-                        return Err(DestError::Protocol(format!("source aborted: {why}")))
-                    }
-                    other => {
-                        return Err(DestError::Protocol(format!(
-                            "expected pages, got {other:?}"
-                        )))
-                    }
-                },
-            }
+            state = match state {
+                State::Over(result) => return result,
+                state => self.step(state),
+            };
         }
-        r.set_shipped(shipped.finish(&who)?);
-        step("eager pages written");
-        // Lazy ranges: private anonymous VMAs with pages still to come,
-        // from the source or from the pre-copy store here.
-        let mut map = LazyMap::new();
-        let mut ranges = Vec::new();
-        let mut local = PageSet::new();
-        for v in &image.mm.vmas {
-            let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
-            if lazy.is_empty() {
-                continue;
-            }
-            if v.shared || !matches!(v.kind, VmaKind::Anon) {
-                return Err(DestError::Protocol(format!(
-                    "lazy pages in the mapping at {:#x}, which is not private anonymous",
-                    v.start
-                )));
-            }
-            ranges.push((v.start, v.end - v.start));
-            // One map region per stretch of pending pages, wherever they
-            // come from: pre-copy leaves lazy and stored runs interleaved.
-            let mut run: Option<(u64, u64)> = None;
-            for p in lazy {
-                let addr = v.start + p.first * PAGE_SIZE;
-                if p.fill == Fill::Stored {
-                    local.insert(addr, addr + p.count * PAGE_SIZE);
+    }
+
+    /// The one step function: from each state to the next, or to the end.
+    fn step(&mut self, state: State) -> State {
+        let next = match state {
+            State::Building(stub) => self.build(stub).map(|b| State::Built(Box::new(b))),
+            State::Built(b) => self
+                .await_commit(&b)
+                .map(|signals| State::Committed(b, signals)),
+            State::Committed(b, signals) => self
+                .resume(*b, signals)
+                .map(|r| State::Running(Box::new(r))),
+            State::Running(r) => self.post_copy(*r).map(|()| State::Over(Ok(()))),
+            State::Over(result) => Ok(State::Over(result)),
+        };
+        next.unwrap_or_else(|e| State::Over(Err(e)))
+    }
+
+    /// Rebuilds the process in the stub: shipped files, eager pages, its
+    /// state; registers its lazy ranges and starts its keeper; takes its
+    /// lanes.
+    fn build(&mut self, stub: Stub) -> Result<Built, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lanes, stub_exe, host) = (
+            self.seq,
+            self.id,
+            self.image,
+            self.lanes,
+            self.stub_exe,
+            self.host,
+        );
+        let store = self.store.take();
+        let events = &mut *self.events;
+        let t0 = self.t0;
+        if image.threads.is_empty() {
+            return Err(DestError::Protocol("image has no thread".into()));
+        }
+        let demand = lanes
+            .take(Lane::Demand(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::Protocol("the demand lane never came".into()))?;
+        let bulk = lanes
+            .take(Lane::Bulk(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
+
+        let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+        let mut r = Restorer::start_in(image, stub)?;
+        step("stub ready");
+        let built = (|| -> Result<_, DestError> {
+            // Shipped files as they stream in, then eager pages.
+            let who = r.who().clone();
+            let mut shipped = ShippedFiles::create(&image.shipped, &who)?;
+            loop {
+                match frame::read_frame(ctl)? {
+                    Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
+                    Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
+                        SourceMsg::ShippedData(data) => shipped.write(&data)?,
+                        SourceMsg::EagerDone => break,
+                        SourceMsg::Abort(why) => {
+                            return Err(DestError::Protocol(format!("source aborted: {why}")))
+                        }
+                        other => {
+                            return Err(DestError::Protocol(format!(
+                                "expected pages, got {other:?}"
+                            )))
+                        }
+                    },
                 }
-                run = match run {
-                    Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
-                    Some((a, n)) => {
-                        map.add(a, n);
-                        Some((addr, p.count))
-                    }
-                    None => Some((addr, p.count)),
-                };
             }
-            if let Some((a, n)) = run {
-                map.add(a, n);
-            }
-        }
-        let local = match (local.is_empty(), store) {
-            (true, _) => None,
-            (false, Some(store)) => {
-                if let Some((a, _)) = local.ranges().find(|&(a, b)| {
-                    store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
-                }) {
+            r.set_shipped(shipped.finish(&who)?);
+            step("eager pages written");
+            // Lazy ranges: private anonymous VMAs with pages still to come,
+            // from the source or from the pre-copy store here.
+            let mut map = LazyMap::new();
+            let mut ranges = Vec::new();
+            let mut local = PageSet::new();
+            for v in &image.mm.vmas {
+                let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
+                if lazy.is_empty() {
+                    continue;
+                }
+                if v.shared || !matches!(v.kind, VmaKind::Anon) {
                     return Err(DestError::Protocol(format!(
-                        "the core names pre-copied pages at {a:#x} that never arrived"
+                        "lazy pages in the mapping at {:#x}, which is not private anonymous",
+                        v.start
                     )));
                 }
-                Some(Arc::new(LocalPages {
-                    store,
-                    pages: local,
-                }))
+                ranges.push((v.start, v.end - v.start));
+                // One map region per stretch of pending pages, wherever they
+                // come from: pre-copy leaves lazy and stored runs interleaved.
+                let mut run: Option<(u64, u64)> = None;
+                for p in lazy {
+                    let addr = v.start + p.first * PAGE_SIZE;
+                    if p.fill == Fill::Stored {
+                        local.insert(addr, addr + p.count * PAGE_SIZE);
+                    }
+                    run = match run {
+                        Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
+                        Some((a, n)) => {
+                            map.add(a, n);
+                            Some((addr, p.count))
+                        }
+                        None => Some((addr, p.count)),
+                    };
+                }
+                if let Some((a, n)) = run {
+                    map.add(a, n);
+                }
             }
-            (false, None) => {
-                return Err(DestError::Protocol(
-                    "the core names pre-copied pages but none arrived".into(),
-                ))
+            let local = match (local.is_empty(), store) {
+                (true, _) => None,
+                (false, Some(store)) => {
+                    if let Some((a, _)) = local.ranges().find(|&(a, b)| {
+                        store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
+                    }) {
+                        return Err(DestError::Protocol(format!(
+                            "the core names pre-copied pages at {a:#x} that never arrived"
+                        )));
+                    }
+                    Some(Arc::new(LocalPages {
+                        store,
+                        pages: local,
+                    }))
+                }
+                (false, None) => {
+                    return Err(DestError::Protocol(
+                        "the core names pre-copied pages but none arrived".into(),
+                    ))
+                }
+            };
+            let uffd = if ranges.is_empty() {
+                None
+            } else {
+                Some(r.userfaultfd(&ranges)?)
+            };
+            step("userfaultfd registered");
+            r.finish(image)?;
+            step("process state restored");
+            Ok((map, uffd, local))
+        })();
+        // From here an early return drops `r`, which kills what was built.
+        let (map, uffd, local) = built?;
+        let keeper = match &uffd {
+            Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
+                Ok(k) => Some(k),
+                Err(e) => return Err(DestError::Protocol(format!("starting the keeper: {e}"))),
+            },
+            None => None,
+        };
+        step("keeper started");
+        failpoints::hit("dest.after-keeper")?;
+        // The relays of forwarded standard streams: one lane each.
+        let mut streams = Vec::new();
+        for (fd, end, output) in r.take_forwarded() {
+            match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
+                Some(lane) => streams.push((fd, end, output, lane)),
+                None => {
+                    return Err(DestError::Protocol(format!(
+                        "the lane for fd {fd} never came"
+                    )));
+                }
             }
-        };
-        let uffd = if ranges.is_empty() {
-            None
-        } else {
-            Some(r.userfaultfd(&ranges)?)
-        };
-        step("userfaultfd registered");
-        r.finish(image)?;
-        step("process state restored");
-        Ok((map, uffd, local))
-    })();
-    // From here an early return drops `r`, which kills what was built.
-    let (map, uffd, local) = built?;
-    let keeper = match &uffd {
-        Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
-            Ok(k) => Some(k),
-            Err(e) => return Err(DestError::Protocol(format!("starting the keeper: {e}"))),
-        },
-        None => None,
-    };
-    step("keeper started");
-    failpoints::hit("dest.after-keeper")?;
-    // The relays of forwarded standard streams: one lane each.
-    let mut streams = Vec::new();
-    for (fd, end, output) in r.take_forwarded() {
-        match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
-            Some(lane) => streams.push((fd, end, output, lane)),
-            None => {
+        }
+        if let Some(addr) = image.lineage.shim {
+            // Its virtual ids and the rest of what its shim reads; a block
+            // that cannot be patched leaves the ids real, the move goes on.
+            if let Err(e) = r.patch_shim(image, addr, host) {
+                warn!(id, error = %error_chain(&e), "the shim's state was not updated");
+            }
+        }
+        step("rebuilt");
+        events.push(("rebuilt".into(), crate::unix_us()));
+        Ok(Built {
+            r,
+            map,
+            uffd,
+            local,
+            keeper,
+            streams,
+            demand,
+            bulk,
+        })
+    }
+
+    /// Says Ready and waits for the source's commit; returns the signals
+    /// the original had pending.
+    fn await_commit(&mut self, b: &Built) -> Result<Vec<i32>, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id) = (self.seq, self.id);
+        let r = &b.r;
+        failpoints::hit("dest.before-ready")?;
+        seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
+        failpoints::hit("dest.after-ready")?;
+
+        // 3. Commit or abort.
+        let signals = match seq.recv::<SourceMsg>(ctl) {
+            Ok(SourceMsg::Commit {
+                id: committed,
+                signals,
+            }) if committed == id => {
+                // Post-copy lasts as long as the process takes to touch its
+                // pages.
+                let _ = ctl.set_read_timeout(None);
+                signals
+            }
+            Ok(other) => {
                 return Err(DestError::Protocol(format!(
-                    "the lane for fd {fd} never came"
+                    "source did not commit: {other:?}"
                 )));
             }
-        }
-    }
-    if let Some(addr) = image.lineage.shim {
-        // Its virtual ids and the rest of what its shim reads; a block
-        // that cannot be patched leaves the ids real, the move goes on.
-        if let Err(e) = r.patch_shim(image, addr, host) {
-            warn!(id, error = %error_chain(&e), "the shim's state was not updated");
-        }
-    }
-    step("rebuilt");
-    events.push(("rebuilt".into(), crate::unix_us()));
-    failpoints::hit("dest.before-ready")?;
-    seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
-    failpoints::hit("dest.after-ready")?;
+            Err(e) => {
+                return Err(DestError::Protocol(format!(
+                    "lost the source before commit: {e}"
+                )));
+            }
+        };
 
-    // 3. Commit or abort.
-    let signals = match seq.recv::<SourceMsg>(ctl) {
-        Ok(SourceMsg::Commit {
-            id: committed,
-            signals,
-        }) if committed == id => {
-            // Post-copy lasts as long as the process takes to touch its
-            // pages.
-            let _ = ctl.set_read_timeout(None);
-            signals
-        }
-        Ok(other) => {
-            return Err(DestError::Protocol(format!(
-                "source did not commit: {other:?}"
-            )));
-        }
-        Err(e) => {
-            return Err(DestError::Protocol(format!(
-                "lost the source before commit: {e}"
-            )));
-        }
-    };
+        failpoints::hit("dest.after-commit")?;
+        Ok(signals)
+    }
 
-    failpoints::hit("dest.after-commit")?;
-    let pidfd = r
-        .pidfd()
-        .try_clone()
-        .map_err(|e| DestError::Protocol(format!("pidfd: {e}")))?;
-    let handler = match uffd {
-        Some(u) => {
-            let demand_w = demand.try_clone().map_err(FrameError::Io)?;
-            Some(Arc::new(
-                FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
-                    .map_err(FrameError::Io)?,
-            ))
-        }
-        None => None,
-    };
-    let mut threads = Vec::new();
-    if let Some(h) = &handler {
-        let h1 = h.clone();
-        threads.push(std::thread::spawn(move || h1.run()));
-        if let Some(local) = local {
-            // Pre-copied pages go in from here, in the background.
-            let h3 = h.clone();
-            threads.push(std::thread::spawn(move || h3.install_local(&local)));
-        }
-        // Pushed pages go in in the background: the demand lane and the
-        // fault loop come first.
-        type Install = fn(&FaultHandler, u64, &[u8]);
-        type Failpoint = fn() -> Result<(), failpoints::Injected>;
-        let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
-            (
-                "demand",
-                demand.try_clone().map_err(FrameError::Io)?,
-                FaultHandler::install,
-                || failpoints::hit("dest.demand"),
-            ),
-            (
-                "bulk",
-                bulk.try_clone().map_err(FrameError::Io)?,
-                FaultHandler::install_background,
-                || failpoints::hit("dest.push"),
-            ),
-        ];
-        for (lane, mut s, install, failpoint) in lanes {
-            let h2 = h.clone();
-            threads.push(std::thread::spawn(move || {
-                if lane == "bulk" {
-                    let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
-                }
-                let mut pushed = false;
-                loop {
-                    match frame::read_frame(&mut s) {
-                        Ok(Frame::Pages(..)) if failpoint().is_err() => {
-                            h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
-                            return;
-                        }
-                        Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
-                        Ok(Frame::Control(body))
-                            if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
-                        {
-                            pushed = true;
-                        }
-                        Ok(Frame::Control(_)) => {
-                            h2.end(Outcome::Failed(format!(
-                                "unexpected message on the {lane} lane"
-                            )));
-                            return;
-                        }
-                        Err(e) => {
-                            // The push lane closes once the push said it
-                            // is over; closed before, pages may never come.
-                            if lane == "demand" || !pushed && h2.left() > 0 {
-                                h2.end(Outcome::Failed(format!(
-                                    "lost the source ({lane} lane): {e}"
-                                )));
+    /// Lets the copy run: starts the fault handler and the page lanes'
+    /// readers, resumes it, and says so.
+    fn resume(&mut self, b: Built, signals: Vec<i32>) -> Result<Running, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lineages, prefetch) =
+            (self.seq, self.id, self.image, self.lineages, self.prefetch);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+        let Built {
+            r,
+            map,
+            uffd,
+            local,
+            keeper,
+            streams,
+            demand,
+            bulk,
+        } = b;
+        let pidfd = r
+            .pidfd()
+            .try_clone()
+            .map_err(|e| DestError::Protocol(format!("pidfd: {e}")))?;
+        let handler = match uffd {
+            Some(u) => {
+                let demand_w = demand.try_clone().map_err(FrameError::Io)?;
+                Some(Arc::new(
+                    FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
+                        .map_err(FrameError::Io)?,
+                ))
+            }
+            None => None,
+        };
+        let mut threads = Vec::new();
+        if let Some(h) = &handler {
+            let h1 = h.clone();
+            threads.push(std::thread::spawn(move || h1.run()));
+            if let Some(local) = local {
+                // Pre-copied pages go in from here, in the background.
+                let h3 = h.clone();
+                threads.push(std::thread::spawn(move || h3.install_local(&local)));
+            }
+            // Pushed pages go in in the background: the demand lane and the
+            // fault loop come first.
+            type Install = fn(&FaultHandler, u64, &[u8]);
+            type Failpoint = fn() -> Result<(), failpoints::Injected>;
+            let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
+                (
+                    "demand",
+                    demand.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install,
+                    || failpoints::hit("dest.demand"),
+                ),
+                (
+                    "bulk",
+                    bulk.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install_background,
+                    || failpoints::hit("dest.push"),
+                ),
+            ];
+            for (lane, mut s, install, failpoint) in lanes {
+                let h2 = h.clone();
+                threads.push(std::thread::spawn(move || {
+                    if lane == "bulk" {
+                        let _ = crate::sys::set_thread_nice(crate::peer::BULK_NICE);
+                    }
+                    let mut pushed = false;
+                    loop {
+                        match frame::read_frame(&mut s) {
+                            Ok(Frame::Pages(..)) if failpoint().is_err() => {
+                                h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
+                                return;
                             }
-                            return;
+                            Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                            Ok(Frame::Control(body))
+                                if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
+                            {
+                                pushed = true;
+                            }
+                            Ok(Frame::Control(_)) => {
+                                h2.end(Outcome::Failed(format!(
+                                    "unexpected message on the {lane} lane"
+                                )));
+                                return;
+                            }
+                            Err(e) => {
+                                // The push lane closes once the push said it
+                                // is over; closed before, pages may never come.
+                                if lane == "demand" || !pushed && h2.left() > 0 {
+                                    h2.end(Outcome::Failed(format!(
+                                        "lost the source ({lane} lane): {e}"
+                                    )));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        let has_terminal = image.deputy
+            || image.fds.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+                )
+            });
+        let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
+        step("committed, fault handler started");
+        // Counted as run from the first thread let go: a resume that fails or
+        // panics half-way kills the process (the Restorer's drop), but some of
+        // it may have run.
+        fate.post_copy();
+        let (new_pid, claim) = r.resume(&signals)?;
+        if handler.is_none() {
+            // Without pages owed nothing kills it once it runs.
+            fate.independent();
+        }
+        step("resumed");
+        lineages.set(
+            new_pid,
+            migrate_proto::image::Lineage {
+                moves: image.lineage.moves + 1,
+                ..image.lineage.clone()
+            },
+        );
+        if has_terminal {
+            // From now on it has a deputy at home (made at completion).
+            crate::deputy::hosted(new_pid, true);
+        }
+        // Reap the process when it ends (we are its subreaper) and tell its
+        // deputy, if it has one, how it ended.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let deputy_tx = tx.clone();
+        let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
+        std::thread::spawn(move || {
+            let _claim = claim;
+            if let Ok((code, signal)) = crate::sys::wait_exit(new_pid, &reap_pidfd) {
+                if tx
+                    .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
+                    .is_err()
+                {
+                    // Nobody serves a deputy for it (none, or post-copy failed).
+                    crate::deputy::hosted(new_pid, false);
+                }
+            }
+        });
+
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::relay::spawn_to_peer(fd, end, lane);
+            } else {
+                crate::relay::spawn_from_peer(fd, lane, end);
+            }
+        }
+        if failpoints::hit("dest.after-resume").is_err() {
+            // As if the control lane broke once the process runs.
+            let _ = ctl.shutdown(Shutdown::Both);
+        }
+        events.push(("resumed".into(), crate::unix_us()));
+        info!(id, new_pid, "resumed");
+        if let Some(addr) = image.lineage.shim {
+            crate::coop::tell(new_pid, addr, migrate_proto::shim::Phase::Resumed);
+        }
+        seq.send(ctl, &DestMsg::Resumed)?;
+        // Both agents beat until the end; a source silent for PEER_SILENCE is
+        // gone (dead, or cut off): its pages cannot come, so the lanes are
+        // closed and the process is killed rather than left waiting forever.
+        let beat = ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, seq.clone(), DestMsg::Heartbeat));
+        let watch = SourceWatch::start(ctl, seq.clone(), &demand, &bulk, id)?;
+
+        Ok(Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        })
+    }
+
+    /// Post-copy until every page is in: then the keeper is released, the
+    /// copy runs by itself, and the source hears `Complete`.
+    fn post_copy(&mut self, run: Running) -> Result<(), DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lanes) = (self.seq, self.id, self.image, self.lanes);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let end_step = |what: &str| {
+            debug!(
+                id,
+                us = t0.elapsed().as_micros() as u64,
+                "post-copy: {what}"
+            )
+        };
+        let Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        } = run;
+        let (outcome, discarded, faults) = match &handler {
+            Some(h) => h.wait(),
+            None => (Outcome::Complete, 0, Vec::new()),
+        };
+        end_step("every page in");
+        // Unblock the lane readers.
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for t in threads {
+            let _ = t.join();
+        }
+        // Every userfaultfd of ours is closed by now: the keeper's copy is the
+        // last, and its exit unregisters the ranges.
+        let mut outcome = outcome;
+        match (&outcome, keeper) {
+            (Outcome::Complete | Outcome::Exited, Some(k)) => {
+                // Said before it is true: once released, nothing kills it.
+                fate.independent();
+                let released = failpoints::hit("dest.keeper-release")
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| k.release());
+                if let Err(e) = released {
+                    // Unreleased, the keeper kills the process as it goes.
+                    fate.killed();
+                    outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+                }
+            }
+            (_, k) => drop(k),
+        }
+        end_step("lanes closed, userfaultfds released");
+        match outcome {
+            Outcome::Complete | Outcome::Exited => {
+                if outcome == Outcome::Exited {
+                    info!(id, new_pid, "the process exited during post-copy");
+                }
+                drop(beat);
+                if failpoints::hit("dest.before-complete").is_err() {
+                    // As if the control lane broke: `Complete` cannot go.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                seq.send(
+                    ctl,
+                    &DestMsg::Complete {
+                        discarded_pages: discarded,
+                        faults,
+                        events: {
+                            events.push(("every page in".into(), crate::unix_us()));
+                            events.clone()
+                        },
+                    },
+                )?;
+                if failpoints::hit("dest.after-complete").is_err() {
+                    // As if the control lane broke: `Done` never comes.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                // Wait for the source's Done (or its close).
+                watch.wait_done(Duration::from_secs(30));
+                end_step("source released");
+                info!(id, new_pid, "post-copy complete");
+                if has_terminal {
+                    // The source turns the original into a deputy now.
+                    let home = &image.lineage.home;
+                    match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
+                        Some(lane) => {
+                            crate::deputy::serve_remote(new_pid, lane, deputy_pidfd, deputy_tx, rx)
+                        }
+                        None => {
+                            crate::deputy::hosted(new_pid, false);
+                            warn!(id, "the deputy never called");
                         }
                     }
                 }
-            }));
+                Ok(())
+            }
+            Outcome::Failed(why) => Err(DestError::Protocol(why)),
         }
-    }
-    let has_terminal = image.deputy
-        || image.fds.iter().any(|e| {
-            matches!(
-                e.kind,
-                migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
-            )
-        });
-    let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
-    step("committed, fault handler started");
-    // Counted as run from the first thread let go: a resume that fails or
-    // panics half-way kills the process (the Restorer's drop), but some of
-    // it may have run.
-    fate.post_copy();
-    let (new_pid, claim) = r.resume(&signals)?;
-    if handler.is_none() {
-        // Without pages owed nothing kills it once it runs.
-        fate.independent();
-    }
-    step("resumed");
-    lineages.set(
-        new_pid,
-        migrate_proto::image::Lineage {
-            moves: image.lineage.moves + 1,
-            ..image.lineage.clone()
-        },
-    );
-    if has_terminal {
-        // From now on it has a deputy at home (made at completion).
-        crate::deputy::hosted(new_pid, true);
-    }
-    // Reap the process when it ends (we are its subreaper) and tell its
-    // deputy, if it has one, how it ended.
-    let (tx, rx) = std::sync::mpsc::channel();
-    let deputy_tx = tx.clone();
-    let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
-    std::thread::spawn(move || {
-        let _claim = claim;
-        if let Ok((code, signal)) = crate::sys::wait_exit(new_pid, &reap_pidfd) {
-            if tx
-                .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
-                .is_err()
-            {
-                // Nobody serves a deputy for it (none, or post-copy failed).
-                crate::deputy::hosted(new_pid, false);
-            }
-        }
-    });
-
-    for (fd, end, output, lane) in streams {
-        if output {
-            crate::relay::spawn_to_peer(fd, end, lane);
-        } else {
-            crate::relay::spawn_from_peer(fd, lane, end);
-        }
-    }
-    if failpoints::hit("dest.after-resume").is_err() {
-        // As if the control lane broke once the process runs.
-        let _ = ctl.shutdown(Shutdown::Both);
-    }
-    events.push(("resumed".into(), crate::unix_us()));
-    info!(id, new_pid, "resumed");
-    if let Some(addr) = image.lineage.shim {
-        crate::coop::tell(new_pid, addr, migrate_proto::shim::Phase::Resumed);
-    }
-    seq.send(ctl, &DestMsg::Resumed)?;
-    // Both agents beat until the end; a source silent for PEER_SILENCE is
-    // gone (dead, or cut off): its pages cannot come, so the lanes are
-    // closed and the process is killed rather than left waiting forever.
-    let beat = ctl
-        .try_clone()
-        .ok()
-        .map(|l| peer::Heartbeat::start(l, seq.clone(), DestMsg::Heartbeat));
-    let watch = SourceWatch::start(ctl, seq.clone(), &demand, &bulk, id)?;
-
-    let (outcome, discarded, faults) = match &handler {
-        Some(h) => h.wait(),
-        None => (Outcome::Complete, 0, Vec::new()),
-    };
-    end_step("every page in");
-    // Unblock the lane readers.
-    let _ = demand.shutdown(Shutdown::Both);
-    let _ = bulk.shutdown(Shutdown::Both);
-    for t in threads {
-        let _ = t.join();
-    }
-    // Every userfaultfd of ours is closed by now: the keeper's copy is the
-    // last, and its exit unregisters the ranges.
-    let mut outcome = outcome;
-    match (&outcome, keeper) {
-        (Outcome::Complete | Outcome::Exited, Some(k)) => {
-            // Said before it is true: once released, nothing kills it.
-            fate.independent();
-            let released = failpoints::hit("dest.keeper-release")
-                .map_err(std::io::Error::other)
-                .and_then(|()| k.release());
-            if let Err(e) = released {
-                // Unreleased, the keeper kills the process as it goes.
-                fate.killed();
-                outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
-            }
-        }
-        (_, k) => drop(k),
-    }
-    end_step("lanes closed, userfaultfds released");
-    match outcome {
-        Outcome::Complete | Outcome::Exited => {
-            if outcome == Outcome::Exited {
-                info!(id, new_pid, "the process exited during post-copy");
-            }
-            drop(beat);
-            if failpoints::hit("dest.before-complete").is_err() {
-                // As if the control lane broke: `Complete` cannot go.
-                let _ = ctl.shutdown(Shutdown::Both);
-            }
-            seq.send(
-                ctl,
-                &DestMsg::Complete {
-                    discarded_pages: discarded,
-                    faults,
-                    events: {
-                        events.push(("every page in".into(), crate::unix_us()));
-                        events.clone()
-                    },
-                },
-            )?;
-            if failpoints::hit("dest.after-complete").is_err() {
-                // As if the control lane broke: `Done` never comes.
-                let _ = ctl.shutdown(Shutdown::Both);
-            }
-            // Wait for the source's Done (or its close).
-            watch.wait_done(Duration::from_secs(30));
-            end_step("source released");
-            info!(id, new_pid, "post-copy complete");
-            if has_terminal {
-                // The source turns the original into a deputy now.
-                let home = &image.lineage.home;
-                match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
-                    Some(lane) => {
-                        crate::deputy::serve_remote(new_pid, lane, deputy_pidfd, deputy_tx, rx)
-                    }
-                    None => {
-                        crate::deputy::hosted(new_pid, false);
-                        warn!(id, "the deputy never called");
-                    }
-                }
-            }
-            Ok(())
-        }
-        Outcome::Failed(why) => Err(DestError::Protocol(why)),
     }
 }
 
