@@ -84,6 +84,11 @@ pub struct Cooperation {
     pub tcp: TcpPolicy,
 }
 
+/// Inside each syscall injected into the original: the failpoint there.
+fn in_syscall() -> Result<(), String> {
+    crate::failpoints::hit("source.dump.in-syscall").map_err(|e| e.to_string())
+}
+
 /// Pages above the stack pointer shipped eagerly.
 const EAGER_STACK_PAGES: u64 = 16;
 
@@ -239,6 +244,7 @@ pub fn freeze_and_dump(
     let (insn, vdso_hash) = find_syscall_insn(&mem, &maps0).ok_or(DumpError::NoVdso(pid))?;
     for t in &mut tasks {
         t.set_syscall_insn(insn);
+        t.set_midway(in_syscall);
     }
     let status = procfs::status(pid).map_err(proc_err(pid, "status"))?;
     let handled = procfs::status_hex(&status, "SigCgt") | procfs::status_hex(&status, "SigIgn");

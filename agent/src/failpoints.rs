@@ -16,7 +16,9 @@ pub const NAMES: &[&str] = &[
     // Source, before the freeze.
     "source.after-file-check",
     "source.before-freeze",
-    // Source, frozen: inside the dump, between injected syscalls.
+    // Source, frozen: inside the dump, inside an injected syscall (the
+    // original's registers are the injection's), between two.
+    "source.dump.in-syscall",
     "source.dump.injecting",
     "source.before-core",
     "source.after-core",

@@ -837,11 +837,11 @@ impl Session<'_, '_> {
         // From here a dropped original is killed: a panic is answered as
         // after the commit.
         self.committed.set(Some((self.id, new_pid)));
-        let task = FrozenOriginal(tasks);
+        let mut task = FrozenOriginal(tasks);
         // From the commit on, the original must never run again: if this
         // agent dies, the kernel kills it rather than letting it go on
         // beside its copy.
-        for t in &task.0 {
+        for t in &mut task.0 {
             if let Err(e) = t.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) {
                 warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
             }

@@ -48,7 +48,7 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         [&[], &set]
     };
     let c = Cluster::start_env(agent, env);
-    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
+    let mut w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
     if !w.wait_for("ready 8", 60) {
         return Err(format!("the workload did not start: {}", w.text()));
     }
@@ -96,6 +96,25 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
             // A copy killed meanwhile, after `migrate` said it was lost.
             None if code == Some(4) && !runs_in(host, pid) => {}
             v => return Err(format!("{what}; memory on {}: {v:?}", host.name())),
+        }
+    }
+    if name == "source.dump.in-syscall" && action == "panic" {
+        // The agent died while the original's registers were an injected
+        // syscall's: the kernel must have killed it (SIGKILL) rather than
+        // let it run on from them.
+        use std::os::unix::process::ExitStatusExt;
+        let until = Instant::now() + Duration::from_secs(10);
+        let ended = loop {
+            match w.child.try_wait() {
+                Ok(Some(st)) => break Some(st),
+                _ if Instant::now() > until => break None,
+                _ => std::thread::sleep(Duration::from_millis(50)),
+            }
+        };
+        if ended.and_then(|st| st.signal()) != Some(libc::SIGKILL) {
+            return Err(format!(
+                "{what}; the original ended as {ended:?}, not killed"
+            ));
         }
     }
     if action == "unwind" {

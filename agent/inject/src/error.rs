@@ -52,6 +52,14 @@ pub enum InjectError {
         #[source]
         source: io::Error,
     },
+    /// An injected syscall was given up midway (fault injection).
+    #[error("task {tid}: injected syscall given up midway: {why}")]
+    Interrupted {
+        /// Task id.
+        tid: i32,
+        /// Why.
+        why: String,
+    },
     /// Reading or writing the task's memory failed.
     #[error("memory access at {addr:#x} in task {pid} failed")]
     Mem {

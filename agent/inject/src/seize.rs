@@ -15,6 +15,11 @@ const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 /// Dropping it puts the registers back (turned into a re-execution of any
 /// interrupted syscall if something was injected) and detaches, delivering
 /// the signals that arrived while it was stopped.
+///
+/// Safe to abandon: if the tracer dies between two injected syscalls the
+/// task runs on from its own registers; inside one (its registers are the
+/// injection's) the kernel kills it (`PTRACE_O_EXITKILL`, set for the
+/// duration of each injected syscall) rather than let it run from them.
 #[derive(Debug)]
 pub struct Seized {
     tid: i32,
@@ -24,6 +29,11 @@ pub struct Seized {
     syscall_insn: Option<u64>,
     pending_signals: Vec<i32>,
     released: bool,
+    /// The ptrace options outside injected syscalls.
+    options: i32,
+    /// Called inside each injected syscall (entered, not yet run): fault
+    /// injection for tests of what abandoning it there does.
+    midway: Option<fn() -> Result<(), String>>,
 }
 
 fn ptrace(op: &'static str, req: libc::c_uint, tid: i32, data: u64) -> Result<(), InjectError> {
@@ -77,6 +87,8 @@ impl Seized {
                 syscall_insn: None,
                 pending_signals: pending,
                 released: false,
+                options,
+                midway: None,
             }),
             Err(e) => {
                 let _ = sys::ptrace_simple(libc::PTRACE_DETACH, tid, 0, 0);
@@ -106,6 +118,10 @@ impl Seized {
             syscall_insn: None,
             pending_signals: Vec::new(),
             released: false,
+            // Inherited from the tracee that cloned it (ours: killed with
+            // the tracer).
+            options: libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL,
+            midway: None,
         })
     }
 
@@ -116,13 +132,21 @@ impl Seized {
     }
 
     /// Replaces the ptrace options (`PTRACE_O_*`).
-    pub fn set_options(&self, options: i32) -> Result<(), InjectError> {
+    pub fn set_options(&mut self, options: i32) -> Result<(), InjectError> {
         ptrace(
             "SETOPTIONS",
             libc::PTRACE_SETOPTIONS,
             self.tid,
             options as u64,
-        )
+        )?;
+        self.options = options;
+        Ok(())
+    }
+
+    /// Calls `hook` inside each injected syscall, entered but not yet run;
+    /// an error it returns fails the syscall there (fault injection).
+    pub fn set_midway(&mut self, hook: fn() -> Result<(), String>) {
+        self.midway = Some(hook);
     }
 
     /// Sets the registers the task will have when released, as they are
@@ -266,6 +290,15 @@ impl Seized {
             tid,
             source,
         })?;
+        // Its own registers again: abandoned from here, it may run on.
+        if self.options & libc::PTRACE_O_EXITKILL == 0 {
+            ptrace(
+                "SETOPTIONS",
+                libc::PTRACE_SETOPTIONS,
+                tid,
+                self.options as u64,
+            )?;
+        }
         Ok(ret)
     }
 
@@ -289,6 +322,16 @@ impl Seized {
         r.0.r10 = args[3];
         r.0.r8 = args[4];
         r.0.r9 = args[5];
+        // With the injection's registers it must never run on its own: if
+        // the tracer dies now, the kernel kills it.
+        if self.options & libc::PTRACE_O_EXITKILL == 0 {
+            ptrace(
+                "SETOPTIONS",
+                libc::PTRACE_SETOPTIONS,
+                tid,
+                (self.options | libc::PTRACE_O_EXITKILL) as u64,
+            )?;
+        }
         self.injected = true;
         sys::set_regs(tid, &r).map_err(|source| InjectError::Ptrace {
             op: "SETREGS",
@@ -296,6 +339,9 @@ impl Seized {
             source,
         })?;
         self.step_to_syscall_stop()?; // entry
+        if let Some(hook) = self.midway {
+            hook().map_err(|why| InjectError::Interrupted { tid, why })?;
+        }
         self.step_to_syscall_stop()?; // exit
         let out = sys::get_regs(tid).map_err(|source| InjectError::Ptrace {
             op: "GETREGS",
