@@ -2,8 +2,9 @@
 //!
 //! Order: seize, read registers, inject the few syscalls that read state
 //! `/proc` does not show (exact `brk`, signal dispositions, the
-//! `clear_child_tid` address) through a scratch page that is unmapped
-//! again, then read the memory map and classify every page with
+//! `clear_child_tid` address) through scratch memory (dead stack below the
+//! main thread's, or a page unmapped again), then read the memory map and
+//! classify every page with
 //! `/proc/<pid>/pagemap`.
 
 use std::fs;
@@ -82,6 +83,48 @@ pub struct Cooperation {
     pub shim: Option<u64>,
     /// What its established TCP connections become.
     pub tcp: TcpPolicy,
+}
+
+/// Where injected syscalls write what they read.
+#[derive(Debug, Clone, Copy)]
+enum Scratch {
+    /// Dead stack below the main thread's: nothing to undo.
+    Stack(u64),
+    /// A page mapped for it, unmapped afterwards.
+    Page(u64),
+}
+
+impl Scratch {
+    fn addr(self) -> u64 {
+        match self {
+            Scratch::Stack(a) | Scratch::Page(a) => a,
+        }
+    }
+}
+
+/// Bytes of scratch the injected reads need (the largest, `struct
+/// sigaction` and `itimerspec`, take 32).
+const SCRATCH_LEN: u64 = 64;
+
+/// Scratch memory in the main stack below the main thread's stack pointer
+/// and its red zone: memory the program cannot count on (the kernel
+/// writes signal frames there whenever it likes), so using it changes
+/// nothing the program sees, and abandoning it leaves nothing behind.
+/// Only when that thread's stack pointer is in the main stack (`[stack]`,
+/// not a thread's or a runtime's own stack, nor a signal stack, where what
+/// lies below may be live) and the bytes are there and writable.
+fn stack_scratch(regs: &Regs, maps: &[procfs::MapsEntry], mem: &RemoteMem) -> Option<u64> {
+    const RED_ZONE: u64 = 128;
+    let sp = regs.0.rsp;
+    let stack = maps
+        .iter()
+        .find(|m| m.path == "[stack]" && m.start <= sp && sp < m.end)?;
+    let at = sp.checked_sub(RED_ZONE + SCRATCH_LEN)? & !15;
+    if at < stack.start {
+        return None;
+    }
+    mem.write(at, &[0u8; SCRATCH_LEN as usize]).ok()?;
+    Some(at)
 }
 
 /// Inside each syscall injected into the original: the failpoint there.
@@ -249,23 +292,29 @@ pub fn freeze_and_dump(
     let status = procfs::status(pid).map_err(proc_err(pid, "status"))?;
     let handled = procfs::status_hex(&status, "SigCgt") | procfs::status_hex(&status, "SigIgn");
 
-    // Injected reads through a scratch page, unmapped before the maps are read.
-    let scratch = tasks[0].syscall(
-        libc::SYS_mmap,
-        [
-            0,
-            PAGE_SIZE,
-            (libc::PROT_READ | libc::PROT_WRITE) as u64,
-            (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-            u64::MAX,
-            0,
-        ],
-    )?;
+    // Injected reads through scratch memory: dead stack below the main
+    // thread's, or (without room there) a page mapped for it and unmapped
+    // before the maps are read.
+    let scratch = match stack_scratch(&tasks[0].regs(), &maps0, &mem) {
+        Some(addr) => Scratch::Stack(addr),
+        None => Scratch::Page(tasks[0].syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?),
+    };
+    let scratch_at = scratch.addr();
     let injected = (|| -> Result<_, DumpError> {
         crate::failpoints::hit("source.dump.injecting")?;
         let mut threads = Vec::with_capacity(tasks.len());
         for t in tasks.iter_mut() {
-            threads.push(thread_state(pid, t, &mem, scratch)?);
+            threads.push(thread_state(pid, t, &mem, scratch_at)?);
         }
         let task = &mut tasks[0];
         let mut sigactions = Vec::new();
@@ -278,10 +327,10 @@ pub fn freeze_and_dump(
             }
             task.syscall(
                 libc::SYS_rt_sigaction,
-                [u64::from(signo), 0, scratch, 8, 0, 0],
+                [u64::from(signo), 0, scratch_at, 8, 0, 0],
             )?;
             let mut b = [0u8; 32];
-            mem.read(scratch, &mut b)?;
+            mem.read(scratch_at, &mut b)?;
             sigactions.push(SigAction {
                 signo,
                 handler: word(&b, 0),
@@ -293,9 +342,12 @@ pub fn freeze_and_dump(
         let brk = task.syscall(libc::SYS_brk, [0; 6])?;
         let mut itimers = Vec::new();
         for which in 0..3u32 {
-            task.syscall(libc::SYS_getitimer, [u64::from(which), scratch, 0, 0, 0, 0])?;
+            task.syscall(
+                libc::SYS_getitimer,
+                [u64::from(which), scratch_at, 0, 0, 0, 0],
+            )?;
             let mut b = [0u8; 32];
-            mem.read(scratch, &mut b)?;
+            mem.read(scratch_at, &mut b)?;
             let us = |sec: u64, usec: u64| sec * 1_000_000 + usec;
             let t = ITimer {
                 which,
@@ -309,9 +361,12 @@ pub fn freeze_and_dump(
         let text = fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
         let mut posix_timers = Vec::new();
         for t in procfs::parse_timers(&text) {
-            task.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
+            task.syscall(
+                libc::SYS_timer_gettime,
+                [t.id as u64, scratch_at, 0, 0, 0, 0],
+            )?;
             let mut b = [0u8; 32];
-            mem.read(scratch, &mut b)?;
+            mem.read(scratch_at, &mut b)?;
             let ns = |sec: u64, nsec: u64| sec * 1_000_000_000 + nsec;
             posix_timers.push(PosixTimer {
                 id: t.id,
@@ -331,7 +386,9 @@ pub fn freeze_and_dump(
         let extra = (itimers, posix_timers, personality);
         Ok((threads, sigactions, brk, dumpable, no_new_privs, extra))
     })();
-    tasks[0].syscall(libc::SYS_munmap, [scratch, PAGE_SIZE, 0, 0, 0, 0])?;
+    if let Scratch::Page(page) = scratch {
+        tasks[0].syscall(libc::SYS_munmap, [page, PAGE_SIZE, 0, 0, 0, 0])?;
+    }
     drop(pin);
     let (threads, sigactions, brk, dumpable, no_new_privs, (itimers, posix_timers, personality)) =
         injected?;

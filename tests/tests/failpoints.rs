@@ -52,6 +52,8 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     if !w.wait_for("ready 8", 60) {
         return Err(format!("the workload did not start: {}", w.text()));
     }
+    let maps = |pid: i32| std::fs::read_to_string(c.h1().root_path(format!("proc/{pid}/maps")));
+    let maps_before = maps(w.pid);
     let out = c.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", mode]);
     let code = out.status.code();
     // Settle: a copy whose source died is killed once the source has been
@@ -97,6 +99,11 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
             None if code == Some(4) && !runs_in(host, pid) => {}
             v => return Err(format!("{what}; memory on {}: {v:?}", host.name())),
         }
+    }
+    // Untouched: not a mapping more or less than before (a scratch page
+    // left by an abandoned dump would show).
+    if code == Some(1) && maps(w.pid).ok() != maps_before.ok() {
+        return Err(format!("{what}; the original's mappings changed"));
     }
     if name == "source.dump.in-syscall" && action == "panic" {
         // The agent died while the original's registers were an injected
