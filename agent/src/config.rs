@@ -9,7 +9,7 @@ use thiserror::Error;
 
 /// Default control socket.
 pub const DEFAULT_SOCKET: &str = "/run/migrate/agent.sock";
-/// Default state directory (the migration history).
+/// Default state directory (the migration history, the received record).
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/migrate";
 /// Cluster credentials used when `--auth` is not given and this exists.
 pub const DEFAULT_AUTH_DIR: &str = "/etc/migrate/cluster";

@@ -292,6 +292,11 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         path: config.state_dir.clone(),
         source,
     })?;
+    let received =
+        crate::received::Received::open(&config.state_dir).map_err(|source| StartError::State {
+            path: config.state_dir.clone(),
+            source,
+        })?;
     // Rebuilt processes become our children once their stub's parent is
     // gone: we reap them and learn how they end (for deputies).
     if let Err(e) = sys::become_subreaper() {
@@ -334,7 +339,7 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         history,
         security,
         kept: source::KeptOriginals::default(),
-        received: crate::received::Received::default(),
+        received,
         lineages: crate::lineage::Lineages::default(),
         handshakes: Handshakes::start(peer::CONNECT_TIMEOUT).map_err(StartError::Thread)?,
         incoming: AtomicUsize::new(0),

@@ -758,7 +758,7 @@ impl Receiving<'_, '_, '_> {
         // Counted as run from the first thread let go: a resume that fails or
         // panics half-way kills the process (the Restorer's drop), but some of
         // it may have run.
-        fate.post_copy();
+        fate.resuming(handler.is_some());
         let (new_pid, claim) = r.resume(&signals)?;
         if handler.is_none() {
             // Without pages owed nothing kills it once it runs.
@@ -881,15 +881,20 @@ impl Receiving<'_, '_, '_> {
         let mut outcome = outcome;
         match (&outcome, keeper) {
             (Outcome::Complete | Outcome::Exited, Some(k)) => {
-                // Said before it is true: once released, nothing kills it.
-                fate.independent();
+                // Said before it is true: until the release is over, what
+                // becomes of it cannot be told.
+                fate.releasing();
                 let released = failpoints::hit("dest.keeper-release")
                     .map_err(std::io::Error::other)
                     .and_then(|()| k.release());
-                if let Err(e) = released {
-                    // Unreleased, the keeper kills the process as it goes.
-                    fate.killed();
-                    outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+                match released {
+                    // Released: nothing kills it any more.
+                    Ok(()) => fate.independent(),
+                    Err(e) => {
+                        // Unreleased, the keeper kills the process as it goes.
+                        fate.killed();
+                        outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+                    }
                 }
             }
             (_, k) => drop(k),

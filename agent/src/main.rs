@@ -37,7 +37,8 @@ struct Args {
     /// source freezes anything [default: 8].
     #[arg(long, value_name = "N")]
     max_incoming: Option<usize>,
-    /// Where the agent keeps its state: the history of migrations
+    /// Where the agent keeps its state: the history of migrations started
+    /// here and the record of those received
     /// [default: /var/lib/migrate].
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,

@@ -177,3 +177,68 @@ fn a_busy_destination_refuses_before_the_freeze() {
     let out = c.migrate(&[&w2.pid.to_string(), "--to", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
 }
+
+/// A destination agent killed during post-copy takes its copy along (its
+/// keeper kills it); restarted, it still knows what became of that copy,
+/// so the source may run the original again.
+#[test]
+fn a_destination_agent_restarted_after_a_crash_says_its_copy_is_gone() {
+    require_lab!();
+    let mut c = Cluster::start();
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "32"]);
+    assert!(w.wait_for("ready 32", 60));
+    // Demand paging only: post-copy stays open while the process runs.
+    let m = c
+        .h1()
+        .command(bin("migrate"))
+        .args([&w.pid.to_string(), "--to", "host2", "--push-rate", "0"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
+    assert!(
+        wait_until(30, || find(&c).is_some()),
+        "never resumed on host2\n{}",
+        c.logs()
+    );
+    c.agents[1].kill();
+    assert!(
+        wait_until(20, || find(&c).is_none()),
+        "the copy outlived its agent"
+    );
+    // The source cannot ask a dead agent: the original stays frozen.
+    let out = m.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(4), "{err}\n{}", c.logs());
+    assert!(err.contains("cannot be learned"), "{err}");
+    let id = err
+        .split("migrate resolve ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a resolve command in the message")
+        .to_string();
+    let early = c.migrate(&["resolve", &id, "--resume"]);
+    assert_refused(&early, 1, "not known to be gone");
+    assert!(alive_in(c.h1(), w.pid) && !runs_in(c.h1(), w.pid));
+
+    // Restarted, host2's agent answers from its record: the copy is gone.
+    c.agents[1] = c
+        .h2()
+        .spawn_agent(
+            &bin("migrate-agent"),
+            &[c.h1()],
+            &c.path("agent2-restarted.log"),
+        )
+        .expect("agent on host2 again");
+    let out = c.migrate(&["resolve", &id, "--resume"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        c.logs()
+    );
+    assert_untouched(&c, &w);
+    assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 8192");
+}
