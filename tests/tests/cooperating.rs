@@ -16,17 +16,7 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 /// `python3 -c FORGE_NOTICE PID TID`: queues the shim's signal (62) to
 /// thread TID of PID with a freeze value, then a resume value, as the
 /// agent would (`rt_tgsigqueueinfo`), without writing the block.
-const FORGE_NOTICE: &str = r#"
-import ctypes, os, struct, sys, time
-pid, tid = int(sys.argv[1]), int(sys.argv[2])
-libc = ctypes.CDLL(None, use_errno=True)
-for value in (0x12301, 0x12302):
-    info = struct.pack("iii4xiIQ", 62, 0, -1, os.getpid(), 0, value).ljust(128, b"\0")
-    buf = ctypes.create_string_buffer(info, 128)
-    if libc.syscall(297, pid, tid, 62, buf) != 0:
-        sys.exit("rt_tgsigqueueinfo: errno %d" % ctypes.get_errno())
-    time.sleep(0.2)
-"#;
+const FORGE_NOTICE: &str = include_str!("scripts/cooperating_forge_notice.py");
 
 /// `migrate list` on `host`: pid → (origin, moves, cooperating).
 fn listed(c: &Cluster, host: &migrate_tests::lab::Host) -> Vec<(i32, String, u32, bool)> {

@@ -207,38 +207,7 @@ fn a_held_file_lock_is_refused_not_dropped() {
 fn memfds_keep_their_content_seals_and_sharing() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import fcntl, hashlib, mmap, os, signal, time
-os.closerange(3, 4096)
-a = os.memfd_create("mgw-plain", os.MFD_ALLOW_SEALING)
-os.write(a, b"".join(i.to_bytes(4, "little") for i in range(300000)))
-fcntl.fcntl(a, fcntl.F_ADD_SEALS, fcntl.F_SEAL_GROW | fcntl.F_SEAL_SHRINK)
-os.lseek(a, 12345, os.SEEK_SET)
-b = os.memfd_create("mgw-mapped")
-os.ftruncate(b, 1 << 20)
-m = mmap.mmap(b, 1 << 20)          # keeps its own dup of b
-m[0:11] = b"via mapping"
-os.pwrite(b, b"via fd", 4096)
-def state():
-    out = []
-    for fd in (a, b):
-        data = os.pread(fd, 2 << 20, 0)
-        out.append("%s %s seals=%d pos=%d" % (os.readlink("/proc/self/fd/%d" % fd), hashlib.sha256(data).hexdigest()[:12],
-                   fcntl.fcntl(fd, fcntl.F_GET_SEALS), os.lseek(fd, 0, os.SEEK_CUR)))
-    out.append("shared=%s" % (bytes(m[4096:4102]) == b"via fd" and os.pread(b, 11, 0) == b"via mapping"))
-    return " | ".join(out)
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-print("pid", os.getpid(), flush=True)
-print("state", state(), flush=True)
-while True:
-    time.sleep(0.01)
-    if go:
-        go.clear()
-        m[100:104] = b"more"
-        print("state", state(), flush=True)
-        print("write-through", os.pread(b, 4, 100) == b"more", flush=True)
-"#;
+    let script = include_str!("scripts/descriptors_memfds_keep_their_content_seals_and_sharing.py");
     let p = Proc::start(c.h1(), c.path("memfd.out"), "python3", &["-c", script]);
     assert!(p.wait_for("state", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
@@ -275,36 +244,8 @@ while True:
 fn files_missing_on_host2_and_deleted_files_are_shipped() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import hashlib, os, signal, time
-os.closerange(3, 4096)
-os.makedirs("/tmp/wd", exist_ok=True)
-notes = open("/tmp/wd/notes.txt", "w+")           # only in host1's private /tmp
-notes.write("line %d\n" * 1 % 1 + "".join("line %d\n" % i for i in range(2, 5000)))
-notes.flush()
-notes.seek(100)
-gone = open("/tmp/gone.bin", "w+b")
-gone.write(bytes(range(256)) * 12000)                # 3 chunks on the wire
-gone.flush()
-os.unlink("/tmp/gone.bin")                          # deleted but open
-gone.seek(777)
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-def state():
-    a = os.pread(notes.fileno(), 16 << 20, 0)
-    b = os.pread(gone.fileno(), 16 << 20, 0)
-    return "notes %s pos=%d | gone %s pos=%d %s" % (hashlib.sha256(a).hexdigest()[:12], notes.tell(),
-            hashlib.sha256(b).hexdigest()[:12], gone.tell(), os.readlink("/proc/self/fd/%d" % gone.fileno()).endswith("(deleted)"))
-print("pid", os.getpid(), flush=True)
-print("state", state(), flush=True)
-while True:
-    time.sleep(0.01)
-    if go:
-        go.clear()
-        notes.write("appended on the new host\n")
-        notes.flush()
-        print("state", state(), flush=True)
-"#;
+    let script =
+        include_str!("scripts/descriptors_files_missing_on_host2_and_deleted_files_are_shipped.py");
     let p = Proc::start(c.h1(), c.path("ship.out"), "python3", &["-c", script]);
     assert!(p.wait_for("state", 20), "{}", p.text());
     assert!(!c.h2().root_path("/tmp/wd/notes.txt").exists());
@@ -335,35 +276,7 @@ fn a_shipped_file_streams_through_the_agents() {
     let c = Cluster::start();
     // 28 MiB that differ everywhere, twice: deleted on host1, and at a
     // path missing on host2 (together within the 64 MiB shipping limit).
-    let script = r#"
-import hashlib, os, signal, time
-os.closerange(3, 4096)
-big = open("/tmp/big.bin", "w+b")
-for i in range(28 * 1024):
-    big.write(hashlib.sha256(b"%d" % i).digest() * 32)
-big.flush()
-os.makedirs("/tmp/kept", exist_ok=True)
-kept = open("/tmp/kept/big.bin", "w+b")
-kept.write(os.pread(big.fileno(), 28 << 20, 0))
-kept.flush()
-os.unlink("/tmp/big.bin")
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-def digest(f):
-    h = hashlib.sha256()
-    off = 0
-    while True:
-        b = os.pread(f.fileno(), 1 << 20, off)
-        if not b:
-            return h.hexdigest()
-        h.update(b)
-        off += len(b)
-print("pid", os.getpid(), flush=True)
-print("state", digest(big), digest(kept), flush=True)
-while not go:
-    time.sleep(0.01)
-print("state", digest(big), digest(kept), flush=True)
-"#;
+    let script = include_str!("scripts/descriptors_a_shipped_file_streams_through_the_agents.py");
     let p = Proc::start(c.h1(), c.path("stream.out"), "python3", &["-c", script]);
     assert!(p.wait_for("state", 60), "{}", p.text());
     let before = [c.h1(), c.h2()].map(|h| agent_memory_kib(h, "VmHWM:"));
@@ -409,39 +322,7 @@ fn a_missing_file_over_the_shipping_limit_is_refused() {
 fn socketpairs_keep_their_queued_data() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import os, signal, socket, time
-os.closerange(3, 4096)
-a, b = socket.socketpair()
-a.sendall(b"from a, " * 1000)
-b.sendall(b"from b")
-d1, d2 = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-for m in (b"one", b"two", b"three"):
-    d1.send(m)
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
-while not go:
-    time.sleep(0.01)
-got_b = b""
-b.setblocking(False)
-try:
-    while True:
-        chunk = b.recv(65536)
-        if not chunk:
-            break
-        got_b += chunk
-except BlockingIOError:
-    pass
-got_a = a.recv(100)
-grams = [d2.recv(100) for _ in range(3)]
-a.sendall(b"still connected")
-print("b got", len(got_b), got_b == b"from a, " * 1000, flush=True)
-print("a got", got_a.decode(), flush=True)
-print("dgrams", b",".join(grams).decode(), flush=True)
-print("after", b.recv(100).decode(), flush=True)
-"#;
+    let script = include_str!("scripts/descriptors_socketpairs_keep_their_queued_data.py");
     let p = Proc::start(c.h1(), c.path("pair.out"), "python3", &["-c", script]);
     assert!(p.wait_for("ready", 20), "{}", p.text());
     let check = c.migrate(&["check", &p.pid.to_string()]);
@@ -623,42 +504,14 @@ fn inotify_watches_are_added_again_with_their_numbers() {
     let c = Cluster::start();
     let watched = c.path("watched");
     std::fs::create_dir_all(&watched).unwrap();
-    let script = format!(
-        r#"
-import ctypes, os, signal, struct, time
-os.closerange(3, 4096)
-libc = ctypes.CDLL(None, use_errno=True)
-fd = libc.inotify_init1(os.O_NONBLOCK)
-w1 = libc.inotify_add_watch(fd, b"/usr", 0x100)
-gone = libc.inotify_add_watch(fd, b"/etc", 0x100)
-libc.inotify_rm_watch(fd, gone)
-time.sleep(0.1)
-os.read(fd, 4096)                                   # its IN_IGNORED
-w3 = libc.inotify_add_watch(fd, b"{dir}", 0x100)    # IN_CREATE
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-print("pid", os.getpid(), "wds", w1, w3, flush=True)
-while not go:
-    time.sleep(0.01)
-time.sleep(0.3)
-buf = b""
-try:
-    buf = os.read(fd, 4096)
-except BlockingIOError:
-    pass
-events = []
-off = 0
-while off + 16 <= len(buf):
-    wd, mask, cookie, ln = struct.unpack_from("iIII", buf, off)
-    name = buf[off + 16:off + 16 + ln].rstrip(b"\0").decode()
-    events.append("%d:%x:%s" % (wd, mask, name))
-    off += 16 + ln
-print("events", " ".join(events), flush=True)
-time.sleep(600)
-"#,
-        dir = watched.display()
+    let script = include_str!("scripts/descriptors_inotify.py");
+    let watched_arg = watched.to_string_lossy().into_owned();
+    let p = Proc::start(
+        c.h1(),
+        c.path("inotify.out"),
+        "python3",
+        &["-c", script, &watched_arg],
     );
-    let p = Proc::start(c.h1(), c.path("inotify.out"), "python3", &["-c", &script]);
     assert!(p.wait_for("wds 1 3", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
@@ -680,28 +533,14 @@ fn a_named_fifo_with_both_ends_keeps_its_bytes() {
     require_lab!();
     let c = Cluster::start();
     let fifo = c.path("fifo");
-    let script = format!(
-        r#"
-import os, signal, time
-os.closerange(3, 4096)
-os.mkfifo("{f}")
-r = os.open("{f}", os.O_RDONLY | os.O_NONBLOCK)
-w = os.open("{f}", os.O_WRONLY)
-os.set_blocking(r, True)
-os.write(w, b"waiting in the fifo")
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-print("pid", os.getpid(), flush=True)
-while not go:
-    time.sleep(0.01)
-print("read", os.read(r, 100).decode(), flush=True)
-os.write(w, b"and more")
-print("read", os.read(r, 100).decode(), "blocking", os.get_blocking(r), flush=True)
-time.sleep(600)
-"#,
-        f = fifo.display()
+    let script = include_str!("scripts/descriptors_fifo.py");
+    let fifo_arg = fifo.to_string_lossy().into_owned();
+    let p = Proc::start(
+        c.h1(),
+        c.path("fifo.out"),
+        "python3",
+        &["-c", script, &fifo_arg],
     );
-    let p = Proc::start(c.h1(), c.path("fifo.out"), "python3", &["-c", &script]);
     assert!(p.wait_for("pid", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
@@ -805,34 +644,14 @@ fn a_unix_listener_and_its_own_connection_move() {
     require_lab!();
     let c = Cluster::start();
     let path = c.path("srv.sock");
-    let script = format!(
-        r#"
-import os, socket, time
-os.closerange(3, 4096)
-srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-srv.bind("{p}")
-srv.listen(7)
-cli = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-cli.connect("{p}")
-mine, _ = srv.accept()
-cli.sendall(b"queued before the move")
-srv.settimeout(0.05)
-print("pid", os.getpid(), flush=True)
-served = 0
-while True:
-    try:
-        conn, _ = srv.accept()
-    except socket.timeout:
-        continue
-    conn.sendall(b"echo:" + conn.recv(100))
-    conn.close()
-    served += 1
-    if served == 1:
-        print("inner", mine.recv(100).decode(), flush=True)
-"#,
-        p = path.display()
+    let script = include_str!("scripts/descriptors_unix_listener.py");
+    let path_arg = path.to_string_lossy().into_owned();
+    let p = Proc::start(
+        c.h1(),
+        c.path("usrv.out"),
+        "python3",
+        &["-c", script, &path_arg],
     );
-    let p = Proc::start(c.h1(), c.path("usrv.out"), "python3", &["-c", &script]);
     assert!(p.wait_for("pid", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());

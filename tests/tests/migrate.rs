@@ -687,22 +687,8 @@ fn children_a_moved_process_leaves_behind_are_reaped() {
     let c = Cluster::start();
     // After the move it forks children that outlive it: orphans, they
     // fall to the agent (a subreaper), which must reap them as they end.
-    let script = r#"
-import os, signal, sys, time
-os.closerange(3, 4096)
-go = []
-signal.signal(signal.SIGUSR1, lambda *x: go.append(1))
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
-while not go:
-    time.sleep(0.01)
-for i in range(5):
-    if os.fork() == 0:
-        time.sleep(0.5 + i * 0.1)
-        os._exit(0)
-print("forked", flush=True)
-os._exit(0)
-"#;
+    let script =
+        include_str!("scripts/migrate_children_a_moved_process_leaves_behind_are_reaped.py");
     let p = Proc::start(c.h1(), c.path("orphans.out"), "python3", &["-c", script]);
     assert!(p.wait_for("ready", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);

@@ -17,19 +17,7 @@ use common::*;
 const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 
 /// A process holding a 48-byte marker 40000 times; SIGUSR1 checks it.
-const HOLDER: &str = r#"
-import os, signal, time
-os.closerange(3, 4096)  # only what the test gave it
-marker = bytes(65 + (i * 7 + i // 3) % 26 for i in range(48))
-blob = bytearray(marker * 40000)
-def check(sig, frame):
-    print("verify", "ok" if blob == bytearray(marker * 40000) else "BAD", flush=True)
-signal.signal(signal.SIGUSR1, check)
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
-while True:
-    time.sleep(0.05)
-"#;
+const HOLDER: &str = include_str!("scripts/security_holder.py");
 
 fn marker() -> Vec<u8> {
     (0..48u32)
@@ -39,23 +27,7 @@ fn marker() -> Vec<u8> {
 
 /// Captures every frame on host1's end of the link (AF_PACKET) until the
 /// stop file appears, at most two minutes.
-const SNIFFER: &str = r#"
-import os, socket, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.ntohs(3))
-s.setsockopt(socket.SOL_SOCKET, 33, 64 << 20)
-s.bind(("mgl0", 0))
-s.settimeout(0.2)
-out = open(sys.argv[1], "wb")
-print("listening", flush=True)
-t0 = time.time()
-while not os.path.exists(sys.argv[2]) and time.time() - t0 < 120:
-    try:
-        out.write(s.recv(1 << 18))
-    except socket.timeout:
-        pass
-out.close()
-print("done", flush=True)
-"#;
+const SNIFFER: &str = include_str!("scripts/security_sniffer.py");
 
 /// Migrates the marker holder from host1 to host2 while capturing the
 /// link; returns the capture after checking the memory arrived intact.

@@ -191,33 +191,7 @@ fn timer_counts(p: &Proc) -> Option<(u64, u64)> {
 fn interval_and_posix_timers_keep_firing_on_host2() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import ctypes, os, signal, time
-os.closerange(3, 4096)
-n = {"alrm": 0, "usr2": 0}
-def on(sig, _):
-    n["alrm" if sig == signal.SIGALRM else "usr2"] += 1
-signal.signal(signal.SIGALRM, on)
-signal.signal(signal.SIGUSR2, on)
-signal.setitimer(signal.ITIMER_REAL, 0.02, 0.02)
-libc = ctypes.CDLL(None, use_errno=True)
-class Sigevent(ctypes.Structure):
-    _fields_ = [("value", ctypes.c_void_p), ("signo", ctypes.c_int), ("notify", ctypes.c_int), ("pad", ctypes.c_byte * 48)]
-class Its(ctypes.Structure):
-    _fields_ = [("isec", ctypes.c_long), ("insec", ctypes.c_long), ("vsec", ctypes.c_long), ("vnsec", ctypes.c_long)]
-# A couple of unused timers first, so the one that fires has id 2.
-ids = []
-for _ in range(3):
-    ev = Sigevent(None, int(signal.SIGUSR2), 0)
-    tid = ctypes.c_int()
-    assert libc.timer_create(1, ctypes.byref(ev), ctypes.byref(tid)) == 0
-    ids.append(tid.value)
-assert libc.timer_settime(ids[2], 0, ctypes.byref(Its(0, 25_000_000, 0, 25_000_000)), None) == 0
-print("pid", os.getpid(), "timer", ids[2], flush=True)
-while True:
-    time.sleep(0.05)
-    print("counts", n["alrm"], n["usr2"], flush=True)
-"#;
+    let script = include_str!("scripts/threads_interval_and_posix_timers_keep_firing_on_host2.py");
     let p = Proc::start(c.h1(), c.path("timers.out"), "python3", &["-c", script]);
     assert!(
         wait_until(20, || timer_counts(&p).is_some_and(|(a, b)| a > 5 && b > 5)),
@@ -451,35 +425,9 @@ fn pending_signals_arrive_with_their_siginfo() {
 fn shared_anonymous_and_memfd_memory_move_with_their_content() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import ctypes, hashlib, mmap, os, signal, time
-os.closerange(3, 4096)
-libc = ctypes.CDLL(None, use_errno=True)
-libc.mmap.restype = ctypes.c_void_p
-libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
-anon = mmap.mmap(-1, 8 << 20)                      # MAP_SHARED | MAP_ANONYMOUS
-fd = os.memfd_create("mgw-data")
-os.ftruncate(fd, 16 << 20)
-# Mapped with libc (python's mmap would keep a descriptor), then closed.
-base = libc.mmap(None, 16 << 20, 3, 1, fd, 0)
-os.close(fd)
-mfd = (ctypes.c_char * (16 << 20)).from_address(base)
-for i in range(0, 8 << 20, 4096 * 3):               # holes stay holes
-    anon[i:i + 8] = i.to_bytes(8, "little")
-for i in range(0, 16 << 20, 4096 * 5):
-    mfd[i:i + 8] = (i * 7).to_bytes(8, "little")
-def digest():
-    return hashlib.sha256(anon[:]).hexdigest()[:16] + "-" + hashlib.sha256(bytes(mfd)).hexdigest()[:16]
-go = []
-signal.signal(signal.SIGUSR1, lambda *a: go.append(1))
-print("pid", os.getpid(), flush=True)
-print("digest", digest(), flush=True)
-while True:
-    time.sleep(0.01)
-    if go:
-        go.clear()
-        print("digest", digest(), flush=True)
-"#;
+    let script = include_str!(
+        "scripts/threads_shared_anonymous_and_memfd_memory_move_with_their_content.py"
+    );
     let p = Proc::start(c.h1(), c.path("shm.out"), "python3", &["-c", script]);
     assert!(p.wait_for("digest", 30), "{}", p.text());
     let shm_maps = |h: &Host, pid: i32| -> Vec<String> {
@@ -543,22 +491,8 @@ fn assert_untouched_lines(c: &Cluster, p: &Proc) {
 fn a_seccomp_filter_is_refused_before_anything_is_lost() {
     require_lab!();
     let c = Cluster::start();
-    let script = r#"
-import ctypes, os, time
-os.closerange(3, 4096)
-class Filter(ctypes.Structure):
-    _fields_ = [("code", ctypes.c_ushort), ("jt", ctypes.c_ubyte), ("jf", ctypes.c_ubyte), ("k", ctypes.c_uint)]
-class Prog(ctypes.Structure):
-    _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.POINTER(Filter))]
-allow = (Filter * 1)(Filter(0x06, 0, 0, 0x7fff0000))  # BPF_RET|BPF_K, SECCOMP_RET_ALLOW
-libc = ctypes.CDLL(None, use_errno=True)
-assert libc.prctl(38, 1, 0, 0, 0) == 0  # PR_SET_NO_NEW_PRIVS
-assert libc.prctl(22, 2, ctypes.byref(Prog(1, allow)), 0, 0) == 0, ctypes.get_errno()  # PR_SET_SECCOMP, FILTER
-print("pid", os.getpid(), flush=True)
-while True:
-    print("tick", flush=True)
-    time.sleep(0.01)
-"#;
+    let script =
+        include_str!("scripts/threads_a_seccomp_filter_is_refused_before_anything_is_lost.py");
     let p = Proc::start(c.h1(), c.path("seccomp.out"), "python3", &["-c", script]);
     assert!(p.wait_for("tick", 30), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);

@@ -291,20 +291,7 @@ fn a_slow_drip_flood_on_the_peer_port_does_not_stop_a_migration() {
 
 /// `python3 -c READER PATH`: opens PATH, prints its pid, and on SIGUSR1
 /// reads the whole file through that descriptor and prints what it saw.
-const READER: &str = r#"
-import os, signal, sys, time
-os.closerange(3, 4096)  # what the harness left open
-fd = os.open(sys.argv[1], os.O_RDONLY)
-asked = []
-signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))
-print("pid", os.getpid(), flush=True)
-for _ in range(6000):
-    if asked:
-        asked.clear()
-        data = os.pread(fd, 1 << 20, 0)
-        print("read", len(data), "root:" in data.decode("latin-1"), data.count(0), flush=True)
-    time.sleep(0.02)
-"#;
+const READER: &str = include_str!("scripts/trust_reader.py");
 
 #[test]
 fn a_planted_symlink_on_the_destination_is_never_followed() {
@@ -375,32 +362,7 @@ fn a_descriptor_the_process_could_not_open_itself_is_refused_before_the_freeze()
 /// children in a loop, each checking one page of the pattern and exiting;
 /// prints how many forks and how many bad pages every 200 forks, and on
 /// SIGUSR1 checks all of its memory.
-const FORKER: &str = r#"
-import os, random, signal, sys, time
-os.closerange(3, 4096)
-n = int(sys.argv[1]) << 20
-mem = bytearray(bytes(range(251)) * (n // 251 + 1))[:n]
-asked = []
-signal.signal(signal.SIGUSR1, lambda *a: asked.append(1))
-print("pid", os.getpid(), flush=True)
-print("ready", flush=True)
-forks = bad = 0
-for _ in range(200000):
-    i = random.randrange(0, n, 4096)
-    pid = os.fork()
-    if pid == 0:
-        os._exit(0 if mem[i] == i % 251 else 1)
-    _, st = os.waitpid(pid, 0)
-    forks += 1
-    bad += st != 0
-    if forks % 200 == 0:
-        print("forks", forks, "bad", bad, flush=True)
-    time.sleep(0.002)
-    if asked:
-        asked.clear()
-        ok = all(mem[j] == j % 251 for j in range(0, n, 4096))
-        print("verify", "ok" if ok else "BAD", flush=True)
-"#;
+const FORKER: &str = include_str!("scripts/trust_forker.py");
 
 #[test]
 fn a_process_forking_in_a_loop_during_postcopy_moves_intact() {
@@ -460,25 +422,7 @@ fn a_process_forking_in_a_loop_during_postcopy_moves_intact() {
 
 /// `python3 -c SPAWNER`: holds 32 MiB, ticks, and on SIGUSR2 forks 300
 /// children that sleep.
-const SPAWNER: &str = r#"
-import os, signal, time
-os.closerange(3, 4096)
-mem = bytearray(32 << 20)
-mem[::4096] = b"\x01" * len(mem[::4096])
-go = []
-signal.signal(signal.SIGUSR2, lambda *a: go.append(1))
-print("pid", os.getpid(), flush=True)
-for i in range(1, 6001):
-    if go:
-        go.clear()
-        for _ in range(300):
-            if os.fork() == 0:
-                time.sleep(60)
-                os._exit(0)
-        print("forked", flush=True)
-    print("tick", i, time.time_ns(), flush=True)
-    time.sleep(0.02)
-"#;
+const SPAWNER: &str = include_str!("scripts/trust_spawner.py");
 
 #[test]
 fn a_fork_loop_past_the_bound_during_postcopy_fails_cleanly() {
