@@ -20,7 +20,7 @@ use tracing::debug;
 
 use crate::pageset::PageSet;
 use crate::sys::{self, page_is, PageQuery, PM_SCAN_WP_MATCHING};
-use crate::{dump, preflight, procfs, uffd};
+use crate::{preflight, procfs, uffd};
 
 /// `UFFD_USER_MODE_ONLY`: enough for write-protect tracking, and allowed
 /// to unprivileged processes.
@@ -80,11 +80,13 @@ impl DirtyTracker {
         let io = |what| move |source| DirtyError::Io { pid, what, source };
         let inject = |source| DirtyError::Inject { pid, source };
         let maps = procfs::maps(pid).map_err(io("maps"))?;
-        let (insn, _) = dump::find_syscall_insn(mem, &maps).ok_or(DirtyError::Io {
-            pid,
-            what: "vDSO",
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })?;
+        let (insn, _) = procfs::vdso_range(&maps)
+            .and_then(|r| migrate_inject::syscall_site(mem, r))
+            .ok_or(DirtyError::Io {
+                pid,
+                what: "vDSO",
+                source: io::Error::from(io::ErrorKind::NotFound),
+            })?;
         let mut task = Seized::seize(pid).map_err(inject)?;
         task.set_syscall_insn(insn);
         let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;

@@ -139,25 +139,6 @@ fn proc_err(pid: i32, what: &'static str) -> impl FnOnce(std::io::Error) -> Dump
     move |source| DumpError::Proc { pid, what, source }
 }
 
-/// Finds a `syscall` instruction (`0f 05`) in the process's vDSO.
-pub fn find_syscall_insn(mem: &RemoteMem, maps: &[procfs::MapsEntry]) -> Option<(u64, u64)> {
-    let vdso = maps.iter().find(|m| m.path == "[vdso]")?;
-    let mut buf = vec![0u8; (vdso.end - vdso.start) as usize];
-    mem.read(vdso.start, &mut buf).ok()?;
-    let off = buf.windows(2).position(|w| w == [0x0f, 0x05])?;
-    Some((vdso.start + off as u64, fnv1a(&buf)))
-}
-
-/// FNV-1a over a byte string.
-pub fn fnv1a(b: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for &x in b {
-        h ^= u64::from(x);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
-}
-
 /// What the dump reads of a process just before the freeze, while it
 /// still runs, because reading it walks every page table (milliseconds
 /// per GiB, which would otherwise count as downtime): the `madvise` flags
@@ -284,7 +265,9 @@ pub fn freeze_and_dump(
     };
     let mem = RemoteMem::open(pid)?;
     let maps0 = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
-    let (insn, vdso_hash) = find_syscall_insn(&mem, &maps0).ok_or(DumpError::NoVdso(pid))?;
+    let (insn, vdso_hash) = procfs::vdso_range(&maps0)
+        .and_then(|r| migrate_inject::syscall_site(&mem, r))
+        .ok_or(DumpError::NoVdso(pid))?;
     for t in &mut tasks {
         t.set_syscall_insn(insn);
         t.set_midway(in_syscall);

@@ -6,12 +6,12 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::children::Claim;
+use crate::sys;
 
 /// Descriptor numbers in the keeper.
 const KEEPER_UFFD: i32 = 3;
@@ -26,50 +26,20 @@ pub struct Keeper {
     _claim: Claim,
 }
 
-fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds = [0i32; 2];
-    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: pipe2 just returned these two descriptors; nothing else owns them.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
-}
-
 impl Keeper {
     /// Starts `exe __keeper` holding `uffd` and `pidfd`.
     pub fn spawn(exe: &Path, uffd: &OwnedFd, pidfd: &OwnedFd) -> io::Result<Keeper> {
-        let (rx, tx) = pipe()?;
-        let fds = [uffd.as_raw_fd(), pidfd.as_raw_fd(), rx.as_raw_fd()];
+        let (rx, tx) = sys::pipe()?;
         let mut cmd = Command::new(exe);
         cmd.arg("__keeper")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
-        // SAFETY: the closure runs between fork and exec and calls only
-        // fcntl and dup2, which are async-signal-safe; it touches no memory
-        // but the copied array.
-        unsafe {
-            cmd.pre_exec(move || {
-                // Move out of the way first so dup2 never meets itself.
-                let mut high = [0i32; 3];
-                for (h, fd) in high.iter_mut().zip(fds) {
-                    *h = libc::fcntl(fd, libc::F_DUPFD, 10);
-                    if *h < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                for (h, target) in high
-                    .into_iter()
-                    .zip([KEEPER_UFFD, KEEPER_PIDFD, KEEPER_PIPE])
-                {
-                    if libc::dup2(h, target) < 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                }
-                Ok(())
-            });
-        }
+        sys::pass_fds(
+            &mut cmd,
+            [uffd.as_raw_fd(), pidfd.as_raw_fd(), rx.as_raw_fd()],
+            [KEEPER_UFFD, KEEPER_PIDFD, KEEPER_PIPE],
+        );
         let (child, claim) = crate::children::spawning(|| {
             let child = cmd.spawn()?;
             let claim = Claim::new(child.id() as i32);
@@ -104,37 +74,11 @@ impl Drop for Keeper {
 
 /// Body of `migrate-agent __keeper`: waits on the pipe from the agent.
 pub fn run() -> ! {
-    // SAFETY: plain syscalls on integers; ignoring signals so that a
-    // terminal's ^C aimed at the agent does not take the keeper along.
-    unsafe {
-        libc::setsid();
-        for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
-            libc::signal(sig, libc::SIG_IGN);
-        }
-    }
+    // A terminal's ^C aimed at the agent must not take the keeper along.
+    sys::detach_from_terminal();
     // Nothing is ever written: the pipe closes when the agent is gone. A
     // release ends this process first (SIGKILL, which nothing here stops).
-    let mut b = [0u8; 1];
-    loop {
-        // SAFETY: reading one byte into a valid buffer.
-        let n = unsafe { libc::read(KEEPER_PIPE, b.as_mut_ptr().cast(), 1) };
-        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
-            continue;
-        }
-        break;
-    }
-    {
-        // SAFETY: pidfd_send_signal on the descriptor the agent gave us.
-        unsafe {
-            libc::syscall(
-                libc::SYS_pidfd_send_signal,
-                KEEPER_PIDFD,
-                libc::SIGKILL,
-                0usize,
-                0u32,
-            );
-        }
-    }
-    // SAFETY: _exit ends the keeper; its descriptors close with it.
-    unsafe { libc::_exit(0) }
+    sys::wait_readable_or_closed(KEEPER_PIPE);
+    let _ = sys::pidfd_kill_raw(KEEPER_PIDFD, libc::SIGKILL);
+    sys::exit_now(0)
 }

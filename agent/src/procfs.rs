@@ -76,6 +76,13 @@ pub fn maps(pid: i32) -> io::Result<Vec<MapsEntry>> {
     ))?))
 }
 
+/// Where the vDSO is mapped (`[vdso]`): start and end.
+pub fn vdso_range(maps: &[MapsEntry]) -> Option<(u64, u64)> {
+    maps.iter()
+        .find(|m| m.path == "[vdso]")
+        .map(|m| (m.start, m.end))
+}
+
 /// The fields of `/proc/<pid>/stat` after the command name, so that
 /// `fields[0]` is field 3 (`state`) of proc(5).
 pub fn stat_fields(pid: i32) -> io::Result<Vec<String>> {

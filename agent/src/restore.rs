@@ -30,7 +30,6 @@ use migrate_proto::image::{FdKind, FsCreds, ProcessImage, ThreadState, Vma, VmaK
 use migrate_proto::PAGE_SIZE;
 
 use crate::children::{self, Claim};
-use crate::dump::find_syscall_insn;
 use crate::{procfs, sys, uffd};
 
 /// How long connecting a TCP connection again may take.
@@ -236,7 +235,8 @@ impl Restorer {
             step: "reading the stub's maps",
             source,
         })?;
-        let (insn, hash) = find_syscall_insn(&mem, &stub_maps)
+        let (insn, hash) = procfs::vdso_range(&stub_maps)
+            .and_then(|r| migrate_inject::syscall_site(&mem, r))
             .ok_or_else(|| RestoreError::Incompatible("the stub has no vDSO".into()))?;
         if hash != image.vdso_hash {
             return Err(RestoreError::Incompatible(

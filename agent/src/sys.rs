@@ -267,6 +267,90 @@ pub fn die_of(sig: i32) -> ! {
     }
 }
 
+/// A pipe, both ends close-on-exec: (read end, write end).
+pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0i32; 2];
+    // SAFETY: `fds` is a valid array of two ints for the kernel to fill.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } as libc::c_long)?;
+    // SAFETY: pipe2 just returned these two descriptors; nothing else owns them.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+/// Makes the program `cmd` runs find `fds[i]` at descriptor number
+/// `at[i]` (each `at` above 2 and below 10).
+pub fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N], at: [RawFd; N]) {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: the closure runs between fork and exec and calls only fcntl
+    // and dup2, which are async-signal-safe; it touches no memory but the
+    // copied arrays.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Out of the way first, so that dup2 never meets itself.
+            let mut high = [0i32; N];
+            for (h, fd) in high.iter_mut().zip(fds) {
+                *h = libc::fcntl(fd, libc::F_DUPFD, 10);
+                if *h < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            for (h, target) in high.into_iter().zip(at) {
+                if libc::dup2(h, target) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Starts a session of its own and ignores the signals a terminal sends
+/// (for a helper that must outlive a ^C aimed at the agent).
+pub fn detach_from_terminal() {
+    // SAFETY: plain syscalls on integers.
+    unsafe {
+        libc::setsid();
+        for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
+}
+
+/// Blocks until descriptor `fd` (inherited, not owned) has data or its
+/// writers are gone.
+pub fn wait_readable_or_closed(fd: RawFd) {
+    let mut b = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a valid buffer from a descriptor
+        // number; a closed one fails with EBADF.
+        let n = unsafe { libc::read(fd, b.as_mut_ptr().cast(), 1) };
+        if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
+            continue;
+        }
+        return;
+    }
+}
+
+/// `pidfd_send_signal` on descriptor number `pidfd` (inherited, not owned).
+pub fn pidfd_kill_raw(pidfd: RawFd, sig: i32) -> io::Result<()> {
+    // SAFETY: plain syscall with integer arguments; a NULL siginfo is allowed.
+    check(unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd,
+            sig,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    })?;
+    Ok(())
+}
+
+/// Ends the process at once (`_exit`): no destructors, no atexit.
+pub fn exit_now(code: i32) -> ! {
+    // SAFETY: _exit is always safe to call; descriptors close with the process.
+    unsafe { libc::_exit(code) }
+}
+
 /// `getuid()`.
 pub fn getpid() -> i32 {
     std::process::id() as i32

@@ -13,9 +13,11 @@ pub mod error;
 pub mod mem;
 pub mod regs;
 pub mod seize;
+pub mod site;
 mod sys;
 
 pub use error::InjectError;
 pub use mem::RemoteMem;
 pub use regs::Regs;
 pub use seize::Seized;
+pub use site::syscall_site;
