@@ -43,6 +43,7 @@ pub mod envelope;
 pub mod frame;
 pub mod image;
 pub mod msg;
+pub mod options;
 pub mod record;
 pub mod shim;
 

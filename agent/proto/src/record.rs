@@ -11,7 +11,7 @@ pub struct MigrationRecord {
     pub mode: String,
     /// Every option of the migration: mode, eager set and budget, push
     /// order and rate, prefetch, compression, pre-copy limits.
-    pub options: crate::msg::MigrateOptions,
+    pub options: crate::options::MigrateOptions,
     /// Pid on the source host.
     pub pid: i32,
     /// Destination host.
