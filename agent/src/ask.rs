@@ -57,8 +57,9 @@ impl Asker<'_> {
     }
 
     /// Asks about migration `id` until the copy is gone or runs for good,
-    /// or until `until`; an agent that is not there (connection refused)
-    /// or does not know the id cannot tell, and is not asked again.
+    /// or until `until` (an agent that is down is asked again: restarted,
+    /// it answers from its record); an agent that does not know the id
+    /// cannot tell, and is not asked again.
     pub fn learn(&self, id: u64, until: Instant) -> CopyFate {
         let to = self.to;
         loop {
@@ -74,10 +75,12 @@ impl Asker<'_> {
                 Ok(CopyState::PostCopy) => {
                     format!("{to} says the copy still runs, waiting for pages")
                 }
+                // An agent that is down may be restarting (its unit restarts
+                // it): asked again until the deadline.
                 Err(PeerError::Unreachable { source, .. })
                     if source.kind() == std::io::ErrorKind::ConnectionRefused =>
                 {
-                    return CopyFate::Unknown(format!("no agent answers on {to}: {source}"))
+                    format!("no agent answers on {to}: {source}")
                 }
                 Err(e) => format!("{to} cannot be asked: {}", error_chain(&e)),
             };

@@ -881,12 +881,14 @@ impl Receiving<'_, '_, '_> {
         let mut outcome = outcome;
         match (&outcome, keeper) {
             (Outcome::Complete | Outcome::Exited, Some(k)) => {
-                // Said before it is true: until the release is over, what
-                // becomes of it cannot be told.
-                fate.releasing();
                 let released = failpoints::hit("dest.keeper-release")
                     .map_err(std::io::Error::other)
-                    .and_then(|()| k.release());
+                    .and_then(|()| {
+                        // Said before it is true: until the release is
+                        // over, what becomes of it cannot be told.
+                        fate.releasing();
+                        k.release()
+                    });
                 match released {
                     // Released: nothing kills it any more.
                     Ok(()) => fate.independent(),

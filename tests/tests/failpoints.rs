@@ -3,15 +3,16 @@
 //! real error there would) and `panic` (the agent dies there), in post-copy
 //! and stop-copy, and with `unwind` (a panic that ends only its migration's
 //! thread, as in normal builds; the agent must go on serving) in
-//! stop-copy. Afterwards, on both hosts:
+//! stop-copy. A destination agent that dies is restarted a second later,
+//! as its unit would. Afterwards, on both hosts:
 //! - exit 0: the process runs on host2 only;
-//! - exit 1: the original runs on host1 (the same process), nothing on
-//!   host2;
+//! - exit 1: the original runs on host1 (the same process, with the
+//!   mappings it had before), nothing on host2;
 //! - exit 4 (lost): it runs nowhere (a kept original is frozen), or, only
-//!   when an agent died (`panic`), at most once anywhere: a source that
-//!   loses touch after the commit asks the destination what became of the
-//!   copy, and one that runs with every page completes the migration; but
-//!   `migrate` cannot ask for a dead source, nor a dead destination answer.
+//!   when the source agent died (`panic`), at most once anywhere: a source
+//!   that loses touch after the commit asks the destination what became
+//!   of the copy, and one that runs with every page completes the
+//!   migration; but `migrate` cannot ask for a dead source.
 //!
 //! and the copy that runs has its memory, checked word for word.
 
@@ -47,27 +48,54 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     } else {
         [&[], &set]
     };
-    let c = Cluster::start_env(agent, env);
+    let mut c = Cluster::start_env(agent, env);
     let mut w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
     if !w.wait_for("ready 8", 60) {
         return Err(format!("the workload did not start: {}", w.text()));
     }
-    let maps = |pid: i32| std::fs::read_to_string(c.h1().root_path(format!("proc/{pid}/maps")));
+    let maps_of = c.h1().root_path(format!("proc/{}/maps", w.pid));
+    let maps = |_: i32| std::fs::read_to_string(&maps_of);
     let maps_before = maps(w.pid);
-    let out = c.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", mode]);
+    // A destination agent that dies is restarted, as its unit would
+    // (Restart=on-failure), a second later and without failpoints: it
+    // answers the source from its record.
+    let restart_dest = name.starts_with("dest.") && action == "panic";
+    let dest_agent = c.agents.pop().expect("host2's agent");
+    let migrating = std::sync::atomic::AtomicBool::new(true);
+    let cr = &c;
+    let (out, dest_agent) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut a = dest_agent;
+            while restart_dest && migrating.load(std::sync::atomic::Ordering::Relaxed) {
+                if a.wait_exit(Duration::from_millis(100)).is_some() {
+                    std::thread::sleep(Duration::from_secs(1));
+                    let log = cr.path("agent2-restarted.log");
+                    return cr
+                        .h2()
+                        .spawn_agent(agent, &[cr.h1()], &log)
+                        .expect("host2's agent restarted");
+                }
+            }
+            a
+        });
+        let out = cr.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", mode]);
+        migrating.store(false, std::sync::atomic::Ordering::Relaxed);
+        (out, watcher.join().expect("the watcher"))
+    });
+    c.agents.push(dest_agent);
     let code = out.status.code();
     // Settle: a copy whose source died is killed once the source has been
     // silent 5 s; that only follows a failure `migrate` reports (exit 4).
-    // A copy may run on after exit 4 only when an agent died: the source
-    // (which `migrate` cannot ask about the copy), or the destination
-    // (which, gone, cannot say whether its copy runs on). Otherwise the
-    // source asks, and a copy that runs completes the migration.
-    let agent_died = action == "panic";
+    // A copy may run on after exit 4 only when the source agent died:
+    // `migrate` cannot ask about the copy. Otherwise the source asks the
+    // destination (restarted if it died), and a copy that runs completes
+    // the migration, one that is gone lets the original run on.
+    let agent_died = action == "panic" && name.starts_with("source.");
     let ok = |h1: &[i32], h2: &[i32]| match (code, h1.len(), h2.len()) {
         (Some(0), 0, 1) => true,
         (Some(1), 1, 0) => h1[0] == w.pid as i32,
         (Some(4), n1, n2) if agent_died => n1 + n2 <= 1,
-        (Some(4), 0, 0) => true,
+        (Some(4), 0, 0) => !restart_dest,
         _ => false,
     };
     let deadline = Instant::now() + Duration::from_secs(12);
