@@ -250,6 +250,7 @@ pub fn freeze_and_dump(
 ) -> Result<Frozen, DumpError> {
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
+    step("seizing");
     let mut tasks = freeze_threads(pid)?;
     step("frozen");
     // Every system call made inside the process below is two wake-ups;
@@ -293,6 +294,7 @@ pub fn freeze_and_dump(
         )?),
     };
     let scratch_at = scratch.addr();
+    step("injecting");
     let injected = (|| -> Result<_, DumpError> {
         crate::failpoints::hit("source.dump.injecting")?;
         let mut threads = Vec::with_capacity(tasks.len());

@@ -332,7 +332,10 @@ impl Host {
         let child = c
             .env(
                 "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+                // The dump's steps too: a test that fails shows how far
+                // the freeze got.
+                std::env::var("RUST_LOG")
+                    .unwrap_or_else(|_| "info,migrate_agent::dump=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)
