@@ -803,28 +803,18 @@ fn reload(agent: &Agent) {
         }
     };
     let old = &agent.config;
-    let mut later = Vec::new();
-    if fresh.name != old.name {
-        later.push("name");
-    }
-    if fresh.listen != old.listen {
-        later.push("listen");
-    }
-    if fresh.socket != old.socket {
-        later.push("socket");
-    }
-    if fresh.ship_limit_mib != old.ship_limit_mib {
-        later.push("ship_limit_mib");
-    }
-    if fresh.max_incoming != old.max_incoming {
-        later.push("max_incoming");
-    }
-    if fresh.state_dir != old.state_dir {
-        later.push("state_dir");
-    }
-    if fresh.auth != old.auth {
-        later.push("auth");
-    }
+    let later: Vec<&str> = [
+        ("name", fresh.name != old.name),
+        ("listen", fresh.listen != old.listen),
+        ("socket", fresh.socket != old.socket),
+        ("ship_limit_mib", fresh.ship_limit_mib != old.ship_limit_mib),
+        ("max_incoming", fresh.max_incoming != old.max_incoming),
+        ("state_dir", fresh.state_dir != old.state_dir),
+        ("auth", fresh.auth != old.auth),
+    ]
+    .into_iter()
+    .filter_map(|(key, changed)| changed.then_some(key))
+    .collect();
     if !later.is_empty() {
         warn!(changed = ?later, "SIGHUP: these settings take effect when the agent restarts");
     }

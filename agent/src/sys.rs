@@ -103,17 +103,7 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> io::Result<OwnedFd> {
 
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
 pub fn pidfd_kill(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
-    // SAFETY: plain syscall; a NULL siginfo is allowed.
-    check(unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            sig,
-            std::ptr::null::<libc::siginfo_t>(),
-            0,
-        )
-    })
-    .map(|_| ())
+    pidfd_kill_raw(pidfd.as_raw_fd(), sig)
 }
 
 /// Queues `sig` with the value `value` for the thread `tid` of process

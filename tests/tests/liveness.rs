@@ -4,7 +4,6 @@
 //! even with `--on-loss resume`, runs the frozen original again only once
 //! the destination, asked, says the copy is gone.
 
-use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
@@ -23,22 +22,15 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "64"]);
     assert!(w.wait_for("ready 64", 60));
     // Demand paging only: post-copy stays open while the process runs.
-    let mut m = c
-        .h1()
-        .command(bin("migrate"))
-        .args([
-            &w.pid.to_string(),
-            "--to",
-            "host2",
-            "--push-rate",
-            "0",
-            "--on-loss",
-            "resume",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut m = c.spawn_migrate(&[
+        &w.pid.to_string(),
+        "--to",
+        "host2",
+        "--push-rate",
+        "0",
+        "--on-loss",
+        "resume",
+    ]);
     let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
@@ -94,12 +86,7 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
         alive_in(c.h1(), w.pid) && !runs_in(c.h1(), w.pid),
         "the original is not kept frozen"
     );
-    let id = err
-        .split("migrate resolve ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("a resolve command in the message")
-        .to_string();
+    let id = resolve_id(&err);
 
     // With the link back, host2 says the copy is gone: the original runs
     // on, untouched.
@@ -146,14 +133,7 @@ fn a_busy_destination_refuses_before_the_freeze() {
     let w2 = Proc::start(c.h1(), c.path("w2.out"), WORKLOAD, &["--mib", "16"]);
     assert!(w1.wait_for("ready 16", 60) && w2.wait_for("ready 16", 60));
     // The first stays in post-copy (no push) and holds host2's one slot.
-    let m1 = c
-        .h1()
-        .command(bin("migrate"))
-        .args([&w1.pid.to_string(), "--to", "host2", "--push-rate", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let m1 = c.spawn_migrate(&[&w1.pid.to_string(), "--to", "host2", "--push-rate", "0"]);
     let on_host2 = |c: &Cluster| pids_named(c.h2(), "workload");
     assert!(
         wait_until(30, || on_host2(&c).len() == 1),
@@ -188,14 +168,7 @@ fn a_destination_agent_restarted_after_a_crash_says_its_copy_is_gone() {
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "32"]);
     assert!(w.wait_for("ready 32", 60));
     // Demand paging only: post-copy stays open while the process runs.
-    let m = c
-        .h1()
-        .command(bin("migrate"))
-        .args([&w.pid.to_string(), "--to", "host2", "--push-rate", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let m = c.spawn_migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "0"]);
     let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
@@ -212,12 +185,7 @@ fn a_destination_agent_restarted_after_a_crash_says_its_copy_is_gone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(4), "{err}\n{}", c.logs());
     assert!(err.contains("cannot be learned"), "{err}");
-    let id = err
-        .split("migrate resolve ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("a resolve command in the message")
-        .to_string();
+    let id = resolve_id(&err);
     let early = c.migrate(&["resolve", &id, "--resume"]);
     assert_refused(&early, 1, "not known to be gone");
     assert!(alive_in(c.h1(), w.pid) && !runs_in(c.h1(), w.pid));

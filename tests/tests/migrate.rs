@@ -2,11 +2,10 @@
 //! real agents, real TCP over the veth link.
 
 use std::fs;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use migrate_tests::bins::bin;
 use migrate_tests::lab::Host;
 use migrate_tests::require_lab;
 
@@ -512,14 +511,7 @@ fn a_destination_agent_dying_during_postcopy_never_leaves_zeros_running() {
     let w = Proc::start(c.h1(), c.path("ev.out"), UFFD_EVENTS, &["--mib", "8"]);
     assert!(w.wait_for("ready", 60));
     // Demand paging only, so post-copy stays open while the process idles.
-    let m = c
-        .h1()
-        .command(bin("migrate"))
-        .args([&w.pid.to_string(), "--to", "host2", "--push-rate", "0"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let m = c.spawn_migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "0"]);
     let find = |c: &Cluster| pids_named(c.h2(), "uffd_events").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
@@ -557,12 +549,7 @@ fn a_destination_agent_dying_during_postcopy_never_leaves_zeros_running() {
         alive_in(c.h1(), w.pid),
         "the original was freed without a decision"
     );
-    let id = err
-        .split("migrate resolve ")
-        .nth(1)
-        .and_then(|s| s.split_whitespace().next())
-        .expect("a resolve command in the message")
-        .to_string();
+    let id = resolve_id(&err);
     // Host2's agent is gone: whether the copy is gone cannot be learned
     // (the agent might be back after a restart, the copy run on), so the
     // original may not resume.

@@ -5,7 +5,6 @@
 
 use std::os::unix::net::UnixDatagram;
 use std::path::PathBuf;
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use migrate_tests::bins::bin;
@@ -46,17 +45,6 @@ impl Notifications {
     }
 }
 
-/// Starts `migrate ARGS` on host1, its output captured.
-fn spawn_migrate(c: &Cluster, args: &[&str]) -> Child {
-    c.h1()
-        .command(bin("migrate"))
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("migrate")
-}
-
 /// SIGTERM to the agent on `host` ("host1": the source, "host2": the
 /// destination) during a slow post-copy.
 fn a_drained_agent_finishes_the_postcopy(host: &str) {
@@ -83,10 +71,7 @@ fn a_drained_agent_finishes_the_postcopy(host: &str) {
     assert!(w.wait_for("ready 64", 60) && other.wait_for("ready 8", 60));
     let blocked = status_line(c.h1(), w.pid, "SigBlk");
     // About 8 s of push: the agent is stopped in the middle of it.
-    let m = spawn_migrate(
-        &c,
-        &[&w.pid.to_string(), "--to", "host2", "--push-rate", "8"],
-    );
+    let m = c.spawn_migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "8"]);
     let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
     assert!(
         wait_until(30, || find(&c).is_some()),
@@ -151,18 +136,15 @@ fn a_second_sigterm_ends_a_draining_agent_at_once() {
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "32"]);
     assert!(w.wait_for("ready 32", 60));
     // Demand paging only: post-copy lasts while the process runs.
-    let m = spawn_migrate(
-        &c,
-        &[
-            &w.pid.to_string(),
-            "--to",
-            "host2",
-            "--push-rate",
-            "0",
-            "--on-loss",
-            "kill",
-        ],
-    );
+    let m = c.spawn_migrate(&[
+        &w.pid.to_string(),
+        "--to",
+        "host2",
+        "--push-rate",
+        "0",
+        "--on-loss",
+        "kill",
+    ]);
     let find = |c: &Cluster| pids_named(c.h2(), "workload").first().copied();
     assert!(wait_until(30, || find(&c).is_some()), "{}", c.logs());
     let agent = agent_pid_in(c.h2());

@@ -102,6 +102,18 @@ impl Cluster {
         self.migrate_as(None, args)
     }
 
+    /// Starts `migrate ARGS` on host1 in the background, its output
+    /// captured.
+    pub fn spawn_migrate(&self, args: &[&str]) -> Child {
+        self.h1()
+            .command(bin("migrate"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("migrate")
+    }
+
     /// Runs `migrate ARGS` on `host`.
     pub fn migrate_from(&self, host: &Host, args: &[&str]) -> Output {
         self.run_migrate(host.command(bin("migrate")), args)
@@ -335,6 +347,17 @@ pub fn parse_summary(stdout: &str) -> (i32, f64) {
         .and_then(|s| s.parse().ok())
         .expect("downtime");
     (new_pid, downtime)
+}
+
+/// The migration id in a message that says how to resolve a kept
+/// original (`migrate resolve ID ...`).
+pub fn resolve_id(message: &str) -> String {
+    message
+        .split("migrate resolve ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .expect("a resolve command in the message")
+        .to_string()
 }
 
 /// Asserts `out` is a refusal with exit status `code` naming `needle`.
