@@ -6,7 +6,11 @@
 //! 1. Until the source owns the original as committed, the original is
 //!    the process: any way out of the session resumes it (the dump's
 //!    [`crate::dump::Frozen`] detaches its threads when dropped), and the
-//!    destination is told the migration is off ([`Uncommitted`]).
+//!    destination is told the migration is off ([`Uncommitted`]). If the
+//!    source agent dies, the kernel detaches its threads; one inside an
+//!    injected syscall returns to its own registers through a signal
+//!    frame ([`migrate_inject::frame`]), and the next agent gives back
+//!    the CPU affinity the dump held ([`crate::lent`]).
 //! 2. The destination lets its copy run only after it received `Commit`
 //!    for its migration id; until then what it built is killed when its
 //!    owner is dropped ([`crate::restore::Restorer`]), or by the kernel if

@@ -292,6 +292,10 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         path: config.state_dir.clone(),
         source,
     })?;
+    crate::lent::open(&config.state_dir).map_err(|source| StartError::State {
+        path: config.state_dir.join("lent"),
+        source,
+    })?;
     let received =
         crate::received::Received::open(&config.state_dir).map_err(|source| StartError::State {
             path: config.state_dir.clone(),

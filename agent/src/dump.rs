@@ -10,7 +10,7 @@
 use std::fs;
 use std::os::fd::OwnedFd;
 
-use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
+use migrate_inject::{InjectError, Regs, RemoteMem, ReturnPath, Seized};
 use migrate_proto::image::{
     AltStack, Creds, EpollWatch, FdEntry, FdKind, Fill, ITimer, MemfdState, MmFields, MmState,
     PageRun, PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile,
@@ -112,8 +112,10 @@ const SCRATCH_LEN: u64 = 64;
 /// nothing the program sees, and abandoning it leaves nothing behind.
 /// Only when that thread's stack pointer is in the main stack (`[stack]`,
 /// not a thread's or a runtime's own stack, nor a signal stack, where what
-/// lies below may be live) and the bytes are there and writable.
-fn stack_scratch(regs: &Regs, maps: &[procfs::MapsEntry], mem: &RemoteMem) -> Option<u64> {
+/// lies below may be live) and the bytes are there and writable. Returns
+/// the scratch and the bottom of the stack (the dead space below the
+/// scratch, where the way back's frames go, is down to it).
+fn stack_scratch(regs: &Regs, maps: &[procfs::MapsEntry], mem: &RemoteMem) -> Option<(u64, u64)> {
     const RED_ZONE: u64 = 128;
     let sp = regs.0.rsp;
     let stack = maps
@@ -124,7 +126,53 @@ fn stack_scratch(regs: &Regs, maps: &[procfs::MapsEntry], mem: &RemoteMem) -> Op
         return None;
     }
     mem.write(at, &[0u8; SCRATCH_LEN as usize]).ok()?;
-    Some(at)
+    Some((at, stack.start))
+}
+
+/// Gives every task's injected syscalls a way back through a frame in the
+/// dead stack below the scratch at `scratch` (down to `floor`), so that an
+/// agent dying inside one leaves the process as it was
+/// ([`migrate_inject::frame`]). Tasks it cannot be given to keep the
+/// fallback: the kernel kills the process rather than let it run from an
+/// injection's registers.
+fn give_way_back(
+    pid: i32,
+    tasks: &mut [Seized],
+    mem: &RemoteMem,
+    vdso: (u64, u64),
+    sigreturn: Option<u64>,
+    status: &[(String, String)],
+    (scratch, floor): (u64, u64),
+) {
+    let shadow_stack = procfs::status_get(status, "x86_Thread_features")
+        .is_some_and(|f| f.split_whitespace().any(|f| f == "shstk"));
+    let path = (|| {
+        if shadow_stack {
+            return Err("it uses a shadow stack".to_string());
+        }
+        let sigreturn = sigreturn
+            .filter(|&g| migrate_inject::is_sigreturn_gadget(mem, g))
+            .ok_or("no rt_sigreturn gadget in its code")?;
+        let (site, leave) = migrate_inject::returning_site(mem, vdso)
+            .ok_or("no syscall in its vDSO returns straight away")?;
+        Ok(ReturnPath {
+            site,
+            leave,
+            sigreturn,
+        })
+    })();
+    let path = match path {
+        Ok(p) => p,
+        Err(why) => {
+            debug!(pid, why, "no way back out of injected syscalls");
+            return;
+        }
+    };
+    for t in tasks {
+        if let Err(e) = t.set_way_back(path, floor, scratch, mem) {
+            debug!(pid, tid = t.tid(), error = %e, "no way back out of injected syscalls");
+        }
+    }
 }
 
 /// Inside each syscall injected into the original: the failpoint there.
@@ -177,6 +225,41 @@ impl RunningScan {
             advice,
             pages,
         })
+    }
+}
+
+/// What the dump looks up while the process still runs, so that the
+/// freeze does not wait for it.
+pub struct Scouted {
+    /// Advice and pages, if the mappings held still.
+    pub running: Option<RunningScan>,
+    /// An `rt_sigreturn` gadget in the process's code, for the way back
+    /// out of injected syscalls ([`migrate_inject::frame`]); checked again
+    /// once frozen.
+    pub sigreturn: Option<u64>,
+}
+
+/// Bytes of code searched for an `rt_sigreturn` gadget at most (the C
+/// library's is found in its first few hundred KiB).
+const GADGET_SEARCH: u64 = 64 << 20;
+
+impl Scouted {
+    /// Scouts `pid`.
+    pub fn take(pid: i32) -> Scouted {
+        let sigreturn = (|| {
+            let maps = procfs::maps(pid).ok()?;
+            let mem = RemoteMem::open(pid).ok()?;
+            // The C library first: its `__restore_rt` is the usual find.
+            let mut code: Vec<&procfs::MapsEntry> =
+                maps.iter().filter(|m| m.perms.contains('x')).collect();
+            code.sort_by_key(|m| !m.path.contains("/libc"));
+            let ranges: Vec<(u64, u64)> = code.iter().map(|m| (m.start, m.end)).collect();
+            migrate_inject::sigreturn_gadget(&mem, &ranges, GADGET_SEARCH)
+        })();
+        Scouted {
+            running: RunningScan::take(pid),
+            sigreturn,
+        }
     }
 }
 
@@ -245,18 +328,20 @@ pub fn freeze_and_dump(
     opts: &MigrateOptions,
     ship: &[(i32, bool)],
     tracker: Option<&mut DirtyTracker>,
-    running: Option<RunningScan>,
+    scouted: Scouted,
     coop: &Cooperation,
 ) -> Result<Frozen, DumpError> {
+    let Scouted { running, sigreturn } = scouted;
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
     step("seizing");
     let mut tasks = freeze_threads(pid)?;
     step("frozen");
     // Every system call made inside the process below is two wake-ups;
-    // on one CPU they are cheap. Dropped (affinity back) before `tasks`.
+    // on one CPU they are cheap. Dropped (affinity back) before `tasks`;
+    // if the agent dies first, the next one gives it back.
     let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
-    let pin = sys::CpuPin::near_me(&tids);
+    let pin = crate::lent::lend(pid, &tids);
     // The process may have changed since pre-flight: check again, frozen.
     preflight::inspect(pid, caller, sys::getpid(), true, coop.tcp).map_err(DumpError::Refused)?;
     step("checked again");
@@ -266,9 +351,9 @@ pub fn freeze_and_dump(
     };
     let mem = RemoteMem::open(pid)?;
     let maps0 = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
-    let (insn, vdso_hash) = procfs::vdso_range(&maps0)
-        .and_then(|r| migrate_inject::syscall_site(&mem, r))
-        .ok_or(DumpError::NoVdso(pid))?;
+    let vdso = procfs::vdso_range(&maps0).ok_or(DumpError::NoVdso(pid))?;
+    let (insn, vdso_hash) =
+        migrate_inject::syscall_site(&mem, vdso).ok_or(DumpError::NoVdso(pid))?;
     for t in &mut tasks {
         t.set_syscall_insn(insn);
         t.set_midway(in_syscall);
@@ -278,9 +363,13 @@ pub fn freeze_and_dump(
 
     // Injected reads through scratch memory: dead stack below the main
     // thread's, or (without room there) a page mapped for it and unmapped
-    // before the maps are read.
+    // before the maps are read. With dead stack, the way back out of
+    // injected syscalls goes below it.
     let scratch = match stack_scratch(&tasks[0].regs(), &maps0, &mem) {
-        Some(addr) => Scratch::Stack(addr),
+        Some(stack) => {
+            give_way_back(pid, &mut tasks, &mem, vdso, sigreturn, &status, stack);
+            Scratch::Stack(stack.0)
+        }
         None => Scratch::Page(tasks[0].syscall(
             libc::SYS_mmap,
             [

@@ -19,6 +19,7 @@ pub mod handshakes;
 pub mod history;
 pub mod keeper;
 pub mod lazy;
+pub mod lent;
 pub mod lineage;
 pub mod notify;
 pub mod pageset;

@@ -672,7 +672,7 @@ impl Session<'_, '_> {
             abort.because(e.to_string());
             return State::Over(failed(e.to_string(), true));
         }
-        let running = dump::RunningScan::take(pid);
+        let scouted = dump::Scouted::take(pid);
         // Freeze. From here until the commit, leaving resumes the original.
         let t_freeze = Instant::now();
         self.rec.timeline.freeze = us(self.t0);
@@ -683,7 +683,7 @@ impl Session<'_, '_> {
             self.opts,
             &ship,
             tracker.as_mut(),
-            running,
+            scouted,
             &self.coop,
         );
         let mut frozen = match dumped {

@@ -294,14 +294,19 @@ pub fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N]
 }
 
 /// Starts a session of its own and ignores the signals a terminal sends
-/// (for a helper that must outlive a ^C aimed at the agent).
+/// (for a helper that must outlive a ^C aimed at the agent), blocking
+/// none (not the agent's stop signals, which it inherited blocked).
 pub fn detach_from_terminal() {
-    // SAFETY: plain syscalls on integers.
+    // SAFETY: plain syscalls on integers, and an empty set from
+    // sigemptyset set as the mask.
     unsafe {
         libc::setsid();
         for sig in [libc::SIGINT, libc::SIGHUP, libc::SIGTERM, libc::SIGPIPE] {
             libc::signal(sig, libc::SIG_IGN);
         }
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigprocmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
 }
 
@@ -1074,6 +1079,33 @@ pub fn eventfd_signal(fd: &OwnedFd) -> io::Result<()> {
     .map(|_| ())
 }
 
+/// A CPU affinity as 64-bit words, CPU `n` in bit `n % 64` of word `n / 64`.
+pub type AffinityWords = [u64; 16];
+
+fn set_to_words(set: &libc::cpu_set_t) -> AffinityWords {
+    let mut w = [0u64; 16];
+    for cpu in 0..(libc::CPU_SETSIZE as usize).min(16 * 64) {
+        // SAFETY: `cpu` is below CPU_SETSIZE: the read is inside `set`.
+        if unsafe { libc::CPU_ISSET(cpu, set) } {
+            w[cpu / 64] |= 1 << (cpu % 64);
+        }
+    }
+    w
+}
+
+/// Sets a task's CPU affinity given as [`AffinityWords`].
+pub fn set_affinity_words(tid: i32, words: &AffinityWords) -> io::Result<()> {
+    // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    for cpu in 0..(libc::CPU_SETSIZE as usize).min(16 * 64) {
+        if words[cpu / 64] & (1 << (cpu % 64)) != 0 {
+            // SAFETY: `cpu` is below CPU_SETSIZE: the write is inside `set`.
+            unsafe { libc::CPU_SET(cpu, &mut set) };
+        }
+    }
+    set_affinity(tid, &set)
+}
+
 /// A task's CPU affinity (`sched_getaffinity`).
 fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.
@@ -1111,6 +1143,16 @@ impl CpuPin {
     /// Pins the calling thread and `tids` to the CPU it runs on, those
     /// it can (a task whose affinity excludes that CPU is left alone).
     pub fn near_me(tids: &[i32]) -> CpuPin {
+        Self::near_me_noting(tids, |_| Ok(()))
+    }
+
+    /// As [`CpuPin::near_me`], first handing `note` each task's affinity
+    /// as it is (as [`AffinityWords`]) before any is changed; if `note`
+    /// fails, nothing is pinned.
+    pub fn near_me_noting(
+        tids: &[i32],
+        note: impl FnOnce(&[(i32, AffinityWords)]) -> io::Result<()>,
+    ) -> CpuPin {
         // SAFETY: gettid has no arguments and cannot fail.
         let me = unsafe { libc::gettid() };
         let tids: Vec<i32> = std::iter::once(me).chain(tids.iter().copied()).collect();
@@ -1128,12 +1170,22 @@ impl CpuPin {
             libc::CPU_SET(cpu, &mut one);
             one
         };
+        let mut plan = Vec::new();
         for tid in tids {
             let Ok(old) = affinity(tid) else { continue };
             // SAFETY: `cpu` is below CPU_SETSIZE: the read is inside `old`.
-            if !unsafe { libc::CPU_ISSET(cpu, &old) } {
-                continue;
+            if unsafe { libc::CPU_ISSET(cpu, &old) } {
+                plan.push((tid, old));
             }
+        }
+        let words: Vec<(i32, AffinityWords)> = plan
+            .iter()
+            .map(|(t, set)| (*t, set_to_words(set)))
+            .collect();
+        if note(&words).is_err() {
+            return CpuPin { saved };
+        }
+        for (tid, old) in plan {
             if set_affinity(tid, &one).is_ok() {
                 saved.push((tid, old));
             }

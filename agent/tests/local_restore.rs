@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use migrate_agent::dump::{freeze_and_dump, Frozen};
+use migrate_agent::dump::{freeze_and_dump, Frozen, Scouted};
 use migrate_agent::restore::Restorer;
 use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
@@ -76,7 +76,7 @@ fn python_survives_local_stop_copy_restore() {
         },
         &[],
         None,
-        None,
+        Scouted::take(pid),
         &Default::default(),
     )
     .expect("dump");

@@ -3,8 +3,8 @@
 //! real error there would) and `panic` (the agent dies there), in post-copy
 //! and stop-copy, and with `unwind` (a panic that ends only its migration's
 //! thread, as in normal builds; the agent must go on serving) in
-//! stop-copy. A destination agent that dies is restarted a second later,
-//! as its unit would. Afterwards, on both hosts:
+//! stop-copy. An agent that dies is restarted a second later, as its unit
+//! would. Afterwards, on both hosts:
 //! - exit 0: the process runs on host2 only;
 //! - exit 1: the original runs on host1 (the same process, with the
 //!   mappings it had before), nothing on host2;
@@ -13,6 +13,10 @@
 //!   that loses touch after the commit asks the destination what became
 //!   of the copy, and one that runs with every page completes the
 //!   migration; but `migrate` cannot ask for a dead source.
+//! - a source agent that dies before the commit (its dump included, in
+//!   the middle of a syscall it injected) leaves the original running on
+//!   host1 as it was: the same mappings, memory, CPU affinity (given back
+//!   by the restarted agent), and no copy.
 //!
 //! and the copy that runs has its memory, checked word for word.
 
@@ -26,6 +30,34 @@ mod common;
 use common::*;
 
 const WORKLOAD_BIN: &str = env!("CARGO_BIN_EXE_workload");
+
+/// The source's failpoints before the commit: the original is the process.
+const SOURCE_BEFORE_COMMIT: &[&str] = &[
+    "source.after-file-check",
+    "source.before-freeze",
+    "source.dump.injecting",
+    "source.dump.in-syscall",
+    "source.before-core",
+    "source.after-core",
+    "source.after-ready",
+];
+
+/// Each thread's CPU affinity (`Cpus_allowed_list`), by thread id.
+fn affinity(host: &Host, pid: i32) -> Vec<(String, String)> {
+    let dir = host.root_path(format!("proc/{pid}/task"));
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let status = std::fs::read_to_string(e.path().join("status")).unwrap_or_default();
+        let allowed = status
+            .lines()
+            .find(|l| l.starts_with("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .to_string();
+        out.push((e.file_name().to_string_lossy().into_owned(), allowed));
+    }
+    out.sort();
+    out
+}
 
 /// Pids of workloads that run in `host`.
 fn workloads(host: &Host) -> Vec<i32> {
@@ -49,31 +81,48 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         [&[], &set]
     };
     let mut c = Cluster::start_env(agent, env);
-    let mut w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
     if !w.wait_for("ready 8", 60) {
         return Err(format!("the workload did not start: {}", w.text()));
     }
     let maps_of = c.h1().root_path(format!("proc/{}/maps", w.pid));
     let maps = |_: i32| std::fs::read_to_string(&maps_of);
     let maps_before = maps(w.pid);
-    // A destination agent that dies is restarted, as its unit would
-    // (Restart=on-failure), a second later and without failpoints: it
-    // answers the source from its record.
-    let restart_dest = name.starts_with("dest.") && action == "panic";
-    let dest_agent = c.agents.pop().expect("host2's agent");
+    let affinity_before = affinity(c.h1(), w.pid);
+    // The agent that dies is restarted, as its unit would
+    // (Restart=on-failure), a second later and without failpoints: a
+    // destination answers the source from its record, a source gives
+    // back what it held of the original.
+    let restart = action == "panic";
+    let (which, peer) = if name.starts_with("source.") {
+        (0, 1)
+    } else {
+        (1, 0)
+    };
+    let dying = c.agents.remove(which);
     let migrating = std::sync::atomic::AtomicBool::new(true);
     let cr = &c;
-    let (out, dest_agent) = std::thread::scope(|s| {
+    let (out, restarted) = std::thread::scope(|s| {
         let watcher = s.spawn(|| {
-            let mut a = dest_agent;
-            while restart_dest && migrating.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut a = dying;
+            let host = cr.lab.host(["host1", "host2"][which]);
+            let other = cr.lab.host(["host1", "host2"][peer]);
+            let until = Instant::now() + Duration::from_secs(120);
+            // While `migrate` runs, and a little after (it ends as soon as
+            // a source agent dies).
+            let mut ended: Option<Instant> = None;
+            while restart && Instant::now() < until {
                 if a.wait_exit(Duration::from_millis(100)).is_some() {
                     std::thread::sleep(Duration::from_secs(1));
-                    let log = cr.path("agent2-restarted.log");
-                    return cr
-                        .h2()
-                        .spawn_agent(agent, &[cr.h1()], &log)
-                        .expect("host2's agent restarted");
+                    let log = cr.path(&format!("agent{}-restarted.log", which + 1));
+                    return host
+                        .spawn_agent(agent, &[other], &log)
+                        .expect("the agent restarted");
+                }
+                if !migrating.load(std::sync::atomic::Ordering::Relaxed)
+                    && ended.get_or_insert_with(Instant::now).elapsed() > Duration::from_secs(2)
+                {
+                    break;
                 }
             }
             a
@@ -82,7 +131,8 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         migrating.store(false, std::sync::atomic::Ordering::Relaxed);
         (out, watcher.join().expect("the watcher"))
     });
-    c.agents.push(dest_agent);
+    c.agents.insert(which, restarted);
+    let restart_dest = restart && which == 1;
     let code = out.status.code();
     // Settle: a copy whose source died is killed once the source has been
     // silent 5 s; that only follows a failure `migrate` reports (exit 4).
@@ -91,7 +141,9 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     // destination (restarted if it died), and a copy that runs completes
     // the migration, one that is gone lets the original run on.
     let agent_died = action == "panic" && name.starts_with("source.");
+    let original_kept = agent_died && SOURCE_BEFORE_COMMIT.contains(&name);
     let ok = |h1: &[i32], h2: &[i32]| match (code, h1.len(), h2.len()) {
+        _ if original_kept => h1 == [w.pid as i32] && h2.is_empty(),
         (Some(0), 0, 1) => true,
         (Some(1), 1, 0) => h1[0] == w.pid as i32,
         (Some(4), n1, n2) if agent_died => n1 + n2 <= 1,
@@ -130,25 +182,21 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     }
     // Untouched: not a mapping more or less than before (a scratch page
     // left by an abandoned dump would show).
-    if code == Some(1) && maps(w.pid).ok() != maps_before.ok() {
+    if (code == Some(1) || original_kept) && maps(w.pid).ok() != maps_before.ok() {
         return Err(format!("{what}; the original's mappings changed"));
     }
-    if name == "source.dump.in-syscall" && action == "panic" {
-        // The agent died while the original's registers were an injected
-        // syscall's: the kernel must have killed it (SIGKILL) rather than
-        // let it run on from them.
-        use std::os::unix::process::ExitStatusExt;
+    if original_kept {
+        // Its threads' CPU affinity, held by the dump, given back by the
+        // restarted agent.
         let until = Instant::now() + Duration::from_secs(10);
-        let ended = loop {
-            match w.child.try_wait() {
-                Ok(Some(st)) => break Some(st),
-                _ if Instant::now() > until => break None,
-                _ => std::thread::sleep(Duration::from_millis(50)),
-            }
-        };
-        if ended.and_then(|st| st.signal()) != Some(libc::SIGKILL) {
+        let mut now = affinity(c.h1(), w.pid);
+        while now != affinity_before && Instant::now() < until {
+            std::thread::sleep(Duration::from_millis(100));
+            now = affinity(c.h1(), w.pid);
+        }
+        if now != affinity_before {
             return Err(format!(
-                "{what}; the original ended as {ended:?}, not killed"
+                "{what}; the original's affinity is {now:?}, was {affinity_before:?}"
             ));
         }
     }

@@ -80,8 +80,25 @@ fn a_drained_agent_finishes_the_postcopy(host: &str) {
     );
     let copy = find(&c).unwrap();
     // The agent blocks its stop signals in every thread: the processes it
-    // makes must not inherit that.
+    // makes must not inherit that. The copy gets the original's mask from
+    // its image; the keeper, started by host2's agent for the post-copy,
+    // blocks nothing.
     assert_eq!(status_line(c.h2(), copy, "SigBlk"), blocked);
+    let keeper = c
+        .h2()
+        .command("pgrep")
+        .args(["-f", "migrate-agent __keeper"])
+        .output()
+        .expect("pgrep");
+    let keeper: Vec<i32> = String::from_utf8_lossy(&keeper.stdout)
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    assert_eq!(keeper.len(), 1, "one keeper on host2: {keeper:?}");
+    assert_eq!(
+        status_line(c.h2(), keeper[0], "SigBlk"),
+        "SigBlk:\t0000000000000000"
+    );
     let agent_host = if host == "host1" { c.h1() } else { c.h2() };
     signal_in(agent_host, agent_pid_in(agent_host), "-TERM");
     let stopping = notify.until("STOPPING=1", 10);

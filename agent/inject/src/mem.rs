@@ -31,6 +31,19 @@ impl RemoteMem {
         Ok(RemoteMem { pid, file })
     }
 
+    /// A second handle on the same memory.
+    pub fn try_clone(&self) -> Result<RemoteMem, InjectError> {
+        let file = self.file.try_clone().map_err(|source| InjectError::Mem {
+            pid: self.pid,
+            addr: 0,
+            source,
+        })?;
+        Ok(RemoteMem {
+            pid: self.pid,
+            file,
+        })
+    }
+
     /// Fills `buf` from `addr`.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> Result<(), InjectError> {
         self.file

@@ -4,8 +4,9 @@ use std::io;
 
 use tracing::{debug, warn};
 
+use crate::frame::{self, FrameError, ReturnPath, SigFrame};
 use crate::regs::Regs;
-use crate::{sys, InjectError};
+use crate::{sys, InjectError, RemoteMem};
 
 const PTRACE_EVENT_STOP: i32 = 128;
 const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
@@ -17,9 +18,11 @@ const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
 /// the signals that arrived while it was stopped.
 ///
 /// Safe to abandon: if the tracer dies between two injected syscalls the
-/// task runs on from its own registers; inside one (its registers are the
-/// injection's) the kernel kills it (`PTRACE_O_EXITKILL`, set for the
-/// duration of each injected syscall) rather than let it run from them.
+/// task runs on from its own registers. Inside one (its registers are the
+/// injection's), with a way back ([`Seized::set_way_back`]) it returns to
+/// its own registers by itself; without one the kernel kills it
+/// (`PTRACE_O_EXITKILL`, set for the duration of each injected syscall)
+/// rather than let it run from the injection's.
 #[derive(Debug)]
 pub struct Seized {
     tid: i32,
@@ -34,6 +37,8 @@ pub struct Seized {
     /// Called inside each injected syscall (entered, not yet run): fault
     /// injection for tests of what abandoning it there does.
     midway: Option<fn() -> Result<(), String>>,
+    /// The frame injected syscalls return through, and where it is written.
+    way_back: Option<(ReturnPath, SigFrame, RemoteMem)>,
 }
 
 fn ptrace(op: &'static str, req: libc::c_uint, tid: i32, data: u64) -> Result<(), InjectError> {
@@ -89,6 +94,7 @@ impl Seized {
                 released: false,
                 options,
                 midway: None,
+                way_back: None,
             }),
             Err(e) => {
                 let _ = sys::ptrace_simple(libc::PTRACE_DETACH, tid, 0, 0);
@@ -122,6 +128,7 @@ impl Seized {
             // the tracer).
             options: libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL,
             midway: None,
+            way_back: None,
         })
     }
 
@@ -149,11 +156,42 @@ impl Seized {
         self.midway = Some(hook);
     }
 
+    /// Gives injected syscalls a way back ([`crate::frame`]): from now on
+    /// they run from `path.site` on a signal frame laid out in the task's
+    /// dead stack between `floor` and `top` (written through `mem` before
+    /// each, as other tasks may share the space), which returns the task
+    /// to its own registers, FPU state and signal mask if the tracer dies
+    /// inside one. Fails, changing nothing, if no right frame can be made.
+    pub fn set_way_back(
+        &mut self,
+        path: ReturnPath,
+        floor: u64,
+        top: u64,
+        mem: &RemoteMem,
+    ) -> Result<(), WayBackError> {
+        if frame::cpu_has_dynamic_state() {
+            return Err(FrameError::DynamicState.into());
+        }
+        let xstate = self.xstate()?;
+        let mask = self.sigmask()?;
+        let back = self.saved.for_resume_elsewhere();
+        let frame = frame::build(&back, &xstate, mask, &path, floor, top)?;
+        self.way_back = Some((path, frame, mem.try_clone()?));
+        Ok(())
+    }
+
+    /// Whether injected syscalls have a way back.
+    pub fn has_way_back(&self) -> bool {
+        self.way_back.is_some()
+    }
+
     /// Sets the registers the task will have when released, as they are
     /// (no syscall-restart adjustment).
     pub fn set_final_regs(&mut self, regs: Regs) {
         self.saved = regs;
         self.injected = false;
+        // The frame returns to the registers it was made with.
+        self.way_back = None;
     }
 
     /// The task id.
@@ -291,7 +329,7 @@ impl Seized {
             source,
         })?;
         // Its own registers again: abandoned from here, it may run on.
-        if self.options & libc::PTRACE_O_EXITKILL == 0 {
+        if self.options & libc::PTRACE_O_EXITKILL == 0 && self.way_back.is_none() {
             ptrace(
                 "SETOPTIONS",
                 libc::PTRACE_SETOPTIONS,
@@ -314,6 +352,15 @@ impl Seized {
         })?;
         let mut r = self.saved;
         r.0.rip = insn;
+        if let Some((path, frame, mem)) = &self.way_back {
+            // Abandoned from here on, it returns through the frame.
+            mem.write(frame.base, &frame.bytes)?;
+            r.0.rip = path.site;
+            r.0.rsp = frame.sp;
+            if path.leave {
+                r.0.rbp = frame.bp;
+            }
+        }
         r.0.rax = nr as u64;
         r.0.orig_rax = u64::MAX;
         r.0.rdi = args[0];
@@ -322,9 +369,9 @@ impl Seized {
         r.0.r10 = args[3];
         r.0.r8 = args[4];
         r.0.r9 = args[5];
-        // With the injection's registers it must never run on its own: if
-        // the tracer dies now, the kernel kills it.
-        if self.options & libc::PTRACE_O_EXITKILL == 0 {
+        // Without a way back, with the injection's registers it must never
+        // run on its own: if the tracer dies now, the kernel kills it.
+        if self.options & libc::PTRACE_O_EXITKILL == 0 && self.way_back.is_none() {
             ptrace(
                 "SETOPTIONS",
                 libc::PTRACE_SETOPTIONS,
@@ -467,6 +514,17 @@ impl Drop for Seized {
             warn!(tid = self.tid, error = %e, "could not release task");
         }
     }
+}
+
+/// Why injected syscalls got no way back.
+#[derive(Debug, thiserror::Error)]
+pub enum WayBackError {
+    /// The task's state could not be read, or the frame not written.
+    #[error(transparent)]
+    Inject(#[from] InjectError),
+    /// No frame that returns it exactly could be made.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
 }
 
 fn wait(tid: i32) -> Result<i32, InjectError> {

@@ -1,7 +1,87 @@
 //! Where injected syscalls run: a `syscall` instruction (`0f 05`) in the
-//! task's vDSO, which every process has mapped read-only and executable.
+//! task's vDSO, which every process has mapped read-only and executable;
+//! and the way back from one ([`crate::frame`]): a `syscall` from which the
+//! task returns, and an `rt_sigreturn` gadget in its own code.
 
 use crate::RemoteMem;
+
+/// `mov $15, %rax; syscall` (glibc's and musl's `__restore_rt`) and
+/// `mov $15, %eax; syscall` (Go's `sigreturn`).
+const SIGRETURN_GADGETS: [&[u8]; 2] = [
+    &[0x48, 0xc7, 0xc0, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+    &[0xb8, 0x0f, 0x00, 0x00, 0x00, 0x0f, 0x05],
+];
+
+/// Whether the code after a `syscall` instruction reaches `ret` having
+/// only cleared registers other than the stack pointer, perhaps after a
+/// `leave`: `Some(leave)` if so.
+fn returns_after(code: &[u8]) -> Option<bool> {
+    let leave = code.first() == Some(&0xc9);
+    let mut i = usize::from(leave);
+    for _ in 0..16 {
+        match code.get(i..)? {
+            [0xc3, ..] => return Some(leave),
+            // xor r32, r32 (register form), not into %esp.
+            [0x31, m, ..] if *m >= 0xc0 && *m & 7 != 4 => i += 2,
+            // The same with a REX prefix (REX.B: %r12d is not %esp).
+            [rex @ 0x40..=0x4f, 0x31, m, ..] if *m >= 0xc0 && (*m & 7 != 4 || rex & 1 == 1) => {
+                i += 3
+            }
+            _ => return None,
+        }
+    }
+    None
+}
+
+/// A `syscall` instruction in the vDSO at `start..end` after which the task
+/// returns (`ret`) having only cleared registers, preferably without a
+/// `leave`: `(address, leave)`.
+pub fn returning_site(mem: &RemoteMem, (start, end): (u64, u64)) -> Option<(u64, bool)> {
+    let mut buf = vec![0u8; usize::try_from(end.checked_sub(start)?).ok()?];
+    mem.read(start, &mut buf).ok()?;
+    let mut with_leave = None;
+    for off in (0..buf.len().saturating_sub(1)).filter(|&i| buf[i..].starts_with(&[0x0f, 0x05])) {
+        match returns_after(&buf[off + 2..]) {
+            Some(false) => return Some((start + off as u64, false)),
+            Some(true) if with_leave.is_none() => with_leave = Some((start + off as u64, true)),
+            _ => {}
+        }
+    }
+    with_leave
+}
+
+/// The first `rt_sigreturn` gadget in `ranges` of the process's memory,
+/// reading at most `budget` bytes in all.
+pub fn sigreturn_gadget(mem: &RemoteMem, ranges: &[(u64, u64)], budget: u64) -> Option<u64> {
+    const CHUNK: u64 = 1 << 20;
+    const OVERLAP: u64 = 8;
+    let mut left = budget;
+    let mut buf = vec![0u8; (CHUNK + OVERLAP) as usize];
+    for &(start, end) in ranges {
+        let mut at = start;
+        while at < end && left > 0 {
+            let len = (end - at).min(CHUNK + OVERLAP).min(left);
+            let b = &mut buf[..len as usize];
+            if mem.read_direct(at, b).is_err() {
+                break;
+            }
+            left -= len.min(CHUNK);
+            let found =
+                (0..b.len()).find(|&i| SIGRETURN_GADGETS.iter().any(|g| b[i..].starts_with(g)));
+            if let Some(i) = found {
+                return Some(at + i as u64);
+            }
+            at += CHUNK;
+        }
+    }
+    None
+}
+
+/// Whether `at` holds an `rt_sigreturn` gadget.
+pub fn is_sigreturn_gadget(mem: &RemoteMem, at: u64) -> bool {
+    let mut b = [0u8; 9];
+    mem.read(at, &mut b).is_ok() && SIGRETURN_GADGETS.iter().any(|g| b.starts_with(g))
+}
 
 /// The first `syscall` instruction in the vDSO mapped at `start..end` of
 /// the process `mem` reads, and a hash of the whole vDSO (two processes
@@ -26,6 +106,58 @@ fn fnv1a(b: &[u8]) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn returning_code_is_recognised() {
+        // Linux 6.18's vDSO: clock_getres's fallback, gettimeofday's.
+        assert_eq!(
+            returns_after(&[
+                0x31, 0xd2, 0x31, 0xc9, 0x31, 0xf6, 0x31, 0xff, 0x45, 0x31, 0xdb, 0xc3
+            ]),
+            Some(false)
+        );
+        assert_eq!(
+            returns_after(&[0xc9, 0x31, 0xd2, 0x45, 0x31, 0xc0, 0xc3]),
+            Some(true)
+        );
+        assert_eq!(returns_after(&[0xc3]), Some(false));
+        // Anything else: memory, the stack pointer, other instructions.
+        assert_eq!(returns_after(&[0x31, 0xe4, 0xc3]), None);
+        assert_eq!(returns_after(&[0x48, 0x31, 0xe4, 0xc3]), None);
+        assert_eq!(returns_after(&[0x49, 0x31, 0xe4, 0xc3]), Some(false));
+        assert_eq!(returns_after(&[0x31, 0x10, 0xc3]), None);
+        assert_eq!(returns_after(&[0x48, 0x8d, 0x65, 0xf0, 0xc3]), None);
+        assert_eq!(returns_after(&[0x31, 0xd2]), None);
+    }
+
+    /// This process has a way back: its vDSO a returning syscall, its C
+    /// library `__restore_rt`.
+    #[test]
+    fn this_process_has_a_way_back() {
+        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
+        let range = |l: &str| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        };
+        let vdso = maps
+            .lines()
+            .find(|l| l.ends_with("[vdso]"))
+            .and_then(range)
+            .unwrap();
+        let exec: Vec<(u64, u64)> = maps
+            .lines()
+            .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+            .filter_map(range)
+            .collect();
+        let mem = RemoteMem::open(std::process::id() as i32).unwrap();
+        assert!(returning_site(&mem, vdso).is_some());
+        let g = sigreturn_gadget(&mem, &exec, 1 << 30).expect("a sigreturn gadget");
+        assert!(is_sigreturn_gadget(&mem, g));
+        assert!(!is_sigreturn_gadget(&mem, vdso.0));
+    }
 
     /// Our own vDSO has a syscall site, the same each time.
     #[test]
