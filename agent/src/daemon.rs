@@ -17,15 +17,15 @@ use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-use crate::access::{self, Caller};
 use crate::config::{Config, PeerAuth, Settings};
-use crate::drain::Drain;
-use crate::handshakes::Handshakes;
-use crate::history::History;
-use crate::peer::{self, LaneTable};
-use crate::secure::{AuthError, Credentials, Security};
-use crate::source::{self, SourceCtx};
-use crate::{dest, error_chain, preflight, sys};
+use crate::host::access::{self, Caller};
+use crate::net::handshakes::Handshakes;
+use crate::net::peer::{self, LaneTable};
+use crate::net::secure::{AuthError, Credentials, Security};
+use crate::session::drain::Drain;
+use crate::session::history::History;
+use crate::session::source::{self, SourceCtx};
+use crate::{capture::preflight, error_chain, host::sys, session::dest};
 
 /// The daemon could not start.
 #[derive(Debug, Error)]
@@ -89,8 +89,8 @@ pub struct Agent {
     security: Security,
     kept: source::KeptOriginals,
     /// Migrations received: the replay guard, and what became of each copy.
-    received: crate::received::Received,
-    lineages: crate::lineage::Lineages,
+    received: crate::session::received::Received,
+    lineages: crate::session::lineage::Lineages,
     /// Peer connections not yet authenticated.
     handshakes: Arc<Handshakes>,
     /// Migrations being received.
@@ -292,21 +292,23 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         path: config.state_dir.clone(),
         source,
     })?;
-    crate::lent::open(&config.state_dir).map_err(|source| StartError::State {
+    crate::host::lent::open(&config.state_dir).map_err(|source| StartError::State {
         path: config.state_dir.join("lent"),
         source,
     })?;
     let received =
-        crate::received::Received::open(&config.state_dir).map_err(|source| StartError::State {
-            path: config.state_dir.clone(),
-            source,
+        crate::session::received::Received::open(&config.state_dir).map_err(|source| {
+            StartError::State {
+                path: config.state_dir.clone(),
+                source,
+            }
         })?;
     // Rebuilt processes become our children once their stub's parent is
     // gone: we reap them and learn how they end (for deputies).
     if let Err(e) = sys::become_subreaper() {
         warn!(error = %e, "cannot become a subreaper: deputies will not learn exit codes");
     } else {
-        crate::children::start_reaper();
+        crate::host::children::start_reaper();
     }
     let tcp = TcpListener::bind(config.listen).map_err(|source| StartError::Listen {
         addr: config.listen,
@@ -344,7 +346,7 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         security,
         kept: source::KeptOriginals::default(),
         received,
-        lineages: crate::lineage::Lineages::default(),
+        lineages: crate::session::lineage::Lineages::default(),
         handshakes: Handshakes::start(peer::CONNECT_TIMEOUT).map_err(StartError::Thread)?,
         incoming: AtomicUsize::new(0),
         control: Mutex::new(HashMap::new()),
@@ -375,7 +377,7 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
             }
         })
         .map_err(StartError::Thread)?;
-    crate::notify::notify(crate::notify::READY);
+    crate::host::notify::notify(crate::host::notify::READY);
     for conn in unix.incoming() {
         let s = match conn {
             Ok(s) => s,
@@ -634,7 +636,7 @@ fn serve_control(
             Err(why) => Reply::Refused { reasons: vec![why] },
         },
         Request::DeputyLane { addr, id } => {
-            if !crate::deputy::is_made(cred.pid) {
+            if !crate::session::deputy::is_made(cred.pid) {
                 Reply::Refused {
                     reasons: vec!["only a deputy this agent made may open a deputy lane".into()],
                 }
@@ -644,7 +646,7 @@ fn serve_control(
                         frame::write_msg(&mut s, &Reply::Bridged)?;
                         // The bridge waits on the deputy as long as it lives.
                         s.set_write_timeout(None)?;
-                        crate::deputy::bridge(s, lane);
+                        crate::session::deputy::bridge(s, lane);
                         return Ok(());
                     }
                     Err(e) => Reply::Refused {
@@ -771,9 +773,9 @@ fn handle_signals(agent: &Arc<Agent>) {
             in_flight,
             "stopping: no new migrations; ending once those in flight are over (a second signal ends it now)"
         );
-        crate::notify::notify(&format!(
+        crate::host::notify::notify(&format!(
             "{}\nSTATUS=draining: {in_flight} migrations in flight",
-            crate::notify::STOPPING
+            crate::host::notify::STOPPING
         ));
         let a = agent.clone();
         let spawned = std::thread::Builder::new()
@@ -787,7 +789,9 @@ fn handle_signals(agent: &Arc<Agent>) {
                     std::process::exit(0);
                 }
                 info!(in_flight = left, "draining");
-                crate::notify::notify(&format!("STATUS=draining: {left} migrations in flight"));
+                crate::host::notify::notify(&format!(
+                    "STATUS=draining: {left} migrations in flight"
+                ));
             });
         if let Err(e) = spawned {
             warn!(error = %e, "no thread to drain: ending now");

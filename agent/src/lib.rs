@@ -1,41 +1,14 @@
 //! The `migrate` agent: freezing, dumping, rebuilding and post-copy.
 
-pub mod access;
-pub mod ask;
-pub mod children;
-pub mod commit;
+pub mod capture;
 pub mod config;
-pub mod coop;
 pub mod daemon;
-pub mod deputy;
-pub mod dest;
-pub mod dirty;
-pub mod drain;
-pub mod dump;
 pub mod failpoints;
-pub mod fault;
-pub mod fsuser;
-pub mod handshakes;
-pub mod history;
-pub mod keeper;
-pub mod lazy;
-pub mod lent;
-pub mod lineage;
-pub mod notify;
-pub mod pageset;
-pub mod peer;
-pub mod preflight;
-pub mod procfs;
-pub mod received;
-pub mod relay;
-pub mod reservoir;
-pub mod restore;
-pub mod secure;
-pub mod shipped;
-pub mod source;
-pub mod store;
-pub mod sys;
-pub mod uffd;
+pub mod host;
+pub mod net;
+pub mod postcopy;
+pub mod rebuild;
+pub mod session;
 
 /// An error and its causes on one line: `a: b: c`.
 pub fn error_chain(e: &dyn std::error::Error) -> String {

@@ -99,14 +99,14 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
 
 fn main() -> ExitCode {
     if std::env::args().nth(1).as_deref() == Some("__stub") {
-        migrate_agent::sys::run_stub();
+        migrate_agent::host::sys::run_stub();
     }
     if std::env::args().nth(1).as_deref() == Some("__deputy") {
         let args: Vec<String> = std::env::args().skip(2).collect();
-        migrate_agent::deputy::run(&args);
+        migrate_agent::session::deputy::run(&args);
     }
     if std::env::args().nth(1).as_deref() == Some("__keeper") {
-        migrate_agent::keeper::run();
+        migrate_agent::postcopy::keeper::run();
     }
     if std::env::args().nth(1).as_deref() == Some("__failpoints") {
         if !migrate_agent::failpoints::ENABLED {
@@ -145,7 +145,7 @@ fn main() -> ExitCode {
         _ => {}
     }
     if let Some(Command::Keygen { dir, hosts }) = &args.command {
-        return match migrate_agent::secure::keygen(dir, hosts) {
+        return match migrate_agent::net::secure::keygen(dir, hosts) {
             Ok(()) => {
                 println!(
                     "cluster credentials for {} written to {}",

@@ -4,8 +4,8 @@
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 
-use migrate_agent::dirty::DirtyTracker;
-use migrate_agent::pageset::PageSet;
+use migrate_agent::capture::dirty::DirtyTracker;
+use migrate_agent::postcopy::pageset::PageSet;
 use migrate_proto::PAGE_SIZE;
 
 /// A process with a 64-page private anonymous mapping that writes the pages it is

@@ -7,8 +7,8 @@ use std::process::{Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
-use migrate_agent::dump::{freeze_and_dump, Frozen, Scouted};
-use migrate_agent::restore::Restorer;
+use migrate_agent::capture::dump::{freeze_and_dump, Frozen, Scouted};
+use migrate_agent::rebuild::restore::Restorer;
 use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
@@ -69,7 +69,7 @@ fn python_survives_local_stop_copy_restore() {
 
     let frozen = freeze_and_dump(
         pid,
-        &migrate_agent::access::Caller::ROOT,
+        &migrate_agent::host::access::Caller::ROOT,
         &MigrateOptions {
             mode: Mode::StopCopy,
             ..Default::default()

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use migrate_agent::procfs::{self, FdInfo};
+use migrate_agent::host::procfs::{self, FdInfo};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

@@ -1,4 +1,4 @@
-//! The agents' encrypted record parser (`agent/src/secure.rs`): after a
+//! The agents' encrypted record parser (`agent/src/net/secure.rs`): after a
 //! real Noise handshake over loopback, the bytes of one input go on the
 //! wire as if from the peer. Whatever their lengths say, reading must not
 //! panic, and no forged byte may ever read as plaintext (the fuzzer holds
@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use libfuzzer_sys::fuzz_target;
-use migrate_agent::secure::{fuzz_link, keygen, Credentials, Security};
+use migrate_agent::net::secure::{fuzz_link, keygen, Credentials, Security};
 
 fn cluster() -> &'static (Security, Security) {
     static SEC: OnceLock<(Security, Security)> = OnceLock::new();

@@ -5,7 +5,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use migrate_agent::sys;
+use migrate_agent::host::sys;
 
 fuzz_target!(|data: &[u8]| {
     let mut messages = Vec::new();

@@ -335,7 +335,7 @@ impl Host {
                 // The dump's steps too: a test that fails shows how far
                 // the freeze got.
                 std::env::var("RUST_LOG")
-                    .unwrap_or_else(|_| "info,migrate_agent::dump=debug".into()),
+                    .unwrap_or_else(|_| "info,migrate_agent::capture::dump=debug".into()),
             )
             .stdin(Stdio::null())
             .stdout(f.try_clone()?)

@@ -1,0 +1,639 @@
+//! Pre-flight: decide from `/proc` alone, before touching the process,
+//! whether it can move, and list every obstacle if not.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use migrate_proto::image::TcpPolicy;
+use migrate_proto::msg::FileNeed;
+
+use crate::host::access::{self, Caller};
+use crate::host::kinds::{
+    access_for, deleted_file, file_ident, forwarded_stdio, is_anon, is_shmem, is_terminal, is_vdso,
+    memfd_name, pipe_inode,
+};
+use crate::host::procfs::{self, FdInfo, MapsEntry};
+
+/// `/dev/null` is character device 1:3.
+/// /dev/null, /dev/zero, /dev/random, /dev/urandom: reopened by path.
+const REOPENABLE_DEVICES: [u64; 4] = [
+    libc::makedev(1, 3),
+    libc::makedev(1, 5),
+    libc::makedev(1, 8),
+    libc::makedev(1, 9),
+];
+
+/// Everything pre-flight learned about a movable process.
+#[derive(Debug)]
+pub struct Inspection {
+    /// The target pid.
+    pub pid: i32,
+    /// Its real uid.
+    pub uid: u32,
+    /// Its command name.
+    pub comm: String,
+    /// Files the destination must have.
+    pub needs: Vec<FileNeed>,
+    /// Number of mappings.
+    pub nvmas: usize,
+    /// Resident memory in KiB.
+    pub rss_kib: u64,
+    /// Who it is to the filesystem: the destination looks its files up as
+    /// this user.
+    pub who: migrate_proto::image::FsCreds,
+}
+
+/// Why a process cannot move: one line per obstacle.
+#[derive(Debug, Clone)]
+pub struct Refusal(pub Vec<String>);
+
+impl Refusal {
+    /// A refusal with one reason.
+    pub fn one(s: impl Into<String>) -> Refusal {
+        Refusal(vec![s.into()])
+    }
+}
+
+/// Checks process `pid` on behalf of `caller`, who must be allowed to act
+/// on it ([`access::authorize`]).
+///
+/// `frozen` is set when the agent itself has the process stopped under
+/// ptrace (the second check, after the freeze).
+pub fn inspect(
+    pid: i32,
+    caller: &Caller,
+    agent_pid: i32,
+    frozen: bool,
+    tcp: TcpPolicy,
+) -> Result<Inspection, Refusal> {
+    if pid <= 0 {
+        return Err(Refusal::one(format!("invalid pid {pid}")));
+    }
+    if pid == 1 {
+        return Err(Refusal::one(
+            "pid 1 is this host's init: it cannot be migrated",
+        ));
+    }
+    if pid == agent_pid {
+        return Err(Refusal::one(format!(
+            "pid {pid} is the migrate agent itself"
+        )));
+    }
+    let status =
+        procfs::status(pid).map_err(|_| Refusal::one(format!("no such process: {pid}")))?;
+    let creds = access::Credentials::from_status(pid, &status)
+        .and_then(|c| access::check(caller, pid, &c).map(|()| c))
+        .map_err(|d| Refusal::one(d.to_string()))?;
+    let comm = procfs::status_get(&status, "Name")
+        .unwrap_or("?")
+        .to_string();
+    if fs::read_link(format!("/proc/{pid}/exe")).is_err() {
+        return Err(Refusal::one(format!(
+            "process {pid} ({comm}) is a kernel thread or has exited"
+        )));
+    }
+    let mut why = Vec::new();
+    let state = procfs::status_get(&status, "State").unwrap_or("");
+    match state.chars().next() {
+        Some('Z') | Some('X') => {
+            return Err(Refusal::one(format!("process {pid} ({comm}) is a zombie")))
+        }
+        Some('T') if !frozen => why.push(format!(
+            "process {pid} ({comm}) is stopped by a signal: continue it first"
+        )),
+        _ => {}
+    }
+    let tracer = procfs::status_nums(&status, "TracerPid")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    if tracer != 0 && !frozen {
+        why.push(format!("process {pid} is already traced by pid {tracer}"));
+    }
+    process_state(pid, &status, &mut why);
+
+    let mut needs = Vec::new();
+    let maps = procfs::maps(pid).map_err(|_| Refusal::one(format!("no such process: {pid}")))?;
+    for m in &maps {
+        check_vma(m, &mut needs, &mut why);
+    }
+    let shmem: Vec<u64> = maps
+        .iter()
+        .filter(|m| is_shmem(m))
+        .map(|m| m.inode)
+        .collect();
+    if !shmem.is_empty() {
+        why.extend(shmem_sharers(pid, &shmem));
+    }
+    let fds = procfs::fds(pid)
+        .map_err(|e| Refusal::one(format!("cannot read descriptors of {pid}: {e}")))?;
+    let mut pipes: Vec<(u64, bool, i32)> = Vec::new();
+    let unix = crate::host::sys::unix_sockets().unwrap_or_default();
+    // Read once, when the first inet socket is met.
+    let inet = std::cell::OnceCell::new();
+    for fd in fds {
+        match procfs::fd_info(pid, fd) {
+            Ok(info) => match pipe_inode(&info) {
+                Some(ino) => pipes.push((ino, info.flags & libc::O_ACCMODE as u32 != 0, fd)),
+                None if MOVABLE_ANON.contains(&info.target.as_str()) => {}
+                None if procfs::socket_inode(&info.target)
+                    .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
+                    .is_some_and(|s| {
+                        s.movable() || tcp != TcpPolicy::Refuse && s.established()
+                    }) => {}
+                None if procfs::socket_inode(&info.target)
+                    .and_then(|ino| unix.iter().find(|u| u.inode == ino))
+                    .is_some_and(|u| unix_pair_movable(pid, u)) => {}
+                None if info.target == "anon_inode:[eventpoll]" => {
+                    check_epoll(pid, &info, &mut why)
+                }
+                None => check_fd(pid, &info, &mut needs, &mut why),
+            },
+            Err(_) => continue, // closed meanwhile
+        }
+    }
+    check_pipes(pid, &pipes, &mut why);
+
+    match std::fs::read_link(format!("/proc/{pid}/cwd")) {
+        Ok(cwd) => {
+            let cwd = cwd.to_string_lossy().into_owned();
+            if cwd.ends_with(" (deleted)") {
+                why.push(format!("working directory {cwd} was removed"));
+            } else {
+                needs.push(FileNeed {
+                    path: cwd,
+                    ident: None,
+                    why: "working directory".into(),
+                    ship: None,
+                    deleted: false,
+                    same_file: None,
+                    access: libc::X_OK as u32,
+                });
+            }
+        }
+        Err(e) => why.push(format!("cannot read the working directory of {pid}: {e}")),
+    }
+    if !why.is_empty() {
+        return Err(Refusal(why));
+    }
+    let rss_kib = procfs::status_nums(&status, "VmRSS")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    Ok(Inspection {
+        pid,
+        uid: creds.uids[0],
+        who: creds.fs(),
+        comm,
+        needs,
+        nvmas: maps.len(),
+        rss_kib,
+    })
+}
+
+/// Process-wide state that would be lost if moved today.
+fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<String>) {
+    let seccomp = procfs::status_nums(status, "Seccomp")
+        .first()
+        .copied()
+        .unwrap_or(0);
+    if seccomp != 0 {
+        why.push("a seccomp filter is installed: seccomp is not migrated yet".into());
+    }
+    let mut children = Vec::new();
+    if let Ok(tids) = procfs::tids(pid) {
+        for t in tids {
+            let c =
+                fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).unwrap_or_default();
+            children.extend(c.split_whitespace().map(String::from));
+        }
+    }
+    if !children.is_empty() {
+        why.push(format!(
+            "child processes {}: process trees are not migrated yet",
+            children.join(", ")
+        ));
+    }
+}
+
+/// Other processes mapping the shmem objects (inodes) of `pid`: sharing
+/// that a migration would silently break.
+fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in dir.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == pid {
+            continue;
+        }
+        let Ok(maps) = procfs::maps(other) else {
+            continue;
+        };
+        if let Some(m) = maps
+            .iter()
+            .find(|m| is_shmem(m) && inodes.contains(&m.inode))
+        {
+            out.push(format!(
+                "mapping {:#x}-{:#x} ({}) is shared with process {other}: shared memory between processes is not migrated",
+                m.start, m.end, m.path
+            ));
+        }
+    }
+    out
+}
+
+fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
+    let at = format!("{:#x}-{:#x}", m.start, m.end);
+    if is_vdso(&m.path) || m.path == "[vsyscall]" || is_shmem(m) {
+        return;
+    }
+    if is_anon(m) {
+        if m.shared() {
+            why.push(format!(
+                "mapping {at}: shared anonymous memory is not supported yet"
+            ));
+        }
+        return;
+    }
+    if m.path.starts_with("/memfd:") {
+        why.push(format!(
+            "mapping {at}: memfd {} is not supported yet",
+            m.path
+        ));
+        return;
+    }
+    if m.path.starts_with("/SYSV") {
+        why.push(format!(
+            "mapping {at}: System V shared memory is not supported yet"
+        ));
+        return;
+    }
+    if m.path.ends_with(" (deleted)") {
+        why.push(format!(
+            "mapping {at}: {} is not supported (the file is gone from disk)",
+            m.path
+        ));
+        return;
+    }
+    if !m.path.starts_with('/') {
+        why.push(format!("mapping {at}: {} is not supported", m.path));
+        return;
+    }
+    if m.shared() && m.perms.as_bytes().get(1) == Some(&b'w') {
+        why.push(format!(
+            "mapping {at}: shared writable mapping of {} is not supported yet",
+            m.path
+        ));
+        return;
+    }
+    match fs::metadata(&m.path) {
+        Ok(md) if md.is_file() && md.ino() == m.inode => {
+            if !needs.iter().any(|n| n.path == m.path) {
+                needs.push(FileNeed {
+                    path: m.path.clone(),
+                    ident: Some(file_ident(&md)),
+                    why: format!("mapped at {:#x}", m.start),
+                    ship: None,
+                    deleted: false,
+                    same_file: None,
+                    access: libc::R_OK as u32,
+                });
+            }
+        }
+        Ok(md) if md.is_file() => why.push(format!(
+            "mapping {at}: {} was replaced on disk since it was mapped",
+            m.path
+        )),
+        Ok(_) => why.push(format!(
+            "mapping {at}: {} is not a regular file (device mappings are not supported)",
+            m.path
+        )),
+        Err(e) => why.push(format!("mapping {at}: {}: {e}", m.path)),
+    }
+}
+
+/// A connected pair of Unix sockets moves when the process holds both ends
+/// (as a socketpair: bound names are not kept), and so does a listener
+/// bound to a name with no connection waiting; other Unix sockets are
+/// refused (by `check_fd`).
+pub fn unix_pair_movable(pid: i32, s: &crate::host::sys::UnixSocket) -> bool {
+    let mine = |ino: u64| {
+        procfs::fds(pid).unwrap_or_default().into_iter().any(|fd| {
+            procfs::fd_info(pid, fd).is_ok_and(|i| procfs::socket_inode(&i.target) == Some(ino))
+        })
+    };
+    let pair = s.state == 1 && s.peer != 0 && mine(s.peer);
+    // A listener bound to a name, nobody waiting to be accepted.
+    let listener =
+        s.state == 10 && s.name.as_ref().is_some_and(|n| !n.is_empty()) && s.queues.0 == 0;
+    pair || listener
+}
+
+/// Anonymous-inode descriptors rebuilt from their fdinfo.
+pub const MOVABLE_ANON: [&str; 4] = [
+    "anon_inode:[eventfd]",
+    "anon_inode:[timerfd]",
+    "anon_inode:[signalfd]",
+    "anon_inode:inotify",
+];
+
+/// What `migrate check` says of each descriptor: its kind and verdict.
+pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
+    let mut out = Vec::new();
+    let Ok(fds) = procfs::fds(pid) else {
+        return out;
+    };
+    let infos: Vec<FdInfo> = fds
+        .into_iter()
+        .filter_map(|fd| procfs::fd_info(pid, fd).ok())
+        .collect();
+    let unix = crate::host::sys::unix_sockets().unwrap_or_default();
+    for info in &infos {
+        let t = &info.target;
+        let mut why = Vec::new();
+        let kind = if forwarded_stdio(info) && is_terminal(info) {
+            "terminal, forwarded; a deputy stays here".into()
+        } else if forwarded_stdio(info) {
+            "forwarded to and from this host".into()
+        } else if is_terminal(info) {
+            why.push("terminals are not forwarded yet".into());
+            "terminal".into()
+        } else if let Some(ino) = pipe_inode(info) {
+            let w = info.flags & libc::O_ACCMODE as u32 != 0;
+            let other = infos.iter().any(|o| {
+                pipe_inode(o) == Some(ino) && (o.flags & libc::O_ACCMODE as u32 != 0) != w
+            });
+            if !other {
+                why.push("leads to another process".to_string());
+            }
+            format!("pipe, {} end", if w { "write" } else { "read" })
+        } else if t == "anon_inode:inotify" {
+            format!("inotify, {} watches", info.inotify_watches().len())
+        } else if t == "anon_inode:[eventpoll]" {
+            check_epoll(pid, info, &mut why);
+            format!("epoll, {} watches", info.epoll_entries().len())
+        } else if let Some(k) = t
+            .strip_prefix("anon_inode:[")
+            .and_then(|k| k.strip_suffix(']'))
+        {
+            if !MOVABLE_ANON.contains(&t.as_str()) {
+                why.push("not supported".into());
+            }
+            k.to_string()
+        } else if let Some(u) =
+            procfs::socket_inode(t).and_then(|ino| unix.iter().find(|u| u.inode == ino))
+        {
+            if !unix_pair_movable(pid, u) {
+                why.push("only pairs held at both ends and idle listeners are supported".into());
+            }
+            "unix socket".into()
+        } else if let Some(s) =
+            procfs::socket_inode(t).and_then(|ino| procfs::inet_socket(pid, ino))
+        {
+            if s.established() && tcp != TcpPolicy::Refuse {
+                format!("TCP connection ({})", tcp.name())
+            } else {
+                if !s.movable() {
+                    why.push(if s.tcp && s.state == 0x0a {
+                        "connections wait in its accept queue".to_string()
+                    } else if s.established() {
+                        "an established TCP connection moves only with `migrate run --tcp close|reconnect`".to_string()
+                    } else {
+                        "connected sockets in this state are not supported".to_string()
+                    });
+                }
+                "socket".into()
+            }
+        } else if fd_movable(info) {
+            match info.mode {
+                libc::S_IFREG if memfd_name(t).is_some() => "memfd".into(),
+                libc::S_IFREG if deleted_file(info).is_some() => "deleted file, shipped".into(),
+                libc::S_IFREG => "file".into(),
+                libc::S_IFDIR => "directory".into(),
+                _ => "device".into(),
+            }
+        } else {
+            why.push("not supported".into());
+            if t.starts_with("socket:") {
+                "socket".into()
+            } else {
+                "other".into()
+            }
+        };
+        check_locks(info, &mut why);
+        let verdict = if why.is_empty() {
+            "moves".to_string()
+        } else {
+            format!("refused: {}", why.join("; "))
+        };
+        let name = match t
+            .strip_prefix("socket:[")
+            .and_then(|s| s.strip_suffix(']'))
+            .and_then(|s| s.parse::<u64>().ok())
+        {
+            Some(ino) => procfs::describe_socket(pid, ino)
+                .map(|d| format!("{t} {d}"))
+                .unwrap_or(t.clone()),
+            None => t.clone(),
+        };
+        out.push(format!("fd {}: {name} ({kind}): {verdict}", info.fd));
+    }
+    out
+}
+
+/// An epoll set moves if every descriptor it watches is still open under
+/// the number it was registered with (they are re-registered by number).
+fn check_epoll(pid: i32, info: &FdInfo, why: &mut Vec<String>) {
+    for e in info.epoll_entries() {
+        let same = procfs::fd_info(pid, e.tfd)
+            .map(|t| t.ino == e.ino)
+            .unwrap_or(false);
+        if !same {
+            why.push(format!(
+                "fd {}: epoll watches fd {} which was closed or replaced since: not supported",
+                info.fd, e.tfd
+            ));
+        }
+    }
+}
+
+/// Pipes move when the process holds both ends and no other process
+/// holds either.
+fn check_pipes(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
+    let mut inodes: Vec<u64> = pipes.iter().map(|p| p.0).collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    let mut forwarded = Vec::new();
+    for &ino in &inodes {
+        let ends = |w: bool| {
+            pipes
+                .iter()
+                .filter(|p| p.0 == ino && p.1 == w)
+                .map(|p| p.2)
+                .collect::<Vec<_>>()
+        };
+        let (r, w) = (ends(false), ends(true));
+        let all: Vec<i32> = r.iter().chain(&w).copied().collect();
+        if (r.is_empty() || w.is_empty()) && all.iter().all(|fd| (0..=2).contains(fd)) {
+            // Standard streams to another process: forwarded from home.
+            forwarded.push(ino);
+            continue;
+        }
+        if r.is_empty() || w.is_empty() {
+            let fd = r.first().or(w.first()).copied().unwrap_or(-1);
+            why.push(format!(
+                "fd {fd}: pipe:[{ino}] leads to another process (only its {} end is here): not supported yet",
+                if r.is_empty() { "write" } else { "read" }
+            ));
+        }
+    }
+    inodes.retain(|i| !forwarded.contains(i));
+    if inodes.is_empty() {
+        return;
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == pid {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            let Ok(t) = fs::read_link(f.path()) else {
+                continue;
+            };
+            let t = t.to_string_lossy();
+            let ino = t
+                .strip_prefix("pipe:[")
+                .and_then(|x| x.strip_suffix(']'))
+                .and_then(|x| x.parse::<u64>().ok())
+                .or_else(|| {
+                    // Named FIFOs: by the inode behind the link.
+                    let md = fs::metadata(f.path()).ok()?;
+                    (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
+                });
+            if let Some(ino) = ino {
+                if inodes.contains(&ino) {
+                    why.push(format!(
+                        "pipe or FIFO {t} is also open in process {other}: not supported yet"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether an fd is of a kind that moves by reopening its path.
+pub fn fd_movable(info: &FdInfo) -> bool {
+    (info.mode == libc::S_IFREG && memfd_name(&info.target).is_some())
+        || deleted_file(info).is_some()
+        || ((info.mode == libc::S_IFREG || info.mode == libc::S_IFDIR)
+            && info.target.starts_with('/')
+            && !info.target.ends_with(" (deleted)"))
+        || (info.mode == libc::S_IFCHR && REOPENABLE_DEVICES.contains(&info.rdev))
+}
+
+/// File locks (flock, fcntl, OFD) on a descriptor's file, as fdinfo
+/// lists them: not carried yet, so refused rather than silently dropped.
+fn check_locks(info: &FdInfo, why: &mut Vec<String>) {
+    if let Some(l) = info.extra.iter().find(|(k, _)| k == "lock") {
+        why.push(format!(
+            "fd {}: {} holds a file lock ({}): locks are not migrated yet",
+            info.fd,
+            info.target,
+            l.1.split_whitespace()
+                .skip(1)
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+}
+
+fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
+    let fd = info.fd;
+    check_locks(info, why);
+    if forwarded_stdio(info) {
+        return;
+    }
+    if is_terminal(info) {
+        why.push(format!(
+            "fd {fd}: {} (terminal): not forwarded yet; redirect it to a file or pipe",
+            info.target
+        ));
+        return;
+    }
+    if let Some(path) = deleted_file(info) {
+        let size = fs::metadata(format!("/proc/{pid}/fd/{fd}"))
+            .map(|m| m.len())
+            .unwrap_or(0);
+        needs.push(FileNeed {
+            path: path.to_string(),
+            ident: None,
+            why: format!("fd {fd}"),
+            ship: Some((fd, size)),
+            deleted: true,
+            same_file: None,
+            access: 0,
+        });
+        return;
+    }
+    if fd_movable(info) {
+        if (info.mode == libc::S_IFREG || info.mode == libc::S_IFDIR)
+            && memfd_name(&info.target).is_none()
+        {
+            let regular = info.mode == libc::S_IFREG;
+            let md = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok();
+            let size = md.as_ref().map(|m| m.len()).unwrap_or(0);
+            let same_file = md
+                .as_ref()
+                .filter(|_| regular)
+                .map(|m| (m.dev(), m.ino(), file_ident(m)));
+            needs.push(FileNeed {
+                path: info.target.clone(),
+                ident: None,
+                why: format!("fd {fd}"),
+                ship: regular.then_some((fd, size)),
+                deleted: false,
+                same_file,
+                access: access_for(info.flags),
+            });
+        }
+        return;
+    }
+    let t = &info.target;
+    let mut hint = "";
+    let what = if let Some(ino) = t
+        .strip_prefix("socket:[")
+        .and_then(|s| s.strip_suffix(']'))
+        .and_then(|s| s.parse::<u64>().ok())
+    {
+        if procfs::inet_socket(pid, ino).is_some_and(|s| s.established()) {
+            hint = " (an established TCP connection moves only with `migrate run --tcp close|reconnect`)";
+        }
+        match procfs::describe_socket(pid, ino) {
+            Some(d) => format!("{t} ({d})"),
+            None => t.clone(),
+        }
+    } else if t.starts_with("pipe:") {
+        format!("{t} (pipe)")
+    } else if info.mode == libc::S_IFDIR {
+        format!("{t} (directory)")
+    } else if t.ends_with(" (deleted)") {
+        format!("{t} (file deleted from disk)")
+    } else {
+        t.clone()
+    };
+    why.push(format!("fd {fd}: {what} not supported{hint}"));
+}

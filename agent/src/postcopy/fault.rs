@@ -1,0 +1,688 @@
+//! The destination's side of post-copy: resolves the restored process's
+//! page faults, installs pages arriving from the source, and follows the
+//! process's own changes to its memory (fork, `madvise`, `mremap`,
+//! `munmap`) through userfaultfd's non-cooperative events.
+//!
+//! One mutex covers reading a userfaultfd and installing into it: an
+//! install that races with an unread event fails with `EAGAIN`, and the
+//! events are then applied before the install is tried again. Pages
+//! installed in the background (pushed, pre-copied) take it a small piece
+//! at a time and step aside while a fault's thread waits for it.
+
+use crate::net::secure::PeerStream;
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::fd::OwnedFd;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use migrate_proto::frame;
+use migrate_proto::msg::PageRequest;
+use migrate_proto::record::FaultSample;
+use migrate_proto::PAGE_SIZE;
+use tracing::{debug, warn};
+
+use crate::host::uffd::{self, Event, Install};
+use crate::postcopy::lazy::LazyMap;
+use crate::postcopy::pageset::PageSet;
+use crate::postcopy::reservoir::Reservoir;
+use crate::postcopy::store::PageStore;
+
+/// Most fault samples kept for the record: a uniform sample of every
+/// network-served fault of the migration.
+const MAX_SAMPLES: usize = 4096;
+/// How long an install may keep meeting mm changes (a process that
+/// unmaps and remaps all the time) before post-copy gives up.
+const RETRY_FOR: Duration = Duration::from_secs(10);
+/// Most address spaces waiting for pages at once (the process and the
+/// children it forks during post-copy): past it, post-copy fails rather
+/// than let a fork loop grow the agent.
+const MAX_SPACES: usize = 256;
+/// Attempts in a row that find no registered mapping where a pending page
+/// should go, events applied in between.
+const MAX_MISSING: u32 = 3;
+
+/// Reaps `pids`, killed descendants of a restored process: with their
+/// parent dead too they become this agent's children (it is a subreaper),
+/// and nothing else waits for them. Bounded: a few seconds, on a thread.
+fn reap_orphans(mut pids: Vec<i32>) {
+    if pids.is_empty() {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("reap".into())
+        .spawn(move || {
+            for _ in 0..100 {
+                pids.retain(|&p| {
+                    !crate::host::sys::try_reap(p) && crate::host::sys::kill(p, 0).is_ok()
+                });
+                if pids.is_empty() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            warn!(
+                left = pids.len(),
+                "killed children of a failed post-copy not reaped"
+            );
+        });
+    if let Err(e) = spawned {
+        warn!(error = %e, "no thread to reap the children of a failed post-copy");
+    }
+}
+
+/// Address spaces with pages still to come.
+fn waiting_spaces(st: &State) -> usize {
+    st.spaces.iter().filter(|s| s.map.left() > 0).count()
+}
+
+/// Paces retries: at once the first few times, then short sleeps.
+fn pause(attempt: u32) {
+    if attempt > 3 {
+        std::thread::sleep(Duration::from_micros(200));
+    }
+}
+
+/// One address space being filled: the restored process or a child it
+/// forked during post-copy.
+struct Space {
+    id: u64,
+    uffd: OwnedFd,
+    map: LazyMap,
+}
+
+/// How post-copy ended for the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Every page arrived or was discarded.
+    Complete,
+    /// The process exited before that.
+    Exited,
+    /// Post-copy failed (the restored process was killed).
+    Failed(String),
+}
+
+struct State {
+    spaces: Vec<Space>,
+    next_id: u64,
+    discarded: u64,
+    samples: Reservoir<FaultSample>,
+    /// Faulting pages asked of the source: when the fault was read from
+    /// the userfaultfd, and by which thread.
+    requested: HashMap<u64, (Instant, u32)>,
+    /// Faults read and not yet resolved: space, address, thread, when read.
+    faults_to_redo: Vec<(u64, u64, u32, Instant)>,
+    outcome: Option<Outcome>,
+    /// Bumped whenever `spaces` changes (fork, a space gone, the end).
+    generation: u64,
+}
+
+/// The handler's lock held by a thread on a fault's path.
+struct UrgentGuard<'a> {
+    st: MutexGuard<'a, State>,
+    urgent: &'a AtomicU32,
+}
+
+impl std::ops::Deref for UrgentGuard<'_> {
+    type Target = State;
+    fn deref(&self) -> &State {
+        &self.st
+    }
+}
+
+impl std::ops::DerefMut for UrgentGuard<'_> {
+    fn deref_mut(&mut self) -> &mut State {
+        &mut self.st
+    }
+}
+
+impl Drop for UrgentGuard<'_> {
+    fn drop(&mut self) {
+        self.urgent.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Pages pre-copied to this host and still current: installed from the
+/// store without asking the source.
+pub struct LocalPages {
+    /// Their content, by source address.
+    pub store: PageStore,
+    /// Which pages (source addresses) to take from the store.
+    pub pages: PageSet,
+}
+
+impl LocalPages {
+    /// The content of `n` pages from source address `src`.
+    fn read(&self, src: u64, n: u64) -> Result<Vec<u8>, String> {
+        let mut buf = vec![0u8; (n * PAGE_SIZE) as usize];
+        self.store
+            .read(src, &mut buf)
+            .map_err(|e| format!("reading pre-copied pages at {src:#x}: {e}"))?;
+        Ok(buf)
+    }
+}
+
+/// Pages per local install in the background.
+const LOCAL_CHUNK: u64 = 64;
+
+/// Shared by the fault loop, the lane readers and the local installer.
+pub struct FaultHandler {
+    state: Mutex<State>,
+    ended: Condvar,
+    demand: Mutex<PeerStream>,
+    prefetch: u32,
+    resumed: Instant,
+    pidfd: OwnedFd,
+    /// Signalled when post-copy ends: the fault loop polls it beside the
+    /// userfaultfds, and lets go of them at once.
+    ended_fd: OwnedFd,
+    local: Option<Arc<LocalPages>>,
+    /// Threads on a fault's path (the fault loop, the demand lane)
+    /// waiting for or holding the lock: background installs wait until
+    /// none is.
+    urgent: AtomicU32,
+}
+
+/// Pages installed in the background under one hold of the lock: a fault
+/// waits for at most that many (first writes to fresh memory cost
+/// several µs a page on a VM).
+const BACKGROUND_PIECE: usize = 16;
+/// Longest background installs step aside for faults before going on anyway.
+const STEP_ASIDE: Duration = Duration::from_millis(2);
+
+impl FaultHandler {
+    /// A handler for the process with userfaultfd `uffd`, whose pending
+    /// pages are `map`; faults are requested on `demand`, except for the
+    /// pages of `local`.
+    pub fn new(
+        uffd: OwnedFd,
+        map: LazyMap,
+        demand: PeerStream,
+        prefetch: u32,
+        pidfd: OwnedFd,
+        local: Option<Arc<LocalPages>>,
+    ) -> std::io::Result<FaultHandler> {
+        let done = map.left() == 0;
+        Ok(FaultHandler {
+            state: Mutex::new(State {
+                spaces: vec![Space { id: 0, uffd, map }],
+                next_id: 1,
+                discarded: 0,
+                samples: Reservoir::new(MAX_SAMPLES, crate::unix_us()),
+                requested: HashMap::new(),
+                faults_to_redo: Vec::new(),
+                outcome: done.then_some(Outcome::Complete),
+                generation: 0,
+            }),
+            ended: Condvar::new(),
+            demand: Mutex::new(demand),
+            prefetch: prefetch.max(1),
+            resumed: Instant::now(),
+            pidfd,
+            ended_fd: crate::host::sys::eventfd()?,
+            local,
+            urgent: AtomicU32::new(0),
+        })
+    }
+
+    /// The lock, for a thread on a fault's path: background installs step
+    /// aside.
+    fn lock_urgent(&self) -> UrgentGuard<'_> {
+        self.urgent.fetch_add(1, Ordering::AcqRel);
+        UrgentGuard {
+            st: self.lock(),
+            urgent: &self.urgent,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Pages still to come, over every address space.
+    pub fn left(&self) -> u64 {
+        self.lock().spaces.iter().map(|s| s.map.left()).sum()
+    }
+
+    /// Ends post-copy with `outcome` unless it already ended.
+    pub fn end(&self, outcome: Outcome) {
+        let mut st = self.lock();
+        self.end_locked(&mut st, outcome);
+    }
+
+    /// Kills the restored process and every descendant: children it forked
+    /// during post-copy wait for pages too and must die before their
+    /// userfaultfds close (a fault on a closed one would read zeros). The
+    /// tree is stopped first, until no new member appears (a stopped
+    /// process forks no more, and a fork under way ends with the child on
+    /// its parent's list), so none escapes by being reparented; then all
+    /// are killed and reaped as they fall to this agent.
+    fn kill_tree(&self) {
+        let Some(pid) = crate::host::procfs::pidfd_pid(&self.pidfd) else {
+            let _ = crate::host::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+            return;
+        };
+        let _ = crate::host::sys::pidfd_kill(&self.pidfd, libc::SIGSTOP);
+        let mut tree: Vec<i32> = Vec::new();
+        for _ in 0..100 {
+            let mut new = 0;
+            for p in crate::host::procfs::descendants(pid, 4 * MAX_SPACES) {
+                if !tree.contains(&p) {
+                    let _ = crate::host::sys::kill(p, libc::SIGSTOP);
+                    tree.push(p);
+                    new += 1;
+                }
+            }
+            // Stopped, or asleep in a fault (where it cannot fork either).
+            if new == 0 && crate::host::procfs::is_stopped_or_faulting(pid) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let _ = crate::host::sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+        tree.retain(|&p| crate::host::sys::kill(p, libc::SIGKILL).is_ok());
+        reap_orphans(tree);
+    }
+
+    fn end_locked(&self, st: &mut State, outcome: Outcome) {
+        if st.outcome.is_some() {
+            return;
+        }
+        if let Outcome::Failed(why) = &outcome {
+            warn!(%why, "post-copy failed: killing the restored process");
+            // Children it forked during post-copy wait for pages too: they
+            // die before their userfaultfds close (a fault on a closed one
+            // would read zeros).
+            self.kill_tree();
+        }
+        // Closing the userfaultfds unregisters every range: from now on the
+        // kernel serves the process's faults itself.
+        st.spaces.clear();
+        st.generation += 1;
+        st.outcome = Some(outcome);
+        self.ended.notify_all();
+        if let Err(e) = crate::host::sys::eventfd_signal(&self.ended_fd) {
+            warn!(error = %e, "waking the fault loop");
+        }
+    }
+
+    /// Waits until post-copy ends; returns how, the pages discarded by
+    /// the process, and the fault samples (in the order they happened).
+    pub fn wait(&self) -> (Outcome, u64, Vec<FaultSample>) {
+        let mut st = self.lock();
+        while st.outcome.is_none() {
+            st = self
+                .ended
+                .wait_timeout(st, Duration::from_millis(200))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        let mut samples = st.samples.take();
+        samples.sort_by_key(|s| s.at_us);
+        (
+            st.outcome.clone().unwrap_or(Outcome::Complete),
+            st.discarded,
+            samples,
+        )
+    }
+
+    fn is_over(&self) -> bool {
+        self.lock().outcome.is_some()
+    }
+
+    /// Installs pages that arrived from the source (source address `src`).
+    pub fn install(&self, src: u64, data: &[u8]) {
+        let mut st = self.lock_urgent();
+        self.install_locked(&mut st, src, data);
+    }
+
+    /// Installs pages that no fault waits for (pushed by the source, or
+    /// pre-copied), source address `src`, a piece at a time, letting
+    /// faults go first.
+    pub fn install_background(&self, src: u64, data: &[u8]) {
+        let piece = BACKGROUND_PIECE * PAGE_SIZE as usize;
+        for (i, part) in data.chunks(piece).enumerate() {
+            let since = Instant::now();
+            while self.urgent.load(Ordering::Acquire) > 0 && since.elapsed() < STEP_ASIDE {
+                std::thread::yield_now();
+            }
+            let mut st = self.lock();
+            self.install_locked(&mut st, src + (i * piece) as u64, part);
+        }
+    }
+
+    /// Installs every local page in the background, in address order;
+    /// faults on local pages are served ahead of it.
+    pub fn install_local(&self, local: &LocalPages) {
+        for (start, end) in local.pages.ranges() {
+            let mut addr = start;
+            while addr < end {
+                if self.is_over() {
+                    return;
+                }
+                let n = ((end - addr) / PAGE_SIZE).min(LOCAL_CHUNK);
+                match local.read(addr, n) {
+                    Ok(buf) => self.install_background(addr, &buf),
+                    Err(why) => {
+                        self.end(Outcome::Failed(why));
+                        return;
+                    }
+                }
+                local.store.forget(addr, n);
+                addr += n * PAGE_SIZE;
+            }
+        }
+    }
+
+    fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
+        let n = data.len() as u64 / PAGE_SIZE;
+        if st.outcome.is_some() {
+            return;
+        }
+        let mut waiting = Vec::new();
+        if !st.requested.is_empty() {
+            for k in 0..n {
+                let addr = src + k * PAGE_SIZE;
+                if let Some((t, tid)) = st.requested.remove(&addr) {
+                    waiting.push((addr, t, tid));
+                }
+            }
+        }
+        let ids: Vec<u64> = st.spaces.iter().map(|s| s.id).collect();
+        for id in ids {
+            self.install_into(st, id, src, data);
+        }
+        // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
+        // by now: a fault's latency runs from its read to here.
+        if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
+            let now = Instant::now();
+            for (addr, t, tid) in waiting {
+                st.samples.offer(FaultSample {
+                    at_us: t.duration_since(self.resumed).as_micros() as u64,
+                    addr,
+                    latency_us: now.duration_since(t).as_micros() as u64,
+                    tid,
+                });
+            }
+        }
+        // Faults read while applying events here would otherwise wait for
+        // the fault loop's next wake-up.
+        self.redo_faults(st);
+        self.check_complete(st);
+    }
+
+    fn install_into(&self, st: &mut State, id: u64, src: u64, data: &[u8]) {
+        let n = data.len() as u64 / PAGE_SIZE;
+        let start = Instant::now();
+        let mut missing = 0;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) else {
+                return;
+            };
+            let runs = sp.map.take_arrived(src, n);
+            let mut failed = None;
+            for (i, &(dst, k, cnt)) in runs.iter().enumerate() {
+                let bytes = &data[(k * PAGE_SIZE) as usize..((k + cnt) * PAGE_SIZE) as usize];
+                match uffd::copy(&sp.uffd, dst, bytes) {
+                    Ok(Install::Done) => {}
+                    Ok(r @ (Install::Retry | Install::Missing)) => {
+                        failed = Some((i, r));
+                        break;
+                    }
+                    Ok(Install::Gone) => {
+                        self.drop_space(st, id);
+                        return;
+                    }
+                    Err(e) => {
+                        let why = format!("installing pages at {dst:#x}: {e}");
+                        self.end_locked(st, Outcome::Failed(why));
+                        return;
+                    }
+                }
+            }
+            let Some((i, why)) = failed else { return };
+            // Put back what was not installed, apply the pending events,
+            // then try again with the map as it is now.
+            let sp = st.spaces.iter_mut().find(|s| s.id == id).expect("space");
+            for &(dst, _, cnt) in &runs[i..] {
+                sp.map.unarrive(dst, cnt);
+            }
+            let dst = runs[i].0;
+            self.drain_events(st, id);
+            if why == Install::Missing {
+                missing += 1;
+            }
+            if missing >= MAX_MISSING || start.elapsed() > RETRY_FOR {
+                // Never leave a pending page uninstalled with its fault
+                // unanswered, nor let it read as zeros.
+                let why = format!(
+                    "pages at {dst:#x} could not be installed ({why:?} after {attempt} attempts)"
+                );
+                self.end_locked(st, Outcome::Failed(why));
+                return;
+            }
+            pause(attempt);
+        }
+    }
+
+    fn drop_space(&self, st: &mut State, id: u64) {
+        debug!(id, "address space gone");
+        st.spaces.retain(|s| s.id != id);
+        st.generation += 1;
+    }
+
+    fn check_complete(&self, st: &mut State) {
+        if st.outcome.is_none() && st.spaces.iter().all(|s| s.map.left() == 0) {
+            self.end_locked(st, Outcome::Complete);
+            return;
+        }
+        // A forked child's space with every page in needs no handler:
+        // closing its userfaultfd lets the kernel serve its faults (an
+        // exited child's space would otherwise linger, as nothing installs
+        // into it any more). The process's own space stays to the end: the
+        // keeper holds a copy of its userfaultfd.
+        let before = st.spaces.len();
+        st.spaces.retain(|s| s.id == 0 || s.map.left() > 0);
+        if st.spaces.len() != before {
+            st.generation += 1;
+        }
+    }
+
+    /// Reads and applies every event of space `id`; faults are kept in
+    /// `faults_to_redo` for the fault loop.
+    fn drain_events(&self, st: &mut State, id: u64) {
+        let mut events = Vec::new();
+        {
+            let Some(sp) = st.spaces.iter().find(|s| s.id == id) else {
+                return;
+            };
+            if let Err(e) = uffd::read_events(&sp.uffd, &mut events) {
+                // Its faults and events are lost: never take that for an
+                // address space with nothing left to fill.
+                let why = format!("reading the userfaultfd of address space {id}: {e}");
+                self.end_locked(st, Outcome::Failed(why));
+                return;
+            }
+        }
+        let read_at = Instant::now();
+        for ev in events {
+            self.apply(st, id, ev, read_at);
+        }
+    }
+
+    fn apply(&self, st: &mut State, id: u64, ev: Event, read_at: Instant) {
+        match ev {
+            Event::PageFault { addr, tid } => st.faults_to_redo.push((id, addr, tid, read_at)),
+            Event::Fork { ufd } if waiting_spaces(st) >= MAX_SPACES => {
+                drop(uffd::adopt(ufd));
+                let why = format!(
+                    "the process forked past {MAX_SPACES} address spaces waiting for pages \
+                     during post-copy"
+                );
+                self.end_locked(st, Outcome::Failed(why));
+            }
+            Event::Fork { ufd } => match uffd::adopt(ufd) {
+                Ok(fd) => {
+                    // Nothing pending for the child: it needs no handler
+                    // (its userfaultfd closes here).
+                    let Some(map) = st
+                        .spaces
+                        .iter()
+                        .find(|s| s.id == id && s.map.left() > 0)
+                        .map(|s| s.map.clone())
+                    else {
+                        return;
+                    };
+                    let nid = st.next_id;
+                    st.next_id += 1;
+                    debug!(parent = id, child = nid, left = map.left(), "fork");
+                    st.spaces.push(Space {
+                        id: nid,
+                        uffd: fd,
+                        map,
+                    });
+                    st.generation += 1;
+                }
+                Err(e) => warn!(error = %e, "fork event"),
+            },
+            Event::Remap { from, to, len } => {
+                if let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) {
+                    sp.map.remap(from, to, len);
+                }
+            }
+            Event::Remove { start, end } | Event::Unmap { start, end } => {
+                if let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) {
+                    let n = sp.map.discard(start, end);
+                    st.discarded += n;
+                }
+            }
+            Event::Other(code) => debug!(code, "ignored userfaultfd event"),
+        }
+    }
+
+    /// Resolves the fault of thread `tid` at `addr` in space `id`, read
+    /// from its userfaultfd at `read_at`.
+    fn handle_fault(&self, st: &mut State, id: u64, addr: u64, tid: u32, read_at: Instant) {
+        let page = addr & !(PAGE_SIZE - 1);
+        let start = Instant::now();
+        for attempt in 1.. {
+            if start.elapsed() > RETRY_FOR {
+                let why = format!("the fault at {page:#x} could not be resolved");
+                self.end_locked(st, Outcome::Failed(why));
+                return;
+            }
+            let Some(sp) = st.spaces.iter().find(|s| s.id == id) else {
+                return;
+            };
+            if let Some((src, n)) = sp.map.window(page, self.prefetch) {
+                let mut n = n;
+                if let Some(local) = &self.local {
+                    let here = local.pages.run_at(src, u64::from(n));
+                    if here > 0 {
+                        match local.read(src, here) {
+                            Ok(buf) => self.install_locked(st, src, &buf),
+                            Err(why) => self.end_locked(st, Outcome::Failed(why)),
+                        }
+                        return;
+                    }
+                    // Only pages the source has: the rest are here.
+                    n = local.pages.gap_at(src, u64::from(n)) as u32;
+                }
+                // The faulting page is timed; the rest of the window is
+                // prefetch.
+                st.requested.entry(src).or_insert((read_at, tid));
+                let req = PageRequest {
+                    addr: src,
+                    npages: n,
+                };
+                let mut w = self.demand.lock().unwrap_or_else(|e| e.into_inner());
+                if let Err(e) = frame::write_msg(&mut *w, &req).and_then(|_| Ok(w.flush()?)) {
+                    drop(w);
+                    self.end_locked(st, Outcome::Failed(format!("lost the source: {e}")));
+                }
+                return;
+            }
+            // Not pending: never present on the source, or discarded.
+            match uffd::zeropage(&sp.uffd, page, PAGE_SIZE) {
+                Ok(Install::Done) => return,
+                Ok(Install::Retry) => {
+                    self.drain_events(st, id);
+                    pause(attempt);
+                }
+                // The range went away under the fault: its thread is woken
+                // by the unmap and faults again if it still can.
+                Ok(Install::Missing) => return,
+                Ok(Install::Gone) => {
+                    self.drop_space(st, id);
+                    return;
+                }
+                Err(e) => {
+                    let why = format!("zero page at {page:#x}: {e}");
+                    self.end_locked(st, Outcome::Failed(why));
+                    return;
+                }
+            }
+        }
+    }
+
+    /// Resolves the faults that event reads (in installs or here) set
+    /// aside.
+    fn redo_faults(&self, st: &mut State) {
+        // Installs made while resolving faults may set more aside.
+        for _ in 0..16 {
+            let faults = std::mem::take(&mut st.faults_to_redo);
+            if faults.is_empty() {
+                return;
+            }
+            for (id, addr, tid, read_at) in faults {
+                self.handle_fault(st, id, addr, tid, read_at);
+            }
+        }
+    }
+
+    /// The fault loop: runs until post-copy ends. It sleeps in poll on its
+    /// own copies of the userfaultfds (refreshed when a fork adds one or a
+    /// space goes), never holding the lock that installs need.
+    pub fn run(&self) {
+        let mut watched: Vec<(u64, OwnedFd)> = Vec::new();
+        let mut generation = u64::MAX;
+        while !self.is_over() {
+            {
+                let st = self.lock();
+                if st.generation != generation {
+                    generation = st.generation;
+                    watched = st
+                        .spaces
+                        .iter()
+                        .filter_map(|s| Some((s.id, s.uffd.try_clone().ok()?)))
+                        .collect();
+                }
+            }
+            let mut fds: Vec<&OwnedFd> = watched.iter().map(|(_, f)| f).collect();
+            fds.push(&self.ended_fd);
+            fds.push(&self.pidfd);
+            let ready = match uffd::poll_readable(&fds, 50) {
+                Ok(r) => r,
+                Err(e) => {
+                    self.end(Outcome::Failed(format!("poll: {e}")));
+                    return;
+                }
+            };
+            if ready.last().copied().unwrap_or(false) {
+                self.end(Outcome::Exited);
+                return;
+            }
+            let mut st = self.lock_urgent();
+            for (i, (id, _)) in watched.iter().enumerate() {
+                if ready.get(i).copied().unwrap_or(false) {
+                    self.drain_events(&mut st, *id);
+                }
+            }
+            self.redo_faults(&mut st);
+            self.check_complete(&mut st);
+        }
+    }
+}

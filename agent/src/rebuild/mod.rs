@@ -1,0 +1,5 @@
+//! Making a process again from its image: the rebuild inside a stub, and
+//! the files shipped with it.
+
+pub mod restore;
+pub mod shipped;

@@ -1,0 +1,1096 @@
+//! The destination's session: checks files, rebuilds the process from the
+//! core and eager pages, waits for the commit, resumes it and fills the
+//! rest of its memory as pages arrive or faults ask for them.
+
+use std::net::Shutdown;
+
+use crate::host::kinds;
+use crate::net::secure::PeerStream;
+use crate::session::lineage::Lineages;
+use crate::{error_chain, failpoints, host::sys, net::peer};
+use migrate_proto::envelope::Sequencer;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use migrate_proto::frame::{self, Frame, FrameError};
+use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, VmaKind};
+use migrate_proto::msg::{DestMsg, FileNeed, Lane, PushDone, SourceMsg};
+use migrate_proto::PAGE_SIZE;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+use crate::net::peer::{PeerLanes, STALL_TIMEOUT};
+use crate::postcopy::fault::{FaultHandler, LocalPages, Outcome};
+use crate::postcopy::keeper::Keeper;
+use crate::postcopy::lazy::LazyMap;
+use crate::postcopy::pageset::PageSet;
+use crate::postcopy::store::PageStore;
+use crate::rebuild::restore::{RestoreError, Restorer, Stub};
+use crate::rebuild::shipped::{ShippedError, ShippedFiles};
+use crate::session::received::{Fate, Received};
+
+/// How long the data lanes have to follow the core.
+const LANE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Why a destination session ended early.
+#[derive(Debug, Error)]
+pub enum DestError {
+    /// Transport.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Rebuilding failed.
+    #[error(transparent)]
+    Restore(#[from] RestoreError),
+    /// Shipped files could not be received.
+    #[error(transparent)]
+    Shipped(#[from] ShippedError),
+    /// A failpoint failed the step.
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoints::Injected),
+    /// The source broke the protocol or gave up.
+    #[error("{0}")]
+    Protocol(String),
+}
+
+/// Answers a `FileCheck`: lines for files that are missing or differ and
+/// cannot be shipped, the paths missing here that can be, and the open
+/// files that are a different file here (shipped as private copies).
+/// Every path is looked up as the process would look it up (`who`), never
+/// with this agent's rights.
+pub fn check_files(
+    host: &str,
+    needs: &[FileNeed],
+    who: &FsCreds,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    match crate::host::fsuser::run_as(who, || check_files_as_user(host, needs, who.uid)) {
+        Ok(v) => v,
+        Err(e) => (
+            vec![format!(
+                "cannot look files up as uid {} on {host}: {e}",
+                who.uid
+            )],
+            Vec::new(),
+            Vec::new(),
+        ),
+    }
+}
+
+/// [`check_files`], on a thread that already acts as uid `uid`. The
+/// source's paths come from `/proc` and hold no symbolic link: one here is
+/// a different file (a link planted to another file would otherwise pass
+/// for it).
+fn check_files_as_user(
+    host: &str,
+    needs: &[FileNeed],
+    uid: u32,
+) -> (Vec<String>, Vec<String>, Vec<String>) {
+    let mut refused = Vec::new();
+    let mut missing = Vec::new();
+    let mut different = Vec::new();
+    for n in needs.iter().filter(|n| !n.deleted) {
+        let found =
+            sys::open_path_no_symlinks(&n.path).and_then(|fd| std::fs::File::from(fd).metadata());
+        let md = match found {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && n.ship.is_some() => {
+                missing.push(n.path.clone());
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) && n.ship.is_some() => {
+                different.push(n.path.clone());
+                continue;
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+                refused.push(format!(
+                    "{}: a symbolic link on the way on {host}, where the source has none; \
+                     needed for {}",
+                    n.path, n.why
+                ));
+                continue;
+            }
+            Err(e) => {
+                refused.push(format!(
+                    "{}: cannot be opened on {host} as uid {uid} ({e}); needed for {}",
+                    n.path, n.why
+                ));
+                continue;
+            }
+            Ok(md) => md,
+        };
+        if let Some((dev, ino, ident)) = &n.same_file {
+            // The same file (a filesystem both hosts see as one device), or
+            // an identical copy (same type, owner, mode, size and mtime).
+            // Anything else, a network filesystem with a file being
+            // written included, is refused, never reopened blindly.
+            let same = (md.dev() == *dev && md.ino() == *ino) || kinds::file_ident(&md) == *ident;
+            if !same && n.ship.is_some() {
+                different.push(n.path.clone());
+                continue;
+            } else if !same {
+                refused.push(format!(
+                    "{}: a different file has this path on {host} (size {} vs {}); needed for {}",
+                    n.path,
+                    md.len(),
+                    ident.size,
+                    n.why
+                ));
+                continue;
+            }
+        }
+        if let Some(want) = &n.ident {
+            let have = kinds::file_ident(&md);
+            if have != *want {
+                refused.push(format!(
+                    "{}: differs on {host} (size {} vs {}); needed for {}",
+                    n.path, have.size, want.size, n.why
+                ));
+                continue;
+            }
+        }
+        if n.access != 0 {
+            if let Err(e) = sys::may_access(&n.path, n.access) {
+                refused.push(format!(
+                    "{}: uid {uid} may not open it on {host} ({e}); needed for {}",
+                    n.path, n.why
+                ));
+            }
+        }
+    }
+    (refused, missing, different)
+}
+
+/// Sockets bound to a specific address of the source host are bound to
+/// `local` (this host's address) instead; wildcard and loopback stay.
+pub fn remap_socket_addresses(image: &mut ProcessImage, local: std::net::IpAddr) {
+    use migrate_proto::image::FdKind;
+    for e in &mut image.fds {
+        let FdKind::Socket { domain, addr, .. } = &mut e.kind else {
+            continue;
+        };
+        match (*domain, local) {
+            (libc::AF_INET, std::net::IpAddr::V4(ip)) if addr.len() >= 8 => {
+                let cur = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
+                if !cur.is_unspecified() && !cur.is_loopback() {
+                    addr[4..8].copy_from_slice(&ip.octets());
+                }
+            }
+            (libc::AF_INET6, std::net::IpAddr::V6(ip)) if addr.len() >= 24 => {
+                let mut o = [0u8; 16];
+                o.copy_from_slice(&addr[8..24]);
+                let cur = std::net::Ipv6Addr::from(o);
+                if !cur.is_unspecified() && !cur.is_loopback() {
+                    addr[8..24].copy_from_slice(&ip.octets());
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Runs one incoming migration on control connection `ctl`.
+pub fn serve(
+    config: &crate::config::Config,
+    mut ctl: PeerStream,
+    lanes: &PeerLanes<'_>,
+    stub: &Path,
+    received: &Received,
+    from: &str,
+    lineages: &Lineages,
+) -> Result<(), DestError> {
+    let host = config.name.as_str();
+    let local = config.listen.ip();
+    let seq = Arc::new(Sequencer::unbound());
+    // Until the commit a silent source (a cut link, a dead host) ends the
+    // session within a bound; what was built is killed.
+    ctl.set_read_timeout(Some(STALL_TIMEOUT))
+        .map_err(FrameError::Io)?;
+    ctl.set_write_timeout(Some(STALL_TIMEOUT))
+        .map_err(FrameError::Io)?;
+    // 1. Files.
+    let (pid, needs, who) = match seq.recv::<SourceMsg>(&mut ctl)? {
+        SourceMsg::FileCheck { pid, needs, who } => (pid, needs, who),
+        other => {
+            return Err(DestError::Protocol(format!(
+                "expected FileCheck, got {other:?}"
+            )))
+        }
+    };
+    // The first message named the migration: once only.
+    let named = seq.id().unwrap_or_default();
+    // What becomes of the copy, for a source that asks: gone unless the
+    // session says otherwise.
+    let Some(mut fate) = received.first_time(named, from) else {
+        return Err(DestError::Protocol(format!(
+            "migration {named:016x} was received here before: a replay, refused"
+        )));
+    };
+    let (refused, missing, different) = check_files(host, &needs, &who);
+    failpoints::hit("dest.after-file-check")?;
+    // The stub the process will be rebuilt in starts now, while the source
+    // still runs it: starting one takes milliseconds that would otherwise
+    // count as downtime. Unused (a refusal, an abort), it is killed.
+    let early_stub = refused.is_empty().then(|| {
+        let exe = stub.to_path_buf();
+        std::thread::spawn(move || Stub::spawn(&exe, pid))
+    });
+    seq.send(
+        &mut ctl,
+        &DestMsg::FileVerdict {
+            refused,
+            missing,
+            different,
+        },
+    )?;
+
+    // 2. Pre-copy rounds, if any, then the core. Pages held before the
+    // image arrives are bounded by this host's memory: no process larger
+    // could be rebuilt here anyway.
+    let mut store: Option<PageStore> = None;
+    let most_held = memory_pages().unwrap_or(u64::MAX);
+    let (id, mut image, opts) = loop {
+        let msg = match frame::read_frame(&mut ctl) {
+            Ok(Frame::Pages(h, data)) => {
+                if store.is_none() {
+                    store = Some(PageStore::new().map_err(|e| {
+                        DestError::Protocol(format!("making the pre-copy store: {e}"))
+                    })?);
+                }
+                if let Some(s) = store.as_mut() {
+                    s.put(h.addr, &data).map_err(|e| {
+                        DestError::Protocol(format!("keeping pre-copied pages: {e}"))
+                    })?;
+                    if s.held().pages() > most_held {
+                        return Err(DestError::Protocol(format!(
+                            "pre-copy sent more pages than this host's memory ({most_held} pages)"
+                        )));
+                    }
+                }
+                continue;
+            }
+            Ok(Frame::Control(body)) => seq.open::<SourceMsg>(&body),
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok(SourceMsg::ClockProbe) => {
+                seq.send(
+                    &mut ctl,
+                    &DestMsg::Clock {
+                        unix_us: crate::unix_us(),
+                    },
+                )?;
+            }
+            Ok(SourceMsg::PreCopyRound { round, pages }) => {
+                info!(round, pages, "pre-copy round received");
+            }
+            Ok(SourceMsg::Core { id, image, opts }) => break (id, image, opts),
+            Ok(SourceMsg::Abort(why)) => {
+                info!(%why, "source gave up before the freeze");
+                return Ok(());
+            }
+            Ok(other) => return Err(DestError::Protocol(format!("expected Core, got {other:?}"))),
+            // The source refused after the file check and closed.
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(())
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
+    failpoints::hit("dest.after-core")?;
+    let mut events = vec![("core received".to_string(), crate::unix_us())];
+    info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
+    remap_socket_addresses(&mut image, local);
+    let limits = ImageLimits {
+        pages: memory_pages().unwrap_or(u64::MAX),
+        shipped_bytes: config.ship_limit_mib << 20,
+        ..ImageLimits::default()
+    };
+    let result = match image.validate(&limits) {
+        Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
+        Ok(()) => {
+            // The stub started at the file check, or (should that have
+            // failed) one now.
+            let started = early_stub.and_then(|t| t.join().ok()).and_then(|s| {
+                s.map_err(|e| warn!(id, error = %e, "the early stub did not start"))
+                    .ok()
+            });
+            match started.map_or_else(|| Stub::spawn(stub, image.pid), Ok) {
+                Ok(ready) => Receiving {
+                    ctl: &mut ctl,
+                    seq: &seq,
+                    id,
+                    image: &image,
+                    prefetch: opts.prefetch_pages,
+                    store,
+                    lanes,
+                    stub_exe: stub,
+                    lineages,
+                    host,
+                    events: &mut events,
+                    fate: &mut fate,
+                    t0: std::time::Instant::now(),
+                }
+                .run(ready),
+                Err(e) => Err(e.into()),
+            }
+        }
+    };
+    if let Err(e) = &result {
+        warn!(id, error = %e, "migration failed on this side");
+        // Whether the copy was let run (a failure after that has killed it).
+        let failed = DestMsg::Failed {
+            error: e.to_string(),
+            ran: fate.ran(),
+        };
+        let _ = seq.send(&mut ctl, &failed);
+    }
+    result
+}
+
+/// Where a destination session is once the core is in ([`crate::session::commit`]
+/// states the rule). Each state owns what leaving it other than into the
+/// next must undo, and undoes it when dropped; [`Receiving::step`] moves
+/// to the next one or ends.
+enum State {
+    /// The stub waits to become the process.
+    Building(Stub),
+    /// Rebuilt and stopped, its keeper holding its userfaultfd. Dropped:
+    /// the process is killed (its [`Restorer`]) and the keeper ends.
+    Built(Box<Built>),
+    /// The source committed: the copy may run. Dropped: as `Built`.
+    Committed(Box<Built>, Vec<i32>),
+    /// It runs; post-copy until every page is in. Dropped: while pages are
+    /// owed its keeper kills it.
+    Running(Box<Running>),
+    /// Over.
+    Over(Result<(), DestError>),
+}
+
+/// See [`State::Built`].
+struct Built {
+    r: Restorer,
+    map: LazyMap,
+    uffd: Option<std::os::fd::OwnedFd>,
+    local: Option<Arc<LocalPages>>,
+    keeper: Option<Keeper>,
+    /// Forwarded standard streams: fd, our end, whether it is an output,
+    /// and its lane.
+    streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
+    demand: PeerStream,
+    bulk: PeerStream,
+}
+
+/// See [`State::Running`].
+struct Running {
+    new_pid: i32,
+    handler: Option<Arc<FaultHandler>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    keeper: Option<Keeper>,
+    has_terminal: bool,
+    deputy_pidfd: std::os::fd::OwnedFd,
+    deputy_tx: std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
+    rx: std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
+    beat: Option<peer::Heartbeat>,
+    watch: SourceWatch,
+    demand: PeerStream,
+    bulk: PeerStream,
+}
+
+/// What a destination session carries through its states: nothing in it
+/// needs undoing.
+struct Receiving<'a, 'p, 'f> {
+    ctl: &'a mut PeerStream,
+    seq: &'a Arc<Sequencer>,
+    id: u64,
+    image: &'a ProcessImage,
+    prefetch: u32,
+    store: Option<PageStore>,
+    lanes: &'a PeerLanes<'p>,
+    stub_exe: &'a Path,
+    lineages: &'a Lineages,
+    host: &'a str,
+    events: &'a mut Vec<(String, u64)>,
+    fate: &'a mut Fate<'f>,
+    t0: std::time::Instant,
+}
+
+impl Receiving<'_, '_, '_> {
+    /// Runs the session from the stub to its end.
+    fn run(&mut self, stub: Stub) -> Result<(), DestError> {
+        let mut state = State::Building(stub);
+        loop {
+            state = match state {
+                State::Over(result) => return result,
+                state => self.step(state),
+            };
+        }
+    }
+
+    /// The one step function: from each state to the next, or to the end.
+    fn step(&mut self, state: State) -> State {
+        let next = match state {
+            State::Building(stub) => self.build(stub).map(|b| State::Built(Box::new(b))),
+            State::Built(b) => self
+                .await_commit(&b)
+                .map(|signals| State::Committed(b, signals)),
+            State::Committed(b, signals) => self
+                .resume(*b, signals)
+                .map(|r| State::Running(Box::new(r))),
+            State::Running(r) => self.post_copy(*r).map(|()| State::Over(Ok(()))),
+            State::Over(result) => Ok(State::Over(result)),
+        };
+        next.unwrap_or_else(|e| State::Over(Err(e)))
+    }
+
+    /// Rebuilds the process in the stub: shipped files, eager pages, its
+    /// state; registers its lazy ranges and starts its keeper; takes its
+    /// lanes.
+    fn build(&mut self, stub: Stub) -> Result<Built, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lanes, stub_exe, host) = (
+            self.seq,
+            self.id,
+            self.image,
+            self.lanes,
+            self.stub_exe,
+            self.host,
+        );
+        let store = self.store.take();
+        let events = &mut *self.events;
+        let t0 = self.t0;
+        if image.threads.is_empty() {
+            return Err(DestError::Protocol("image has no thread".into()));
+        }
+        let demand = lanes
+            .take(Lane::Demand(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::Protocol("the demand lane never came".into()))?;
+        let bulk = lanes
+            .take(Lane::Bulk(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
+
+        let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+        let mut r = Restorer::start_in(image, stub)?;
+        step("stub ready");
+        let built = (|| -> Result<_, DestError> {
+            // Shipped files as they stream in, then eager pages.
+            let who = r.who().clone();
+            let mut shipped = ShippedFiles::create(&image.shipped, &who)?;
+            loop {
+                match frame::read_frame(ctl)? {
+                    Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
+                    Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
+                        SourceMsg::ShippedData(data) => shipped.write(&data)?,
+                        SourceMsg::EagerDone => break,
+                        SourceMsg::Abort(why) => {
+                            return Err(DestError::Protocol(format!("source aborted: {why}")))
+                        }
+                        other => {
+                            return Err(DestError::Protocol(format!(
+                                "expected pages, got {other:?}"
+                            )))
+                        }
+                    },
+                }
+            }
+            r.set_shipped(shipped.finish(&who)?);
+            step("eager pages written");
+            // Lazy ranges: private anonymous VMAs with pages still to come,
+            // from the source or from the pre-copy store here.
+            let mut map = LazyMap::new();
+            let mut ranges = Vec::new();
+            let mut local = PageSet::new();
+            for v in &image.mm.vmas {
+                let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
+                if lazy.is_empty() {
+                    continue;
+                }
+                if v.shared || !matches!(v.kind, VmaKind::Anon) {
+                    return Err(DestError::Protocol(format!(
+                        "lazy pages in the mapping at {:#x}, which is not private anonymous",
+                        v.start
+                    )));
+                }
+                ranges.push((v.start, v.end - v.start));
+                // One map region per stretch of pending pages, wherever they
+                // come from: pre-copy leaves lazy and stored runs interleaved.
+                let mut run: Option<(u64, u64)> = None;
+                for p in lazy {
+                    let addr = v.start + p.first * PAGE_SIZE;
+                    if p.fill == Fill::Stored {
+                        local.insert(addr, addr + p.count * PAGE_SIZE);
+                    }
+                    run = match run {
+                        Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
+                        Some((a, n)) => {
+                            map.add(a, n);
+                            Some((addr, p.count))
+                        }
+                        None => Some((addr, p.count)),
+                    };
+                }
+                if let Some((a, n)) = run {
+                    map.add(a, n);
+                }
+            }
+            let local = match (local.is_empty(), store) {
+                (true, _) => None,
+                (false, Some(store)) => {
+                    if let Some((a, _)) = local.ranges().find(|&(a, b)| {
+                        store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
+                    }) {
+                        return Err(DestError::Protocol(format!(
+                            "the core names pre-copied pages at {a:#x} that never arrived"
+                        )));
+                    }
+                    Some(Arc::new(LocalPages {
+                        store,
+                        pages: local,
+                    }))
+                }
+                (false, None) => {
+                    return Err(DestError::Protocol(
+                        "the core names pre-copied pages but none arrived".into(),
+                    ))
+                }
+            };
+            let uffd = if ranges.is_empty() {
+                None
+            } else {
+                Some(r.userfaultfd(&ranges)?)
+            };
+            step("userfaultfd registered");
+            r.finish(image)?;
+            step("process state restored");
+            Ok((map, uffd, local))
+        })();
+        // From here an early return drops `r`, which kills what was built.
+        let (map, uffd, local) = built?;
+        let keeper = match &uffd {
+            Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
+                Ok(k) => Some(k),
+                Err(e) => return Err(DestError::Protocol(format!("starting the keeper: {e}"))),
+            },
+            None => None,
+        };
+        step("keeper started");
+        failpoints::hit("dest.after-keeper")?;
+        // The relays of forwarded standard streams: one lane each.
+        let mut streams = Vec::new();
+        for (fd, end, output) in r.take_forwarded() {
+            match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
+                Some(lane) => streams.push((fd, end, output, lane)),
+                None => {
+                    return Err(DestError::Protocol(format!(
+                        "the lane for fd {fd} never came"
+                    )));
+                }
+            }
+        }
+        if let Some(addr) = image.lineage.shim {
+            // Its virtual ids and the rest of what its shim reads; a block
+            // that cannot be patched leaves the ids real, the move goes on.
+            if let Err(e) = r.patch_shim(image, addr, host) {
+                warn!(id, error = %error_chain(&e), "the shim's state was not updated");
+            }
+        }
+        step("rebuilt");
+        events.push(("rebuilt".into(), crate::unix_us()));
+        Ok(Built {
+            r,
+            map,
+            uffd,
+            local,
+            keeper,
+            streams,
+            demand,
+            bulk,
+        })
+    }
+
+    /// Says Ready and waits for the source's commit; returns the signals
+    /// the original had pending.
+    fn await_commit(&mut self, b: &Built) -> Result<Vec<i32>, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id) = (self.seq, self.id);
+        let r = &b.r;
+        failpoints::hit("dest.before-ready")?;
+        seq.send(ctl, &DestMsg::Ready { pid: r.pid })?;
+        failpoints::hit("dest.after-ready")?;
+
+        // 3. Commit or abort.
+        let signals = match seq.recv::<SourceMsg>(ctl) {
+            Ok(SourceMsg::Commit {
+                id: committed,
+                signals,
+            }) if committed == id => {
+                // Post-copy lasts as long as the process takes to touch its
+                // pages.
+                let _ = ctl.set_read_timeout(None);
+                signals
+            }
+            Ok(other) => {
+                return Err(DestError::Protocol(format!(
+                    "source did not commit: {other:?}"
+                )));
+            }
+            Err(e) => {
+                return Err(DestError::Protocol(format!(
+                    "lost the source before commit: {e}"
+                )));
+            }
+        };
+
+        failpoints::hit("dest.after-commit")?;
+        Ok(signals)
+    }
+
+    /// Lets the copy run: starts the fault handler and the page lanes'
+    /// readers, resumes it, and says so.
+    fn resume(&mut self, b: Built, signals: Vec<i32>) -> Result<Running, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lineages, prefetch) =
+            (self.seq, self.id, self.image, self.lineages, self.prefetch);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+        let Built {
+            r,
+            map,
+            uffd,
+            local,
+            keeper,
+            streams,
+            demand,
+            bulk,
+        } = b;
+        let pidfd = r
+            .pidfd()
+            .try_clone()
+            .map_err(|e| DestError::Protocol(format!("pidfd: {e}")))?;
+        let handler = match uffd {
+            Some(u) => {
+                let demand_w = demand.try_clone().map_err(FrameError::Io)?;
+                Some(Arc::new(
+                    FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
+                        .map_err(FrameError::Io)?,
+                ))
+            }
+            None => None,
+        };
+        let mut threads = Vec::new();
+        if let Some(h) = &handler {
+            let h1 = h.clone();
+            threads.push(std::thread::spawn(move || h1.run()));
+            if let Some(local) = local {
+                // Pre-copied pages go in from here, in the background.
+                let h3 = h.clone();
+                threads.push(std::thread::spawn(move || h3.install_local(&local)));
+            }
+            // Pushed pages go in in the background: the demand lane and the
+            // fault loop come first.
+            type Install = fn(&FaultHandler, u64, &[u8]);
+            type Failpoint = fn() -> Result<(), failpoints::Injected>;
+            let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
+                (
+                    "demand",
+                    demand.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install,
+                    || failpoints::hit("dest.demand"),
+                ),
+                (
+                    "bulk",
+                    bulk.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install_background,
+                    || failpoints::hit("dest.push"),
+                ),
+            ];
+            for (lane, mut s, install, failpoint) in lanes {
+                let h2 = h.clone();
+                threads.push(std::thread::spawn(move || {
+                    if lane == "bulk" {
+                        let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
+                    }
+                    let mut pushed = false;
+                    loop {
+                        match frame::read_frame(&mut s) {
+                            Ok(Frame::Pages(..)) if failpoint().is_err() => {
+                                h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
+                                return;
+                            }
+                            Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                            Ok(Frame::Control(body))
+                                if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
+                            {
+                                pushed = true;
+                            }
+                            Ok(Frame::Control(_)) => {
+                                h2.end(Outcome::Failed(format!(
+                                    "unexpected message on the {lane} lane"
+                                )));
+                                return;
+                            }
+                            Err(e) => {
+                                // The push lane closes once the push said it
+                                // is over; closed before, pages may never come.
+                                if lane == "demand" || !pushed && h2.left() > 0 {
+                                    h2.end(Outcome::Failed(format!(
+                                        "lost the source ({lane} lane): {e}"
+                                    )));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        let has_terminal = image.deputy
+            || image.fds.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+                )
+            });
+        let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
+        step("committed, fault handler started");
+        // Counted as run from the first thread let go: a resume that fails or
+        // panics half-way kills the process (the Restorer's drop), but some of
+        // it may have run.
+        fate.resuming(handler.is_some());
+        let (new_pid, claim) = r.resume(&signals)?;
+        if handler.is_none() {
+            // Without pages owed nothing kills it once it runs.
+            fate.independent();
+        }
+        step("resumed");
+        lineages.set(
+            new_pid,
+            migrate_proto::image::Lineage {
+                moves: image.lineage.moves + 1,
+                ..image.lineage.clone()
+            },
+        );
+        if has_terminal {
+            // From now on it has a deputy at home (made at completion).
+            crate::session::deputy::hosted(new_pid, true);
+        }
+        // Reap the process when it ends (we are its subreaper) and tell its
+        // deputy, if it has one, how it ended.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let deputy_tx = tx.clone();
+        let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
+        std::thread::spawn(move || {
+            let _claim = claim;
+            if let Ok((code, signal)) = crate::host::sys::wait_exit(new_pid, &reap_pidfd) {
+                if tx
+                    .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
+                    .is_err()
+                {
+                    // Nobody serves a deputy for it (none, or post-copy failed).
+                    crate::session::deputy::hosted(new_pid, false);
+                }
+            }
+        });
+
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::net::relay::spawn_to_peer(fd, end, lane);
+            } else {
+                crate::net::relay::spawn_from_peer(fd, lane, end);
+            }
+        }
+        if failpoints::hit("dest.after-resume").is_err() {
+            // As if the control lane broke once the process runs.
+            let _ = ctl.shutdown(Shutdown::Both);
+        }
+        events.push(("resumed".into(), crate::unix_us()));
+        info!(id, new_pid, "resumed");
+        if let Some(addr) = image.lineage.shim {
+            crate::capture::coop::tell(new_pid, addr, migrate_proto::shim::Phase::Resumed);
+        }
+        seq.send(ctl, &DestMsg::Resumed)?;
+        // Both agents beat until the end; a source silent for PEER_SILENCE is
+        // gone (dead, or cut off): its pages cannot come, so the lanes are
+        // closed and the process is killed rather than left waiting forever.
+        let beat = ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, seq.clone(), DestMsg::Heartbeat));
+        let watch = SourceWatch::start(ctl, seq.clone(), &demand, &bulk, id)?;
+
+        Ok(Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        })
+    }
+
+    /// Post-copy until every page is in: then the keeper is released, the
+    /// copy runs by itself, and the source hears `Complete`.
+    fn post_copy(&mut self, run: Running) -> Result<(), DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lanes) = (self.seq, self.id, self.image, self.lanes);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let end_step = |what: &str| {
+            debug!(
+                id,
+                us = t0.elapsed().as_micros() as u64,
+                "post-copy: {what}"
+            )
+        };
+        let Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        } = run;
+        let (outcome, discarded, faults) = match &handler {
+            Some(h) => h.wait(),
+            None => (Outcome::Complete, 0, Vec::new()),
+        };
+        end_step("every page in");
+        // Unblock the lane readers.
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for t in threads {
+            let _ = t.join();
+        }
+        // Every userfaultfd of ours is closed by now: the keeper's copy is the
+        // last, and its exit unregisters the ranges.
+        let mut outcome = outcome;
+        match (&outcome, keeper) {
+            (Outcome::Complete | Outcome::Exited, Some(k)) => {
+                let released = failpoints::hit("dest.keeper-release")
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| {
+                        // Said before it is true: until the release is
+                        // over, what becomes of it cannot be told.
+                        fate.releasing();
+                        k.release()
+                    });
+                match released {
+                    // Released: nothing kills it any more.
+                    Ok(()) => fate.independent(),
+                    Err(e) => {
+                        // Unreleased, the keeper kills the process as it goes.
+                        fate.killed();
+                        outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+                    }
+                }
+            }
+            (_, k) => drop(k),
+        }
+        end_step("lanes closed, userfaultfds released");
+        match outcome {
+            Outcome::Complete | Outcome::Exited => {
+                if outcome == Outcome::Exited {
+                    info!(id, new_pid, "the process exited during post-copy");
+                }
+                drop(beat);
+                if failpoints::hit("dest.before-complete").is_err() {
+                    // As if the control lane broke: `Complete` cannot go.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                seq.send(
+                    ctl,
+                    &DestMsg::Complete {
+                        discarded_pages: discarded,
+                        faults,
+                        events: {
+                            events.push(("every page in".into(), crate::unix_us()));
+                            events.clone()
+                        },
+                    },
+                )?;
+                if failpoints::hit("dest.after-complete").is_err() {
+                    // As if the control lane broke: `Done` never comes.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                // Wait for the source's Done (or its close).
+                watch.wait_done(Duration::from_secs(30));
+                end_step("source released");
+                info!(id, new_pid, "post-copy complete");
+                if has_terminal {
+                    // The source turns the original into a deputy now.
+                    let home = &image.lineage.home;
+                    match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
+                        Some(lane) => crate::session::deputy::serve_remote(
+                            new_pid,
+                            lane,
+                            deputy_pidfd,
+                            deputy_tx,
+                            rx,
+                        ),
+                        None => {
+                            crate::session::deputy::hosted(new_pid, false);
+                            warn!(id, "the deputy never called");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Outcome::Failed(why) => Err(DestError::Protocol(why)),
+        }
+    }
+}
+
+/// After the resume, the only reader of the control lane: skips the
+/// source's heartbeats, and if it falls silent for [`peer::PEER_SILENCE`]
+/// closes the page lanes (the fault handler then fails and the process is
+/// killed). Its last message (`Done`) is handed over.
+struct SourceWatch {
+    done: std::sync::mpsc::Receiver<()>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SourceWatch {
+    fn start(
+        ctl: &PeerStream,
+        seq: Arc<Sequencer>,
+        demand: &PeerStream,
+        bulk: &PeerStream,
+        id: u64,
+    ) -> Result<SourceWatch, FrameError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut reader = ctl.try_clone().map_err(FrameError::Io)?;
+        let lanes = [
+            demand.try_clone().map_err(FrameError::Io)?,
+            bulk.try_clone().map_err(FrameError::Io)?,
+        ];
+        reader
+            .set_read_timeout(Some(peer::PEER_SILENCE))
+            .map_err(FrameError::Io)?;
+        let finished = Arc::new(AtomicBool::new(false));
+        let over = finished.clone();
+        let (tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            match seq.recv::<SourceMsg>(&mut reader) {
+                Ok(SourceMsg::Heartbeat) => continue,
+                Ok(SourceMsg::Done) => {
+                    let _ = tx.send(());
+                    return;
+                }
+                Ok(other) => {
+                    warn!(
+                        id,
+                        ?other,
+                        "unexpected message from the source during post-copy"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if !over.load(Ordering::Relaxed) {
+                        warn!(
+                            id,
+                            error = %error_chain(&e),
+                            "lost the source during post-copy: its pages cannot come; the process is killed"
+                        );
+                        for l in &lanes {
+                            let _ = l.shutdown(Shutdown::Both);
+                        }
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(SourceWatch { done, finished })
+    }
+
+    /// Waits up to `limit` for the source's `Done`.
+    fn wait_done(&self, limit: Duration) {
+        let _ = self.done.recv_timeout(limit);
+    }
+}
+
+impl Drop for SourceWatch {
+    fn drop(&mut self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+/// This host's memory in pages (`MemTotal`).
+fn memory_pages() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()?;
+    Some(kib * 1024 / PAGE_SIZE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrate_proto::image::{FdEntry, FdKind};
+
+    fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
+        let mut a = (libc::AF_INET as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&port.to_be_bytes());
+        a.extend_from_slice(&ip);
+        a.extend_from_slice(&[0u8; 8]);
+        a
+    }
+
+    fn socket(addr: Vec<u8>) -> FdEntry {
+        FdEntry {
+            fd: 3,
+            kind: FdKind::Socket {
+                flags: 0,
+                domain: libc::AF_INET,
+                stype: libc::SOCK_STREAM,
+                protocol: 0,
+                addr,
+                listen: Some(5),
+                options: Vec::new(),
+            },
+        }
+    }
+
+    fn addr_of(e: &FdEntry) -> Vec<u8> {
+        match &e.kind {
+            FdKind::Socket { addr, .. } => addr.clone(),
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn source_addresses_become_ours_wildcard_and_loopback_stay() {
+        let here: std::net::IpAddr = "10.77.0.2".parse().unwrap();
+        for (before, after) in [
+            (v4([10, 77, 0, 1], 8000), v4([10, 77, 0, 2], 8000)),
+            (v4([0, 0, 0, 0], 8000), v4([0, 0, 0, 0], 8000)),
+            (v4([127, 0, 0, 1], 8000), v4([127, 0, 0, 1], 8000)),
+        ] {
+            let mut image: ProcessImage = serde_json::from_str(IMAGE).unwrap();
+            image.fds = vec![socket(before)];
+            remap_socket_addresses(&mut image, here);
+            assert_eq!(addr_of(&image.fds[0]), after);
+        }
+    }
+
+    const IMAGE: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;
+}
