@@ -145,7 +145,10 @@ mod tests {
             }
         }
         let mut files = Vec::new();
-        sources(concat!(env!("CARGO_MANIFEST_DIR"), "/src").as_ref(), &mut files);
+        sources(
+            concat!(env!("CARGO_MANIFEST_DIR"), "/src").as_ref(),
+            &mut files,
+        );
         let mut used = Vec::new();
         for f in files {
             let text = std::fs::read_to_string(f).unwrap();

@@ -4,6 +4,7 @@ pub mod capture;
 pub mod config;
 pub mod daemon;
 pub mod failpoints;
+pub mod fd;
 pub mod host;
 pub mod net;
 pub mod postcopy;

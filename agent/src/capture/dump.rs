@@ -12,9 +12,8 @@ use std::os::fd::OwnedFd;
 
 use migrate_inject::{InjectError, Regs, RemoteMem, ReturnPath, Seized};
 use migrate_proto::image::{
-    AltStack, Creds, EpollWatch, FdEntry, FdKind, Fill, ITimer, MemfdState, MmFields, MmState,
-    PageRun, PipeState, PosixTimer, ProcessImage, QueuedSignal, Rlimit, Rseq, ShippedFile,
-    SigAction, TcpPolicy, ThreadState, Vma, VmaKind,
+    AltStack, Creds, Fill, ITimer, MmFields, MmState, PageRun, PosixTimer, ProcessImage,
+    QueuedSignal, Rlimit, Rseq, ShippedFile, SigAction, TcpPolicy, ThreadState, Vma, VmaKind,
 };
 use migrate_proto::msg::{EagerSet, MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
@@ -58,6 +57,21 @@ pub enum DumpError {
     /// A failpoint failed the dump.
     #[error(transparent)]
     Failpoint(#[from] crate::failpoints::Injected),
+}
+
+impl From<crate::fd::FdError> for DumpError {
+    fn from(e: crate::fd::FdError) -> DumpError {
+        use crate::fd::FdError;
+        match e {
+            FdError::Proc { pid, what, source } => DumpError::Proc { pid, what, source },
+            FdError::Refused(why) => DumpError::Refused(Refusal(vec![why])),
+            other => DumpError::Proc {
+                pid: 0,
+                what: "fd",
+                source: std::io::Error::other(other.to_string()),
+            },
+        }
+    }
 }
 
 /// A frozen process and its image.
@@ -591,12 +605,12 @@ pub fn freeze_and_dump(
         });
     }
     step("memory map and pages");
-    let DumpedFds {
+    let crate::fd::Dumped {
         fds,
         pipes,
         memfds,
         to_reset,
-    } = dump_fds(pid, &maps, coop.tcp)?;
+    } = crate::fd::dump_all(pid, &maps, coop.tcp)?;
     step("descriptors");
 
     let image = ProcessImage {
@@ -669,298 +683,10 @@ fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpErr
     Ok(out)
 }
 
-/// Descriptors, pipe contents and memfd objects, and the connections to
-/// reset at the commit.
-struct DumpedFds {
-    fds: Vec<FdEntry>,
-    pipes: Vec<PipeState>,
-    memfds: Vec<MemfdState>,
-    to_reset: Vec<OwnedFd>,
-}
-
-/// The descriptors, with open files shared between numbers found by kcmp,
-/// and the content of the pipes (copied by tee, left in place).
-fn dump_fds(pid: i32, maps: &[procfs::MapsEntry], tcp: TcpPolicy) -> Result<DumpedFds, DumpError> {
-    let mut infos = Vec::new();
-    for fd in procfs::fds(pid).map_err(proc_err(pid, "fd"))? {
-        infos.push(procfs::fd_info(pid, fd).map_err(proc_err(pid, "fdinfo"))?);
-    }
-    let pidfd = sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?;
-    let mut fds: Vec<FdEntry> = Vec::new();
-    let mut pipes: Vec<PipeState> = Vec::new();
-    let mut memfds: Vec<MemfdState> = Vec::new();
-    let mut to_reset = Vec::new();
-    // Read once, when the first inet socket is met.
-    let inet = std::cell::OnceCell::new();
-    let unix = sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?;
-    for (i, info) in infos.iter().enumerate() {
-        let cloexec = info.flags & libc::O_CLOEXEC as u32 != 0;
-        let mut shared = None;
-        for earlier in infos[..i]
-            .iter()
-            .filter(|e| e.ino == info.ino && e.mode == info.mode)
-        {
-            if sys::same_open_file(pid, earlier.fd, info.fd).map_err(proc_err(pid, "kcmp"))? {
-                shared = Some(earlier.fd);
-                break;
-            }
-        }
-        let kind = if let Some(of) = shared {
-            FdKind::Dup { of, cloexec }
-        } else if kinds::forwarded_stdio(info) {
-            FdKind::Forwarded {
-                flags: info.flags,
-                output: info.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32,
-                terminal: kinds::is_terminal(info),
-            }
-        } else if info.target == "anon_inode:[eventfd]" {
-            FdKind::EventFd {
-                flags: info.flags,
-                count: info
-                    .get("eventfd-count")
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .unwrap_or(0),
-                semaphore: info.get("eventfd-semaphore") == Some("1"),
-            }
-        } else if let Some(name) = kinds::memfd_name(&info.target) {
-            if !memfds.iter().any(|m| m.inode == info.ino) {
-                let ours =
-                    sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-                let f = fs::File::from(ours);
-                let size = f.metadata().map_err(proc_err(pid, "memfd"))?.len();
-                let seals = sys::fcntl_get(&f, libc::F_GET_SEALS).unwrap_or(0);
-                let mapped = maps
-                    .iter()
-                    .any(|m| kinds::is_shmem(m) && m.inode == info.ino);
-                let mut data = Vec::new();
-                if !mapped {
-                    use std::os::unix::fs::FileExt;
-                    for (a, b) in data_ranges(&f, 0, size) {
-                        let mut buf = vec![0u8; (b - a) as usize];
-                        f.read_exact_at(&mut buf, a)
-                            .map_err(proc_err(pid, "memfd"))?;
-                        data.push((a, buf));
-                    }
-                }
-                memfds.push(MemfdState {
-                    inode: info.ino,
-                    name: name.to_string(),
-                    size,
-                    seals: u32::try_from(seals).unwrap_or(0),
-                    data,
-                });
-            }
-            FdKind::Memfd {
-                inode: info.ino,
-                flags: info.flags,
-                pos: info.pos,
-            }
-        } else if info.target == "anon_inode:inotify" {
-            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-            let waiting = sys::pending_bytes(&ours).map_err(proc_err(pid, "inotify"))?;
-            if waiting > 0 {
-                return Err(DumpError::Refused(Refusal(vec![format!(
-                    "fd {}: inotify has {waiting} bytes of events not read yet: they cannot be carried",
-                    info.fd
-                )])));
-            }
-            let mut watches = Vec::new();
-            for (wd, sdev, mask, htype, handle) in info.inotify_watches() {
-                let path = sys::path_of_handle(sdev, htype, &handle).map_err(|e| {
-                    DumpError::Refused(Refusal(vec![format!(
-                        "fd {}: inotify watch {wd} names a file that cannot be found: {e}",
-                        info.fd
-                    )]))
-                })?;
-                watches.push((wd, path, mask));
-            }
-            watches.sort();
-            FdKind::Inotify {
-                flags: info.flags,
-                watches,
-            }
-        } else if info.target == "anon_inode:[timerfd]" {
-            FdKind::TimerFd {
-                flags: info.flags,
-                clock: info
-                    .get("clockid")
-                    .and_then(|v| v.parse().ok())
-                    .unwrap_or(1),
-                value_ns: info.get_timespec_ns("it_value").unwrap_or(0),
-                interval_ns: info.get_timespec_ns("it_interval").unwrap_or(0),
-                ticks: info.get("ticks").and_then(|v| v.parse().ok()).unwrap_or(0),
-            }
-        } else if info.target == "anon_inode:[signalfd]" {
-            FdKind::SignalFd {
-                flags: info.flags,
-                mask: info
-                    .get("sigmask")
-                    .and_then(|v| u64::from_str_radix(v, 16).ok())
-                    .unwrap_or(0),
-            }
-        } else if let Some(u) = procfs::socket_inode(&info.target)
-            .and_then(|ino| unix.iter().find(|u| u.inode == ino && u.state == 10))
-        {
-            FdKind::UnixListener {
-                flags: info.flags,
-                stype: i32::from(u.stype),
-                name: u.name.clone().unwrap_or_default(),
-                backlog: u.queues.1,
-            }
-        } else if let Some(u) =
-            procfs::socket_inode(&info.target).and_then(|ino| unix.iter().find(|u| u.inode == ino))
-        {
-            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-            let stream = i32::from(u.stype) == libc::SOCK_STREAM;
-            FdKind::UnixPair {
-                pair: u.inode.min(u.peer),
-                first: u.inode < u.peer,
-                stype: i32::from(u.stype),
-                flags: info.flags,
-                queued: sys::peek_unix(&ours, stream)
-                    .map_err(proc_err(pid, "unix socket queue"))?,
-            }
-        } else if tcp != TcpPolicy::Refuse
-            && procfs::socket_inode(&info.target)
-                .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
-                .is_some_and(|s| s.established())
-        {
-            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-            let kind = FdKind::TcpConnection {
-                flags: info.flags,
-                domain: sys::getsockopt_int(&ours, libc::SOL_SOCKET, libc::SO_DOMAIN)
-                    .map_err(proc_err(pid, "socket"))?,
-                peer: sys::getpeername(&ours).map_err(proc_err(pid, "socket"))?,
-                reconnect: tcp == TcpPolicy::Reconnect,
-            };
-            if tcp == TcpPolicy::Close {
-                to_reset.push(ours);
-            }
-            kind
-        } else if procfs::socket_inode(&info.target).is_some() {
-            let ours = sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-            dump_socket(&ours, info.flags).map_err(proc_err(pid, "socket"))?
-        } else if info.target == "anon_inode:[eventpoll]" {
-            FdKind::Epoll {
-                flags: info.flags,
-                watches: info
-                    .epoll_entries()
-                    .into_iter()
-                    .map(|e| EpollWatch {
-                        fd: e.tfd,
-                        events: e.events,
-                        data: e.data,
-                    })
-                    .collect(),
-            }
-        } else if let Some(ino) = kinds::pipe_inode(info) {
-            let write = info.flags & libc::O_ACCMODE as u32 != 0;
-            if !write && !pipes.iter().any(|p| p.inode == ino) {
-                let ours =
-                    sys::pidfd_getfd(&pidfd, info.fd).map_err(proc_err(pid, "pidfd_getfd"))?;
-                let capacity = sys::fcntl_get(&ours, libc::F_GETPIPE_SZ)
-                    .ok()
-                    .and_then(|c| u32::try_from(c).ok())
-                    .unwrap_or(65536);
-                let data =
-                    sys::peek_pipe(&ours, capacity).map_err(proc_err(pid, "pipe content"))?;
-                pipes.push(PipeState {
-                    inode: ino,
-                    capacity,
-                    data,
-                    fifo: info.target.starts_with('/').then(|| info.target.clone()),
-                });
-            }
-            FdKind::Pipe {
-                pipe: ino,
-                write,
-                flags: info.flags,
-            }
-        } else {
-            FdKind::Path {
-                path: info.target.clone(),
-                flags: info.flags,
-                pos: info.pos,
-            }
-        };
-        fds.push(FdEntry { fd: info.fd, kind });
-    }
-    Ok(DumpedFds {
-        fds,
-        pipes,
-        memfds,
-        to_reset,
-    })
-}
-
-/// Integer options carried for sockets: (level, name, only for domain).
-const SOCKET_OPTIONS: [(i32, i32, i32); 7] = [
-    (libc::SOL_SOCKET, libc::SO_REUSEADDR, 0),
-    (libc::SOL_SOCKET, libc::SO_REUSEPORT, 0),
-    (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 0),
-    (libc::SOL_SOCKET, libc::SO_BROADCAST, 0),
-    (libc::IPPROTO_TCP, libc::TCP_NODELAY, -1),
-    (libc::IPPROTO_IPV6, libc::IPV6_V6ONLY, libc::AF_INET6),
-    (libc::SOL_SOCKET, libc::SO_PRIORITY, 0),
-];
-
-/// A listening TCP or unconnected UDP socket (the process's own, taken
-/// over with pidfd_getfd): family, type, address, options.
-fn dump_socket(s: &std::os::fd::OwnedFd, flags: u32) -> std::io::Result<FdKind> {
-    let domain = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_DOMAIN)?;
-    let stype = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_TYPE)?;
-    let protocol = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_PROTOCOL)?;
-    let listening = sys::getsockopt_int(s, libc::SOL_SOCKET, libc::SO_ACCEPTCONN)? != 0;
-    let mut options = Vec::new();
-    for (level, name, only) in SOCKET_OPTIONS {
-        let applies = match only {
-            0 => true,
-            -1 => stype == libc::SOCK_STREAM,
-            d => d == domain,
-        };
-        if applies {
-            options.push((level, name, sys::getsockopt_int(s, level, name)?));
-        }
-    }
-    Ok(FdKind::Socket {
-        flags,
-        domain,
-        stype,
-        protocol,
-        addr: sys::getsockname(s)?,
-        listen: listening.then_some(sys::listen_backlog(s).unwrap_or(libc::SOMAXCONN)),
-        options,
-    })
-}
-
 /// The object behind a mapping, through `/proc/<pid>/map_files`.
 fn map_file(pid: i32, m: &procfs::MapsEntry) -> Result<fs::File, DumpError> {
     fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
         .map_err(proc_err(pid, "map_files"))
-}
-
-/// Page-aligned ranges of `[from, to)` in `f` that hold data (SEEK_DATA /
-/// SEEK_HOLE), so holes are never sent.
-fn data_ranges(f: &fs::File, from: u64, to: u64) -> Vec<(u64, u64)> {
-    let mut out = Vec::new();
-    let mut pos = from;
-    while pos < to {
-        let Ok(Some(a)) = sys::seek(f, pos, libc::SEEK_DATA) else {
-            break;
-        };
-        if a >= to {
-            break;
-        }
-        let b = sys::seek(f, a, libc::SEEK_HOLE)
-            .ok()
-            .flatten()
-            .unwrap_or(to)
-            .min(to);
-        let a = a & !(PAGE_SIZE - 1);
-        out.push((a, b));
-        pos = b.max(a + PAGE_SIZE);
-    }
-    out
 }
 
 /// Glibc's `struct pthread` offset of `tid` on x86_64 (2.26 to 2.40): the
@@ -1134,7 +860,7 @@ fn collect_vmas(
         if let VmaKind::Shmem { offset, .. } = vma.kind {
             // Every populated page of the object within the mapping, eager.
             let f = map_file(pid, m)?;
-            for (a, b) in data_ranges(&f, offset, offset + (m.end - m.start)) {
+            for (a, b) in sys::data_ranges(&f, offset, offset + (m.end - m.start)) {
                 vma.pages.push(PageRun {
                     first: (a - offset) / PAGE_SIZE,
                     count: (b - a).div_ceil(PAGE_SIZE),

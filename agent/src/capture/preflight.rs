@@ -7,21 +7,13 @@ use std::os::unix::fs::MetadataExt;
 use migrate_proto::image::TcpPolicy;
 use migrate_proto::msg::FileNeed;
 
+use crate::fd;
 use crate::host::access::{self, Caller};
 use crate::host::kinds::{
     access_for, deleted_file, file_ident, forwarded_stdio, is_anon, is_shmem, is_terminal, is_vdso,
     memfd_name, pipe_inode,
 };
 use crate::host::procfs::{self, FdInfo, MapsEntry};
-
-/// `/dev/null` is character device 1:3.
-/// /dev/null, /dev/zero, /dev/random, /dev/urandom: reopened by path.
-const REOPENABLE_DEVICES: [u64; 4] = [
-    libc::makedev(1, 3),
-    libc::makedev(1, 5),
-    libc::makedev(1, 8),
-    libc::makedev(1, 9),
-];
 
 /// Everything pre-flight learned about a movable process.
 #[derive(Debug)]
@@ -135,7 +127,7 @@ pub fn inspect(
         match procfs::fd_info(pid, fd) {
             Ok(info) => match pipe_inode(&info) {
                 Some(ino) => pipes.push((ino, info.flags & libc::O_ACCMODE as u32 != 0, fd)),
-                None if MOVABLE_ANON.contains(&info.target.as_str()) => {}
+                None if fd::MOVABLE_ANON.contains(&info.target.as_str()) => {}
                 None if procfs::socket_inode(&info.target)
                     .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
                     .is_some_and(|s| {
@@ -143,16 +135,16 @@ pub fn inspect(
                     }) => {}
                 None if procfs::socket_inode(&info.target)
                     .and_then(|ino| unix.iter().find(|u| u.inode == ino))
-                    .is_some_and(|u| unix_pair_movable(pid, u)) => {}
+                    .is_some_and(|u| fd::unix_pair::movable(pid, u)) => {}
                 None if info.target == "anon_inode:[eventpoll]" => {
-                    check_epoll(pid, &info, &mut why)
+                    fd::epoll::check(pid, &info, &mut why)
                 }
                 None => check_fd(pid, &info, &mut needs, &mut why),
             },
             Err(_) => continue, // closed meanwhile
         }
     }
-    check_pipes(pid, &pipes, &mut why);
+    fd::pipe::check(pid, &pipes, &mut why);
 
     match std::fs::read_link(format!("/proc/{pid}/cwd")) {
         Ok(cwd) => {
@@ -316,31 +308,6 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
     }
 }
 
-/// A connected pair of Unix sockets moves when the process holds both ends
-/// (as a socketpair: bound names are not kept), and so does a listener
-/// bound to a name with no connection waiting; other Unix sockets are
-/// refused (by `check_fd`).
-pub fn unix_pair_movable(pid: i32, s: &crate::host::sys::UnixSocket) -> bool {
-    let mine = |ino: u64| {
-        procfs::fds(pid).unwrap_or_default().into_iter().any(|fd| {
-            procfs::fd_info(pid, fd).is_ok_and(|i| procfs::socket_inode(&i.target) == Some(ino))
-        })
-    };
-    let pair = s.state == 1 && s.peer != 0 && mine(s.peer);
-    // A listener bound to a name, nobody waiting to be accepted.
-    let listener =
-        s.state == 10 && s.name.as_ref().is_some_and(|n| !n.is_empty()) && s.queues.0 == 0;
-    pair || listener
-}
-
-/// Anonymous-inode descriptors rebuilt from their fdinfo.
-pub const MOVABLE_ANON: [&str; 4] = [
-    "anon_inode:[eventfd]",
-    "anon_inode:[timerfd]",
-    "anon_inode:[signalfd]",
-    "anon_inode:inotify",
-];
-
 /// What `migrate check` says of each descriptor: its kind and verdict.
 pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
     let mut out = Vec::new();
@@ -374,20 +341,20 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
         } else if t == "anon_inode:inotify" {
             format!("inotify, {} watches", info.inotify_watches().len())
         } else if t == "anon_inode:[eventpoll]" {
-            check_epoll(pid, info, &mut why);
+            fd::epoll::check(pid, info, &mut why);
             format!("epoll, {} watches", info.epoll_entries().len())
         } else if let Some(k) = t
             .strip_prefix("anon_inode:[")
             .and_then(|k| k.strip_suffix(']'))
         {
-            if !MOVABLE_ANON.contains(&t.as_str()) {
+            if !fd::MOVABLE_ANON.contains(&t.as_str()) {
                 why.push("not supported".into());
             }
             k.to_string()
         } else if let Some(u) =
             procfs::socket_inode(t).and_then(|ino| unix.iter().find(|u| u.inode == ino))
         {
-            if !unix_pair_movable(pid, u) {
+            if !fd::unix_pair::movable(pid, u) {
                 why.push("only pairs held at both ends and idle listeners are supported".into());
             }
             "unix socket".into()
@@ -408,7 +375,7 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
                 }
                 "socket".into()
             }
-        } else if fd_movable(info) {
+        } else if fd::path::movable(info) {
             match info.mode {
                 libc::S_IFREG if memfd_name(t).is_some() => "memfd".into(),
                 libc::S_IFREG if deleted_file(info).is_some() => "deleted file, shipped".into(),
@@ -424,7 +391,7 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
                 "other".into()
             }
         };
-        check_locks(info, &mut why);
+        fd::check_locks(info, &mut why);
         let verdict = if why.is_empty() {
             "moves".to_string()
         } else {
@@ -445,125 +412,9 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
     out
 }
 
-/// An epoll set moves if every descriptor it watches is still open under
-/// the number it was registered with (they are re-registered by number).
-fn check_epoll(pid: i32, info: &FdInfo, why: &mut Vec<String>) {
-    for e in info.epoll_entries() {
-        let same = procfs::fd_info(pid, e.tfd)
-            .map(|t| t.ino == e.ino)
-            .unwrap_or(false);
-        if !same {
-            why.push(format!(
-                "fd {}: epoll watches fd {} which was closed or replaced since: not supported",
-                info.fd, e.tfd
-            ));
-        }
-    }
-}
-
-/// Pipes move when the process holds both ends and no other process
-/// holds either.
-fn check_pipes(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
-    let mut inodes: Vec<u64> = pipes.iter().map(|p| p.0).collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    let mut forwarded = Vec::new();
-    for &ino in &inodes {
-        let ends = |w: bool| {
-            pipes
-                .iter()
-                .filter(|p| p.0 == ino && p.1 == w)
-                .map(|p| p.2)
-                .collect::<Vec<_>>()
-        };
-        let (r, w) = (ends(false), ends(true));
-        let all: Vec<i32> = r.iter().chain(&w).copied().collect();
-        if (r.is_empty() || w.is_empty()) && all.iter().all(|fd| (0..=2).contains(fd)) {
-            // Standard streams to another process: forwarded from home.
-            forwarded.push(ino);
-            continue;
-        }
-        if r.is_empty() || w.is_empty() {
-            let fd = r.first().or(w.first()).copied().unwrap_or(-1);
-            why.push(format!(
-                "fd {fd}: pipe:[{ino}] leads to another process (only its {} end is here): not supported yet",
-                if r.is_empty() { "write" } else { "read" }
-            ));
-        }
-    }
-    inodes.retain(|i| !forwarded.contains(i));
-    if inodes.is_empty() {
-        return;
-    }
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return;
-    };
-    for e in dir.flatten() {
-        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if other == pid {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
-            continue;
-        };
-        for f in fds.flatten() {
-            let Ok(t) = fs::read_link(f.path()) else {
-                continue;
-            };
-            let t = t.to_string_lossy();
-            let ino = t
-                .strip_prefix("pipe:[")
-                .and_then(|x| x.strip_suffix(']'))
-                .and_then(|x| x.parse::<u64>().ok())
-                .or_else(|| {
-                    // Named FIFOs: by the inode behind the link.
-                    let md = fs::metadata(f.path()).ok()?;
-                    (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
-                });
-            if let Some(ino) = ino {
-                if inodes.contains(&ino) {
-                    why.push(format!(
-                        "pipe or FIFO {t} is also open in process {other}: not supported yet"
-                    ));
-                    return;
-                }
-            }
-        }
-    }
-}
-
-/// Whether an fd is of a kind that moves by reopening its path.
-pub fn fd_movable(info: &FdInfo) -> bool {
-    (info.mode == libc::S_IFREG && memfd_name(&info.target).is_some())
-        || deleted_file(info).is_some()
-        || ((info.mode == libc::S_IFREG || info.mode == libc::S_IFDIR)
-            && info.target.starts_with('/')
-            && !info.target.ends_with(" (deleted)"))
-        || (info.mode == libc::S_IFCHR && REOPENABLE_DEVICES.contains(&info.rdev))
-}
-
-/// File locks (flock, fcntl, OFD) on a descriptor's file, as fdinfo
-/// lists them: not carried yet, so refused rather than silently dropped.
-fn check_locks(info: &FdInfo, why: &mut Vec<String>) {
-    if let Some(l) = info.extra.iter().find(|(k, _)| k == "lock") {
-        why.push(format!(
-            "fd {}: {} holds a file lock ({}): locks are not migrated yet",
-            info.fd,
-            info.target,
-            l.1.split_whitespace()
-                .skip(1)
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
-        ));
-    }
-}
-
 fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
     let fd = info.fd;
-    check_locks(info, why);
+    fd::check_locks(info, why);
     if forwarded_stdio(info) {
         return;
     }
@@ -589,7 +440,7 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
         });
         return;
     }
-    if fd_movable(info) {
+    if fd::path::movable(info) {
         if (info.mode == libc::S_IFREG || info.mode == libc::S_IFDIR)
             && memfd_name(&info.target).is_none()
         {

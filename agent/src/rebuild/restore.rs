@@ -26,14 +26,12 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
-use migrate_proto::image::{FdKind, FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
+use migrate_proto::image::{FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
 use migrate_proto::PAGE_SIZE;
 
+use crate::fd::{FdError, Remote};
 use crate::host::children::{self, Claim};
 use crate::{host::procfs, host::sys, host::uffd};
-
-/// How long connecting a TCP connection again may take.
-const RECONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Errors while rebuilding a process.
 #[derive(Debug, thiserror::Error)]
@@ -65,6 +63,9 @@ pub enum RestoreError {
     /// A failpoint failed the rebuild.
     #[error(transparent)]
     Failpoint(#[from] crate::failpoints::Injected),
+    /// Making a descriptor failed.
+    #[error(transparent)]
+    Fd(#[from] FdError),
 }
 
 fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, RestoreError> {
@@ -83,7 +84,6 @@ const PR_SET_DUMPABLE: u64 = 4;
 const PR_SET_PDEATHSIG: u64 = 1;
 const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
 const PR_SET_NO_NEW_PRIVS: u64 = 38;
-const SYS_CLOSE_RANGE: i64 = 436;
 const SYS_USERFAULTFD: i64 = 323;
 const SYS_RSEQ: i64 = 334;
 const SYS_CLONE3: i64 = 435;
@@ -509,7 +509,7 @@ impl Restorer {
                             Some(&fd) => fd,
                             None => {
                                 let name = memfd.as_deref().unwrap_or("shared-anon");
-                                let fd = self.make_memfd(name, *size)?;
+                                let fd = crate::fd::memfd::make(self, name, *size)?;
                                 shmem.insert(*inode, fd);
                                 fd
                             }
@@ -645,7 +645,7 @@ impl Restorer {
     /// Everything after memory: descriptors, process attributes, thread
     /// state, credentials; leaves the process stopped with its own registers.
     pub fn finish(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        self.restore_fds(image)?;
+        crate::fd::restore_all(self, image)?;
         let cwd = self.put_str(&image.cwd)?;
         self.sys(
             format!("chdir {}", image.cwd),
@@ -893,93 +893,6 @@ impl Restorer {
         Ok(())
     }
 
-    /// A TCP connection from inside the process to `peer` (a raw
-    /// sockaddr), or `None` if it cannot be made within
-    /// [`RECONNECT_TIMEOUT`].
-    fn connect_again(&mut self, domain: i32, peer: &[u8]) -> Result<Option<u64>, RestoreError> {
-        let s = self.sys(
-            "socket",
-            libc::SYS_socket,
-            [domain as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
-        )?;
-        // A blocking connect gives up after SO_SNDTIMEO.
-        let tv = |secs: i64| {
-            let mut b = secs.to_ne_bytes().to_vec();
-            b.extend_from_slice(&0i64.to_ne_bytes());
-            b
-        };
-        let timeout = tv(RECONNECT_TIMEOUT.as_secs() as i64);
-        self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
-        let p = self.put_bytes(peer)?;
-        // A refused or timed-out connect is an answer; losing the process
-        // while injecting it is a failure.
-        match self
-            .task
-            .syscall(libc::SYS_connect, [s, p, peer.len() as u64, 0, 0, 0])
-        {
-            Ok(_) => {}
-            Err(InjectError::RemoteSyscall { .. }) => {
-                self.sys("close", libc::SYS_close, [s, 0, 0, 0, 0, 0])?;
-                return Ok(None);
-            }
-            Err(e) => return step("connecting again", Err(e)),
-        }
-        self.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &tv(0))?;
-        Ok(Some(s))
-    }
-
-    /// A TCP socket inside the process whose connection was reset (its
-    /// next read reports `ECONNRESET`): connected to a listener on the
-    /// loopback that is closed with an RST at once.
-    fn reset_socket(&mut self) -> Result<u64, RestoreError> {
-        let inet = libc::AF_INET as u64;
-        let stream = libc::SOCK_STREAM as u64;
-        let l = self.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
-        // sockaddr_in 127.0.0.1:0 at scratch+16, its length at scratch.
-        let mut sin = vec![0u8; 16];
-        sin[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
-        sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
-        let mut b = 16u32.to_ne_bytes().to_vec();
-        b.resize(16, 0);
-        b.extend_from_slice(&sin);
-        let len_at = self.put_bytes(&b)?;
-        let addr_at = len_at + 16;
-        self.sys("bind", libc::SYS_bind, [l, addr_at, 16, 0, 0, 0])?;
-        self.sys("listen", libc::SYS_listen, [l, 1, 0, 0, 0, 0])?;
-        self.sys(
-            "getsockname",
-            libc::SYS_getsockname,
-            [l, addr_at, len_at, 0, 0, 0],
-        )?;
-        let c = self.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
-        self.sys("connect", libc::SYS_connect, [c, addr_at, 16, 0, 0, 0])?;
-        let a = self.sys("accept", libc::SYS_accept, [l, 0, 0, 0, 0, 0])?;
-        // struct linger { on = 1, seconds = 0 }: close sends an RST.
-        let mut linger = 1i32.to_ne_bytes().to_vec();
-        linger.extend_from_slice(&0i32.to_ne_bytes());
-        self.setsockopt(a, libc::SOL_SOCKET, libc::SO_LINGER, &linger)?;
-        self.sys("close", libc::SYS_close, [a, 0, 0, 0, 0, 0])?;
-        self.sys("close", libc::SYS_close, [l, 0, 0, 0, 0, 0])?;
-        Ok(c)
-    }
-
-    /// `setsockopt(fd, level, name, value)` inside the process.
-    fn setsockopt(
-        &mut self,
-        fd: u64,
-        level: i32,
-        name: i32,
-        value: &[u8],
-    ) -> Result<(), RestoreError> {
-        let p = self.put_bytes(value)?;
-        self.sys(
-            format!("setsockopt({level}, {name}) on fd {fd}"),
-            libc::SYS_setsockopt,
-            [fd, level as u64, name as u64, p, value.len() as u64, 0],
-        )
-        .map(|_| ())
-    }
-
     /// Rewrites the state block of the process's shim (at `addr`) for its
     /// life here: each thread's id here against its virtual one, the
     /// host, one more move, the descriptors reconnected. The block went
@@ -1162,533 +1075,6 @@ impl Restorer {
         Ok(())
     }
 
-    fn restore_fds(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        self.sys(
-            "close_range",
-            SYS_CLOSE_RANGE,
-            [0, u64::from(u32::MAX), 0, 0, 0, 0],
-        )?;
-        // Pipes are made above every target number, then dup'ed down.
-        let high = image.fds.iter().map(|e| e.fd).max().unwrap_or(0) as u64 + 1;
-        let mut made: HashMap<u64, (u64, u64)> = HashMap::new();
-        let mut sealed: Vec<u64> = Vec::new();
-        let mut pairs: HashMap<u64, (u64, u64)> = HashMap::new();
-        for e in &image.fds {
-            let want = e.fd as u64;
-            match &e.kind {
-                FdKind::Path { flags, pos, .. }
-                    if image.shipped.iter().any(|f| f.fd == e.fd && f.deleted) =>
-                {
-                    let got = self.make_deleted(image, e.fd, *flags)?;
-                    self.move_fd(got, want, u64::from(*flags))?;
-                    if *pos != 0 {
-                        self.sys(
-                            format!("lseek fd {want}"),
-                            libc::SYS_lseek,
-                            [want, *pos, 0, 0, 0, 0],
-                        )?;
-                    }
-                }
-                FdKind::Path { path, flags, pos } => {
-                    let open_flags = u64::from(*flags)
-                        & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u64);
-                    let got = self.open(path, open_flags)?;
-                    if got != want {
-                        let cloexec = u64::from(*flags) & libc::O_CLOEXEC as u64;
-                        self.sys(
-                            format!("dup3 to fd {want}"),
-                            libc::SYS_dup3,
-                            [got, want, cloexec, 0, 0, 0],
-                        )?;
-                        self.sys("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
-                    }
-                    if *pos != 0 {
-                        self.sys(
-                            format!("lseek fd {want}"),
-                            libc::SYS_lseek,
-                            [want, *pos, libc::SEEK_SET as u64, 0, 0, 0],
-                        )?;
-                    }
-                }
-                FdKind::Dup { of, cloexec } => {
-                    let fl = if *cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-                    self.sys(
-                        format!("dup3 {of} to fd {want}"),
-                        libc::SYS_dup3,
-                        [*of as u64, want, fl, 0, 0, 0],
-                    )?;
-                }
-                FdKind::EventFd {
-                    flags,
-                    count,
-                    semaphore,
-                } => {
-                    let mut f = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-                    if *semaphore {
-                        f |= libc::EFD_SEMAPHORE as u64;
-                    }
-                    let got = self.sys("eventfd2", libc::SYS_eventfd2, [0, f, 0, 0, 0, 0])?;
-                    if *count != 0 {
-                        let ours = sys::pidfd_getfd(&self.pidfd, got as i32).map_err(|source| {
-                            RestoreError::Sys {
-                                step: "taking an eventfd",
-                                source,
-                            }
-                        })?;
-                        std::io::Write::write_all(
-                            &mut std::fs::File::from(ours),
-                            &count.to_ne_bytes(),
-                        )
-                        .map_err(|source| RestoreError::Sys {
-                            step: "setting an eventfd's counter",
-                            source,
-                        })?;
-                    }
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::TimerFd {
-                    flags,
-                    clock,
-                    value_ns,
-                    interval_ns,
-                    ticks,
-                } => {
-                    let f = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-                    let got = self.sys(
-                        "timerfd_create",
-                        libc::SYS_timerfd_create,
-                        [*clock as u64, f, 0, 0, 0, 0],
-                    )?;
-                    // An expiry not read yet shows as 0 remaining while the
-                    // kernel holds the periodic timer until the read: the
-                    // next one is an interval away.
-                    let value_ns = if *value_ns == 0 {
-                        interval_ns
-                    } else {
-                        value_ns
-                    };
-                    if *value_ns != 0 {
-                        let mut b = Vec::with_capacity(32);
-                        for w in [
-                            interval_ns / 1_000_000_000,
-                            interval_ns % 1_000_000_000,
-                            value_ns / 1_000_000_000,
-                            value_ns % 1_000_000_000,
-                        ] {
-                            b.extend_from_slice(&w.to_le_bytes());
-                        }
-                        let p = self.put_bytes(&b)?;
-                        self.sys(
-                            "timerfd_settime",
-                            libc::SYS_timerfd_settime,
-                            [got, 0, p, 0, 0, 0],
-                        )?;
-                    }
-                    if *ticks != 0 {
-                        // TFD_IOC_SET_TICKS: expirations not read yet.
-                        let p = self.put_bytes(&ticks.to_le_bytes())?;
-                        self.sys(
-                            "TFD_IOC_SET_TICKS",
-                            libc::SYS_ioctl,
-                            [got, 0x4008_5400, p, 0, 0, 0],
-                        )?;
-                    }
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::Inotify { flags, watches } => {
-                    let f = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-                    let got =
-                        self.sys("inotify_init1", libc::SYS_inotify_init1, [f, 0, 0, 0, 0, 0])?;
-                    // Watch descriptors are handed out in rising order: the
-                    // numbers the original had freed are held by dummy watches
-                    // (on other directories) until every real one is back.
-                    const SPARE: [&str; 16] = [
-                        "/",
-                        "/usr",
-                        "/etc",
-                        "/var",
-                        "/bin",
-                        "/lib",
-                        "/opt",
-                        "/srv",
-                        "/home",
-                        "/root",
-                        "/dev",
-                        "/proc",
-                        "/sys",
-                        "/mnt",
-                        "/boot",
-                        "/usr/share",
-                    ];
-                    let mut spare = SPARE
-                        .iter()
-                        .filter(|p| !watches.iter().any(|(_, w, _)| w == *p));
-                    let mut dummies = Vec::new();
-                    let mut next = 1i32;
-                    for (wd, path, mask) in watches {
-                        while next < *wd {
-                            let d = spare.next().ok_or_else(|| {
-                                RestoreError::Incompatible(format!(
-                                    "inotify: too many freed watch numbers before {wd}"
-                                ))
-                            })?;
-                            let p = self.put_str(d)?;
-                            let w = self.sys(
-                                "inotify placeholder",
-                                libc::SYS_inotify_add_watch,
-                                [got, p, libc::IN_ACCESS as u64, 0, 0, 0],
-                            )?;
-                            dummies.push(w);
-                            next += 1;
-                        }
-                        let p = self.put_str(path)?;
-                        let w = self.sys(
-                            format!("inotify watch on {path}"),
-                            libc::SYS_inotify_add_watch,
-                            [got, p, u64::from(*mask), 0, 0, 0],
-                        )?;
-                        if w as i32 != *wd {
-                            return Err(RestoreError::Incompatible(format!(
-                                "inotify watch {path} came back as {w}, not {wd}"
-                            )));
-                        }
-                        next = *wd + 1;
-                    }
-                    for d in dummies {
-                        self.sys(
-                            "inotify_rm_watch",
-                            libc::SYS_inotify_rm_watch,
-                            [got, d, 0, 0, 0, 0],
-                        )?;
-                    }
-                    // Removing the dummies queued IN_IGNORED events: drop them.
-                    let ours = sys::pidfd_getfd(&self.pidfd, got as i32).map_err(|source| {
-                        RestoreError::Sys {
-                            step: "taking an inotify descriptor",
-                            source,
-                        }
-                    })?;
-                    let waiting =
-                        sys::pending_bytes(&ours).map_err(|source| RestoreError::Sys {
-                            step: "inotify FIONREAD",
-                            source,
-                        })?;
-                    if waiting > 0 {
-                        let mut junk = vec![0u8; waiting];
-                        std::io::Read::read_exact(&mut std::fs::File::from(ours), &mut junk)
-                            .map_err(|source| RestoreError::Sys {
-                                step: "draining inotify",
-                                source,
-                            })?;
-                    }
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::SignalFd { flags, mask } => {
-                    let f = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-                    let p = self.put_bytes(&mask.to_le_bytes())?;
-                    let got =
-                        self.sys("signalfd4", libc::SYS_signalfd4, [u64::MAX, p, 8, f, 0, 0])?;
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::Memfd { inode, flags, pos } => {
-                    let got = self.open_memfd(image, *inode, *flags)?;
-                    self.move_fd(got, want, u64::from(*flags))?;
-                    if *pos != 0 {
-                        self.sys(
-                            format!("lseek fd {want}"),
-                            libc::SYS_lseek,
-                            [want, *pos, 0, 0, 0, 0],
-                        )?;
-                    }
-                    if !sealed.contains(inode) {
-                        sealed.push(*inode);
-                        if let Some(m) = image.memfds.iter().find(|m| m.inode == *inode) {
-                            if m.seals != 0 {
-                                // F_ADD_SEALS, once the content is in.
-                                self.sys(
-                                    "F_ADD_SEALS",
-                                    libc::SYS_fcntl,
-                                    [want, 1033, u64::from(m.seals), 0, 0, 0],
-                                )?;
-                            }
-                        }
-                    }
-                }
-                FdKind::Forwarded { flags, output, .. } => {
-                    // Both ends clear of the numbers still to restore.
-                    let p = self.put_bytes(&[0u8; 8])?;
-                    let [r, w] =
-                        self.fd_pair_above("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0], high)?;
-                    let (mine, relay) = if *output { (w, r) } else { (r, w) };
-                    let ours = sys::pidfd_getfd(&self.pidfd, relay as i32).map_err(|source| {
-                        RestoreError::Sys {
-                            step: "taking a forwarded stream's pipe",
-                            source,
-                        }
-                    })?;
-                    self.sys("close", libc::SYS_close, [relay, 0, 0, 0, 0, 0])?;
-                    self.move_fd(mine, want, u64::from(*flags))?;
-                    let status = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_APPEND) as u64;
-                    if status != 0 {
-                        self.sys(
-                            format!("F_SETFL fd {want}"),
-                            libc::SYS_fcntl,
-                            [want, libc::F_SETFL as u64, status, 0, 0, 0],
-                        )?;
-                    }
-                    self.forwarded.push((e.fd, ours, *output));
-                }
-                FdKind::UnixListener {
-                    flags,
-                    stype,
-                    name,
-                    backlog,
-                } => {
-                    let mut ty = *stype as u64;
-                    if u64::from(*flags) & libc::O_NONBLOCK as u64 != 0 {
-                        ty |= libc::SOCK_NONBLOCK as u64;
-                    }
-                    let got = self.sys(
-                        "socket(AF_UNIX)",
-                        libc::SYS_socket,
-                        [libc::AF_UNIX as u64, ty, 0, 0, 0, 0],
-                    )?;
-                    let path_name = !name.is_empty() && name[0] != 0;
-                    if path_name {
-                        // A socket file left by the original (a filesystem
-                        // both hosts share) is in the way: the new one takes
-                        // its place. Any other file there is kept: bind fails.
-                        let path =
-                            String::from_utf8_lossy(name.split(|b| *b == 0).next().unwrap_or(name))
-                                .into_owned();
-                        let _ = crate::host::fsuser::run_as(&self.who, || {
-                            if let Ok(md) = std::fs::symlink_metadata(&path) {
-                                if std::os::unix::fs::FileTypeExt::is_socket(&md.file_type()) {
-                                    let _ = std::fs::remove_file(&path);
-                                }
-                            }
-                        });
-                    }
-                    let mut addr = (libc::AF_UNIX as u16).to_ne_bytes().to_vec();
-                    addr.extend_from_slice(name);
-                    if path_name && addr.last() != Some(&0) {
-                        addr.push(0);
-                    }
-                    let p = self.put_bytes(&addr)?;
-                    self.sys(
-                        format!("bind fd {want}"),
-                        libc::SYS_bind,
-                        [got, p, addr.len() as u64, 0, 0, 0],
-                    )?;
-                    self.sys(
-                        format!("listen fd {want}"),
-                        libc::SYS_listen,
-                        [got, u64::from(*backlog), 0, 0, 0, 0],
-                    )?;
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::UnixPair {
-                    pair,
-                    first,
-                    stype,
-                    flags,
-                    ..
-                } => {
-                    let (a, b) = match pairs.get(pair) {
-                        Some(&p) => p,
-                        None => {
-                            let mut ty = *stype as u64;
-                            if u64::from(*flags) & libc::O_NONBLOCK as u64 != 0 {
-                                ty |= libc::SOCK_NONBLOCK as u64;
-                            }
-                            let p = self.put_bytes(&[0u8; 8])?;
-                            let hi = self.fd_pair_above(
-                                "socketpair",
-                                libc::SYS_socketpair,
-                                [libc::AF_UNIX as u64, ty, 0, p, 0, 0],
-                                high,
-                            )?;
-                            pairs.insert(*pair, (hi[0], hi[1]));
-                            (hi[0], hi[1])
-                        }
-                    };
-                    let src = if *first { a } else { b };
-                    let cloexec = u64::from(*flags) & libc::O_CLOEXEC as u64;
-                    self.sys(
-                        format!("dup3 to fd {want}"),
-                        libc::SYS_dup3,
-                        [src, want, cloexec, 0, 0, 0],
-                    )?;
-                }
-                FdKind::Socket {
-                    flags,
-                    domain,
-                    stype,
-                    protocol,
-                    addr,
-                    listen,
-                    options,
-                } => {
-                    let mut ty = *stype as u64;
-                    if u64::from(*flags) & libc::O_NONBLOCK as u64 != 0 {
-                        ty |= libc::SOCK_NONBLOCK as u64;
-                    }
-                    if u64::from(*flags) & libc::O_CLOEXEC as u64 != 0 {
-                        ty |= libc::SOCK_CLOEXEC as u64;
-                    }
-                    let got = self.sys(
-                        "socket",
-                        libc::SYS_socket,
-                        [*domain as u64, ty, *protocol as u64, 0, 0, 0],
-                    )?;
-                    for &(level, name, value) in options {
-                        self.setsockopt(got, level, name, &value.to_ne_bytes())?;
-                    }
-                    let p = self.put_bytes(addr)?;
-                    self.sys(
-                        format!("bind fd {want}"),
-                        libc::SYS_bind,
-                        [got, p, addr.len() as u64, 0, 0, 0],
-                    )?;
-                    if let Some(backlog) = listen {
-                        self.sys(
-                            format!("listen fd {want}"),
-                            libc::SYS_listen,
-                            [got, *backlog as u64, 0, 0, 0, 0],
-                        )?;
-                    }
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::TcpConnection {
-                    flags,
-                    domain,
-                    peer,
-                    reconnect,
-                } => {
-                    let again = if *reconnect {
-                        self.connect_again(*domain, peer)?
-                    } else {
-                        None
-                    };
-                    let got = match again {
-                        Some(s) => {
-                            self.reconnected.push(e.fd);
-                            s
-                        }
-                        None => self.reset_socket()?,
-                    };
-                    if u64::from(*flags) & libc::O_NONBLOCK as u64 != 0 {
-                        self.sys(
-                            format!("O_NONBLOCK on fd {want}"),
-                            libc::SYS_fcntl,
-                            [got, libc::F_SETFL as u64, libc::O_NONBLOCK as u64, 0, 0, 0],
-                        )?;
-                    }
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::Epoll { flags, .. } => {
-                    let f = u64::from(*flags) & libc::O_CLOEXEC as u64;
-                    let got =
-                        self.sys("epoll_create1", libc::SYS_epoll_create1, [f, 0, 0, 0, 0, 0])?;
-                    self.move_fd(got, want, u64::from(*flags))?;
-                }
-                FdKind::Pipe { pipe, write, flags } => {
-                    let (r, w) = match made.get(pipe) {
-                        Some(&p) => p,
-                        None => {
-                            let p = self.make_pipe(image, *pipe, high)?;
-                            made.insert(*pipe, p);
-                            p
-                        }
-                    };
-                    let src = if *write { w } else { r };
-                    let cloexec = u64::from(*flags) & libc::O_CLOEXEC as u64;
-                    self.sys(
-                        format!("dup3 to fd {want}"),
-                        libc::SYS_dup3,
-                        [src, want, cloexec, 0, 0, 0],
-                    )?;
-                    let status = u64::from(*flags) & (libc::O_NONBLOCK | libc::O_APPEND) as u64;
-                    // Always: a FIFO end was opened non-blocking to be made.
-                    self.sys(
-                        format!("F_SETFL fd {want}"),
-                        libc::SYS_fcntl,
-                        [want, libc::F_SETFL as u64, status, 0, 0, 0],
-                    )?;
-                }
-            }
-        }
-        // Data waiting on one end of a socketpair is sent from the other.
-        for e in &image.fds {
-            let FdKind::UnixPair {
-                pair,
-                first,
-                queued,
-                ..
-            } = &e.kind
-            else {
-                continue;
-            };
-            let Some(&(a, b)) = pairs.get(pair) else {
-                continue;
-            };
-            let from = if *first { b } else { a };
-            if queued.is_empty() {
-                continue;
-            }
-            let ours =
-                sys::pidfd_getfd(&self.pidfd, from as i32).map_err(|source| RestoreError::Sys {
-                    step: "taking a socket",
-                    source,
-                })?;
-            for msg in queued {
-                let n = sys::send(&ours, msg).map_err(|source| RestoreError::Sys {
-                    step: "refilling a socketpair",
-                    source,
-                })?;
-                if n != msg.len() {
-                    return Err(RestoreError::Incompatible(format!(
-                        "refilling a socketpair: sent {n} of {} bytes",
-                        msg.len()
-                    )));
-                }
-            }
-        }
-        for (_, (a, b)) in pairs {
-            self.sys("close", libc::SYS_close, [a, 0, 0, 0, 0, 0])?;
-            self.sys("close", libc::SYS_close, [b, 0, 0, 0, 0, 0])?;
-        }
-        for (_, (r, w)) in made {
-            self.sys("close", libc::SYS_close, [r, 0, 0, 0, 0, 0])?;
-            self.sys("close", libc::SYS_close, [w, 0, 0, 0, 0, 0])?;
-        }
-        // Epoll registrations, once every descriptor they watch exists.
-        for e in &image.fds {
-            let FdKind::Epoll { watches, .. } = &e.kind else {
-                continue;
-            };
-            for w in watches {
-                let mut ev = Vec::with_capacity(12);
-                ev.extend_from_slice(&w.events.to_le_bytes());
-                ev.extend_from_slice(&w.data.to_le_bytes());
-                let p = self.put_bytes(&ev)?;
-                self.sys(
-                    format!("epoll_ctl(fd {}, add fd {})", e.fd, w.fd),
-                    libc::SYS_epoll_ctl,
-                    [
-                        e.fd as u64,
-                        libc::EPOLL_CTL_ADD as u64,
-                        w.fd as u64,
-                        p,
-                        0,
-                        0,
-                    ],
-                )?;
-            }
-        }
-        Ok(())
-    }
-
     /// Who the process is to the filesystem.
     pub fn who(&self) -> &FsCreds {
         &self.who
@@ -1700,294 +1086,6 @@ impl Restorer {
     /// path are already in place.
     pub fn set_shipped(&mut self, held: HashMap<i32, std::fs::File>) {
         self.shipped = held;
-    }
-
-    /// A file deleted on the source, made again as an unlinked file
-    /// (O_TMPFILE) with its content, opened as the original descriptor was.
-    fn make_deleted(
-        &mut self,
-        image: &ProcessImage,
-        fd: i32,
-        flags: u32,
-    ) -> Result<u64, RestoreError> {
-        let f =
-            image.shipped.iter().find(|f| f.fd == fd).ok_or_else(|| {
-                RestoreError::Incompatible(format!("fd {fd}: no shipped content"))
-            })?;
-        let dir = std::path::Path::new(&f.path)
-            .parent()
-            .filter(|d| d.is_dir())
-            .map(|d| d.to_string_lossy().into_owned())
-            .unwrap_or_else(|| "/tmp".into());
-        let p = self.put_str(&dir)?;
-        let tmp = self.sys(
-            format!("O_TMPFILE in {dir}"),
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                p,
-                (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                u64::from(f.mode),
-                0,
-                0,
-            ],
-        )?;
-        let ours =
-            sys::pidfd_getfd(&self.pidfd, tmp as i32).map_err(|source| RestoreError::Sys {
-                step: "taking a deleted file",
-                source,
-            })?;
-        let file = std::fs::File::from(ours);
-        let mut held = self.shipped.remove(&fd).ok_or_else(|| {
-            RestoreError::Incompatible(format!("fd {fd}: its shipped content never arrived"))
-        })?;
-        // In the kernel (copy_file_range), from the start of what arrived.
-        std::io::Seek::rewind(&mut held)
-            .and_then(|()| std::io::copy(&mut held, &mut &file))
-            .map_err(|source| RestoreError::Sys {
-                step: "filling a deleted file",
-                source,
-            })?;
-        // Given its owner as the process's user would give it: a private,
-        // unlinked copy of another user's file stays the process's own.
-        let _ = crate::host::fsuser::run_as(&self.who, || {
-            std::os::unix::fs::fchown(&file, Some(f.uid), Some(f.gid))
-        });
-        let open_flags = u64::from(flags)
-            & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u64);
-        let again = self.open(&format!("/proc/self/fd/{tmp}"), open_flags)?;
-        self.sys("close", libc::SYS_close, [tmp, 0, 0, 0, 0, 0])?;
-        Ok(again)
-    }
-
-    /// A new descriptor for memfd object `inode`: reopened through the
-    /// mapping of it when the process maps it (the same object), else made
-    /// again and filled.
-    fn open_memfd(
-        &mut self,
-        image: &ProcessImage,
-        inode: u64,
-        flags: u32,
-    ) -> Result<u64, RestoreError> {
-        let mapped = image
-            .mm
-            .vmas
-            .iter()
-            .find(|v| matches!(&v.kind, VmaKind::Shmem { inode: i, .. } if *i == inode));
-        let open_flags = u64::from(flags)
-            & (libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_APPEND | libc::O_NONBLOCK) as u64;
-        if let Some(v) = mapped {
-            return self.open(
-                &format!("/proc/self/map_files/{:x}-{:x}", v.start, v.end),
-                open_flags,
-            );
-        }
-        let m = image
-            .memfds
-            .iter()
-            .find(|m| m.inode == inode)
-            .ok_or_else(|| {
-                RestoreError::Incompatible(format!("memfd {inode} has no recorded state"))
-            })?;
-        let fd = self.make_memfd(&m.name, m.size)?;
-        if !m.data.is_empty() {
-            use std::os::unix::fs::FileExt;
-            let ours =
-                sys::pidfd_getfd(&self.pidfd, fd as i32).map_err(|source| RestoreError::Sys {
-                    step: "taking a memfd",
-                    source,
-                })?;
-            let f = std::fs::File::from(ours);
-            for (off, bytes) in &m.data {
-                f.write_all_at(bytes, *off)
-                    .map_err(|source| RestoreError::Sys {
-                        step: "filling a memfd",
-                        source,
-                    })?;
-            }
-        }
-        // Access mode and status flags as the original descriptor had them.
-        let acc = u64::from(flags) & libc::O_ACCMODE as u64;
-        if acc != libc::O_RDWR as u64 {
-            let again = self.open(&format!("/proc/self/fd/{fd}"), open_flags)?;
-            self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-            return Ok(again);
-        }
-        Ok(fd)
-    }
-
-    /// Runs `pipe2` (`nr == SYS_pipe2`) or `socketpair` with the result
-    /// array in scratch and moves both new descriptors to `high` or above,
-    /// clear of every number still to restore.
-    fn fd_pair_above(
-        &mut self,
-        what: &str,
-        nr: i64,
-        args: [u64; 6],
-        high: u64,
-    ) -> Result<[u64; 2], RestoreError> {
-        self.sys(what, nr, args)?;
-        let mut b = [0u8; 8];
-        step(
-            format!("reading {what} descriptors"),
-            self.mem.read(self.scratch, &mut b),
-        )?;
-        let lo = [
-            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]])),
-        ];
-        Ok([self.above(lo[0], high)?, self.above(lo[1], high)?])
-    }
-
-    /// Moves descriptor `fd` to the lowest free number at or above `high`.
-    fn above(&mut self, fd: u64, high: u64) -> Result<u64, RestoreError> {
-        let moved = self.sys(
-            "moving a descriptor",
-            libc::SYS_fcntl,
-            [fd, libc::F_DUPFD as u64, high, 0, 0, 0],
-        )?;
-        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
-        Ok(moved)
-    }
-
-    /// `memfd_create(name)` with sealing allowed, sized `size`.
-    fn make_memfd(&mut self, name: &str, size: u64) -> Result<u64, RestoreError> {
-        let p = self.put_str(name)?;
-        let fd = self.sys(
-            format!("memfd_create({name})"),
-            libc::SYS_memfd_create,
-            [
-                p,
-                (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64,
-                0,
-                0,
-                0,
-                0,
-            ],
-        )?;
-        self.sys(
-            "sizing a memfd",
-            libc::SYS_ftruncate,
-            [fd, size, 0, 0, 0, 0],
-        )?;
-        Ok(fd)
-    }
-
-    /// Moves the freshly made descriptor `got` to number `want`, with
-    /// `FD_CLOEXEC` as in `flags`.
-    fn move_fd(&mut self, got: u64, want: u64, flags: u64) -> Result<(), RestoreError> {
-        if got != want {
-            let cloexec = flags & libc::O_CLOEXEC as u64;
-            self.sys(
-                format!("dup3 to fd {want}"),
-                libc::SYS_dup3,
-                [got, want, cloexec, 0, 0, 0],
-            )?;
-            self.sys("close", libc::SYS_close, [got, 0, 0, 0, 0, 0])?;
-        }
-        Ok(())
-    }
-
-    /// Opens both ends of the named FIFO at `path` in the process without
-    /// blocking (made here if this host lacks it): (read, write).
-    fn open_fifo(&mut self, path: &str) -> Result<[u64; 2], RestoreError> {
-        let made = crate::host::fsuser::run_as(&self.who, || {
-            if std::path::Path::new(path).exists() {
-                Ok(())
-            } else {
-                sys::mkfifo(path, 0o600)
-            }
-        });
-        made.and_then(|r| r).map_err(|source| RestoreError::Sys {
-            step: "making a FIFO",
-            source,
-        })?;
-        let nb = (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
-        // Read-write first: a FIFO opened so never waits for a partner.
-        let base = self.open(path, libc::O_RDWR as u64 | nb)?;
-        let again = format!("/proc/self/fd/{base}");
-        let r = self.open(&again, libc::O_RDONLY as u64 | nb)?;
-        let w = self.open(&again, libc::O_WRONLY as u64 | nb)?;
-        self.sys("close", libc::SYS_close, [base, 0, 0, 0, 0, 0])?;
-        Ok([r, w])
-    }
-
-    /// Creates pipe `inode` of the image in the process at descriptors at
-    /// or above `high`, sized and filled as it was; returns (read, write).
-    fn make_pipe(
-        &mut self,
-        image: &ProcessImage,
-        inode: u64,
-        high: u64,
-    ) -> Result<(u64, u64), RestoreError> {
-        let state = image
-            .pipes
-            .iter()
-            .find(|p| p.inode == inode)
-            .ok_or_else(|| {
-                RestoreError::Incompatible(format!("pipe:[{inode}] has no recorded state"))
-            })?;
-        let hi = match &state.fifo {
-            Some(path) => {
-                let [r, w] = self.open_fifo(path)?;
-                [self.above(r, high)?, self.above(w, high)?]
-            }
-            None => {
-                let p = self.put_bytes(&[0u8; 8])?;
-                self.fd_pair_above("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0], high)?
-            }
-        };
-        self.sys(
-            "F_SETPIPE_SZ",
-            libc::SYS_fcntl,
-            [
-                hi[1],
-                libc::F_SETPIPE_SZ as u64,
-                u64::from(state.capacity),
-                0,
-                0,
-                0,
-            ],
-        )?;
-        // A FIFO on a filesystem both hosts share is one kernel object: the
-        // original still holds it, bytes included.
-        let already = match &state.fifo {
-            Some(_) => {
-                let r = sys::pidfd_getfd(&self.pidfd, hi[0] as i32).map_err(|source| {
-                    RestoreError::Sys {
-                        step: "taking a FIFO's read end",
-                        source,
-                    }
-                })?;
-                sys::pending_bytes(&r).map_err(|source| RestoreError::Sys {
-                    step: "FIFO FIONREAD",
-                    source,
-                })?
-            }
-            None => 0,
-        };
-        if already != 0 && already != state.data.len() {
-            return Err(RestoreError::Incompatible(format!(
-                "FIFO {:?} holds {already} bytes here, {} at the freeze",
-                state.fifo,
-                state.data.len()
-            )));
-        }
-        if !state.data.is_empty() && already == 0 {
-            let w = sys::pidfd_getfd(&self.pidfd, hi[1] as i32).map_err(|source| {
-                RestoreError::Sys {
-                    step: "taking a pipe's write end",
-                    source,
-                }
-            })?;
-            std::io::Write::write_all(&mut std::fs::File::from(w), &state.data).map_err(
-                |source| RestoreError::Sys {
-                    step: "refilling a pipe",
-                    source,
-                },
-            )?;
-        }
-        Ok((hi[0], hi[1]))
     }
 
     fn restore_sigactions(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
@@ -2202,4 +1300,59 @@ impl Restorer {
     pub fn pidfd(&self) -> &OwnedFd {
         &self.pidfd
     }
+}
+
+/// What the descriptors' rebuilds ([`crate::fd`]) do inside the process.
+impl Remote for Restorer {
+    fn sys(&mut self, step: impl Into<String>, nr: i64, args: [u64; 6]) -> Result<u64, FdError> {
+        Restorer::sys(self, step, nr, args).map_err(remote)
+    }
+
+    fn try_sys(&mut self, nr: i64, args: [u64; 6]) -> Result<Result<u64, std::io::Error>, FdError> {
+        match self.task.syscall(nr, args) {
+            Ok(v) => Ok(Ok(v)),
+            Err(InjectError::RemoteSyscall { source, .. }) => Ok(Err(source)),
+            Err(e) => Err(remote(RestoreError::Step {
+                step: format!("syscall {nr}"),
+                source: e,
+            })),
+        }
+    }
+
+    fn put_bytes(&mut self, b: &[u8]) -> Result<u64, FdError> {
+        Restorer::put_bytes(self, b).map_err(remote)
+    }
+
+    fn put_str(&mut self, s: &str) -> Result<u64, FdError> {
+        Restorer::put_str(self, s).map_err(remote)
+    }
+
+    fn read_back(&mut self, b: &mut [u8]) -> Result<(), FdError> {
+        step("reading back scratch", self.mem.read(self.scratch, b)).map_err(remote)
+    }
+
+    fn take(&self, fd: u64, what: &'static str) -> Result<OwnedFd, FdError> {
+        sys::pidfd_getfd(&self.pidfd, fd as i32)
+            .map_err(|source| FdError::Sys { step: what, source })
+    }
+
+    fn who(&self) -> &FsCreds {
+        &self.who
+    }
+
+    fn shipped(&mut self, fd: i32) -> Option<std::fs::File> {
+        self.shipped.remove(&fd)
+    }
+
+    fn forwarded(&mut self, fd: i32, ours: OwnedFd, output: bool) {
+        self.forwarded.push((fd, ours, output));
+    }
+
+    fn reconnected(&mut self, fd: i32) {
+        self.reconnected.push(fd);
+    }
+}
+
+fn remote(e: RestoreError) -> FdError {
+    FdError::Remote(Box::new(e))
 }

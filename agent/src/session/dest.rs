@@ -49,9 +49,50 @@ pub enum DestError {
     /// A failpoint failed the step.
     #[error(transparent)]
     Failpoint(#[from] crate::failpoints::Injected),
-    /// The source broke the protocol or gave up.
+    /// The source sent a message the session does not expect there.
+    #[error("expected {expected}, got {got}")]
+    Unexpected {
+        /// What the step waits for.
+        expected: &'static str,
+        /// What came, as debug text.
+        got: String,
+    },
+    /// The source did not commit.
+    #[error("source did not commit: {0}")]
+    NoCommit(String),
+    /// The control session names a migration id received before.
+    #[error("migration {0:016x} was received here before: a replay, refused")]
+    Replay(u64),
+    /// The source gave up.
+    #[error("source aborted: {0}")]
+    SourceAborted(String),
+    /// The source was lost before the commit.
+    #[error("lost the source before commit: {0}")]
+    LostSource(#[source] FrameError),
+    /// The image is not one this host will build from.
+    #[error("image refused: {0}")]
+    ImageRefused(String),
+    /// The image or what came with it contradicts itself.
     #[error("{0}")]
-    Protocol(String),
+    BadImage(String),
+    /// Pre-copy sent more pages than this host's memory.
+    #[error("pre-copy sent more pages than this host's memory ({0} pages)")]
+    TooManyPages(u64),
+    /// A lane of the migration never came.
+    #[error("the {0} never came")]
+    LaneMissing(String),
+    /// A local step failed.
+    #[error("{step}: {source}")]
+    Local {
+        /// What was being done.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The copy failed after it ran (its session's own account).
+    #[error("{0}")]
+    CopyFailed(String),
 }
 
 /// Answers a `FileCheck`: lines for files that are missing or differ and
@@ -211,9 +252,10 @@ pub fn serve(
     let (pid, needs, who) = match seq.recv::<SourceMsg>(&mut ctl)? {
         SourceMsg::FileCheck { pid, needs, who } => (pid, needs, who),
         other => {
-            return Err(DestError::Protocol(format!(
-                "expected FileCheck, got {other:?}"
-            )))
+            return Err(DestError::Unexpected {
+                expected: "FileCheck",
+                got: format!("{other:?}"),
+            })
         }
     };
     // The first message named the migration: once only.
@@ -221,9 +263,7 @@ pub fn serve(
     // What becomes of the copy, for a source that asks: gone unless the
     // session says otherwise.
     let Some(mut fate) = received.first_time(named, from) else {
-        return Err(DestError::Protocol(format!(
-            "migration {named:016x} was received here before: a replay, refused"
-        )));
+        return Err(DestError::Replay(named));
     };
     let (refused, missing, different) = check_files(host, &needs, &who);
     failpoints::hit("dest.after-file-check")?;
@@ -252,18 +292,18 @@ pub fn serve(
         let msg = match frame::read_frame(&mut ctl) {
             Ok(Frame::Pages(h, data)) => {
                 if store.is_none() {
-                    store = Some(PageStore::new().map_err(|e| {
-                        DestError::Protocol(format!("making the pre-copy store: {e}"))
+                    store = Some(PageStore::new().map_err(|e| DestError::Local {
+                        step: "making the pre-copy store",
+                        source: e,
                     })?);
                 }
                 if let Some(s) = store.as_mut() {
-                    s.put(h.addr, &data).map_err(|e| {
-                        DestError::Protocol(format!("keeping pre-copied pages: {e}"))
+                    s.put(h.addr, &data).map_err(|e| DestError::Local {
+                        step: "keeping pre-copied pages",
+                        source: e,
                     })?;
                     if s.held().pages() > most_held {
-                        return Err(DestError::Protocol(format!(
-                            "pre-copy sent more pages than this host's memory ({most_held} pages)"
-                        )));
+                        return Err(DestError::TooManyPages(most_held));
                     }
                 }
                 continue;
@@ -288,7 +328,12 @@ pub fn serve(
                 info!(%why, "source gave up before the freeze");
                 return Ok(());
             }
-            Ok(other) => return Err(DestError::Protocol(format!("expected Core, got {other:?}"))),
+            Ok(other) => {
+                return Err(DestError::Unexpected {
+                    expected: "Core",
+                    got: format!("{other:?}"),
+                })
+            }
             // The source refused after the file check and closed.
             Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
                 return Ok(())
@@ -306,7 +351,7 @@ pub fn serve(
         ..ImageLimits::default()
     };
     let result = match image.validate(&limits) {
-        Err(why) => Err(DestError::Protocol(format!("image refused: {why}"))),
+        Err(why) => Err(DestError::ImageRefused(why.to_string())),
         Ok(()) => {
             // The stub started at the file check, or (should that have
             // failed) one now.
@@ -459,14 +504,14 @@ impl Receiving<'_, '_, '_> {
         let events = &mut *self.events;
         let t0 = self.t0;
         if image.threads.is_empty() {
-            return Err(DestError::Protocol("image has no thread".into()));
+            return Err(DestError::BadImage("image has no thread".into()));
         }
         let demand = lanes
             .take(Lane::Demand(id), LANE_TIMEOUT)
-            .ok_or_else(|| DestError::Protocol("the demand lane never came".into()))?;
+            .ok_or_else(|| DestError::LaneMissing("demand lane".into()))?;
         let bulk = lanes
             .take(Lane::Bulk(id), LANE_TIMEOUT)
-            .ok_or_else(|| DestError::Protocol("the bulk lane never came".into()))?;
+            .ok_or_else(|| DestError::LaneMissing("bulk lane".into()))?;
 
         let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
         let mut r = Restorer::start_in(image, stub)?;
@@ -481,13 +526,12 @@ impl Receiving<'_, '_, '_> {
                     Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                         SourceMsg::ShippedData(data) => shipped.write(&data)?,
                         SourceMsg::EagerDone => break,
-                        SourceMsg::Abort(why) => {
-                            return Err(DestError::Protocol(format!("source aborted: {why}")))
-                        }
+                        SourceMsg::Abort(why) => return Err(DestError::SourceAborted(why)),
                         other => {
-                            return Err(DestError::Protocol(format!(
-                                "expected pages, got {other:?}"
-                            )))
+                            return Err(DestError::Unexpected {
+                                expected: "pages",
+                                got: format!("{other:?}"),
+                            })
                         }
                     },
                 }
@@ -505,7 +549,7 @@ impl Receiving<'_, '_, '_> {
                     continue;
                 }
                 if v.shared || !matches!(v.kind, VmaKind::Anon) {
-                    return Err(DestError::Protocol(format!(
+                    return Err(DestError::BadImage(format!(
                         "lazy pages in the mapping at {:#x}, which is not private anonymous",
                         v.start
                     )));
@@ -538,7 +582,7 @@ impl Receiving<'_, '_, '_> {
                     if let Some((a, _)) = local.ranges().find(|&(a, b)| {
                         store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
                     }) {
-                        return Err(DestError::Protocol(format!(
+                        return Err(DestError::BadImage(format!(
                             "the core names pre-copied pages at {a:#x} that never arrived"
                         )));
                     }
@@ -548,7 +592,7 @@ impl Receiving<'_, '_, '_> {
                     }))
                 }
                 (false, None) => {
-                    return Err(DestError::Protocol(
+                    return Err(DestError::BadImage(
                         "the core names pre-copied pages but none arrived".into(),
                     ))
                 }
@@ -568,7 +612,12 @@ impl Receiving<'_, '_, '_> {
         let keeper = match &uffd {
             Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
                 Ok(k) => Some(k),
-                Err(e) => return Err(DestError::Protocol(format!("starting the keeper: {e}"))),
+                Err(e) => {
+                    return Err(DestError::Local {
+                        step: "starting the keeper",
+                        source: e,
+                    })
+                }
             },
             None => None,
         };
@@ -580,9 +629,7 @@ impl Receiving<'_, '_, '_> {
             match lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT) {
                 Some(lane) => streams.push((fd, end, output, lane)),
                 None => {
-                    return Err(DestError::Protocol(format!(
-                        "the lane for fd {fd} never came"
-                    )));
+                    return Err(DestError::LaneMissing(format!("lane for fd {fd}")));
                 }
             }
         }
@@ -629,14 +676,10 @@ impl Receiving<'_, '_, '_> {
                 signals
             }
             Ok(other) => {
-                return Err(DestError::Protocol(format!(
-                    "source did not commit: {other:?}"
-                )));
+                return Err(DestError::NoCommit(format!("{other:?}")));
             }
             Err(e) => {
-                return Err(DestError::Protocol(format!(
-                    "lost the source before commit: {e}"
-                )));
+                return Err(DestError::LostSource(e));
             }
         };
 
@@ -664,10 +707,10 @@ impl Receiving<'_, '_, '_> {
             demand,
             bulk,
         } = b;
-        let pidfd = r
-            .pidfd()
-            .try_clone()
-            .map_err(|e| DestError::Protocol(format!("pidfd: {e}")))?;
+        let pidfd = r.pidfd().try_clone().map_err(|source| DestError::Local {
+            step: "pidfd",
+            source,
+        })?;
         let handler = match uffd {
             Some(u) => {
                 let demand_w = demand.try_clone().map_err(FrameError::Io)?;
@@ -949,7 +992,7 @@ impl Receiving<'_, '_, '_> {
                 }
                 Ok(())
             }
-            Outcome::Failed(why) => Err(DestError::Protocol(why)),
+            Outcome::Failed(why) => Err(DestError::CopyFailed(why)),
         }
     }
 }

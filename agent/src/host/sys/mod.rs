@@ -720,6 +720,30 @@ pub fn wait_exit(pid: i32, pidfd: &OwnedFd) -> io::Result<(Option<i32>, Option<i
     Err(io::Error::other("exited but could not be reaped"))
 }
 
+/// Page-aligned ranges of `[from, to)` in `f` that hold data (SEEK_DATA /
+/// SEEK_HOLE), so holes are never sent.
+pub fn data_ranges(f: &std::fs::File, from: u64, to: u64) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut pos = from;
+    while pos < to {
+        let Ok(Some(a)) = seek(f, pos, libc::SEEK_DATA) else {
+            break;
+        };
+        if a >= to {
+            break;
+        }
+        let b = seek(f, a, libc::SEEK_HOLE)
+            .ok()
+            .flatten()
+            .unwrap_or(to)
+            .min(to);
+        let a = a & !(migrate_proto::PAGE_SIZE - 1);
+        out.push((a, b));
+        pos = b.max(a + migrate_proto::PAGE_SIZE);
+    }
+    out
+}
+
 /// Frees `[offset, offset + len)` of a file, keeping its size.
 pub fn punch_hole(file: &impl AsRawFd, offset: u64, len: u64) -> io::Result<()> {
     // SAFETY: plain syscall on an open descriptor with integer arguments.

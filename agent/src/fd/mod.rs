@@ -1,0 +1,496 @@
+//! Descriptors, one file per kind. Each kind's file holds both halves of
+//! what the project knows about it: what the dump collects from a frozen
+//! process's descriptor of that kind (`dump`, into its
+//! [`FdKind`] image entry) and how the rebuild makes it again inside the
+//! new process (`restore`, through the [`Remote`] the rebuild lends it).
+//! This module decides which kind a descriptor is ([`dump_all`], in the
+//! order the kinds must be tried) and the order the rebuild makes them in
+//! ([`restore_all`]). The pre-flight (`capture::preflight`) walks a
+//! process's descriptors in its own order and asks each kind's file for
+//! its verdict where a kind has one (`check`, `movable`).
+//!
+//! | file | kind |
+//! |---|---|
+//! | `path` | a regular file, directory or device reopened by path; a deleted file, shipped |
+//! | `dup` | a second number for an open file |
+//! | `eventfd`, `timerfd`, `signalfd`, `inotify`, `epoll` | anonymous-inode descriptors |
+//! | `memfd` | a memfd, its content with it |
+//! | `pipe` | a pipe or FIFO whose both ends the process holds, with the bytes in it |
+//! | `unix_pair` | a socketpair held at both ends, with the bytes queued |
+//! | `unix_listener` | a Unix socket listening on a name |
+//! | `inet` | a listening TCP or unconnected UDP socket |
+//! | `tcp` | an established TCP connection of a cooperating process (closed or dialled again) |
+//! | `forwarded` | a standard stream forwarded to and from the home host |
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io;
+use std::os::fd::OwnedFd;
+
+use migrate_proto::image::{
+    FdEntry, FdKind, FsCreds, MemfdState, PipeState, ProcessImage, TcpPolicy,
+};
+
+use crate::host::procfs::{self, FdInfo, MapsEntry};
+use crate::host::{kinds, sys};
+
+pub mod dup;
+pub mod epoll;
+pub mod eventfd;
+pub mod forwarded;
+pub mod inet;
+pub mod inotify;
+pub mod memfd;
+pub mod path;
+pub mod pipe;
+pub mod signalfd;
+pub mod tcp;
+pub mod timerfd;
+pub mod unix_listener;
+pub mod unix_pair;
+
+/// What went wrong with a descriptor.
+#[derive(Debug, thiserror::Error)]
+pub enum FdError {
+    /// Reading the process's `/proc` or its descriptor failed.
+    #[error("reading /proc/{pid}/{what} failed")]
+    Proc {
+        /// Pid.
+        pid: i32,
+        /// What.
+        what: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The descriptor cannot be carried (found once frozen).
+    #[error("{0}")]
+    Refused(String),
+    /// A step of the rebuild done here (not inside the process) failed.
+    #[error("{step} failed")]
+    Sys {
+        /// What was being done.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: io::Error,
+    },
+    /// The image's descriptor cannot be made on this host.
+    #[error("{0}")]
+    Incompatible(String),
+    /// What the rebuild did inside the process failed.
+    #[error(transparent)]
+    Remote(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn proc_err(pid: i32, what: &'static str) -> impl FnOnce(io::Error) -> FdError {
+    move |source| FdError::Proc { pid, what, source }
+}
+
+fn sys_err(step: &'static str) -> impl FnOnce(io::Error) -> FdError {
+    move |source| FdError::Sys { step, source }
+}
+
+/// What a descriptor's rebuild may do inside the process being rebuilt.
+/// Descriptor numbers and addresses are the process's, as `u64`.
+pub trait Remote {
+    /// Runs syscall `nr` in the process; `step` names it in errors.
+    fn sys(&mut self, step: impl Into<String>, nr: i64, args: [u64; 6]) -> Result<u64, FdError>;
+    /// Runs syscall `nr`; its own failure (an errno) is an answer,
+    /// `Ok(Err(_))`, not an error.
+    fn try_sys(&mut self, nr: i64, args: [u64; 6]) -> Result<Result<u64, io::Error>, FdError>;
+    /// Writes `b` to the process's scratch memory; returns its address.
+    fn put_bytes(&mut self, b: &[u8]) -> Result<u64, FdError>;
+    /// Reads back the start of the scratch memory.
+    fn read_back(&mut self, b: &mut [u8]) -> Result<(), FdError>;
+    /// A copy of the process's descriptor `fd` in the agent.
+    fn take(&self, fd: u64, what: &'static str) -> Result<OwnedFd, FdError>;
+    /// Who the process is to the filesystem.
+    fn who(&self) -> &FsCreds;
+    /// The content shipped for descriptor `fd` (once).
+    fn shipped(&mut self, fd: i32) -> Option<File>;
+    /// Hands the agent's end of a forwarded stream of descriptor `fd` over.
+    fn forwarded(&mut self, fd: i32, ours: OwnedFd, output: bool);
+    /// Notes that descriptor `fd`'s connection was dialled again.
+    fn reconnected(&mut self, fd: i32);
+
+    /// Writes a NUL-terminated string to scratch; returns its address.
+    fn put_str(&mut self, s: &str) -> Result<u64, FdError> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        self.put_bytes(&b)
+    }
+
+    /// `openat(AT_FDCWD, path, flags)` in the process.
+    fn open(&mut self, path: &str, flags: u64) -> Result<u64, FdError> {
+        let p = self.put_str(path)?;
+        self.sys(
+            format!("opening {path}"),
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, p, flags, 0, 0, 0],
+        )
+    }
+
+    /// `close(fd)` in the process.
+    fn close(&mut self, fd: u64) -> Result<(), FdError> {
+        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
+            .map(|_| ())
+    }
+
+    /// Moves the freshly made descriptor `got` to number `want`, with
+    /// `FD_CLOEXEC` as in `flags`.
+    fn move_fd(&mut self, got: u64, want: u64, flags: u64) -> Result<(), FdError> {
+        if got != want {
+            let cloexec = flags & libc::O_CLOEXEC as u64;
+            self.sys(
+                format!("dup3 to fd {want}"),
+                libc::SYS_dup3,
+                [got, want, cloexec, 0, 0, 0],
+            )?;
+            self.close(got)?;
+        }
+        Ok(())
+    }
+
+    /// `dup3(src, want, O_CLOEXEC as in flags)`: another number for `src`,
+    /// which stays.
+    fn dup_to(&mut self, src: u64, want: u64, flags: u64) -> Result<(), FdError> {
+        let cloexec = flags & libc::O_CLOEXEC as u64;
+        self.sys(
+            format!("dup3 to fd {want}"),
+            libc::SYS_dup3,
+            [src, want, cloexec, 0, 0, 0],
+        )
+        .map(|_| ())
+    }
+
+    /// `lseek(fd, pos, SEEK_SET)`, if `pos` is not 0.
+    fn seek(&mut self, fd: u64, pos: u64) -> Result<(), FdError> {
+        if pos != 0 {
+            self.sys(
+                format!("lseek fd {fd}"),
+                libc::SYS_lseek,
+                [fd, pos, libc::SEEK_SET as u64, 0, 0, 0],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Moves descriptor `fd` to the lowest free number at or above `high`.
+    fn above(&mut self, fd: u64, high: u64) -> Result<u64, FdError> {
+        let moved = self.sys(
+            "moving a descriptor",
+            libc::SYS_fcntl,
+            [fd, libc::F_DUPFD as u64, high, 0, 0, 0],
+        )?;
+        self.close(fd)?;
+        Ok(moved)
+    }
+
+    /// Runs `pipe2` or `socketpair` (`nr`) with the result array in
+    /// scratch and moves both new descriptors to `high` or above, clear of
+    /// every number still to restore.
+    fn fd_pair_above(
+        &mut self,
+        what: &str,
+        nr: i64,
+        args: [u64; 6],
+        high: u64,
+    ) -> Result<[u64; 2], FdError> {
+        self.sys(what, nr, args)?;
+        let mut b = [0u8; 8];
+        self.read_back(&mut b)?;
+        let lo = [
+            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
+            u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]])),
+        ];
+        Ok([self.above(lo[0], high)?, self.above(lo[1], high)?])
+    }
+
+    /// `setsockopt(fd, level, name, value)` in the process.
+    fn setsockopt(&mut self, fd: u64, level: i32, name: i32, value: &[u8]) -> Result<(), FdError> {
+        let p = self.put_bytes(value)?;
+        self.sys(
+            format!("setsockopt({level}, {name}) on fd {fd}"),
+            libc::SYS_setsockopt,
+            [fd, level as u64, name as u64, p, value.len() as u64, 0],
+        )
+        .map(|_| ())
+    }
+}
+
+/// What the dump collected of a process's descriptors.
+pub struct Dumped {
+    /// Every descriptor.
+    pub fds: Vec<FdEntry>,
+    /// The pipes' buffers.
+    pub pipes: Vec<PipeState>,
+    /// Memfd objects reached through descriptors.
+    pub memfds: Vec<MemfdState>,
+    /// Our copies of the TCP connections `--tcp close` ends, reset at the
+    /// commit.
+    pub to_reset: Vec<OwnedFd>,
+}
+
+/// What the kinds' dumps share for one process.
+pub struct Collect<'a> {
+    /// The process.
+    pub pid: i32,
+    /// A pidfd of it, to take copies of its descriptors.
+    pub pidfd: OwnedFd,
+    /// Its mappings.
+    pub maps: &'a [MapsEntry],
+    /// What its established TCP connections become.
+    pub tcp: TcpPolicy,
+    /// The host's Unix sockets (sock_diag).
+    pub unix: Vec<sys::UnixSocket>,
+    /// The process's inet sockets, read when the first one is met.
+    inet: std::cell::OnceCell<HashMap<u64, procfs::InetSocket>>,
+    /// Collected so far.
+    pub out: Dumped,
+}
+
+impl Collect<'_> {
+    /// A copy of the process's descriptor `fd` in the agent.
+    pub fn take(&self, fd: i32) -> Result<OwnedFd, FdError> {
+        sys::pidfd_getfd(&self.pidfd, fd).map_err(proc_err(self.pid, "pidfd_getfd"))
+    }
+
+    /// The process's inet socket of inode `ino`.
+    pub fn inet(&self, ino: u64) -> Option<&procfs::InetSocket> {
+        self.inet
+            .get_or_init(|| procfs::inet_sockets(self.pid))
+            .get(&ino)
+    }
+
+    /// The host's Unix socket of inode `ino`.
+    pub fn unix(&self, ino: u64) -> Option<&sys::UnixSocket> {
+        self.unix.iter().find(|u| u.inode == ino)
+    }
+}
+
+/// The descriptors of frozen process `pid`, with open files shared
+/// between numbers found by kcmp, and the content of pipes (copied by
+/// tee, left in place) and memfds.
+pub fn dump_all(pid: i32, maps: &[MapsEntry], tcp: TcpPolicy) -> Result<Dumped, FdError> {
+    let mut infos = Vec::new();
+    for fd in procfs::fds(pid).map_err(proc_err(pid, "fd"))? {
+        infos.push(procfs::fd_info(pid, fd).map_err(proc_err(pid, "fdinfo"))?);
+    }
+    let mut c = Collect {
+        pid,
+        pidfd: sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?,
+        maps,
+        tcp,
+        unix: sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?,
+        inet: std::cell::OnceCell::new(),
+        out: Dumped {
+            fds: Vec::new(),
+            pipes: Vec::new(),
+            memfds: Vec::new(),
+            to_reset: Vec::new(),
+        },
+    };
+    for (i, info) in infos.iter().enumerate() {
+        let kind = match dup::dump(&c, info, &infos[..i])? {
+            Some(k) => k,
+            None => dump_one(&mut c, info)?,
+        };
+        c.out.fds.push(FdEntry { fd: info.fd, kind });
+    }
+    Ok(c.out)
+}
+
+/// The first kind that claims `info`, in the order they must be tried.
+fn dump_one(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
+    let t = info.target.as_str();
+    let socket = procfs::socket_inode(t);
+    if kinds::forwarded_stdio(info) {
+        return Ok(forwarded::dump(info));
+    }
+    if t == "anon_inode:[eventfd]" {
+        return Ok(eventfd::dump(info));
+    }
+    if let Some(name) = kinds::memfd_name(t) {
+        return memfd::dump(c, info, name);
+    }
+    if t == "anon_inode:inotify" {
+        return inotify::dump(c, info);
+    }
+    if t == "anon_inode:[timerfd]" {
+        return Ok(timerfd::dump(info));
+    }
+    if t == "anon_inode:[signalfd]" {
+        return Ok(signalfd::dump(info));
+    }
+    if let Some(u) = socket.and_then(|ino| c.unix(ino)) {
+        return if u.state == unix_listener::LISTENING {
+            Ok(unix_listener::dump(info, u))
+        } else {
+            unix_pair::dump(c, info, u.clone())
+        };
+    }
+    if c.tcp != TcpPolicy::Refuse
+        && socket
+            .and_then(|ino| c.inet(ino))
+            .is_some_and(|s| s.established())
+    {
+        return tcp::dump(c, info);
+    }
+    if socket.is_some() {
+        return inet::dump(c, info);
+    }
+    if t == "anon_inode:[eventpoll]" {
+        return Ok(epoll::dump(info));
+    }
+    if let Some(ino) = kinds::pipe_inode(info) {
+        return pipe::dump(c, info, ino);
+    }
+    Ok(path::dump(info))
+}
+
+/// What the kinds' rebuilds share for one process.
+pub struct Rebuild<'a> {
+    /// The image.
+    pub image: &'a ProcessImage,
+    /// Above every descriptor number of the image: pipes and pairs are
+    /// made here, then given their numbers.
+    pub high: u64,
+    /// Pipes made so far, by inode: (read, write) above `high`.
+    pub pipes: HashMap<u64, (u64, u64)>,
+    /// Socketpairs made so far, by pair: (first, second) above `high`.
+    pub pairs: HashMap<u64, (u64, u64)>,
+    /// Memfd objects sealed so far.
+    pub sealed: Vec<u64>,
+}
+
+/// Makes every descriptor of `image` in the process `r` rebuilds, at its
+/// number: first the descriptors themselves (the process's own closed
+/// first), then what joins them (bytes queued on socketpairs, epoll
+/// registrations, once everything they watch exists).
+pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdError> {
+    const SYS_CLOSE_RANGE: i64 = 436;
+    r.sys(
+        "close_range",
+        SYS_CLOSE_RANGE,
+        [0, u64::from(u32::MAX), 0, 0, 0, 0],
+    )?;
+    let mut b = Rebuild {
+        image,
+        high: image.fds.iter().map(|e| e.fd).max().unwrap_or(0) as u64 + 1,
+        pipes: HashMap::new(),
+        pairs: HashMap::new(),
+        sealed: Vec::new(),
+    };
+    for e in &image.fds {
+        restore_one(r, &mut b, e)?;
+    }
+    unix_pair::refill(r, &b)?;
+    for (_, (x, y)) in b.pairs.iter().chain(&b.pipes) {
+        r.close(*x)?;
+        r.close(*y)?;
+    }
+    for e in &image.fds {
+        if let FdKind::Epoll { watches, .. } = &e.kind {
+            epoll::register(r, e.fd, watches)?;
+        }
+    }
+    Ok(())
+}
+
+fn restore_one(r: &mut impl Remote, b: &mut Rebuild, e: &FdEntry) -> Result<(), FdError> {
+    let want = e.fd as u64;
+    match &e.kind {
+        FdKind::Path { path, flags, pos } => path::restore(r, b, e.fd, path, *flags, *pos),
+        FdKind::Dup { of, cloexec } => dup::restore(r, want, *of, *cloexec),
+        FdKind::EventFd {
+            flags,
+            count,
+            semaphore,
+        } => eventfd::restore(r, want, *flags, *count, *semaphore),
+        FdKind::TimerFd {
+            flags,
+            clock,
+            value_ns,
+            interval_ns,
+            ticks,
+        } => timerfd::restore(r, want, *flags, *clock, *value_ns, *interval_ns, *ticks),
+        FdKind::Inotify { flags, watches } => inotify::restore(r, want, *flags, watches),
+        FdKind::SignalFd { flags, mask } => signalfd::restore(r, want, *flags, *mask),
+        FdKind::Memfd { inode, flags, pos } => memfd::restore(r, b, want, *inode, *flags, *pos),
+        FdKind::Forwarded { flags, output, .. } => forwarded::restore(r, b, e.fd, *flags, *output),
+        FdKind::UnixListener {
+            flags,
+            stype,
+            name,
+            backlog,
+        } => unix_listener::restore(r, want, *flags, *stype, name, *backlog),
+        FdKind::UnixPair {
+            pair,
+            first,
+            stype,
+            flags,
+            ..
+        } => unix_pair::restore(r, b, want, *pair, *first, *stype, *flags),
+        FdKind::Socket {
+            flags,
+            domain,
+            stype,
+            protocol,
+            addr,
+            listen,
+            options,
+        } => inet::restore(
+            r,
+            want,
+            inet::Bound {
+                flags: *flags,
+                domain: *domain,
+                stype: *stype,
+                protocol: *protocol,
+                addr,
+                listen: *listen,
+                options,
+            },
+        ),
+        FdKind::TcpConnection {
+            flags,
+            domain,
+            peer,
+            reconnect,
+        } => tcp::restore(r, e.fd, *flags, *domain, peer, *reconnect),
+        FdKind::Epoll { flags, .. } => epoll::restore(r, want, *flags),
+        FdKind::Pipe { pipe, write, flags } => pipe::restore(r, b, want, *pipe, *write, *flags),
+    }
+}
+
+/// Anonymous-inode descriptors rebuilt from their fdinfo.
+pub const MOVABLE_ANON: [&str; 4] = [
+    "anon_inode:[eventfd]",
+    "anon_inode:[timerfd]",
+    "anon_inode:[signalfd]",
+    "anon_inode:inotify",
+];
+
+/// File locks (flock, fcntl, OFD) on a descriptor's file, as fdinfo
+/// lists them: not carried yet, so refused rather than silently dropped.
+pub fn check_locks(info: &FdInfo, why: &mut Vec<String>) {
+    if let Some(l) = info.extra.iter().find(|(k, _)| k == "lock") {
+        why.push(format!(
+            "fd {}: {} holds a file lock ({}): locks are not migrated yet",
+            info.fd,
+            info.target,
+            l.1.split_whitespace()
+                .skip(1)
+                .take(3)
+                .collect::<Vec<_>>()
+                .join(" ")
+        ));
+    }
+}
+
+/// `O_NONBLOCK | O_CLOEXEC` of fdinfo flags, as the `*_create` calls of
+/// anonymous-inode descriptors take them.
+fn nonblock_cloexec(flags: u32) -> u64 {
+    u64::from(flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64
+}

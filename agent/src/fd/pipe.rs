@@ -1,0 +1,216 @@
+//! An end of a pipe or named FIFO whose both ends the process holds, with
+//! the bytes in it: the pipe is made once, above every number, sized and
+//! refilled, each end given its number. A FIFO on a filesystem both hosts
+//! share is one object the original still holds, bytes included.
+
+use std::fs;
+use std::os::unix::fs::MetadataExt;
+
+use migrate_proto::image::{FdKind, PipeState};
+
+use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
+use crate::host::procfs::FdInfo;
+use crate::host::{fsuser, sys};
+
+/// Which pipe and end; the pipe's buffer (peeked, left in place) when its
+/// read end is met first.
+pub fn dump(c: &mut Collect, info: &FdInfo, ino: u64) -> Result<FdKind, FdError> {
+    let write = info.flags & libc::O_ACCMODE as u32 != 0;
+    if !write && !c.out.pipes.iter().any(|p| p.inode == ino) {
+        let ours = c.take(info.fd)?;
+        let capacity = sys::fcntl_get(&ours, libc::F_GETPIPE_SZ)
+            .ok()
+            .and_then(|c| u32::try_from(c).ok())
+            .unwrap_or(65536);
+        let data = sys::peek_pipe(&ours, capacity).map_err(proc_err(c.pid, "pipe content"))?;
+        c.out.pipes.push(PipeState {
+            inode: ino,
+            capacity,
+            data,
+            fifo: info.target.starts_with('/').then(|| info.target.clone()),
+        });
+    }
+    Ok(FdKind::Pipe {
+        pipe: ino,
+        write,
+        flags: info.flags,
+    })
+}
+
+/// This end at `want`, the pipe made when its first end comes.
+pub fn restore(
+    r: &mut impl Remote,
+    b: &mut Rebuild,
+    want: u64,
+    pipe: u64,
+    write: bool,
+    flags: u32,
+) -> Result<(), FdError> {
+    let (rd, wr) = match b.pipes.get(&pipe) {
+        Some(&p) => p,
+        None => {
+            let p = make(r, b, pipe)?;
+            b.pipes.insert(pipe, p);
+            p
+        }
+    };
+    r.dup_to(if write { wr } else { rd }, want, u64::from(flags))?;
+    let status = u64::from(flags) & (libc::O_NONBLOCK | libc::O_APPEND) as u64;
+    // Always: a FIFO end was opened non-blocking to be made.
+    r.sys(
+        format!("F_SETFL fd {want}"),
+        libc::SYS_fcntl,
+        [want, libc::F_SETFL as u64, status, 0, 0, 0],
+    )
+    .map(|_| ())
+}
+
+/// Creates pipe `inode` of the image in the process at descriptors above
+/// `b.high`, sized and filled as it was; returns (read, write).
+fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(u64, u64), FdError> {
+    let state = b
+        .image
+        .pipes
+        .iter()
+        .find(|p| p.inode == inode)
+        .ok_or_else(|| FdError::Incompatible(format!("pipe:[{inode}] has no recorded state")))?;
+    let hi = match &state.fifo {
+        Some(path) => {
+            let [rd, wr] = open_fifo(r, path)?;
+            [r.above(rd, b.high)?, r.above(wr, b.high)?]
+        }
+        None => {
+            let p = r.put_bytes(&[0u8; 8])?;
+            r.fd_pair_above("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0], b.high)?
+        }
+    };
+    r.sys(
+        "F_SETPIPE_SZ",
+        libc::SYS_fcntl,
+        [
+            hi[1],
+            libc::F_SETPIPE_SZ as u64,
+            u64::from(state.capacity),
+            0,
+            0,
+            0,
+        ],
+    )?;
+    // A FIFO on a filesystem both hosts share is one kernel object: the
+    // original still holds it, bytes included.
+    let already = match &state.fifo {
+        Some(_) => {
+            let rd = r.take(hi[0], "taking a FIFO's read end")?;
+            sys::pending_bytes(&rd).map_err(sys_err("FIFO FIONREAD"))?
+        }
+        None => 0,
+    };
+    if already != 0 && already != state.data.len() {
+        return Err(FdError::Incompatible(format!(
+            "FIFO {:?} holds {already} bytes here, {} at the freeze",
+            state.fifo,
+            state.data.len()
+        )));
+    }
+    if !state.data.is_empty() && already == 0 {
+        let wr = r.take(hi[1], "taking a pipe's write end")?;
+        std::io::Write::write_all(&mut std::fs::File::from(wr), &state.data)
+            .map_err(sys_err("refilling a pipe"))?;
+    }
+    Ok((hi[0], hi[1]))
+}
+
+/// Opens both ends of the named FIFO at `path` in the process without
+/// blocking (made here, as the process's user, if this host lacks it):
+/// (read, write).
+fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[u64; 2], FdError> {
+    let made = fsuser::run_as(r.who(), || {
+        if std::path::Path::new(path).exists() {
+            Ok(())
+        } else {
+            sys::mkfifo(path, 0o600)
+        }
+    });
+    made.and_then(|m| m).map_err(sys_err("making a FIFO"))?;
+    let nb = (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    // Read-write first: a FIFO opened so never waits for a partner.
+    let base = r.open(path, libc::O_RDWR as u64 | nb)?;
+    let again = format!("/proc/self/fd/{base}");
+    let rd = r.open(&again, libc::O_RDONLY as u64 | nb)?;
+    let wr = r.open(&again, libc::O_WRONLY as u64 | nb)?;
+    r.close(base)?;
+    Ok([rd, wr])
+}
+
+/// Pipes move when the process holds both ends and no other process
+/// holds either.
+pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
+    let mut inodes: Vec<u64> = pipes.iter().map(|p| p.0).collect();
+    inodes.sort_unstable();
+    inodes.dedup();
+    let mut forwarded = Vec::new();
+    for &ino in &inodes {
+        let ends = |w: bool| {
+            pipes
+                .iter()
+                .filter(|p| p.0 == ino && p.1 == w)
+                .map(|p| p.2)
+                .collect::<Vec<_>>()
+        };
+        let (r, w) = (ends(false), ends(true));
+        let all: Vec<i32> = r.iter().chain(&w).copied().collect();
+        if (r.is_empty() || w.is_empty()) && all.iter().all(|fd| (0..=2).contains(fd)) {
+            // Standard streams to another process: forwarded from home.
+            forwarded.push(ino);
+            continue;
+        }
+        if r.is_empty() || w.is_empty() {
+            let fd = r.first().or(w.first()).copied().unwrap_or(-1);
+            why.push(format!(
+                "fd {fd}: pipe:[{ino}] leads to another process (only its {} end is here): not supported yet",
+                if r.is_empty() { "write" } else { "read" }
+            ));
+        }
+    }
+    inodes.retain(|i| !forwarded.contains(i));
+    if inodes.is_empty() {
+        return;
+    }
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return;
+    };
+    for e in dir.flatten() {
+        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+            continue;
+        };
+        if other == pid {
+            continue;
+        }
+        let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
+            continue;
+        };
+        for f in fds.flatten() {
+            let Ok(t) = fs::read_link(f.path()) else {
+                continue;
+            };
+            let t = t.to_string_lossy();
+            let ino = t
+                .strip_prefix("pipe:[")
+                .and_then(|x| x.strip_suffix(']'))
+                .and_then(|x| x.parse::<u64>().ok())
+                .or_else(|| {
+                    // Named FIFOs: by the inode behind the link.
+                    let md = fs::metadata(f.path()).ok()?;
+                    (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
+                });
+            if let Some(ino) = ino {
+                if inodes.contains(&ino) {
+                    why.push(format!(
+                        "pipe or FIFO {t} is also open in process {other}: not supported yet"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,103 @@
+//! One end of a connected pair of unnamed Unix sockets (socketpair) whose
+//! both ends the process holds, with the data queued on it: the pair is
+//! made once, above every number, each end given its number, and the
+//! queued data sent again from the other end once both exist.
+
+use migrate_proto::image::FdKind;
+
+use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
+use crate::host::procfs::{self, FdInfo};
+use crate::host::sys::{self, UnixSocket};
+
+/// Which pair and end, its type, and the data waiting on it (peeked).
+pub fn dump(c: &Collect, info: &FdInfo, u: UnixSocket) -> Result<FdKind, FdError> {
+    let ours = c.take(info.fd)?;
+    let stream = i32::from(u.stype) == libc::SOCK_STREAM;
+    Ok(FdKind::UnixPair {
+        pair: u.inode.min(u.peer),
+        first: u.inode < u.peer,
+        stype: i32::from(u.stype),
+        flags: info.flags,
+        queued: sys::peek_unix(&ours, stream).map_err(proc_err(c.pid, "unix socket queue"))?,
+    })
+}
+
+/// This end at `want`, the pair made when its first end comes.
+pub fn restore(
+    r: &mut impl Remote,
+    b: &mut Rebuild,
+    want: u64,
+    pair: u64,
+    first: bool,
+    stype: i32,
+    flags: u32,
+) -> Result<(), FdError> {
+    let (x, y) = match b.pairs.get(&pair) {
+        Some(&p) => p,
+        None => {
+            let mut ty = stype as u64;
+            if u64::from(flags) & libc::O_NONBLOCK as u64 != 0 {
+                ty |= libc::SOCK_NONBLOCK as u64;
+            }
+            let p = r.put_bytes(&[0u8; 8])?;
+            let hi = r.fd_pair_above(
+                "socketpair",
+                libc::SYS_socketpair,
+                [libc::AF_UNIX as u64, ty, 0, p, 0, 0],
+                b.high,
+            )?;
+            b.pairs.insert(pair, (hi[0], hi[1]));
+            (hi[0], hi[1])
+        }
+    };
+    r.dup_to(if first { x } else { y }, want, u64::from(flags))
+}
+
+/// Data waiting on one end of each pair, sent from the other.
+pub fn refill(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
+    for e in &b.image.fds {
+        let FdKind::UnixPair {
+            pair,
+            first,
+            queued,
+            ..
+        } = &e.kind
+        else {
+            continue;
+        };
+        let Some(&(x, y)) = b.pairs.get(pair) else {
+            continue;
+        };
+        if queued.is_empty() {
+            continue;
+        }
+        let ours = r.take(if *first { y } else { x }, "taking a socket")?;
+        for msg in queued {
+            let n = sys::send(&ours, msg).map_err(sys_err("refilling a socketpair"))?;
+            if n != msg.len() {
+                return Err(FdError::Incompatible(format!(
+                    "refilling a socketpair: sent {n} of {} bytes",
+                    msg.len()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A connected pair of Unix sockets moves when the process holds both ends
+/// (as a socketpair: bound names are not kept), and so does a listener
+/// bound to a name with no connection waiting; other Unix sockets are
+/// refused (by `check_fd`).
+pub fn movable(pid: i32, s: &UnixSocket) -> bool {
+    let mine = |ino: u64| {
+        procfs::fds(pid).unwrap_or_default().into_iter().any(|fd| {
+            procfs::fd_info(pid, fd).is_ok_and(|i| procfs::socket_inode(&i.target) == Some(ino))
+        })
+    };
+    let pair = s.state == 1 && s.peer != 0 && mine(s.peer);
+    // A listener bound to a name, nobody waiting to be accepted.
+    let listener =
+        s.state == 10 && s.name.as_ref().is_some_and(|n| !n.is_empty()) && s.queues.0 == 0;
+    pair || listener
+}
