@@ -1,0 +1,385 @@
+//! The session from the commit on: the commit itself, then post-copy and
+//! its end (or the loss of the destination).
+
+use super::*;
+
+impl Session<'_, '_> {
+    /// The commit: from here the original never runs again unless its copy
+    /// is known gone.
+    pub(super) fn commit(&mut self, r: ReadyState) -> State {
+        let (pid, new_pid) = (self.pid, r.new_pid);
+        self.rec.new_pid = new_pid;
+        self.rec.timeline.restored = us(self.t0);
+        self.event("commit");
+        let FrozenState {
+            abort,
+            ctl,
+            seq,
+            demand,
+            bulk,
+            tracker,
+            streams,
+            lazy,
+            t_freeze,
+            frozen,
+        } = r.frozen;
+        let signals = pending_signals(&frozen);
+        let frozen_terminal = frozen.image.fds.iter().any(|e| {
+            matches!(
+                e.kind,
+                migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+            )
+        });
+        let Frozen {
+            tasks,
+            mem,
+            to_reset,
+            ..
+        } = frozen;
+        // From here a dropped original is killed: a panic is answered as
+        // after the commit.
+        self.committed.set(Some((self.id, new_pid)));
+        let mut task = FrozenOriginal(tasks);
+        // From the commit on, the original must never run again: if this
+        // agent dies, the kernel kills it rather than letting it go on
+        // beside its copy.
+        for t in &mut task.0 {
+            if let Err(e) = t.set_options(libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL) {
+                warn!(error = %error_chain(&e), "setting PTRACE_O_EXITKILL on the original");
+            }
+        }
+        abort.disarm();
+        let mem = Arc::new(mem);
+        let counters = Arc::new(Counters::default());
+        let mut servers = Vec::new();
+        // Faults are served from the resume on; the push starts once the
+        // process runs there, so that it takes no CPU from the resume itself.
+        let push = self.rec.lazy_pages > 0 && self.opts.push_rate_mib != Some(0);
+        if self.rec.lazy_pages > 0 {
+            servers.push(spawn_demand(
+                demand.try_clone().ok(),
+                mem.clone(),
+                lazy.clone(),
+                counters.clone(),
+                self.opts.compress,
+            ));
+        }
+        if !push {
+            if let Ok(mut b) = bulk.try_clone() {
+                let _ = frame::write_msg(&mut b, &PushDone { pages: 0 });
+            }
+            let _ = bulk.shutdown(Shutdown::Write);
+        }
+        // `--tcp close`: the remote ends see their connections reset as the
+        // copy takes over, not when the original is gone.
+        for conn in &to_reset {
+            if let Err(e) = sys::reset_connection(conn) {
+                warn!(error = %e, "resetting a connection of the original");
+            }
+        }
+        drop(to_reset);
+        info!(id = self.id, pid, new_pid, "committing");
+        State::Committed(Box::new(CommittedState {
+            ctl,
+            seq,
+            demand,
+            bulk,
+            tracker,
+            streams,
+            lazy,
+            t_freeze,
+            mem,
+            counters,
+            servers,
+            push,
+            frozen_terminal,
+            signals,
+            task,
+        }))
+    }
+
+    /// Sends the commit, then serves post-copy until the destination has
+    /// every page (complete: the original is killed, or becomes the
+    /// deputy) or is lost ([`after_loss`]).
+    pub(super) fn finish(&mut self, c: CommittedState) -> Reply {
+        let (cx, pid, id, opts) = (self.cx, self.pid, self.id, self.opts);
+        let CommittedState {
+            mut ctl,
+            seq,
+            demand,
+            bulk,
+            mut tracker,
+            streams,
+            lazy,
+            t_freeze,
+            mem,
+            counters,
+            mut servers,
+            push,
+            frozen_terminal,
+            signals,
+            task,
+        } = c;
+        let t0 = self.t0;
+        let started_unix_us = self.rec.started_unix_us;
+        let new_pid = self.rec.new_pid;
+        let uid = self.caller.uid;
+        let mut rec = std::mem::take(&mut self.rec);
+        let progress = &mut *self.progress;
+        let event = |rec: &mut MigrationRecord, what: &str| {
+            rec.events.push(Event {
+                at_us: us(t0) as i64,
+                host: cx.host.to_string(),
+                what: what.to_string(),
+            })
+        };
+        let lost = |rec: &mut MigrationRecord, what: String| {
+            rec.outcome = what.clone();
+            Reply::Failed {
+                error: format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
+                resumed_original: false,
+                record: Some(Box::new(rec.clone())),
+            }
+        };
+        let committed = seq
+            .send(&mut ctl, &SourceMsg::Commit { id, signals })
+            .and_then(|()| {
+                // As if the lane broke once the commit was sent.
+                failpoints::hit("source.after-commit-sent")
+                    .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+            });
+        let early = match committed {
+            Err(e) => Some((
+                format!("lost {} at commit: {}", cx.to, error_chain(&e)),
+                false,
+            )),
+            Ok(()) => {
+                let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+                match seq.recv::<DestMsg>(&mut ctl) {
+                    Ok(DestMsg::Resumed) => None,
+                    Ok(DestMsg::Failed { error, ran: false }) => {
+                        // The copy never ran: the commit is void, the original
+                        // resumes as after any failure before it.
+                        let _ = demand.shutdown(Shutdown::Both);
+                        let _ = bulk.shutdown(Shutdown::Both);
+                        task.resume();
+                        info!(id, pid, "the copy never ran: the original runs on here");
+                        return failed(
+                            format!("{} could not resume the process: {error}", cx.to),
+                            true,
+                        );
+                    }
+                    Ok(DestMsg::Failed { error, ran: true }) => Some((
+                        format!("{} could not resume the process: {error}", cx.to),
+                        true,
+                    )),
+                    Ok(other) => Some((
+                        format!("{} did not resume the process: {other:?}", cx.to),
+                        false,
+                    )),
+                    Err(e) => Some((
+                        format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+                        false,
+                    )),
+                }
+            }
+        };
+        if let Some((what, copy_gone)) = early {
+            let _ = ctl.shutdown(Shutdown::Both);
+            let _ = demand.shutdown(Shutdown::Both);
+            let _ = bulk.shutdown(Shutdown::Both);
+            let loss = Loss {
+                what,
+                copy_gone,
+                at: Instant::now(),
+            };
+            return after_loss(cx, uid, id, task, loss, opts.on_loss, rec, progress);
+        }
+        if failpoints::hit("source.after-resumed").is_err() {
+            // As if the lane broke: post-copy's end is never heard.
+            let _ = ctl.shutdown(Shutdown::Both);
+        }
+        rec.timeline.resume = us(t0);
+        event(&mut rec, "resume acknowledged");
+        if push {
+            servers.push(spawn_push(
+                bulk.try_clone().ok(),
+                mem.clone(),
+                lazy.clone(),
+                counters.clone(),
+                opts,
+                t0,
+            ));
+        }
+        // Closing the write-tracking userfaultfd clears the protection of every
+        // page it covers (tens of ms for GiBs): done now, off the downtime, and
+        // on another thread. (On the paths that resume the original it is
+        // dropped on return, unregistering before the original runs on.)
+        if let Some(t) = tracker.take() {
+            std::thread::spawn(move || drop(t));
+        }
+        rec.downtime_us = t_freeze.elapsed().as_micros() as u64;
+        rec.outcome = "resumed".into();
+        info!(
+            id,
+            pid,
+            new_pid,
+            downtime_us = rec.downtime_us,
+            "resumed on {}",
+            cx.to
+        );
+        // From here this host is the process's home for its standard streams.
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::net::relay::spawn_from_peer(fd, lane, end);
+            } else {
+                crate::net::relay::spawn_to_peer(fd, end, lane);
+            }
+        }
+        progress(&Reply::Resumed(rec.clone()));
+
+        // Post-copy: no bound on how long the process takes to touch its pages,
+        // but both agents beat every second and each counts the other gone
+        // after PEER_SILENCE without a word. The end is awaited on another
+        // thread; meanwhile the caller hears how far it got.
+        let beat = ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, seq.clone(), SourceMsg::Heartbeat));
+        let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
+        let (end_tx, end_rx) = std::sync::mpsc::channel();
+        let mut end_reader = ctl.try_clone();
+        let end_seq = seq.clone();
+        std::thread::spawn(move || {
+            let end = match end_reader.as_mut() {
+                Ok(s) => loop {
+                    match end_seq.recv::<DestMsg>(s) {
+                        Ok(DestMsg::Heartbeat) => continue,
+                        Err(e) if peer::is_timeout(&e) => {
+                            break Err(frame::FrameError::Io(std::io::Error::new(
+                                std::io::ErrorKind::TimedOut,
+                                format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
+                            )))
+                        }
+                        other => break other,
+                    }
+                },
+                Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
+                    e.kind(),
+                    e.to_string(),
+                ))),
+            };
+            let _ = end_tx.send(end);
+        });
+        let end = loop {
+            match end_rx.recv_timeout(PROGRESS_EVERY) {
+                Ok(end) => break end,
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
+                    moved_pages: counters.demand_pages.load(Ordering::Relaxed)
+                        + counters.pushed_pages.load(Ordering::Relaxed),
+                    total_pages: rec.lazy_pages,
+                    elapsed_us: us(t0),
+                }),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(frame::FrameError::Io(std::io::Error::other(
+                        "the control lane reader ended",
+                    )))
+                }
+            }
+        };
+        // Silence from here on: a destination that is alive but cut off
+        // counts us gone and kills its copy.
+        drop(beat);
+        let lost_at = Instant::now();
+        let complete = matches!(end, Ok(DestMsg::Complete { .. }));
+        let mut kept = None;
+        if complete && frozen_terminal {
+            // A terminal's session leader waits for this pid: the original
+            // becomes the deputy that stands in for the process here.
+            crate::session::deputy::made(pid);
+            if let Err(e) = deputize(task, &mem, cx, id) {
+                warn!(error = %e, "the deputy could not be made: the original was killed");
+            }
+        } else if complete {
+            // Its deputy (if this host served one) now talks to the new host.
+            crate::session::deputy::moved(pid, cx.addr, id);
+            task.kill();
+        } else {
+            kept = Some(task);
+        }
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for s in servers {
+            let _ = s.join();
+        }
+        rec.push_progress = std::mem::take(
+            &mut *counters
+                .push_samples
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
+        );
+        rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
+        rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
+        rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
+        rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
+        rec.lanes = LaneBytes {
+            precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
+            eager: rec.eager_pages * PAGE_SIZE,
+            demand: rec.demand_pages * PAGE_SIZE,
+            bulk: rec.pushed_pages * PAGE_SIZE,
+        };
+        match end {
+            Ok(DestMsg::Complete {
+                discarded_pages,
+                faults,
+                events,
+            }) => {
+                for (what, at) in events {
+                    rec.events.push(Event {
+                        at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
+                        host: rec.to.clone(),
+                        what,
+                    });
+                }
+                if failpoints::hit("source.after-complete").is_err() {
+                    // As if the lane broke: `Done` is not sent.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                event(&mut rec, "original released");
+                cx.lineages.forget(pid);
+                rec.events.sort_by_key(|e| e.at_us);
+                let _ = seq.send(&mut ctl, &SourceMsg::Done);
+                rec.discarded_pages = discarded_pages;
+                rec.faults = faults;
+                rec.timeline.complete = us(t0);
+                rec.residual_us = rec.timeline.complete - rec.timeline.resume;
+                rec.outcome = "complete".into();
+                info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
+                Reply::Complete(rec)
+            }
+            other => {
+                // The destination said its copy is gone, or it went silent.
+                let (what, copy_gone) = match other {
+                    Ok(DestMsg::Failed { error, .. }) => {
+                        (format!("post-copy failed on {}: {error}", cx.to), true)
+                    }
+                    Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
+                    Err(e) => (
+                        format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
+                        false,
+                    ),
+                };
+                let _ = ctl.shutdown(Shutdown::Both);
+                let Some(task) = kept else {
+                    return lost(&mut rec, what);
+                };
+                let loss = Loss {
+                    what,
+                    copy_gone,
+                    at: lost_at,
+                };
+                after_loss(cx, uid, id, task, loss, opts.on_loss, rec, progress)
+            }
+        }
+    }
+}

@@ -1,0 +1,143 @@
+//! What the source sends besides pages: the migration id, the clock probe,
+//! the core, the shipped files' content.
+
+use super::*;
+
+pub(super) fn migration_id(pid: i32) -> u64 {
+    let mut b = [0u8; 8];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
+        .is_ok()
+    {
+        return u64::from_le_bytes(b);
+    }
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    t ^ (pid as u64) << 32
+}
+
+/// A transport error in words, a stall (no progress within
+/// [`STALL_TIMEOUT`]) named as such.
+pub(super) fn frame_error(e: &frame::FrameError) -> String {
+    match e {
+        frame::FrameError::Io(io)
+            if matches!(
+                io.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            format!(
+                "no progress for {} s: the link or the destination is down",
+                STALL_TIMEOUT.as_secs()
+            )
+        }
+        _ => error_chain(e),
+    }
+}
+
+/// Estimates the destination's clock offset (destination minus source,
+/// microseconds) and its uncertainty by Cristian's method: the peer's time
+/// plus half the round trip, over several probes, keeping the tightest.
+pub(super) fn sync_clock(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+) -> Result<(i64, u64), frame::FrameError> {
+    let mut best: Option<(u64, i64)> = None;
+    for _ in 0..CLOCK_PROBES {
+        let sent = crate::unix_us();
+        seq.send(ctl, &SourceMsg::ClockProbe)?;
+        let peer = match seq.recv::<DestMsg>(ctl)? {
+            DestMsg::Clock { unix_us } => unix_us,
+            other => {
+                return Err(frame::FrameError::Io(std::io::Error::other(format!(
+                    "unexpected answer to a clock probe: {other:?}"
+                ))))
+            }
+        };
+        let back = crate::unix_us();
+        let rtt = back.saturating_sub(sent);
+        let offset = peer as i64 - (sent + rtt / 2) as i64;
+        if best.is_none_or(|(r, _)| rtt < r) {
+            best = Some((rtt, offset));
+        }
+    }
+    let (rtt, offset) = best.unwrap_or((0, 0));
+    Ok((offset, rtt.div_ceil(2)))
+}
+
+pub(super) fn ship_core(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+    id: u64,
+    frozen: &Frozen,
+    opts: &MigrateOptions,
+    rec: &mut MigrationRecord,
+) -> Result<(), String> {
+    let err = |e: frame::FrameError| format!("sending the core: {}", frame_error(&e));
+    seq.send(
+        ctl,
+        &SourceMsg::Core {
+            id,
+            image: Box::new(frozen.image.clone()),
+            opts: opts.clone(),
+        },
+    )
+    .map_err(err)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
+    send_shipped(&mut w, seq, &frozen.image)?;
+    let mut buf = Vec::new();
+    for v in &frozen.image.mm.vmas {
+        for p in v.pages.iter().filter(|p| p.fill == Fill::Eager) {
+            let mut first = p.first;
+            let end = p.first + p.count;
+            while first < end {
+                let n = (end - first).min(u64::from(MAX_PAGES_PER_FRAME));
+                let addr = v.start + first * PAGE_SIZE;
+                buf.resize((n * PAGE_SIZE) as usize, 0);
+                frozen
+                    .mem
+                    .read(addr, &mut buf)
+                    .map_err(|e| format!("reading pages at {addr:#x}: {}", error_chain(&e)))?;
+                rec.page_wire_bytes += put_pages(&mut w, addr, &buf, opts.compress).map_err(err)?;
+                rec.eager_pages += n;
+                first += n;
+            }
+        }
+    }
+    seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
+    w.flush().map_err(|e| err(e.into()))?;
+    if opts.mode == Mode::StopCopy {
+        debug_assert_eq!(rec.lazy_pages, 0);
+    }
+    Ok(())
+}
+
+/// Streams the content of the image's shipped files, [`SHIPPED_CHUNK`] at a
+/// time, read from the frozen process's descriptors: exactly the size the
+/// image gives for each (a file cut shorter meanwhile fails the migration).
+pub(super) fn send_shipped(
+    w: &mut impl std::io::Write,
+    seq: &Sequencer,
+    image: &ProcessImage,
+) -> Result<(), String> {
+    use std::io::Read;
+    let mut buf = vec![0u8; SHIPPED_CHUNK];
+    for f in &image.shipped {
+        let what = || format!("shipping the content of fd {} ({})", f.fd, f.path);
+        let file = std::fs::File::open(format!("/proc/{}/fd/{}", image.pid, f.fd))
+            .map_err(|e| format!("{}: {e}", what()))?;
+        let mut file = file.take(f.size);
+        let mut left = f.size;
+        while left > 0 {
+            let n = (left as usize).min(SHIPPED_CHUNK);
+            file.read_exact(&mut buf[..n])
+                .map_err(|e| format!("{}: {e}", what()))?;
+            seq.send(w, &SourceMsg::ShippedData(buf[..n].to_vec()))
+                .map_err(|e| format!("{}: {}", what(), frame_error(&e)))?;
+            left -= n as u64;
+        }
+    }
+    Ok(())
+}
