@@ -1,0 +1,324 @@
+//! The rebuilt process's memory: the stub's mappings removed, the vDSO moved where it was, every mapping of the image made again, pages written, userfaultfd registered for the pages still to come, the `mm` fields.
+
+use super::*;
+
+pub(super) fn overlaps(a0: u64, a1: u64, b0: u64, b1: u64) -> bool {
+    a0 < b1 && b0 < a1
+}
+
+/// First address of a `len`-byte area free in every given layout.
+pub(super) fn free_area(len: u64, taken: &[(u64, u64)]) -> Option<u64> {
+    let mut base: u64 = 0x1000_0000_0000;
+    while base < 0x7f00_0000_0000 {
+        if !taken.iter().any(|&(s, e)| overlaps(base, base + len, s, e)) {
+            return Some(base);
+        }
+        base += 0x10_0000_0000;
+    }
+    None
+}
+
+impl Restorer {
+    pub(super) fn strip_stub(
+        &mut self,
+        stub_maps: &[procfs::MapsEntry],
+    ) -> Result<(), RestoreError> {
+        for m in stub_maps {
+            if crate::host::kinds::is_vdso(&m.path) || m.path == "[vsyscall]" {
+                continue;
+            }
+            step(
+                format!("unmapping the stub's {:#x}", m.start),
+                self.task
+                    .syscall(libc::SYS_munmap, [m.start, m.end - m.start, 0, 0, 0, 0]),
+            )?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn move_vdso(
+        &mut self,
+        stub_maps: &[procfs::MapsEntry],
+        image: &ProcessImage,
+        taken: &[(u64, u64)],
+        insn: u64,
+    ) -> Result<(), RestoreError> {
+        let ours: Vec<_> = stub_maps
+            .iter()
+            .filter(|m| crate::host::kinds::is_vdso(&m.path))
+            .collect();
+        let theirs: Vec<(&str, &Vma)> = image
+            .mm
+            .vmas
+            .iter()
+            .filter_map(|v| match &v.kind {
+                VmaKind::Vdso(name) => Some((name.as_str(), v)),
+                _ => None,
+            })
+            .collect();
+        let same = ours.len() == theirs.len()
+            && ours.iter().all(|m| {
+                theirs
+                    .iter()
+                    .any(|(n, v)| *n == m.path && v.end - v.start == m.end - m.start)
+            });
+        if !same {
+            return Err(RestoreError::Incompatible(
+                "the vDSO layout differs between the two hosts".into(),
+            ));
+        }
+        let span = ours.iter().map(|m| m.end).max().unwrap_or(0)
+            - ours.iter().map(|m| m.start).min().unwrap_or(0);
+        let lo = ours.iter().map(|m| m.start).min().unwrap_or(0);
+        let tmp = free_area(span, taken)
+            .ok_or_else(|| RestoreError::Incompatible("no free address for the vDSO".into()))?;
+        let mremap = |task: &mut Seized, from: u64, len: u64, to: u64| {
+            step(
+                format!("moving the vDSO to {to:#x}"),
+                task.syscall(
+                    libc::SYS_mremap,
+                    [
+                        from,
+                        len,
+                        len,
+                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
+                        to,
+                        0,
+                    ],
+                ),
+            )
+        };
+        let vdso_start = ours.iter().find(|m| m.path == "[vdso]").map(|m| m.start);
+        for m in &ours {
+            mremap(
+                &mut self.task,
+                m.start,
+                m.end - m.start,
+                tmp + (m.start - lo),
+            )?;
+            if Some(m.start) == vdso_start {
+                self.task.set_syscall_insn(tmp + (insn - lo));
+            }
+        }
+        for m in &ours {
+            let (_, v) = theirs
+                .iter()
+                .find(|(n, _)| *n == m.path)
+                .ok_or_else(|| RestoreError::Incompatible("vDSO mapping vanished".into()))?;
+            mremap(
+                &mut self.task,
+                tmp + (m.start - lo),
+                m.end - m.start,
+                v.start,
+            )?;
+            if Some(m.start) == vdso_start {
+                self.task.set_syscall_insn(v.start + (insn - m.start));
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) fn map_vmas(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+        let mut files: HashMap<String, u64> = HashMap::new();
+        let mut shmem: HashMap<u64, u64> = HashMap::new();
+        for v in &image.mm.vmas {
+            let (fd, offset, base_flags) = match &v.kind {
+                VmaKind::Anon => (u64::MAX, 0, libc::MAP_ANONYMOUS),
+                VmaKind::Shmem {
+                    inode,
+                    memfd,
+                    offset,
+                    size,
+                } => {
+                    let alone = image
+                        .mm
+                        .vmas
+                        .iter()
+                        .filter(
+                            |w| matches!(&w.kind, VmaKind::Shmem { inode: i, .. } if i == inode),
+                        )
+                        .count()
+                        == 1;
+                    if memfd.is_none() && alone && *offset == 0 && *size == v.end - v.start {
+                        // Plain shared anonymous memory, as it was made.
+                        (u64::MAX, 0, libc::MAP_ANONYMOUS)
+                    } else {
+                        let fd = match shmem.get(inode) {
+                            Some(&fd) => fd,
+                            None => {
+                                let name = memfd.as_deref().unwrap_or("shared-anon");
+                                let fd = crate::fd::memfd::make(self, name, *size)?;
+                                shmem.insert(*inode, fd);
+                                fd
+                            }
+                        };
+                        (fd, *offset, 0)
+                    }
+                }
+                VmaKind::File { path, offset, .. } => {
+                    let fd = match files.get(path) {
+                        Some(&fd) => fd,
+                        None => {
+                            let fd = self.open(path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64)?;
+                            files.insert(path.clone(), fd);
+                            fd
+                        }
+                    };
+                    (fd, *offset, 0)
+                }
+                VmaKind::Vdso(_) | VmaKind::Vsyscall => continue,
+            };
+            let mut flags = base_flags
+                | libc::MAP_FIXED_NOREPLACE
+                | if v.shared {
+                    libc::MAP_SHARED
+                } else {
+                    libc::MAP_PRIVATE
+                };
+            if v.growsdown {
+                flags |= libc::MAP_GROWSDOWN;
+            }
+            self.sys(
+                format!("mapping {:#x}-{:#x}", v.start, v.end),
+                libc::SYS_mmap,
+                [
+                    v.start,
+                    v.end - v.start,
+                    u64::from(v.prot),
+                    flags as u64,
+                    fd,
+                    offset,
+                ],
+            )?;
+        }
+        for (_, fd) in shmem {
+            self.sys("closing a memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+        }
+        for (_, fd) in files {
+            self.sys(
+                "closing a mapped file",
+                libc::SYS_close,
+                [fd, 0, 0, 0, 0, 0],
+            )?;
+        }
+        for v in &image.mm.vmas {
+            for &a in &v.advice {
+                self.sys(
+                    format!("madvise({a}) at {:#x}", v.start),
+                    libc::SYS_madvise,
+                    [v.start, v.end - v.start, u64::from(a), 0, 0, 0],
+                )?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes page content at `addr` (source address space = ours).
+    pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> Result<(), RestoreError> {
+        let shm = self
+            .shmem_vmas
+            .iter()
+            .find(|(s, e, _)| *s <= addr && addr < *e)
+            .copied();
+        if let Some((start, end, offset)) = shm {
+            // Shared memory may be mapped read-only: write the object.
+            use std::os::unix::fs::FileExt;
+            let path = format!("/proc/{}/map_files/{start:x}-{end:x}", self.pid);
+            let f = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|source| RestoreError::Sys {
+                    step: "opening shared memory",
+                    source,
+                })?;
+            return f
+                .write_all_at(data, offset + (addr - start))
+                .map_err(|source| RestoreError::Sys {
+                    step: "writing shared memory",
+                    source,
+                });
+        }
+        step(
+            format!("writing pages at {addr:#x}"),
+            self.mem.write(addr, data),
+        )
+    }
+
+    /// Creates the userfaultfd inside the process, takes it over and
+    /// registers `ranges` (start, len) in MISSING mode.
+    pub fn userfaultfd(&mut self, ranges: &[(u64, u64)]) -> Result<OwnedFd, RestoreError> {
+        let fd = self.sys(
+            "userfaultfd",
+            SYS_USERFAULTFD,
+            [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0],
+        )?;
+        let ours =
+            sys::pidfd_getfd(&self.pidfd, fd as i32).map_err(|source| RestoreError::Sys {
+                step: "pidfd_getfd of the userfaultfd",
+                source,
+            })?;
+        self.sys(
+            "closing the process's userfaultfd",
+            libc::SYS_close,
+            [fd, 0, 0, 0, 0, 0],
+        )?;
+        let features = uffd::FEATURE_EVENT_FORK
+            | uffd::FEATURE_EVENT_REMAP
+            | uffd::FEATURE_EVENT_REMOVE
+            | uffd::FEATURE_EVENT_UNMAP
+            | uffd::FEATURE_THREAD_ID;
+        uffd::api(&ours, features).map_err(|source| RestoreError::Sys {
+            step: "UFFDIO_API",
+            source,
+        })?;
+        for &(start, len) in ranges {
+            uffd::register_missing(&ours, start, len).map_err(|source| RestoreError::Sys {
+                step: "UFFDIO_REGISTER",
+                source,
+            })?;
+        }
+        Ok(ours)
+    }
+
+    pub(super) fn restore_mm(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+        let exe_fd = self.open(&image.exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64)?;
+        let f = &image.mm.fields;
+        let auxv_at = self.scratch + 256;
+        let mut b = Vec::with_capacity(256);
+        for w in [
+            f.start_code,
+            f.end_code,
+            f.start_data,
+            f.end_data,
+            f.start_brk,
+            f.brk,
+            f.start_stack,
+            f.arg_start,
+            f.arg_end,
+            f.env_start,
+            f.env_end,
+            auxv_at,
+        ] {
+            b.extend_from_slice(&w.to_le_bytes());
+        }
+        b.extend_from_slice(&(image.mm.auxv.len() as u32).to_le_bytes());
+        b.extend_from_slice(&(exe_fd as u32).to_le_bytes());
+        b.resize(256, 0);
+        b.extend_from_slice(&image.mm.auxv);
+        if b.len() as u64 > SCRATCH_LEN {
+            return Err(RestoreError::Incompatible("auxv too large".into()));
+        }
+        let p = self.put_bytes(&b)?;
+        self.sys(
+            "PR_SET_MM_MAP",
+            libc::SYS_prctl,
+            [PR_SET_MM, PR_SET_MM_MAP, p, 104, 0, 0],
+        )?;
+        self.sys(
+            "closing the exe fd",
+            libc::SYS_close,
+            [exe_fd, 0, 0, 0, 0, 0],
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,366 @@
+//! Rebuild a process from its image inside a stub, by injected syscalls.
+//!
+//! The stub is this binary re-executed as `migrate-agent __stub`: it forks
+//! once (so the host's init, not the agent, parents and reaps it), starts a
+//! new session and sleeps. The agent seizes it and, from outside:
+//!
+//! 1. maps a scratch page for syscall arguments at an address free in both
+//!    layouts;
+//! 2. unmaps everything of the stub but the vDSO family and the scratch;
+//! 3. moves `[vvar]`, `[vvar_vclock]`, `[vdso]` to the source addresses
+//!    (through a free area first, so old and new never overlap);
+//! 4. maps every VMA with `MAP_FIXED_NOREPLACE` and writes the eager pages
+//!    through `/proc/<pid>/mem` (see [`Restorer::write_pages`]);
+//! 5. creates the userfaultfd inside the process, takes it over with
+//!    `pidfd_getfd` and registers the lazy ranges;
+//! 6. descriptors, cwd, umask, signal dispositions, limits, name,
+//!    `PR_SET_MM_MAP`, `set_tid_address`, robust list, rseq;
+//! 7. credentials last: never more privilege than the source had;
+//! 8. the final `munmap` of the scratch page, at whose exit stop the
+//!    thread gets its dumped registers. It stays stopped until commit.
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::os::fd::OwnedFd;
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
+use migrate_proto::image::{FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
+use migrate_proto::PAGE_SIZE;
+
+use crate::fd::{FdError, Remote};
+
+mod memory;
+mod process;
+mod remote;
+mod stub;
+mod threads;
+
+use crate::host::children::{self, Claim};
+use crate::{host::procfs, host::sys, host::uffd};
+use memory::free_area;
+pub use stub::Stub;
+
+/// Errors while rebuilding a process.
+#[derive(Debug, thiserror::Error)]
+pub enum RestoreError {
+    /// Starting the stub failed.
+    #[error("cannot start the stub process")]
+    Stub(#[source] std::io::Error),
+    /// An injected step failed.
+    #[error("{step} failed")]
+    Step {
+        /// What was being done.
+        step: String,
+        /// Cause.
+        #[source]
+        source: InjectError,
+    },
+    /// A local syscall failed.
+    #[error("{step} failed")]
+    Sys {
+        /// What was being done.
+        step: &'static str,
+        /// Cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The image cannot be rebuilt on this host.
+    #[error("{0}")]
+    Incompatible(String),
+    /// A failpoint failed the rebuild.
+    #[error(transparent)]
+    Failpoint(#[from] crate::failpoints::Injected),
+    /// Making a descriptor failed.
+    #[error(transparent)]
+    Fd(#[from] FdError),
+}
+
+fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, RestoreError> {
+    r.map_err(|source| RestoreError::Step {
+        step: what.into(),
+        source,
+    })
+}
+
+const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
+const PR_SET_MM: u64 = 35;
+const PR_SET_MM_MAP: u64 = 14;
+const PR_SET_NAME: u64 = 15;
+const PR_SET_KEEPCAPS: u64 = 8;
+const PR_SET_DUMPABLE: u64 = 4;
+const PR_SET_PDEATHSIG: u64 = 1;
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
+const PR_SET_NO_NEW_PRIVS: u64 = 38;
+const SYS_USERFAULTFD: i64 = 323;
+const SYS_RSEQ: i64 = 334;
+const SYS_CLONE3: i64 = 435;
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// A process being rebuilt: stopped, not yet running.
+pub struct Restorer {
+    task: Seized,
+    /// The process on this thread's CPU while it is built (its threads
+    /// inherit that); released before it runs.
+    pin: Option<sys::CpuPin>,
+    /// Threads other than the leader, once created.
+    threads: Vec<Seized>,
+    /// Shared-memory VMAs: (start, end, offset in their object).
+    shmem_vmas: Vec<(u64, u64, u64)>,
+    /// Agent-side ends of the forwarded standard streams: (fd, end,
+    /// the process writes to it).
+    forwarded: Vec<(i32, OwnedFd, bool)>,
+    /// Descriptors whose TCP connection was made again here.
+    reconnected: Vec<i32>,
+    /// Pid on this host.
+    pub pid: i32,
+    mem: RemoteMem,
+    pidfd: OwnedFd,
+    scratch: u64,
+    /// Who the process is to the filesystem: every path this restore
+    /// opens, creates or removes for it is handled as this user.
+    who: FsCreds,
+    /// Content of files shipped as unlinked copies, by descriptor.
+    shipped: HashMap<i32, std::fs::File>,
+    /// The process is this agent's child, waited for by its owner.
+    claim: Option<Claim>,
+    /// Let run ([`Restorer::resume`]); until then dropping the Restorer
+    /// kills the half-built process.
+    resumed: bool,
+}
+
+impl Drop for Restorer {
+    fn drop(&mut self) {
+        if self.resumed {
+            return;
+        }
+        // Half-built, or built but never committed: it must never run.
+        let _ = sys::pidfd_kill(&self.pidfd, libc::SIGKILL);
+        self.task.kill_in_place();
+        for t in &mut self.threads {
+            t.kill_in_place();
+        }
+    }
+}
+
+impl Restorer {
+    /// Seizes a fresh stub and strips it down to the vDSO, then maps every
+    /// VMA of `image` (no page content yet).
+    pub fn start(image: &ProcessImage, stub_exe: &Path) -> Result<Restorer, RestoreError> {
+        Restorer::start_in(image, Stub::spawn(stub_exe, image.pid)?)
+    }
+
+    /// As [`Restorer::start`], in a stub started beforehand.
+    pub fn start_in(image: &ProcessImage, mut stub: Stub) -> Result<Restorer, RestoreError> {
+        let pid = stub.pid;
+        let mut task = step("seizing the stub", Seized::seize_exitkill(pid))?;
+        let pin = sys::CpuPin::near_me(&[pid]);
+        let mem = step("opening the stub's memory", RemoteMem::open(pid))?;
+        let stub_maps = procfs::maps(pid).map_err(|source| RestoreError::Sys {
+            step: "reading the stub's maps",
+            source,
+        })?;
+        let (insn, hash) = procfs::vdso_range(&stub_maps)
+            .and_then(|r| migrate_inject::syscall_site(&mem, r))
+            .ok_or_else(|| RestoreError::Incompatible("the stub has no vDSO".into()))?;
+        if hash != image.vdso_hash {
+            return Err(RestoreError::Incompatible(
+                "the vDSO differs between the two hosts (different kernel builds): \
+                 the process would crash calling it"
+                    .into(),
+            ));
+        }
+        task.set_syscall_insn(insn);
+
+        let mut taken: Vec<(u64, u64)> = stub_maps.iter().map(|m| (m.start, m.end)).collect();
+        taken.extend(image.mm.vmas.iter().map(|v| (v.start, v.end)));
+        let scratch = free_area(SCRATCH_LEN, &taken)
+            .ok_or_else(|| RestoreError::Incompatible("no free address for scratch".into()))?;
+        taken.push((scratch, scratch + SCRATCH_LEN));
+        step(
+            "mapping the scratch page",
+            task.syscall(
+                libc::SYS_mmap,
+                [
+                    scratch,
+                    SCRATCH_LEN,
+                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
+                    u64::MAX,
+                    0,
+                ],
+            ),
+        )?;
+        // From here the Restorer decides the stub's end (and the kernel,
+        // should this agent exit first: it was seized with EXITKILL).
+        let pidfd = stub.pidfd.take().ok_or_else(|| {
+            RestoreError::Incompatible("the stub was given to a restorer before".into())
+        })?;
+        let mut r = Restorer {
+            threads: Vec::new(),
+            forwarded: Vec::new(),
+            reconnected: Vec::new(),
+            shmem_vmas: image
+                .mm
+                .vmas
+                .iter()
+                .filter_map(|v| match v.kind {
+                    VmaKind::Shmem { offset, .. } => Some((v.start, v.end, offset)),
+                    _ => None,
+                })
+                .collect(),
+            task,
+            pin: Some(pin),
+            pid,
+            mem,
+            pidfd,
+            scratch,
+            // Its effective ids, which `setresuid` makes its filesystem ids
+            // (the source's file check used the same: `Credentials::fs`).
+            who: FsCreds {
+                uid: image.creds.uid[1],
+                gid: image.creds.gid[1],
+                groups: image.creds.groups.clone(),
+            },
+            shipped: HashMap::new(),
+            claim: stub.claim.take(),
+            resumed: false,
+        };
+        r.act_as_user()?;
+        r.strip_stub(&stub_maps)?;
+        r.move_vdso(&stub_maps, image, &taken, insn)?;
+        r.map_vmas(image)?;
+        Ok(r)
+    }
+
+    /// Writes a NUL-terminated string to the scratch page; returns its address.
+    fn put_str(&self, s: &str) -> Result<u64, RestoreError> {
+        let mut b = s.as_bytes().to_vec();
+        b.push(0);
+        if b.len() as u64 > SCRATCH_LEN {
+            return Err(RestoreError::Incompatible(format!("path too long: {s}")));
+        }
+        step("writing scratch", self.mem.write(self.scratch, &b))?;
+        Ok(self.scratch)
+    }
+
+    fn put_bytes(&self, b: &[u8]) -> Result<u64, RestoreError> {
+        step("writing scratch", self.mem.write(self.scratch, b))?;
+        Ok(self.scratch)
+    }
+
+    fn sys(
+        &mut self,
+        what: impl Into<String>,
+        nr: i64,
+        args: [u64; 6],
+    ) -> Result<u64, RestoreError> {
+        crate::failpoints::hit("dest.rebuild.injecting")?;
+        step(what, self.task.syscall(nr, args))
+    }
+
+    fn open(&mut self, path: &str, flags: u64) -> Result<u64, RestoreError> {
+        let p = self.put_str(path)?;
+        self.sys(
+            format!("opening {path}"),
+            libc::SYS_openat,
+            [libc::AT_FDCWD as u64, p, flags, 0, 0, 0],
+        )
+    }
+
+    /// Everything after memory: descriptors, process attributes, thread
+    /// state, credentials; leaves the process stopped with its own registers.
+    pub fn finish(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+        crate::fd::restore_all(self, image)?;
+        let cwd = self.put_str(&image.cwd)?;
+        self.sys(
+            format!("chdir {}", image.cwd),
+            libc::SYS_chdir,
+            [cwd, 0, 0, 0, 0, 0],
+        )?;
+        self.sys(
+            "umask",
+            libc::SYS_umask,
+            [u64::from(image.umask), 0, 0, 0, 0, 0],
+        )?;
+        self.restore_sigactions(image)?;
+        self.restore_rlimits(image)?;
+        let name = self.put_str(&image.comm)?;
+        self.sys(
+            "PR_SET_NAME",
+            libc::SYS_prctl,
+            [PR_SET_NAME, name, 0, 0, 0, 0],
+        )?;
+        self.restore_mm(image)?;
+        let main = image
+            .threads
+            .first()
+            .ok_or_else(|| RestoreError::Incompatible("image has no thread".into()))?;
+        // Threads are cloned while the process still has the agent's
+        // credentials (clone3 with set_tid needs them), then each drops
+        // its own: credentials are per thread in the kernel.
+        for t in &image.threads[1..] {
+            let th = self.spawn_thread(image.pid, t)?;
+            if let Some(pin) = &mut self.pin {
+                pin.inherit(th.tid(), self.pid);
+            }
+            self.threads.push(th);
+        }
+        let mut threads = std::mem::take(&mut self.threads);
+        for (th, t) in threads.iter_mut().zip(&image.threads[1..]) {
+            std::mem::swap(&mut self.task, th);
+            let r = self.restore_thread(image, t, false);
+            std::mem::swap(&mut self.task, th);
+            if let Err(e) = r {
+                self.threads = threads;
+                return Err(e);
+            }
+        }
+        self.threads = threads;
+        self.patch_thread_ids(image)?;
+        self.restore_timers(image)?;
+        self.restore_thread(image, main, true)
+    }
+
+    /// Who the process is to the filesystem.
+    pub fn who(&self) -> &FsCreds {
+        &self.who
+    }
+
+    /// The content of the files shipped as unlinked copies, by descriptor
+    /// (received by [`crate::rebuild::shipped::ShippedFiles`]), for the rebuild to
+    /// copy into the process's own unlinked files. Files shipped to their
+    /// path are already in place.
+    pub fn set_shipped(&mut self, held: HashMap<i32, std::fs::File>) {
+        self.shipped = held;
+    }
+
+    /// Lets the process run (after commit). Returns its pid and the claim
+    /// of whoever waits for it to end.
+    pub fn resume(mut self, signals: &[i32]) -> Result<(i32, Option<Claim>), RestoreError> {
+        let pid = self.pid;
+        drop(self.pin.take());
+        for t in &mut self.threads {
+            let tid = t.tid();
+            step(format!("detaching thread {tid}"), t.detach_in_place())?;
+        }
+        step("detaching", self.task.detach_in_place())?;
+        // Running: from here its owner is whoever waits for it.
+        self.resumed = true;
+        for &s in signals {
+            let _ = sys::kill(pid, s);
+        }
+        Ok((pid, self.claim.take()))
+    }
+
+    /// The agent's ends of the forwarded standard streams.
+    pub fn take_forwarded(&mut self) -> Vec<(i32, OwnedFd, bool)> {
+        std::mem::take(&mut self.forwarded)
+    }
+
+    /// A pidfd of the process.
+    pub fn pidfd(&self) -> &OwnedFd {
+        &self.pidfd
+    }
+}
