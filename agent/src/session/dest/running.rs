@@ -1,0 +1,389 @@
+//! The copy from the commit on: resumed, then its memory filled as pages arrive or faults ask for them, with the source watched.
+
+use super::*;
+
+/// After the resume, the only reader of the control lane: skips the
+/// source's heartbeats, and if it falls silent for [`peer::PEER_SILENCE`]
+/// closes the page lanes (the fault handler then fails and the process is
+/// killed). Its last message (`Done`) is handed over.
+pub(super) struct SourceWatch {
+    done: std::sync::mpsc::Receiver<()>,
+    finished: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl SourceWatch {
+    fn start(
+        ctl: &PeerStream,
+        seq: Arc<Sequencer>,
+        demand: &PeerStream,
+        bulk: &PeerStream,
+        id: u64,
+    ) -> Result<SourceWatch, FrameError> {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let mut reader = ctl.try_clone().map_err(FrameError::Io)?;
+        let lanes = [
+            demand.try_clone().map_err(FrameError::Io)?,
+            bulk.try_clone().map_err(FrameError::Io)?,
+        ];
+        reader
+            .set_read_timeout(Some(peer::PEER_SILENCE))
+            .map_err(FrameError::Io)?;
+        let finished = Arc::new(AtomicBool::new(false));
+        let over = finished.clone();
+        let (tx, done) = std::sync::mpsc::channel();
+        std::thread::spawn(move || loop {
+            match seq.recv::<SourceMsg>(&mut reader) {
+                Ok(SourceMsg::Heartbeat) => continue,
+                Ok(SourceMsg::Done) => {
+                    let _ = tx.send(());
+                    return;
+                }
+                Ok(other) => {
+                    warn!(
+                        id,
+                        ?other,
+                        "unexpected message from the source during post-copy"
+                    );
+                    return;
+                }
+                Err(e) => {
+                    if !over.load(Ordering::Relaxed) {
+                        warn!(
+                            id,
+                            error = %error_chain(&e),
+                            "lost the source during post-copy: its pages cannot come; the process is killed"
+                        );
+                        for l in &lanes {
+                            let _ = l.shutdown(Shutdown::Both);
+                        }
+                    }
+                    return;
+                }
+            }
+        });
+        Ok(SourceWatch { done, finished })
+    }
+
+    /// Waits up to `limit` for the source's `Done`.
+    fn wait_done(&self, limit: Duration) {
+        let _ = self.done.recv_timeout(limit);
+    }
+}
+
+impl Drop for SourceWatch {
+    fn drop(&mut self) {
+        self.finished
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Receiving<'_, '_, '_> {
+    /// Lets the copy run: starts the fault handler and the page lanes'
+    /// readers, resumes it, and says so.
+    pub(super) fn resume(&mut self, b: Built, signals: Vec<i32>) -> Result<Running, DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lineages, prefetch) =
+            (self.seq, self.id, self.image, self.lineages, self.prefetch);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
+        let Built {
+            r,
+            map,
+            uffd,
+            local,
+            keeper,
+            streams,
+            demand,
+            bulk,
+        } = b;
+        let pidfd = r.pidfd().try_clone().map_err(|source| DestError::Local {
+            step: "pidfd",
+            source,
+        })?;
+        let handler = match uffd {
+            Some(u) => {
+                let demand_w = demand.try_clone().map_err(FrameError::Io)?;
+                Some(Arc::new(
+                    FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
+                        .map_err(FrameError::Io)?,
+                ))
+            }
+            None => None,
+        };
+        let mut threads = Vec::new();
+        if let Some(h) = &handler {
+            let h1 = h.clone();
+            threads.push(std::thread::spawn(move || h1.run()));
+            if let Some(local) = local {
+                // Pre-copied pages go in from here, in the background.
+                let h3 = h.clone();
+                threads.push(std::thread::spawn(move || h3.install_local(&local)));
+            }
+            // Pushed pages go in in the background: the demand lane and the
+            // fault loop come first.
+            type Install = fn(&FaultHandler, u64, &[u8]);
+            type Failpoint = fn() -> Result<(), failpoints::Injected>;
+            let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
+                (
+                    "demand",
+                    demand.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install,
+                    || failpoints::hit("dest.demand"),
+                ),
+                (
+                    "bulk",
+                    bulk.try_clone().map_err(FrameError::Io)?,
+                    FaultHandler::install_background,
+                    || failpoints::hit("dest.push"),
+                ),
+            ];
+            for (lane, mut s, install, failpoint) in lanes {
+                let h2 = h.clone();
+                threads.push(std::thread::spawn(move || {
+                    if lane == "bulk" {
+                        let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
+                    }
+                    let mut pushed = false;
+                    loop {
+                        match frame::read_frame(&mut s) {
+                            Ok(Frame::Pages(..)) if failpoint().is_err() => {
+                                h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
+                                return;
+                            }
+                            Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                            Ok(Frame::Control(body))
+                                if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
+                            {
+                                pushed = true;
+                            }
+                            Ok(Frame::Control(_)) => {
+                                h2.end(Outcome::Failed(format!(
+                                    "unexpected message on the {lane} lane"
+                                )));
+                                return;
+                            }
+                            Err(e) => {
+                                // The push lane closes once the push said it
+                                // is over; closed before, pages may never come.
+                                if lane == "demand" || !pushed && h2.left() > 0 {
+                                    h2.end(Outcome::Failed(format!(
+                                        "lost the source ({lane} lane): {e}"
+                                    )));
+                                }
+                                return;
+                            }
+                        }
+                    }
+                }));
+            }
+        }
+        let has_terminal = image.deputy
+            || image.fds.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+                )
+            });
+        let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
+        step("committed, fault handler started");
+        // Counted as run from the first thread let go: a resume that fails or
+        // panics half-way kills the process (the Restorer's drop), but some of
+        // it may have run.
+        fate.resuming(handler.is_some());
+        let (new_pid, claim) = r.resume(&signals)?;
+        if handler.is_none() {
+            // Without pages owed nothing kills it once it runs.
+            fate.independent();
+        }
+        step("resumed");
+        lineages.set(
+            new_pid,
+            migrate_proto::image::Lineage {
+                moves: image.lineage.moves + 1,
+                ..image.lineage.clone()
+            },
+        );
+        if has_terminal {
+            // From now on it has a deputy at home (made at completion).
+            crate::session::deputy::hosted(new_pid, true);
+        }
+        // Reap the process when it ends (we are its subreaper) and tell its
+        // deputy, if it has one, how it ended.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let deputy_tx = tx.clone();
+        let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
+        std::thread::spawn(move || {
+            let _claim = claim;
+            if let Ok((code, signal)) = crate::host::sys::wait_exit(new_pid, &reap_pidfd) {
+                if tx
+                    .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
+                    .is_err()
+                {
+                    // Nobody serves a deputy for it (none, or post-copy failed).
+                    crate::session::deputy::hosted(new_pid, false);
+                }
+            }
+        });
+
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::net::relay::spawn_to_peer(fd, end, lane);
+            } else {
+                crate::net::relay::spawn_from_peer(fd, lane, end);
+            }
+        }
+        if failpoints::hit("dest.after-resume").is_err() {
+            // As if the control lane broke once the process runs.
+            let _ = ctl.shutdown(Shutdown::Both);
+        }
+        events.push(("resumed".into(), crate::unix_us()));
+        info!(id, new_pid, "resumed");
+        if let Some(addr) = image.lineage.shim {
+            crate::capture::coop::tell(new_pid, addr, migrate_proto::shim::Phase::Resumed);
+        }
+        seq.send(ctl, &DestMsg::Resumed)?;
+        // Both agents beat until the end; a source silent for PEER_SILENCE is
+        // gone (dead, or cut off): its pages cannot come, so the lanes are
+        // closed and the process is killed rather than left waiting forever.
+        let beat = ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, seq.clone(), DestMsg::Heartbeat));
+        let watch = SourceWatch::start(ctl, seq.clone(), &demand, &bulk, id)?;
+
+        Ok(Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        })
+    }
+
+    /// Post-copy until every page is in: then the keeper is released, the
+    /// copy runs by itself, and the source hears `Complete`.
+    pub(super) fn post_copy(&mut self, run: Running) -> Result<(), DestError> {
+        let ctl = &mut *self.ctl;
+        let (seq, id, image, lanes) = (self.seq, self.id, self.image, self.lanes);
+        let events = &mut *self.events;
+        let fate = &mut *self.fate;
+        let t0 = self.t0;
+        let end_step = |what: &str| {
+            debug!(
+                id,
+                us = t0.elapsed().as_micros() as u64,
+                "post-copy: {what}"
+            )
+        };
+        let Running {
+            new_pid,
+            handler,
+            threads,
+            keeper,
+            has_terminal,
+            deputy_pidfd,
+            deputy_tx,
+            rx,
+            beat,
+            watch,
+            demand,
+            bulk,
+        } = run;
+        let (outcome, discarded, faults) = match &handler {
+            Some(h) => h.wait(),
+            None => (Outcome::Complete, 0, Vec::new()),
+        };
+        end_step("every page in");
+        // Unblock the lane readers.
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for t in threads {
+            let _ = t.join();
+        }
+        // Every userfaultfd of ours is closed by now: the keeper's copy is the
+        // last, and its exit unregisters the ranges.
+        let mut outcome = outcome;
+        match (&outcome, keeper) {
+            (Outcome::Complete | Outcome::Exited, Some(k)) => {
+                let released = failpoints::hit("dest.keeper-release")
+                    .map_err(std::io::Error::other)
+                    .and_then(|()| {
+                        // Said before it is true: until the release is
+                        // over, what becomes of it cannot be told.
+                        fate.releasing();
+                        k.release()
+                    });
+                match released {
+                    // Released: nothing kills it any more.
+                    Ok(()) => fate.independent(),
+                    Err(e) => {
+                        // Unreleased, the keeper kills the process as it goes.
+                        fate.killed();
+                        outcome = Outcome::Failed(format!("releasing the keeper: {e}"));
+                    }
+                }
+            }
+            (_, k) => drop(k),
+        }
+        end_step("lanes closed, userfaultfds released");
+        match outcome {
+            Outcome::Complete | Outcome::Exited => {
+                if outcome == Outcome::Exited {
+                    info!(id, new_pid, "the process exited during post-copy");
+                }
+                drop(beat);
+                if failpoints::hit("dest.before-complete").is_err() {
+                    // As if the control lane broke: `Complete` cannot go.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                seq.send(
+                    ctl,
+                    &DestMsg::Complete {
+                        discarded_pages: discarded,
+                        faults,
+                        events: {
+                            events.push(("every page in".into(), crate::unix_us()));
+                            events.clone()
+                        },
+                    },
+                )?;
+                if failpoints::hit("dest.after-complete").is_err() {
+                    // As if the control lane broke: `Done` never comes.
+                    let _ = ctl.shutdown(Shutdown::Both);
+                }
+                // Wait for the source's Done (or its close).
+                watch.wait_done(Duration::from_secs(30));
+                end_step("source released");
+                info!(id, new_pid, "post-copy complete");
+                if has_terminal {
+                    // The source turns the original into a deputy now.
+                    let home = &image.lineage.home;
+                    match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
+                        Some(lane) => crate::session::deputy::serve_remote(
+                            new_pid,
+                            lane,
+                            deputy_pidfd,
+                            deputy_tx,
+                            rx,
+                        ),
+                        None => {
+                            crate::session::deputy::hosted(new_pid, false);
+                            warn!(id, "the deputy never called");
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Outcome::Failed(why) => Err(DestError::CopyFailed(why)),
+        }
+    }
+}
