@@ -1,4 +1,5 @@
-//! The agent's folders are layers: a module imports from its own folder,
+//! The agent's folders are layers, and its files stay readable (at most
+//! 900 lines each). The folders: a module imports from its own folder,
 //! from folders below it, and from the crate's leaf modules (`config`,
 //! `failpoints`, the helpers in `lib.rs`); never from a folder above it,
 //! and two folders of one layer never import each other both ways.
@@ -116,4 +117,18 @@ fn imports_are_read_from_code_and_groups_only() {
     let text = "use crate::{host::sys, net::peer};\n// crate::session\nfn f() { crate::capture::dump::x(); }\n#[cfg(test)]\nuse crate::daemon;";
     let got: Vec<String> = imports(text).into_iter().collect();
     assert_eq!(got, ["capture", "host", "net"]);
+}
+
+#[test]
+fn no_source_file_is_over_900_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    walk(&src, &mut files);
+    let long: Vec<String> = files
+        .iter()
+        .map(|f| (f, fs::read_to_string(f).unwrap().lines().count()))
+        .filter(|(_, n)| *n > 900)
+        .map(|(f, n)| format!("{}: {n} lines", f.display()))
+        .collect();
+    assert!(long.is_empty(), "{}", long.join("\n"));
 }
