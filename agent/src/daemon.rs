@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
-use migrate_proto::msg::{Lane, PeerHello, Reply, Request};
+use migrate_proto::msg::{Code, Lane, PeerHello, Reason, Reply, Request};
 use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -400,7 +400,7 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
                 // Said without waiting: a refusal fits in the socket's buffer.
                 let _ = s.set_nonblocking(true);
                 let mut s = s;
-                let _ = frame::write_msg(&mut s, &Reply::Refused { reasons: vec![why] });
+                let _ = frame::write_msg(&mut s, &Reply::refused_one(Code::Busy, why));
                 continue;
             }
         };
@@ -533,11 +533,10 @@ fn serve_control(
         _ => {
             return frame::write_msg(
                 &mut s,
-                &Reply::Refused {
-                    reasons: vec![format!(
-                        "the agent speaks protocol {PROTOCOL_VERSION}; update migrate"
-                    )],
-                },
+                &Reply::refused_one(
+                    Code::Protocol,
+                    format!("the agent speaks protocol {PROTOCOL_VERSION}; update migrate"),
+                ),
             )
         }
     }
@@ -551,15 +550,18 @@ fn serve_control(
     let req = request(&s)?;
     s.set_read_timeout(None)?;
     let reply = match req {
-        Request::Hello { .. } => Reply::Refused {
-            reasons: vec!["unexpected second hello".into()],
-        },
+        Request::Hello { .. } => Reply::refused_one(Code::Protocol, "unexpected second hello"),
         Request::Check { pid } => {
             let tcp = agent.lineages.get(pid, "").tcp;
             // A caller who may not act on the process learns nothing of it
             // but that.
             let checked = access::authorize(&caller, pid)
-                .map_err(|d| (preflight::Refusal::one(d.to_string()), false))
+                .map_err(|d| {
+                    (
+                        preflight::Refusal::one(Code::NotPermitted, d.to_string()),
+                        false,
+                    )
+                })
                 .and_then(|()| {
                     preflight::inspect(pid, &caller, sys::getpid(), false, tcp)
                         .map_err(|r| (r, true))
@@ -576,15 +578,18 @@ fn serve_control(
                     preflight::describe_fds(pid, tcp).join("\n")
                 ),
             },
-            Err((r, false)) => Reply::Refused { reasons: r.0 },
+            Err((r, false)) => Reply::refused(r.0),
             Err((r, true)) => {
-                let mut reasons = r.0;
+                let mut detail = Vec::new();
                 let fds = preflight::describe_fds(pid, tcp);
                 if !fds.is_empty() {
-                    reasons.push("descriptors:".into());
-                    reasons.extend(fds);
+                    detail.push("descriptors:".into());
+                    detail.extend(fds);
                 }
-                Reply::Refused { reasons }
+                Reply::Refused {
+                    reasons: r.0,
+                    detail,
+                }
             }
             }
         }
@@ -617,29 +622,33 @@ fn serve_control(
                 lineage,
             }
         }
-        Request::ShimAttach { pid, .. } => Reply::Refused {
-            reasons: vec![format!("only process {pid} itself may attach its shim")],
-        },
-        Request::Register { pid, .. } => Reply::Refused {
-            reasons: vec![format!("only process {pid} itself may register itself")],
-        },
+        Request::ShimAttach { pid, .. } => Reply::refused_one(
+            Code::NotPermitted,
+            format!("only process {pid} itself may attach its shim"),
+        ),
+        Request::Register { pid, .. } => Reply::refused_one(
+            Code::NotPermitted,
+            format!("only process {pid} itself may register itself"),
+        ),
         Request::List => Reply::Processes(movable_processes(agent, &caller)),
         Request::Whoami { pid } if pid == cred.pid => Reply::Whoami {
             host: agent.config.name.clone(),
             lineage: agent.lineages.get(pid, &agent.config.name),
         },
-        Request::Whoami { pid } => Reply::Refused {
-            reasons: vec![format!("only process {pid} itself may ask who it is")],
-        },
+        Request::Whoami { pid } => Reply::refused_one(
+            Code::NotPermitted,
+            format!("only process {pid} itself may ask who it is"),
+        ),
         Request::Resolve { id, action } => match agent.kept.resolve(id, cred.uid, action) {
             Ok(what) => Reply::Resolved(what),
-            Err(why) => Reply::Refused { reasons: vec![why] },
+            Err(why) => Reply::refused_one(Code::Resolve, why),
         },
         Request::DeputyLane { addr, id } => {
             if !crate::session::deputy::is_made(cred.pid) {
-                Reply::Refused {
-                    reasons: vec!["only a deputy this agent made may open a deputy lane".into()],
-                }
+                Reply::refused_one(
+                    Code::NotPermitted,
+                    "only a deputy this agent made may open a deputy lane",
+                )
             } else {
                 match peer::connect(addr, &agent.config.name, Lane::Deputy(id), &agent.security) {
                     Ok((lane, _)) => {
@@ -649,9 +658,7 @@ fn serve_control(
                         crate::session::deputy::bridge(s, lane);
                         return Ok(());
                     }
-                    Err(e) => Reply::Refused {
-                        reasons: vec![error_chain(&e)],
-                    },
+                    Err(e) => Reply::refused_one(Code::Destination, error_chain(&e)),
                 }
             }
         }
@@ -668,28 +675,29 @@ fn serve_control(
             };
             let entered = agent.drain.enter();
             match agent.resolve(&to) {
-                _ if entered.is_none() => Reply::Refused {
-                    reasons: vec![agent.stopping()],
-                },
-                None => Reply::Refused {
-                    reasons: vec![format!(
+                _ if entered.is_none() => Reply::refused_one(Code::Stopping, agent.stopping()),
+                None => Reply::refused_one(
+                    Code::Destination,
+                    format!(
                         "unknown host {to:?} ({}); give a peer name or ADDR:PORT",
                         known()
-                    )],
-                },
+                    ),
+                ),
                 Some(addr) if to == agent.config.name || addr == agent.config.listen => {
-                    Reply::Refused {
-                        reasons: vec![format!("{to} is this host")],
-                    }
+                    Reply::refused_one(Code::Destination, format!("{to} is this host"))
                 }
                 // Authorized before the pid is claimed or the shim told.
-                Some(_) if denied.is_some() => Reply::Refused {
-                    reasons: denied.into_iter().collect(),
-                },
+                Some(_) if denied.is_some() => Reply::refused(
+                    denied
+                        .into_iter()
+                        .map(|d| Reason::new(Code::NotPermitted, d))
+                        .collect(),
+                ),
                 Some(addr) => match agent.claim(pid) {
-                    None => Reply::Refused {
-                        reasons: vec![format!("pid {pid} is already being migrated")],
-                    },
+                    None => Reply::refused_one(
+                        Code::Busy,
+                        format!("pid {pid} is already being migrated"),
+                    ),
                     Some(_claim) => {
                         // Counted until the last reply is written.
                         in_flight = entered;

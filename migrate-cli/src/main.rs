@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, ValueEnum};
 use migrate_proto::frame;
 use migrate_proto::msg::{
-    EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder, Reply, Request, Resolution,
+    EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder, Reason, Reply, Request, Resolution,
 };
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::PAGE_SIZE;
@@ -174,6 +174,10 @@ enum ModeArg {
 struct CheckArgs {
     /// The process to check.
     pid: i32,
+    /// A refusal's reasons as JSON on standard output (each with its
+    /// stable `code` and its `text`).
+    #[arg(long)]
+    json: bool,
     /// The local agent's control socket.
     #[arg(long, env = "MIGRATE_SOCKET", default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
@@ -266,7 +270,10 @@ fn connect_named(socket: &PathBuf) -> Result<(UnixStream, String), Exit> {
     })?;
     match Request::hello(&mut s) {
         Ok(Reply::Welcome { name, .. }) => Ok((s, name)),
-        Ok(Reply::Refused { reasons }) => Err(Exit(3, anyhow::anyhow!(reasons.join("; ")))),
+        Ok(Reply::Refused { reasons, .. }) => Err(Exit(
+            3,
+            anyhow::anyhow!(migrate_proto::refusal::texts(&reasons, "; ")),
+        )),
         Ok(other) => Err(Exit(
             3,
             anyhow::anyhow!("unexpected answer from the agent: {other:?}"),
@@ -309,18 +316,30 @@ fn summary(r: &MigrationRecord, complete: bool) -> String {
     }
 }
 
-fn refused(reasons: &[String]) -> Exit {
-    let mut msg = String::from("refused: ");
-    msg.push_str(&reasons.join("\n  "));
-    if reasons.len() > 1 {
-        msg = format!("refused:\n  {}", reasons.join("\n  "));
+/// A refusal: exit 1, each reason said with its stable code in brackets,
+/// then any detail; with `json`, also `{"refused": [{"code", "text"}],
+/// "detail": [...]}` on standard output.
+fn refused(reasons: &[Reason], detail: &[String], json: bool) -> Exit {
+    if json {
+        let v = serde_json::json!({ "refused": reasons, "detail": detail });
+        println!("{}", serde_json::to_string_pretty(&v).unwrap_or_default());
     }
+    let lines: Vec<String> = reasons
+        .iter()
+        .map(|r| format!("{} [{}]", r.text, r.code.as_str()))
+        .chain(detail.iter().cloned())
+        .collect();
+    let msg = if lines.len() > 1 {
+        format!("refused:\n  {}", lines.join("\n  "))
+    } else {
+        format!("refused: {}", lines.join(""))
+    };
     Exit(1, anyhow::anyhow!(msg))
 }
 
 fn run_check(args: CheckArgs) -> Result<(), Exit> {
     let mut s = connect(&args.socket)?;
-    match ask(&mut s, &Request::Check { pid: args.pid })? {
+    match ask_json(&mut s, &Request::Check { pid: args.pid }, args.json)? {
         Reply::Movable { summary } => {
             println!("{summary}");
             Ok(())
@@ -341,8 +360,13 @@ fn history(socket: &PathBuf) -> Result<(Vec<MigrationRecord>, String), Exit> {
 /// Sends `req` to the agent and reads its answer: a refusal is exit 1, a
 /// broken conversation exit 3.
 fn ask(s: &mut UnixStream, req: &Request) -> Result<Reply, Exit> {
+    ask_json(s, req, false)
+}
+
+/// As [`ask`]; with `json` a refusal is also printed as JSON.
+fn ask_json(s: &mut UnixStream, req: &Request, json: bool) -> Result<Reply, Exit> {
     match req.ask(s) {
-        Ok(Reply::Refused { reasons }) => Err(refused(&reasons)),
+        Ok(Reply::Refused { reasons, detail }) => Err(refused(&reasons, &detail, json)),
         Ok(reply) => Ok(reply),
         Err(e) => Err(Exit(
             3,
@@ -670,7 +694,9 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
                 meter.finish();
                 return print(&r, true);
             }
-            Ok(Reply::Refused { reasons }) => return Err(refused(&reasons)),
+            Ok(Reply::Refused { reasons, detail }) => {
+                return Err(refused(&reasons, &detail, args.json))
+            }
             Ok(Reply::Failed {
                 error,
                 resumed_original,

@@ -21,9 +21,12 @@ fn socket() -> String {
 /// `PermissionDenied`, with the agent's reasons).
 pub(crate) fn refused(other: Reply) -> io::Error {
     match other {
-        Reply::Refused { reasons } => io::Error::new(
+        Reply::Refused { reasons, .. } => io::Error::new(
             io::ErrorKind::PermissionDenied,
-            format!("the agent refused: {}", reasons.join("; ")),
+            format!(
+                "the agent refused: {}",
+                migrate_proto::refusal::texts(&reasons, "; ")
+            ),
         ),
         other => io::Error::other(format!("the agent answered {other:?}")),
     }

@@ -195,6 +195,32 @@ fn a_held_file_lock_is_refused_not_dropped() {
     assert!(p.wait_for("tick", 20));
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_refused(&out, 1, "holds a file lock (FLOCK");
+    // Each reason has a stable code beside its text: in brackets, and in
+    // --json as {"refused": [{"code", "text"}]} on standard output.
+    assert_refused(&out, 1, "locks are not migrated yet [file-lock]");
+    for args in [
+        vec![
+            p.pid.to_string(),
+            "--to".into(),
+            "host2".into(),
+            "--json".into(),
+        ],
+        vec!["check".into(), p.pid.to_string(), "--json".into()],
+    ] {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = c.migrate(&args);
+        assert_eq!(out.status.code(), Some(1), "{out:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("{args:?}: {e}: {out:?}"));
+        let reasons = v["refused"].as_array().expect("a list of reasons");
+        assert!(
+            reasons.iter().any(|r| r["code"] == "file-lock"
+                && r["text"]
+                    .as_str()
+                    .is_some_and(|t| t.contains("holds a file lock"))),
+            "{args:?}: {v}"
+        );
+    }
     assert!(alive_in(c.h1(), p.pid));
     let n = p.text().lines().count();
     assert!(

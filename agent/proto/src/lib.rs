@@ -45,10 +45,11 @@ pub mod image;
 pub mod msg;
 pub mod options;
 pub mod record;
+pub mod refusal;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 10;
+pub const PROTOCOL_VERSION: u32 = 11;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

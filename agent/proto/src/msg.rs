@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 use crate::image::{FileIdent, ProcessImage};
 pub use crate::options::{EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder};
 use crate::record::MigrationRecord;
+pub use crate::refusal::{Code, Reason};
 
 /// What `migrate resolve` does with a kept original.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -159,8 +160,11 @@ pub enum Reply {
     },
     /// The request was refused; the process was not touched.
     Refused {
-        /// One line per obstacle.
-        reasons: Vec<String>,
+        /// One per obstacle.
+        reasons: Vec<Reason>,
+        /// Context for people, after the reasons (`migrate check`'s list
+        /// of descriptors with their verdicts).
+        detail: Vec<String>,
     },
     /// The process runs on the destination (sent before `Complete`).
     Resumed(MigrationRecord),
@@ -187,6 +191,21 @@ pub enum Reply {
         /// The record so far, when the failure came after the commit.
         record: Option<Box<MigrationRecord>>,
     },
+}
+
+impl Reply {
+    /// `Refused` for `reasons`, with no detail.
+    pub fn refused(reasons: Vec<Reason>) -> Reply {
+        Reply::Refused {
+            reasons,
+            detail: Vec::new(),
+        }
+    }
+
+    /// `Refused` for one reason.
+    pub fn refused_one(code: Code, text: impl Into<String>) -> Reply {
+        Reply::refused(vec![Reason::new(code, text)])
+    }
 }
 
 /// Role of a TCP connection between agents, named in its first frame.
@@ -349,8 +368,8 @@ pub const SHIPPED_CHUNK: usize = 1 << 20;
 pub enum DestMsg {
     /// Answer to `FileCheck`.
     FileVerdict {
-        /// One line per file that is missing or differs and cannot be shipped.
-        refused: Vec<String>,
+        /// One per file that is missing or differs and cannot be shipped.
+        refused: Vec<Reason>,
         /// Files missing here whose content the source should ship.
         missing: Vec<String>,
         /// Files a descriptor has open that are a different file here:

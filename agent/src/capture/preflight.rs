@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::MetadataExt;
 
 use migrate_proto::image::TcpPolicy;
-use migrate_proto::msg::FileNeed;
+use migrate_proto::msg::{Code, FileNeed, Reason};
 
 use crate::fd;
 use crate::host::access::{self, Caller};
@@ -37,12 +37,17 @@ pub struct Inspection {
 
 /// Why a process cannot move: one line per obstacle.
 #[derive(Debug, Clone)]
-pub struct Refusal(pub Vec<String>);
+pub struct Refusal(pub Vec<Reason>);
 
 impl Refusal {
     /// A refusal with one reason.
-    pub fn one(s: impl Into<String>) -> Refusal {
-        Refusal(vec![s.into()])
+    pub fn one(code: Code, s: impl Into<String>) -> Refusal {
+        Refusal(vec![Reason::new(code, s)])
+    }
+
+    /// The reasons' texts, one per line.
+    pub fn texts(&self) -> Vec<String> {
+        self.0.iter().map(|r| r.text.clone()).collect()
     }
 }
 
@@ -59,39 +64,46 @@ pub fn inspect(
     tcp: TcpPolicy,
 ) -> Result<Inspection, Refusal> {
     if pid <= 0 {
-        return Err(Refusal::one(format!("invalid pid {pid}")));
+        return Err(Refusal::one(Code::InvalidPid, format!("invalid pid {pid}")));
     }
     if pid == 1 {
         return Err(Refusal::one(
+            Code::HostInit,
             "pid 1 is this host's init: it cannot be migrated",
         ));
     }
     if pid == agent_pid {
-        return Err(Refusal::one(format!(
-            "pid {pid} is the migrate agent itself"
-        )));
+        return Err(Refusal::one(
+            Code::AgentItself,
+            format!("pid {pid} is the migrate agent itself"),
+        ));
     }
-    let status =
-        procfs::status(pid).map_err(|_| Refusal::one(format!("no such process: {pid}")))?;
+    let status = procfs::status(pid)
+        .map_err(|_| Refusal::one(Code::NoSuchProcess, format!("no such process: {pid}")))?;
     let creds = access::Credentials::from_status(pid, &status)
         .and_then(|c| access::check(caller, pid, &c).map(|()| c))
-        .map_err(|d| Refusal::one(d.to_string()))?;
+        .map_err(|d| Refusal::one(Code::NotPermitted, d.to_string()))?;
     let comm = procfs::status_get(&status, "Name")
         .unwrap_or("?")
         .to_string();
     if fs::read_link(format!("/proc/{pid}/exe")).is_err() {
-        return Err(Refusal::one(format!(
-            "process {pid} ({comm}) is a kernel thread or has exited"
-        )));
+        return Err(Refusal::one(
+            Code::KernelThread,
+            format!("process {pid} ({comm}) is a kernel thread or has exited"),
+        ));
     }
     let mut why = Vec::new();
     let state = procfs::status_get(&status, "State").unwrap_or("");
     match state.chars().next() {
         Some('Z') | Some('X') => {
-            return Err(Refusal::one(format!("process {pid} ({comm}) is a zombie")))
+            return Err(Refusal::one(
+                Code::Zombie,
+                format!("process {pid} ({comm}) is a zombie"),
+            ))
         }
-        Some('T') if !frozen => why.push(format!(
-            "process {pid} ({comm}) is stopped by a signal: continue it first"
+        Some('T') if !frozen => why.push(Reason::new(
+            Code::Stopped,
+            format!("process {pid} ({comm}) is stopped by a signal: continue it first"),
         )),
         _ => {}
     }
@@ -100,12 +112,16 @@ pub fn inspect(
         .copied()
         .unwrap_or(0);
     if tracer != 0 && !frozen {
-        why.push(format!("process {pid} is already traced by pid {tracer}"));
+        why.push(Reason::new(
+            Code::Traced,
+            format!("process {pid} is already traced by pid {tracer}"),
+        ));
     }
     process_state(pid, &status, &mut why);
 
     let mut needs = Vec::new();
-    let maps = procfs::maps(pid).map_err(|_| Refusal::one(format!("no such process: {pid}")))?;
+    let maps = procfs::maps(pid)
+        .map_err(|_| Refusal::one(Code::NoSuchProcess, format!("no such process: {pid}")))?;
     for m in &maps {
         check_vma(m, &mut needs, &mut why);
     }
@@ -117,8 +133,12 @@ pub fn inspect(
     if !shmem.is_empty() {
         why.extend(shmem_sharers(pid, &shmem));
     }
-    let fds = procfs::fds(pid)
-        .map_err(|e| Refusal::one(format!("cannot read descriptors of {pid}: {e}")))?;
+    let fds = procfs::fds(pid).map_err(|e| {
+        Refusal::one(
+            Code::NoSuchProcess,
+            format!("cannot read descriptors of {pid}: {e}"),
+        )
+    })?;
     let mut pipes: Vec<(u64, bool, i32)> = Vec::new();
     let unix = crate::host::sys::unix_sockets().unwrap_or_default();
     // Read once, when the first inet socket is met.
@@ -150,7 +170,10 @@ pub fn inspect(
         Ok(cwd) => {
             let cwd = cwd.to_string_lossy().into_owned();
             if cwd.ends_with(" (deleted)") {
-                why.push(format!("working directory {cwd} was removed"));
+                why.push(Reason::new(
+                    Code::WorkingDirectory,
+                    format!("working directory {cwd} was removed"),
+                ));
             } else {
                 needs.push(FileNeed {
                     path: cwd,
@@ -163,7 +186,10 @@ pub fn inspect(
                 });
             }
         }
-        Err(e) => why.push(format!("cannot read the working directory of {pid}: {e}")),
+        Err(e) => why.push(Reason::new(
+            Code::WorkingDirectory,
+            format!("cannot read the working directory of {pid}: {e}"),
+        )),
     }
     if !why.is_empty() {
         return Err(Refusal(why));
@@ -184,13 +210,16 @@ pub fn inspect(
 }
 
 /// Process-wide state that would be lost if moved today.
-fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<String>) {
+fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<Reason>) {
     let seccomp = procfs::status_nums(status, "Seccomp")
         .first()
         .copied()
         .unwrap_or(0);
     if seccomp != 0 {
-        why.push("a seccomp filter is installed: seccomp is not migrated yet".into());
+        why.push(Reason::new(
+            Code::Seccomp,
+            "a seccomp filter is installed: seccomp is not migrated yet",
+        ));
     }
     let mut children = Vec::new();
     if let Ok(tids) = procfs::tids(pid) {
@@ -201,16 +230,19 @@ fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<String>) {
         }
     }
     if !children.is_empty() {
-        why.push(format!(
-            "child processes {}: process trees are not migrated yet",
-            children.join(", ")
+        why.push(Reason::new(
+            Code::Children,
+            format!(
+                "child processes {}: process trees are not migrated yet",
+                children.join(", ")
+            ),
         ));
     }
 }
 
 /// Other processes mapping the shmem objects (inodes) of `pid`: sharing
 /// that a migration would silently break.
-fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<String> {
+fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<Reason> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
@@ -229,56 +261,67 @@ fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<String> {
             .iter()
             .find(|m| is_shmem(m) && inodes.contains(&m.inode))
         {
-            out.push(format!(
+            out.push(Reason::new(Code::SharedMemory, format!(
                 "mapping {:#x}-{:#x} ({}) is shared with process {other}: shared memory between processes is not migrated",
                 m.start, m.end, m.path
-            ));
+            )));
         }
     }
     out
 }
 
-fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
+fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
     let at = format!("{:#x}-{:#x}", m.start, m.end);
     if is_vdso(&m.path) || m.path == "[vsyscall]" || is_shmem(m) {
         return;
     }
     if is_anon(m) {
         if m.shared() {
-            why.push(format!(
-                "mapping {at}: shared anonymous memory is not supported yet"
+            why.push(Reason::new(
+                Code::SharedMemory,
+                format!("mapping {at}: shared anonymous memory is not supported yet"),
             ));
         }
         return;
     }
     if m.path.starts_with("/memfd:") {
-        why.push(format!(
-            "mapping {at}: memfd {} is not supported yet",
-            m.path
+        why.push(Reason::new(
+            Code::Mapping,
+            format!("mapping {at}: memfd {} is not supported yet", m.path),
         ));
         return;
     }
     if m.path.starts_with("/SYSV") {
-        why.push(format!(
-            "mapping {at}: System V shared memory is not supported yet"
+        why.push(Reason::new(
+            Code::SharedMemory,
+            format!("mapping {at}: System V shared memory is not supported yet"),
         ));
         return;
     }
     if m.path.ends_with(" (deleted)") {
-        why.push(format!(
-            "mapping {at}: {} is not supported (the file is gone from disk)",
-            m.path
+        why.push(Reason::new(
+            Code::MappedFile,
+            format!(
+                "mapping {at}: {} is not supported (the file is gone from disk)",
+                m.path
+            ),
         ));
         return;
     }
     if !m.path.starts_with('/') {
-        why.push(format!("mapping {at}: {} is not supported", m.path));
+        why.push(Reason::new(
+            Code::Mapping,
+            format!("mapping {at}: {} is not supported", m.path),
+        ));
         return;
     }
     if m.shared() && m.perms.as_bytes().get(1) == Some(&b'w') {
-        why.push(format!(
-            "mapping {at}: shared writable mapping of {} is not supported yet",
-            m.path
+        why.push(Reason::new(
+            Code::Mapping,
+            format!(
+                "mapping {at}: shared writable mapping of {} is not supported yet",
+                m.path
+            ),
         ));
         return;
     }
@@ -296,15 +339,24 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
                 });
             }
         }
-        Ok(md) if md.is_file() => why.push(format!(
-            "mapping {at}: {} was replaced on disk since it was mapped",
-            m.path
+        Ok(md) if md.is_file() => why.push(Reason::new(
+            Code::MappedFile,
+            format!(
+                "mapping {at}: {} was replaced on disk since it was mapped",
+                m.path
+            ),
         )),
-        Ok(_) => why.push(format!(
-            "mapping {at}: {} is not a regular file (device mappings are not supported)",
-            m.path
+        Ok(_) => why.push(Reason::new(
+            Code::MappedFile,
+            format!(
+                "mapping {at}: {} is not a regular file (device mappings are not supported)",
+                m.path
+            ),
         )),
-        Err(e) => why.push(format!("mapping {at}: {}: {e}", m.path)),
+        Err(e) => why.push(Reason::new(
+            Code::MappedFile,
+            format!("mapping {at}: {}: {e}", m.path),
+        )),
     }
 }
 
@@ -327,7 +379,10 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
         } else if forwarded_stdio(info) {
             "forwarded to and from this host".into()
         } else if is_terminal(info) {
-            why.push("terminals are not forwarded yet".into());
+            why.push(Reason::new(
+                Code::Terminal,
+                "terminals are not forwarded yet",
+            ));
             "terminal".into()
         } else if let Some(ino) = pipe_inode(info) {
             let w = info.flags & libc::O_ACCMODE as u32 != 0;
@@ -335,7 +390,7 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
                 pipe_inode(o) == Some(ino) && (o.flags & libc::O_ACCMODE as u32 != 0) != w
             });
             if !other {
-                why.push("leads to another process".to_string());
+                why.push(Reason::new(Code::Pipe, "leads to another process"));
             }
             format!("pipe, {} end", if w { "write" } else { "read" })
         } else if t == "anon_inode:inotify" {
@@ -348,14 +403,17 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
             .and_then(|k| k.strip_suffix(']'))
         {
             if !fd::MOVABLE_ANON.contains(&t.as_str()) {
-                why.push("not supported".into());
+                why.push(Reason::new(Code::Descriptor, "not supported"));
             }
             k.to_string()
         } else if let Some(u) =
             procfs::socket_inode(t).and_then(|ino| unix.iter().find(|u| u.inode == ino))
         {
             if !fd::unix_pair::movable(pid, u) {
-                why.push("only pairs held at both ends and idle listeners are supported".into());
+                why.push(Reason::new(
+                    Code::Socket,
+                    "only pairs held at both ends and idle listeners are supported",
+                ));
             }
             "unix socket".into()
         } else if let Some(s) =
@@ -365,13 +423,13 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
                 format!("TCP connection ({})", tcp.name())
             } else {
                 if !s.movable() {
-                    why.push(if s.tcp && s.state == 0x0a {
+                    why.push(Reason::new(Code::Socket, if s.tcp && s.state == 0x0a {
                         "connections wait in its accept queue".to_string()
                     } else if s.established() {
                         "an established TCP connection moves only with `migrate run --tcp close|reconnect`".to_string()
                     } else {
                         "connected sockets in this state are not supported".to_string()
-                    });
+                    }));
                 }
                 "socket".into()
             }
@@ -384,7 +442,7 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
                 _ => "device".into(),
             }
         } else {
-            why.push("not supported".into());
+            why.push(Reason::new(Code::Descriptor, "not supported"));
             if t.starts_with("socket:") {
                 "socket".into()
             } else {
@@ -395,7 +453,7 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
         let verdict = if why.is_empty() {
             "moves".to_string()
         } else {
-            format!("refused: {}", why.join("; "))
+            format!("refused: {}", migrate_proto::refusal::texts(&why, "; "))
         };
         let name = match t
             .strip_prefix("socket:[")
@@ -412,16 +470,19 @@ pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
     out
 }
 
-fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<String>) {
+fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
     let fd = info.fd;
     fd::check_locks(info, why);
     if forwarded_stdio(info) {
         return;
     }
     if is_terminal(info) {
-        why.push(format!(
-            "fd {fd}: {} (terminal): not forwarded yet; redirect it to a file or pipe",
-            info.target
+        why.push(Reason::new(
+            Code::Terminal,
+            format!(
+                "fd {fd}: {} (terminal): not forwarded yet; redirect it to a file or pipe",
+                info.target
+            ),
         ));
         return;
     }
@@ -486,5 +547,8 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<St
     } else {
         t.clone()
     };
-    why.push(format!("fd {fd}: {what} not supported{hint}"));
+    why.push(Reason::new(
+        Code::Descriptor,
+        format!("fd {fd}: {what} not supported{hint}"),
+    ));
 }

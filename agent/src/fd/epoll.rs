@@ -2,6 +2,7 @@
 //! registrations added once everything they watch exists.
 
 use migrate_proto::image::{EpollWatch, FdKind};
+use migrate_proto::msg::{Code, Reason};
 
 use super::{FdError, Remote};
 use crate::host::procfs::{self, FdInfo};
@@ -47,15 +48,18 @@ pub fn register(r: &mut impl Remote, fd: i32, watches: &[EpollWatch]) -> Result<
 
 /// An epoll set moves if every descriptor it watches is still open under
 /// the number it was registered with (they are re-registered by number).
-pub fn check(pid: i32, info: &FdInfo, why: &mut Vec<String>) {
+pub fn check(pid: i32, info: &FdInfo, why: &mut Vec<Reason>) {
     for e in info.epoll_entries() {
         let same = procfs::fd_info(pid, e.tfd)
             .map(|t| t.ino == e.ino)
             .unwrap_or(false);
         if !same {
-            why.push(format!(
-                "fd {}: epoll watches fd {} which was closed or replaced since: not supported",
-                info.fd, e.tfd
+            why.push(Reason::new(
+                Code::Epoll,
+                format!(
+                    "fd {}: epoll watches fd {} which was closed or replaced since: not supported",
+                    info.fd, e.tfd
+                ),
             ));
         }
     }

@@ -3,6 +3,7 @@
 //! carried: refused.
 
 use migrate_proto::image::FdKind;
+use migrate_proto::msg::{Code, Reason};
 
 use super::{nonblock_cloexec, proc_err, sys_err, Collect, FdError, Remote};
 use crate::host::procfs::FdInfo;
@@ -13,17 +14,23 @@ pub fn dump(c: &Collect, info: &FdInfo) -> Result<FdKind, FdError> {
     let ours = c.take(info.fd)?;
     let waiting = sys::pending_bytes(&ours).map_err(proc_err(c.pid, "inotify"))?;
     if waiting > 0 {
-        return Err(FdError::Refused(format!(
-            "fd {}: inotify has {waiting} bytes of events not read yet: they cannot be carried",
-            info.fd
+        return Err(FdError::Refused(Reason::new(
+            Code::Inotify,
+            format!(
+                "fd {}: inotify has {waiting} bytes of events not read yet: they cannot be carried",
+                info.fd
+            ),
         )));
     }
     let mut watches = Vec::new();
     for (wd, sdev, mask, htype, handle) in info.inotify_watches() {
         let path = sys::path_of_handle(sdev, htype, &handle).map_err(|e| {
-            FdError::Refused(format!(
-                "fd {}: inotify watch {wd} names a file that cannot be found: {e}",
-                info.fd
+            FdError::Refused(Reason::new(
+                Code::Inotify,
+                format!(
+                    "fd {}: inotify watch {wd} names a file that cannot be found: {e}",
+                    info.fd
+                ),
             ))
         })?;
         watches.push((wd, path, mask));

@@ -22,6 +22,7 @@
 //! | `tcp` | an established TCP connection of a cooperating process (closed or dialled again) |
 //! | `forwarded` | a standard stream forwarded to and from the home host |
 
+use migrate_proto::msg::{Code, Reason};
 use std::collections::HashMap;
 use std::fs::File;
 use std::io;
@@ -65,7 +66,7 @@ pub enum FdError {
     },
     /// The descriptor cannot be carried (found once frozen).
     #[error("{0}")]
-    Refused(String),
+    Refused(Reason),
     /// A step of the rebuild done here (not inside the process) failed.
     #[error("{step} failed")]
     Sys {
@@ -474,17 +475,20 @@ pub const MOVABLE_ANON: [&str; 4] = [
 
 /// File locks (flock, fcntl, OFD) on a descriptor's file, as fdinfo
 /// lists them: not carried yet, so refused rather than silently dropped.
-pub fn check_locks(info: &FdInfo, why: &mut Vec<String>) {
+pub fn check_locks(info: &FdInfo, why: &mut Vec<Reason>) {
     if let Some(l) = info.extra.iter().find(|(k, _)| k == "lock") {
-        why.push(format!(
-            "fd {}: {} holds a file lock ({}): locks are not migrated yet",
-            info.fd,
-            info.target,
-            l.1.split_whitespace()
-                .skip(1)
-                .take(3)
-                .collect::<Vec<_>>()
-                .join(" ")
+        why.push(Reason::new(
+            Code::FileLock,
+            format!(
+                "fd {}: {} holds a file lock ({}): locks are not migrated yet",
+                info.fd,
+                info.target,
+                l.1.split_whitespace()
+                    .skip(1)
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            ),
         ));
     }
 }

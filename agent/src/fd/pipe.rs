@@ -3,6 +3,7 @@
 //! refilled, each end given its number. A FIFO on a filesystem both hosts
 //! share is one object the original still holds, bytes included.
 
+use migrate_proto::msg::{Code, Reason};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
@@ -144,7 +145,7 @@ fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[u64; 2], FdError> {
 
 /// Pipes move when the process holds both ends and no other process
 /// holds either.
-pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
+pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<Reason>) {
     let mut inodes: Vec<u64> = pipes.iter().map(|p| p.0).collect();
     inodes.sort_unstable();
     inodes.dedup();
@@ -166,10 +167,10 @@ pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
         }
         if r.is_empty() || w.is_empty() {
             let fd = r.first().or(w.first()).copied().unwrap_or(-1);
-            why.push(format!(
+            why.push(Reason::new(Code::Pipe, format!(
                 "fd {fd}: pipe:[{ino}] leads to another process (only its {} end is here): not supported yet",
                 if r.is_empty() { "write" } else { "read" }
-            ));
+            )));
         }
     }
     inodes.retain(|i| !forwarded.contains(i));
@@ -205,8 +206,11 @@ pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<String>) {
                 });
             if let Some(ino) = ino {
                 if inodes.contains(&ino) {
-                    why.push(format!(
-                        "pipe or FIFO {t} is also open in process {other}: not supported yet"
+                    why.push(Reason::new(
+                        Code::Pipe,
+                        format!(
+                            "pipe or FIFO {t} is also open in process {other}: not supported yet"
+                        ),
                     ));
                     return;
                 }

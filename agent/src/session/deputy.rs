@@ -183,7 +183,9 @@ fn open_lane(socket: &Path, addr: SocketAddr, id: u64) -> io::Result<UnixStream>
     let lane = Request::DeputyLane { addr, id };
     match lane.ask(&mut s).map_err(io::Error::other)? {
         Reply::Bridged => Ok(s),
-        Reply::Refused { reasons } => Err(io::Error::other(reasons.join("; "))),
+        Reply::Refused { reasons, .. } => Err(io::Error::other(migrate_proto::refusal::texts(
+            &reasons, "; ",
+        ))),
         other => Err(io::Error::other(format!("the agent answered {other:?}"))),
     }
 }

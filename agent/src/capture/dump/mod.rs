@@ -57,7 +57,7 @@ pub enum DumpError {
         source: std::io::Error,
     },
     /// The process changed between pre-flight and freeze.
-    #[error("process changed before the freeze: {}", .0.0.join("; "))]
+    #[error("process changed before the freeze: {}", .0.texts().join("; "))]
     Refused(Refusal),
     /// No `syscall` instruction to inject from.
     #[error("no vDSO found in process {0}: cannot inject syscalls")]

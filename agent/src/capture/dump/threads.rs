@@ -1,6 +1,7 @@
 //! The frozen process's threads: seized until none is left to seize, and each one's registers and the per-thread state only it can read (by injected syscalls).
 
 use super::*;
+use migrate_proto::msg::Code;
 
 pub(super) const PR_GET_TID_ADDRESS: u64 = 40;
 
@@ -71,9 +72,10 @@ pub(super) fn freeze_threads(pid: i32) -> Result<Vec<Seized>, DumpError> {
             return Ok(tasks);
         }
     }
-    Err(DumpError::Refused(Refusal(vec![format!(
-        "process {pid} keeps creating threads faster than they can be stopped"
-    )])))
+    Err(DumpError::Refused(Refusal::one(
+        Code::Threads,
+        format!("process {pid} keeps creating threads faster than they can be stopped"),
+    )))
 }
 
 /// Registers and the per-thread kernel state of one stopped thread; the

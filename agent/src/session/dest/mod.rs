@@ -149,7 +149,10 @@ pub fn serve(
     seq.send(
         &mut ctl,
         &DestMsg::FileVerdict {
-            refused,
+            refused: refused
+                .into_iter()
+                .map(|t| migrate_proto::msg::Reason::new(migrate_proto::msg::Code::File, t))
+                .collect(),
             missing,
             different,
         },

@@ -20,8 +20,8 @@ use migrate_proto::frame::{self, MAX_PAGES_PER_FRAME};
 use migrate_proto::image::Lineage;
 use migrate_proto::image::{Fill, ProcessImage};
 use migrate_proto::msg::{
-    DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushDone, PushOrder, Reply,
-    Resolution, SourceMsg, SHIPPED_CHUNK,
+    Code, DestMsg, Lane, LossPolicy, MigrateOptions, Mode, PageRequest, PushDone, PushOrder,
+    Reason, Reply, Resolution, SourceMsg, SHIPPED_CHUNK,
 };
 use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
@@ -111,8 +111,12 @@ fn pending_signals(frozen: &Frozen) -> Vec<i32> {
     out
 }
 
-fn refused(reasons: Vec<String>) -> Reply {
-    Reply::Refused { reasons }
+fn refused(reasons: Vec<Reason>) -> Reply {
+    Reply::refused(reasons)
+}
+
+fn refused_one(code: Code, text: String) -> Reply {
+    Reply::refused_one(code, text)
 }
 
 fn failed(error: String, resumed_original: bool) -> Reply {
@@ -443,7 +447,8 @@ impl Session<'_, '_> {
             Ok(i) => i,
             Err(r) => return State::Over(refused(r.0)),
         };
-        let unreachable = |e: peer::PeerError| refused(vec![format!("host {}: {e}", cx.to)]);
+        let unreachable =
+            |e: peer::PeerError| refused_one(Code::Destination, format!("host {}: {e}", cx.to));
         let seq = Arc::new(Sequencer::new(id));
         let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
             Ok(x) => x,
@@ -469,38 +474,43 @@ impl Session<'_, '_> {
             }) if v.is_empty() => {
                 match files_to_ship(&insp.needs, &missing, &different, cx.ship_limit) {
                     Ok(ship) => ship,
-                    Err(too_big) => return State::Over(refused(too_big)),
+                    Err(too_big) => {
+                        return State::Over(refused(
+                            too_big
+                                .into_iter()
+                                .map(|t| Reason::new(Code::ShippingLimit, t))
+                                .collect(),
+                        ))
+                    }
                 }
             }
             Ok(DestMsg::FileVerdict { refused: v, .. }) => return State::Over(refused(v)),
             Ok(other) => {
-                return State::Over(refused(vec![format!(
-                    "{}: unexpected answer {other:?}",
-                    cx.to
-                )]))
+                return State::Over(refused_one(
+                    Code::Protocol,
+                    format!("{}: unexpected answer {other:?}", cx.to),
+                ))
             }
             Err(e) => {
-                return State::Over(refused(vec![format!(
-                    "host {}: {}",
-                    cx.to,
-                    error_chain(&e)
-                )]))
+                return State::Over(refused_one(
+                    Code::Destination,
+                    format!("host {}: {}", cx.to, error_chain(&e)),
+                ))
             }
         };
         // From here the destination waits for the core: leaving calls it off.
         let mut abort = Uncommitted::arm(&ctl, &seq);
         if let Err(e) = failpoints::hit("source.after-file-check") {
             abort.because(e.to_string());
-            return State::Over(refused(vec![format!("host {}: {e}", cx.to)]));
+            return State::Over(refused_one(Code::Other, format!("host {}: {e}", cx.to)));
         }
         let clock = match sync_clock(&mut ctl, &seq) {
             Ok(c) => c,
             Err(e) => {
-                return State::Over(refused(vec![format!(
-                    "host {}: {}",
-                    cx.to,
-                    error_chain(&e)
-                )]))
+                return State::Over(refused_one(
+                    Code::Destination,
+                    format!("host {}: {}", cx.to, error_chain(&e)),
+                ))
             }
         };
         let lanes = peer::connect(cx.addr, cx.host, Lane::Demand(id), cx.sec).and_then(|(d, _)| {
@@ -538,10 +548,13 @@ impl Session<'_, '_> {
                 Ok(t) => tracker = Some(t),
                 Err(PreCopyError::Refused(why)) => {
                     abort.because(why.clone());
-                    return State::Over(refused(vec![why]));
+                    return State::Over(refused_one(Code::PreCopy, why));
                 }
                 Err(PreCopyError::Lost(why)) => {
-                    return State::Over(refused(vec![format!("host {}: {why}", cx.to)]));
+                    return State::Over(refused_one(
+                        Code::Destination,
+                        format!("host {}: {why}", cx.to),
+                    ));
                 }
             }
         }
