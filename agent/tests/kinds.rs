@@ -1,4 +1,5 @@
-//! One small program per descriptor kind (`agent/tests/kinds/*.py`): each
+//! One small program per descriptor kind and per memory kind
+//! (`agent/tests/kinds/*.py`, `mem_*` for memory): each
 //! sets its kind up, and after a dump and a rebuild on this host (stop-copy,
 //! no network: the original killed once its pages are read, so that what it
 //! held, a port or a socket path, is free) checks it from inside and prints
@@ -150,3 +151,18 @@ kind!(
     files_dups_directories_and_devices_keep_their_offsets,
     "files"
 );
+
+kind!(
+    private_anonymous_memory_keeps_its_content,
+    "mem_anon_private"
+);
+kind!(
+    shared_anonymous_memory_stays_shared_with_its_content,
+    "mem_anon_shared"
+);
+kind!(two_mappings_of_one_memfd_still_share_it, "mem_memfd_twice");
+kind!(
+    a_private_file_mapping_keeps_its_written_pages_and_the_file_its_own,
+    "mem_file_private"
+);
+kind!(protections_and_holes_are_kept, "mem_protections");
