@@ -176,3 +176,22 @@ pub(super) fn map_file(pid: i32, m: &procfs::MapsEntry) -> Result<fs::File, Dump
     fs::File::open(format!("/proc/{pid}/map_files/{:x}-{:x}", m.start, m.end))
         .map_err(proc_err(pid, "map_files"))
 }
+
+/// The `mm` fields `prctl(PR_SET_MM_MAP)` takes, from `/proc/PID/stat`
+/// (`brk` read by an injected syscall).
+pub(super) fn mm_fields(stat: &[String], brk: u64) -> MmFields {
+    let f = |n| procfs::stat_field(stat, n);
+    MmFields {
+        start_code: f(26),
+        end_code: f(27),
+        start_stack: f(28),
+        start_data: f(45),
+        end_data: f(46),
+        start_brk: f(47),
+        brk,
+        arg_start: f(48),
+        arg_end: f(49),
+        env_start: f(50),
+        env_end: f(51),
+    }
+}

@@ -29,11 +29,13 @@ use crate::host::sys;
 use crate::postcopy::pageset::PageSet;
 
 mod memory;
+mod process;
 mod scan;
 mod threads;
 mod way_back;
 
 use memory::*;
+use process::*;
 use scan::*;
 pub use scan::{RunningScan, Scouted};
 use threads::*;
@@ -158,27 +160,7 @@ pub fn freeze_and_dump(
     let status = procfs::status(pid).map_err(proc_err(pid, "status"))?;
     let handled = procfs::status_hex(&status, "SigCgt") | procfs::status_hex(&status, "SigIgn");
 
-    // Injected reads through scratch memory: dead stack below the main
-    // thread's, or (without room there) a page mapped for it and unmapped
-    // before the maps are read. With dead stack, the way back out of
-    // injected syscalls goes below it.
-    let scratch = match stack_scratch(&tasks[0].regs(), &maps0, &mem) {
-        Some(stack) => {
-            give_way_back(pid, &mut tasks, &mem, vdso, sigreturn, &status, stack);
-            Scratch::Stack(stack.0)
-        }
-        None => Scratch::Page(tasks[0].syscall(
-            libc::SYS_mmap,
-            [
-                0,
-                PAGE_SIZE,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?),
-    };
+    let scratch = scratch(pid, &mut tasks, &maps0, &mem, vdso, sigreturn, &status)?;
     let scratch_at = scratch.addr();
     step("injecting");
     let injected = (|| -> Result<_, DumpError> {
@@ -187,139 +169,31 @@ pub fn freeze_and_dump(
         for t in tasks.iter_mut() {
             threads.push(thread_state(pid, t, &mem, scratch_at)?);
         }
-        let task = &mut tasks[0];
-        let mut sigactions = Vec::new();
-        for signo in 1..=64u32 {
-            if handled & (1u64 << (signo - 1)) == 0
-                || signo == libc::SIGKILL as u32
-                || signo == libc::SIGSTOP as u32
-            {
-                continue;
-            }
-            task.syscall(
-                libc::SYS_rt_sigaction,
-                [u64::from(signo), 0, scratch_at, 8, 0, 0],
-            )?;
-            let mut b = [0u8; 32];
-            mem.read(scratch_at, &mut b)?;
-            sigactions.push(SigAction {
-                signo,
-                handler: word(&b, 0),
-                flags: word(&b, 1),
-                restorer: word(&b, 2),
-                mask: word(&b, 3),
-            });
-        }
-        let brk = task.syscall(libc::SYS_brk, [0; 6])?;
-        let mut itimers = Vec::new();
-        for which in 0..3u32 {
-            task.syscall(
-                libc::SYS_getitimer,
-                [u64::from(which), scratch_at, 0, 0, 0, 0],
-            )?;
-            let mut b = [0u8; 32];
-            mem.read(scratch_at, &mut b)?;
-            let us = |sec: u64, usec: u64| sec * 1_000_000 + usec;
-            let t = ITimer {
-                which,
-                interval_us: us(word(&b, 0), word(&b, 1)),
-                value_us: us(word(&b, 2), word(&b, 3)),
-            };
-            if t.value_us != 0 {
-                itimers.push(t);
-            }
-        }
-        let text = fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
-        let mut posix_timers = Vec::new();
-        for t in procfs::parse_timers(&text) {
-            task.syscall(
-                libc::SYS_timer_gettime,
-                [t.id as u64, scratch_at, 0, 0, 0, 0],
-            )?;
-            let mut b = [0u8; 32];
-            mem.read(scratch_at, &mut b)?;
-            let ns = |sec: u64, nsec: u64| sec * 1_000_000_000 + nsec;
-            posix_timers.push(PosixTimer {
-                id: t.id,
-                clock: t.clock,
-                signo: t.signo,
-                sigval: t.sigval,
-                notify: t.notify,
-                target_tid: if t.notify & 4 != 0 { t.target } else { 0 },
-                interval_ns: ns(word(&b, 0), word(&b, 1)),
-                value_ns: ns(word(&b, 2), word(&b, 3)),
-            });
-        }
-        let personality = task.syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
-        let dumpable = task.syscall(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])? as u32;
-        let no_new_privs =
-            task.syscall(libc::SYS_prctl, [PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0])? != 0;
-        let extra = (itimers, posix_timers, personality);
-        Ok((threads, sigactions, brk, dumpable, no_new_privs, extra))
+        Ok((
+            threads,
+            injected_reads(pid, &mut tasks[0], &mem, scratch_at, handled)?,
+        ))
     })();
     if let Scratch::Page(page) = scratch {
         tasks[0].syscall(libc::SYS_munmap, [page, PAGE_SIZE, 0, 0, 0, 0])?;
     }
     drop(pin);
-    let (threads, sigactions, brk, dumpable, no_new_privs, (itimers, posix_timers, personality)) =
-        injected?;
-    let regs = tasks[0].regs();
-    let rseq = threads[0].rseq;
-    let mut queued_signals = Vec::new();
-    for (i, t) in tasks.iter().enumerate() {
-        let mut queues = vec![(t.tid(), t.queued_signals(false)?)];
-        if i == 0 {
-            queues.push((0, t.queued_signals(true)?));
-        }
-        for (tid, infos) in queues {
-            queued_signals.extend(infos.into_iter().map(|info| QueuedSignal {
-                tid,
-                info: info.to_vec(),
-            }));
-        }
-    }
+    let (threads, injected) = injected?;
+    let Injected {
+        sigactions,
+        brk,
+        dumpable,
+        no_new_privs,
+        itimers,
+        posix_timers,
+        personality,
+    } = injected;
+    let queued_signals = queued_signals(&tasks)?;
 
     let maps = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
     let stat = procfs::stat_fields(pid).map_err(proc_err(pid, "stat"))?;
-    let f = |n| procfs::stat_field(&stat, n);
-    let fields = MmFields {
-        start_code: f(26),
-        end_code: f(27),
-        start_stack: f(28),
-        start_data: f(45),
-        end_data: f(46),
-        start_brk: f(47),
-        brk,
-        arg_start: f(48),
-        arg_end: f(49),
-        env_start: f(50),
-        env_end: f(51),
-    };
-    // Each thread's stack top, its thread control block (patched on
-    // restore if its id changes) and its rseq area go during the freeze.
-    let _ = (regs, rseq);
-    // A cooperating process's shim block goes too: the destination
-    // rewrites it before the process runs.
-    let mut eager_addrs: Vec<(u64, u64)> = coop
-        .shim
-        .map(|a| (a & !(PAGE_SIZE - 1), 1))
-        .into_iter()
-        .collect();
-    for t in &threads {
-        let r = Regs::from_words(&t.regs).unwrap_or(regs);
-        if opts.eager != EagerSet::None {
-            eager_addrs.push((
-                r.0.rsp.saturating_sub(256) & !(PAGE_SIZE - 1),
-                EAGER_STACK_PAGES,
-            ));
-        }
-        if r.0.fs_base != 0 {
-            eager_addrs.push((r.0.fs_base & !(PAGE_SIZE - 1), 2));
-        }
-        if let Some(q) = t.rseq {
-            eager_addrs.push((q.addr & !(PAGE_SIZE - 1), 1));
-        }
-    }
+    let fields = mm_fields(&stat, brk);
+    let eager_addrs = eager_addrs(coop, opts, &threads, tasks[0].regs());
     step("thread and process state");
     let tid_offset = find_tid_offset(&mem, &threads);
     let (advice, held) = match running {
@@ -341,52 +215,15 @@ pub fn freeze_and_dump(
     )?;
     step("pages sorted");
 
-    let auxv = fs::read(format!("/proc/{pid}/auxv")).map_err(proc_err(pid, "auxv"))?;
-    let exe = fs::read_link(format!("/proc/{pid}/exe"))
-        .map_err(proc_err(pid, "exe"))?
-        .to_string_lossy()
-        .into_owned();
-    let cwd = fs::read_link(format!("/proc/{pid}/cwd"))
-        .map_err(proc_err(pid, "cwd"))?
-        .to_string_lossy()
-        .into_owned();
-    let comm = fs::read_to_string(format!("/proc/{pid}/comm"))
-        .map_err(proc_err(pid, "comm"))?
-        .trim_end_matches('\n')
-        .to_string();
-    let umask = procfs::status_get(&status, "Umask")
-        .and_then(|v| u32::from_str_radix(v, 8).ok())
-        .unwrap_or(0o022);
-    let ids = |k| {
-        let v = procfs::status_nums(&status, k);
-        [0, 1, 2].map(|i| v.get(i).copied().unwrap_or(0) as u32)
-    };
-    let creds = Creds {
-        uid: ids("Uid"),
-        gid: ids("Gid"),
-        groups: procfs::status_nums(&status, "Groups")
-            .into_iter()
-            .map(|g| g as u32)
-            .collect(),
-        caps: [
-            procfs::status_hex(&status, "CapInh"),
-            procfs::status_hex(&status, "CapPrm"),
-            procfs::status_hex(&status, "CapEff"),
-        ],
-    };
-    let rlimits: Vec<Rlimit> = procfs::limits(pid)
-        .map_err(proc_err(pid, "limits"))?
-        .into_iter()
-        .take(16)
-        .map(|(cur, max)| Rlimit { cur, max })
-        .collect();
-    if rlimits.len() != 16 {
-        return Err(DumpError::Proc {
-            pid,
-            what: "limits",
-            source: std::io::Error::other(format!("{} limits listed, 16 expected", rlimits.len())),
-        });
-    }
+    let Identity {
+        auxv,
+        exe,
+        cwd,
+        comm,
+        umask,
+        creds,
+        rlimits,
+    } = identity(pid, &status)?;
     step("memory map and pages");
     let crate::fd::Dumped {
         fds,
@@ -398,7 +235,7 @@ pub fn freeze_and_dump(
 
     let image = ProcessImage {
         pid,
-        ppid: f(4) as i32,
+        ppid: procfs::stat_field(&stat, 4) as i32,
         comm,
         exe,
         cwd,

@@ -100,3 +100,35 @@ pub(super) fn give_way_back(
 pub(super) fn in_syscall() -> Result<(), String> {
     crate::failpoints::hit("source.dump.in-syscall").map_err(|e| e.to_string())
 }
+
+/// Scratch for the injected reads: dead stack below the main thread's
+/// (then the way back out of injected syscalls goes below it), or,
+/// without room there, a page mapped for it (unmapped before the maps are
+/// read).
+pub(super) fn scratch(
+    pid: i32,
+    tasks: &mut [Seized],
+    maps: &[procfs::MapsEntry],
+    mem: &RemoteMem,
+    vdso: (u64, u64),
+    sigreturn: Option<u64>,
+    status: &[(String, String)],
+) -> Result<Scratch, DumpError> {
+    Ok(match stack_scratch(&tasks[0].regs(), maps, mem) {
+        Some(stack) => {
+            give_way_back(pid, tasks, mem, vdso, sigreturn, status, stack);
+            Scratch::Stack(stack.0)
+        }
+        None => Scratch::Page(tasks[0].syscall(
+            libc::SYS_mmap,
+            [
+                0,
+                PAGE_SIZE,
+                (libc::PROT_READ | libc::PROT_WRITE) as u64,
+                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
+                u64::MAX,
+                0,
+            ],
+        )?),
+    })
+}
