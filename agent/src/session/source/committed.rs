@@ -141,48 +141,21 @@ impl Session<'_, '_> {
                 record: Some(Box::new(rec.clone())),
             }
         };
-        let committed = seq
-            .send(&mut ctl, &SourceMsg::Commit { id, signals })
-            .and_then(|()| {
-                // As if the lane broke once the commit was sent.
-                failpoints::hit("source.after-commit-sent")
-                    .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
-            });
-        let early = match committed {
-            Err(e) => Some((
-                format!("lost {} at commit: {}", cx.to, error_chain(&e)),
-                false,
-            )),
-            Ok(()) => {
-                let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
-                match seq.recv::<DestMsg>(&mut ctl) {
-                    Ok(DestMsg::Resumed) => None,
-                    Ok(DestMsg::Failed { error, ran: false }) => {
-                        // The copy never ran: the commit is void, the original
-                        // resumes as after any failure before it.
-                        let _ = demand.shutdown(Shutdown::Both);
-                        let _ = bulk.shutdown(Shutdown::Both);
-                        task.resume();
-                        info!(id, pid, "the copy never ran: the original runs on here");
-                        return failed(
-                            format!("{} could not resume the process: {error}", cx.to),
-                            true,
-                        );
-                    }
-                    Ok(DestMsg::Failed { error, ran: true }) => Some((
-                        format!("{} could not resume the process: {error}", cx.to),
-                        true,
-                    )),
-                    Ok(other) => Some((
-                        format!("{} did not resume the process: {other:?}", cx.to),
-                        false,
-                    )),
-                    Err(e) => Some((
-                        format!("lost {} after commit: {}", cx.to, error_chain(&e)),
-                        false,
-                    )),
-                }
+        let early = match commit_answer(&mut ctl, &seq, id, signals, cx) {
+            CommitAnswer::Resumed => None,
+            CommitAnswer::NeverRan(error) => {
+                // The copy never ran: the commit is void, the original
+                // resumes as after any failure before it.
+                let _ = demand.shutdown(Shutdown::Both);
+                let _ = bulk.shutdown(Shutdown::Both);
+                task.resume();
+                info!(id, pid, "the copy never ran: the original runs on here");
+                return failed(
+                    format!("{} could not resume the process: {error}", cx.to),
+                    true,
+                );
             }
+            CommitAnswer::Lost(what, copy_gone) => Some((what, copy_gone)),
         };
         if let Some((what, copy_gone)) = early {
             let _ = ctl.shutdown(Shutdown::Both);
@@ -246,88 +219,19 @@ impl Session<'_, '_> {
             .try_clone()
             .ok()
             .map(|l| peer::Heartbeat::start(l, seq.clone(), SourceMsg::Heartbeat));
-        let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
-        let (end_tx, end_rx) = std::sync::mpsc::channel();
-        let mut end_reader = ctl.try_clone();
-        let end_seq = seq.clone();
-        std::thread::spawn(move || {
-            let end = match end_reader.as_mut() {
-                Ok(s) => loop {
-                    match end_seq.recv::<DestMsg>(s) {
-                        Ok(DestMsg::Heartbeat) => continue,
-                        Err(e) if peer::is_timeout(&e) => {
-                            break Err(frame::FrameError::Io(std::io::Error::new(
-                                std::io::ErrorKind::TimedOut,
-                                format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
-                            )))
-                        }
-                        other => break other,
-                    }
-                },
-                Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
-                    e.kind(),
-                    e.to_string(),
-                ))),
-            };
-            let _ = end_tx.send(end);
-        });
-        let end = loop {
-            match end_rx.recv_timeout(PROGRESS_EVERY) {
-                Ok(end) => break end,
-                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
-                    moved_pages: counters.demand_pages.load(Ordering::Relaxed)
-                        + counters.pushed_pages.load(Ordering::Relaxed),
-                    total_pages: rec.lazy_pages,
-                    elapsed_us: us(t0),
-                }),
-                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                    break Err(frame::FrameError::Io(std::io::Error::other(
-                        "the control lane reader ended",
-                    )))
-                }
-            }
-        };
+        let end = await_end(&ctl, &seq, &counters, rec.lazy_pages, t0, progress);
         // Silence from here on: a destination that is alive but cut off
         // counts us gone and kills its copy.
         drop(beat);
         let lost_at = Instant::now();
         let complete = matches!(end, Ok(DestMsg::Complete { .. }));
-        let mut kept = None;
-        if complete && frozen_terminal {
-            // A terminal's session leader waits for this pid: the original
-            // becomes the deputy that stands in for the process here.
-            crate::session::deputy::made(pid);
-            if let Err(e) = deputize(task, &mem, cx, id) {
-                warn!(error = %e, "the deputy could not be made: the original was killed");
-            }
-        } else if complete {
-            // Its deputy (if this host served one) now talks to the new host.
-            crate::session::deputy::moved(pid, cx.addr, id);
-            task.kill();
-        } else {
-            kept = Some(task);
-        }
+        let kept = release_original(complete, frozen_terminal, task, &mem, cx, id, pid);
         let _ = demand.shutdown(Shutdown::Both);
         let _ = bulk.shutdown(Shutdown::Both);
         for s in servers {
             let _ = s.join();
         }
-        rec.push_progress = std::mem::take(
-            &mut *counters
-                .push_samples
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
-        rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
-        rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
-        rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
-        rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
-        rec.lanes = LaneBytes {
-            precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
-            eager: rec.eager_pages * PAGE_SIZE,
-            demand: rec.demand_pages * PAGE_SIZE,
-            bulk: rec.pushed_pages * PAGE_SIZE,
-        };
+        count_pages(&mut rec, &counters);
         match end {
             Ok(DestMsg::Complete {
                 discarded_pages,
@@ -381,5 +285,160 @@ impl Session<'_, '_> {
                 after_loss(cx, uid, id, task, loss, opts.on_loss, rec, progress)
             }
         }
+    }
+}
+
+/// What the destination answered to the commit.
+enum CommitAnswer {
+    /// Its copy runs.
+    Resumed,
+    /// It failed before its copy ever ran: the commit is void.
+    NeverRan(String),
+    /// Lost, or its copy failed after running (`true`: known gone).
+    Lost(String, bool),
+}
+
+/// Sends the commit and reads the answer.
+fn commit_answer(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+    id: u64,
+    signals: Vec<i32>,
+    cx: &SourceCtx<'_>,
+) -> CommitAnswer {
+    let committed = seq
+        .send(ctl, &SourceMsg::Commit { id, signals })
+        .and_then(|()| {
+            // As if the lane broke once the commit was sent.
+            failpoints::hit("source.after-commit-sent")
+                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+        });
+    if let Err(e) = committed {
+        return CommitAnswer::Lost(
+            format!("lost {} at commit: {}", cx.to, error_chain(&e)),
+            false,
+        );
+    }
+    let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
+    match seq.recv::<DestMsg>(ctl) {
+        Ok(DestMsg::Resumed) => CommitAnswer::Resumed,
+        Ok(DestMsg::Failed { error, ran: false }) => CommitAnswer::NeverRan(error),
+        Ok(DestMsg::Failed { error, ran: true }) => CommitAnswer::Lost(
+            format!("{} could not resume the process: {error}", cx.to),
+            true,
+        ),
+        Ok(other) => CommitAnswer::Lost(
+            format!("{} did not resume the process: {other:?}", cx.to),
+            false,
+        ),
+        Err(e) => CommitAnswer::Lost(
+            format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+            false,
+        ),
+    }
+}
+
+/// Post-copy: no bound on how long the process takes to touch its pages,
+/// but both agents beat every second and each counts the other gone after
+/// PEER_SILENCE without a word. The end is awaited on another thread;
+/// meanwhile the caller hears how far it got.
+fn await_end(
+    ctl: &PeerStream,
+    seq: &Arc<Sequencer>,
+    counters: &Counters,
+    lazy_pages: u64,
+    t0: Instant,
+    progress: &mut dyn FnMut(&Reply),
+) -> Result<DestMsg, frame::FrameError> {
+    let _ = ctl.set_read_timeout(Some(peer::PEER_SILENCE));
+    let (end_tx, end_rx) = std::sync::mpsc::channel();
+    let mut end_reader = ctl.try_clone();
+    let end_seq = seq.clone();
+    std::thread::spawn(move || {
+        let end = match end_reader.as_mut() {
+            Ok(s) => loop {
+                match end_seq.recv::<DestMsg>(s) {
+                    Ok(DestMsg::Heartbeat) => continue,
+                    Err(e) if peer::is_timeout(&e) => {
+                        break Err(frame::FrameError::Io(std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            format!("no word for {} s", peer::PEER_SILENCE.as_secs()),
+                        )))
+                    }
+                    other => break other,
+                }
+            },
+            Err(e) => Err(frame::FrameError::Io(std::io::Error::new(
+                e.kind(),
+                e.to_string(),
+            ))),
+        };
+        let _ = end_tx.send(end);
+    });
+    loop {
+        match end_rx.recv_timeout(PROGRESS_EVERY) {
+            Ok(end) => break end,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => progress(&Reply::Progress {
+                moved_pages: counters.demand_pages.load(Ordering::Relaxed)
+                    + counters.pushed_pages.load(Ordering::Relaxed),
+                total_pages: lazy_pages,
+                elapsed_us: us(t0),
+            }),
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                break Err(frame::FrameError::Io(std::io::Error::other(
+                    "the control lane reader ended",
+                )))
+            }
+        }
+    }
+}
+
+/// The post-copy counters, into the record.
+fn count_pages(rec: &mut MigrationRecord, counters: &Counters) {
+    rec.push_progress = std::mem::take(
+        &mut *counters
+            .push_samples
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()),
+    );
+    rec.page_wire_bytes += counters.wire_bytes.load(Ordering::Relaxed);
+    rec.demand_pages = counters.demand_pages.load(Ordering::Relaxed);
+    rec.demand_requests = counters.demand_requests.load(Ordering::Relaxed);
+    rec.pushed_pages = counters.pushed_pages.load(Ordering::Relaxed);
+    rec.lanes = LaneBytes {
+        precopy: rec.precopy_rounds.iter().sum::<u64>() * PAGE_SIZE,
+        eager: rec.eager_pages * PAGE_SIZE,
+        demand: rec.demand_pages * PAGE_SIZE,
+        bulk: rec.pushed_pages * PAGE_SIZE,
+    };
+}
+
+/// The original once post-copy is over: with every page in, killed (or,
+/// if a terminal's session leader waits for its pid, made the deputy);
+/// otherwise kept, for the loss to decide.
+fn release_original(
+    complete: bool,
+    frozen_terminal: bool,
+    task: FrozenOriginal,
+    mem: &RemoteMem,
+    cx: &SourceCtx<'_>,
+    id: u64,
+    pid: i32,
+) -> Option<FrozenOriginal> {
+    if complete && frozen_terminal {
+        // A terminal's session leader waits for this pid: the original
+        // becomes the deputy that stands in for the process here.
+        crate::session::deputy::made(pid);
+        if let Err(e) = deputize(task, mem, cx, id) {
+            warn!(error = %e, "the deputy could not be made: the original was killed");
+        }
+        None
+    } else if complete {
+        // Its deputy (if this host served one) now talks to the new host.
+        crate::session::deputy::moved(pid, cx.addr, id);
+        task.kill();
+        None
+    } else {
+        Some(task)
     }
 }
