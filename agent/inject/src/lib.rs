@@ -10,6 +10,7 @@
 //!
 //! Logging goes through `tracing`; this crate never installs a subscriber.
 
+pub mod calls;
 pub mod error;
 pub mod frame;
 pub mod mem;
@@ -23,4 +24,4 @@ pub use frame::ReturnPath;
 pub use mem::RemoteMem;
 pub use regs::Regs;
 pub use seize::{Seized, WayBackError};
-pub use site::{is_sigreturn_gadget, returning_site, sigreturn_gadget, syscall_site};
+pub use site::{is_sigreturn_gadget, returning_site, sigreturn_gadget, syscall_site, Vdso};

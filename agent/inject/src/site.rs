@@ -83,6 +83,39 @@ pub fn is_sigreturn_gadget(mem: &RemoteMem, at: u64) -> bool {
     mem.read(at, &mut b).is_ok() && SIGRETURN_GADGETS.iter().any(|g| b.starts_with(g))
 }
 
+/// A task's vDSO and the `syscall` instruction injections run from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Vdso {
+    /// Where it is mapped.
+    pub range: (u64, u64),
+    /// Its first `syscall` instruction.
+    pub syscall: u64,
+    /// A hash of its bytes (two processes with the same hash have the
+    /// same vDSO).
+    pub hash: u64,
+}
+
+impl Vdso {
+    /// The vDSO of process `pid` (from `/proc/<pid>/maps`), read through
+    /// `mem`; `None` if it has none or it has no `syscall`.
+    pub fn find(pid: i32, mem: &RemoteMem) -> Option<Vdso> {
+        let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
+        let range = maps.lines().find(|l| l.ends_with("[vdso]")).and_then(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })?;
+        let (syscall, hash) = syscall_site(mem, range)?;
+        Some(Vdso {
+            range,
+            syscall,
+            hash,
+        })
+    }
+}
+
 /// The first `syscall` instruction in the vDSO mapped at `start..end` of
 /// the process `mem` reads, and a hash of the whole vDSO (two processes
 /// with the same hash have the same vDSO, so the same site).
@@ -157,6 +190,15 @@ mod tests {
         let g = sigreturn_gadget(&mem, &exec, 1 << 30).expect("a sigreturn gadget");
         assert!(is_sigreturn_gadget(&mem, g));
         assert!(!is_sigreturn_gadget(&mem, vdso.0));
+    }
+
+    /// Found from `/proc`, the same as from the range.
+    #[test]
+    fn the_vdso_is_found_from_proc() {
+        let pid = std::process::id() as i32;
+        let mem = RemoteMem::open(pid).unwrap();
+        let v = Vdso::find(pid, &mem).expect("a vDSO");
+        assert_eq!(syscall_site(&mem, v.range), Some((v.syscall, v.hash)));
     }
 
     /// Our own vDSO has a syscall site, the same each time.

@@ -25,7 +25,7 @@ use crate::postcopy::pageset::PageSet;
 
 /// `UFFD_USER_MODE_ONLY`: enough for write-protect tracking, and allowed
 /// to unprivileged processes.
-const UFFD_USER_MODE_ONLY: u64 = 1;
+const UFFD_USER_MODE_ONLY: i32 = 1;
 
 /// Why tracking could not start or go on.
 #[derive(Debug, Error)]
@@ -80,22 +80,12 @@ impl DirtyTracker {
     pub fn attach(pid: i32, mem: &RemoteMem) -> Result<DirtyTracker, DirtyError> {
         let io = |what| move |source| DirtyError::Io { pid, what, source };
         let inject = |source| DirtyError::Inject { pid, source };
-        let maps = procfs::maps(pid).map_err(io("maps"))?;
-        let (insn, _) = procfs::vdso_range(&maps)
-            .and_then(|r| migrate_inject::syscall_site(mem, r))
-            .ok_or(DirtyError::Io {
-                pid,
-                what: "vDSO",
-                source: io::Error::from(io::ErrorKind::NotFound),
-            })?;
         let mut task = Seized::seize(pid).map_err(inject)?;
-        task.set_syscall_insn(insn);
-        let flags = (libc::O_CLOEXEC | libc::O_NONBLOCK) as u64 | UFFD_USER_MODE_ONLY;
-        let fd = task
-            .syscall(libc::SYS_userfaultfd, [flags, 0, 0, 0, 0, 0])
-            .map_err(inject)?;
-        let taken = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, fd as i32));
-        let closed = task.syscall(libc::SYS_close, [fd, 0, 0, 0, 0, 0]);
+        task.find_syscall_site(mem).map_err(inject)?;
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY;
+        let fd = task.userfaultfd(flags).map_err(inject)?;
+        let taken = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, fd));
+        let closed = task.close(fd);
         task.detach().map_err(inject)?;
         closed.map_err(inject)?;
         let uffd = taken.map_err(io("pidfd_getfd"))?;

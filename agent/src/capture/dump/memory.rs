@@ -1,4 +1,5 @@
-//! The frozen process's memory map: each mapping described, and its pages sorted into eager, lazy and stored.
+//! The frozen process's memory map: each mapping described, and its pages
+//! sorted into eager, lazy and stored.
 
 use super::*;
 

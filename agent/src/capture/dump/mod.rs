@@ -10,7 +10,7 @@
 use std::fs;
 use std::os::fd::OwnedFd;
 
-use migrate_inject::{InjectError, Regs, RemoteMem, ReturnPath, Seized};
+use migrate_inject::{InjectError, Regs, RemoteMem, ReturnPath, Seized, Vdso};
 use migrate_proto::image::{
     AltStack, Creds, Fill, ITimer, MmFields, MmState, PageRun, PosixTimer, ProcessImage,
     QueuedSignal, Rlimit, Rseq, ShippedFile, SigAction, TcpPolicy, ThreadState, Vma, VmaKind,
@@ -150,9 +150,11 @@ pub fn freeze_and_dump(
     };
     let mem = RemoteMem::open(pid)?;
     let maps0 = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
-    let vdso = procfs::vdso_range(&maps0).ok_or(DumpError::NoVdso(pid))?;
-    let (insn, vdso_hash) =
-        migrate_inject::syscall_site(&mem, vdso).ok_or(DumpError::NoVdso(pid))?;
+    let Vdso {
+        range: vdso,
+        syscall: insn,
+        hash: vdso_hash,
+    } = Vdso::find(pid, &mem).ok_or(DumpError::NoVdso(pid))?;
     for t in &mut tasks {
         t.set_syscall_insn(insn);
         t.set_midway(in_syscall);
@@ -175,7 +177,7 @@ pub fn freeze_and_dump(
         ))
     })();
     if let Scratch::Page(page) = scratch {
-        tasks[0].syscall(libc::SYS_munmap, [page, PAGE_SIZE, 0, 0, 0, 0])?;
+        tasks[0].munmap(page, PAGE_SIZE)?;
     }
     drop(pin);
     let (threads, injected) = injected?;

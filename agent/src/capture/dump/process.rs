@@ -4,6 +4,7 @@
 //! identity.
 
 use super::*;
+use migrate_inject::calls::pr;
 
 /// What the syscalls injected into the main thread read.
 pub(super) struct Injected {
@@ -27,12 +28,12 @@ pub(super) fn injected_reads(
     handled: u64,
 ) -> Result<Injected, DumpError> {
     let sigactions = sigactions(task, mem, scratch, handled)?;
-    let brk = task.syscall(libc::SYS_brk, [0; 6])?;
+    let brk = task.current_brk()?;
     let itimers = itimers(task, mem, scratch)?;
     let posix_timers = posix_timers(pid, task, mem, scratch)?;
-    let personality = task.syscall(libc::SYS_personality, [0xffff_ffff, 0, 0, 0, 0, 0])? as u32;
-    let dumpable = task.syscall(libc::SYS_prctl, [PR_GET_DUMPABLE, 0, 0, 0, 0, 0])? as u32;
-    let no_new_privs = task.syscall(libc::SYS_prctl, [PR_GET_NO_NEW_PRIVS, 0, 0, 0, 0, 0])? != 0;
+    let personality = task.current_personality()?;
+    let dumpable = task.prctl(pr::GET_DUMPABLE, 0)? as u32;
+    let no_new_privs = task.prctl(pr::GET_NO_NEW_PRIVS, 0)? != 0;
     Ok(Injected {
         sigactions,
         brk,
@@ -59,10 +60,7 @@ fn sigactions(
         {
             continue;
         }
-        task.syscall(
-            libc::SYS_rt_sigaction,
-            [u64::from(signo), 0, scratch, 8, 0, 0],
-        )?;
+        task.sigaction_into(signo, scratch)?;
         let mut b = [0u8; 32];
         mem.read(scratch, &mut b)?;
         out.push(SigAction {
@@ -80,7 +78,7 @@ fn sigactions(
 fn itimers(task: &mut Seized, mem: &RemoteMem, scratch: u64) -> Result<Vec<ITimer>, DumpError> {
     let mut out = Vec::new();
     for which in 0..3u32 {
-        task.syscall(libc::SYS_getitimer, [u64::from(which), scratch, 0, 0, 0, 0])?;
+        task.getitimer_into(which, scratch)?;
         let mut b = [0u8; 32];
         mem.read(scratch, &mut b)?;
         let us = |sec: u64, usec: u64| sec * 1_000_000 + usec;
@@ -106,7 +104,7 @@ fn posix_timers(
     let text = fs::read_to_string(format!("/proc/{pid}/timers")).unwrap_or_default();
     let mut out = Vec::new();
     for t in procfs::parse_timers(&text) {
-        task.syscall(libc::SYS_timer_gettime, [t.id as u64, scratch, 0, 0, 0, 0])?;
+        task.timer_gettime_into(t.id, scratch)?;
         let mut b = [0u8; 32];
         mem.read(scratch, &mut b)?;
         let ns = |sec: u64, nsec: u64| sec * 1_000_000_000 + nsec;

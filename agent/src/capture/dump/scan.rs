@@ -1,4 +1,5 @@
-//! What is read of a process before the freeze, so that the freeze does not wait for it: its advice and pages, and an `rt_sigreturn` gadget.
+//! What is read of a process before the freeze, so that the freeze does not
+//! wait for it: its advice and pages, and an `rt_sigreturn` gadget.
 
 use super::*;
 
@@ -9,7 +10,7 @@ use super::*;
 /// if the frozen process's mappings are exactly those seen around the
 /// read. A flag changed on a whole mapping between this read and the
 /// freeze (within milliseconds) is the one thing it can miss; pages are
-/// checked again where it found none (see [`pages_since`]).
+/// checked again where it found none (see `pages_since`).
 pub struct RunningScan {
     pub(super) maps: Vec<procfs::MapsEntry>,
     pub(super) advice: std::collections::HashMap<u64, Vec<u32>>,

@@ -1,15 +1,10 @@
-//! The frozen process's threads: seized until none is left to seize, and each one's registers and the per-thread state only it can read (by injected syscalls).
+//! The frozen process's threads: seized until none is left to seize, and
+//! each one's registers and the per-thread state only it can read (by
+//! injected syscalls).
 
 use super::*;
+use migrate_inject::calls::pr;
 use migrate_proto::msg::Code;
-
-pub(super) const PR_GET_TID_ADDRESS: u64 = 40;
-
-pub(super) const PR_GET_DUMPABLE: u64 = 3;
-
-pub(super) const PR_GET_PDEATHSIG: u64 = 2;
-
-pub(super) const PR_GET_NO_NEW_PRIVS: u64 = 39;
 
 /// Glibc's `struct pthread` offset of `tid` on x86_64 (2.26 to 2.40): the
 /// tie-breaker when several offsets hold every thread's id.
@@ -93,15 +88,15 @@ pub(super) fn thread_state(
     let sigmask = t.sigmask()?;
     let rseq = t.rseq()?.map(|(addr, len, sig)| Rseq { addr, len, sig });
     let robust_list = sys::get_robust_list(tid).map_err(proc_err(pid, "robust_list"))?;
-    t.syscall(libc::SYS_prctl, [PR_GET_TID_ADDRESS, scratch, 0, 0, 0, 0])?;
+    t.prctl(pr::GET_TID_ADDRESS, scratch)?;
     let mut w = [0u8; 8];
     mem.read(scratch, &mut w)?;
     let clear_child_tid = u64::from_le_bytes(w);
-    t.syscall(libc::SYS_prctl, [PR_GET_PDEATHSIG, scratch, 0, 0, 0, 0])?;
+    t.prctl(pr::GET_PDEATHSIG, scratch)?;
     let mut d = [0u8; 4];
     mem.read(scratch, &mut d)?;
     let pdeathsig = i32::from_le_bytes(d);
-    t.syscall(libc::SYS_sigaltstack, [0, scratch, 0, 0, 0, 0])?;
+    t.sigaltstack_into(scratch)?;
     let mut st = [0u8; 24];
     mem.read(scratch, &mut st)?;
     // stack_t: ss_sp, ss_flags (int, padded), ss_size.

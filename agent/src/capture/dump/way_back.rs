@@ -1,4 +1,6 @@
-//! Where the dump's injected syscalls write and how they return if the agent dies inside one: scratch in the dead stack, and the way back ([`migrate_inject::frame`]).
+//! Where the dump's injected syscalls write and how they return if the
+//! agent dies inside one: scratch in the dead stack, and the way back
+//! ([`migrate_inject::frame`]).
 
 use super::*;
 
@@ -119,16 +121,6 @@ pub(super) fn scratch(
             give_way_back(pid, tasks, mem, vdso, sigreturn, status, stack);
             Scratch::Stack(stack.0)
         }
-        None => Scratch::Page(tasks[0].syscall(
-            libc::SYS_mmap,
-            [
-                0,
-                PAGE_SIZE,
-                (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64,
-                u64::MAX,
-                0,
-            ],
-        )?),
+        None => Scratch::Page(tasks[0].map_anonymous(PAGE_SIZE)?),
     })
 }

@@ -1,4 +1,6 @@
-//! The cluster's credentials: made by `keygen` (a secret every member shares, a key pair per host, the members' public keys), read back by each agent, refused when anyone but root could change them.
+//! The cluster's credentials: made by `keygen` (a secret every member
+//! shares, a key pair per host, the members' public keys), read back by
+//! each agent, refused when anyone but root could change them.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! The encrypted lane once the handshake is done: records of at most 64 KiB sealed with AES-GCM, each direction with its own key and counter, written in batches and read in large chunks.
+//! The encrypted lane once the handshake is done: records of at most 64 KiB
+//! sealed with AES-GCM, each direction with its own key and counter,
+//! written in batches and read in large chunks.
 
 use super::*;
 
@@ -168,7 +170,7 @@ impl Write for &PeerStream {
         self.write_vectored(&[io::IoSlice::new(data)])
     }
 
-    /// Seals up to [`WRITE_BATCH`] bytes of `parts` (each part in records
+    /// Seals up to `WRITE_BATCH` bytes of `parts` (each part in records
     /// of its own) and sends them in one write.
     fn write_vectored(&mut self, parts: &[io::IoSlice<'_>]) -> io::Result<usize> {
         let Some(ch) = &self.channel else {

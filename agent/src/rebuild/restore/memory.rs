@@ -1,4 +1,7 @@
-//! The rebuilt process's memory: the stub's mappings removed, the vDSO moved where it was, every mapping of the image made again, pages written, userfaultfd registered for the pages still to come, the `mm` fields.
+//! The rebuilt process's memory: the stub's mappings removed, the vDSO
+//! moved where it was, every mapping of the image made again, pages
+//! written, userfaultfd registered for the pages still to come, the `mm`
+//! fields.
 
 use super::*;
 

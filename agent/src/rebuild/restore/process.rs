@@ -1,4 +1,5 @@
-//! Process-wide state of the rebuilt process: credentials, signal handlers, resource limits, timers, and a cooperating process's shim block.
+//! Process-wide state of the rebuilt process: credentials, signal handlers,
+//! resource limits, timers, and a cooperating process's shim block.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! What the descriptors' rebuilds ([`crate::fd`]) may do inside the process, lent by the [`Restorer`].
+//! What the descriptors' rebuilds ([`crate::fd`]) may do inside the
+//! process, lent by the [`Restorer`].
 
 use super::*;
 

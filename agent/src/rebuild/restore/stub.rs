@@ -1,4 +1,6 @@
-//! The stub a process is rebuilt in: this binary re-executed as `migrate-agent __stub`, with the pid the process had when that pid is free here.
+//! The stub a process is rebuilt in: this binary re-executed as
+//! `migrate-agent __stub`, with the pid the process had when that pid is
+//! free here.
 
 use super::*;
 

@@ -1,4 +1,6 @@
-//! The rebuilt process's threads: each made again with its registers, FPU state, signal mask, rseq and robust list, and the thread ids the thread library keeps patched; signals queued again.
+//! The rebuilt process's threads: each made again with its registers, FPU
+//! state, signal mask, rseq and robust list, and the thread ids the thread
+//! library keeps patched; signals queued again.
 
 use super::*;
 

@@ -1,4 +1,5 @@
-//! The destination's answer to the file check (every path looked up as the process's user) and the socket addresses that become this host's.
+//! The destination's answer to the file check (every path looked up as the
+//! process's user) and the socket addresses that become this host's.
 
 use super::*;
 

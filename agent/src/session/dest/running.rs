@@ -1,4 +1,5 @@
-//! The copy from the commit on: resumed, then its memory filled as pages arrive or faults ask for them, with the source watched.
+//! The copy from the commit on: resumed, then its memory filled as pages
+//! arrive or faults ask for them, with the source watched.
 
 use super::*;
 
