@@ -23,10 +23,6 @@ use crate::host::sys::{self, page_is, PageQuery, PM_SCAN_WP_MATCHING};
 use crate::host::{procfs, uffd};
 use crate::postcopy::pageset::PageSet;
 
-/// `UFFD_USER_MODE_ONLY`: enough for write-protect tracking, and allowed
-/// to unprivileged processes.
-const UFFD_USER_MODE_ONLY: i32 = 1;
-
 /// Why tracking could not start or go on.
 #[derive(Debug, Error)]
 pub enum DirtyError {
@@ -82,7 +78,7 @@ impl DirtyTracker {
         let inject = |source| DirtyError::Inject { pid, source };
         let mut task = Seized::seize(pid).map_err(inject)?;
         task.find_syscall_site(mem).map_err(inject)?;
-        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | UFFD_USER_MODE_ONLY;
+        let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY;
         let fd = task.userfaultfd(flags).map_err(inject)?;
         let taken = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, fd));
         let closed = task.close(fd);

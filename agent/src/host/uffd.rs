@@ -7,88 +7,39 @@
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 
-/// `UFFD_API`.
-const UFFD_API: u64 = 0xAA;
+use linux_raw_sys::general as k;
+use linux_raw_sys::ioctl as nr;
+
 /// `UFFD_FEATURE_EVENT_FORK`.
-pub const FEATURE_EVENT_FORK: u64 = 1 << 1;
+pub const FEATURE_EVENT_FORK: u64 = k::UFFD_FEATURE_EVENT_FORK as u64;
 /// `UFFD_FEATURE_EVENT_REMAP`.
-pub const FEATURE_EVENT_REMAP: u64 = 1 << 2;
+pub const FEATURE_EVENT_REMAP: u64 = k::UFFD_FEATURE_EVENT_REMAP as u64;
 /// `UFFD_FEATURE_EVENT_REMOVE`.
-pub const FEATURE_EVENT_REMOVE: u64 = 1 << 3;
+pub const FEATURE_EVENT_REMOVE: u64 = k::UFFD_FEATURE_EVENT_REMOVE as u64;
 /// `UFFD_FEATURE_THREAD_ID`: faults name their thread.
-pub const FEATURE_THREAD_ID: u64 = 1 << 8;
+pub const FEATURE_THREAD_ID: u64 = k::UFFD_FEATURE_THREAD_ID as u64;
 /// `UFFD_FEATURE_EVENT_UNMAP`.
-pub const FEATURE_EVENT_UNMAP: u64 = 1 << 6;
+pub const FEATURE_EVENT_UNMAP: u64 = k::UFFD_FEATURE_EVENT_UNMAP as u64;
 /// `UFFD_FEATURE_WP_UNPOPULATED`.
-pub const FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+pub const FEATURE_WP_UNPOPULATED: u64 = k::UFFD_FEATURE_WP_UNPOPULATED as u64;
 /// `UFFD_FEATURE_WP_ASYNC`: write faults on protected pages are resolved
 /// by the kernel itself, which only clears the page's protection; the
 /// written pages are then read with `PAGEMAP_SCAN`.
-pub const FEATURE_WP_ASYNC: u64 = 1 << 15;
-/// `UFFDIO_REGISTER_MODE_MISSING`.
-const REGISTER_MODE_MISSING: u64 = 1;
-/// `UFFDIO_REGISTER_MODE_WP`.
-const REGISTER_MODE_WP: u64 = 2;
+pub const FEATURE_WP_ASYNC: u64 = k::UFFD_FEATURE_WP_ASYNC as u64;
+/// `UFFD_USER_MODE_ONLY`: a userfaultfd for user-space faults only
+/// (enough for write-protect tracking, and allowed to unprivileged
+/// processes).
+pub const USER_MODE_ONLY: i32 = k::UFFD_USER_MODE_ONLY as i32;
 
-const fn iowr(nr: u64, size: usize) -> u64 {
-    (3 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr
-}
-const fn ior(nr: u64, size: usize) -> u64 {
-    (2 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr
-}
+// Each ioctl number encodes its argument's size: the kernel's structs.
+const _: () = assert!(std::mem::size_of::<k::uffd_msg>() == 32);
+const _: () = assert!(std::mem::size_of::<k::uffdio_copy>() == 40);
 
-#[repr(C)]
-struct UffdioApi {
-    api: u64,
-    features: u64,
-    ioctls: u64,
-}
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct UffdioRange {
-    start: u64,
-    len: u64,
-}
-#[repr(C)]
-struct UffdioRegister {
-    range: UffdioRange,
-    mode: u64,
-    ioctls: u64,
-}
-#[repr(C)]
-struct UffdioCopy {
-    dst: u64,
-    src: u64,
-    len: u64,
-    mode: u64,
-    copy: i64,
-}
-#[repr(C)]
-struct UffdioZeropage {
-    range: UffdioRange,
-    mode: u64,
-    zeropage: i64,
-}
-
-const UFFDIO_API: u64 = iowr(0x3F, std::mem::size_of::<UffdioApi>());
-const UFFDIO_REGISTER: u64 = iowr(0x00, std::mem::size_of::<UffdioRegister>());
-const UFFDIO_WAKE: u64 = ior(0x02, std::mem::size_of::<UffdioRange>());
-const UFFDIO_COPY: u64 = iowr(0x03, std::mem::size_of::<UffdioCopy>());
-const UFFDIO_ZEROPAGE: u64 = iowr(0x04, std::mem::size_of::<UffdioZeropage>());
-
-// The kernel's numbers (include/uapi/linux/userfaultfd.h).
-const _: () = assert!(UFFDIO_API == 0xc018_aa3f);
-const _: () = assert!(UFFDIO_REGISTER == 0xc020_aa00);
-const _: () = assert!(UFFDIO_WAKE == 0x8010_aa02);
-const _: () = assert!(UFFDIO_COPY == 0xc028_aa03);
-const _: () = assert!(UFFDIO_ZEROPAGE == 0xc020_aa04);
-const _: () = assert!(std::mem::size_of::<RawMsg>() == 32);
-
-fn ioctl<T>(fd: &OwnedFd, req: u64, arg: &mut T) -> io::Result<()> {
-    // SAFETY: every caller passes the struct whose size is encoded in `req`
-    // (checked by the const assertions above); the kernel reads/writes
-    // only that struct.
-    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), req, arg as *mut T) };
+fn ioctl<T>(fd: &OwnedFd, req: u32, arg: &mut T) -> io::Result<()> {
+    // SAFETY: every caller passes the kernel's struct for `req` (both from
+    // linux-raw-sys, generated from the same headers); the kernel reads and
+    // writes only that struct.
+    let ret = unsafe { libc::ioctl(fd.as_raw_fd(), u64::from(req), arg as *mut T) };
     if ret < 0 {
         Err(io::Error::last_os_error())
     } else {
@@ -98,33 +49,32 @@ fn ioctl<T>(fd: &OwnedFd, req: u64, arg: &mut T) -> io::Result<()> {
 
 /// Enables the API on a fresh userfaultfd with `features`.
 pub fn api(fd: &OwnedFd, features: u64) -> io::Result<()> {
-    let mut a = UffdioApi {
-        api: UFFD_API,
+    let mut a = k::uffdio_api {
+        api: u64::from(k::UFFD_API),
         features,
         ioctls: 0,
     };
-    ioctl(fd, UFFDIO_API, &mut a)
+    ioctl(fd, nr::UFFDIO_API, &mut a)
 }
 
 /// Registers `[start, start+len)` in MISSING mode.
 pub fn register_missing(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
-    let mut r = UffdioRegister {
-        range: UffdioRange { start, len },
-        mode: REGISTER_MODE_MISSING,
-        ioctls: 0,
-    };
-    ioctl(fd, UFFDIO_REGISTER, &mut r)
+    register(fd, start, len, k::UFFDIO_REGISTER_MODE_MISSING)
 }
 
 /// Registers `[start, start+len)` in write-protect mode (registering a
 /// range again with the same descriptor is allowed).
 pub fn register_wp(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
-    let mut r = UffdioRegister {
-        range: UffdioRange { start, len },
-        mode: REGISTER_MODE_WP,
+    register(fd, start, len, k::UFFDIO_REGISTER_MODE_WP)
+}
+
+fn register(fd: &OwnedFd, start: u64, len: u64, mode: u32) -> io::Result<()> {
+    let mut r = k::uffdio_register {
+        range: k::uffdio_range { start, len },
+        mode: u64::from(mode),
         ioctls: 0,
     };
-    ioctl(fd, UFFDIO_REGISTER, &mut r)
+    ioctl(fd, nr::UFFDIO_REGISTER, &mut r)
 }
 
 /// Outcome of an install.
@@ -145,14 +95,14 @@ pub enum Install {
 pub fn copy(fd: &OwnedFd, dst: u64, data: &[u8]) -> io::Result<Install> {
     let mut off = 0usize;
     while off < data.len() {
-        let mut c = UffdioCopy {
+        let mut c = k::uffdio_copy {
             dst: dst + off as u64,
             src: data[off..].as_ptr() as u64,
             len: (data.len() - off) as u64,
             mode: 0,
             copy: 0,
         };
-        match ioctl(fd, UFFDIO_COPY, &mut c) {
+        match ioctl(fd, nr::UFFDIO_COPY, &mut c) {
             Ok(()) => return Ok(Install::Done),
             Err(e) => {
                 let copied = usize::try_from(c.copy.max(0)).unwrap_or(0);
@@ -179,12 +129,12 @@ pub fn copy(fd: &OwnedFd, dst: u64, data: &[u8]) -> io::Result<Install> {
 
 /// Maps zero pages at `[start, start+len)` and wakes waiters.
 pub fn zeropage(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Install> {
-    let mut z = UffdioZeropage {
-        range: UffdioRange { start, len },
+    let mut z = k::uffdio_zeropage {
+        range: k::uffdio_range { start, len },
         mode: 0,
         zeropage: 0,
     };
-    match ioctl(fd, UFFDIO_ZEROPAGE, &mut z) {
+    match ioctl(fd, nr::UFFDIO_ZEROPAGE, &mut z) {
         Ok(()) => Ok(Install::Done),
         Err(e) => match e.raw_os_error() {
             Some(libc::EEXIST) => wake(fd, start, len).map(|_| Install::Done),
@@ -198,19 +148,8 @@ pub fn zeropage(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Install> {
 
 /// Wakes threads waiting on `[start, start+len)`.
 pub fn wake(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
-    let mut r = UffdioRange { start, len };
-    ioctl(fd, UFFDIO_WAKE, &mut r)
-}
-
-#[repr(C)]
-struct RawMsg {
-    event: u8,
-    _r1: u8,
-    _r2: u16,
-    _r3: u32,
-    a: u64,
-    b: u64,
-    c: u64,
+    let mut r = k::uffdio_range { start, len };
+    ioctl(fd, nr::UFFDIO_WAKE, &mut r)
 }
 
 /// One message read from a userfaultfd.
@@ -278,28 +217,28 @@ pub fn read_events(fd: &OwnedFd, out: &mut Vec<Event>) -> io::Result<()> {
                 a.copy_from_slice(&m[8 + i * 8..16 + i * 8]);
                 u64::from_le_bytes(a)
             };
-            out.push(match m[0] {
-                0x12 => Event::PageFault {
+            out.push(match u32::from(m[0]) {
+                k::UFFD_EVENT_PAGEFAULT => Event::PageFault {
                     addr: w(1),
                     tid: w(2) as u32,
                 },
-                0x13 => Event::Fork {
+                k::UFFD_EVENT_FORK => Event::Fork {
                     ufd: w(0) as u32 as i32,
                 },
-                0x14 => Event::Remap {
+                k::UFFD_EVENT_REMAP => Event::Remap {
                     from: w(0),
                     to: w(1),
                     len: w(2),
                 },
-                0x15 => Event::Remove {
+                k::UFFD_EVENT_REMOVE => Event::Remove {
                     start: w(0),
                     end: w(1),
                 },
-                0x16 => Event::Unmap {
+                k::UFFD_EVENT_UNMAP => Event::Unmap {
                     start: w(0),
                     end: w(1),
                 },
-                other => Event::Other(other),
+                _ => Event::Other(m[0]),
             });
         }
         if n < buf.len() {

@@ -5,51 +5,32 @@ use std::os::fd::AsRawFd;
 
 use super::check;
 
+use linux_raw_sys::general as k;
+
 /// `PAGEMAP_SCAN` page categories (`include/uapi/linux/fs.h`).
 pub mod page_is {
+    use linux_raw_sys::general as k;
+
     /// Not write-protected since the last scan that protected it.
-    pub const WRITTEN: u64 = 1 << 1;
+    pub const WRITTEN: u64 = k::PAGE_IS_WRITTEN as u64;
     /// Present in memory.
-    pub const PRESENT: u64 = 1 << 3;
+    pub const PRESENT: u64 = k::PAGE_IS_PRESENT as u64;
     /// Backed by a file.
-    pub const FILE: u64 = 1 << 2;
+    pub const FILE: u64 = k::PAGE_IS_FILE as u64;
     /// Swapped out.
-    pub const SWAPPED: u64 = 1 << 4;
+    pub const SWAPPED: u64 = k::PAGE_IS_SWAPPED as u64;
     /// Mapped to the shared zero page.
-    pub const PFNZERO: u64 = 1 << 5;
+    pub const PFNZERO: u64 = k::PAGE_IS_PFNZERO as u64;
 }
 
 /// `PM_SCAN_WP_MATCHING`: write-protect the pages reported.
-pub const PM_SCAN_WP_MATCHING: u64 = 1;
+pub const PM_SCAN_WP_MATCHING: u64 = k::PM_SCAN_WP_MATCHING as u64;
 
-#[repr(C)]
-struct PmScanArg {
-    size: u64,
-    flags: u64,
-    start: u64,
-    end: u64,
-    walk_end: u64,
-    vec: u64,
-    vec_len: u64,
-    max_pages: u64,
-    category_inverted: u64,
-    category_mask: u64,
-    category_anyof_mask: u64,
-    return_mask: u64,
-}
-
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct PageRegion {
-    start: u64,
-    end: u64,
-    categories: u64,
-}
-
+/// `PAGEMAP_SCAN`, `_IOWR('f', 16, struct pm_scan_arg)` (not among
+/// linux-raw-sys's ioctl numbers).
 const PAGEMAP_SCAN: u64 =
-    (3 << 30) | ((std::mem::size_of::<PmScanArg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
+    (3 << 30) | ((std::mem::size_of::<k::pm_scan_arg>() as u64) << 16) | ((b'f' as u64) << 8) | 16;
 const _: () = assert!(PAGEMAP_SCAN == 0xc060_6610);
-const _: () = assert!(std::mem::size_of::<PageRegion>() == 24);
 
 /// Which pages a [`pagemap_scan`] reports.
 #[derive(Debug, Clone, Copy, Default)]
@@ -76,11 +57,18 @@ pub fn pagemap_scan(
     q: PageQuery,
     out: &mut dyn FnMut(u64, u64, u64),
 ) -> io::Result<()> {
-    let mut vec = vec![PageRegion::default(); 1024];
+    let mut vec = vec![
+        k::page_region {
+            start: 0,
+            end: 0,
+            categories: 0,
+        };
+        1024
+    ];
     let mut at = start;
     while at < end {
-        let mut arg = PmScanArg {
-            size: std::mem::size_of::<PmScanArg>() as u64,
+        let mut arg = k::pm_scan_arg {
+            size: std::mem::size_of::<k::pm_scan_arg>() as u64,
             flags: q.flags,
             start: at,
             end,
@@ -93,14 +81,14 @@ pub fn pagemap_scan(
             category_anyof_mask: q.any,
             return_mask: q.report | q.all | q.any,
         };
-        // SAFETY: `arg` is the kernel's `struct pm_scan_arg` (size checked
-        // above and passed in `size`); `vec` points at `vec_len` writable
+        // SAFETY: `arg` is the kernel's `struct pm_scan_arg` (from its
+        // headers, its size passed in `size`); `vec` points at `vec_len` writable
         // `struct page_region`s that outlive the call.
         let n = check(libc::c_long::from(unsafe {
             libc::ioctl(
                 pagemap.as_raw_fd(),
                 PAGEMAP_SCAN,
-                &mut arg as *mut PmScanArg,
+                &mut arg as *mut k::pm_scan_arg,
             )
         }))?;
         for r in &vec[..n as usize] {

@@ -315,7 +315,7 @@ impl Restorer {
         self.sys(
             "PR_SET_MM_MAP",
             libc::SYS_prctl,
-            [PR_SET_MM, PR_SET_MM_MAP, p, 104, 0, 0],
+            [PR_SET_MM, PR_SET_MM_MAP, p, PRCTL_MM_MAP_SIZE, 0, 0],
         )?;
         self.sys(
             "closing the exe fd",

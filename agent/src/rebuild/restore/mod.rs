@@ -25,6 +25,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use linux_raw_sys::{general as k, prctl as pr};
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
 use migrate_proto::PAGE_SIZE;
@@ -85,18 +86,26 @@ fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, Rest
 }
 
 const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
-const PR_SET_MM: u64 = 35;
-const PR_SET_MM_MAP: u64 = 14;
-const PR_SET_NAME: u64 = 15;
-const PR_SET_KEEPCAPS: u64 = 8;
-const PR_SET_DUMPABLE: u64 = 4;
-const PR_SET_PDEATHSIG: u64 = 1;
-const PR_TIMER_CREATE_RESTORE_IDS: u64 = 77;
-const PR_SET_NO_NEW_PRIVS: u64 = 38;
-const SYS_USERFAULTFD: i64 = 323;
-const SYS_RSEQ: i64 = 334;
-const SYS_CLONE3: i64 = 435;
-const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+// The kernel's numbers and struct sizes, from its headers (linux-raw-sys).
+const PR_SET_MM: u64 = pr::PR_SET_MM as u64;
+const PR_SET_MM_MAP: u64 = pr::PR_SET_MM_MAP as u64;
+const PR_SET_NAME: u64 = pr::PR_SET_NAME as u64;
+const PR_SET_KEEPCAPS: u64 = pr::PR_SET_KEEPCAPS as u64;
+const PR_SET_DUMPABLE: u64 = pr::PR_SET_DUMPABLE as u64;
+const PR_SET_PDEATHSIG: u64 = pr::PR_SET_PDEATHSIG as u64;
+const PR_TIMER_CREATE_RESTORE_IDS: u64 = pr::PR_TIMER_CREATE_RESTORE_IDS as u64;
+const PR_SET_NO_NEW_PRIVS: u64 = pr::PR_SET_NO_NEW_PRIVS as u64;
+const SYS_USERFAULTFD: i64 = k::__NR_userfaultfd as i64;
+const SYS_RSEQ: i64 = k::__NR_rseq as i64;
+const SYS_CLONE3: i64 = k::__NR_clone3 as i64;
+const LINUX_CAPABILITY_VERSION_3: u32 = k::_LINUX_CAPABILITY_VERSION_3;
+/// `struct clone_args`, written word by word (11 words).
+const CLONE_ARGS_SIZE: u64 = std::mem::size_of::<k::clone_args>() as u64;
+const _: () = assert!(CLONE_ARGS_SIZE == 11 * 8);
+/// `struct prctl_mm_map`, written field by field (12 words, two u32s,
+/// the auxv pointer being one of the words).
+const PRCTL_MM_MAP_SIZE: u64 = std::mem::size_of::<pr::prctl_mm_map>() as u64;
+const _: () = assert!(PRCTL_MM_MAP_SIZE == 12 * 8 + 8);
 
 /// A process being rebuilt: stopped, not yet running.
 pub struct Restorer {

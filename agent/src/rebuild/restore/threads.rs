@@ -37,7 +37,10 @@ impl Restorer {
             b.resize(128, 0);
             b.extend_from_slice(&(t.tid as u64).to_le_bytes());
             let p = self.put_bytes(&b)?;
-            match self.task.syscall(SYS_CLONE3, [p, 88, 0, 0, 0, 0]) {
+            match self
+                .task
+                .syscall(SYS_CLONE3, [p, CLONE_ARGS_SIZE, 0, 0, 0, 0])
+            {
                 Ok(v) => {
                     new = Some(v as i32);
                     break;
