@@ -511,6 +511,51 @@ fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::
         .collect()
 }
 
+/// `migrate check PID`: the pre-flight's verdict, every descriptor with
+/// its kind and verdict.
+fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
+    let tcp = agent.lineages.get(pid, "").tcp;
+    // A caller who may not act on the process learns nothing of it
+    // but that.
+    let checked = access::authorize(caller, pid)
+        .map_err(|d| {
+            (
+                preflight::Refusal::one(Code::NotPermitted, d.to_string()),
+                false,
+            )
+        })
+        .and_then(|()| {
+            preflight::inspect(pid, caller, sys::getpid(), false, tcp).map_err(|r| (r, true))
+        });
+    match checked {
+        Ok(i) => Reply::Movable {
+            summary: format!(
+                "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files \
+                 needed on the destination\n{}",
+                i.pid,
+                i.comm,
+                i.nvmas,
+                i.rss_kib,
+                i.needs.len(),
+                preflight::describe_fds(pid, tcp).join("\n")
+            ),
+        },
+        Err((r, false)) => Reply::refused(r.0),
+        Err((r, true)) => {
+            let mut detail = Vec::new();
+            let fds = preflight::describe_fds(pid, tcp);
+            if !fds.is_empty() {
+                detail.push("descriptors:".into());
+                detail.extend(fds);
+            }
+            Reply::Refused {
+                reasons: r.0,
+                detail,
+            }
+        }
+    }
+}
+
 fn serve_control(
     agent: &Agent,
     mut s: UnixStream,
@@ -551,48 +596,7 @@ fn serve_control(
     s.set_read_timeout(None)?;
     let reply = match req {
         Request::Hello { .. } => Reply::refused_one(Code::Protocol, "unexpected second hello"),
-        Request::Check { pid } => {
-            let tcp = agent.lineages.get(pid, "").tcp;
-            // A caller who may not act on the process learns nothing of it
-            // but that.
-            let checked = access::authorize(&caller, pid)
-                .map_err(|d| {
-                    (
-                        preflight::Refusal::one(Code::NotPermitted, d.to_string()),
-                        false,
-                    )
-                })
-                .and_then(|()| {
-                    preflight::inspect(pid, &caller, sys::getpid(), false, tcp)
-                        .map_err(|r| (r, true))
-                });
-            match checked {
-            Ok(i) => Reply::Movable {
-                summary: format!(
-                    "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files needed on the destination\n{}",
-                    i.pid,
-                    i.comm,
-                    i.nvmas,
-                    i.rss_kib,
-                    i.needs.len(),
-                    preflight::describe_fds(pid, tcp).join("\n")
-                ),
-            },
-            Err((r, false)) => Reply::refused(r.0),
-            Err((r, true)) => {
-                let mut detail = Vec::new();
-                let fds = preflight::describe_fds(pid, tcp);
-                if !fds.is_empty() {
-                    detail.push("descriptors:".into());
-                    detail.extend(fds);
-                }
-                Reply::Refused {
-                    reasons: r.0,
-                    detail,
-                }
-            }
-            }
-        }
+        Request::Check { pid } => check(agent, &caller, pid),
         Request::History => Reply::Records(agent.history.visible_to(cred.uid)),
         Request::Register { pid, tcp } if pid == cred.pid => {
             // `migrate run` registers, then execs the program.
