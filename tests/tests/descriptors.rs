@@ -67,7 +67,7 @@ fn timerfd_signalfd_and_directory_keep_working_on_host2() {
 fn check_lists_refused_descriptors_with_their_reason() {
     require_lab!();
     let c = Cluster::start();
-    let script = "import os,socket,time\nos.closerange(3,4096)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\nprint('pid',os.getpid(),flush=True)\ntime.sleep(600)";
+    let script = include_str!("scripts/descriptors_unbound_udp.py");
     let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
     let out = c.migrate(&["check", &p.pid.to_string()]);
     assert_eq!(out.status.code(), Some(1));
@@ -115,7 +115,7 @@ fn python_http_server_keeps_serving_on_host2() {
     std::fs::create_dir_all(&docs).unwrap();
     std::fs::write(docs.join("hello.txt"), "served from wherever I run\n").unwrap();
     // Started through python so that no descriptor of the harness leaks in.
-    let launcher = "import os,sys\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nos.execvp(sys.argv[1],sys.argv[1:])";
+    let launcher = include_str!("scripts/launcher.py");
     let p = Proc::start(
         c.h1(),
         c.path("http.out"),
@@ -160,7 +160,7 @@ fn python_http_server_keeps_serving_on_host2() {
 fn a_udp_socket_bound_to_the_wildcard_answers_on_host2() {
     require_lab!();
     let c = Cluster::start();
-    let script = "import os,socket\nos.closerange(3,4096)\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.bind(('0.0.0.0',9000))\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    d,a=s.recvfrom(100)\n    s.sendto(b'echo:'+d,a)\n";
+    let script = include_str!("scripts/descriptors_udp_echo.py");
     let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
     let ask = |host: &migrate_tests::lab::Host, ip: &str| -> String {
         let code = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{ip}',9000))\nprint(s.recvfrom(100)[0].decode(),end='')");
@@ -187,11 +187,14 @@ fn a_held_file_lock_is_refused_not_dropped() {
     require_lab!();
     let c = Cluster::start();
     let lockfile = c.path("locked");
-    let script = format!(
-        "import fcntl,os,time\nos.closerange(3,4096)\nf=open('{}','w')\nfcntl.flock(f,fcntl.LOCK_EX)\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick',flush=True)\n    time.sleep(0.01)\n",
-        lockfile.display()
+    let script = include_str!("scripts/descriptors_file_lock.py");
+    let lockfile = lockfile.to_string_lossy().into_owned();
+    let p = Proc::start(
+        c.h1(),
+        c.path("lock.out"),
+        "python3",
+        &["-c", script, &lockfile],
     );
-    let p = Proc::start(c.h1(), c.path("lock.out"), "python3", &["-c", &script]);
     assert!(p.wait_for("tick", 20));
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_refused(&out, 1, "holds a file lock (FLOCK");
@@ -332,7 +335,7 @@ fn a_shipped_file_streams_through_the_agents() {
 fn a_missing_file_over_the_shipping_limit_is_refused() {
     require_lab!();
     let c = Cluster::start();
-    let script = "import os,time\nos.closerange(3,4096)\nf=open('/tmp/big','wb')\nf.truncate(70<<20)\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick',flush=True)\n    time.sleep(0.01)\n";
+    let script = include_str!("scripts/descriptors_big_file.py");
     let p = Proc::start(c.h1(), c.path("big.out"), "python3", &["-c", script]);
     assert!(p.wait_for("tick", 20));
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
@@ -377,7 +380,7 @@ fn a_pipeline_middle_stage_moves_and_its_streams_are_forwarded() {
     // descriptors) | consumer, all on host1; sed moves to host2.
     let producer =
         "import sys,time\nfor i in range(1,3001):\n    print(i,flush=True)\n    time.sleep(0.001)";
-    let launcher = "import os,sys\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nos.execvp(sys.argv[1],sys.argv[1:])";
+    let launcher = include_str!("scripts/launcher.py");
     let script = format!(
         "python3 -c \"$P\" | python3 -c \"$L\" sed -u 's/^/seen /' | cat > {}",
         out_file.display()
@@ -456,7 +459,7 @@ fn a_program_on_a_terminal_moves_and_a_deputy_stands_in_at_home() {
     // A program on a terminal (script's pty): it moves, its output keeps
     // reaching the terminal, and script (the session leader waiting for
     // it) sees it end with its own exit code, through the deputy.
-    let ticker = "import os,sys,time\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nfor i in range(1,401):\n    print('tick',i,flush=True)\n    time.sleep(0.02)\nsys.exit(7)";
+    let ticker = include_str!("scripts/descriptors_terminal_ticker.py");
     let mut sh = c
         .h1()
         .command("script")
@@ -583,7 +586,7 @@ fn a_signal_to_the_deputy_reaches_the_moved_process() {
     require_lab!();
     let c = Cluster::start();
     let out_file = c.path("tty-int.out");
-    let ticker = "import os,sys,time\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\ntry:\n    for i in range(1,3001):\n        print('tick',i,flush=True)\n        time.sleep(0.01)\nexcept KeyboardInterrupt:\n    print('interrupted on',os.uname().nodename,flush=True)\n    sys.exit(42)";
+    let ticker = include_str!("scripts/descriptors_interrupted_ticker.py");
     let mut sh = c
         .h1()
         .command("script")
@@ -635,7 +638,7 @@ fn a_different_file_at_the_same_path_on_host2_goes_as_a_private_copy() {
         .status()
         .unwrap();
     assert!(st.success());
-    let script = "import os,signal,time\nos.closerange(3,4096)\nf=open('/tmp/notes.txt','w+')\nf.write('host1 notes, longer than the other\\n')\nf.flush()\ngo=[]\nsignal.signal(signal.SIGUSR1,lambda *a: go.append(1))\nprint('pid',os.getpid(),flush=True)\nwhile not go:\n    time.sleep(0.01)\nprint('mine:',os.pread(f.fileno(),100,0).decode(),end='',flush=True)\nf.write('written on host2\\n')\nf.flush()\nprint('now:',os.pread(f.fileno(),100,0).decode().replace(chr(10),'|'),flush=True)\ntime.sleep(600)\n";
+    let script = include_str!("scripts/descriptors_notes.py");
     let p = Proc::start(c.h1(), c.path("notes.out"), "python3", &["-c", script]);
     assert!(p.wait_for("pid", 20));
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);

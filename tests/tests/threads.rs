@@ -256,7 +256,7 @@ fn zstd_moves(mode: &[&str], level: &str) {
     assert!(st.success());
     // Started through python so that no descriptor of the test harness
     // leaks into it; zstd itself is Debian's, unmodified.
-    let launcher = "import os,sys\nos.closerange(3,65536)\nprint('pid',os.getpid(),flush=True)\nos.execvp(sys.argv[1],sys.argv[1:])";
+    let launcher = include_str!("scripts/launcher.py");
     let z = Proc::start(
         c.h1(),
         c.path("zstd.out"),
