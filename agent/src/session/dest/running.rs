@@ -113,73 +113,10 @@ impl Receiving<'_, '_, '_> {
             }
             None => None,
         };
-        let mut threads = Vec::new();
-        if let Some(h) = &handler {
-            let h1 = h.clone();
-            threads.push(std::thread::spawn(move || h1.run()));
-            if let Some(local) = local {
-                // Pre-copied pages go in from here, in the background.
-                let h3 = h.clone();
-                threads.push(std::thread::spawn(move || h3.install_local(&local)));
-            }
-            // Pushed pages go in in the background: the demand lane and the
-            // fault loop come first.
-            type Install = fn(&FaultHandler, u64, &[u8]);
-            type Failpoint = fn() -> Result<(), failpoints::Injected>;
-            let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
-                (
-                    "demand",
-                    demand.try_clone().map_err(FrameError::Io)?,
-                    FaultHandler::install,
-                    || failpoints::hit("dest.demand"),
-                ),
-                (
-                    "bulk",
-                    bulk.try_clone().map_err(FrameError::Io)?,
-                    FaultHandler::install_background,
-                    || failpoints::hit("dest.push"),
-                ),
-            ];
-            for (lane, mut s, install, failpoint) in lanes {
-                let h2 = h.clone();
-                threads.push(std::thread::spawn(move || {
-                    if lane == "bulk" {
-                        let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
-                    }
-                    let mut pushed = false;
-                    loop {
-                        match frame::read_frame(&mut s) {
-                            Ok(Frame::Pages(..)) if failpoint().is_err() => {
-                                h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
-                                return;
-                            }
-                            Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
-                            Ok(Frame::Control(body))
-                                if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
-                            {
-                                pushed = true;
-                            }
-                            Ok(Frame::Control(_)) => {
-                                h2.end(Outcome::Failed(format!(
-                                    "unexpected message on the {lane} lane"
-                                )));
-                                return;
-                            }
-                            Err(e) => {
-                                // The push lane closes once the push said it
-                                // is over; closed before, pages may never come.
-                                if lane == "demand" || !pushed && h2.left() > 0 {
-                                    h2.end(Outcome::Failed(format!(
-                                        "lost the source ({lane} lane): {e}"
-                                    )));
-                                }
-                                return;
-                            }
-                        }
-                    }
-                }));
-            }
-        }
+        let threads = match &handler {
+            Some(h) => spawn_fault_threads(h, local, &demand, &bulk)?,
+            None => Vec::new(),
+        };
         let has_terminal = image.deputy
             || image.fds.iter().any(|e| {
                 matches!(
@@ -387,4 +324,81 @@ impl Receiving<'_, '_, '_> {
             Outcome::Failed(why) => Err(DestError::CopyFailed(why)),
         }
     }
+}
+
+/// The threads of post-copy on the destination: the fault loop, the
+/// pre-copied pages installed in the background, and one reader for each
+/// page lane (demand first; pushed pages go in in the background).
+fn spawn_fault_threads(
+    h: &Arc<FaultHandler>,
+    local: Option<Arc<LocalPages>>,
+    demand: &PeerStream,
+    bulk: &PeerStream,
+) -> Result<Vec<std::thread::JoinHandle<()>>, DestError> {
+    let mut threads = Vec::new();
+    let h1 = h.clone();
+    threads.push(std::thread::spawn(move || h1.run()));
+    if let Some(local) = local {
+        // Pre-copied pages go in from here, in the background.
+        let h3 = h.clone();
+        threads.push(std::thread::spawn(move || h3.install_local(&local)));
+    }
+    // Pushed pages go in in the background: the demand lane and the
+    // fault loop come first.
+    type Install = fn(&FaultHandler, u64, &[u8]);
+    type Failpoint = fn() -> Result<(), failpoints::Injected>;
+    let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
+        (
+            "demand",
+            demand.try_clone().map_err(FrameError::Io)?,
+            FaultHandler::install,
+            || failpoints::hit("dest.demand"),
+        ),
+        (
+            "bulk",
+            bulk.try_clone().map_err(FrameError::Io)?,
+            FaultHandler::install_background,
+            || failpoints::hit("dest.push"),
+        ),
+    ];
+    for (lane, mut s, install, failpoint) in lanes {
+        let h2 = h.clone();
+        threads.push(std::thread::spawn(move || {
+            if lane == "bulk" {
+                let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
+            }
+            let mut pushed = false;
+            loop {
+                match frame::read_frame(&mut s) {
+                    Ok(Frame::Pages(..)) if failpoint().is_err() => {
+                        h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
+                        return;
+                    }
+                    Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                    Ok(Frame::Control(body))
+                        if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
+                    {
+                        pushed = true;
+                    }
+                    Ok(Frame::Control(_)) => {
+                        h2.end(Outcome::Failed(format!(
+                            "unexpected message on the {lane} lane"
+                        )));
+                        return;
+                    }
+                    Err(e) => {
+                        // The push lane closes once the push said it
+                        // is over; closed before, pages may never come.
+                        if lane == "demand" || !pushed && h2.left() > 0 {
+                            h2.end(Outcome::Failed(format!(
+                                "lost the source ({lane} lane): {e}"
+                            )));
+                        }
+                        return;
+                    }
+                }
+            }
+        }));
+    }
+    Ok(threads)
 }
