@@ -413,65 +413,7 @@ impl Receiving<'_, '_, '_> {
             }
             r.set_shipped(shipped.finish(&who)?);
             step("eager pages written");
-            // Lazy ranges: private anonymous VMAs with pages still to come,
-            // from the source or from the pre-copy store here.
-            let mut map = LazyMap::new();
-            let mut ranges = Vec::new();
-            let mut local = PageSet::new();
-            for v in &image.mm.vmas {
-                let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
-                if lazy.is_empty() {
-                    continue;
-                }
-                if v.shared || !matches!(v.kind, VmaKind::Anon) {
-                    return Err(DestError::BadImage(format!(
-                        "lazy pages in the mapping at {:#x}, which is not private anonymous",
-                        v.start
-                    )));
-                }
-                ranges.push((v.start, v.end - v.start));
-                // One map region per stretch of pending pages, wherever they
-                // come from: pre-copy leaves lazy and stored runs interleaved.
-                let mut run: Option<(u64, u64)> = None;
-                for p in lazy {
-                    let addr = v.start + p.first * PAGE_SIZE;
-                    if p.fill == Fill::Stored {
-                        local.insert(addr, addr + p.count * PAGE_SIZE);
-                    }
-                    run = match run {
-                        Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
-                        Some((a, n)) => {
-                            map.add(a, n);
-                            Some((addr, p.count))
-                        }
-                        None => Some((addr, p.count)),
-                    };
-                }
-                if let Some((a, n)) = run {
-                    map.add(a, n);
-                }
-            }
-            let local = match (local.is_empty(), store) {
-                (true, _) => None,
-                (false, Some(store)) => {
-                    if let Some((a, _)) = local.ranges().find(|&(a, b)| {
-                        store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE
-                    }) {
-                        return Err(DestError::BadImage(format!(
-                            "the core names pre-copied pages at {a:#x} that never arrived"
-                        )));
-                    }
-                    Some(Arc::new(LocalPages {
-                        store,
-                        pages: local,
-                    }))
-                }
-                (false, None) => {
-                    return Err(DestError::BadImage(
-                        "the core names pre-copied pages but none arrived".into(),
-                    ))
-                }
-            };
+            let ToCome { map, ranges, local } = pages_to_come(image, store)?;
             let uffd = if ranges.is_empty() {
                 None
             } else {
@@ -574,6 +516,81 @@ fn memory_pages() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024 / PAGE_SIZE)
+}
+
+/// What the rebuilt process's memory still waits for: the map of pages to
+/// come (from the source, or from the pre-copy store here, `store`), the
+/// ranges to register with userfaultfd (private anonymous mappings with
+/// such pages), and the pre-copied pages held here.
+fn pages_to_come(image: &ProcessImage, store: Option<PageStore>) -> Result<ToCome, DestError> {
+    // Lazy ranges: private anonymous VMAs with pages still to come,
+    // from the source or from the pre-copy store here.
+    let mut map = LazyMap::new();
+    let mut ranges = Vec::new();
+    let mut local = PageSet::new();
+    for v in &image.mm.vmas {
+        let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
+        if lazy.is_empty() {
+            continue;
+        }
+        if v.shared || !matches!(v.kind, VmaKind::Anon) {
+            return Err(DestError::BadImage(format!(
+                "lazy pages in the mapping at {:#x}, which is not private anonymous",
+                v.start
+            )));
+        }
+        ranges.push((v.start, v.end - v.start));
+        // One map region per stretch of pending pages, wherever they
+        // come from: pre-copy leaves lazy and stored runs interleaved.
+        let mut run: Option<(u64, u64)> = None;
+        for p in lazy {
+            let addr = v.start + p.first * PAGE_SIZE;
+            if p.fill == Fill::Stored {
+                local.insert(addr, addr + p.count * PAGE_SIZE);
+            }
+            run = match run {
+                Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
+                Some((a, n)) => {
+                    map.add(a, n);
+                    Some((addr, p.count))
+                }
+                None => Some((addr, p.count)),
+            };
+        }
+        if let Some((a, n)) = run {
+            map.add(a, n);
+        }
+    }
+    let local = match (local.is_empty(), store) {
+        (true, _) => None,
+        (false, Some(store)) => {
+            if let Some((a, _)) = local
+                .ranges()
+                .find(|&(a, b)| store.held().run_at(a, (b - a) / PAGE_SIZE) < (b - a) / PAGE_SIZE)
+            {
+                return Err(DestError::BadImage(format!(
+                    "the core names pre-copied pages at {a:#x} that never arrived"
+                )));
+            }
+            Some(Arc::new(LocalPages {
+                store,
+                pages: local,
+            }))
+        }
+        (false, None) => {
+            return Err(DestError::BadImage(
+                "the core names pre-copied pages but none arrived".into(),
+            ))
+        }
+    };
+    Ok(ToCome { map, ranges, local })
+}
+
+/// See [`pages_to_come`].
+struct ToCome {
+    map: LazyMap,
+    ranges: Vec<(u64, u64)>,
+    local: Option<Arc<LocalPages>>,
 }
 
 #[cfg(test)]
