@@ -162,59 +162,10 @@ pub fn serve(
     // image arrives are bounded by this host's memory: no process larger
     // could be rebuilt here anyway.
     let mut store: Option<PageStore> = None;
-    let most_held = memory_pages().unwrap_or(u64::MAX);
-    let (id, mut image, opts) = loop {
-        let msg = match frame::read_frame(&mut ctl) {
-            Ok(Frame::Pages(h, data)) => {
-                if store.is_none() {
-                    store = Some(PageStore::new().map_err(|e| DestError::Local {
-                        step: "making the pre-copy store",
-                        source: e,
-                    })?);
-                }
-                if let Some(s) = store.as_mut() {
-                    s.put(h.addr, &data).map_err(|e| DestError::Local {
-                        step: "keeping pre-copied pages",
-                        source: e,
-                    })?;
-                    if s.held().pages() > most_held {
-                        return Err(DestError::TooManyPages(most_held));
-                    }
-                }
-                continue;
-            }
-            Ok(Frame::Control(body)) => seq.open::<SourceMsg>(&body),
-            Err(e) => Err(e),
-        };
-        match msg {
-            Ok(SourceMsg::ClockProbe) => {
-                seq.send(
-                    &mut ctl,
-                    &DestMsg::Clock {
-                        unix_us: crate::unix_us(),
-                    },
-                )?;
-            }
-            Ok(SourceMsg::PreCopyRound { round, pages }) => {
-                info!(round, pages, "pre-copy round received");
-            }
-            Ok(SourceMsg::Core { id, image, opts }) => break (id, image, opts),
-            Ok(SourceMsg::Abort(why)) => {
-                info!(%why, "source gave up before the freeze");
-                return Ok(());
-            }
-            Ok(other) => {
-                return Err(DestError::Unexpected {
-                    expected: "Core",
-                    got: format!("{other:?}"),
-                })
-            }
-            // The source refused after the file check and closed.
-            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-                return Ok(())
-            }
-            Err(e) => return Err(e.into()),
-        }
+    let Some((id, mut image, opts)) = receive_core(&mut ctl, &seq, &mut store)? else {
+        // The source gave up before the freeze, or refused after the file
+        // check and closed.
+        return Ok(());
     };
     failpoints::hit("dest.after-core")?;
     let mut events = vec![("core received".to_string(), crate::unix_us())];
@@ -517,6 +468,74 @@ fn memory_pages() -> Option<u64> {
         .ok()?;
     Some(kib * 1024 / PAGE_SIZE)
 }
+
+/// Pre-copy rounds, if any (their pages kept in `store`), then the core:
+/// `None` if the source gave up first. Pages held before the image arrives
+/// are bounded by this host's memory: no process larger could be rebuilt
+/// here anyway.
+fn receive_core(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+    store: &mut Option<PageStore>,
+) -> Result<Option<Core>, DestError> {
+    let most_held = memory_pages().unwrap_or(u64::MAX);
+    loop {
+        let msg = match frame::read_frame(ctl) {
+            Ok(Frame::Pages(h, data)) => {
+                if store.is_none() {
+                    *store = Some(PageStore::new().map_err(|e| DestError::Local {
+                        step: "making the pre-copy store",
+                        source: e,
+                    })?);
+                }
+                if let Some(s) = store.as_mut() {
+                    s.put(h.addr, &data).map_err(|e| DestError::Local {
+                        step: "keeping pre-copied pages",
+                        source: e,
+                    })?;
+                    if s.held().pages() > most_held {
+                        return Err(DestError::TooManyPages(most_held));
+                    }
+                }
+                continue;
+            }
+            Ok(Frame::Control(body)) => seq.open::<SourceMsg>(&body),
+            Err(e) => Err(e),
+        };
+        match msg {
+            Ok(SourceMsg::ClockProbe) => {
+                seq.send(
+                    ctl,
+                    &DestMsg::Clock {
+                        unix_us: crate::unix_us(),
+                    },
+                )?;
+            }
+            Ok(SourceMsg::PreCopyRound { round, pages }) => {
+                info!(round, pages, "pre-copy round received");
+            }
+            Ok(SourceMsg::Core { id, image, opts }) => return Ok(Some((id, image, opts))),
+            Ok(SourceMsg::Abort(why)) => {
+                info!(%why, "source gave up before the freeze");
+                return Ok(None);
+            }
+            Ok(other) => {
+                return Err(DestError::Unexpected {
+                    expected: "Core",
+                    got: format!("{other:?}"),
+                })
+            }
+            // The source refused after the file check and closed.
+            Err(FrameError::Io(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                return Ok(None)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// A migration's id, image and options, as the core brought them.
+type Core = (u64, Box<ProcessImage>, migrate_proto::msg::MigrateOptions);
 
 /// What the rebuilt process's memory still waits for: the map of pages to
 /// come (from the source, or from the pre-copy store here, `store`), the
