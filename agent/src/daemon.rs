@@ -556,6 +556,108 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
     }
 }
 
+/// `migrate PID --to HOST`: refused (the agent is stopping, the host is
+/// unknown or this one, the caller may not act on the process, it is
+/// being migrated already), or migrated, each step's reply sent on `s` as
+/// it comes; the last one is returned. `in_flight` keeps the agent from
+/// ending before that last reply is written.
+#[allow(clippy::too_many_arguments)]
+fn migrate<'a>(
+    agent: &'a Agent,
+    caller: &Caller,
+    cred: libc::ucred,
+    s: &mut UnixStream,
+    pid: i32,
+    to: &str,
+    opts: &migrate_proto::msg::MigrateOptions,
+    in_flight: &mut Option<crate::session::drain::InFlight<'a>>,
+) -> Result<Reply, frame::FrameError> {
+    let reply = {
+        let denied = access::authorize(caller, pid).err().map(|d| d.to_string());
+        let known = || {
+            let peers = agent.peers.read().unwrap_or_else(|e| e.into_inner());
+            let names: Vec<&str> = peers.keys().map(String::as_str).collect();
+            if names.is_empty() {
+                "this agent knows no peers".to_string()
+            } else {
+                format!("known peers: {}", names.join(", "))
+            }
+        };
+        let entered = agent.drain.enter();
+        match agent.resolve(to) {
+            _ if entered.is_none() => Reply::refused_one(Code::Stopping, agent.stopping()),
+            None => Reply::refused_one(
+                Code::Destination,
+                format!(
+                    "unknown host {to:?} ({}); give a peer name or ADDR:PORT",
+                    known()
+                ),
+            ),
+            Some(addr) if to == agent.config.name || addr == agent.config.listen => {
+                Reply::refused_one(Code::Destination, format!("{to} is this host"))
+            }
+            // Authorized before the pid is claimed or the shim told.
+            Some(_) if denied.is_some() => Reply::refused(
+                denied
+                    .into_iter()
+                    .map(|d| Reason::new(Code::NotPermitted, d))
+                    .collect(),
+            ),
+            Some(addr) => match agent.claim(pid) {
+                None => {
+                    Reply::refused_one(Code::Busy, format!("pid {pid} is already being migrated"))
+                }
+                Some(_claim) => {
+                    // Counted until the last reply is written.
+                    *in_flight = entered;
+                    let cx = SourceCtx {
+                        host: &agent.config.name,
+                        addr,
+                        to,
+                        ship_limit: agent.config.ship_limit_mib << 20,
+                        sec: &agent.security,
+                        socket: &agent.config.socket,
+                        kept: &agent.kept,
+                        lineages: &agent.lineages,
+                    };
+                    info!(pid, %to, uid = cred.uid, "migration requested");
+                    if pid == cred.pid {
+                        // The process asks for itself (migrate_request):
+                        // it must hang up first, a connection to this
+                        // agent cannot move with it.
+                        frame::write_msg(s, &Reply::Accepted)?;
+                        let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
+                        let _ = std::io::Read::read(s, &mut [0u8; 1]);
+                    }
+                    let mut w = ClientWriter::new(s.try_clone()?);
+                    let history = &agent.history;
+                    let reply = source::migrate(&cx, caller, pid, opts, &mut |r| {
+                        match r {
+                            Reply::Resumed(rec) => history.put(cred.uid, rec),
+                            Reply::Failed {
+                                record: Some(rec), ..
+                            } => history.put(cred.uid, rec),
+                            _ => {}
+                        }
+                        // The client may have gone (--detach) or stopped
+                        // reading: keep going.
+                        w.send(r);
+                    });
+                    match &reply {
+                        Reply::Complete(rec) => history.put(cred.uid, rec),
+                        Reply::Failed {
+                            record: Some(rec), ..
+                        } => history.put(cred.uid, rec),
+                        _ => {}
+                    }
+                    reply
+                }
+            },
+        }
+    };
+    Ok(reply)
+}
+
 fn serve_control(
     agent: &Agent,
     mut s: UnixStream,
@@ -666,90 +768,16 @@ fn serve_control(
                 }
             }
         }
-        Request::Migrate { pid, to, opts, .. } => {
-            let denied = access::authorize(&caller, pid).err().map(|d| d.to_string());
-            let known = || {
-                let peers = agent.peers.read().unwrap_or_else(|e| e.into_inner());
-                let names: Vec<&str> = peers.keys().map(String::as_str).collect();
-                if names.is_empty() {
-                    "this agent knows no peers".to_string()
-                } else {
-                    format!("known peers: {}", names.join(", "))
-                }
-            };
-            let entered = agent.drain.enter();
-            match agent.resolve(&to) {
-                _ if entered.is_none() => Reply::refused_one(Code::Stopping, agent.stopping()),
-                None => Reply::refused_one(
-                    Code::Destination,
-                    format!(
-                        "unknown host {to:?} ({}); give a peer name or ADDR:PORT",
-                        known()
-                    ),
-                ),
-                Some(addr) if to == agent.config.name || addr == agent.config.listen => {
-                    Reply::refused_one(Code::Destination, format!("{to} is this host"))
-                }
-                // Authorized before the pid is claimed or the shim told.
-                Some(_) if denied.is_some() => Reply::refused(
-                    denied
-                        .into_iter()
-                        .map(|d| Reason::new(Code::NotPermitted, d))
-                        .collect(),
-                ),
-                Some(addr) => match agent.claim(pid) {
-                    None => Reply::refused_one(
-                        Code::Busy,
-                        format!("pid {pid} is already being migrated"),
-                    ),
-                    Some(_claim) => {
-                        // Counted until the last reply is written.
-                        in_flight = entered;
-                        let cx = SourceCtx {
-                            host: &agent.config.name,
-                            addr,
-                            to: &to,
-                            ship_limit: agent.config.ship_limit_mib << 20,
-                            sec: &agent.security,
-                            socket: &agent.config.socket,
-                            kept: &agent.kept,
-                            lineages: &agent.lineages,
-                        };
-                        info!(pid, %to, uid = cred.uid, "migration requested");
-                        if pid == cred.pid {
-                            // The process asks for itself (migrate_request):
-                            // it must hang up first, a connection to this
-                            // agent cannot move with it.
-                            frame::write_msg(&mut s, &Reply::Accepted)?;
-                            let _ = s.set_read_timeout(Some(std::time::Duration::from_secs(10)));
-                            let _ = std::io::Read::read(&mut s, &mut [0u8; 1]);
-                        }
-                        let mut w = ClientWriter::new(s.try_clone()?);
-                        let history = &agent.history;
-                        let reply = source::migrate(&cx, &caller, pid, &opts, &mut |r| {
-                            match r {
-                                Reply::Resumed(rec) => history.put(cred.uid, rec),
-                                Reply::Failed {
-                                    record: Some(rec), ..
-                                } => history.put(cred.uid, rec),
-                                _ => {}
-                            }
-                            // The client may have gone (--detach) or stopped
-                            // reading: keep going.
-                            w.send(r);
-                        });
-                        match &reply {
-                            Reply::Complete(rec) => history.put(cred.uid, rec),
-                            Reply::Failed {
-                                record: Some(rec), ..
-                            } => history.put(cred.uid, rec),
-                            _ => {}
-                        }
-                        reply
-                    }
-                },
-            }
-        }
+        Request::Migrate { pid, to, opts, .. } => migrate(
+            agent,
+            &caller,
+            cred,
+            &mut s,
+            pid,
+            &to,
+            &opts,
+            &mut in_flight,
+        )?,
     };
     // Bounded by the connection's write timeout.
     let _ = frame::write_msg(&mut s, &reply);
