@@ -202,13 +202,7 @@ impl Session<'_, '_> {
             cx.to
         );
         // From here this host is the process's home for its standard streams.
-        for (fd, end, output, lane) in streams {
-            if output {
-                crate::net::relay::spawn_from_peer(fd, lane, end);
-            } else {
-                crate::net::relay::spawn_to_peer(fd, end, lane);
-            }
-        }
+        relay_streams(streams);
         progress(&Reply::Resumed(rec.clone()));
 
         // Post-copy: no bound on how long the process takes to touch its pages,
@@ -238,13 +232,7 @@ impl Session<'_, '_> {
                 faults,
                 events,
             }) => {
-                for (what, at) in events {
-                    rec.events.push(Event {
-                        at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
-                        host: rec.to.clone(),
-                        what,
-                    });
-                }
+                merge_events(&mut rec, events, started_unix_us);
                 if failpoints::hit("source.after-complete").is_err() {
                     // As if the lane broke: `Done` is not sent.
                     let _ = ctl.shutdown(Shutdown::Both);
@@ -262,17 +250,7 @@ impl Session<'_, '_> {
                 Reply::Complete(rec)
             }
             other => {
-                // The destination said its copy is gone, or it went silent.
-                let (what, copy_gone) = match other {
-                    Ok(DestMsg::Failed { error, .. }) => {
-                        (format!("post-copy failed on {}: {error}", cx.to), true)
-                    }
-                    Ok(m) => (format!("unexpected answer from {}: {m:?}", cx.to), false),
-                    Err(e) => (
-                        format!("lost {} during post-copy: {}", cx.to, error_chain(&e)),
-                        false,
-                    ),
-                };
+                let (what, copy_gone) = why_lost(other, cx.to);
                 let _ = ctl.shutdown(Shutdown::Both);
                 let Some(task) = kept else {
                     return lost(&mut rec, what);
@@ -440,5 +418,41 @@ fn release_original(
         None
     } else {
         Some(task)
+    }
+}
+
+/// The destination's events, on this host's time axis, into the record.
+fn merge_events(rec: &mut MigrationRecord, events: Vec<(String, u64)>, started_unix_us: u64) {
+    for (what, at) in events {
+        rec.events.push(Event {
+            at_us: at as i64 - rec.clock_offset_us - started_unix_us as i64,
+            host: rec.to.clone(),
+            what,
+        });
+    }
+}
+
+/// Why post-copy ended without `Complete`: the destination said its copy
+/// is gone (`true`), or it went silent or off script.
+fn why_lost(end: Result<DestMsg, frame::FrameError>, to: &str) -> (String, bool) {
+    match end {
+        Ok(DestMsg::Failed { error, .. }) => (format!("post-copy failed on {to}: {error}"), true),
+        Ok(m) => (format!("unexpected answer from {to}: {m:?}"), false),
+        Err(e) => (
+            format!("lost {to} during post-copy: {}", error_chain(&e)),
+            false,
+        ),
+    }
+}
+
+/// From here this host is the process's home for its standard streams:
+/// each forwarded stream relayed over its lane.
+fn relay_streams(streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>) {
+    for (fd, end, output, lane) in streams {
+        if output {
+            crate::net::relay::spawn_from_peer(fd, lane, end);
+        } else {
+            crate::net::relay::spawn_to_peer(fd, end, lane);
+        }
     }
 }
