@@ -552,3 +552,69 @@ fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<Re
         format!("fd {fd}: {what} not supported{hint}"),
     ));
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(perms: &str, inode: u64, path: &str) -> MapsEntry {
+        MapsEntry {
+            start: 0x10_0000,
+            end: 0x10_4000,
+            perms: perms.into(),
+            offset: 0,
+            inode,
+            path: path.into(),
+        }
+    }
+
+    /// The verdict on one mapping: the codes of its reasons, and the files
+    /// it needs on the destination.
+    fn verdict(m: &MapsEntry) -> (Vec<Code>, Vec<String>) {
+        let (mut needs, mut why) = (Vec::new(), Vec::new());
+        check_vma(m, &mut needs, &mut why);
+        (
+            why.iter().map(|r| r.code).collect(),
+            needs.into_iter().map(|n| n.path).collect(),
+        )
+    }
+
+    #[test]
+    fn each_kind_of_mapping_gets_its_verdict() {
+        let none = (Vec::new(), Vec::new());
+        // Private anonymous memory, the vDSO family, shmem that moves.
+        assert_eq!(verdict(&entry("rw-p", 0, "")), none);
+        assert_eq!(verdict(&entry("rw-p", 0, "[heap]")), none);
+        assert_eq!(verdict(&entry("r-xp", 0, "[vdso]")), none);
+        assert_eq!(verdict(&entry("rw-s", 7, "/memfd:x (deleted)")), none);
+        // What does not move, each with its code.
+        assert_eq!(
+            verdict(&entry("rw-s", 0, "")).0,
+            [Code::SharedMemory],
+            "shared anonymous outside shmem"
+        );
+        assert_eq!(
+            verdict(&entry("rw-s", 9, "/SYSV00000000 (deleted)")).0,
+            [Code::SharedMemory]
+        );
+        assert_eq!(
+            verdict(&entry("r--p", 9, "/gone (deleted)")).0,
+            [Code::MappedFile]
+        );
+        assert_eq!(verdict(&entry("r--p", 0, "[uprobes]")).0, [Code::Mapping]);
+        // A file: needed on the destination if it is the one mapped, else
+        // refused; shared and writable, refused.
+        let exe = std::env::current_exe().unwrap();
+        let path = exe.to_string_lossy().into_owned();
+        let ino = fs::metadata(&exe).unwrap().ino();
+        assert_eq!(
+            verdict(&entry("r-xp", ino, &path)),
+            (Vec::new(), vec![path.clone()])
+        );
+        assert_eq!(
+            verdict(&entry("r-xp", ino + 1, &path)).0,
+            [Code::MappedFile]
+        );
+        assert_eq!(verdict(&entry("rw-s", ino, &path)).0, [Code::Mapping]);
+    }
+}

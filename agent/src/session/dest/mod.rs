@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
-use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, VmaKind};
+use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, Vma, VmaKind};
 use migrate_proto::msg::{DestMsg, FileNeed, Lane, PushDone, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
@@ -364,7 +364,7 @@ impl Receiving<'_, '_, '_> {
             }
             r.set_shipped(shipped.finish(&who)?);
             step("eager pages written");
-            let ToCome { map, ranges, local } = pages_to_come(image, store)?;
+            let ToCome { map, ranges, local } = pages_to_come(&image.mm.vmas, store)?;
             let uffd = if ranges.is_empty() {
                 None
             } else {
@@ -537,17 +537,18 @@ fn receive_core(
 /// A migration's id, image and options, as the core brought them.
 type Core = (u64, Box<ProcessImage>, migrate_proto::msg::MigrateOptions);
 
-/// What the rebuilt process's memory still waits for: the map of pages to
-/// come (from the source, or from the pre-copy store here, `store`), the
-/// ranges to register with userfaultfd (private anonymous mappings with
-/// such pages), and the pre-copied pages held here.
-fn pages_to_come(image: &ProcessImage, store: Option<PageStore>) -> Result<ToCome, DestError> {
+/// What the rebuilt process's memory (its mappings `vmas`) still waits
+/// for: the map of pages to come (from the source, or from the pre-copy
+/// store here, `store`), the ranges to register with userfaultfd (private
+/// anonymous mappings with such pages), and the pre-copied pages held
+/// here.
+fn pages_to_come(vmas: &[Vma], store: Option<PageStore>) -> Result<ToCome, DestError> {
     // Lazy ranges: private anonymous VMAs with pages still to come,
     // from the source or from the pre-copy store here.
     let mut map = LazyMap::new();
     let mut ranges = Vec::new();
     let mut local = PageSet::new();
-    for v in &image.mm.vmas {
+    for v in vmas {
         let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
         if lazy.is_empty() {
             continue;
@@ -615,6 +616,64 @@ struct ToCome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vma(start: u64, pages: u64, shared: bool, runs: &[(u64, u64, Fill)]) -> Vma {
+        Vma {
+            start,
+            end: start + pages * PAGE_SIZE,
+            prot: 3,
+            shared,
+            growsdown: false,
+            advice: Vec::new(),
+            kind: VmaKind::Anon,
+            pages: runs
+                .iter()
+                .map(|&(first, count, fill)| migrate_proto::image::PageRun { first, count, fill })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn only_lazy_pages_of_private_anonymous_mappings_are_to_come() {
+        let a = 0x10_0000;
+        let b = 0x40_0000;
+        let vmas = [
+            vma(
+                a,
+                16,
+                false,
+                &[(0, 4, Fill::Eager), (4, 4, Fill::Lazy), (10, 2, Fill::Lazy)],
+            ),
+            vma(b, 8, false, &[(0, 8, Fill::Eager)]),
+        ];
+        let ToCome { map, ranges, local } = pages_to_come(&vmas, None).unwrap();
+        // The mapping with lazy pages is registered whole; the eager one not.
+        assert_eq!(ranges, [(a, 16 * PAGE_SIZE)]);
+        assert!(local.is_none());
+        assert_eq!(map.left(), 6);
+        for page in [4, 7, 10, 11] {
+            assert!(map.source_of(a + page * PAGE_SIZE).is_some(), "page {page}");
+        }
+        for page in [0, 3, 8, 9, 12] {
+            assert!(map.source_of(a + page * PAGE_SIZE).is_none(), "page {page}");
+        }
+        assert!(map.source_of(b).is_none());
+    }
+
+    #[test]
+    fn images_that_contradict_themselves_are_refused() {
+        let shared = [vma(0x10_0000, 4, true, &[(0, 4, Fill::Lazy)])];
+        assert!(matches!(
+            pages_to_come(&shared, None),
+            Err(DestError::BadImage(_))
+        ));
+        // Pre-copied pages named, none arrived.
+        let stored = [vma(0x10_0000, 4, false, &[(0, 4, Fill::Stored)])];
+        assert!(matches!(
+            pages_to_come(&stored, None),
+            Err(DestError::BadImage(_))
+        ));
+    }
     use migrate_proto::image::{FdEntry, FdKind};
 
     fn v4(ip: [u8; 4], port: u16) -> Vec<u8> {
