@@ -27,11 +27,20 @@ pub fn open(state_dir: &Path) -> io::Result<usize> {
     let mut given = 0;
     for entry in fs::read_dir(&dir)? {
         let path = entry?.path();
+        let pid = path
+            .file_name()
+            .and_then(|n| n.to_str()?.parse::<i32>().ok());
         let text = fs::read_to_string(&path).unwrap_or_default();
-        for (tid, start, words) in text.lines().filter_map(parse) {
-            // The same thread (a tid reused since is another's).
-            if start_time(tid) == Some(start) && sys::set_affinity_words(tid, &words).is_ok() {
-                given += 1;
+        // The same process (a pid reused since is another's), and threads
+        // still its own.
+        if let (Some(pid), Some((start, threads))) = (pid, parse(&text)) {
+            if start_time(pid) == Some(start) {
+                for (tid, words) in threads {
+                    let own = Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
+                    if own && sys::set_affinity_words(tid, &words).is_ok() {
+                        given += 1;
+                    }
+                }
             }
         }
         fs::remove_file(&path)?;
@@ -58,7 +67,8 @@ pub struct Lent {
 pub fn lend(pid: i32, tids: &[i32]) -> Lent {
     let file = DIR.get().map(|d| d.join(pid.to_string()));
     let pin = CpuPin::near_me_noting(tids, |old| match &file {
-        Some(f) => write(f, old),
+        // The process's own threads: the agent's is its own business.
+        Some(f) => write(f, pid, old.iter().filter(|(t, _)| tids.contains(t))),
         None => Ok(()),
     });
     Lent {
@@ -81,42 +91,54 @@ impl Drop for Lent {
     }
 }
 
-fn start_time(tid: i32) -> Option<u64> {
+fn start_time(pid: i32) -> Option<u64> {
     // Field 22, `starttime`; `fields[0]` is field 3.
-    procfs::stat_fields(tid).ok()?.get(19)?.parse().ok()
+    procfs::stat_fields(pid).ok()?.get(19)?.parse().ok()
 }
 
-fn write(path: &Path, old: &[(i32, AffinityWords)]) -> io::Result<()> {
-    let mut text = String::new();
-    for (tid, words) in old {
-        // A thread gone already needs nothing back.
-        let Some(start) = start_time(*tid) else {
-            continue;
-        };
-        text.push_str(&format(*tid, start, words));
-    }
-    let mut f = fs::File::create(path)?;
-    f.write_all(text.as_bytes())?;
-    debug!(path = %path.display(), threads = old.len(), "lent affinity written down");
+/// Writes the note: the process's start time, then each thread and the
+/// affinity it had. One `/proc` read, whatever the number of threads (this
+/// runs while the process is frozen).
+fn write<'a>(
+    path: &Path,
+    pid: i32,
+    old: impl Iterator<Item = &'a (i32, AffinityWords)>,
+) -> io::Result<()> {
+    let start = start_time(pid).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let text = format(start, old);
+    fs::File::create(path)?.write_all(text.as_bytes())?;
+    debug!(path = %path.display(), "lent affinity written down");
     Ok(())
 }
 
-fn format(tid: i32, start: u64, words: &AffinityWords) -> String {
-    let w: Vec<String> = words.iter().map(|w| format!("{w:x}")).collect();
-    format!("{tid} {start} {}\n", w.join(","))
+fn format<'a>(start: u64, threads: impl Iterator<Item = &'a (i32, AffinityWords)>) -> String {
+    let mut text = format!("start {start}\n");
+    for (tid, words) in threads {
+        let w: Vec<String> = words.iter().map(|w| format!("{w:x}")).collect();
+        text.push_str(&format!("{tid} {}\n", w.join(",")));
+    }
+    text
 }
 
-fn parse(line: &str) -> Option<(i32, u64, AffinityWords)> {
-    let mut it = line.split_whitespace();
-    let tid = it.next()?.parse().ok()?;
-    let start = it.next()?.parse().ok()?;
-    let mut words = [0u64; 16];
-    let mut n = 0;
-    for (i, w) in it.next()?.split(',').enumerate() {
-        *words.get_mut(i)? = u64::from_str_radix(w, 16).ok()?;
-        n += 1;
+/// The process's start time and its threads' affinities.
+fn parse(text: &str) -> Option<(u64, Vec<(i32, AffinityWords)>)> {
+    let mut lines = text.lines();
+    let start = lines.next()?.strip_prefix("start ")?.parse().ok()?;
+    let mut threads = Vec::new();
+    for line in lines {
+        let (tid, w) = line.split_once(' ')?;
+        let mut words = [0u64; 16];
+        let mut n = 0;
+        for (i, w) in w.split(',').enumerate() {
+            *words.get_mut(i)? = u64::from_str_radix(w, 16).ok()?;
+            n += 1;
+        }
+        if n != 16 {
+            return None;
+        }
+        threads.push((tid.parse().ok()?, words));
     }
-    (n == 16).then_some((tid, start, words))
+    Some((start, threads))
 }
 
 #[cfg(test)]
@@ -128,9 +150,11 @@ mod tests {
         let mut w = [0u64; 16];
         w[0] = 0b1011;
         w[15] = 1 << 63;
-        let line = format(4242, 987_654, &w);
-        assert_eq!(parse(line.trim_end()), Some((4242, 987_654, w)));
-        assert_eq!(parse("4242 987654 1,2"), None);
-        assert_eq!(parse("x 1 0"), None);
+        let threads = [(4242, w), (4243, [1; 16])];
+        let text = format(987_654, threads.iter());
+        assert_eq!(parse(&text), Some((987_654, threads.to_vec())));
+        assert_eq!(parse("start 1\n4242 1,2\n"), None);
+        assert_eq!(parse("4242 0\n"), None);
+        assert_eq!(parse("start x\n"), None);
     }
 }
