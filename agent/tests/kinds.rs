@@ -8,25 +8,12 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::thread::sleep;
-use std::time::{Duration, Instant};
 
-use migrate_agent::capture::dump::{freeze_and_dump, Frozen, Scouted};
+use migrate_agent::capture::dump::Frozen;
 use migrate_agent::rebuild::restore::Restorer;
-use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
-fn wait_for(path: &Path, needle: &str, secs: u64) -> Option<String> {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        let text = fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| l.starts_with(needle)) {
-            return Some(line.to_string());
-        }
-        sleep(Duration::from_millis(20));
-    }
-    None
-}
+mod common;
 
 /// A process killed when dropped.
 struct Pid(i32);
@@ -60,24 +47,12 @@ fn moved(name: &str) -> String {
     let original = Pid(pid);
     let why = || fs::read_to_string(&err).unwrap_or_default();
     assert!(
-        wait_for(&log, "ready", 20).is_some(),
+        common::wait_for(&log, "ready", 20).is_some(),
         "{name} did not start: {}",
         why()
     );
 
-    let frozen = freeze_and_dump(
-        pid,
-        &migrate_agent::host::access::Caller::ROOT,
-        &MigrateOptions {
-            mode: Mode::StopCopy,
-            ..Default::default()
-        },
-        &[],
-        None,
-        Scouted::take(pid),
-        &Default::default(),
-    )
-    .unwrap_or_else(|e| panic!("{name}: dump: {e}"));
+    let frozen = common::dump(pid).unwrap_or_else(|e| panic!("{name}: dump: {e}"));
     let image = frozen.image.clone();
     let mut pages = Vec::new();
     for v in &image.mm.vmas {
@@ -106,31 +81,18 @@ fn moved(name: &str) -> String {
     let copy = Pid(new_pid);
     // SAFETY: kill with integer arguments, the process we rebuilt.
     unsafe { libc::kill(new_pid, libc::SIGUSR1) };
-    let verdict = wait_for(&log, "verdict", 10)
+    let verdict = common::wait_for(&log, "verdict", 10)
         .unwrap_or_else(|| panic!("{name}: no verdict after the move: {}", why()));
     drop(copy);
     let _ = fs::remove_dir_all(&dir);
     verdict
 }
 
-fn root() -> bool {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } == 0 {
-        return true;
-    }
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "CI must run as root"
-    );
-    eprintln!("SKIP: the kind programs need root (the rebuild sets the process's memory map)");
-    false
-}
-
 macro_rules! kind {
     ($test:ident, $name:literal) => {
         #[test]
         fn $test() {
-            if root() {
+            if common::root("moving the kind programs (the rebuild sets the memory map)") {
                 assert_eq!(moved($name), "verdict ok");
             }
         }

@@ -5,12 +5,13 @@ use std::fs;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::thread::sleep;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use migrate_agent::capture::dump::{freeze_and_dump, Frozen, Scouted};
+use migrate_agent::capture::dump::Frozen;
 use migrate_agent::rebuild::restore::Restorer;
-use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
+
+mod common;
 
 const SCRIPT: &str = r#"
 import os, signal, sys, time, hashlib
@@ -29,29 +30,9 @@ while True:
     time.sleep(0.01)
 "#;
 
-fn wait_for(path: &Path, needle: &str, secs: u64) -> bool {
-    let t = Instant::now();
-    while t.elapsed() < Duration::from_secs(secs) {
-        if fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return true;
-        }
-        sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 #[test]
 fn python_survives_local_stop_copy_restore() {
-    // SAFETY: getuid has no preconditions.
-    if unsafe { libc::getuid() } != 0 {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "CI must run as root"
-        );
-        eprintln!("SKIP python_survives_local_stop_copy_restore: needs root");
+    if !common::root("python_survives_local_stop_copy_restore") {
         return;
     }
     let dir = std::env::temp_dir().join(format!("migrate-local-{}", std::process::id()));
@@ -65,21 +46,12 @@ fn python_survives_local_stop_copy_restore() {
         .spawn()
         .unwrap();
     let pid = child.id() as i32;
-    assert!(wait_for(&log, "tick 3 ", 20), "victim did not start");
+    assert!(
+        common::wait_for(&log, "tick 3 ", 20).is_some(),
+        "victim did not start"
+    );
 
-    let frozen = freeze_and_dump(
-        pid,
-        &migrate_agent::host::access::Caller::ROOT,
-        &MigrateOptions {
-            mode: Mode::StopCopy,
-            ..Default::default()
-        },
-        &[],
-        None,
-        Scouted::take(pid),
-        &Default::default(),
-    )
-    .expect("dump");
+    let frozen = common::dump(pid).expect("dump");
     let image = frozen.image.clone();
     let stub = Path::new(env!("CARGO_BIN_EXE_migrate-agent"));
     let mut r = Restorer::start(&image, stub).expect("restore start");
@@ -113,7 +85,7 @@ fn python_survives_local_stop_copy_restore() {
     // SAFETY: kill with integer arguments.
     unsafe { libc::kill(new_pid, libc::SIGUSR1) };
     assert!(
-        wait_for(&log, "verify ok", 10),
+        common::wait_for(&log, "verify ok", 10).is_some(),
         "verify failed: {}",
         fs::read_to_string(&log).unwrap()
     );

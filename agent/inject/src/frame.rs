@@ -38,10 +38,9 @@ pub struct SigFrame {
     /// The frame, its FPU state and the word `leave` pops.
     pub bytes: Vec<u8>,
     /// The stack pointer the injected syscall runs with: the frame's
-    /// return address (`pretcode`), which `ret` pops.
+    /// return address (`pretcode`), which `ret` pops. For a path with
+    /// `leave`, the frame pointer is `base`, the word just below it.
     pub sp: u64,
-    /// The frame pointer, for a path with `leave`.
-    pub bp: u64,
 }
 
 /// Why no frame could be made.
@@ -180,12 +179,7 @@ pub fn build(
     put(&mut b, p + SW_BYTES + 8, &xfeatures.to_le_bytes());
     put(&mut b, p + SW_BYTES + 16, &(xlen as u32).to_le_bytes());
     put(&mut b, p + xlen as usize, &MAGIC2.to_le_bytes());
-    Ok(SigFrame {
-        base,
-        bytes: b,
-        sp,
-        bp: base,
-    })
+    Ok(SigFrame { base, bytes: b, sp })
 }
 
 #[cfg(test)]
@@ -258,8 +252,8 @@ mod tests {
         // Kept as given around the description.
         assert_eq!(f.bytes[i], 0xaa);
         assert_eq!(f.bytes[i + 2695], 0xaa);
-        // `leave` pops the word at bp into rbp and leaves rsp on the frame.
-        assert_eq!(f.bp + 8, f.sp);
+        // `leave` pops the word at base into rbp and leaves rsp on the frame.
+        assert_eq!(f.base + 8, f.sp);
     }
 
     #[test]

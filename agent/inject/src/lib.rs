@@ -24,4 +24,6 @@ pub use frame::ReturnPath;
 pub use mem::RemoteMem;
 pub use regs::Regs;
 pub use seize::{Seized, WayBackError};
-pub use site::{is_sigreturn_gadget, returning_site, sigreturn_gadget, syscall_site, Vdso};
+pub use site::{
+    code_ranges, is_sigreturn_gadget, returning_site, sigreturn_gadget, syscall_site, Vdso,
+};

@@ -180,11 +180,6 @@ impl Seized {
         Ok(())
     }
 
-    /// Whether injected syscalls have a way back.
-    pub fn has_way_back(&self) -> bool {
-        self.way_back.is_some()
-    }
-
     /// Sets the registers the task will have when released, as they are
     /// (no syscall-restart adjustment).
     pub fn set_final_regs(&mut self, regs: Regs) {
@@ -370,7 +365,7 @@ impl Seized {
             r.0.rip = path.site;
             r.0.rsp = frame.sp;
             if path.leave {
-                r.0.rbp = frame.bp;
+                r.0.rbp = frame.base;
             }
         }
         r.0.rax = nr as u64;

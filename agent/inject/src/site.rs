@@ -100,13 +100,10 @@ impl Vdso {
     /// `mem`; `None` if it has none or it has no `syscall`.
     pub fn find(pid: i32, mem: &RemoteMem) -> Option<Vdso> {
         let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).ok()?;
-        let range = maps.lines().find(|l| l.ends_with("[vdso]")).and_then(|l| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        })?;
+        let range = maps
+            .lines()
+            .find(|l| l.ends_with("[vdso]"))
+            .and_then(range_of)?;
         let (syscall, hash) = syscall_site(mem, range)?;
         Some(Vdso {
             range,
@@ -114,6 +111,26 @@ impl Vdso {
             hash,
         })
     }
+}
+
+/// The address range of a `/proc/<pid>/maps` line.
+fn range_of(line: &str) -> Option<(u64, u64)> {
+    let (a, b) = line.split_whitespace().next()?.split_once('-')?;
+    Some((
+        u64::from_str_radix(a, 16).ok()?,
+        u64::from_str_radix(b, 16).ok()?,
+    ))
+}
+
+/// The executable mappings of process `pid` (where to look for an
+/// `rt_sigreturn` gadget), in address order.
+pub fn code_ranges(pid: i32) -> Vec<(u64, u64)> {
+    std::fs::read_to_string(format!("/proc/{pid}/maps"))
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
+        .filter_map(range_of)
+        .collect()
 }
 
 /// The first `syscall` instruction in the vDSO mapped at `start..end` of
@@ -167,25 +184,10 @@ mod tests {
     /// library `__restore_rt`.
     #[test]
     fn this_process_has_a_way_back() {
-        let maps = std::fs::read_to_string("/proc/self/maps").unwrap();
-        let range = |l: &str| {
-            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-            Some((
-                u64::from_str_radix(a, 16).ok()?,
-                u64::from_str_radix(b, 16).ok()?,
-            ))
-        };
-        let vdso = maps
-            .lines()
-            .find(|l| l.ends_with("[vdso]"))
-            .and_then(range)
-            .unwrap();
-        let exec: Vec<(u64, u64)> = maps
-            .lines()
-            .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
-            .filter_map(range)
-            .collect();
-        let mem = RemoteMem::open(std::process::id() as i32).unwrap();
+        let pid = std::process::id() as i32;
+        let exec = code_ranges(pid);
+        let mem = RemoteMem::open(pid).unwrap();
+        let vdso = Vdso::find(pid, &mem).expect("a vDSO").range;
         assert!(returning_site(&mem, vdso).is_some());
         let g = sigreturn_gadget(&mem, &exec, 1 << 30).expect("a sigreturn gadget");
         assert!(is_sigreturn_gadget(&mem, g));

@@ -6,7 +6,7 @@
 use std::time::{Duration, Instant};
 
 use migrate_inject::{
-    returning_site, sigreturn_gadget, syscall_site, InjectError, RemoteMem, ReturnPath, Seized,
+    code_ranges, returning_site, sigreturn_gadget, InjectError, RemoteMem, ReturnPath, Seized, Vdso,
 };
 
 /// Loads r12-r15, xmm0-13 and the upper halves of ymm0-7 with patterns;
@@ -336,29 +336,6 @@ unsafe fn spin_checking(flag: *const u32, fd: i64, buf: *mut u8) -> (u32, i64) {
     (bad, got)
 }
 
-/// Address ranges of the task's vDSO and of its executable mappings.
-fn ranges(pid: i32) -> ((u64, u64), Vec<(u64, u64)>) {
-    let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
-    let range = |l: &str| {
-        let (a, b) = l.split_whitespace().next()?.split_once('-')?;
-        Some((
-            u64::from_str_radix(a, 16).ok()?,
-            u64::from_str_radix(b, 16).ok()?,
-        ))
-    };
-    let vdso = maps
-        .lines()
-        .find(|l| l.ends_with("[vdso]"))
-        .and_then(range)
-        .unwrap();
-    let exec = maps
-        .lines()
-        .filter(|l| l.split_whitespace().nth(1).is_some_and(|p| p.contains('x')))
-        .filter_map(range)
-        .collect();
-    (vdso, exec)
-}
-
 fn sig_blocked(pid: i32) -> String {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     status
@@ -457,9 +434,13 @@ fn abandon_inside_a_syscall(blocked: bool, way_back: bool) -> i32 {
     let blk = sig_blocked(pid);
     let tracer = std::thread::spawn(move || {
         let mem = RemoteMem::open(pid).unwrap();
-        let (vdso, exec) = ranges(pid);
+        let exec = code_ranges(pid);
         let mut t = Seized::seize(pid).unwrap();
-        let (insn, _) = syscall_site(&mem, vdso).unwrap();
+        let Vdso {
+            range: vdso,
+            syscall: insn,
+            ..
+        } = Vdso::find(pid, &mem).unwrap();
         t.set_syscall_insn(insn);
         if way_back {
             let (site, leave) = returning_site(&mem, vdso).expect("a returning syscall");

@@ -44,11 +44,6 @@ impl Refusal {
     pub fn one(code: Code, s: impl Into<String>) -> Refusal {
         Refusal(vec![Reason::new(code, s)])
     }
-
-    /// The reasons' texts, one per line.
-    pub fn texts(&self) -> Vec<String> {
-        self.0.iter().map(|r| r.text.clone()).collect()
-    }
 }
 
 /// Checks process `pid` on behalf of `caller`, who must be allowed to act

@@ -59,7 +59,7 @@ pub enum DumpError {
         source: std::io::Error,
     },
     /// The process changed between pre-flight and freeze.
-    #[error("process changed before the freeze: {}", .0.texts().join("; "))]
+    #[error("process changed before the freeze: {}", migrate_proto::refusal::texts(&.0.0, "; "))]
     Refused(Refusal),
     /// No `syscall` instruction to inject from.
     #[error("no vDSO found in process {0}: cannot inject syscalls")]
@@ -70,6 +70,9 @@ pub enum DumpError {
     /// A failpoint failed the dump.
     #[error(transparent)]
     Failpoint(#[from] crate::failpoints::Injected),
+    /// Collecting a descriptor failed.
+    #[error(transparent)]
+    Fd(crate::fd::FdError),
 }
 
 impl From<crate::fd::FdError> for DumpError {
@@ -78,11 +81,7 @@ impl From<crate::fd::FdError> for DumpError {
         match e {
             FdError::Proc { pid, what, source } => DumpError::Proc { pid, what, source },
             FdError::Refused(why) => DumpError::Refused(Refusal(vec![why])),
-            other => DumpError::Proc {
-                pid: 0,
-                what: "fd",
-                source: std::io::Error::other(other.to_string()),
-            },
+            other => DumpError::Fd(other),
         }
     }
 }

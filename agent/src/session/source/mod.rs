@@ -111,14 +111,6 @@ fn pending_signals(frozen: &Frozen) -> Vec<i32> {
     out
 }
 
-fn refused(reasons: Vec<Reason>) -> Reply {
-    Reply::refused(reasons)
-}
-
-fn refused_one(code: Code, text: String) -> Reply {
-    Reply::refused_one(code, text)
-}
-
 fn failed(error: String, resumed_original: bool) -> Reply {
     Reply::Failed {
         error,
@@ -445,10 +437,11 @@ impl Session<'_, '_> {
         let started_unix_us = crate::unix_us();
         let insp = match preflight::inspect(pid, self.caller, sys::getpid(), false, self.coop.tcp) {
             Ok(i) => i,
-            Err(r) => return State::Over(refused(r.0)),
+            Err(r) => return State::Over(Reply::refused(r.0)),
         };
-        let unreachable =
-            |e: peer::PeerError| refused_one(Code::Destination, format!("host {}: {e}", cx.to));
+        let unreachable = |e: peer::PeerError| {
+            Reply::refused_one(Code::Destination, format!("host {}: {e}", cx.to))
+        };
         let seq = Arc::new(Sequencer::new(id));
         let (mut ctl, peer_name) = match peer::connect(cx.addr, cx.host, Lane::Control, cx.sec) {
             Ok(x) => x,
@@ -475,7 +468,7 @@ impl Session<'_, '_> {
                 match files_to_ship(&insp.needs, &missing, &different, cx.ship_limit) {
                     Ok(ship) => ship,
                     Err(too_big) => {
-                        return State::Over(refused(
+                        return State::Over(Reply::refused(
                             too_big
                                 .into_iter()
                                 .map(|t| Reason::new(Code::ShippingLimit, t))
@@ -484,15 +477,15 @@ impl Session<'_, '_> {
                     }
                 }
             }
-            Ok(DestMsg::FileVerdict { refused: v, .. }) => return State::Over(refused(v)),
+            Ok(DestMsg::FileVerdict { refused: v, .. }) => return State::Over(Reply::refused(v)),
             Ok(other) => {
-                return State::Over(refused_one(
+                return State::Over(Reply::refused_one(
                     Code::Protocol,
                     format!("{}: unexpected answer {other:?}", cx.to),
                 ))
             }
             Err(e) => {
-                return State::Over(refused_one(
+                return State::Over(Reply::refused_one(
                     Code::Destination,
                     format!("host {}: {}", cx.to, error_chain(&e)),
                 ))
@@ -502,12 +495,15 @@ impl Session<'_, '_> {
         let mut abort = Uncommitted::arm(&ctl, &seq);
         if let Err(e) = failpoints::hit("source.after-file-check") {
             abort.because(e.to_string());
-            return State::Over(refused_one(Code::Other, format!("host {}: {e}", cx.to)));
+            return State::Over(Reply::refused_one(
+                Code::Other,
+                format!("host {}: {e}", cx.to),
+            ));
         }
         let clock = match sync_clock(&mut ctl, &seq) {
             Ok(c) => c,
             Err(e) => {
-                return State::Over(refused_one(
+                return State::Over(Reply::refused_one(
                     Code::Destination,
                     format!("host {}: {}", cx.to, error_chain(&e)),
                 ))
@@ -548,10 +544,10 @@ impl Session<'_, '_> {
                 Ok(t) => tracker = Some(t),
                 Err(PreCopyError::Refused(why)) => {
                     abort.because(why.clone());
-                    return State::Over(refused_one(Code::PreCopy, why));
+                    return State::Over(Reply::refused_one(Code::PreCopy, why));
                 }
                 Err(PreCopyError::Lost(why)) => {
-                    return State::Over(refused_one(
+                    return State::Over(Reply::refused_one(
                         Code::Destination,
                         format!("host {}: {why}", cx.to),
                     ));
@@ -614,7 +610,7 @@ impl Session<'_, '_> {
             Ok(f) => f,
             Err(dump::DumpError::Refused(r)) => {
                 abort.because("refused after freeze");
-                return State::Over(refused(r.0));
+                return State::Over(Reply::refused(r.0));
             }
             Err(e) => {
                 abort.because(e.to_string());
