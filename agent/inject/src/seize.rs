@@ -6,7 +6,7 @@ use tracing::{debug, warn};
 
 use crate::frame::{self, FrameError, ReturnPath, SigFrame};
 use crate::regs::Regs;
-use crate::{sys, InjectError, RemoteMem, Vdso};
+use crate::{sys, InjectError, RemoteMem};
 
 const PTRACE_EVENT_STOP: i32 = 128;
 const SYSCALL_STOP: i32 = libc::SIGTRAP | 0x80;
@@ -265,18 +265,6 @@ impl Seized {
             source,
         })?;
         Ok((c.rseq_abi_pointer != 0).then_some((c.rseq_abi_pointer, c.rseq_abi_size, c.signature)))
-    }
-
-    /// Finds the task's own vDSO and runs injected syscalls from its
-    /// `syscall` instruction.
-    pub fn find_syscall_site(&mut self, mem: &RemoteMem) -> Result<Vdso, InjectError> {
-        let v = Vdso::find(self.tgid, mem).ok_or(InjectError::Ptrace {
-            op: "finding the vDSO's syscall instruction",
-            tid: self.tid,
-            source: io::Error::from(io::ErrorKind::NotFound),
-        })?;
-        self.syscall_insn = Some(v.syscall);
-        Ok(v)
     }
 
     /// Address of a `syscall` instruction in the task to run remote syscalls from.

@@ -104,6 +104,12 @@ impl Vdso {
             .lines()
             .find(|l| l.ends_with("[vdso]"))
             .and_then(range_of)?;
+        Vdso::at(mem, range)
+    }
+
+    /// The vDSO mapped at `range` (for a caller that has read the maps
+    /// already), read through `mem`.
+    pub fn at(mem: &RemoteMem, range: (u64, u64)) -> Option<Vdso> {
         let (syscall, hash) = syscall_site(mem, range)?;
         Some(Vdso {
             range,

@@ -14,7 +14,7 @@ use std::fs::File;
 use std::io;
 use std::os::fd::OwnedFd;
 
-use migrate_inject::{InjectError, RemoteMem, Seized};
+use migrate_inject::{InjectError, RemoteMem, Seized, Vdso};
 use thiserror::Error;
 use tracing::debug;
 
@@ -76,8 +76,14 @@ impl DirtyTracker {
     pub fn attach(pid: i32, mem: &RemoteMem) -> Result<DirtyTracker, DirtyError> {
         let io = |what| move |source| DirtyError::Io { pid, what, source };
         let inject = |source| DirtyError::Inject { pid, source };
+        // Found while the process runs: it is stopped only for the two calls.
+        let vdso = Vdso::find(pid, mem).ok_or(DirtyError::Io {
+            pid,
+            what: "vDSO",
+            source: io::Error::from(io::ErrorKind::NotFound),
+        })?;
         let mut task = Seized::seize(pid).map_err(inject)?;
-        task.find_syscall_site(mem).map_err(inject)?;
+        task.set_syscall_insn(vdso.syscall);
         let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY;
         let fd = task.userfaultfd(flags).map_err(inject)?;
         let taken = sys::pidfd_open(pid).and_then(|p| sys::pidfd_getfd(&p, fd));

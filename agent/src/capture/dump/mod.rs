@@ -153,7 +153,9 @@ pub fn freeze_and_dump(
         range: vdso,
         syscall: insn,
         hash: vdso_hash,
-    } = Vdso::find(pid, &mem).ok_or(DumpError::NoVdso(pid))?;
+    } = procfs::vdso_range(&maps0)
+        .and_then(|r| Vdso::at(&mem, r))
+        .ok_or(DumpError::NoVdso(pid))?;
     for t in &mut tasks {
         t.set_syscall_insn(insn);
         t.set_midway(in_syscall);
