@@ -30,6 +30,39 @@ pub struct ReturnPath {
     pub sigreturn: u64,
 }
 
+/// The dead stack the tasks of one process share for their frames
+/// (`floor..top`), and which task's frame it holds: a task's frame is
+/// written before its injected syscall only if another's took its place.
+#[derive(Debug, Clone)]
+pub struct FrameSpace {
+    /// Lowest usable address.
+    pub floor: u64,
+    /// The frames go below it.
+    pub top: u64,
+    holder: std::sync::Arc<std::sync::atomic::AtomicI32>,
+}
+
+impl FrameSpace {
+    /// Space in `floor..top`, holding no frame yet.
+    pub fn new(floor: u64, top: u64) -> FrameSpace {
+        FrameSpace {
+            floor,
+            top,
+            holder: Default::default(),
+        }
+    }
+
+    /// Whether it holds task `tid`'s frame.
+    pub(crate) fn holds(&self, tid: i32) -> bool {
+        self.holder.load(std::sync::atomic::Ordering::Relaxed) == tid
+    }
+
+    /// Notes that it now holds task `tid`'s frame.
+    pub(crate) fn now_holds(&self, tid: i32) {
+        self.holder.store(tid, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// A signal frame laid out below some address, ready to be written.
 #[derive(Debug, Clone)]
 pub struct SigFrame {

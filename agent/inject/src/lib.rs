@@ -20,7 +20,7 @@ pub mod site;
 mod sys;
 
 pub use error::InjectError;
-pub use frame::ReturnPath;
+pub use frame::{FrameSpace, ReturnPath};
 pub use mem::RemoteMem;
 pub use regs::Regs;
 pub use seize::{Seized, WayBackError};

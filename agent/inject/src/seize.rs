@@ -4,7 +4,7 @@ use std::io;
 
 use tracing::{debug, warn};
 
-use crate::frame::{self, FrameError, ReturnPath, SigFrame};
+use crate::frame::{self, FrameError, FrameSpace, ReturnPath, SigFrame};
 use crate::regs::Regs;
 use crate::{sys, InjectError, RemoteMem};
 
@@ -38,7 +38,7 @@ pub struct Seized {
     /// injection for tests of what abandoning it there does.
     midway: Option<fn() -> Result<(), String>>,
     /// The frame injected syscalls return through, and where it is written.
-    way_back: Option<(ReturnPath, SigFrame, RemoteMem)>,
+    way_back: Option<(ReturnPath, SigFrame, FrameSpace, RemoteMem)>,
 }
 
 fn ptrace(op: &'static str, req: libc::c_uint, tid: i32, data: u64) -> Result<(), InjectError> {
@@ -158,15 +158,15 @@ impl Seized {
 
     /// Gives injected syscalls a way back ([`crate::frame`]): from now on
     /// they run from `path.site` on a signal frame laid out in the task's
-    /// dead stack between `floor` and `top` (written through `mem` before
-    /// each, as other tasks may share the space), which returns the task
-    /// to its own registers, FPU state and signal mask if the tracer dies
-    /// inside one. Fails, changing nothing, if no right frame can be made.
+    /// dead stack, `space` (written through `mem` before the first, and
+    /// again only after another task's frame took its place), which
+    /// returns the task to its own registers, FPU state and signal mask if
+    /// the tracer dies inside one. Fails, changing nothing, if no right
+    /// frame can be made.
     pub fn set_way_back(
         &mut self,
         path: ReturnPath,
-        floor: u64,
-        top: u64,
+        space: &FrameSpace,
         mem: &RemoteMem,
     ) -> Result<(), WayBackError> {
         if frame::cpu_has_dynamic_state() {
@@ -175,8 +175,8 @@ impl Seized {
         let xstate = self.xstate()?;
         let mask = self.sigmask()?;
         let back = self.saved.for_resume_elsewhere();
-        let frame = frame::build(&back, &xstate, mask, &path, floor, top)?;
-        self.way_back = Some((path, frame, mem.try_clone()?));
+        let frame = frame::build(&back, &xstate, mask, &path, space.floor, space.top)?;
+        self.way_back = Some((path, frame, space.clone(), mem.try_clone()?));
         Ok(())
     }
 
@@ -347,9 +347,12 @@ impl Seized {
         })?;
         let mut r = self.saved;
         r.0.rip = insn;
-        if let Some((path, frame, mem)) = &self.way_back {
+        if let Some((path, frame, space, mem)) = &self.way_back {
             // Abandoned from here on, it returns through the frame.
-            mem.write(frame.base, &frame.bytes)?;
+            if !space.holds(tid) {
+                mem.write(frame.base, &frame.bytes)?;
+                space.now_holds(tid);
+            }
             r.0.rip = path.site;
             r.0.rsp = frame.sp;
             if path.leave {

@@ -6,7 +6,8 @@
 use std::time::{Duration, Instant};
 
 use migrate_inject::{
-    code_ranges, returning_site, sigreturn_gadget, InjectError, RemoteMem, ReturnPath, Seized, Vdso,
+    code_ranges, returning_site, sigreturn_gadget, FrameSpace, InjectError, RemoteMem, ReturnPath,
+    Seized, Vdso,
 };
 
 /// Loads r12-r15, xmm0-13 and the upper halves of ymm0-7 with patterns;
@@ -453,8 +454,7 @@ fn abandon_inside_a_syscall(blocked: bool, way_back: bool) -> i32 {
                     leave,
                     sigreturn,
                 },
-                top - 16384,
-                top,
+                &FrameSpace::new(top - 16384, top),
                 &mem,
             )
             .unwrap();

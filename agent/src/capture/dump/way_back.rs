@@ -3,6 +3,7 @@
 //! ([`migrate_inject::frame`]).
 
 use super::*;
+use migrate_inject::FrameSpace;
 
 /// Where injected syscalls write what they read.
 #[derive(Debug, Clone, Copy)]
@@ -91,8 +92,9 @@ pub(super) fn give_way_back(
             return;
         }
     };
+    let space = FrameSpace::new(floor, scratch);
     for t in tasks {
-        if let Err(e) = t.set_way_back(path, floor, scratch, mem) {
+        if let Err(e) = t.set_way_back(path, &space, mem) {
             debug!(pid, tid = t.tid(), error = %e, "no way back out of injected syscalls");
         }
     }
