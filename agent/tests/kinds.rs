@@ -106,6 +106,10 @@ kind!(inotify_watches_keep_their_numbers, "inotify");
 kind!(an_epoll_set_keeps_its_registrations, "epoll");
 kind!(a_memfd_keeps_its_content_offset_and_seals, "memfd");
 kind!(a_pipe_keeps_its_bytes, "pipe");
+kind!(
+    a_pipe_of_its_own_on_a_standard_stream_stays_its_own,
+    "pipe_on_stderr"
+);
 kind!(a_socketpair_keeps_its_queued_messages, "socketpair");
 kind!(a_unix_listener_takes_connections, "unix_listener");
 kind!(a_tcp_listener_keeps_its_port_and_options, "tcp_listener");

@@ -5,7 +5,7 @@ use migrate_proto::image::{EpollWatch, FdKind};
 use migrate_proto::msg::{Code, Reason};
 
 use super::{FdError, Remote};
-use crate::host::procfs::{self, FdInfo};
+use crate::host::procfs::FdInfo;
 
 /// Its registrations, from fdinfo.
 pub fn dump(info: &FdInfo) -> FdKind {
@@ -48,11 +48,10 @@ pub fn register(r: &mut impl Remote, fd: i32, watches: &[EpollWatch]) -> Result<
 
 /// An epoll set moves if every descriptor it watches is still open under
 /// the number it was registered with (they are re-registered by number).
-pub fn check(pid: i32, info: &FdInfo, why: &mut Vec<Reason>) {
+pub fn check(s: &super::Survey, info: &FdInfo) -> Vec<Reason> {
+    let mut why = Vec::new();
     for e in info.epoll_entries() {
-        let same = procfs::fd_info(pid, e.tfd)
-            .map(|t| t.ino == e.ino)
-            .unwrap_or(false);
+        let same = s.infos.iter().any(|t| t.fd == e.tfd && t.ino == e.ino);
         if !same {
             why.push(Reason::new(
                 Code::Epoll,
@@ -63,4 +62,5 @@ pub fn check(pid: i32, info: &FdInfo, why: &mut Vec<Reason>) {
             ));
         }
     }
+    why
 }

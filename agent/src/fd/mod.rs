@@ -3,11 +3,11 @@
 //! process's descriptor of that kind (`dump`, into its
 //! [`FdKind`] image entry) and how the rebuild makes it again inside the
 //! new process (`restore`, through the [`Remote`] the rebuild lends it).
-//! This module decides which kind a descriptor is ([`dump_all`], in the
-//! order the kinds must be tried) and the order the rebuild makes them in
-//! ([`restore_all`]). The pre-flight (`capture::preflight`) walks a
-//! process's descriptors in its own order and asks each kind's file for
-//! its verdict where a kind has one (`check`, `movable`).
+//! Which kind a descriptor is has one answer, [`Survey::class`], which
+//! the dump ([`dump_all`]), the pre-flight's verdicts and `migrate check`
+//! all ask (a pipe on a standard stream is forwarded only if the process
+//! does not hold its other end too). This module also fixes the order the
+//! rebuild makes descriptors in ([`restore_all`]).
 //!
 //! | file | kind |
 //! |---|---|
@@ -21,6 +21,7 @@
 //! | `inet` | a listening TCP or unconnected UDP socket |
 //! | `tcp` | an established TCP connection of a cooperating process (closed or dialled again) |
 //! | `forwarded` | a standard stream forwarded to and from the home host |
+//! | `survey` | the classes: which kind a descriptor is |
 
 use migrate_proto::msg::{Code, Reason};
 use std::collections::HashMap;
@@ -33,7 +34,7 @@ use migrate_proto::image::{
 };
 
 use crate::host::procfs::{self, FdInfo, MapsEntry};
-use crate::host::{kinds, sys};
+use crate::host::sys;
 
 pub mod dup;
 pub mod epoll;
@@ -45,10 +46,13 @@ pub mod memfd;
 pub mod path;
 pub mod pipe;
 pub mod signalfd;
+mod survey;
 pub mod tcp;
 pub mod timerfd;
 pub mod unix_listener;
 pub mod unix_pair;
+
+pub use survey::{Class, Survey};
 
 /// What went wrong with a descriptor.
 #[derive(Debug, thiserror::Error)]
@@ -243,10 +247,8 @@ pub struct Collect<'a> {
     pub maps: &'a [MapsEntry],
     /// What its established TCP connections become.
     pub tcp: TcpPolicy,
-    /// The host's Unix sockets (sock_diag).
-    pub unix: Vec<sys::UnixSocket>,
-    /// The process's inet sockets, read when the first one is met.
-    inet: std::cell::OnceCell<HashMap<u64, procfs::InetSocket>>,
+    /// Its descriptors and their sockets.
+    pub survey: &'a Survey,
     /// Collected so far.
     pub out: Dumped,
 }
@@ -259,14 +261,7 @@ impl Collect<'_> {
 
     /// The process's inet socket of inode `ino`.
     pub fn inet(&self, ino: u64) -> Option<&procfs::InetSocket> {
-        self.inet
-            .get_or_init(|| procfs::inet_sockets(self.pid))
-            .get(&ino)
-    }
-
-    /// The host's Unix socket of inode `ino`.
-    pub fn unix(&self, ino: u64) -> Option<&sys::UnixSocket> {
-        self.unix.iter().find(|u| u.inode == ino)
+        self.survey.inet(ino)
     }
 }
 
@@ -274,17 +269,13 @@ impl Collect<'_> {
 /// between numbers found by kcmp, and the content of pipes (copied by
 /// tee, left in place) and memfds.
 pub fn dump_all(pid: i32, maps: &[MapsEntry], tcp: TcpPolicy) -> Result<Dumped, FdError> {
-    let mut infos = Vec::new();
-    for fd in procfs::fds(pid).map_err(proc_err(pid, "fd"))? {
-        infos.push(procfs::fd_info(pid, fd).map_err(proc_err(pid, "fdinfo"))?);
-    }
+    let survey = Survey::read(pid, tcp).map_err(proc_err(pid, "fd"))?;
     let mut c = Collect {
         pid,
         pidfd: sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?,
         maps,
         tcp,
-        unix: sys::unix_sockets().map_err(proc_err(pid, "sock_diag"))?,
-        inet: std::cell::OnceCell::new(),
+        survey: &survey,
         out: Dumped {
             fds: Vec::new(),
             pipes: Vec::new(),
@@ -292,8 +283,8 @@ pub fn dump_all(pid: i32, maps: &[MapsEntry], tcp: TcpPolicy) -> Result<Dumped, 
             to_reset: Vec::new(),
         },
     };
-    for (i, info) in infos.iter().enumerate() {
-        let kind = match dup::dump(&c, info, &infos[..i])? {
+    for (i, info) in survey.infos.iter().enumerate() {
+        let kind = match dup::dump(&c, info, &survey.infos[..i])? {
             Some(k) => k,
             None => dump_one(&mut c, info)?,
         };
@@ -302,52 +293,32 @@ pub fn dump_all(pid: i32, maps: &[MapsEntry], tcp: TcpPolicy) -> Result<Dumped, 
     Ok(c.out)
 }
 
-/// The first kind that claims `info`, in the order they must be tried.
+/// What the kind of `info` collects of it.
 fn dump_one(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
-    let t = info.target.as_str();
-    let socket = procfs::socket_inode(t);
-    if kinds::forwarded_stdio(info) {
-        return Ok(forwarded::dump(info));
+    let refused = |code, what: &str| {
+        Err(FdError::Refused(Reason::new(
+            code,
+            format!("fd {}: {} ({what}) is not carried", info.fd, info.target),
+        )))
+    };
+    match c.survey.class(info) {
+        Class::Forwarded { .. } => Ok(forwarded::dump(info)),
+        Class::EventFd => Ok(eventfd::dump(info)),
+        Class::TimerFd => Ok(timerfd::dump(info)),
+        Class::SignalFd => Ok(signalfd::dump(info)),
+        Class::Inotify => inotify::dump(c, info),
+        Class::Epoll => Ok(epoll::dump(info)),
+        Class::Memfd(name) => memfd::dump(c, info, name),
+        Class::UnixListener(u) => Ok(unix_listener::dump(info, u)),
+        Class::Unix(u) => unix_pair::dump(c, info, u.clone()),
+        Class::Tcp(_) => tcp::dump(c, info),
+        Class::Inet(_) | Class::Socket => inet::dump(c, info),
+        Class::Pipe { ino, .. } => pipe::dump(c, info, ino),
+        Class::Path => Ok(path::dump(info)),
+        Class::Terminal => refused(Code::Terminal, "terminal"),
+        Class::OtherAnon(k) => refused(Code::Descriptor, k),
+        Class::Other => refused(Code::Descriptor, "not supported"),
     }
-    if t == "anon_inode:[eventfd]" {
-        return Ok(eventfd::dump(info));
-    }
-    if let Some(name) = kinds::memfd_name(t) {
-        return memfd::dump(c, info, name);
-    }
-    if t == "anon_inode:inotify" {
-        return inotify::dump(c, info);
-    }
-    if t == "anon_inode:[timerfd]" {
-        return Ok(timerfd::dump(info));
-    }
-    if t == "anon_inode:[signalfd]" {
-        return Ok(signalfd::dump(info));
-    }
-    if let Some(u) = socket.and_then(|ino| c.unix(ino)) {
-        return if u.state == unix_listener::LISTENING {
-            Ok(unix_listener::dump(info, u))
-        } else {
-            unix_pair::dump(c, info, u.clone())
-        };
-    }
-    if c.tcp != TcpPolicy::Refuse
-        && socket
-            .and_then(|ino| c.inet(ino))
-            .is_some_and(|s| s.established())
-    {
-        return tcp::dump(c, info);
-    }
-    if socket.is_some() {
-        return inet::dump(c, info);
-    }
-    if t == "anon_inode:[eventpoll]" {
-        return Ok(epoll::dump(info));
-    }
-    if let Some(ino) = kinds::pipe_inode(info) {
-        return pipe::dump(c, info, ino);
-    }
-    Ok(path::dump(info))
 }
 
 /// What the kinds' rebuilds share for one process.
@@ -464,14 +435,6 @@ fn restore_one(r: &mut impl Remote, b: &mut Rebuild, e: &FdEntry) -> Result<(), 
         FdKind::Pipe { pipe, write, flags } => pipe::restore(r, b, want, *pipe, *write, *flags),
     }
 }
-
-/// Anonymous-inode descriptors rebuilt from their fdinfo.
-pub const MOVABLE_ANON: [&str; 4] = [
-    "anon_inode:[eventfd]",
-    "anon_inode:[timerfd]",
-    "anon_inode:[signalfd]",
-    "anon_inode:inotify",
-];
 
 /// File locks (flock, fcntl, OFD) on a descriptor's file, as fdinfo
 /// lists them: not carried yet, so refused rather than silently dropped.

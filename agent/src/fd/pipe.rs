@@ -3,10 +3,6 @@
 //! refilled, each end given its number. A FIFO on a filesystem both hosts
 //! share is one object the original still holds, bytes included.
 
-use migrate_proto::msg::{Code, Reason};
-use std::fs;
-use std::os::unix::fs::MetadataExt;
-
 use migrate_proto::image::{FdKind, PipeState};
 
 use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
@@ -141,80 +137,4 @@ fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[u64; 2], FdError> {
     let wr = r.open(&again, libc::O_WRONLY as u64 | nb)?;
     r.close(base)?;
     Ok([rd, wr])
-}
-
-/// Pipes move when the process holds both ends and no other process
-/// holds either.
-pub fn check(pid: i32, pipes: &[(u64, bool, i32)], why: &mut Vec<Reason>) {
-    let mut inodes: Vec<u64> = pipes.iter().map(|p| p.0).collect();
-    inodes.sort_unstable();
-    inodes.dedup();
-    let mut forwarded = Vec::new();
-    for &ino in &inodes {
-        let ends = |w: bool| {
-            pipes
-                .iter()
-                .filter(|p| p.0 == ino && p.1 == w)
-                .map(|p| p.2)
-                .collect::<Vec<_>>()
-        };
-        let (r, w) = (ends(false), ends(true));
-        let all: Vec<i32> = r.iter().chain(&w).copied().collect();
-        if (r.is_empty() || w.is_empty()) && all.iter().all(|fd| (0..=2).contains(fd)) {
-            // Standard streams to another process: forwarded from home.
-            forwarded.push(ino);
-            continue;
-        }
-        if r.is_empty() || w.is_empty() {
-            let fd = r.first().or(w.first()).copied().unwrap_or(-1);
-            why.push(Reason::new(Code::Pipe, format!(
-                "fd {fd}: pipe:[{ino}] leads to another process (only its {} end is here): not supported yet",
-                if r.is_empty() { "write" } else { "read" }
-            )));
-        }
-    }
-    inodes.retain(|i| !forwarded.contains(i));
-    if inodes.is_empty() {
-        return;
-    }
-    let Ok(dir) = fs::read_dir("/proc") else {
-        return;
-    };
-    for e in dir.flatten() {
-        let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
-            continue;
-        };
-        if other == pid {
-            continue;
-        }
-        let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
-            continue;
-        };
-        for f in fds.flatten() {
-            let Ok(t) = fs::read_link(f.path()) else {
-                continue;
-            };
-            let t = t.to_string_lossy();
-            let ino = t
-                .strip_prefix("pipe:[")
-                .and_then(|x| x.strip_suffix(']'))
-                .and_then(|x| x.parse::<u64>().ok())
-                .or_else(|| {
-                    // Named FIFOs: by the inode behind the link.
-                    let md = fs::metadata(f.path()).ok()?;
-                    (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
-                });
-            if let Some(ino) = ino {
-                if inodes.contains(&ino) {
-                    why.push(Reason::new(
-                        Code::Pipe,
-                        format!(
-                            "pipe or FIFO {t} is also open in process {other}: not supported yet"
-                        ),
-                    ));
-                    return;
-                }
-            }
-        }
-    }
 }

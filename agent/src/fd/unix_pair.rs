@@ -6,7 +6,7 @@
 use migrate_proto::image::FdKind;
 
 use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
-use crate::host::procfs::{self, FdInfo};
+use crate::host::procfs::FdInfo;
 use crate::host::sys::{self, UnixSocket};
 
 /// Which pair and end, its type, and the data waiting on it (peeked).
@@ -88,14 +88,9 @@ pub fn refill(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
 /// A connected pair of Unix sockets moves when the process holds both ends
 /// (as a socketpair: bound names are not kept), and so does a listener
 /// bound to a name with no connection waiting; other Unix sockets are
-/// refused (by `check_fd`).
-pub fn movable(pid: i32, s: &UnixSocket) -> bool {
-    let mine = |ino: u64| {
-        procfs::fds(pid).unwrap_or_default().into_iter().any(|fd| {
-            procfs::fd_info(pid, fd).is_ok_and(|i| procfs::socket_inode(&i.target) == Some(ino))
-        })
-    };
-    let pair = s.state == 1 && s.peer != 0 && mine(s.peer);
+/// refused.
+pub fn movable(survey: &super::Survey, s: &UnixSocket) -> bool {
+    let pair = s.state == 1 && s.peer != 0 && survey.holds_socket(s.peer);
     // A listener bound to a name, nobody waiting to be accepted.
     let listener =
         s.state == 10 && s.name.as_ref().is_some_and(|n| !n.is_empty()) && s.queues.0 == 0;

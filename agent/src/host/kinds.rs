@@ -74,16 +74,6 @@ pub fn access_for(flags: u32) -> u32 {
     }
 }
 
-/// A standard stream that is forwarded to and from the home host: a pipe
-/// to another process, or a terminal (then a deputy stays on the home
-/// host in the process's place, for the session leader that waits for it).
-pub fn forwarded_stdio(info: &FdInfo) -> bool {
-    if !(0..=2).contains(&info.fd) {
-        return false;
-    }
-    pipe_inode(info).is_some() || is_terminal(info)
-}
-
 /// A terminal (pty or console).
 pub fn is_terminal(info: &FdInfo) -> bool {
     info.mode == libc::S_IFCHR

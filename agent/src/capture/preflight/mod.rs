@@ -9,11 +9,10 @@ use migrate_proto::msg::{Code, FileNeed, Reason};
 
 use crate::fd;
 use crate::host::access::{self, Caller};
-use crate::host::kinds::{
-    access_for, deleted_file, file_ident, forwarded_stdio, is_anon, is_shmem, is_terminal, is_vdso,
-    memfd_name, pipe_inode,
-};
-use crate::host::procfs::{self, FdInfo, MapsEntry};
+use crate::host::kinds::{file_ident, is_anon, is_shmem, is_vdso};
+use crate::host::procfs::{self, MapsEntry};
+
+mod fds;
 
 /// Everything pre-flight learned about a movable process.
 #[derive(Debug)]
@@ -128,38 +127,17 @@ pub fn inspect(
     if !shmem.is_empty() {
         why.extend(shmem_sharers(pid, &shmem));
     }
-    let fds = procfs::fds(pid).map_err(|e| {
+    let survey = fd::Survey::read(pid, tcp).map_err(|e| {
         Refusal::one(
             Code::NoSuchProcess,
             format!("cannot read descriptors of {pid}: {e}"),
         )
     })?;
-    let mut pipes: Vec<(u64, bool, i32)> = Vec::new();
-    let unix = crate::host::sys::unix_sockets().unwrap_or_default();
-    // Read once, when the first inet socket is met.
-    let inet = std::cell::OnceCell::new();
-    for fd in fds {
-        match procfs::fd_info(pid, fd) {
-            Ok(info) => match pipe_inode(&info) {
-                Some(ino) => pipes.push((ino, info.flags & libc::O_ACCMODE as u32 != 0, fd)),
-                None if fd::MOVABLE_ANON.contains(&info.target.as_str()) => {}
-                None if procfs::socket_inode(&info.target)
-                    .and_then(|ino| inet.get_or_init(|| procfs::inet_sockets(pid)).get(&ino))
-                    .is_some_and(|s| {
-                        s.movable() || tcp != TcpPolicy::Refuse && s.established()
-                    }) => {}
-                None if procfs::socket_inode(&info.target)
-                    .and_then(|ino| unix.iter().find(|u| u.inode == ino))
-                    .is_some_and(|u| fd::unix_pair::movable(pid, u)) => {}
-                None if info.target == "anon_inode:[eventpoll]" => {
-                    fd::epoll::check(pid, &info, &mut why)
-                }
-                None => check_fd(pid, &info, &mut needs, &mut why),
-            },
-            Err(_) => continue, // closed meanwhile
-        }
+    for info in &survey.infos {
+        let v = fds::verdict(&survey, info);
+        why.extend(v.why);
+        needs.extend(v.needs);
     }
-    fd::pipe::check(pid, &pipes, &mut why);
 
     match std::fs::read_link(format!("/proc/{pid}/cwd")) {
         Ok(cwd) => {
@@ -355,197 +333,12 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
     }
 }
 
-/// What `migrate check` says of each descriptor: its kind and verdict.
+/// What `migrate check` says of each descriptor of `pid`: its kind and
+/// verdict.
 pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
-    let mut out = Vec::new();
-    let Ok(fds) = procfs::fds(pid) else {
-        return out;
-    };
-    let infos: Vec<FdInfo> = fds
-        .into_iter()
-        .filter_map(|fd| procfs::fd_info(pid, fd).ok())
-        .collect();
-    let unix = crate::host::sys::unix_sockets().unwrap_or_default();
-    for info in &infos {
-        let t = &info.target;
-        let mut why = Vec::new();
-        let kind = if forwarded_stdio(info) && is_terminal(info) {
-            "terminal, forwarded; a deputy stays here".into()
-        } else if forwarded_stdio(info) {
-            "forwarded to and from this host".into()
-        } else if is_terminal(info) {
-            why.push(Reason::new(
-                Code::Terminal,
-                "terminals are not forwarded yet",
-            ));
-            "terminal".into()
-        } else if let Some(ino) = pipe_inode(info) {
-            let w = info.flags & libc::O_ACCMODE as u32 != 0;
-            let other = infos.iter().any(|o| {
-                pipe_inode(o) == Some(ino) && (o.flags & libc::O_ACCMODE as u32 != 0) != w
-            });
-            if !other {
-                why.push(Reason::new(Code::Pipe, "leads to another process"));
-            }
-            format!("pipe, {} end", if w { "write" } else { "read" })
-        } else if t == "anon_inode:inotify" {
-            format!("inotify, {} watches", info.inotify_watches().len())
-        } else if t == "anon_inode:[eventpoll]" {
-            fd::epoll::check(pid, info, &mut why);
-            format!("epoll, {} watches", info.epoll_entries().len())
-        } else if let Some(k) = t
-            .strip_prefix("anon_inode:[")
-            .and_then(|k| k.strip_suffix(']'))
-        {
-            if !fd::MOVABLE_ANON.contains(&t.as_str()) {
-                why.push(Reason::new(Code::Descriptor, "not supported"));
-            }
-            k.to_string()
-        } else if let Some(u) =
-            procfs::socket_inode(t).and_then(|ino| unix.iter().find(|u| u.inode == ino))
-        {
-            if !fd::unix_pair::movable(pid, u) {
-                why.push(Reason::new(
-                    Code::Socket,
-                    "only pairs held at both ends and idle listeners are supported",
-                ));
-            }
-            "unix socket".into()
-        } else if let Some(s) =
-            procfs::socket_inode(t).and_then(|ino| procfs::inet_socket(pid, ino))
-        {
-            if s.established() && tcp != TcpPolicy::Refuse {
-                format!("TCP connection ({})", tcp.name())
-            } else {
-                if !s.movable() {
-                    why.push(Reason::new(Code::Socket, if s.tcp && s.state == 0x0a {
-                        "connections wait in its accept queue".to_string()
-                    } else if s.established() {
-                        "an established TCP connection moves only with `migrate run --tcp close|reconnect`".to_string()
-                    } else {
-                        "connected sockets in this state are not supported".to_string()
-                    }));
-                }
-                "socket".into()
-            }
-        } else if fd::path::movable(info) {
-            match info.mode {
-                libc::S_IFREG if memfd_name(t).is_some() => "memfd".into(),
-                libc::S_IFREG if deleted_file(info).is_some() => "deleted file, shipped".into(),
-                libc::S_IFREG => "file".into(),
-                libc::S_IFDIR => "directory".into(),
-                _ => "device".into(),
-            }
-        } else {
-            why.push(Reason::new(Code::Descriptor, "not supported"));
-            if t.starts_with("socket:") {
-                "socket".into()
-            } else {
-                "other".into()
-            }
-        };
-        fd::check_locks(info, &mut why);
-        let verdict = if why.is_empty() {
-            "moves".to_string()
-        } else {
-            format!("refused: {}", migrate_proto::refusal::texts(&why, "; "))
-        };
-        let name = match t
-            .strip_prefix("socket:[")
-            .and_then(|s| s.strip_suffix(']'))
-            .and_then(|s| s.parse::<u64>().ok())
-        {
-            Some(ino) => procfs::describe_socket(pid, ino)
-                .map(|d| format!("{t} {d}"))
-                .unwrap_or(t.clone()),
-            None => t.clone(),
-        };
-        out.push(format!("fd {}: {name} ({kind}): {verdict}", info.fd));
-    }
-    out
-}
-
-fn check_fd(pid: i32, info: &FdInfo, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
-    let fd = info.fd;
-    fd::check_locks(info, why);
-    if forwarded_stdio(info) {
-        return;
-    }
-    if is_terminal(info) {
-        why.push(Reason::new(
-            Code::Terminal,
-            format!(
-                "fd {fd}: {} (terminal): not forwarded yet; redirect it to a file or pipe",
-                info.target
-            ),
-        ));
-        return;
-    }
-    if let Some(path) = deleted_file(info) {
-        let size = fs::metadata(format!("/proc/{pid}/fd/{fd}"))
-            .map(|m| m.len())
-            .unwrap_or(0);
-        needs.push(FileNeed {
-            path: path.to_string(),
-            ident: None,
-            why: format!("fd {fd}"),
-            ship: Some((fd, size)),
-            deleted: true,
-            same_file: None,
-            access: 0,
-        });
-        return;
-    }
-    if fd::path::movable(info) {
-        if (info.mode == libc::S_IFREG || info.mode == libc::S_IFDIR)
-            && memfd_name(&info.target).is_none()
-        {
-            let regular = info.mode == libc::S_IFREG;
-            let md = fs::metadata(format!("/proc/{pid}/fd/{fd}")).ok();
-            let size = md.as_ref().map(|m| m.len()).unwrap_or(0);
-            let same_file = md
-                .as_ref()
-                .filter(|_| regular)
-                .map(|m| (m.dev(), m.ino(), file_ident(m)));
-            needs.push(FileNeed {
-                path: info.target.clone(),
-                ident: None,
-                why: format!("fd {fd}"),
-                ship: regular.then_some((fd, size)),
-                deleted: false,
-                same_file,
-                access: access_for(info.flags),
-            });
-        }
-        return;
-    }
-    let t = &info.target;
-    let mut hint = "";
-    let what = if let Some(ino) = t
-        .strip_prefix("socket:[")
-        .and_then(|s| s.strip_suffix(']'))
-        .and_then(|s| s.parse::<u64>().ok())
-    {
-        if procfs::inet_socket(pid, ino).is_some_and(|s| s.established()) {
-            hint = " (an established TCP connection moves only with `migrate run --tcp close|reconnect`)";
-        }
-        match procfs::describe_socket(pid, ino) {
-            Some(d) => format!("{t} ({d})"),
-            None => t.clone(),
-        }
-    } else if t.starts_with("pipe:") {
-        format!("{t} (pipe)")
-    } else if info.mode == libc::S_IFDIR {
-        format!("{t} (directory)")
-    } else if t.ends_with(" (deleted)") {
-        format!("{t} (file deleted from disk)")
-    } else {
-        t.clone()
-    };
-    why.push(Reason::new(
-        Code::Descriptor,
-        format!("fd {fd}: {what} not supported{hint}"),
-    ));
+    fd::Survey::read(pid, tcp)
+        .map(|s| fds::describe(&s))
+        .unwrap_or_default()
 }
 
 #[cfg(test)]

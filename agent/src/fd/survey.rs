@@ -1,0 +1,366 @@
+//! Which kind a descriptor is: one rule, asked by the pre-flight (for its
+//! verdict), by the dump (for what to collect) and by `migrate check` (for
+//! what to show), so that the three never disagree.
+
+use std::cell::OnceCell;
+use std::collections::HashMap;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+
+use migrate_proto::image::TcpPolicy;
+
+use crate::host::kinds::{self, pipe_inode};
+use crate::host::procfs::{self, FdInfo, InetSocket};
+use crate::host::sys::{self, UnixSocket};
+
+/// What a descriptor is, as far as moving it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Class<'a> {
+    /// A standard stream (0-2) forwarded to and from the home host: a pipe
+    /// the process holds at one end only, or a terminal.
+    Forwarded {
+        /// A terminal (a deputy stays on the home host).
+        terminal: bool,
+    },
+    /// A terminal on another number: not forwarded.
+    Terminal,
+    /// An eventfd.
+    EventFd,
+    /// A timerfd.
+    TimerFd,
+    /// A signalfd.
+    SignalFd,
+    /// An inotify instance.
+    Inotify,
+    /// An epoll set.
+    Epoll,
+    /// Another anonymous-inode descriptor (its kind named): not carried.
+    OtherAnon(&'a str),
+    /// A memfd (its name).
+    Memfd(&'a str),
+    /// A Unix socket listening on a name.
+    UnixListener(&'a UnixSocket),
+    /// Another Unix socket (a socketpair moves if both ends are here).
+    Unix(&'a UnixSocket),
+    /// An established TCP connection that the process's TCP policy
+    /// closes or dials again.
+    Tcp(&'a InetSocket),
+    /// Another IPv4/IPv6 socket.
+    Inet(&'a InetSocket),
+    /// A socket found in no table this agent reads.
+    Socket,
+    /// A pipe or FIFO end.
+    Pipe {
+        /// Its inode.
+        ino: u64,
+        /// The write end (else the read end).
+        write: bool,
+        /// The process holds both ends.
+        both: bool,
+    },
+    /// A regular file, directory or device reopened by its path, or a
+    /// deleted file shipped with its content.
+    Path,
+    /// Anything else: not carried.
+    Other,
+}
+
+/// A process's descriptors, read once, with what classifying them needs.
+pub struct Survey {
+    /// The process.
+    pub pid: i32,
+    /// Its descriptors, in number order.
+    pub infos: Vec<FdInfo>,
+    /// What its established TCP connections become.
+    pub tcp: TcpPolicy,
+    /// The host's Unix sockets (sock_diag).
+    unix: Vec<UnixSocket>,
+    /// The process's inet sockets, read when the first one is met.
+    inet: OnceCell<HashMap<u64, InetSocket>>,
+    /// Pipes held at both ends here that another process holds too (inode,
+    /// that process, its link), found when first asked.
+    shared_pipes: OnceCell<Vec<(u64, i32, String)>>,
+}
+
+impl Survey {
+    /// Reads the descriptors of `pid` (those closed meanwhile left out)
+    /// and the host's Unix sockets.
+    pub fn read(pid: i32, tcp: TcpPolicy) -> io::Result<Survey> {
+        let infos = procfs::fds(pid)?
+            .into_iter()
+            .filter_map(|fd| procfs::fd_info(pid, fd).ok())
+            .collect();
+        Ok(Survey {
+            pid,
+            infos,
+            tcp,
+            unix: sys::unix_sockets()?,
+            inet: OnceCell::new(),
+            shared_pipes: OnceCell::new(),
+        })
+    }
+
+    /// The process's inet socket of inode `ino`.
+    pub fn inet(&self, ino: u64) -> Option<&InetSocket> {
+        self.inet
+            .get_or_init(|| procfs::inet_sockets(self.pid))
+            .get(&ino)
+    }
+
+    /// The host's Unix socket of inode `ino`.
+    pub fn unix(&self, ino: u64) -> Option<&UnixSocket> {
+        self.unix.iter().find(|u| u.inode == ino)
+    }
+
+    /// Whether one of the process's descriptors is the socket of inode
+    /// `ino`.
+    pub fn holds_socket(&self, ino: u64) -> bool {
+        self.infos
+            .iter()
+            .any(|i| procfs::socket_inode(&i.target) == Some(ino))
+    }
+
+    /// Another process holding the pipe or FIFO of inode `ino`, with its
+    /// link, if any.
+    pub fn pipe_elsewhere(&self, ino: u64) -> Option<(i32, &str)> {
+        self.shared_pipes
+            .get_or_init(|| self.find_shared_pipes())
+            .iter()
+            .find(|s| s.0 == ino)
+            .map(|s| (s.1, s.2.as_str()))
+    }
+
+    /// The class of descriptor `info`, one of this survey's.
+    pub fn class<'a>(&'a self, info: &'a FdInfo) -> Class<'a> {
+        let t = info.target.as_str();
+        if let Some(ino) = pipe_inode(info) {
+            let write = is_write_end(info);
+            let both = self
+                .infos
+                .iter()
+                .any(|o| pipe_inode(o) == Some(ino) && is_write_end(o) != write);
+            return if !both && is_stdio(info) {
+                Class::Forwarded { terminal: false }
+            } else {
+                Class::Pipe { ino, write, both }
+            };
+        }
+        if kinds::is_terminal(info) {
+            return if is_stdio(info) {
+                Class::Forwarded { terminal: true }
+            } else {
+                Class::Terminal
+            };
+        }
+        match t {
+            "anon_inode:[eventfd]" => return Class::EventFd,
+            "anon_inode:[timerfd]" => return Class::TimerFd,
+            "anon_inode:[signalfd]" => return Class::SignalFd,
+            "anon_inode:inotify" => return Class::Inotify,
+            "anon_inode:[eventpoll]" => return Class::Epoll,
+            _ => {}
+        }
+        if let Some(k) = t.strip_prefix("anon_inode:") {
+            return Class::OtherAnon(k.trim_start_matches('[').trim_end_matches(']'));
+        }
+        if info.mode == libc::S_IFREG {
+            if let Some(name) = kinds::memfd_name(t) {
+                return Class::Memfd(name);
+            }
+        }
+        if let Some(ino) = procfs::socket_inode(t) {
+            if let Some(u) = self.unix(ino) {
+                return if u.state == super::unix_listener::LISTENING {
+                    Class::UnixListener(u)
+                } else {
+                    Class::Unix(u)
+                };
+            }
+            return match self.inet(ino) {
+                Some(s) if s.established() && self.tcp != TcpPolicy::Refuse => Class::Tcp(s),
+                Some(s) => Class::Inet(s),
+                None => Class::Socket,
+            };
+        }
+        if super::path::movable(info) {
+            return Class::Path;
+        }
+        Class::Other
+    }
+
+    fn find_shared_pipes(&self) -> Vec<(u64, i32, String)> {
+        let mut inodes: Vec<u64> = self
+            .infos
+            .iter()
+            .filter_map(|i| match self.class(i) {
+                Class::Pipe {
+                    ino, both: true, ..
+                } => Some(ino),
+                _ => None,
+            })
+            .collect();
+        inodes.sort_unstable();
+        inodes.dedup();
+        let mut out = Vec::new();
+        if inodes.is_empty() {
+            return out;
+        }
+        let Ok(dir) = fs::read_dir("/proc") else {
+            return out;
+        };
+        for e in dir.flatten() {
+            let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            if other == self.pid {
+                continue;
+            }
+            let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
+                continue;
+            };
+            for f in fds.flatten() {
+                let Ok(t) = fs::read_link(f.path()) else {
+                    continue;
+                };
+                let t = t.to_string_lossy();
+                let ino = t
+                    .strip_prefix("pipe:[")
+                    .and_then(|x| x.strip_suffix(']'))
+                    .and_then(|x| x.parse::<u64>().ok())
+                    .or_else(|| {
+                        // Named FIFOs: by the inode behind the link.
+                        let md = fs::metadata(f.path()).ok()?;
+                        (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
+                    });
+                if let Some(ino) = ino.filter(|i| inodes.contains(i)) {
+                    if !out.iter().any(|s: &(u64, i32, String)| s.0 == ino) {
+                        out.push((ino, other, t.into_owned()));
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+/// A standard stream's number.
+fn is_stdio(info: &FdInfo) -> bool {
+    (0..=2).contains(&info.fd)
+}
+
+/// A pipe descriptor opened for writing.
+fn is_write_end(info: &FdInfo) -> bool {
+    info.flags & libc::O_ACCMODE as u32 != libc::O_RDONLY as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(fd: i32, target: &str, mode: u32, flags: i32) -> FdInfo {
+        FdInfo {
+            fd,
+            target: target.into(),
+            flags: flags as u32,
+            pos: 0,
+            mode,
+            rdev: 0,
+            ino: 0,
+            extra: Vec::new(),
+        }
+    }
+
+    fn survey(infos: Vec<FdInfo>) -> Survey {
+        Survey {
+            pid: 0,
+            infos,
+            tcp: TcpPolicy::Refuse,
+            unix: Vec::new(),
+            inet: OnceCell::from(HashMap::new()),
+            shared_pipes: OnceCell::from(Vec::new()),
+        }
+    }
+
+    fn classes(s: &Survey) -> Vec<Class<'_>> {
+        s.infos.iter().map(|i| s.class(i)).collect()
+    }
+
+    #[test]
+    fn a_stdio_pipe_is_forwarded_only_if_its_other_end_is_elsewhere() {
+        let fifo = libc::S_IFIFO;
+        // Output to another process: forwarded.
+        let s = survey(vec![info(1, "pipe:[7]", fifo, libc::O_WRONLY)]);
+        assert_eq!(classes(&s), [Class::Forwarded { terminal: false }]);
+        // The process's own pipe, its write end dup'ed onto stdout: a pipe,
+        // both ends of it kept in the process.
+        let s = survey(vec![
+            info(1, "pipe:[7]", fifo, libc::O_WRONLY),
+            info(5, "pipe:[7]", fifo, libc::O_RDONLY),
+        ]);
+        assert_eq!(
+            classes(&s),
+            [
+                Class::Pipe {
+                    ino: 7,
+                    write: true,
+                    both: true
+                },
+                Class::Pipe {
+                    ino: 7,
+                    write: false,
+                    both: true
+                }
+            ]
+        );
+        // Both ends on standard streams: a pipe too.
+        let s = survey(vec![
+            info(0, "pipe:[8]", fifo, libc::O_RDONLY),
+            info(1, "pipe:[8]", fifo, libc::O_WRONLY),
+        ]);
+        assert!(classes(&s)
+            .iter()
+            .all(|c| matches!(c, Class::Pipe { both: true, .. })));
+        // One end elsewhere, off the standard streams: a pipe held at one end.
+        let s = survey(vec![info(4, "pipe:[9]", fifo, libc::O_RDONLY)]);
+        assert_eq!(
+            classes(&s),
+            [Class::Pipe {
+                ino: 9,
+                write: false,
+                both: false
+            }]
+        );
+    }
+
+    #[test]
+    fn terminals_anonymous_inodes_and_files_get_their_class() {
+        let s = survey(vec![
+            info(0, "/dev/pts/3", libc::S_IFCHR, libc::O_RDWR),
+            info(3, "/dev/pts/3", libc::S_IFCHR, libc::O_RDWR),
+            info(4, "anon_inode:[eventfd]", 0, 0),
+            info(5, "anon_inode:inotify", 0, 0),
+            info(6, "anon_inode:[io_uring]", 0, 0),
+            info(7, "/memfd:buf (deleted)", libc::S_IFREG, libc::O_RDWR),
+            info(8, "/etc/hostname", libc::S_IFREG, 0),
+            info(9, "/gone (deleted)", libc::S_IFREG, 0),
+            info(10, "socket:[12]", libc::S_IFSOCK, libc::O_RDWR),
+            info(11, "/dev/sda", libc::S_IFBLK, 0),
+        ]);
+        assert_eq!(
+            classes(&s),
+            [
+                Class::Forwarded { terminal: true },
+                Class::Terminal,
+                Class::EventFd,
+                Class::Inotify,
+                Class::OtherAnon("io_uring"),
+                Class::Memfd("buf"),
+                Class::Path,
+                Class::Path,
+                Class::Socket,
+                Class::Other,
+            ]
+        );
+    }
+}
