@@ -3,7 +3,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{proc_err, Collect, FdError, Remote};
+use super::{proc_err, Collect, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::sys;
 
@@ -25,12 +25,6 @@ pub fn dump(c: &Collect, info: &FdInfo, earlier: &[FdInfo]) -> Result<Option<FdK
 }
 
 /// Descriptor `want` as another number for `of` (made before it).
-pub fn restore(r: &mut impl Remote, want: u64, of: i32, cloexec: bool) -> Result<(), FdError> {
-    let fl = if cloexec { libc::O_CLOEXEC as u64 } else { 0 };
-    r.sys(
-        format!("dup3 {of} to fd {want}"),
-        libc::SYS_dup3,
-        [of as u64, want, fl, 0, 0, 0],
-    )
-    .map(|_| ())
+pub fn restore(r: &mut impl Remote, want: i32, of: i32, cloexec: bool) -> Result<(), FdError> {
+    r.dup3(of, want, cloexec)
 }

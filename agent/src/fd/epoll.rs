@@ -4,7 +4,7 @@
 use migrate_proto::image::{EpollWatch, FdKind};
 use migrate_proto::msg::{Code, Reason};
 
-use super::{FdError, Remote};
+use super::{FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 
 /// Its registrations, from fdinfo.
@@ -24,24 +24,15 @@ pub fn dump(info: &FdInfo) -> FdKind {
 }
 
 /// `epoll_create1`, empty.
-pub fn restore(r: &mut impl Remote, want: u64, flags: u32) -> Result<(), FdError> {
-    let f = u64::from(flags) & libc::O_CLOEXEC as u64;
-    let got = r.sys("epoll_create1", libc::SYS_epoll_create1, [f, 0, 0, 0, 0, 0])?;
-    r.move_fd(got, want, u64::from(flags))
+pub fn restore(r: &mut impl Remote, want: i32, flags: u32) -> Result<(), FdError> {
+    let got = r.epoll_create1((flags & libc::O_CLOEXEC as u32) as i32)?;
+    r.move_fd(got, want, flags)
 }
 
 /// The registrations of epoll set `fd`.
 pub fn register(r: &mut impl Remote, fd: i32, watches: &[EpollWatch]) -> Result<(), FdError> {
     for w in watches {
-        let mut ev = Vec::with_capacity(12);
-        ev.extend_from_slice(&w.events.to_le_bytes());
-        ev.extend_from_slice(&w.data.to_le_bytes());
-        let p = r.put_bytes(&ev)?;
-        r.sys(
-            format!("epoll_ctl(fd {fd}, add fd {})", w.fd),
-            libc::SYS_epoll_ctl,
-            [fd as u64, libc::EPOLL_CTL_ADD as u64, w.fd as u64, p, 0, 0],
-        )?;
+        r.epoll_ctl_add(fd, w.fd, w.events, w.data)?;
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{nonblock_cloexec, sys_err, FdError, Remote};
+use super::{nonblock_cloexec, sys_err, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 
 /// Its flags, counter and mode, from fdinfo.
@@ -20,20 +20,20 @@ pub fn dump(info: &FdInfo) -> FdKind {
 /// `eventfd2`, the counter written in.
 pub fn restore(
     r: &mut impl Remote,
-    want: u64,
+    want: i32,
     flags: u32,
     count: u64,
     semaphore: bool,
 ) -> Result<(), FdError> {
     let mut f = nonblock_cloexec(flags);
     if semaphore {
-        f |= libc::EFD_SEMAPHORE as u64;
+        f |= libc::EFD_SEMAPHORE;
     }
-    let got = r.sys("eventfd2", libc::SYS_eventfd2, [0, f, 0, 0, 0, 0])?;
+    let got = r.eventfd2(0, f)?;
     if count != 0 {
         let ours = r.take(got, "taking an eventfd")?;
         std::io::Write::write_all(&mut std::fs::File::from(ours), &count.to_ne_bytes())
             .map_err(sys_err("setting an eventfd's counter"))?;
     }
-    r.move_fd(got, want, u64::from(flags))
+    r.move_fd(got, want, flags)
 }

@@ -4,7 +4,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{FdError, Rebuild, Remote};
+use super::{FdError, Rebuild, Remote, RemoteCalls};
 use crate::host::kinds;
 use crate::host::procfs::FdInfo;
 
@@ -25,21 +25,17 @@ pub fn restore(
     flags: u32,
     output: bool,
 ) -> Result<(), FdError> {
-    let want = fd as u64;
+    let want = fd;
     // Both ends clear of the numbers still to restore.
-    let p = r.put_bytes(&[0u8; 8])?;
-    let [rd, wr] = r.fd_pair_above("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0], b.high)?;
+    let pipe = r.pipe2()?;
+    let [rd, wr] = r.pair_above(pipe, b.high)?;
     let (mine, relay) = if output { (wr, rd) } else { (rd, wr) };
     let ours = r.take(relay, "taking a forwarded stream's pipe")?;
     r.close(relay)?;
-    r.move_fd(mine, want, u64::from(flags))?;
-    let status = u64::from(flags) & (libc::O_NONBLOCK | libc::O_APPEND) as u64;
+    r.move_fd(mine, want, flags)?;
+    let status = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND);
     if status != 0 {
-        r.sys(
-            format!("F_SETFL fd {want}"),
-            libc::SYS_fcntl,
-            [want, libc::F_SETFL as u64, status, 0, 0, 0],
-        )?;
+        r.fcntl_setfl(want, status)?;
     }
     r.forwarded(fd, ours, output);
     Ok(())

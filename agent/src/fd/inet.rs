@@ -5,7 +5,7 @@ use std::os::fd::OwnedFd;
 
 use migrate_proto::image::FdKind;
 
-use super::{proc_err, Collect, FdError, Remote};
+use super::{proc_err, Collect, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::sys;
 
@@ -74,34 +74,21 @@ pub struct Bound<'a> {
 }
 
 /// `socket`, its options, `bind`, and `listen` for a listener.
-pub fn restore(r: &mut impl Remote, want: u64, s: Bound) -> Result<(), FdError> {
-    let mut ty = s.stype as u64;
-    if u64::from(s.flags) & libc::O_NONBLOCK as u64 != 0 {
-        ty |= libc::SOCK_NONBLOCK as u64;
+pub fn restore(r: &mut impl Remote, want: i32, s: Bound) -> Result<(), FdError> {
+    let mut ty = s.stype;
+    if s.flags & libc::O_NONBLOCK as u32 != 0 {
+        ty |= libc::SOCK_NONBLOCK;
     }
-    if u64::from(s.flags) & libc::O_CLOEXEC as u64 != 0 {
-        ty |= libc::SOCK_CLOEXEC as u64;
+    if s.flags & libc::O_CLOEXEC as u32 != 0 {
+        ty |= libc::SOCK_CLOEXEC;
     }
-    let got = r.sys(
-        "socket",
-        libc::SYS_socket,
-        [s.domain as u64, ty, s.protocol as u64, 0, 0, 0],
-    )?;
+    let got = r.socket(s.domain, ty, s.protocol)?;
     for &(level, name, value) in s.options {
         r.setsockopt(got, level, name, &value.to_ne_bytes())?;
     }
-    let p = r.put_bytes(s.addr)?;
-    r.sys(
-        format!("bind fd {want}"),
-        libc::SYS_bind,
-        [got, p, s.addr.len() as u64, 0, 0, 0],
-    )?;
+    r.bind(got, s.addr)?;
     if let Some(backlog) = s.listen {
-        r.sys(
-            format!("listen fd {want}"),
-            libc::SYS_listen,
-            [got, backlog as u64, 0, 0, 0, 0],
-        )?;
+        r.listen(got, backlog)?;
     }
-    r.move_fd(got, want, u64::from(s.flags))
+    r.move_fd(got, want, s.flags)
 }

@@ -5,7 +5,7 @@
 use migrate_proto::image::FdKind;
 use migrate_proto::msg::{Code, Reason};
 
-use super::{nonblock_cloexec, proc_err, sys_err, Collect, FdError, Remote};
+use super::{nonblock_cloexec, proc_err, sys_err, Collect, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::sys;
 
@@ -66,15 +66,11 @@ const SPARE: [&str; 16] = [
 /// `inotify_init1` and the watches, each with its number.
 pub fn restore(
     r: &mut impl Remote,
-    want: u64,
+    want: i32,
     flags: u32,
     watches: &[(i32, String, u32)],
 ) -> Result<(), FdError> {
-    let got = r.sys(
-        "inotify_init1",
-        libc::SYS_inotify_init1,
-        [nonblock_cloexec(flags), 0, 0, 0, 0, 0],
-    )?;
+    let got = r.inotify_init1(nonblock_cloexec(flags))?;
     // Watch descriptors are handed out in rising order: the numbers the
     // original had freed are held by dummy watches (on other directories)
     // until every real one is back.
@@ -88,22 +84,11 @@ pub fn restore(
             let d = spare.next().ok_or_else(|| {
                 FdError::Incompatible(format!("inotify: too many freed watch numbers before {wd}"))
             })?;
-            let p = r.put_str(d)?;
-            let w = r.sys(
-                "inotify placeholder",
-                libc::SYS_inotify_add_watch,
-                [got, p, libc::IN_ACCESS as u64, 0, 0, 0],
-            )?;
-            dummies.push(w);
+            dummies.push(r.inotify_add_watch(got, d, libc::IN_ACCESS)?);
             next += 1;
         }
-        let p = r.put_str(path)?;
-        let w = r.sys(
-            format!("inotify watch on {path}"),
-            libc::SYS_inotify_add_watch,
-            [got, p, u64::from(*mask), 0, 0, 0],
-        )?;
-        if w as i32 != *wd {
+        let w = r.inotify_add_watch(got, path, *mask)?;
+        if w != *wd {
             return Err(FdError::Incompatible(format!(
                 "inotify watch {path} came back as {w}, not {wd}"
             )));
@@ -111,11 +96,7 @@ pub fn restore(
         next = *wd + 1;
     }
     for d in dummies {
-        r.sys(
-            "inotify_rm_watch",
-            libc::SYS_inotify_rm_watch,
-            [got, d, 0, 0, 0, 0],
-        )?;
+        r.inotify_rm_watch(got, d)?;
     }
     // Removing the dummies queued IN_IGNORED events: drop them.
     let ours = r.take(got, "taking an inotify descriptor")?;
@@ -125,5 +106,5 @@ pub fn restore(
         std::io::Read::read_exact(&mut std::fs::File::from(ours), &mut junk)
             .map_err(sys_err("draining inotify"))?;
     }
-    r.move_fd(got, want, u64::from(flags))
+    r.move_fd(got, want, flags)
 }

@@ -6,7 +6,7 @@ use std::os::unix::fs::FileExt;
 
 use migrate_proto::image::{FdKind, MemfdState, VmaKind};
 
-use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
+use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::{kinds, sys};
 
@@ -49,24 +49,20 @@ pub fn dump(c: &mut Collect, info: &FdInfo, name: &str) -> Result<FdKind, FdErro
 pub fn restore(
     r: &mut impl Remote,
     b: &mut Rebuild,
-    want: u64,
+    want: i32,
     inode: u64,
     flags: u32,
     pos: u64,
 ) -> Result<(), FdError> {
     let got = open(r, b, inode, flags)?;
-    r.move_fd(got, want, u64::from(flags))?;
+    r.move_fd(got, want, flags)?;
     r.seek(want, pos)?;
     if !b.sealed.contains(&inode) {
         b.sealed.push(inode);
         if let Some(m) = b.image.memfds.iter().find(|m| m.inode == inode) {
             if m.seals != 0 {
-                // F_ADD_SEALS, once the content is in.
-                r.sys(
-                    "F_ADD_SEALS",
-                    libc::SYS_fcntl,
-                    [want, 1033, u64::from(m.seals), 0, 0, 0],
-                )?;
+                // Once the content is in.
+                r.fcntl_add_seals(want, m.seals)?;
             }
         }
     }
@@ -76,15 +72,15 @@ pub fn restore(
 /// A new descriptor for memfd object `inode`: reopened through the
 /// mapping of it when the process maps it (the same object), else made
 /// again and filled.
-fn open(r: &mut impl Remote, b: &Rebuild, inode: u64, flags: u32) -> Result<u64, FdError> {
+fn open(r: &mut impl Remote, b: &Rebuild, inode: u64, flags: u32) -> Result<i32, FdError> {
     let mapped = b
         .image
         .mm
         .vmas
         .iter()
         .find(|v| matches!(&v.kind, VmaKind::Shmem { inode: i, .. } if *i == inode));
-    let open_flags = u64::from(flags)
-        & (libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_APPEND | libc::O_NONBLOCK) as u64;
+    let open_flags =
+        flags as i32 & (libc::O_ACCMODE | libc::O_CLOEXEC | libc::O_APPEND | libc::O_NONBLOCK);
     if let Some(v) = mapped {
         return r.open(
             &format!("/proc/self/map_files/{:x}-{:x}", v.start, v.end),
@@ -106,8 +102,8 @@ fn open(r: &mut impl Remote, b: &Rebuild, inode: u64, flags: u32) -> Result<u64,
         }
     }
     // Access mode and status flags as the original descriptor had them.
-    let acc = u64::from(flags) & libc::O_ACCMODE as u64;
-    if acc != libc::O_RDWR as u64 {
+    let acc = flags as i32 & libc::O_ACCMODE;
+    if acc != libc::O_RDWR {
         let again = r.open(&format!("/proc/self/fd/{fd}"), open_flags)?;
         r.close(fd)?;
         return Ok(again);
@@ -116,24 +112,8 @@ fn open(r: &mut impl Remote, b: &Rebuild, inode: u64, flags: u32) -> Result<u64,
 }
 
 /// `memfd_create(name)` with sealing allowed, sized `size`.
-pub fn make(r: &mut impl Remote, name: &str, size: u64) -> Result<u64, FdError> {
-    let p = r.put_str(name)?;
-    let fd = r.sys(
-        format!("memfd_create({name})"),
-        libc::SYS_memfd_create,
-        [
-            p,
-            (libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING) as u64,
-            0,
-            0,
-            0,
-            0,
-        ],
-    )?;
-    r.sys(
-        "sizing a memfd",
-        libc::SYS_ftruncate,
-        [fd, size, 0, 0, 0, 0],
-    )?;
+pub fn make(r: &mut impl Remote, name: &str, size: u64) -> Result<i32, FdError> {
+    let fd = r.memfd_create(name, libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING)?;
+    r.ftruncate(fd, size)?;
     Ok(fd)
 }

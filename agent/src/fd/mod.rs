@@ -22,6 +22,7 @@
 //! | `tcp` | an established TCP connection of a cooperating process (closed or dialled again) |
 //! | `forwarded` | a standard stream forwarded to and from the home host |
 //! | `survey` | the classes: which kind a descriptor is |
+//! | `calls` | the typed system calls the rebuilds make in the process ([`RemoteCalls`]) |
 
 use migrate_proto::msg::{Code, Reason};
 use std::collections::HashMap;
@@ -36,6 +37,7 @@ use migrate_proto::image::{
 use crate::host::procfs::{self, FdInfo, MapsEntry};
 use crate::host::sys;
 
+mod calls;
 pub mod dup;
 pub mod epoll;
 pub mod eventfd;
@@ -52,6 +54,7 @@ pub mod timerfd;
 pub mod unix_listener;
 pub mod unix_pair;
 
+pub use calls::RemoteCalls;
 pub use survey::{Class, Survey};
 
 /// What went wrong with a descriptor.
@@ -96,8 +99,10 @@ fn sys_err(step: &'static str) -> impl FnOnce(io::Error) -> FdError {
     move |source| FdError::Sys { step, source }
 }
 
-/// What a descriptor's rebuild may do inside the process being rebuilt.
-/// Descriptor numbers and addresses are the process's, as `u64`.
+/// What a descriptor's rebuild may do inside the process being rebuilt:
+/// its primitives. The typed system calls on them are [`RemoteCalls`].
+/// Descriptor numbers are the process's, as `i32`; addresses are the
+/// process's, as `u64`.
 pub trait Remote {
     /// Runs syscall `nr` in the process; `step` names it in errors.
     fn sys(&mut self, step: impl Into<String>, nr: i64, args: [u64; 6]) -> Result<u64, FdError>;
@@ -109,7 +114,7 @@ pub trait Remote {
     /// Reads back the start of the scratch memory.
     fn read_back(&mut self, b: &mut [u8]) -> Result<(), FdError>;
     /// A copy of the process's descriptor `fd` in the agent.
-    fn take(&self, fd: u64, what: &'static str) -> Result<OwnedFd, FdError>;
+    fn take(&self, fd: i32, what: &'static str) -> Result<OwnedFd, FdError>;
     /// Who the process is to the filesystem.
     fn who(&self) -> &FsCreds;
     /// The content shipped for descriptor `fd` (once).
@@ -124,103 +129,6 @@ pub trait Remote {
         let mut b = s.as_bytes().to_vec();
         b.push(0);
         self.put_bytes(&b)
-    }
-
-    /// `openat(AT_FDCWD, path, flags)` in the process.
-    fn open(&mut self, path: &str, flags: u64) -> Result<u64, FdError> {
-        let p = self.put_str(path)?;
-        self.sys(
-            format!("opening {path}"),
-            libc::SYS_openat,
-            [libc::AT_FDCWD as u64, p, flags, 0, 0, 0],
-        )
-    }
-
-    /// `close(fd)` in the process.
-    fn close(&mut self, fd: u64) -> Result<(), FdError> {
-        self.sys("close", libc::SYS_close, [fd, 0, 0, 0, 0, 0])
-            .map(|_| ())
-    }
-
-    /// Moves the freshly made descriptor `got` to number `want`, with
-    /// `FD_CLOEXEC` as in `flags`.
-    fn move_fd(&mut self, got: u64, want: u64, flags: u64) -> Result<(), FdError> {
-        if got != want {
-            let cloexec = flags & libc::O_CLOEXEC as u64;
-            self.sys(
-                format!("dup3 to fd {want}"),
-                libc::SYS_dup3,
-                [got, want, cloexec, 0, 0, 0],
-            )?;
-            self.close(got)?;
-        }
-        Ok(())
-    }
-
-    /// `dup3(src, want, O_CLOEXEC as in flags)`: another number for `src`,
-    /// which stays.
-    fn dup_to(&mut self, src: u64, want: u64, flags: u64) -> Result<(), FdError> {
-        let cloexec = flags & libc::O_CLOEXEC as u64;
-        self.sys(
-            format!("dup3 to fd {want}"),
-            libc::SYS_dup3,
-            [src, want, cloexec, 0, 0, 0],
-        )
-        .map(|_| ())
-    }
-
-    /// `lseek(fd, pos, SEEK_SET)`, if `pos` is not 0.
-    fn seek(&mut self, fd: u64, pos: u64) -> Result<(), FdError> {
-        if pos != 0 {
-            self.sys(
-                format!("lseek fd {fd}"),
-                libc::SYS_lseek,
-                [fd, pos, libc::SEEK_SET as u64, 0, 0, 0],
-            )?;
-        }
-        Ok(())
-    }
-
-    /// Moves descriptor `fd` to the lowest free number at or above `high`.
-    fn above(&mut self, fd: u64, high: u64) -> Result<u64, FdError> {
-        let moved = self.sys(
-            "moving a descriptor",
-            libc::SYS_fcntl,
-            [fd, libc::F_DUPFD as u64, high, 0, 0, 0],
-        )?;
-        self.close(fd)?;
-        Ok(moved)
-    }
-
-    /// Runs `pipe2` or `socketpair` (`nr`) with the result array in
-    /// scratch and moves both new descriptors to `high` or above, clear of
-    /// every number still to restore.
-    fn fd_pair_above(
-        &mut self,
-        what: &str,
-        nr: i64,
-        args: [u64; 6],
-        high: u64,
-    ) -> Result<[u64; 2], FdError> {
-        self.sys(what, nr, args)?;
-        let mut b = [0u8; 8];
-        self.read_back(&mut b)?;
-        let lo = [
-            u64::from(u32::from_le_bytes([b[0], b[1], b[2], b[3]])),
-            u64::from(u32::from_le_bytes([b[4], b[5], b[6], b[7]])),
-        ];
-        Ok([self.above(lo[0], high)?, self.above(lo[1], high)?])
-    }
-
-    /// `setsockopt(fd, level, name, value)` in the process.
-    fn setsockopt(&mut self, fd: u64, level: i32, name: i32, value: &[u8]) -> Result<(), FdError> {
-        let p = self.put_bytes(value)?;
-        self.sys(
-            format!("setsockopt({level}, {name}) on fd {fd}"),
-            libc::SYS_setsockopt,
-            [fd, level as u64, name as u64, p, value.len() as u64, 0],
-        )
-        .map(|_| ())
     }
 }
 
@@ -327,11 +235,11 @@ pub struct Rebuild<'a> {
     pub image: &'a ProcessImage,
     /// Above every descriptor number of the image: pipes and pairs are
     /// made here, then given their numbers.
-    pub high: u64,
+    pub high: i32,
     /// Pipes made so far, by inode: (read, write) above `high`.
-    pub pipes: HashMap<u64, (u64, u64)>,
+    pub pipes: HashMap<u64, (i32, i32)>,
     /// Socketpairs made so far, by pair: (first, second) above `high`.
-    pub pairs: HashMap<u64, (u64, u64)>,
+    pub pairs: HashMap<u64, (i32, i32)>,
     /// Memfd objects sealed so far.
     pub sealed: Vec<u64>,
 }
@@ -341,15 +249,10 @@ pub struct Rebuild<'a> {
 /// first), then what joins them (bytes queued on socketpairs, epoll
 /// registrations, once everything they watch exists).
 pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdError> {
-    const SYS_CLOSE_RANGE: i64 = 436;
-    r.sys(
-        "close_range",
-        SYS_CLOSE_RANGE,
-        [0, u64::from(u32::MAX), 0, 0, 0, 0],
-    )?;
+    r.close_range(0, u32::MAX)?;
     let mut b = Rebuild {
         image,
-        high: image.fds.iter().map(|e| e.fd).max().unwrap_or(0) as u64 + 1,
+        high: image.fds.iter().map(|e| e.fd).max().unwrap_or(0) + 1,
         pipes: HashMap::new(),
         pairs: HashMap::new(),
         sealed: Vec::new(),
@@ -371,7 +274,7 @@ pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdEr
 }
 
 fn restore_one(r: &mut impl Remote, b: &mut Rebuild, e: &FdEntry) -> Result<(), FdError> {
-    let want = e.fd as u64;
+    let want = e.fd;
     match &e.kind {
         FdKind::Path { path, flags, pos } => path::restore(r, b, e.fd, path, *flags, *pos),
         FdKind::Dup { of, cloexec } => dup::restore(r, want, *of, *cloexec),
@@ -458,6 +361,6 @@ pub fn check_locks(info: &FdInfo, why: &mut Vec<Reason>) {
 
 /// `O_NONBLOCK | O_CLOEXEC` of fdinfo flags, as the `*_create` calls of
 /// anonymous-inode descriptors take them.
-fn nonblock_cloexec(flags: u32) -> u64 {
-    u64::from(flags) & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64
+fn nonblock_cloexec(flags: u32) -> i32 {
+    (flags & (libc::O_NONBLOCK | libc::O_CLOEXEC) as u32) as i32
 }

@@ -5,7 +5,7 @@
 use crate::host::kinds::{deleted_file, memfd_name};
 use migrate_proto::image::FdKind;
 
-use super::{sys_err, FdError, Rebuild, Remote};
+use super::{sys_err, FdError, Rebuild, Remote, RemoteCalls};
 use crate::host::fsuser;
 use crate::host::procfs::FdInfo;
 
@@ -20,8 +20,8 @@ pub fn dump(info: &FdInfo) -> FdKind {
 }
 
 /// Open flags that would change the file rather than open it again.
-fn reopen_flags(flags: u32) -> u64 {
-    u64::from(flags) & !((libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY) as u64)
+fn reopen_flags(flags: u32) -> i32 {
+    flags as i32 & !(libc::O_CREAT | libc::O_TRUNC | libc::O_EXCL | libc::O_NOCTTY)
 }
 
 /// Opened again at `fd`, at its offset.
@@ -33,19 +33,18 @@ pub fn restore(
     flags: u32,
     pos: u64,
 ) -> Result<(), FdError> {
-    let want = fd as u64;
     let got = if b.image.shipped.iter().any(|f| f.fd == fd && f.deleted) {
         make_deleted(r, b, fd, flags)?
     } else {
         r.open(path, reopen_flags(flags))?
     };
-    r.move_fd(got, want, u64::from(flags))?;
-    r.seek(want, pos)
+    r.move_fd(got, fd, flags)?;
+    r.seek(fd, pos)
 }
 
 /// A file deleted on the source, made again as an unlinked file
 /// (`O_TMPFILE`) with its content, opened as the original descriptor was.
-fn make_deleted(r: &mut impl Remote, b: &Rebuild, fd: i32, flags: u32) -> Result<u64, FdError> {
+fn make_deleted(r: &mut impl Remote, b: &Rebuild, fd: i32, flags: u32) -> Result<i32, FdError> {
     let f = b
         .image
         .shipped
@@ -57,19 +56,7 @@ fn make_deleted(r: &mut impl Remote, b: &Rebuild, fd: i32, flags: u32) -> Result
         .filter(|d| d.is_dir())
         .map(|d| d.to_string_lossy().into_owned())
         .unwrap_or_else(|| "/tmp".into());
-    let p = r.put_str(&dir)?;
-    let tmp = r.sys(
-        format!("O_TMPFILE in {dir}"),
-        libc::SYS_openat,
-        [
-            libc::AT_FDCWD as u64,
-            p,
-            (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64,
-            u64::from(f.mode),
-            0,
-            0,
-        ],
-    )?;
+    let tmp = r.open_tmpfile(&dir, f.mode)?;
     let file = std::fs::File::from(r.take(tmp, "taking a deleted file")?);
     let mut held = r.shipped(fd).ok_or_else(|| {
         FdError::Incompatible(format!("fd {fd}: its shipped content never arrived"))

@@ -5,7 +5,7 @@
 
 use migrate_proto::image::{FdKind, PipeState};
 
-use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
+use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::{fsuser, sys};
 
@@ -38,7 +38,7 @@ pub fn dump(c: &mut Collect, info: &FdInfo, ino: u64) -> Result<FdKind, FdError>
 pub fn restore(
     r: &mut impl Remote,
     b: &mut Rebuild,
-    want: u64,
+    want: i32,
     pipe: u64,
     write: bool,
     flags: u32,
@@ -51,20 +51,15 @@ pub fn restore(
             p
         }
     };
-    r.dup_to(if write { wr } else { rd }, want, u64::from(flags))?;
-    let status = u64::from(flags) & (libc::O_NONBLOCK | libc::O_APPEND) as u64;
+    r.dup_to(if write { wr } else { rd }, want, flags)?;
+    let status = flags as i32 & (libc::O_NONBLOCK | libc::O_APPEND);
     // Always: a FIFO end was opened non-blocking to be made.
-    r.sys(
-        format!("F_SETFL fd {want}"),
-        libc::SYS_fcntl,
-        [want, libc::F_SETFL as u64, status, 0, 0, 0],
-    )
-    .map(|_| ())
+    r.fcntl_setfl(want, status)
 }
 
 /// Creates pipe `inode` of the image in the process at descriptors above
 /// `b.high`, sized and filled as it was; returns (read, write).
-fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(u64, u64), FdError> {
+fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(i32, i32), FdError> {
     let state = b
         .image
         .pipes
@@ -73,26 +68,15 @@ fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(u64, u64), FdEr
         .ok_or_else(|| FdError::Incompatible(format!("pipe:[{inode}] has no recorded state")))?;
     let hi = match &state.fifo {
         Some(path) => {
-            let [rd, wr] = open_fifo(r, path)?;
-            [r.above(rd, b.high)?, r.above(wr, b.high)?]
+            let fifo = open_fifo(r, path)?;
+            r.pair_above(fifo, b.high)?
         }
         None => {
-            let p = r.put_bytes(&[0u8; 8])?;
-            r.fd_pair_above("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0], b.high)?
+            let pipe = r.pipe2()?;
+            r.pair_above(pipe, b.high)?
         }
     };
-    r.sys(
-        "F_SETPIPE_SZ",
-        libc::SYS_fcntl,
-        [
-            hi[1],
-            libc::F_SETPIPE_SZ as u64,
-            u64::from(state.capacity),
-            0,
-            0,
-            0,
-        ],
-    )?;
+    r.fcntl_setpipe_sz(hi[1], state.capacity)?;
     // A FIFO on a filesystem both hosts share is one kernel object: the
     // original still holds it, bytes included.
     let already = match &state.fifo {
@@ -120,7 +104,7 @@ fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(u64, u64), FdEr
 /// Opens both ends of the named FIFO at `path` in the process without
 /// blocking (made here, as the process's user, if this host lacks it):
 /// (read, write).
-fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[u64; 2], FdError> {
+fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[i32; 2], FdError> {
     let made = fsuser::run_as(r.who(), || {
         if std::path::Path::new(path).exists() {
             Ok(())
@@ -129,12 +113,12 @@ fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[u64; 2], FdError> {
         }
     });
     made.and_then(|m| m).map_err(sys_err("making a FIFO"))?;
-    let nb = (libc::O_NONBLOCK | libc::O_CLOEXEC) as u64;
+    let nb = libc::O_NONBLOCK | libc::O_CLOEXEC;
     // Read-write first: a FIFO opened so never waits for a partner.
-    let base = r.open(path, libc::O_RDWR as u64 | nb)?;
+    let base = r.open(path, libc::O_RDWR | nb)?;
     let again = format!("/proc/self/fd/{base}");
-    let rd = r.open(&again, libc::O_RDONLY as u64 | nb)?;
-    let wr = r.open(&again, libc::O_WRONLY as u64 | nb)?;
+    let rd = r.open(&again, libc::O_RDONLY | nb)?;
+    let wr = r.open(&again, libc::O_WRONLY | nb)?;
     r.close(base)?;
     Ok([rd, wr])
 }

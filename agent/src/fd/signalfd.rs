@@ -2,7 +2,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{nonblock_cloexec, FdError, Remote};
+use super::{nonblock_cloexec, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 
 /// Its flags and mask, from fdinfo.
@@ -17,12 +17,7 @@ pub fn dump(info: &FdInfo) -> FdKind {
 }
 
 /// `signalfd4` with the mask.
-pub fn restore(r: &mut impl Remote, want: u64, flags: u32, mask: u64) -> Result<(), FdError> {
-    let p = r.put_bytes(&mask.to_le_bytes())?;
-    let got = r.sys(
-        "signalfd4",
-        libc::SYS_signalfd4,
-        [u64::MAX, p, 8, nonblock_cloexec(flags), 0, 0],
-    )?;
-    r.move_fd(got, want, u64::from(flags))
+pub fn restore(r: &mut impl Remote, want: i32, flags: u32, mask: u64) -> Result<(), FdError> {
+    let got = r.signalfd4(mask, nonblock_cloexec(flags))?;
+    r.move_fd(got, want, flags)
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use migrate_proto::image::{FdKind, TcpPolicy};
 
-use super::{proc_err, Collect, FdError, Remote};
+use super::{proc_err, Collect, FdError, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::sys;
 
@@ -40,7 +40,6 @@ pub fn restore(
     peer: &[u8],
     reconnect: bool,
 ) -> Result<(), FdError> {
-    let want = fd as u64;
     let again = if reconnect {
         connect_again(r, domain, peer)?
     } else {
@@ -53,24 +52,16 @@ pub fn restore(
         }
         None => reset_socket(r)?,
     };
-    if u64::from(flags) & libc::O_NONBLOCK as u64 != 0 {
-        r.sys(
-            format!("O_NONBLOCK on fd {want}"),
-            libc::SYS_fcntl,
-            [got, libc::F_SETFL as u64, libc::O_NONBLOCK as u64, 0, 0, 0],
-        )?;
+    if flags & libc::O_NONBLOCK as u32 != 0 {
+        r.fcntl_setfl(got, libc::O_NONBLOCK)?;
     }
-    r.move_fd(got, want, u64::from(flags))
+    r.move_fd(got, fd, flags)
 }
 
 /// A TCP connection from inside the process to `peer` (a raw sockaddr),
 /// or `None` if it cannot be made within [`RECONNECT_TIMEOUT`].
-fn connect_again(r: &mut impl Remote, domain: i32, peer: &[u8]) -> Result<Option<u64>, FdError> {
-    let s = r.sys(
-        "socket",
-        libc::SYS_socket,
-        [domain as u64, libc::SOCK_STREAM as u64, 0, 0, 0, 0],
-    )?;
+fn connect_again(r: &mut impl Remote, domain: i32, peer: &[u8]) -> Result<Option<i32>, FdError> {
+    let s = r.socket(domain, libc::SOCK_STREAM, 0)?;
     // A blocking connect gives up after SO_SNDTIMEO.
     let tv = |secs: i64| {
         let mut b = secs.to_ne_bytes().to_vec();
@@ -79,12 +70,9 @@ fn connect_again(r: &mut impl Remote, domain: i32, peer: &[u8]) -> Result<Option
     };
     let timeout = tv(RECONNECT_TIMEOUT.as_secs() as i64);
     r.setsockopt(s, libc::SOL_SOCKET, libc::SO_SNDTIMEO, &timeout)?;
-    let p = r.put_bytes(peer)?;
     // A refused or timed-out connect is an answer; losing the process
     // while injecting it is a failure.
-    if r.try_sys(libc::SYS_connect, [s, p, peer.len() as u64, 0, 0, 0])?
-        .is_err()
-    {
+    if r.try_connect(s, peer)?.is_err() {
         r.close(s)?;
         return Ok(None);
     }
@@ -95,29 +83,18 @@ fn connect_again(r: &mut impl Remote, domain: i32, peer: &[u8]) -> Result<Option
 /// A TCP socket inside the process whose connection was reset (its next
 /// read reports `ECONNRESET`): connected to a listener on the loopback
 /// that is closed with an RST at once.
-fn reset_socket(r: &mut impl Remote) -> Result<u64, FdError> {
-    let inet = libc::AF_INET as u64;
-    let stream = libc::SOCK_STREAM as u64;
-    let l = r.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
-    // sockaddr_in 127.0.0.1:0 at scratch+16, its length at scratch.
+fn reset_socket(r: &mut impl Remote) -> Result<i32, FdError> {
+    let l = r.socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    // sockaddr_in 127.0.0.1:0: a port of the kernel's choosing.
     let mut sin = vec![0u8; 16];
     sin[0..2].copy_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
     sin[4..8].copy_from_slice(&[127, 0, 0, 1]);
-    let mut b = 16u32.to_ne_bytes().to_vec();
-    b.resize(16, 0);
-    b.extend_from_slice(&sin);
-    let len_at = r.put_bytes(&b)?;
-    let addr_at = len_at + 16;
-    r.sys("bind", libc::SYS_bind, [l, addr_at, 16, 0, 0, 0])?;
-    r.sys("listen", libc::SYS_listen, [l, 1, 0, 0, 0, 0])?;
-    r.sys(
-        "getsockname",
-        libc::SYS_getsockname,
-        [l, addr_at, len_at, 0, 0, 0],
-    )?;
-    let c = r.sys("socket", libc::SYS_socket, [inet, stream, 0, 0, 0, 0])?;
-    r.sys("connect", libc::SYS_connect, [c, addr_at, 16, 0, 0, 0])?;
-    let a = r.sys("accept", libc::SYS_accept, [l, 0, 0, 0, 0, 0])?;
+    r.bind(l, &sin)?;
+    r.listen(l, 1)?;
+    let addr = r.getsockname(l)?;
+    let c = r.socket(libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    r.connect(c, &addr)?;
+    let a = r.accept(l)?;
     // struct linger { on = 1, seconds = 0 }: close sends an RST.
     let mut linger = 1i32.to_ne_bytes().to_vec();
     linger.extend_from_slice(&0i32.to_ne_bytes());

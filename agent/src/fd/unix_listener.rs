@@ -4,7 +4,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{FdError, Remote};
+use super::{FdError, Remote, RemoteCalls};
 use crate::host::fsuser;
 use crate::host::procfs::FdInfo;
 use crate::host::sys::UnixSocket;
@@ -25,21 +25,17 @@ pub fn dump(info: &FdInfo, u: &UnixSocket) -> FdKind {
 /// `socket(AF_UNIX)`, `bind` to the name, `listen`.
 pub fn restore(
     r: &mut impl Remote,
-    want: u64,
+    want: i32,
     flags: u32,
     stype: i32,
     name: &[u8],
     backlog: u32,
 ) -> Result<(), FdError> {
-    let mut ty = stype as u64;
-    if u64::from(flags) & libc::O_NONBLOCK as u64 != 0 {
-        ty |= libc::SOCK_NONBLOCK as u64;
+    let mut ty = stype;
+    if flags & libc::O_NONBLOCK as u32 != 0 {
+        ty |= libc::SOCK_NONBLOCK;
     }
-    let got = r.sys(
-        "socket(AF_UNIX)",
-        libc::SYS_socket,
-        [libc::AF_UNIX as u64, ty, 0, 0, 0, 0],
-    )?;
+    let got = r.socket(libc::AF_UNIX, ty, 0)?;
     let path_name = !name.is_empty() && name[0] != 0;
     if path_name {
         // A socket file left by the original (a filesystem both hosts
@@ -60,16 +56,7 @@ pub fn restore(
     if path_name && addr.last() != Some(&0) {
         addr.push(0);
     }
-    let p = r.put_bytes(&addr)?;
-    r.sys(
-        format!("bind fd {want}"),
-        libc::SYS_bind,
-        [got, p, addr.len() as u64, 0, 0, 0],
-    )?;
-    r.sys(
-        format!("listen fd {want}"),
-        libc::SYS_listen,
-        [got, u64::from(backlog), 0, 0, 0, 0],
-    )?;
-    r.move_fd(got, want, u64::from(flags))
+    r.bind(got, &addr)?;
+    r.listen(got, backlog as i32)?;
+    r.move_fd(got, want, flags)
 }

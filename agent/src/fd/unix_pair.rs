@@ -5,7 +5,7 @@
 
 use migrate_proto::image::FdKind;
 
-use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote};
+use super::{proc_err, sys_err, Collect, FdError, Rebuild, Remote, RemoteCalls};
 use crate::host::procfs::FdInfo;
 use crate::host::sys::{self, UnixSocket};
 
@@ -26,7 +26,7 @@ pub fn dump(c: &Collect, info: &FdInfo, u: UnixSocket) -> Result<FdKind, FdError
 pub fn restore(
     r: &mut impl Remote,
     b: &mut Rebuild,
-    want: u64,
+    want: i32,
     pair: u64,
     first: bool,
     stype: i32,
@@ -35,22 +35,17 @@ pub fn restore(
     let (x, y) = match b.pairs.get(&pair) {
         Some(&p) => p,
         None => {
-            let mut ty = stype as u64;
-            if u64::from(flags) & libc::O_NONBLOCK as u64 != 0 {
-                ty |= libc::SOCK_NONBLOCK as u64;
+            let mut ty = stype;
+            if flags & libc::O_NONBLOCK as u32 != 0 {
+                ty |= libc::SOCK_NONBLOCK;
             }
-            let p = r.put_bytes(&[0u8; 8])?;
-            let hi = r.fd_pair_above(
-                "socketpair",
-                libc::SYS_socketpair,
-                [libc::AF_UNIX as u64, ty, 0, p, 0, 0],
-                b.high,
-            )?;
+            let made = r.socketpair(libc::AF_UNIX, ty, 0)?;
+            let hi = r.pair_above(made, b.high)?;
             b.pairs.insert(pair, (hi[0], hi[1]));
             (hi[0], hi[1])
         }
     };
-    r.dup_to(if first { x } else { y }, want, u64::from(flags))
+    r.dup_to(if first { x } else { y }, want, flags)
 }
 
 /// Data waiting on one end of each pair, sent from the other.

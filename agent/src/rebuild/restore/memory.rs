@@ -30,11 +30,7 @@ impl Restorer {
             if crate::host::kinds::is_vdso(&m.path) || m.path == "[vsyscall]" {
                 continue;
             }
-            step(
-                format!("unmapping the stub's {:#x}", m.start),
-                self.task
-                    .syscall(libc::SYS_munmap, [m.start, m.end - m.start, 0, 0, 0, 0]),
-            )?;
+            self.munmap(m.start, m.end - m.start)?;
         }
         Ok(())
     }
@@ -75,30 +71,9 @@ impl Restorer {
         let lo = ours.iter().map(|m| m.start).min().unwrap_or(0);
         let tmp = free_area(span, taken)
             .ok_or_else(|| RestoreError::Incompatible("no free address for the vDSO".into()))?;
-        let mremap = |task: &mut Seized, from: u64, len: u64, to: u64| {
-            step(
-                format!("moving the vDSO to {to:#x}"),
-                task.syscall(
-                    libc::SYS_mremap,
-                    [
-                        from,
-                        len,
-                        len,
-                        (libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED) as u64,
-                        to,
-                        0,
-                    ],
-                ),
-            )
-        };
         let vdso_start = ours.iter().find(|m| m.path == "[vdso]").map(|m| m.start);
         for m in &ours {
-            mremap(
-                &mut self.task,
-                m.start,
-                m.end - m.start,
-                tmp + (m.start - lo),
-            )?;
+            self.mremap(m.start, m.end - m.start, tmp + (m.start - lo))?;
             if Some(m.start) == vdso_start {
                 self.task.set_syscall_insn(tmp + (insn - lo));
             }
@@ -108,12 +83,7 @@ impl Restorer {
                 .iter()
                 .find(|(n, _)| *n == m.path)
                 .ok_or_else(|| RestoreError::Incompatible("vDSO mapping vanished".into()))?;
-            mremap(
-                &mut self.task,
-                tmp + (m.start - lo),
-                m.end - m.start,
-                v.start,
-            )?;
+            self.mremap(tmp + (m.start - lo), m.end - m.start, v.start)?;
             if Some(m.start) == vdso_start {
                 self.task.set_syscall_insn(v.start + (insn - m.start));
             }
@@ -122,11 +92,11 @@ impl Restorer {
     }
 
     pub(super) fn map_vmas(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        let mut files: HashMap<String, u64> = HashMap::new();
-        let mut shmem: HashMap<u64, u64> = HashMap::new();
+        let mut files: HashMap<String, i32> = HashMap::new();
+        let mut shmem: HashMap<u64, i32> = HashMap::new();
         for v in &image.mm.vmas {
             let (fd, offset, base_flags) = match &v.kind {
-                VmaKind::Anon => (u64::MAX, 0, libc::MAP_ANONYMOUS),
+                VmaKind::Anon => (-1, 0, libc::MAP_ANONYMOUS),
                 VmaKind::Shmem {
                     inode,
                     memfd,
@@ -144,7 +114,7 @@ impl Restorer {
                         == 1;
                     if memfd.is_none() && alone && *offset == 0 && *size == v.end - v.start {
                         // Plain shared anonymous memory, as it was made.
-                        (u64::MAX, 0, libc::MAP_ANONYMOUS)
+                        (-1, 0, libc::MAP_ANONYMOUS)
                     } else {
                         let fd = match shmem.get(inode) {
                             Some(&fd) => fd,
@@ -162,7 +132,7 @@ impl Restorer {
                     let fd = match files.get(path) {
                         Some(&fd) => fd,
                         None => {
-                            let fd = self.open(path, (libc::O_RDONLY | libc::O_CLOEXEC) as u64)?;
+                            let fd = self.open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
                             files.insert(path.clone(), fd);
                             fd
                         }
@@ -181,36 +151,17 @@ impl Restorer {
             if v.growsdown {
                 flags |= libc::MAP_GROWSDOWN;
             }
-            self.sys(
-                format!("mapping {:#x}-{:#x}", v.start, v.end),
-                libc::SYS_mmap,
-                [
-                    v.start,
-                    v.end - v.start,
-                    u64::from(v.prot),
-                    flags as u64,
-                    fd,
-                    offset,
-                ],
-            )?;
+            self.mmap(v.start, v.end - v.start, v.prot, flags, fd, offset)?;
         }
         for (_, fd) in shmem {
-            self.sys("closing a memfd", libc::SYS_close, [fd, 0, 0, 0, 0, 0])?;
+            self.close(fd, "a memfd")?;
         }
         for (_, fd) in files {
-            self.sys(
-                "closing a mapped file",
-                libc::SYS_close,
-                [fd, 0, 0, 0, 0, 0],
-            )?;
+            self.close(fd, "a mapped file")?;
         }
         for v in &image.mm.vmas {
             for &a in &v.advice {
-                self.sys(
-                    format!("madvise({a}) at {:#x}", v.start),
-                    libc::SYS_madvise,
-                    [v.start, v.end - v.start, u64::from(a), 0, 0, 0],
-                )?;
+                self.madvise(v.start, v.end - v.start, a)?;
             }
         }
         Ok(())
@@ -250,21 +201,12 @@ impl Restorer {
     /// Creates the userfaultfd inside the process, takes it over and
     /// registers `ranges` (start, len) in MISSING mode.
     pub fn userfaultfd(&mut self, ranges: &[(u64, u64)]) -> Result<OwnedFd, RestoreError> {
-        let fd = self.sys(
-            "userfaultfd",
-            SYS_USERFAULTFD,
-            [(libc::O_CLOEXEC | libc::O_NONBLOCK) as u64, 0, 0, 0, 0, 0],
-        )?;
-        let ours =
-            sys::pidfd_getfd(&self.pidfd, fd as i32).map_err(|source| RestoreError::Sys {
-                step: "pidfd_getfd of the userfaultfd",
-                source,
-            })?;
-        self.sys(
-            "closing the process's userfaultfd",
-            libc::SYS_close,
-            [fd, 0, 0, 0, 0, 0],
-        )?;
+        let fd = self.create_userfaultfd(libc::O_CLOEXEC | libc::O_NONBLOCK)?;
+        let ours = sys::pidfd_getfd(&self.pidfd, fd).map_err(|source| RestoreError::Sys {
+            step: "pidfd_getfd of the userfaultfd",
+            source,
+        })?;
+        self.close(fd, "the process's userfaultfd")?;
         let features = uffd::FEATURE_EVENT_FORK
             | uffd::FEATURE_EVENT_REMAP
             | uffd::FEATURE_EVENT_REMOVE
@@ -284,7 +226,7 @@ impl Restorer {
     }
 
     pub(super) fn restore_mm(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        let exe_fd = self.open(&image.exe, (libc::O_RDONLY | libc::O_CLOEXEC) as u64)?;
+        let exe_fd = self.open(&image.exe, libc::O_RDONLY | libc::O_CLOEXEC)?;
         let f = &image.mm.fields;
         let auxv_at = self.scratch + 256;
         let mut b = Vec::with_capacity(256);
@@ -311,17 +253,7 @@ impl Restorer {
         if b.len() as u64 > SCRATCH_LEN {
             return Err(RestoreError::Incompatible("auxv too large".into()));
         }
-        let p = self.put_bytes(&b)?;
-        self.sys(
-            "PR_SET_MM_MAP",
-            libc::SYS_prctl,
-            [PR_SET_MM, PR_SET_MM_MAP, p, PRCTL_MM_MAP_SIZE, 0, 0],
-        )?;
-        self.sys(
-            "closing the exe fd",
-            libc::SYS_close,
-            [exe_fd, 0, 0, 0, 0, 0],
-        )?;
-        Ok(())
+        self.prctl_set_mm_map(&b)?;
+        self.close(exe_fd, "the exe")
     }
 }

@@ -25,13 +25,13 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use linux_raw_sys::{general as k, prctl as pr};
 use migrate_inject::{InjectError, Regs, RemoteMem, Seized};
 use migrate_proto::image::{FsCreds, ProcessImage, ThreadState, Vma, VmaKind};
 use migrate_proto::PAGE_SIZE;
 
 use crate::fd::{FdError, Remote};
 
+mod calls;
 mod memory;
 mod process;
 mod remote;
@@ -86,26 +86,6 @@ fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, Rest
 }
 
 const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
-// The kernel's numbers and struct sizes, from its headers (linux-raw-sys).
-const PR_SET_MM: u64 = pr::PR_SET_MM as u64;
-const PR_SET_MM_MAP: u64 = pr::PR_SET_MM_MAP as u64;
-const PR_SET_NAME: u64 = pr::PR_SET_NAME as u64;
-const PR_SET_KEEPCAPS: u64 = pr::PR_SET_KEEPCAPS as u64;
-const PR_SET_DUMPABLE: u64 = pr::PR_SET_DUMPABLE as u64;
-const PR_SET_PDEATHSIG: u64 = pr::PR_SET_PDEATHSIG as u64;
-const PR_TIMER_CREATE_RESTORE_IDS: u64 = pr::PR_TIMER_CREATE_RESTORE_IDS as u64;
-const PR_SET_NO_NEW_PRIVS: u64 = pr::PR_SET_NO_NEW_PRIVS as u64;
-const SYS_USERFAULTFD: i64 = k::__NR_userfaultfd as i64;
-const SYS_RSEQ: i64 = k::__NR_rseq as i64;
-const SYS_CLONE3: i64 = k::__NR_clone3 as i64;
-const LINUX_CAPABILITY_VERSION_3: u32 = k::_LINUX_CAPABILITY_VERSION_3;
-/// `struct clone_args`, written word by word (11 words).
-const CLONE_ARGS_SIZE: u64 = std::mem::size_of::<k::clone_args>() as u64;
-const _: () = assert!(CLONE_ARGS_SIZE == 11 * 8);
-/// `struct prctl_mm_map`, written field by field (12 words, two u32s,
-/// the auxv pointer being one of the words).
-const PRCTL_MM_MAP_SIZE: u64 = std::mem::size_of::<pr::prctl_mm_map>() as u64;
-const _: () = assert!(PRCTL_MM_MAP_SIZE == 12 * 8 + 8);
 
 /// A process being rebuilt: stopped, not yet running.
 pub struct Restorer {
@@ -187,20 +167,7 @@ impl Restorer {
         let scratch = free_area(SCRATCH_LEN, &taken)
             .ok_or_else(|| RestoreError::Incompatible("no free address for scratch".into()))?;
         taken.push((scratch, scratch + SCRATCH_LEN));
-        step(
-            "mapping the scratch page",
-            task.syscall(
-                libc::SYS_mmap,
-                [
-                    scratch,
-                    SCRATCH_LEN,
-                    (libc::PROT_READ | libc::PROT_WRITE) as u64,
-                    (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_FIXED_NOREPLACE) as u64,
-                    u64::MAX,
-                    0,
-                ],
-            ),
-        )?;
+        Restorer::map_scratch(&mut task, scratch, SCRATCH_LEN)?;
         // From here the Restorer decides the stub's end (and the kernel,
         // should this agent exit first: it was seized with EXITKILL).
         let pidfd = stub.pidfd.take().ok_or_else(|| {
@@ -259,6 +226,9 @@ impl Restorer {
         Ok(self.scratch)
     }
 
+    /// Runs syscall `nr` in the process (the thread in `self.task`), past
+    /// the failpoint `dest.rebuild.injecting`; `what` names it in errors.
+    /// The typed calls ([`calls`]) are made on it.
     fn sys(
         &mut self,
         what: impl Into<String>,
@@ -269,38 +239,15 @@ impl Restorer {
         step(what, self.task.syscall(nr, args))
     }
 
-    fn open(&mut self, path: &str, flags: u64) -> Result<u64, RestoreError> {
-        let p = self.put_str(path)?;
-        self.sys(
-            format!("opening {path}"),
-            libc::SYS_openat,
-            [libc::AT_FDCWD as u64, p, flags, 0, 0, 0],
-        )
-    }
-
     /// Everything after memory: descriptors, process attributes, thread
     /// state, credentials; leaves the process stopped with its own registers.
     pub fn finish(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
         crate::fd::restore_all(self, image)?;
-        let cwd = self.put_str(&image.cwd)?;
-        self.sys(
-            format!("chdir {}", image.cwd),
-            libc::SYS_chdir,
-            [cwd, 0, 0, 0, 0, 0],
-        )?;
-        self.sys(
-            "umask",
-            libc::SYS_umask,
-            [u64::from(image.umask), 0, 0, 0, 0, 0],
-        )?;
+        self.chdir(&image.cwd)?;
+        self.umask(image.umask)?;
         self.restore_sigactions(image)?;
         self.restore_rlimits(image)?;
-        let name = self.put_str(&image.comm)?;
-        self.sys(
-            "PR_SET_NAME",
-            libc::SYS_prctl,
-            [PR_SET_NAME, name, 0, 0, 0, 0],
-        )?;
+        self.prctl_set_name(&image.comm)?;
         self.restore_mm(image)?;
         let main = image
             .threads

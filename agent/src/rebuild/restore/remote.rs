@@ -32,9 +32,8 @@ impl Remote for Restorer {
         step("reading back scratch", self.mem.read(self.scratch, b)).map_err(remote)
     }
 
-    fn take(&self, fd: u64, what: &'static str) -> Result<OwnedFd, FdError> {
-        sys::pidfd_getfd(&self.pidfd, fd as i32)
-            .map_err(|source| FdError::Sys { step: what, source })
+    fn take(&self, fd: i32, what: &'static str) -> Result<OwnedFd, FdError> {
+        sys::pidfd_getfd(&self.pidfd, fd).map_err(|source| FdError::Sys { step: what, source })
     }
 
     fn who(&self) -> &FsCreds {

@@ -24,40 +24,11 @@ impl Restorer {
             | libc::CLONE_SIGHAND
             | libc::CLONE_THREAD
             | libc::CLONE_SYSVSEM) as u64;
-        // struct clone_args (11 words), then the one-entry set_tid array.
-        let tid_at = self.scratch + 128;
-        let mut new = None;
         // Its own id if free here, else any (patched in afterwards).
-        for (set_tid, n) in [(tid_at, 1u64), (0, 0)] {
-            let args = [flags, 0, 0, 0, 0, 0, 0, 0, set_tid, n, 0];
-            let mut b = Vec::with_capacity(136);
-            for w in args {
-                b.extend_from_slice(&w.to_le_bytes());
-            }
-            b.resize(128, 0);
-            b.extend_from_slice(&(t.tid as u64).to_le_bytes());
-            let p = self.put_bytes(&b)?;
-            match self
-                .task
-                .syscall(SYS_CLONE3, [p, CLONE_ARGS_SIZE, 0, 0, 0, 0])
-            {
-                Ok(v) => {
-                    new = Some(v as i32);
-                    break;
-                }
-                Err(migrate_inject::InjectError::RemoteSyscall { source, .. })
-                    if n == 1 && source.raw_os_error() == Some(libc::EEXIST) => {}
-                Err(e) => {
-                    return Err(RestoreError::Step {
-                        step: format!("creating thread {}", t.tid),
-                        source: e,
-                    })
-                }
-            }
-        }
-        let new = new.ok_or_else(|| {
-            RestoreError::Incompatible(format!("thread {} could not be created", t.tid))
-        })?;
+        let new = match self.try_clone3_as(flags, t.tid)? {
+            Ok(new) => new,
+            Err(_) => self.clone3(flags, t.tid)?,
+        };
         let mut th = step(
             format!("stopping new thread {new}"),
             Seized::adopt(tgid, new),
@@ -76,68 +47,30 @@ impl Restorer {
         t: &ThreadState,
         last: bool,
     ) -> Result<(), RestoreError> {
-        self.sys(
-            "set_tid_address",
-            libc::SYS_set_tid_address,
-            [t.clear_child_tid, 0, 0, 0, 0, 0],
-        )?;
+        self.set_tid_address(t.clear_child_tid)?;
         // The stub's own alternate stack (Rust's runtime sets one) points into
         // memory that is gone; the source's, or none, replaces it.
-        let (sp, flags, size) = match t.altstack {
-            Some(a) => (a.sp, u64::from(a.flags), a.size),
-            None => (0, libc::SS_DISABLE as u64, 0),
-        };
-        let mut st = Vec::with_capacity(24);
-        for w in [sp, flags, size] {
-            st.extend_from_slice(&w.to_le_bytes());
-        }
-        let p = self.put_bytes(&st)?;
-        self.sys("sigaltstack", libc::SYS_sigaltstack, [p, 0, 0, 0, 0, 0])?;
+        self.sigaltstack(t.altstack)?;
         if t.robust_list.0 != 0 {
-            self.sys(
-                "set_robust_list",
-                libc::SYS_set_robust_list,
-                [t.robust_list.0, t.robust_list.1, 0, 0, 0, 0],
-            )?;
+            self.set_robust_list(t.robust_list.0, t.robust_list.1)?;
         }
         if let Some(r) = t.rseq {
-            self.sys(
-                "rseq registration",
-                SYS_RSEQ,
-                [r.addr, u64::from(r.len), 0, u64::from(r.sig), 0, 0],
-            )?;
+            self.rseq(r)?;
         }
         if !last || t.name != image.comm {
-            let name = self.put_str(&t.name)?;
-            self.sys(
-                "PR_SET_NAME",
-                libc::SYS_prctl,
-                [PR_SET_NAME, name, 0, 0, 0, 0],
-            )?;
+            self.prctl_set_name(&t.name)?;
         }
         self.restore_creds(image)?;
         if last {
             // Per process; after the credentials, which reset dumpable.
-            self.sys(
-                "PR_SET_DUMPABLE",
-                libc::SYS_prctl,
-                [PR_SET_DUMPABLE, u64::from(image.dumpable == 1), 0, 0, 0, 0],
-            )?;
+            self.prctl_set_dumpable(image.dumpable == 1)?;
         }
         if image.no_new_privs {
-            self.sys(
-                "PR_SET_NO_NEW_PRIVS",
-                libc::SYS_prctl,
-                [PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0, 0],
-            )?;
+            self.prctl_set_no_new_privs()?;
         }
         if t.pdeathsig != 0 {
             // After the credentials: changing them clears it.
-            self.sys(
-                "PR_SET_PDEATHSIG",
-                libc::SYS_prctl,
-                [PR_SET_PDEATHSIG, t.pdeathsig as u64, 0, 0, 0, 0],
-            )?;
+            self.prctl_set_pdeathsig(t.pdeathsig)?;
         }
         self.queue_signals(image, t, last)?;
         let regs = Regs::from_words(&t.regs)
@@ -148,14 +81,7 @@ impl Restorer {
             self.task.set_sigmask(t.sigmask),
         )?;
         if last {
-            step(
-                "unmapping the scratch page",
-                self.task.syscall_last(
-                    libc::SYS_munmap,
-                    [self.scratch, SCRATCH_LEN, 0, 0, 0, 0],
-                    regs,
-                ),
-            )?;
+            self.unmap_scratch_last(regs)?;
         } else {
             self.task.set_final_regs(regs);
         }
@@ -225,26 +151,15 @@ impl Restorer {
             return Ok(());
         }
         step("blocking signals", self.task.set_sigmask(!0))?;
-        let tid = u64::from(self.task.tid() as u32);
-        let pid = u64::from(self.pid as u32);
+        let (pid, tid) = (self.pid, self.task.tid());
         for q in mine {
             if q.info.len() != 128 {
                 return Err(RestoreError::Incompatible("malformed siginfo".into()));
             }
-            let p = self.put_bytes(&q.info)?;
-            let signo = u64::from(q.signo() as u32);
             if q.tid == 0 {
-                self.sys(
-                    format!("requeueing signal {signo}"),
-                    libc::SYS_rt_sigqueueinfo,
-                    [pid, signo, p, 0, 0, 0],
-                )?;
+                self.rt_sigqueueinfo(pid, q.signo(), &q.info)?;
             } else {
-                self.sys(
-                    format!("requeueing signal {signo} for thread {}", t.tid),
-                    libc::SYS_rt_tgsigqueueinfo,
-                    [pid, tid, signo, p, 0, 0],
-                )?;
+                self.rt_tgsigqueueinfo(pid, tid, q.signo(), &q.info)?;
             }
         }
         Ok(())
