@@ -432,12 +432,7 @@ fn an_unmodified_debian_program_under_migrate_run_moves_twice() {
     // and prints the pid libc's getpid() gives it.
     let c = Cluster::start();
     let migrate = bin("migrate");
-    let script = "import itertools, os, time\n\
-                  os.closerange(3, 1 << 16)\n\
-                  print('pid', os.getpid(), flush=True)\n\
-                  for i in itertools.count():\n    \
-                  print('count', i, os.getpid(), flush=True)\n    \
-                  time.sleep(0.02)\n";
+    let script = include_str!("scripts/cooperating_counter.py");
     let p = Proc::start(
         c.h1(),
         c.path("py.out"),

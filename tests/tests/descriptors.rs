@@ -87,7 +87,7 @@ fn check_lists_refused_descriptors_with_their_reason() {
 fn fetch(host: &migrate_tests::lab::Host, url: &str) -> String {
     let out = host
         .command("python3")
-        .args(["-c", &format!("import urllib.request;print(urllib.request.urlopen('{url}',timeout=5).read().decode(),end='')")])
+        .args(["-c", include_str!("scripts/descriptors_fetch.py"), url])
         .output()
         .unwrap();
     format!(
@@ -167,10 +167,9 @@ fn a_udp_socket_bound_to_the_wildcard_answers_on_host2() {
     let script = include_str!("scripts/descriptors_udp_echo.py");
     let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
     let ask = |host: &migrate_tests::lab::Host, ip: &str| -> String {
-        let code = format!("import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\ns.settimeout(3)\ns.sendto(b'hi',('{ip}',9000))\nprint(s.recvfrom(100)[0].decode(),end='')");
         let out = host
             .command("python3")
-            .args(["-c", &code])
+            .args(["-c", include_str!("scripts/descriptors_udp_ask.py"), ip])
             .output()
             .unwrap();
         format!(
@@ -382,8 +381,7 @@ fn a_pipeline_middle_stage_moves_and_its_streams_are_forwarded() {
     let out_file = c.path("pipeline.out");
     // producer | sed (Debian's, unmodified, started without stray
     // descriptors) | consumer, all on host1; sed moves to host2.
-    let producer =
-        "import sys,time\nfor i in range(1,3001):\n    print(i,flush=True)\n    time.sleep(0.001)";
+    let producer = include_str!("scripts/descriptors_pipeline_producer.py");
     let launcher = include_str!("scripts/launcher.py");
     let script = format!(
         "python3 -c \"$P\" | python3 -c \"$L\" sed -u 's/^/seen /' | cat > {}",
@@ -688,14 +686,11 @@ fn a_unix_listener_and_its_own_connection_move() {
     assert!(p.wait_for("pid", 20), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let ask = format!(
-        "import socket\ns=socket.socket(socket.AF_UNIX,socket.SOCK_STREAM)\ns.settimeout(5)\ns.connect('{}')\ns.sendall(b'hi')\nprint(s.recv(100).decode(),end='')",
-        path.display()
-    );
+    let ask = include_str!("scripts/descriptors_unix_ask.py");
     let r = c
         .h2()
         .command("python3")
-        .args(["-c", &ask])
+        .args(["-c", ask, &path_arg])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "echo:hi", "{r:?}");

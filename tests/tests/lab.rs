@@ -208,7 +208,7 @@ fn hosts_are_isolated_linked_and_torn_down() {
     }
     let mut server = h2
         .command("python3")
-        .args(["-c", "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);s.settimeout(10);s.bind(('10.77.0.2',7777));s.listen();print('up',flush=True);c,_=s.accept();c.sendall(b'pong')"])
+        .args(["-c", include_str!("scripts/lab_pong_server.py")])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -221,7 +221,7 @@ fn hosts_are_isolated_linked_and_torn_down() {
     assert_eq!(line.trim(), "up");
     let out = h1
         .command("python3")
-        .args(["-c", "import socket;s=socket.create_connection(('10.77.0.2',7777),timeout=5);print(s.recv(4).decode())"])
+        .args(["-c", include_str!("scripts/lab_pong_client.py")])
         .output()
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "pong");

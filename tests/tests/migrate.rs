@@ -344,10 +344,7 @@ fn refusals_leave_the_process_running() {
         c.h1(),
         c.path("sock.out"),
         "python3",
-        &[
-            "-c",
-            "import os,socket,time\nos.closerange(3,4096)\ns=socket.socket()\ns.bind(('10.77.0.1',40000))\ns.listen()\nc=socket.create_connection(('10.77.0.1',40000))\na,_=s.accept()\nprint('pid',os.getpid(),flush=True)\ntime.sleep(600)",
-        ],
+        &["-c", include_str!("scripts/migrate_established_tcp.py")],
     );
     let out = c.migrate(&[&py.pid.to_string(), "--to", "host2"]);
     assert_refused(&out, 1, "-> 10.77.0.1:40000 (established)) not supported");

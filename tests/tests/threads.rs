@@ -166,7 +166,7 @@ fn threads_coming_and_going_during_the_freeze() {
 fn child_processes_are_refused_before_anything_is_lost() {
     require_lab!();
     let c = Cluster::start();
-    let script = "import os,time,subprocess\nos.closerange(3,4096)\nsubprocess.Popen(['sleep','600'])\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick', time.time(), flush=True)\n    time.sleep(0.01)\n";
+    let script = include_str!("scripts/threads_child_process.py");
     let p = Proc::start(c.h1(), c.path("child.out"), "python3", &["-c", script]);
     assert!(p.wait_for("tick", 30), "{}", p.text());
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
@@ -469,7 +469,7 @@ fn shared_anonymous_and_memfd_memory_move_with_their_content() {
 fn shared_memory_with_another_process_is_refused() {
     require_lab!();
     let c = Cluster::start();
-    let script = "import mmap,os,time\nos.closerange(3,4096)\nm=mmap.mmap(-1,1<<20)\nif os.fork()==0:\n    time.sleep(600)\n    os._exit(0)\nprint('pid',os.getpid(),flush=True)\nwhile True:\n    print('tick',flush=True)\n    time.sleep(0.01)\n";
+    let script = include_str!("scripts/threads_shared_memory.py");
     let p = Proc::start(c.h1(), c.path("share.out"), "python3", &["-c", script]);
     assert!(p.wait_for("tick", 30));
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
@@ -507,14 +507,16 @@ fn a_pipe_to_another_process_is_refused() {
     let out_file = c.path("piped.out");
     // python's fd 3 is a pipe to cat: not a standard stream, so not
     // forwarded, and the other end is not ours to move.
+    let ticker = include_str!("scripts/threads_piped_ticker.py");
     let script = format!(
-        "python3 -c 'import os,time\nos.closerange(4,4096)\nprint(\"pid\",os.getpid(),flush=True)\nwhile True:\n    print(\"tick\",flush=True)\n    time.sleep(0.01)' 3>&1 >{} | cat > /dev/null",
+        "python3 -c \"$T\" 3>&1 >{} | cat > /dev/null",
         out_file.display()
     );
     let mut sh = c
         .h1()
         .command("sh")
         .args(["-c", &script])
+        .env("T", ticker)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())

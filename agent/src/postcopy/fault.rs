@@ -686,3 +686,6 @@ impl FaultHandler {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -126,22 +126,8 @@ impl Session<'_, '_> {
         let uid = self.caller.uid;
         let mut rec = std::mem::take(&mut self.rec);
         let progress = &mut *self.progress;
-        let event = |rec: &mut MigrationRecord, what: &str| {
-            rec.events.push(Event {
-                at_us: us(t0) as i64,
-                host: cx.host.to_string(),
-                what: what.to_string(),
-            })
-        };
-        let lost = |rec: &mut MigrationRecord, what: String| {
-            rec.outcome = what.clone();
-            Reply::Failed {
-                error: format!("{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {}", cx.to),
-                resumed_original: false,
-                record: Some(Box::new(rec.clone())),
-            }
-        };
-        let early = match commit_answer(&mut ctl, &seq, id, signals, cx) {
+        let event = |rec: &mut MigrationRecord, what: &str| note(rec, t0, cx.host, what);
+        let early = match commit_answer(&mut ctl, &seq, id, signals, cx.to) {
             CommitAnswer::Resumed => None,
             CommitAnswer::NeverRan(error) => {
                 // The copy never ran: the commit is void, the original
@@ -253,7 +239,7 @@ impl Session<'_, '_> {
                 let (what, copy_gone) = why_lost(other, cx.to);
                 let _ = ctl.shutdown(Shutdown::Both);
                 let Some(task) = kept else {
-                    return lost(&mut rec, what);
+                    return lost(&mut rec, what, pid, cx.to);
                 };
                 let loss = Loss {
                     what,
@@ -266,8 +252,31 @@ impl Session<'_, '_> {
     }
 }
 
+/// Adds milestone `what` of this host to `rec`, at its time since `t0`.
+fn note(rec: &mut MigrationRecord, t0: Instant, host: &str, what: &str) {
+    rec.events.push(Event {
+        at_us: us(t0) as i64,
+        host: host.to_string(),
+        what: what.to_string(),
+    })
+}
+
+/// The answer when the destination was lost after the commit and the
+/// original (`pid`) was killed: the process runs on `to` or nowhere.
+fn lost(rec: &mut MigrationRecord, what: String, pid: i32, to: &str) -> Reply {
+    rec.outcome = what.clone();
+    Reply::Failed {
+        error: format!(
+            "{what}; the original (pid {pid}) was killed: the process is lost unless it runs on {to}"
+        ),
+        resumed_original: false,
+        record: Some(Box::new(rec.clone())),
+    }
+}
+
 /// What the destination answered to the commit.
-enum CommitAnswer {
+#[derive(Debug)]
+pub(super) enum CommitAnswer {
     /// Its copy runs.
     Resumed,
     /// It failed before its copy ever ran: the commit is void.
@@ -276,13 +285,13 @@ enum CommitAnswer {
     Lost(String, bool),
 }
 
-/// Sends the commit and reads the answer.
-fn commit_answer(
+/// Sends the commit to destination `to` and reads the answer.
+pub(super) fn commit_answer(
     ctl: &mut PeerStream,
     seq: &Sequencer,
     id: u64,
     signals: Vec<i32>,
-    cx: &SourceCtx<'_>,
+    to: &str,
 ) -> CommitAnswer {
     let committed = seq
         .send(ctl, &SourceMsg::Commit { id, signals })
@@ -292,25 +301,22 @@ fn commit_answer(
                 .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
         });
     if let Err(e) = committed {
-        return CommitAnswer::Lost(
-            format!("lost {} at commit: {}", cx.to, error_chain(&e)),
-            false,
-        );
+        return CommitAnswer::Lost(format!("lost {} at commit: {}", to, error_chain(&e)), false);
     }
     let _ = ctl.set_read_timeout(Some(REPLY_TIMEOUT));
     match seq.recv::<DestMsg>(ctl) {
         Ok(DestMsg::Resumed) => CommitAnswer::Resumed,
         Ok(DestMsg::Failed { error, ran: false }) => CommitAnswer::NeverRan(error),
         Ok(DestMsg::Failed { error, ran: true }) => CommitAnswer::Lost(
-            format!("{} could not resume the process: {error}", cx.to),
+            format!("{} could not resume the process: {error}", to),
             true,
         ),
         Ok(other) => CommitAnswer::Lost(
-            format!("{} did not resume the process: {other:?}", cx.to),
+            format!("{} did not resume the process: {other:?}", to),
             false,
         ),
         Err(e) => CommitAnswer::Lost(
-            format!("lost {} after commit: {}", cx.to, error_chain(&e)),
+            format!("lost {} after commit: {}", to, error_chain(&e)),
             false,
         ),
     }

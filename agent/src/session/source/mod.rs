@@ -264,10 +264,10 @@ fn files_to_ship(
     }
     // All of them together within the same budget: they travel in the
     // image, in the freeze.
-    let total: u64 = needs
+    // Each descriptor counted once, as it ships once.
+    let total: u64 = ship
         .iter()
-        .filter_map(|n| n.ship)
-        .filter(|(fd, _)| ship.iter().any(|(f, _)| f == fd))
+        .filter_map(|(fd, _)| needs.iter().find_map(|n| n.ship.filter(|s| s.0 == *fd)))
         .map(|(_, size)| size)
         .sum();
     if too_big.is_empty() && total > limit {
@@ -722,3 +722,6 @@ impl Session<'_, '_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

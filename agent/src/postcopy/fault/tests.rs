@@ -1,0 +1,171 @@
+//! The fault handler against the real kernel, inside this test process:
+//! a userfaultfd over a mapping of our own stands for the restored
+//! process's, a loopback connection for the source. A thread touching a
+//! pending page is the faulting process; the test reads the handler's
+//! page requests and answers them as the source would.
+
+use super::*;
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::os::fd::FromRawFd;
+
+use crate::net::secure::PeerStream;
+
+const PAGES: u64 = 16;
+
+/// An anonymous private mapping of `PAGES` pages, unmapped when dropped.
+struct Area(u64);
+
+impl Area {
+    fn new() -> Area {
+        // SAFETY: a fresh anonymous mapping; nothing else refers to it.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                (PAGES * PAGE_SIZE) as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(p, libc::MAP_FAILED);
+        Area(p as u64)
+    }
+
+    fn page(&self, i: u64) -> u64 {
+        self.0 + i * PAGE_SIZE
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping, no reference into it outlives the test.
+        unsafe { libc::munmap(self.0 as *mut libc::c_void, (PAGES * PAGE_SIZE) as usize) };
+    }
+}
+
+/// Reads the first byte of page `addr` on a thread of its own: it blocks
+/// in the fault until the handler resolves it.
+fn touch(addr: u64) -> std::thread::JoinHandle<u8> {
+    std::thread::spawn(move || {
+        // SAFETY: the page lies in a live mapping of this process.
+        unsafe { std::ptr::read_volatile(addr as *const u8) }
+    })
+}
+
+/// The handler for `area`, every page pending, running its fault loop;
+/// and the source's end of its demand connection.
+fn handler(area: &Area) -> (Arc<FaultHandler>, TcpStream) {
+    let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY;
+    // SAFETY: userfaultfd takes flags only; the result is a new descriptor
+    // that we own at once.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+    assert!(fd >= 0, "userfaultfd: {}", std::io::Error::last_os_error());
+    // SAFETY: `fd` was just returned to us and nothing else owns it.
+    let ufd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let features = uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP | uffd::FEATURE_THREAD_ID;
+    uffd::api(&ufd, features).unwrap();
+    uffd::register_missing(&ufd, area.0, PAGES * PAGE_SIZE).unwrap();
+    let mut map = LazyMap::new();
+    map.add(area.0, PAGES);
+
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (source, _) = listener.accept().unwrap();
+    source
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let pidfd = crate::host::sys::pidfd_open(std::process::id() as i32).unwrap();
+    let h = Arc::new(FaultHandler::new(ufd, map, PeerStream::plain(ours), 4, pidfd, None).unwrap());
+    let looper = h.clone();
+    std::thread::spawn(move || looper.run());
+    (h, source)
+}
+
+/// `n` pages from `addr` as the source has them: each page filled with
+/// its number in the area plus one.
+fn content(area: &Area, addr: u64, n: u32) -> Vec<u8> {
+    let first = (addr - area.0) / PAGE_SIZE;
+    (0..u64::from(n))
+        .flat_map(|k| vec![(first + k + 1) as u8; PAGE_SIZE as usize])
+        .collect()
+}
+
+#[test]
+fn a_fault_is_asked_of_the_source_and_its_answer_wakes_the_thread() {
+    let area = Area::new();
+    let (h, mut source) = handler(&area);
+    let reader = touch(area.page(5) + 7);
+    let req: PageRequest = frame::read_msg(&mut source).expect("a page request");
+    // The faulting page first, with at most the prefetch after it.
+    assert_eq!(req.addr, area.page(5));
+    assert!((1..=4).contains(&req.npages), "{} pages asked", req.npages);
+    h.install(req.addr, &content(&area, req.addr, req.npages));
+    assert_eq!(
+        reader.join().unwrap(),
+        6,
+        "the thread read the source's byte"
+    );
+    assert_eq!(h.left(), PAGES - u64::from(req.npages));
+    // Pages of the window are in: touching them asks for nothing more.
+    let last = area.page(5) + (u64::from(req.npages) - 1) * PAGE_SIZE;
+    assert_eq!(touch(last).join().unwrap(), 5 + req.npages as u8);
+    // The rest pushed in the background: post-copy is complete.
+    for i in 0..PAGES {
+        let a = area.page(i);
+        if !(req.addr..req.addr + u64::from(req.npages) * PAGE_SIZE).contains(&a) {
+            h.install_background(a, &content(&area, a, 1));
+        }
+    }
+    let (outcome, discarded, samples) = h.wait();
+    assert_eq!(outcome, Outcome::Complete);
+    assert_eq!(discarded, 0);
+    assert_eq!(samples.len(), 1, "one fault served over the network");
+    // Every page holds what the source sent, byte for byte.
+    for i in 0..PAGES {
+        // SAFETY: every page of the live area is installed by now.
+        let page =
+            unsafe { std::slice::from_raw_parts(area.page(i) as *const u8, PAGE_SIZE as usize) };
+        assert!(page.iter().all(|&b| b == (i + 1) as u8), "page {i}");
+    }
+    // Nothing else was asked of the source.
+    source.set_nonblocking(true).unwrap();
+    let mut more = [0u8; 1];
+    assert!(source.read(&mut more).is_err(), "a second request was sent");
+}
+
+#[test]
+fn pages_the_process_discards_are_zero_filled_not_asked_for() {
+    let area = Area::new();
+    let (h, mut source) = handler(&area);
+    // The process throws pages 10-11 away before they arrive: the
+    // handler reads the remove event while the madvise waits for it.
+    // SAFETY: a range of our own live mapping.
+    let r = unsafe {
+        libc::madvise(
+            area.page(10) as *mut libc::c_void,
+            (2 * PAGE_SIZE) as usize,
+            libc::MADV_DONTNEED,
+        )
+    };
+    assert_eq!(r, 0);
+    assert_eq!(h.left(), PAGES - 2);
+    // A fault there reads zeros, served here.
+    assert_eq!(touch(area.page(11) + 1).join().unwrap(), 0);
+    // A page arriving for a discarded address is not installed over the
+    // process's zeros.
+    h.install_background(area.page(10), &content(&area, area.page(10), 2));
+    // SAFETY: a live page of the area.
+    let first = unsafe { std::ptr::read_volatile(area.page(10) as *const u8) };
+    assert_eq!(first, 0);
+    source.set_nonblocking(true).unwrap();
+    let mut more = [0u8; 1];
+    assert!(source.read(&mut more).is_err(), "the source was asked");
+    for i in (0..10).chain(12..PAGES) {
+        h.install_background(area.page(i), &content(&area, area.page(i), 1));
+    }
+    let (outcome, discarded, _) = h.wait();
+    assert_eq!(outcome, Outcome::Complete);
+    assert_eq!(discarded, 2);
+}
