@@ -543,8 +543,11 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
         Err((r, false)) => Reply::refused(r.0),
         Err((r, true)) => {
             let mut detail = Vec::new();
+            let tree = preflight::describe_tree(pid, caller, sys::getpid(), tcp);
             let fds = preflight::describe_fds(pid, tcp);
-            if !fds.is_empty() {
+            if !tree.is_empty() {
+                detail.extend(tree);
+            } else if !fds.is_empty() {
                 detail.push("descriptors:".into());
                 detail.extend(fds);
             }

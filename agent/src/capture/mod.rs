@@ -5,3 +5,4 @@ pub mod coop;
 pub mod dirty;
 pub mod dump;
 pub mod preflight;
+pub mod tree;

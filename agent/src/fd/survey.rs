@@ -18,7 +18,8 @@ use crate::host::sys::{self, UnixSocket};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Class<'a> {
     /// A standard stream (0-2) forwarded to and from the home host: a pipe
-    /// the process holds at one end only, or a terminal.
+    /// whose other end is outside (neither the process's nor its kin's),
+    /// or a terminal.
     Forwarded {
         /// A terminal (a deputy stays on the home host).
         terminal: bool,
@@ -56,7 +57,7 @@ pub enum Class<'a> {
         ino: u64,
         /// The write end (else the read end).
         write: bool,
-        /// The process holds both ends.
+        /// Both ends are inside (the process's or its kin's).
         both: bool,
     },
     /// A regular file, directory or device reopened by its path, or a
@@ -78,7 +79,11 @@ pub struct Survey {
     unix: Vec<UnixSocket>,
     /// The process's inet sockets, read when the first one is met.
     inet: OnceCell<HashMap<u64, InetSocket>>,
-    /// Pipes held at both ends here that another process holds too (inode,
+    /// The descriptors of the processes that move with this one (the
+    /// other members of its tree): a pipe or socketpair end they hold is
+    /// held inside.
+    kin: Vec<(i32, Vec<FdInfo>)>,
+    /// Pipes (not forwarded) that a process outside holds too (inode,
     /// that process, its link), found when first asked.
     shared_pipes: OnceCell<Vec<(u64, i32, String)>>,
 }
@@ -97,8 +102,30 @@ impl Survey {
             tcp,
             unix: sys::unix_sockets()?,
             inet: OnceCell::new(),
+            kin: Vec::new(),
             shared_pipes: OnceCell::new(),
         })
+    }
+
+    /// The same, with the descriptors of processes `kin` that move with
+    /// this one (those gone meanwhile left out).
+    pub fn with_kin(mut self, kin: &[i32]) -> Survey {
+        for &pid in kin.iter().filter(|&&p| p != self.pid) {
+            let Ok(fds) = procfs::fds(pid) else { continue };
+            let infos = fds
+                .into_iter()
+                .filter_map(|fd| procfs::fd_info(pid, fd).ok())
+                .collect();
+            self.kin.push((pid, infos));
+        }
+        self
+    }
+
+    /// Every descriptor held inside: this process's, then its kin's.
+    fn inside(&self) -> impl Iterator<Item = &FdInfo> {
+        self.infos
+            .iter()
+            .chain(self.kin.iter().flat_map(|(_, i)| i.iter()))
     }
 
     /// The process's inet socket of inode `ino`.
@@ -113,16 +140,15 @@ impl Survey {
         self.unix.iter().find(|u| u.inode == ino)
     }
 
-    /// Whether one of the process's descriptors is the socket of inode
-    /// `ino`.
+    /// Whether a descriptor of the process or its kin is the socket of
+    /// inode `ino`.
     pub fn holds_socket(&self, ino: u64) -> bool {
-        self.infos
-            .iter()
+        self.inside()
             .any(|i| procfs::socket_inode(&i.target) == Some(ino))
     }
 
-    /// Another process holding the pipe or FIFO of inode `ino`, with its
-    /// link, if any.
+    /// A process outside (neither this one nor its kin) holding the pipe
+    /// or FIFO of inode `ino`, with its link, if any.
     pub fn pipe_elsewhere(&self, ino: u64) -> Option<(i32, &str)> {
         self.shared_pipes
             .get_or_init(|| self.find_shared_pipes())
@@ -137,8 +163,7 @@ impl Survey {
         if let Some(ino) = pipe_inode(info) {
             let write = is_write_end(info);
             let both = self
-                .infos
-                .iter()
+                .inside()
                 .any(|o| pipe_inode(o) == Some(ino) && is_write_end(o) != write);
             return if !both && is_stdio(info) {
                 Class::Forwarded { terminal: false }
@@ -194,9 +219,7 @@ impl Survey {
             .infos
             .iter()
             .filter_map(|i| match self.class(i) {
-                Class::Pipe {
-                    ino, both: true, ..
-                } => Some(ino),
+                Class::Pipe { ino, .. } => Some(ino),
                 _ => None,
             })
             .collect();
@@ -213,7 +236,7 @@ impl Survey {
             let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
                 continue;
             };
-            if other == self.pid {
+            if other == self.pid || self.kin.iter().any(|(k, _)| *k == other) {
                 continue;
             }
             let Ok(fds) = fs::read_dir(format!("/proc/{other}/fd")) else {
@@ -278,6 +301,7 @@ mod tests {
             tcp: TcpPolicy::Refuse,
             unix: Vec::new(),
             inet: OnceCell::from(HashMap::new()),
+            kin: Vec::new(),
             shared_pipes: OnceCell::from(Vec::new()),
         }
     }
@@ -329,6 +353,21 @@ mod tests {
                 ino: 9,
                 write: false,
                 both: false
+            }]
+        );
+    }
+
+    #[test]
+    fn a_pipe_to_a_process_that_moves_too_is_a_pipe_not_a_stream() {
+        let fifo = libc::S_IFIFO;
+        let mut s = survey(vec![info(1, "pipe:[7]", fifo, libc::O_WRONLY)]);
+        s.kin = vec![(2, vec![info(0, "pipe:[7]", fifo, libc::O_RDONLY)])];
+        assert_eq!(
+            classes(&s),
+            [Class::Pipe {
+                ino: 7,
+                write: true,
+                both: true
             }]
         );
     }

@@ -97,10 +97,14 @@ pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
         Class::Pipe { ino, write, both } => {
             let end = if write { "write" } else { "read" };
             if !both {
+                let to = match s.pipe_elsewhere(ino) {
+                    Some((other, _)) => format!("process {other}"),
+                    None => "another process".into(),
+                };
                 refuse(
                     Code::Pipe,
                     format!(
-                        "fd {fd}: {t} leads to another process (only its {end} end is here): \
+                        "fd {fd}: {t} leads to {to} (only its {end} end is here): \
                          not supported yet"
                     ),
                 );

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use migrate_proto::image::TcpPolicy;
 use migrate_proto::msg::{Code, FileNeed, Reason};
 
+use crate::capture::tree::{Member, Tree};
 use crate::fd;
 use crate::host::access::{self, Caller};
 use crate::host::kinds::{file_ident, is_anon, is_shmem, is_vdso};
@@ -56,6 +57,21 @@ pub fn inspect(
     agent_pid: i32,
     frozen: bool,
     tcp: TcpPolicy,
+) -> Result<Inspection, Refusal> {
+    inspect_member(pid, caller, agent_pid, frozen, tcp, &[])
+}
+
+/// Checks process `pid` as [`inspect`] does, as one of a tree that moves
+/// together: what it shares with processes `kin` (pipes, socketpairs,
+/// shared memory) stays inside. With no kin, a process with children is
+/// refused.
+fn inspect_member(
+    pid: i32,
+    caller: &Caller,
+    agent_pid: i32,
+    frozen: bool,
+    tcp: TcpPolicy,
+    kin: &[i32],
 ) -> Result<Inspection, Refusal> {
     if pid <= 0 {
         return Err(Refusal::one(Code::InvalidPid, format!("invalid pid {pid}")));
@@ -111,7 +127,10 @@ pub fn inspect(
             format!("process {pid} is already traced by pid {tracer}"),
         ));
     }
-    process_state(pid, &status, &mut why);
+    process_state(&status, &mut why);
+    if kin.is_empty() {
+        why.extend(children(pid));
+    }
 
     let mut needs = Vec::new();
     let maps = procfs::maps(pid)
@@ -125,14 +144,16 @@ pub fn inspect(
         .map(|m| m.inode)
         .collect();
     if !shmem.is_empty() {
-        why.extend(shmem_sharers(pid, &shmem));
+        why.extend(shmem_sharers(pid, &shmem, kin));
     }
-    let survey = fd::Survey::read(pid, tcp).map_err(|e| {
-        Refusal::one(
-            Code::NoSuchProcess,
-            format!("cannot read descriptors of {pid}: {e}"),
-        )
-    })?;
+    let survey = fd::Survey::read(pid, tcp)
+        .map(|s| s.with_kin(kin))
+        .map_err(|e| {
+            Refusal::one(
+                Code::NoSuchProcess,
+                format!("cannot read descriptors of {pid}: {e}"),
+            )
+        })?;
     for info in &survey.infos {
         let v = fds::verdict(&survey, info);
         why.extend(v.why);
@@ -183,7 +204,7 @@ pub fn inspect(
 }
 
 /// Process-wide state that would be lost if moved today.
-fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<Reason>) {
+fn process_state(status: &[(String, String)], why: &mut Vec<Reason>) {
     let seccomp = procfs::status_nums(status, "Seccomp")
         .first()
         .copied()
@@ -194,28 +215,31 @@ fn process_state(pid: i32, status: &[(String, String)], why: &mut Vec<Reason>) {
             "a seccomp filter is installed: seccomp is not migrated yet",
         ));
     }
-    let mut children = Vec::new();
-    if let Ok(tids) = procfs::tids(pid) {
-        for t in tids {
-            let c =
-                fs::read_to_string(format!("/proc/{pid}/task/{t}/children")).unwrap_or_default();
-            children.extend(c.split_whitespace().map(String::from));
-        }
+}
+
+/// A process with children, moved alone: refused, naming them.
+fn children(pid: i32) -> Option<Reason> {
+    let tree = Tree::read(pid)?;
+    if tree.members.len() < 2 {
+        return None;
     }
-    if !children.is_empty() {
-        why.push(Reason::new(
-            Code::Children,
-            format!(
-                "child processes {}: process trees are not migrated yet",
-                children.join(", ")
-            ),
-        ));
-    }
+    let list: Vec<String> = tree.members[1..]
+        .iter()
+        .map(|m| format!("{} ({})", m.pid, m.comm))
+        .collect();
+    Some(Reason::new(
+        Code::Children,
+        format!(
+            "child processes {}: process trees are not migrated yet; `migrate check {pid}` \
+             gives each one's verdict",
+            list.join(", ")
+        ),
+    ))
 }
 
 /// Other processes mapping the shmem objects (inodes) of `pid`: sharing
 /// that a migration would silently break.
-fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<Reason> {
+fn shmem_sharers(pid: i32, inodes: &[u64], kin: &[i32]) -> Vec<Reason> {
     let mut out = Vec::new();
     let Ok(dir) = fs::read_dir("/proc") else {
         return out;
@@ -224,7 +248,7 @@ fn shmem_sharers(pid: i32, inodes: &[u64]) -> Vec<Reason> {
         let Some(other) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
             continue;
         };
-        if other == pid {
+        if other == pid || kin.contains(&other) {
             continue;
         }
         let Ok(maps) = procfs::maps(other) else {
@@ -331,6 +355,53 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
             format!("mapping {at}: {}: {e}", m.path),
         )),
     }
+}
+
+/// What `migrate check` says of the tree rooted at `pid` when it has
+/// more than the root: what stops the tree as a whole, then each member
+/// with its relations and verdict (taken as moving with the others), and
+/// its descriptors. Empty for a process without children.
+pub fn describe_tree(pid: i32, caller: &Caller, agent_pid: i32, tcp: TcpPolicy) -> Vec<String> {
+    let Some(tree) = Tree::read(pid).filter(|t| t.members.len() > 1) else {
+        return Vec::new();
+    };
+    let kin = tree.pids();
+    let mut out = vec![format!(
+        "tree of {} processes (each taken as moving with the others):",
+        tree.members.len()
+    )];
+    for r in tree.obstacles() {
+        out.push(format!("  refused: {}", r.text));
+    }
+    for m in &tree.members {
+        let head = member_line(m, pid);
+        if m.zombie {
+            out.push(format!("  {head}: exited, not reaped yet"));
+            continue;
+        }
+        match inspect_member(m.pid, caller, agent_pid, false, tcp, &kin) {
+            Ok(_) => out.push(format!("  {head}: moves")),
+            Err(r) => out.push(format!(
+                "  {head}: refused: {}",
+                migrate_proto::refusal::texts(&r.0, "; ")
+            )),
+        }
+        if let Ok(s) = fd::Survey::read(m.pid, tcp) {
+            let s = s.with_kin(&kin);
+            out.extend(fds::describe(&s).into_iter().map(|l| format!("    {l}")));
+        }
+    }
+    out
+}
+
+/// A member's pid, name and relations.
+fn member_line(m: &Member, root: i32) -> String {
+    let mut line = format!("pid {} ({})", m.pid, m.comm);
+    if m.pid != root {
+        line += &format!(", child of {}", m.ppid);
+    }
+    line += &format!(", group {}, session {}", m.pgid, m.sid);
+    line
 }
 
 /// What `migrate check` says of each descriptor of `pid`: its kind and

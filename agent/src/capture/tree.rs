@@ -1,0 +1,197 @@
+//! A process and its descendants, the unit a migration moves: who is whose
+//! parent, process groups and sessions, and which members cannot come
+//! (another pid or user namespace than the root's). Read from `/proc`
+//! alone, before anything is touched.
+
+use std::fs;
+
+use migrate_proto::msg::{Code, Reason};
+
+use crate::host::procfs;
+
+/// Most processes in one tree: past it the tree is refused, so that a
+/// fork bomb does not size the agent's memory and threads.
+pub const MAX_MEMBERS: usize = 64;
+
+/// One process of a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent's pid (the root's parent is outside the tree).
+    pub ppid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// Its command name.
+    pub comm: String,
+    /// Exited, not reaped yet.
+    pub zombie: bool,
+}
+
+/// A process and every descendant, parents before their children.
+#[derive(Debug, Clone)]
+pub struct Tree {
+    /// The members, the root first.
+    pub members: Vec<Member>,
+}
+
+impl Tree {
+    /// Reads the tree rooted at `root`; `None` if the root is gone. Past
+    /// [`MAX_MEMBERS`] the members beyond are left out and the tree says
+    /// so in [`Tree::obstacles`].
+    pub fn read(root: i32) -> Option<Tree> {
+        let mut members = vec![member(root)?];
+        let mut i = 0;
+        while i < members.len() && members.len() <= MAX_MEMBERS {
+            let parent = members[i].pid;
+            for c in children(parent) {
+                if let Some(m) = member(c) {
+                    members.push(m);
+                }
+            }
+            i += 1;
+        }
+        Some(Tree { members })
+    }
+
+    /// The root.
+    pub fn root(&self) -> &Member {
+        &self.members[0]
+    }
+
+    /// Whether `pid` is a member.
+    pub fn has(&self, pid: i32) -> bool {
+        self.members.iter().any(|m| m.pid == pid)
+    }
+
+    /// Pids of every member.
+    pub fn pids(&self) -> Vec<i32> {
+        self.members.iter().map(|m| m.pid).collect()
+    }
+
+    /// What stops the tree as a whole from moving: too many members, a
+    /// member in another pid or user namespace than the root's.
+    pub fn obstacles(&self) -> Vec<Reason> {
+        let mut why = Vec::new();
+        if self.members.len() > MAX_MEMBERS {
+            why.push(Reason::new(
+                Code::Children,
+                format!(
+                    "process {} has more than {MAX_MEMBERS} descendants: trees that large are \
+                     not migrated",
+                    self.root().pid
+                ),
+            ));
+            return why;
+        }
+        let root = self.root().pid;
+        for ns in ["pid", "user"] {
+            let of = |pid: i32| fs::read_link(format!("/proc/{pid}/ns/{ns}")).ok();
+            let want = of(root);
+            for m in &self.members[1..] {
+                let theirs = of(m.pid);
+                if theirs.is_some() && theirs != want {
+                    why.push(Reason::new(
+                        Code::Children,
+                        format!(
+                            "process {} ({}) is in another {ns} namespace than process {root}: \
+                             not migrated",
+                            m.pid, m.comm
+                        ),
+                    ));
+                }
+            }
+        }
+        why
+    }
+}
+
+/// The children of `pid`, from every thread's list.
+fn children(pid: i32) -> Vec<i32> {
+    let mut out = Vec::new();
+    for tid in procfs::tids(pid).unwrap_or_default() {
+        let list =
+            fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
+        out.extend(
+            list.split_whitespace()
+                .filter_map(|c| c.parse::<i32>().ok()),
+        );
+    }
+    out
+}
+
+/// `pid` as a member, from its `stat`; `None` if it is gone.
+fn member(pid: i32) -> Option<Member> {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(pid, &text)
+}
+
+/// A member from the text of its `/proc/PID/stat`.
+fn parse_stat(pid: i32, text: &str) -> Option<Member> {
+    let open = text.find('(')?;
+    let close = text.rfind(')')?;
+    let comm = text.get(open + 1..close)?.to_string();
+    let f: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
+    // After the command: state, ppid, pgrp, session.
+    let num = |i: usize| f.get(i)?.parse::<i32>().ok();
+    Some(Member {
+        pid,
+        ppid: num(1)?,
+        pgid: num(2)?,
+        sid: num(3)?,
+        comm,
+        zombie: matches!(f.first(), Some(&"Z") | Some(&"X")),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stat_line_gives_relations_and_state() {
+        let m = parse_stat(40, "40 (a (b) c) Z 7 40 3 0 -1 4194560 0").unwrap();
+        assert_eq!(
+            m,
+            Member {
+                pid: 40,
+                ppid: 7,
+                pgid: 40,
+                sid: 3,
+                comm: "a (b) c".into(),
+                zombie: true,
+            }
+        );
+        assert!(parse_stat(1, "1 (init").is_none());
+    }
+
+    #[test]
+    fn this_process_and_its_children_make_a_tree() {
+        let me = std::process::id() as i32;
+        let mut kids: Vec<_> = (0..2)
+            .map(|_| {
+                std::process::Command::new("sleep")
+                    .arg("30")
+                    .spawn()
+                    .unwrap()
+            })
+            .collect();
+        let tree = Tree::read(me).unwrap();
+        for k in &mut kids {
+            let _ = k.kill();
+            let _ = k.wait();
+        }
+        assert_eq!(tree.root().pid, me);
+        for k in &kids {
+            let m = tree
+                .members
+                .iter()
+                .find(|m| m.pid == k.id() as i32)
+                .unwrap_or_else(|| panic!("child {} missing: {tree:?}", k.id()));
+            assert_eq!(m.ppid, me);
+            assert_eq!(m.comm, "sleep");
+        }
+    }
+}
