@@ -51,6 +51,24 @@ impl TcpPolicy {
     }
 }
 
+/// A process's place in the tree that moves with it: its parent, process
+/// group and session as pids on the source, and how it ended if it is a
+/// zombie.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Relation {
+    /// Its pid.
+    pub pid: i32,
+    /// Its parent's pid.
+    pub ppid: i32,
+    /// Its process group.
+    pub pgid: i32,
+    /// Its session.
+    pub sid: i32,
+    /// A zombie's wait status (as `waitpid` gives it); `None` while it
+    /// runs.
+    pub exit: Option<i32>,
+}
+
 /// The whole core of one process.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessImage {

@@ -7,7 +7,10 @@ use std::fs;
 
 use migrate_proto::msg::{Code, Reason};
 
+use migrate_proto::image::Relation;
+
 use crate::host::procfs;
+use crate::rebuild::family;
 
 /// Most processes in one tree: past it the tree is refused, so that a
 /// fork bomb does not size the agent's memory and threads.
@@ -28,6 +31,8 @@ pub struct Member {
     pub comm: String,
     /// Exited, not reaped yet.
     pub zombie: bool,
+    /// A zombie's wait status.
+    pub exit: Option<i32>,
 }
 
 /// A process and every descendant, parents before their children.
@@ -47,6 +52,9 @@ impl Tree {
         while i < members.len() && members.len() <= MAX_MEMBERS {
             let parent = members[i].pid;
             for c in children(parent) {
+                if members.len() > MAX_MEMBERS {
+                    break;
+                }
                 if let Some(m) = member(c) {
                     members.push(m);
                 }
@@ -71,8 +79,23 @@ impl Tree {
         self.members.iter().map(|m| m.pid).collect()
     }
 
+    /// The members' relations, as a destination makes them again.
+    pub fn relations(&self) -> Vec<Relation> {
+        self.members
+            .iter()
+            .map(|m| Relation {
+                pid: m.pid,
+                ppid: m.ppid,
+                pgid: m.pgid,
+                sid: m.sid,
+                exit: m.exit,
+            })
+            .collect()
+    }
+
     /// What stops the tree as a whole from moving: too many members, a
-    /// member in another pid or user namespace than the root's.
+    /// member in another pid or user namespace than the root's, relations
+    /// that cannot be made again.
     pub fn obstacles(&self) -> Vec<Reason> {
         let mut why = Vec::new();
         if self.members.len() > MAX_MEMBERS {
@@ -103,6 +126,9 @@ impl Tree {
                     ));
                 }
             }
+        }
+        if let Err(e) = family::plan(&self.relations()) {
+            why.push(Reason::new(Code::Children, format!("{e}: not migrated")));
         }
         why
     }
@@ -136,13 +162,16 @@ fn parse_stat(pid: i32, text: &str) -> Option<Member> {
     let f: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
     // After the command: state, ppid, pgrp, session.
     let num = |i: usize| f.get(i)?.parse::<i32>().ok();
+    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
     Some(Member {
         pid,
         ppid: num(1)?,
         pgid: num(2)?,
         sid: num(3)?,
         comm,
-        zombie: matches!(f.first(), Some(&"Z") | Some(&"X")),
+        zombie,
+        // Field 52, the exit code, 49 after the state.
+        exit: zombie.then(|| num(49)).flatten(),
     })
 }
 
@@ -152,7 +181,9 @@ mod tests {
 
     #[test]
     fn a_stat_line_gives_relations_and_state() {
-        let m = parse_stat(40, "40 (a (b) c) Z 7 40 3 0 -1 4194560 0").unwrap();
+        let rest = (7..52).map(|i| i.to_string()).collect::<Vec<_>>().join(" ");
+        let text = format!("40 (a (b) c) Z 7 40 3 {rest} 256");
+        let m = parse_stat(40, &text).unwrap();
         assert_eq!(
             m,
             Member {
@@ -162,6 +193,7 @@ mod tests {
                 sid: 3,
                 comm: "a (b) c".into(),
                 zombie: true,
+                exit: Some(256),
             }
         );
         assert!(parse_stat(1, "1 (init").is_none());

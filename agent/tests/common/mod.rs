@@ -1,5 +1,7 @@
 //! What the agent's local dump-and-rebuild tests share: the root gate, a
 //! wait on a program's output, and the stop-copy dump of a process.
+//! Each test file uses its own part of it.
+#![allow(dead_code)]
 
 use std::fs;
 use std::path::Path;
@@ -35,6 +37,18 @@ pub fn wait_for(path: &Path, needle: &str, secs: u64) -> Option<String> {
         sleep(Duration::from_millis(20));
     }
     None
+}
+
+/// Whether `f` came true within `secs`.
+pub fn wait_until(secs: u64, mut f: impl FnMut() -> bool) -> bool {
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(secs) {
+        if f() {
+            return true;
+        }
+        sleep(Duration::from_millis(20));
+    }
+    false
 }
 
 /// Freezes and dumps `pid` for a stop-copy move, as root would ask.
