@@ -176,8 +176,17 @@ impl Collect<'_> {
 /// The descriptors of frozen process `pid`, with open files shared
 /// between numbers found by kcmp, and the content of pipes (copied by
 /// tee, left in place) and memfds.
-pub fn dump_all(pid: i32, maps: &[MapsEntry], tcp: TcpPolicy) -> Result<Dumped, FdError> {
-    let survey = Survey::read(pid, tcp).map_err(proc_err(pid, "fd"))?;
+/// Descriptors shared with processes `kin`, which move with this one, stay
+/// inside (a pipe between them is not forwarded).
+pub fn dump_all(
+    pid: i32,
+    maps: &[MapsEntry],
+    tcp: TcpPolicy,
+    kin: &[i32],
+) -> Result<Dumped, FdError> {
+    let survey = Survey::read(pid, tcp)
+        .map_err(proc_err(pid, "fd"))?
+        .with_kin(kin);
     let mut c = Collect {
         pid,
         pidfd: sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?,
@@ -242,6 +251,23 @@ pub struct Rebuild<'a> {
     pub pairs: HashMap<u64, (i32, i32)>,
     /// Memfd objects sealed so far.
     pub sealed: Vec<u64>,
+    /// Pipes made in the processes of its tree rebuilt before it.
+    pub kin: &'a KinPipes,
+}
+
+/// Pipes made in the processes of a tree rebuilt so far: by inode, a
+/// process (pid here) and its descriptor on the pipe. A process rebuilt
+/// later opens the same pipe through `/proc` instead of making another.
+pub type KinPipes = HashMap<u64, (i32, i32)>;
+
+/// Notes the pipes of `image`, rebuilt as process `pid`, for the
+/// processes of its tree rebuilt after it.
+pub fn note_pipes(kin: &mut KinPipes, pid: i32, image: &ProcessImage) {
+    for e in &image.fds {
+        if let FdKind::Pipe { pipe, .. } = e.kind {
+            kin.entry(pipe).or_insert((pid, e.fd));
+        }
+    }
 }
 
 /// Makes every descriptor of `image` in the process `r` rebuilds, at its
@@ -249,6 +275,16 @@ pub struct Rebuild<'a> {
 /// first), then what joins them (bytes queued on socketpairs, epoll
 /// registrations, once everything they watch exists).
 pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdError> {
+    restore_all_in_tree(r, image, &KinPipes::new())
+}
+
+/// As [`restore_all`], for a process of a tree whose processes rebuilt
+/// before it made the pipes `kin`.
+pub fn restore_all_in_tree(
+    r: &mut impl Remote,
+    image: &ProcessImage,
+    kin: &KinPipes,
+) -> Result<(), FdError> {
     r.close_range(0, u32::MAX)?;
     let mut b = Rebuild {
         image,
@@ -256,6 +292,7 @@ pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdEr
         pipes: HashMap::new(),
         pairs: HashMap::new(),
         sealed: Vec::new(),
+        kin,
     };
     for e in &image.fds {
         restore_one(r, &mut b, e)?;

@@ -1,7 +1,9 @@
-//! An end of a pipe or named FIFO whose both ends the process holds, with
-//! the bytes in it: the pipe is made once, above every number, sized and
-//! refilled, each end given its number. A FIFO on a filesystem both hosts
-//! share is one object the original still holds, bytes included.
+//! An end of a pipe or named FIFO whose both ends the process (or its tree)
+//! holds, with the bytes in it: the pipe is made once, above every number,
+//! sized and refilled, each end given its number; a process of the same
+//! tree rebuilt later opens it through `/proc` instead. A FIFO on a
+//! filesystem both hosts share is one object the original still holds,
+//! bytes included.
 
 use migrate_proto::image::{FdKind, PipeState};
 
@@ -46,7 +48,14 @@ pub fn restore(
     let (rd, wr) = match b.pipes.get(&pipe) {
         Some(&p) => p,
         None => {
-            let p = make(r, b, pipe)?;
+            let p = match b.kin.get(&pipe) {
+                Some(&(pid, fd)) => {
+                    let both = open_both(r, &format!("/proc/{pid}/fd/{fd}"))?;
+                    r.pair_above(both, b.high)?
+                }
+                None => make(r, b, pipe)?,
+            };
+            let p = (p[0], p[1]);
             b.pipes.insert(pipe, p);
             p
         }
@@ -58,8 +67,8 @@ pub fn restore(
 }
 
 /// Creates pipe `inode` of the image in the process at descriptors above
-/// `b.high`, sized and filled as it was; returns (read, write).
-fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(i32, i32), FdError> {
+/// `b.high`, sized and filled as it was; returns [read, write].
+fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<[i32; 2], FdError> {
     let state = b
         .image
         .pipes
@@ -98,7 +107,7 @@ fn make(r: &mut impl Remote, b: &Rebuild, inode: u64) -> Result<(i32, i32), FdEr
         std::io::Write::write_all(&mut std::fs::File::from(wr), &state.data)
             .map_err(sys_err("refilling a pipe"))?;
     }
-    Ok((hi[0], hi[1]))
+    Ok(hi)
 }
 
 /// Opens both ends of the named FIFO at `path` in the process without
@@ -113,6 +122,13 @@ fn open_fifo(r: &mut impl Remote, path: &str) -> Result<[i32; 2], FdError> {
         }
     });
     made.and_then(|m| m).map_err(sys_err("making a FIFO"))?;
+    open_both(r, path)
+}
+
+/// Opens both ends of the FIFO or pipe at `path` (a FIFO's name, or a
+/// `/proc/PID/fd/N` link of a pipe) in the process without blocking:
+/// [read, write].
+fn open_both(r: &mut impl Remote, path: &str) -> Result<[i32; 2], FdError> {
     let nb = libc::O_NONBLOCK | libc::O_CLOEXEC;
     // Read-write first: a FIFO opened so never waits for a partner.
     let base = r.open(path, libc::O_RDWR | nb)?;

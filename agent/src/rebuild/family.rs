@@ -4,9 +4,12 @@
 //! take the place of the session and group it had on the source when
 //! those were led from outside the tree.
 
-use migrate_proto::image::Relation;
+use std::path::Path;
+
+use migrate_proto::image::{ProcessImage, Relation};
 
 use crate::host::sys::StubNode;
+use crate::rebuild::restore::{RestoreError, Restorer, Stub};
 
 /// Why a tree's relations cannot be made again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -107,6 +110,37 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<StubNode>, PlanError> {
             exit: m.exit,
         });
         made.push((sid, if session { m.pid } else { pgid }));
+    }
+    Ok(out)
+}
+
+/// Starts the rebuild of a tree on this host: its stubs made as planned
+/// from `relations`, and a [`Restorer`] seized on each member's stub,
+/// `None` for a zombie (`images` in the same order, `None` for a zombie).
+/// Each is then given its pages and finished, in order
+/// ([`Restorer::finish_in_tree`], noting each one's pipes for the next
+/// with [`crate::fd::note_pipes`]). Dropped, they kill the tree.
+pub fn start(
+    exe: &Path,
+    relations: &[Relation],
+    images: &[Option<&ProcessImage>],
+) -> Result<Vec<Option<Restorer>>, RestoreError> {
+    let nodes = plan(relations).map_err(|e| RestoreError::Incompatible(e.to_string()))?;
+    if images.len() != nodes.len() {
+        return Err(RestoreError::Incompatible(format!(
+            "{} images for a tree of {}",
+            images.len(),
+            nodes.len()
+        )));
+    }
+    let stubs = Stub::spawn_tree(exe, &nodes)?;
+    let mut out = Vec::with_capacity(stubs.len());
+    // Seized in order: dropping what is started so far kills the tree.
+    for (stub, image) in stubs.into_iter().zip(images) {
+        out.push(match image {
+            Some(image) => Some(Restorer::start_in(image, stub)?),
+            None => None,
+        });
     }
     Ok(out)
 }

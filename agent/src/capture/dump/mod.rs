@@ -32,6 +32,7 @@ mod memory;
 mod process;
 mod scan;
 mod threads;
+mod tree;
 mod way_back;
 
 use memory::*;
@@ -39,6 +40,7 @@ use process::*;
 use scan::*;
 pub use scan::{RunningScan, Scouted};
 use threads::*;
+pub use tree::{freeze_and_dump_tree, FrozenTree};
 use way_back::*;
 
 /// Errors while freezing or dumping.
@@ -129,11 +131,47 @@ pub fn freeze_and_dump(
     scouted: Scouted,
     coop: &Cooperation,
 ) -> Result<Frozen, DumpError> {
+    let tasks = freeze_threads(pid)?;
+    let how = DumpHow {
+        caller,
+        opts,
+        ship,
+        coop,
+        kin: &[],
+    };
+    dump_frozen(pid, tasks, &how, tracker, scouted)
+}
+
+/// What a dump is asked for, beside the process.
+pub(crate) struct DumpHow<'a> {
+    pub caller: &'a Caller,
+    pub opts: &'a MigrateOptions,
+    /// Descriptors whose files travel with the image (fd, as a private
+    /// copy).
+    pub ship: &'a [(i32, bool)],
+    pub coop: &'a Cooperation,
+    /// The processes that move with this one (its tree's other members).
+    pub kin: &'a [i32],
+}
+
+/// Collects the image of `pid`, whose threads `tasks` are frozen.
+fn dump_frozen(
+    pid: i32,
+    mut tasks: Vec<Seized>,
+    how: &DumpHow,
+    tracker: Option<&mut DirtyTracker>,
+    scouted: Scouted,
+) -> Result<Frozen, DumpError> {
+    let DumpHow {
+        caller,
+        opts,
+        ship,
+        coop,
+        kin,
+    } = *how;
     let Scouted { running, sigreturn } = scouted;
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");
-    step("seizing");
-    let mut tasks = freeze_threads(pid)?;
     step("frozen");
     // Every system call made inside the process below is two wake-ups;
     // on one CPU they are cheap. Dropped (affinity back) before `tasks`;
@@ -141,7 +179,8 @@ pub fn freeze_and_dump(
     let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
     let pin = crate::host::lent::lend(pid, &tids);
     // The process may have changed since pre-flight: check again, frozen.
-    preflight::inspect(pid, caller, sys::getpid(), true, coop.tcp).map_err(DumpError::Refused)?;
+    preflight::inspect_in_tree(pid, caller, sys::getpid(), true, coop.tcp, kin)
+        .map_err(DumpError::Refused)?;
     step("checked again");
     let stored = match tracker {
         Some(t) => Some(t.clean()?),
@@ -233,7 +272,7 @@ pub fn freeze_and_dump(
         pipes,
         memfds,
         to_reset,
-    } = crate::fd::dump_all(pid, &maps, coop.tcp)?;
+    } = crate::fd::dump_all(pid, &maps, coop.tcp, kin)?;
     step("descriptors");
 
     let image = ProcessImage {

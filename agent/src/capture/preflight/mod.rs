@@ -58,14 +58,14 @@ pub fn inspect(
     frozen: bool,
     tcp: TcpPolicy,
 ) -> Result<Inspection, Refusal> {
-    inspect_member(pid, caller, agent_pid, frozen, tcp, &[])
+    inspect_in_tree(pid, caller, agent_pid, frozen, tcp, &[])
 }
 
 /// Checks process `pid` as [`inspect`] does, as one of a tree that moves
 /// together: what it shares with processes `kin` (pipes, socketpairs,
 /// shared memory) stays inside. With no kin, a process with children is
 /// refused.
-fn inspect_member(
+pub fn inspect_in_tree(
     pid: i32,
     caller: &Caller,
     agent_pid: i32,
@@ -379,7 +379,7 @@ pub fn describe_tree(pid: i32, caller: &Caller, agent_pid: i32, tcp: TcpPolicy) 
             out.push(format!("  {head}: exited, not reaped yet"));
             continue;
         }
-        match inspect_member(m.pid, caller, agent_pid, false, tcp, &kin) {
+        match inspect_in_tree(m.pid, caller, agent_pid, false, tcp, &kin) {
             Ok(_) => out.push(format!("  {head}: moves")),
             Err(r) => out.push(format!(
                 "  {head}: refused: {}",

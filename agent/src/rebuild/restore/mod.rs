@@ -242,7 +242,17 @@ impl Restorer {
     /// Everything after memory: descriptors, process attributes, thread
     /// state, credentials; leaves the process stopped with its own registers.
     pub fn finish(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        crate::fd::restore_all(self, image)?;
+        self.finish_in_tree(image, &crate::fd::KinPipes::new())
+    }
+
+    /// As [`Restorer::finish`], for a process of a tree whose processes
+    /// rebuilt before it made the pipes `kin`.
+    pub fn finish_in_tree(
+        &mut self,
+        image: &ProcessImage,
+        kin: &crate::fd::KinPipes,
+    ) -> Result<(), RestoreError> {
+        crate::fd::restore_all_in_tree(self, image, kin)?;
         self.chdir(&image.cwd)?;
         self.umask(image.umask)?;
         self.restore_sigactions(image)?;

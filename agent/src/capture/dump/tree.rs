@@ -1,0 +1,119 @@
+//! Freezing and dumping a process with its descendants: every member
+//! frozen before any is read, parents first (a frozen parent forks no
+//! more), then each one's image taken with the others as its kin.
+
+use migrate_proto::image::{FdKind, Relation};
+use migrate_proto::msg::{Code, MigrateOptions};
+
+use super::{dump_frozen, freeze_threads, Cooperation, DumpError, DumpHow, Frozen, Scouted};
+use crate::capture::preflight::Refusal;
+use crate::capture::tree::{Tree, MAX_MEMBERS};
+use crate::host::access::Caller;
+
+/// Times the tree is read again for members born while it was frozen.
+const SETTLE_ROUNDS: usize = 10;
+
+/// A tree frozen and dumped.
+pub struct FrozenTree {
+    /// Each member's relations, the root first, parents before children.
+    pub relations: Vec<Relation>,
+    /// Each member's frozen threads and image, in the same order; `None`
+    /// for a zombie.
+    pub members: Vec<Option<Frozen>>,
+}
+
+/// Freezes the process `root` and every descendant and collects their
+/// images. On error every member is resumed (their `Seized` guards detach
+/// on drop).
+pub fn freeze_and_dump_tree(
+    root: i32,
+    caller: &Caller,
+    opts: &MigrateOptions,
+    coop: &Cooperation,
+) -> Result<FrozenTree, DumpError> {
+    let mut frozen = Vec::new();
+    let mut settled = None;
+    for _ in 0..SETTLE_ROUNDS {
+        let tree = Tree::read(root).ok_or_else(|| {
+            DumpError::Refused(Refusal::one(
+                Code::NoSuchProcess,
+                format!("no such process: {root}"),
+            ))
+        })?;
+        if tree.members.len() > MAX_MEMBERS {
+            return Err(DumpError::Refused(Refusal(tree.obstacles())));
+        }
+        let mut born = false;
+        for m in tree.members.iter().filter(|m| !m.zombie) {
+            if !frozen.iter().any(|(pid, _)| *pid == m.pid) {
+                frozen.push((m.pid, freeze_threads(m.pid)?));
+                born = true;
+            }
+        }
+        if !born {
+            settled = Some(tree);
+            break;
+        }
+    }
+    let tree = settled.ok_or_else(|| {
+        DumpError::Refused(Refusal::one(
+            Code::Children,
+            format!("the descendants of process {root} keep changing while they are stopped"),
+        ))
+    })?;
+    let why = tree.obstacles();
+    if !why.is_empty() {
+        return Err(DumpError::Refused(Refusal(why)));
+    }
+    let kin = tree.pids();
+    let how = DumpHow {
+        caller,
+        opts,
+        ship: &[],
+        coop,
+        kin: &kin,
+    };
+    let mut members = Vec::with_capacity(tree.members.len());
+    for m in &tree.members {
+        let tasks = frozen
+            .iter()
+            .position(|(pid, _)| *pid == m.pid)
+            .map(|i| frozen.swap_remove(i).1);
+        members.push(match tasks {
+            Some(tasks) => Some(dump_frozen(m.pid, tasks, &how, None, Scouted::take(m.pid))?),
+            None => None,
+        });
+    }
+    gather_pipes(&mut members);
+    Ok(FrozenTree {
+        relations: tree.relations(),
+        members,
+    })
+}
+
+/// Gives each pipe's bytes to the first member holding one of its ends,
+/// which makes it on the destination; the others open it there.
+fn gather_pipes(members: &mut [Option<Frozen>]) {
+    let mut states: Vec<_> = members
+        .iter_mut()
+        .flatten()
+        .flat_map(|f| std::mem::take(&mut f.image.pipes))
+        .collect();
+    states.sort_by_key(|p| p.inode);
+    states.dedup_by_key(|p| p.inode);
+    for f in members.iter_mut().flatten() {
+        let held: Vec<u64> = f
+            .image
+            .fds
+            .iter()
+            .filter_map(|e| match e.kind {
+                FdKind::Pipe { pipe, .. } => Some(pipe),
+                _ => None,
+            })
+            .collect();
+        let (mine, rest): (Vec<_>, Vec<_>) =
+            states.into_iter().partition(|p| held.contains(&p.inode));
+        f.image.pipes = mine;
+        states = rest;
+    }
+}
