@@ -2,9 +2,11 @@
 //! network): every member frozen before any is read, the originals killed
 //! once read, the stubs made with their pids, parents and groups, each
 //! member rebuilt in turn, a pipe between parent and child made once and
-//! opened by the other. The family checks itself after the move: the
-//! bytes in flight and after, the child's group and parent, both
-//! children's exit codes reaped by the parent.
+//! opened by the other, shared memory one object, the open file both
+//! write to passed from one to the other. The family checks itself after
+//! the move: the bytes in flight and after, the child's write to the
+//! shared page, the child's group and parent, both children's exit codes
+//! reaped by the parent; the test, that both wrote to one open file.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -119,7 +121,7 @@ fn a_family_moves_and_checks_itself() {
     let refs: Vec<_> = images.iter().map(Option::as_ref).collect();
     let restorers = family::start(stub, &relations, &refs)
         .unwrap_or_else(|e| panic!("stubs: {}", migrate_agent::error_chain(&e)));
-    let mut kin = migrate_agent::fd::KinPipes::new();
+    let mut kin = migrate_agent::fd::Kin::default();
     let mut running = Vec::new();
     for ((r, image), pages) in restorers.into_iter().zip(&images).zip(&pages) {
         let (Some(mut r), Some(image)) = (r, image) else {
@@ -130,7 +132,7 @@ fn a_family_moves_and_checks_itself() {
         }
         r.finish_in_tree(image, &kin)
             .unwrap_or_else(|e| panic!("rebuild: {}", migrate_agent::error_chain(&e)));
-        migrate_agent::fd::note_pipes(&mut kin, r.pid, image);
+        kin.note(r.pid, image);
         running.push(r);
     }
     let mut claims = Vec::new();
@@ -143,6 +145,12 @@ fn a_family_moves_and_checks_itself() {
     kill(child);
     kill(root);
     drop(claims);
+    let text = fs::read_to_string(&log).unwrap_or_default();
     let _ = fs::remove_dir_all(&dir);
     assert_eq!(verdict.as_deref(), Some("verdict ok"));
+    // The child's stdout is still the parent's open file.
+    assert!(
+        text.contains("\nchild after the move\nverdict ok\n"),
+        "{text:?}"
+    );
 }

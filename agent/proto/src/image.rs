@@ -584,6 +584,17 @@ pub enum FdKind {
         /// Status flags (`O_NONBLOCK`, ...) and `O_CLOEXEC`.
         flags: u32,
     },
+    /// The same open file as descriptor `of_fd` of process `of_pid`, a
+    /// process of the same tree made before this one (inherited across a
+    /// fork): one offset, one set of status flags.
+    Inherited {
+        /// The process (its pid, kept by the move).
+        of_pid: i32,
+        /// Its descriptor.
+        of_fd: i32,
+        /// `FD_CLOEXEC` of this descriptor.
+        cloexec: bool,
+    },
 }
 
 /// One epoll registration.
@@ -732,6 +743,16 @@ impl ProcessImage {
         if self.fds.windows(2).any(|w| w[0].fd >= w[1].fd) || self.fds.iter().any(|e| e.fd < 0) {
             return Err("descriptors out of order or negative".into());
         }
+        if let Some(e) = self
+            .fds
+            .iter()
+            .find(|e| matches!(e.kind, FdKind::Inherited { .. }))
+        {
+            return Err(format!(
+                "descriptor {} is inherited from another process, but the image is of one process",
+                e.fd
+            ));
+        }
         if self.shipped.len() > self.fds.len() {
             return Err(format!(
                 "{} shipped files for {} descriptors",
@@ -809,6 +830,20 @@ mod validate_tests {
             assert!(e.contains(want), "{e:?} lacks {want:?}");
         };
         refused(&|i| i.threads.clear(), "threads");
+        // A descriptor of another process: never for a lone process.
+        refused(
+            &|i| {
+                i.fds.push(FdEntry {
+                    fd: 0,
+                    kind: FdKind::Inherited {
+                        of_pid: 1,
+                        of_fd: 3,
+                        cloexec: false,
+                    },
+                })
+            },
+            "inherited from another process",
+        );
         refused(
             &|i| {
                 i.fds.push(FdEntry {

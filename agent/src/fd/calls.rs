@@ -9,7 +9,10 @@
 
 use std::io;
 
-use super::{FdError, Remote};
+use std::os::fd::OwnedFd;
+
+use super::{sys_err, FdError, Remote};
+use crate::host::sys;
 
 /// `sizeof(struct sockaddr_storage)`: room for any socket address.
 const SOCKADDR_ROOM: usize = std::mem::size_of::<libc::sockaddr_storage>();
@@ -126,6 +129,18 @@ pub trait RemoteCalls: Remote {
         .map(|_| ())
     }
 
+    /// `fcntl(fd, F_SETFD, FD_CLOEXEC if cloexec)`: sets descriptor
+    /// `fd`'s close-on-exec flag.
+    fn fcntl_setfd(&mut self, fd: i32, cloexec: bool) -> Result<(), FdError> {
+        let flag = if cloexec { libc::FD_CLOEXEC } else { 0 };
+        self.sys(
+            format!("F_SETFD fd {fd}"),
+            libc::SYS_fcntl,
+            [fd as u64, libc::F_SETFD as u64, flag as u64, 0, 0, 0],
+        )
+        .map(|_| ())
+    }
+
     /// `fcntl(fd, F_SETPIPE_SZ, size)`: sizes the pipe of `fd`.
     fn fcntl_setpipe_sz(&mut self, fd: i32, size: u32) -> Result<(), FdError> {
         self.sys(
@@ -188,6 +203,51 @@ pub trait RemoteCalls: Remote {
         let p = self.put_bytes(&[0u8; 8])?;
         self.sys("pipe2", libc::SYS_pipe2, [p, 0, 0, 0, 0, 0])?;
         read_pair(self)
+    }
+
+    /// Puts a copy of the agent's descriptor `fd` into the process
+    /// (`SCM_RIGHTS` over a socketpair made there for it); returns its
+    /// number there, close-on-exec.
+    fn pass_in(&mut self, fd: &OwnedFd) -> Result<i32, FdError> {
+        let [a, b] = self.socketpair(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0)?;
+        let ours = self.take(b, "a socket to pass a descriptor in")?;
+        sys::send_fd(&ours, fd).map_err(sys_err("sending a descriptor into the process"))?;
+        drop(ours);
+        let got = self.recv_fd(a)?;
+        self.close(a)?;
+        self.close(b)?;
+        Ok(got)
+    }
+
+    /// `recvmsg(sock, ..., MSG_CMSG_CLOEXEC)` of one byte and one
+    /// descriptor (`SCM_RIGHTS`); returns the descriptor.
+    fn recv_fd(&mut self, sock: i32) -> Result<i32, FdError> {
+        // In scratch: msghdr at 0, its iovec at 64, the byte at 80, the
+        // control buffer (CMSG_SPACE of one int: 24 bytes) at 96.
+        let base = self.put_bytes(&[])?;
+        let mut b = [0u8; 120];
+        let mut put = |at: usize, v: u64| b[at..at + 8].copy_from_slice(&v.to_le_bytes());
+        put(16, base + 64); // msg_iov
+        put(24, 1); // msg_iovlen
+        put(32, base + 96); // msg_control
+        put(40, 24); // msg_controllen
+        put(64, base + 80); // iov_base
+        put(72, 1); // iov_len
+        let p = self.put_bytes(&b)?;
+        self.sys(
+            format!("recvmsg of a descriptor on fd {sock}"),
+            libc::SYS_recvmsg,
+            [sock as u64, p, libc::MSG_CMSG_CLOEXEC as u64, 0, 0, 0],
+        )?;
+        self.read_back(&mut b)?;
+        let word = |at: usize| i32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]);
+        let len = u64::from_le_bytes(b[96..104].try_into().expect("8 bytes"));
+        if len < 20 || word(104) != libc::SOL_SOCKET || word(108) != libc::SCM_RIGHTS {
+            return Err(FdError::Incompatible(format!(
+                "no descriptor arrived on fd {sock} in the process"
+            )));
+        }
+        Ok(word(112))
     }
 
     /// `socketpair(domain, ty, proto, fds)`: a new connected pair.

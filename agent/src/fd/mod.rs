@@ -251,21 +251,32 @@ pub struct Rebuild<'a> {
     pub pairs: HashMap<u64, (i32, i32)>,
     /// Memfd objects sealed so far.
     pub sealed: Vec<u64>,
-    /// Pipes made in the processes of its tree rebuilt before it.
-    pub kin: &'a KinPipes,
+    /// What the processes of its tree rebuilt before it offer.
+    pub kin: &'a Kin,
 }
 
-/// Pipes made in the processes of a tree rebuilt so far: by inode, a
-/// process (pid here) and its descriptor on the pipe. A process rebuilt
-/// later opens the same pipe through `/proc` instead of making another.
-pub type KinPipes = HashMap<u64, (i32, i32)>;
+/// What the processes of a tree rebuilt so far offer the next one: their
+/// pids (whose descriptors it may be given) and the pipes they made, by
+/// inode, each with a process (pid here) and its descriptor on it. A
+/// process rebuilt later opens the same pipe through `/proc` instead of
+/// making another.
+#[derive(Debug, Default)]
+pub struct Kin {
+    /// The processes rebuilt so far.
+    pub pids: Vec<i32>,
+    /// Their pipes.
+    pub pipes: HashMap<u64, (i32, i32)>,
+}
 
-/// Notes the pipes of `image`, rebuilt as process `pid`, for the
-/// processes of its tree rebuilt after it.
-pub fn note_pipes(kin: &mut KinPipes, pid: i32, image: &ProcessImage) {
-    for e in &image.fds {
-        if let FdKind::Pipe { pipe, .. } = e.kind {
-            kin.entry(pipe).or_insert((pid, e.fd));
+impl Kin {
+    /// Notes `image`, rebuilt as process `pid`, for the processes of its
+    /// tree rebuilt after it.
+    pub fn note(&mut self, pid: i32, image: &ProcessImage) {
+        self.pids.push(pid);
+        for e in &image.fds {
+            if let FdKind::Pipe { pipe, .. } = e.kind {
+                self.pipes.entry(pipe).or_insert((pid, e.fd));
+            }
         }
     }
 }
@@ -275,15 +286,15 @@ pub fn note_pipes(kin: &mut KinPipes, pid: i32, image: &ProcessImage) {
 /// first), then what joins them (bytes queued on socketpairs, epoll
 /// registrations, once everything they watch exists).
 pub fn restore_all(r: &mut impl Remote, image: &ProcessImage) -> Result<(), FdError> {
-    restore_all_in_tree(r, image, &KinPipes::new())
+    restore_all_in_tree(r, image, &Kin::default())
 }
 
 /// As [`restore_all`], for a process of a tree whose processes rebuilt
-/// before it made the pipes `kin`.
+/// before it are `kin`.
 pub fn restore_all_in_tree(
     r: &mut impl Remote,
     image: &ProcessImage,
-    kin: &KinPipes,
+    kin: &Kin,
 ) -> Result<(), FdError> {
     r.close_range(0, u32::MAX)?;
     let mut b = Rebuild {
@@ -315,6 +326,11 @@ fn restore_one(r: &mut impl Remote, b: &mut Rebuild, e: &FdEntry) -> Result<(), 
     match &e.kind {
         FdKind::Path { path, flags, pos } => path::restore(r, b, e.fd, path, *flags, *pos),
         FdKind::Dup { of, cloexec } => dup::restore(r, want, *of, *cloexec),
+        FdKind::Inherited {
+            of_pid,
+            of_fd,
+            cloexec,
+        } => dup::restore_inherited(r, b, want, *of_pid, *of_fd, *cloexec),
         FdKind::EventFd {
             flags,
             count,

@@ -48,7 +48,7 @@ pub fn restore(
     let (rd, wr) = match b.pipes.get(&pipe) {
         Some(&p) => p,
         None => {
-            let p = match b.kin.get(&pipe) {
+            let p = match b.kin.pipes.get(&pipe) {
                 Some(&(pid, fd)) => {
                     let both = open_both(r, &format!("/proc/{pid}/fd/{fd}"))?;
                     r.pair_above(both, b.high)?

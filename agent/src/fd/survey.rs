@@ -83,6 +83,8 @@ pub struct Survey {
     /// other members of its tree): a pipe or socketpair end they hold is
     /// held inside.
     kin: Vec<(i32, Vec<FdInfo>)>,
+    /// How many of `kin` come before this process in its tree.
+    before: usize,
     /// Pipes (not forwarded) that a process outside holds too (inode,
     /// that process, its link), found when first asked.
     shared_pipes: OnceCell<Vec<(u64, i32, String)>>,
@@ -103,6 +105,7 @@ impl Survey {
             unix: sys::unix_sockets()?,
             inet: OnceCell::new(),
             kin: Vec::new(),
+            before: 0,
             shared_pipes: OnceCell::new(),
         })
     }
@@ -110,6 +113,7 @@ impl Survey {
     /// The same, with the descriptors of processes `kin` that move with
     /// this one (those gone meanwhile left out).
     pub fn with_kin(mut self, kin: &[i32]) -> Survey {
+        self.before = kin.iter().position(|&p| p == self.pid).unwrap_or(0);
         for &pid in kin.iter().filter(|&&p| p != self.pid) {
             let Ok(fds) = procfs::fds(pid) else { continue };
             let infos = fds
@@ -119,6 +123,12 @@ impl Survey {
             self.kin.push((pid, infos));
         }
         self
+    }
+
+    /// The descriptors of the kin that come before this process in its
+    /// tree (dumped and rebuilt before it), by process.
+    pub fn kin_before(&self) -> &[(i32, Vec<FdInfo>)] {
+        &self.kin[..self.before.min(self.kin.len())]
     }
 
     /// Every descriptor held inside: this process's, then its kin's.
@@ -302,6 +312,7 @@ mod tests {
             unix: Vec::new(),
             inet: OnceCell::from(HashMap::new()),
             kin: Vec::new(),
+            before: 0,
             shared_pipes: OnceCell::from(Vec::new()),
         }
     }

@@ -9,7 +9,7 @@ use std::path::Path;
 use migrate_proto::image::{ProcessImage, Relation};
 
 use crate::host::sys::StubNode;
-use crate::rebuild::restore::{RestoreError, Restorer, Stub};
+use crate::rebuild::restore::{note_shmem, KinShmem, RestoreError, Restorer, Stub};
 
 /// Why a tree's relations cannot be made again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -116,10 +116,11 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<StubNode>, PlanError> {
 
 /// Starts the rebuild of a tree on this host: its stubs made as planned
 /// from `relations`, and a [`Restorer`] seized on each member's stub,
-/// `None` for a zombie (`images` in the same order, `None` for a zombie).
+/// `None` for a zombie (`images` in the same order, `None` for a zombie);
+/// shared memory between members is one object again.
 /// Each is then given its pages and finished, in order
-/// ([`Restorer::finish_in_tree`], noting each one's pipes for the next
-/// with [`crate::fd::note_pipes`]). Dropped, they kill the tree.
+/// ([`Restorer::finish_in_tree`], noting each one for the next with
+/// [`crate::fd::Kin::note`]). Dropped, they kill the tree.
 pub fn start(
     exe: &Path,
     relations: &[Relation],
@@ -135,10 +136,15 @@ pub fn start(
     }
     let stubs = Stub::spawn_tree(exe, &nodes)?;
     let mut out = Vec::with_capacity(stubs.len());
+    let mut shmem = KinShmem::new();
     // Seized in order: dropping what is started so far kills the tree.
     for (stub, image) in stubs.into_iter().zip(images) {
         out.push(match image {
-            Some(image) => Some(Restorer::start_in(image, stub)?),
+            Some(image) => {
+                let r = Restorer::start_in_tree(image, stub, &shmem)?;
+                note_shmem(&mut shmem, r.pid, image);
+                Some(r)
+            }
             None => None,
         });
     }

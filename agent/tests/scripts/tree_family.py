@@ -1,12 +1,15 @@
 # A parent, a child in a process group of its own writing to the parent
-# through a pipe, and a zombie. After the move (SIGUSR1) the parent reads
-# what the child wrote before and after, reaps both children with their
-# exit codes, and prints its verdict.
-import os, signal, time
+# through a pipe and into a shared anonymous page, and a zombie. After the
+# move (SIGUSR1) the parent reads what the child wrote before and after,
+# sees the child's write in the shared page, reaps both children with
+# their exit codes, and prints its verdict after the child's own line.
+import mmap, os, signal, time
 
 os.closerange(3, 4096)
 go = []
 signal.signal(signal.SIGUSR1, lambda *a: go.append(1))
+shared = mmap.mmap(-1, 4096, flags=mmap.MAP_SHARED)
+shared[:6] = b"parent"
 r, w = os.pipe()
 child = os.fork()
 if child == 0:
@@ -15,6 +18,10 @@ if child == 0:
     os.write(w, b"before")
     while not go:
         time.sleep(0.01)
+    shared[:6] = b"child!"
+    # Its stdout is the parent's open file: one offset, so the parent's
+    # verdict lands after this line, not over it.
+    print("child after the move", flush=True)
     os.write(w, b" after ppid=%d" % os.getppid())
     os._exit(7)
 zombie = os.fork()
@@ -40,6 +47,8 @@ while True:
     got += chunk
 if got != b" after ppid=%d" % os.getpid():
     problems.append(f"then {got!r}")
+if shared[:6] != b"child!":
+    problems.append(f"the shared page holds {shared[:6]!r}")
 for pid, code in ((child, 7), (zombie, 5)):
     reaped, status = os.waitpid(pid, 0)
     if (reaped, os.WEXITSTATUS(status)) != (pid, code):

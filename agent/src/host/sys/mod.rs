@@ -2,7 +2,7 @@
 //! unsafe code of the agent besides `uffd`. Larger parts in modules of
 //! their own, re-exported: the rebuild's stub (`stub`), sock_diag over
 //! netlink (`netlink`), `PAGEMAP_SCAN` (`pagemap`), CPU affinity
-//! (`affinity`).
+//! (`affinity`), open files between processes (`shared_files`).
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -11,11 +11,13 @@ use std::os::unix::net::UnixStream;
 mod affinity;
 mod netlink;
 mod pagemap;
+mod shared_files;
 mod stub;
 
 pub use affinity::*;
 pub use netlink::*;
 pub use pagemap::*;
+pub use shared_files::*;
 pub use stub::*;
 
 /// `s` as a C string (an interior NUL is invalid input).
@@ -361,18 +363,6 @@ pub fn exit_now(code: i32) -> ! {
 /// `getuid()`.
 pub fn getpid() -> i32 {
     std::process::id() as i32
-}
-
-/// `kcmp(pid, pid, KCMP_FILE, a, b)`: whether two descriptors of `pid` are
-/// the same open file.
-pub fn same_open_file(pid: i32, a: i32, b: i32) -> io::Result<bool> {
-    const KCMP_FILE: libc::c_long = 0;
-    // SAFETY: kcmp with integer arguments only.
-    let r = unsafe { libc::syscall(libc::SYS_kcmp, pid, pid, KCMP_FILE, a, b) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(r == 0)
 }
 
 /// Copies the bytes waiting in the pipe `src` (a read end) without taking

@@ -91,7 +91,11 @@ impl Restorer {
         Ok(())
     }
 
-    pub(super) fn map_vmas(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+    pub(super) fn map_vmas(
+        &mut self,
+        image: &ProcessImage,
+        kin: &super::KinShmem,
+    ) -> Result<(), RestoreError> {
         let mut files: HashMap<String, i32> = HashMap::new();
         let mut shmem: HashMap<u64, i32> = HashMap::new();
         for v in &image.mm.vmas {
@@ -112,7 +116,19 @@ impl Restorer {
                         )
                         .count()
                         == 1;
-                    if memfd.is_none() && alone && *offset == 0 && *size == v.end - v.start {
+                    if let Some(&(pid, start, end)) = kin.get(inode) {
+                        // Made by a process of its tree: the same object.
+                        let fd = match shmem.get(inode) {
+                            Some(&fd) => fd,
+                            None => {
+                                let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+                                let fd = self.open(&path, libc::O_RDWR | libc::O_CLOEXEC)?;
+                                shmem.insert(*inode, fd);
+                                fd
+                            }
+                        };
+                        (fd, *offset, 0)
+                    } else if memfd.is_none() && alone && *offset == 0 && *size == v.end - v.start {
                         // Plain shared anonymous memory, as it was made.
                         (-1, 0, libc::MAP_ANONYMOUS)
                     } else {

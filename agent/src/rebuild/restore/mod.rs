@@ -87,6 +87,22 @@ fn step<T>(what: impl Into<String>, r: Result<T, InjectError>) -> Result<T, Rest
 
 const SCRATCH_LEN: u64 = 4 * PAGE_SIZE;
 
+/// Shared memory objects mapped by the processes of a tree started so
+/// far: by the source's inode, a process (pid here) and the start and end
+/// of one of its mappings of it. A process started later maps the same
+/// object through `/proc/PID/map_files`.
+pub type KinShmem = HashMap<u64, (i32, u64, u64)>;
+
+/// Notes the shared memory of `image`, mapped as process `pid`, for the
+/// processes of its tree started after it.
+pub fn note_shmem(kin: &mut KinShmem, pid: i32, image: &ProcessImage) {
+    for v in &image.mm.vmas {
+        if let VmaKind::Shmem { inode, .. } = v.kind {
+            kin.entry(inode).or_insert((pid, v.start, v.end));
+        }
+    }
+}
+
 /// A process being rebuilt: stopped, not yet running.
 pub struct Restorer {
     task: Seized,
@@ -141,7 +157,18 @@ impl Restorer {
     }
 
     /// As [`Restorer::start`], in a stub started beforehand.
-    pub fn start_in(image: &ProcessImage, mut stub: Stub) -> Result<Restorer, RestoreError> {
+    pub fn start_in(image: &ProcessImage, stub: Stub) -> Result<Restorer, RestoreError> {
+        Restorer::start_in_tree(image, stub, &KinShmem::new())
+    }
+
+    /// As [`Restorer::start_in`], for a process of a tree: shared memory
+    /// that the processes started before it mapped (`kin`) is mapped from
+    /// theirs, one object as on the source.
+    pub fn start_in_tree(
+        image: &ProcessImage,
+        mut stub: Stub,
+        kin: &KinShmem,
+    ) -> Result<Restorer, RestoreError> {
         let pid = stub.pid;
         let mut task = step("seizing the stub", Seized::seize_exitkill(pid))?;
         let pin = sys::CpuPin::near_me(&[pid]);
@@ -206,7 +233,7 @@ impl Restorer {
         r.act_as_user()?;
         r.strip_stub(&stub_maps)?;
         r.move_vdso(&stub_maps, image, &taken, insn)?;
-        r.map_vmas(image)?;
+        r.map_vmas(image, kin)?;
         Ok(r)
     }
 
@@ -242,15 +269,15 @@ impl Restorer {
     /// Everything after memory: descriptors, process attributes, thread
     /// state, credentials; leaves the process stopped with its own registers.
     pub fn finish(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
-        self.finish_in_tree(image, &crate::fd::KinPipes::new())
+        self.finish_in_tree(image, &crate::fd::Kin::default())
     }
 
     /// As [`Restorer::finish`], for a process of a tree whose processes
-    /// rebuilt before it made the pipes `kin`.
+    /// rebuilt before it are `kin`.
     pub fn finish_in_tree(
         &mut self,
         image: &ProcessImage,
-        kin: &crate::fd::KinPipes,
+        kin: &crate::fd::Kin,
     ) -> Result<(), RestoreError> {
         crate::fd::restore_all_in_tree(self, image, kin)?;
         self.chdir(&image.cwd)?;
