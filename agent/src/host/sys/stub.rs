@@ -216,27 +216,25 @@ unsafe fn sleep_forever() -> ! {
 unsafe fn fork_with_pid(want: i32, exact: bool) -> i32 {
     if want > 1 {
         let tid = [want];
-        // struct clone_args: flags, pidfd, child_tid, parent_tid,
-        // exit_signal, stack, stack_size, tls, set_tid, set_tid_size, cgroup.
-        let args: [u64; 11] = [
-            0,
-            0,
-            0,
-            0,
-            libc::SIGCHLD as u64,
-            0,
-            0,
-            0,
-            tid.as_ptr() as u64,
-            1,
-            0,
-        ];
+        let args = linux_raw_sys::general::clone_args {
+            flags: 0,
+            pidfd: 0,
+            child_tid: 0,
+            parent_tid: 0,
+            exit_signal: libc::SIGCHLD as u64,
+            stack: 0,
+            stack_size: 0,
+            tls: 0,
+            set_tid: tid.as_ptr() as u64,
+            set_tid_size: 1,
+            cgroup: 0,
+        };
         // SAFETY: `args` and `tid` live across the call; no CLONE_VM, so the
         // child continues on a copy of this stack like after fork().
         let r = unsafe {
             libc::syscall(
                 libc::SYS_clone3,
-                args.as_ptr(),
+                &args as *const linux_raw_sys::general::clone_args,
                 std::mem::size_of_val(&args),
             )
         };
