@@ -145,9 +145,10 @@ fn a_family_moves_and_checks_itself() {
     kill(child);
     kill(root);
     drop(claims);
-    let text = fs::read_to_string(&log).unwrap_or_default();
+    let text = fs::read_to_string(&log).unwrap_or_default()
+        + &fs::read_to_string(dir.join("err.log")).unwrap_or_default();
     let _ = fs::remove_dir_all(&dir);
-    assert_eq!(verdict.as_deref(), Some("verdict ok"));
+    assert_eq!(verdict.as_deref(), Some("verdict ok"), "{text:?}");
     // The child's stdout is still the parent's open file.
     assert!(
         text.contains("\nchild after the move\nverdict ok\n"),

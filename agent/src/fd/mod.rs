@@ -266,6 +266,11 @@ pub struct Kin {
     pub pids: Vec<i32>,
     /// Their pipes.
     pub pipes: HashMap<u64, (i32, i32)>,
+    /// Both ends of each socketpair one of them made whose other end a
+    /// later process holds, by pair and end (`true`: the first), kept by
+    /// the agent until the tree is rebuilt: the later process is given its
+    /// end, and its queued bytes are sent from the other.
+    pub pair_ends: std::cell::RefCell<HashMap<(u64, bool), OwnedFd>>,
 }
 
 impl Kin {
@@ -309,6 +314,7 @@ pub fn restore_all_in_tree(
         restore_one(r, &mut b, e)?;
     }
     unix_pair::refill(r, &b)?;
+    unix_pair::keep_for_kin(r, &b)?;
     for (_, (x, y)) in b.pairs.iter().chain(&b.pipes) {
         r.close(*x)?;
         r.close(*y)?;

@@ -1,7 +1,9 @@
 //! One end of a connected pair of unnamed Unix sockets (socketpair) whose
-//! both ends the process holds, with the data queued on it: the pair is
-//! made once, above every number, each end given its number, and the
-//! queued data sent again from the other end once both exist.
+//! both ends the process (or its tree) holds, with the data queued on it:
+//! the pair is made once, above every number, each end given its number,
+//! and the queued data sent again from the other end once both exist. A
+//! process of the same tree rebuilt later is given its end from the
+//! agent's copy.
 
 use migrate_proto::image::FdKind;
 
@@ -32,6 +34,13 @@ pub fn restore(
     stype: i32,
     flags: u32,
 ) -> Result<(), FdError> {
+    let kept = b.kin.pair_ends.borrow_mut().remove(&(pair, first));
+    if let Some(end) = kept {
+        // Made by a process of its tree rebuilt before: given its end.
+        let got = r.pass_in(&end)?;
+        r.move_fd(got, want, flags)?;
+        return r.fcntl_setfl(want, flags as i32 & libc::O_NONBLOCK);
+    }
     let (x, y) = match b.pairs.get(&pair) {
         Some(&p) => p,
         None => {
@@ -60,13 +69,18 @@ pub fn refill(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
         else {
             continue;
         };
-        let Some(&(x, y)) = b.pairs.get(pair) else {
-            continue;
-        };
         if queued.is_empty() {
             continue;
         }
-        let ours = r.take(if *first { y } else { x }, "taking a socket")?;
+        let ours = match b.pairs.get(pair) {
+            Some(&(x, y)) => r.take(if *first { y } else { x }, "taking a socket")?,
+            // Its pair was made by a process of its tree: sent from the
+            // agent's copy of the other end.
+            None => match b.kin.pair_ends.borrow().get(&(*pair, !*first)) {
+                Some(other) => other.try_clone().map_err(sys_err("a socket's copy"))?,
+                None => continue,
+            },
+        };
         for msg in queued {
             let n = sys::send(&ours, msg).map_err(sys_err("refilling a socketpair"))?;
             if n != msg.len() {
@@ -76,6 +90,25 @@ pub fn refill(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
                 )));
             }
         }
+    }
+    Ok(())
+}
+
+/// Keeps copies of both ends of each pair made here whose other end this
+/// process does not hold (a process of its tree rebuilt later does).
+pub fn keep_for_kin(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
+    for (&pair, &(x, y)) in &b.pairs {
+        let holds = |end: bool| {
+            b.image.fds.iter().any(|e| {
+                matches!(e.kind, FdKind::UnixPair { pair: p, first, .. } if p == pair && first == end)
+            })
+        };
+        if holds(true) && holds(false) {
+            continue;
+        }
+        let mut kept = b.kin.pair_ends.borrow_mut();
+        kept.insert((pair, true), r.take(x, "keeping a socketpair's end")?);
+        kept.insert((pair, false), r.take(y, "keeping a socketpair's end")?);
     }
     Ok(())
 }
