@@ -1,24 +1,60 @@
 //! A process tree dumped and rebuilt on this host (stop-copy, no
 //! network): every member frozen before any is read, the originals killed
-//! once read, the stubs made with their pids, parents and groups, each
-//! member rebuilt in turn, a pipe between parent and child made once and
-//! opened by the other, shared memory one object, the open file both
-//! write to passed from one to the other. The family checks itself after
-//! the move: the bytes in flight and after, the child's write to the
-//! shared page, the child's group and parent, both children's exit codes
-//! reaped by the parent; the test, that both wrote to one open file.
+//! once read, the root rebuilt in a stub and every other member forked
+//! from its rebuilt parent with its pid, session and group, zombies ended
+//! with their status; a pipe and a socketpair between parent and child
+//! made once, shared memory one object, the open file both write to
+//! passed from one to the other. The family checks itself after the move
+//! (`scripts/tree_family.py`); the test checks the relations from `/proc`,
+//! that private memory shared copy-on-write before the move is shared
+//! again after it (the same physical pages), and that parent and child
+//! wrote to one open file.
 
 use std::fs;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use migrate_agent::capture::dump::{freeze_and_dump_tree, FrozenTree};
 use migrate_agent::host::access::Caller;
 use migrate_agent::rebuild::family;
+use migrate_proto::image::Fill;
 use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
 mod common;
+
+/// (ppid, pgrp, session) of `pid`.
+fn stat_relations(pid: i32) -> (i32, i32, i32) {
+    let text = fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<i32> = text[text.rfind(')').unwrap() + 2..]
+        .split(' ')
+        .skip(1)
+        .take(3)
+        .map(|n| n.parse().unwrap())
+        .collect();
+    (f[0], f[1], f[2])
+}
+
+/// How many of the `n` pages from `addr` are the same physical page in
+/// processes `a` and `b` (root reads frame numbers from pagemap).
+fn same_frames(a: i32, b: i32, addr: u64, n: usize) -> usize {
+    let frames = |pid: i32| {
+        let mut buf = vec![0u8; n * 8];
+        fs::File::open(format!("/proc/{pid}/pagemap"))
+            .and_then(|f| f.read_exact_at(&mut buf, addr / 4096 * 8))
+            .unwrap();
+        buf.chunks(8)
+            .map(|w| u64::from_le_bytes(w.try_into().unwrap()))
+            .map(|w| (w >> 63 == 1).then_some(w & ((1 << 55) - 1)))
+            .collect::<Vec<_>>()
+    };
+    let (x, y) = (frames(a), frames(b));
+    x.iter()
+        .zip(&y)
+        .filter(|(p, q)| p.is_some_and(|f| f != 0) && p == q)
+        .count()
+}
 
 /// Kills `pid` (a process this test started, or rebuilt).
 fn kill(pid: i32) {
@@ -28,7 +64,7 @@ fn kill(pid: i32) {
 
 #[test]
 fn a_family_moves_and_checks_itself() {
-    if !common::root("rebuilding a tree (the stubs' pids, the memory map)") {
+    if !common::root("rebuilding a tree (pids, the memory map, frame numbers)") {
         return;
     }
     // The originals' orphans come to this process to be reaped, not to
@@ -49,16 +85,20 @@ fn a_family_moves_and_checks_itself() {
         .spawn()
         .unwrap();
     let ready = common::wait_for(&log, "ready", 20);
-    let pids: Vec<i32> = ready
+    let words: Vec<u64> = ready
         .as_deref()
         .unwrap_or_default()
         .split(' ')
         .filter_map(|p| p.parse().ok())
         .collect();
-    let [root, child, zombie] = pids[..] else {
+    let [root, child, grandchild, zombie, killed, base] = words[..] else {
         kill(original.id() as i32);
         panic!("no ready line: {ready:?}");
     };
+    let [root, child, grandchild, zombie, killed] =
+        [root, child, grandchild, zombie, killed].map(|p| p as i32);
+    let pids = [root, child, grandchild, zombie, killed];
+    let shared_before = same_frames(root, child, base, 4096);
 
     let opts = MigrateOptions {
         mode: Mode::StopCopy,
@@ -68,20 +108,25 @@ fn a_family_moves_and_checks_itself() {
     let FrozenTree { relations, members } = match dumped {
         Ok(t) => t,
         Err(e) => {
-            kill(child);
-            kill(root);
+            for p in [grandchild, child, root] {
+                kill(p);
+            }
             panic!("dump: {}", migrate_agent::error_chain(&e));
         }
     };
-    assert_eq!(
-        relations.iter().map(|r| r.pid).collect::<Vec<_>>(),
-        [root, child, zombie]
-    );
-    assert_eq!(relations[2].exit, Some(5 << 8), "the zombie's status");
-    // Every page of every member read, then the originals killed and
-    // gone, their pids free again.
+    let mut found: Vec<i32> = relations.iter().map(|r| r.pid).collect();
+    found.sort_unstable();
+    let mut want = pids.to_vec();
+    want.sort_unstable();
+    assert_eq!(found, want);
+    let status = |pid: i32| relations.iter().find(|r| r.pid == pid).unwrap().exit;
+    assert_eq!(status(zombie), Some(5 << 8));
+    assert_eq!(status(killed), Some(libc::SIGTERM));
+    // Every member's own pages read (not those it shares with its parent),
+    // then the originals killed and gone, their pids free again.
     let mut images = Vec::new();
     let mut pages = Vec::new();
+    let mut parents_pages = 0;
     for m in members {
         let Some(frozen) = m else {
             images.push(None);
@@ -91,6 +136,10 @@ fn a_family_moves_and_checks_itself() {
         let mut mine = Vec::new();
         for v in &frozen.image.mm.vmas {
             for run in &v.pages {
+                if run.fill == Fill::Parent {
+                    parents_pages += run.count;
+                    continue;
+                }
                 let addr = v.start + run.first * PAGE_SIZE;
                 let mut buf = vec![0u8; (run.count * PAGE_SIZE) as usize];
                 frozen.mem.read(addr, &mut buf).unwrap();
@@ -103,6 +152,8 @@ fn a_family_moves_and_checks_itself() {
             t.kill();
         }
     }
+    // The child's and grandchild's copies of the 16 MiB, at least.
+    assert!(parents_pages >= 2 * 4000, "{parents_pages} pages shared");
     let _ = original.wait();
     assert!(
         common::wait_until(10, || {
@@ -111,25 +162,24 @@ fn a_family_moves_and_checks_itself() {
             pids.iter()
                 .all(|p| !Path::new(&format!("/proc/{p}")).exists())
         }),
-        "the originals did not go: {:?}",
-        pids.iter()
-            .map(|p| fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default())
-            .collect::<Vec<_>>()
+        "the originals did not go"
     );
 
     let stub = Path::new(env!("CARGO_BIN_EXE_migrate-agent"));
     let refs: Vec<_> = images.iter().map(Option::as_ref).collect();
-    let restorers = family::start(stub, &relations, &refs)
-        .unwrap_or_else(|e| panic!("stubs: {}", migrate_agent::error_chain(&e)));
+    let restorers = family::start(stub, &relations, &refs, |i, r| {
+        for (addr, buf) in &pages[i] {
+            r.write_pages(*addr, buf)?;
+        }
+        Ok(())
+    })
+    .unwrap_or_else(|e| panic!("rebuild: {}", migrate_agent::error_chain(&e)));
     let mut kin = migrate_agent::fd::Kin::default();
     let mut running = Vec::new();
-    for ((r, image), pages) in restorers.into_iter().zip(&images).zip(&pages) {
+    for (r, image) in restorers.into_iter().zip(&images) {
         let (Some(mut r), Some(image)) = (r, image) else {
             continue;
         };
-        for (addr, buf) in pages {
-            r.write_pages(*addr, buf).unwrap();
-        }
         r.finish_in_tree(image, &kin)
             .unwrap_or_else(|e| panic!("rebuild: {}", migrate_agent::error_chain(&e)));
         kin.note(r.pid, image);
@@ -139,11 +189,16 @@ fn a_family_moves_and_checks_itself() {
     for r in running {
         claims.push(r.resume(&[]).expect("resume"));
     }
+    // Relations as they were: the child leads its group, the grandchild
+    // its session; the private pages shared as before.
+    let seen = [stat_relations(child), stat_relations(grandchild)];
+    let shared_after = same_frames(root, child, base, 4096);
     // SAFETY: kill with integer arguments, the process we rebuilt.
     unsafe { libc::kill(root, libc::SIGUSR1) };
     let verdict = common::wait_for(&log, "verdict", 10);
-    kill(child);
-    kill(root);
+    for p in [grandchild, child, root] {
+        kill(p);
+    }
     drop(claims);
     let text = fs::read_to_string(&log).unwrap_or_default()
         + &fs::read_to_string(dir.join("err.log")).unwrap_or_default();
@@ -153,5 +208,17 @@ fn a_family_moves_and_checks_itself() {
     assert!(
         text.contains("\nchild after the move\nverdict ok\n"),
         "{text:?}"
+    );
+    assert_eq!(seen[0].0, root);
+    assert_eq!(seen[0].1, child, "the child's group");
+    assert_eq!(
+        (seen[1].0, seen[1].2),
+        (child, grandchild),
+        "the grandchild's parent and session"
+    );
+    println!("private pages shared by parent and child: {shared_before} of 4096 before, {shared_after} after");
+    assert!(
+        shared_after + 8 >= shared_before && shared_before > 4000,
+        "private pages shared by parent and child: {shared_before} of 4096 before, {shared_after} after"
     );
 }

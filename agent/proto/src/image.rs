@@ -370,6 +370,16 @@ pub struct Vma {
 }
 
 impl Vma {
+    /// Whether `other` is the same mapping: range, protection, sharing and
+    /// backing (a child forked from its parent keeps it as it is).
+    pub fn same_mapping(&self, other: &Vma) -> bool {
+        self.start == other.start
+            && self.end == other.end
+            && self.prot == other.prot
+            && self.shared == other.shared
+            && self.kind == other.kind
+    }
+
     /// Number of pages spanned.
     pub fn npages(&self) -> u64 {
         (self.end - self.start) / crate::PAGE_SIZE
@@ -397,6 +407,10 @@ pub enum Fill {
     /// Already on the destination: sent by a pre-copy round and not
     /// written since; installed there after resume without the source.
     Stored,
+    /// The parent's page, shared copy-on-write since the fork and written
+    /// by neither: the process of a tree gets it by being forked from its
+    /// rebuilt parent, never sent.
+    Parent,
 }
 
 /// Identity of a file, checked on the destination.
@@ -743,6 +757,14 @@ impl ProcessImage {
         if self.fds.windows(2).any(|w| w[0].fd >= w[1].fd) || self.fds.iter().any(|e| e.fd < 0) {
             return Err("descriptors out of order or negative".into());
         }
+        if self
+            .mm
+            .vmas
+            .iter()
+            .any(|v| v.pages.iter().any(|r| r.fill == Fill::Parent))
+        {
+            return Err("pages are its parent's, but the image is of one process".into());
+        }
         if let Some(e) = self
             .fds
             .iter()
@@ -843,6 +865,10 @@ mod validate_tests {
                 })
             },
             "inherited from another process",
+        );
+        refused(
+            &|i| i.mm.vmas[0].pages[0].fill = Fill::Parent,
+            "pages are its parent's",
         );
         refused(
             &|i| {

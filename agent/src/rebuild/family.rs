@@ -1,15 +1,32 @@
-//! How a tree of processes is made again: the plan its stubs follow
-//! ([`StubNode`]), from the relations the source saw. Parents come before
-//! their children; the root leads a new session and process group, which
-//! take the place of the session and group it had on the source when
-//! those were led from outside the tree.
+//! How a tree of processes is made again: the plan ([`Node`]), from the
+//! relations the source saw, and the build that follows it. Parents come
+//! before their children; the root, rebuilt in a stub, leads a new session
+//! and process group, which take the place of the session and group it had
+//! on the source when those were led from outside the tree. Every other
+//! process is forked from its rebuilt parent, so that the private pages
+//! they shared copy-on-write on the source are shared again.
 
 use std::path::Path;
 
 use migrate_proto::image::{ProcessImage, Relation};
 
-use crate::host::sys::StubNode;
 use crate::rebuild::restore::{note_shmem, KinShmem, RestoreError, Restorer, Stub};
+
+/// One process of the plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Node {
+    /// The pid it must have.
+    pub pid: i32,
+    /// Its parent's index in the plan (before its own); the root has none.
+    pub parent: Option<usize>,
+    /// Leads a session of its own (`setsid`).
+    pub session: bool,
+    /// Joins or leads this process group (0: keeps its parent's). A group
+    /// another node leads is led by a node earlier in the plan.
+    pub group: i32,
+    /// Ends at once with this wait status and stays unreaped (a zombie).
+    pub exit: Option<i32>,
+}
 
 /// Why a tree's relations cannot be made again.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -50,19 +67,19 @@ pub enum PlanError {
 
 /// The stub plan for `tree`, the root first and every parent before its
 /// children.
-pub fn plan(tree: &[Relation]) -> Result<Vec<StubNode>, PlanError> {
+pub fn plan(tree: &[Relation]) -> Result<Vec<Node>, PlanError> {
     let Some(root) = tree.first() else {
         return Ok(Vec::new());
     };
     let inside = |id: i32| tree.iter().any(|m| m.pid == id);
     // A session or group led from outside becomes the root's.
     let here = |id: i32| if inside(id) { id } else { root.pid };
-    let mut out: Vec<StubNode> = Vec::with_capacity(tree.len());
+    let mut out: Vec<Node> = Vec::with_capacity(tree.len());
     // Session and group of each node planned so far, as they will be.
     let mut made: Vec<(i32, i32)> = Vec::with_capacity(tree.len());
     for (i, m) in tree.iter().enumerate() {
         if i == 0 {
-            out.push(StubNode {
+            out.push(Node {
                 pid: m.pid,
                 parent: None,
                 session: true,
@@ -102,7 +119,7 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<StubNode>, PlanError> {
         } else {
             return Err(PlanError::Group { pid: m.pid, pgid });
         };
-        out.push(StubNode {
+        out.push(Node {
             pid: m.pid,
             parent: Some(parent),
             session,
@@ -114,39 +131,60 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<StubNode>, PlanError> {
     Ok(out)
 }
 
-/// Starts the rebuild of a tree on this host: its stubs made as planned
-/// from `relations`, and a [`Restorer`] seized on each member's stub,
-/// `None` for a zombie (`images` in the same order, `None` for a zombie);
-/// shared memory between members is one object again.
-/// Each is then given its pages and finished, in order
+/// Rebuilds the memory of a tree on this host: the root in a stub with its
+/// pid, every other process forked from its rebuilt parent with its pid,
+/// session and group (zombies ended at once with their status), its
+/// mappings made its own and shared memory one object with the others'.
+/// `fill(i, r)` writes process `i`'s own pages (those not
+/// [`Fill::Parent`](migrate_proto::image::Fill::Parent)) once its memory
+/// is mapped, before its children are forked from it. Returns a
+/// [`Restorer`] per process (`None` for a zombie) to be finished in order
 /// ([`Restorer::finish_in_tree`], noting each one for the next with
-/// [`crate::fd::Kin::note`]). Dropped, they kill the tree.
+/// [`crate::fd::Kin::note`]); dropped, they kill the tree.
 pub fn start(
     exe: &Path,
     relations: &[Relation],
     images: &[Option<&ProcessImage>],
+    mut fill: impl FnMut(usize, &mut Restorer) -> Result<(), RestoreError>,
 ) -> Result<Vec<Option<Restorer>>, RestoreError> {
     let nodes = plan(relations).map_err(|e| RestoreError::Incompatible(e.to_string()))?;
-    if images.len() != nodes.len() {
+    let image = |i: usize| {
+        images.get(i).copied().flatten().ok_or_else(|| {
+            RestoreError::Incompatible(format!("no image for process {}", nodes[i].pid))
+        })
+    };
+    if images.len() != nodes.len() || nodes.is_empty() {
         return Err(RestoreError::Incompatible(format!(
             "{} images for a tree of {}",
             images.len(),
             nodes.len()
         )));
     }
-    let stubs = Stub::spawn_tree(exe, &nodes)?;
-    let mut out = Vec::with_capacity(stubs.len());
+    let root = image(0)?;
+    let stub = Stub::spawn(exe, root.pid)?;
+    if stub.pid() != root.pid {
+        return Err(RestoreError::Incompatible(format!(
+            "pid {} of the process tree cannot be had here",
+            root.pid
+        )));
+    }
     let mut shmem = KinShmem::new();
-    // Seized in order: dropping what is started so far kills the tree.
-    for (stub, image) in stubs.into_iter().zip(images) {
-        out.push(match image {
-            Some(image) => {
-                let r = Restorer::start_in_tree(image, stub, &shmem)?;
-                note_shmem(&mut shmem, r.pid, image);
-                Some(r)
-            }
-            None => None,
-        });
+    let mut r = Restorer::start_in_tree(root, stub, &shmem)?;
+    note_shmem(&mut shmem, r.pid, root);
+    fill(0, &mut r)?;
+    let mut out = vec![Some(r)];
+    for (i, node) in nodes.iter().enumerate().skip(1) {
+        let p = node.parent.expect("planned: a parent before each child");
+        let parent = out[p].as_mut().expect("planned: zombies have no children");
+        if let Some(status) = node.exit {
+            parent.fork_zombie(node.pid, status)?;
+            out.push(None);
+            continue;
+        }
+        let mut child = parent.fork_child(image(p)?, image(i)?, node, &shmem)?;
+        note_shmem(&mut shmem, child.pid, image(i)?);
+        fill(i, &mut child)?;
+        out.push(Some(child));
     }
     Ok(out)
 }
@@ -165,8 +203,8 @@ mod tests {
         }
     }
 
-    fn node(pid: i32, parent: Option<usize>, session: bool, group: i32) -> StubNode {
-        StubNode {
+    fn node(pid: i32, parent: Option<usize>, session: bool, group: i32) -> Node {
+        Node {
             pid,
             parent,
             session,

@@ -2,8 +2,12 @@
 //! frozen before any is read, parents first (a frozen parent forks no
 //! more), then each one's image taken with the others as its kin.
 
-use migrate_proto::image::{FdKind, Relation};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use migrate_proto::image::{FdKind, Fill, PageRun, ProcessImage, Relation};
 use migrate_proto::msg::{Code, MigrateOptions};
+use migrate_proto::PAGE_SIZE;
 
 use super::{dump_frozen, freeze_threads, Cooperation, DumpError, DumpHow, Frozen, Scouted};
 use crate::capture::preflight::Refusal;
@@ -85,10 +89,20 @@ pub fn freeze_and_dump_tree(
         });
     }
     gather_pipes(&mut members);
-    Ok(FrozenTree {
-        relations: tree.relations(),
-        members,
-    })
+    let relations = tree.relations();
+    for i in 1..members.len() {
+        let Some(p) = relations[..i]
+            .iter()
+            .position(|r| r.pid == relations[i].ppid)
+        else {
+            continue;
+        };
+        let (before, after) = members.split_at_mut(i);
+        if let (Some(parent), Some(child)) = (&before[p], &mut after[0]) {
+            share_with_parent(&mut child.image, &parent.image)?;
+        }
+    }
+    Ok(FrozenTree { relations, members })
 }
 
 /// Gives each pipe's bytes to the first member holding one of its ends,
@@ -116,4 +130,66 @@ fn gather_pipes(members: &mut [Option<Frozen>]) {
         f.image.pipes = mine;
         states = rest;
     }
+}
+
+/// Marks [`Fill::Parent`] the pages of `child`'s private mappings that it
+/// still shares with its parent since the fork (the same physical page at
+/// the same address in both, read from `/proc/PID/pagemap`), where the
+/// parent has the same mapping: on the destination the child is forked
+/// from its rebuilt parent and gets them without a copy.
+fn share_with_parent(child: &mut ProcessImage, parent: &ProcessImage) -> Result<(), DumpError> {
+    let open = |pid: i32| {
+        File::open(format!("/proc/{pid}/pagemap")).map_err(|source| DumpError::Proc {
+            pid,
+            what: "pagemap",
+            source,
+        })
+    };
+    let (mine, theirs) = (open(child.pid)?, open(parent.pid)?);
+    for v in child.mm.vmas.iter_mut().filter(|v| !v.shared) {
+        if !parent.mm.vmas.iter().any(|p| p.same_mapping(v)) {
+            continue;
+        }
+        let mut runs = Vec::with_capacity(v.pages.len());
+        for run in &v.pages {
+            let at = (v.start / PAGE_SIZE + run.first) * 8;
+            let n = run.count as usize;
+            let (mut a, mut b) = (vec![0u8; n * 8], vec![0u8; n * 8]);
+            let read = |f: &File, buf: &mut [u8], pid: i32| {
+                f.read_exact_at(buf, at).map_err(|source| DumpError::Proc {
+                    pid,
+                    what: "pagemap",
+                    source,
+                })
+            };
+            read(&mine, &mut a, child.pid)?;
+            read(&theirs, &mut b, parent.pid)?;
+            let shared = |k: usize| {
+                let word =
+                    |x: &[u8]| u64::from_le_bytes(x[k * 8..k * 8 + 8].try_into().expect("8"));
+                let (x, y) = (word(&a), word(&b));
+                // Present, and the same frame (its number is 0 to a reader
+                // without CAP_SYS_ADMIN: then nothing counts as shared).
+                let pfn = |w: u64| w & ((1 << 55) - 1);
+                x >> 63 == 1 && y >> 63 == 1 && pfn(x) != 0 && pfn(x) == pfn(y)
+            };
+            for k in 0..n {
+                let fill = if shared(k) { Fill::Parent } else { run.fill };
+                match runs.last_mut() {
+                    Some(PageRun {
+                        first,
+                        count,
+                        fill: f,
+                    }) if *f == fill && *first + *count == run.first + k as u64 => *count += 1,
+                    _ => runs.push(PageRun {
+                        first: run.first + k as u64,
+                        count: 1,
+                        fill,
+                    }),
+                }
+            }
+        }
+        v.pages = runs;
+    }
+    Ok(())
 }

@@ -522,12 +522,18 @@ impl Restorer {
     /// `struct clone_args` for a thread (`flags`), with the one-entry
     /// `set_tid` array asking for id `tid` when given.
     fn clone_args(&self, flags: u64, set_tid: Option<i32>) -> Vec<u8> {
+        self.clone_args_signal(flags, 0, set_tid)
+    }
+
+    /// As [`Restorer::clone_args`], with `exit_signal` (a new process's
+    /// signal to its parent when it ends).
+    fn clone_args_signal(&self, flags: u64, exit_signal: u64, set_tid: Option<i32>) -> Vec<u8> {
         let (at, n) = match set_tid {
             Some(_) => (self.scratch + 128, 1),
             None => (0, 0),
         };
         let mut b = Vec::with_capacity(136);
-        for w in [flags, 0, 0, 0, 0, 0, 0, 0, at, n, 0] {
+        for w in [flags, 0, 0, 0, exit_signal, 0, 0, 0, at, n, 0] {
             b.extend_from_slice(&w.to_le_bytes());
         }
         b.resize(128, 0);
@@ -566,6 +572,37 @@ impl Restorer {
             [p, CLONE_ARGS_SIZE, 0, 0, 0, 0],
         )
         .map(|v| v as i32)
+    }
+
+    /// `clone3` of a new process (a fork: the child a copy of this one,
+    /// sharing its private pages copy-on-write) with pid `pid`; `EEXIST`
+    /// (the pid is taken here) is an answer, `Ok(Err(_))`. No failpoint.
+    pub(super) fn try_fork_as(&mut self, pid: i32) -> Result<Result<i32, io::Error>, RestoreError> {
+        let args = self.clone_args_signal(0, libc::SIGCHLD as u64, Some(pid));
+        let p = self.put_bytes(&args)?;
+        Ok(self
+            .raw_or(
+                format!("forking process {pid}"),
+                libc::SYS_clone3,
+                [p, CLONE_ARGS_SIZE, 0, 0, 0, 0],
+                libc::EEXIST,
+            )?
+            .map(|v| v as i32))
+    }
+
+    /// `setsid()`: a new session and process group, led by this process.
+    pub(super) fn setsid(&mut self) -> Result<(), RestoreError> {
+        self.sys("setsid", libc::SYS_setsid, [0; 6]).map(|_| ())
+    }
+
+    /// `setpgid(0, pgid)`: joins (or, its own pid, leads) group `pgid`.
+    pub(super) fn setpgid(&mut self, pgid: i32) -> Result<(), RestoreError> {
+        self.sys(
+            format!("setpgid(0, {pgid})"),
+            libc::SYS_setpgid,
+            [0, pgid as u64, 0, 0, 0, 0],
+        )
+        .map(|_| ())
     }
 
     /// `set_tid_address(addr)`: the word cleared at the thread's exit.

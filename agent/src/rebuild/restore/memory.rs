@@ -96,9 +96,19 @@ impl Restorer {
         image: &ProcessImage,
         kin: &super::KinShmem,
     ) -> Result<(), RestoreError> {
+        self.map_vmas_but(image, kin, |_| false)
+    }
+
+    /// Maps every mapping of `image` but those `there` says exist already.
+    pub(super) fn map_vmas_but(
+        &mut self,
+        image: &ProcessImage,
+        kin: &super::KinShmem,
+        there: impl Fn(&Vma) -> bool,
+    ) -> Result<(), RestoreError> {
         let mut files: HashMap<String, i32> = HashMap::new();
         let mut shmem: HashMap<u64, i32> = HashMap::new();
-        for v in &image.mm.vmas {
+        for v in image.mm.vmas.iter().filter(|v| !there(v)) {
             let (fd, offset, base_flags) = match &v.kind {
                 VmaKind::Anon => (-1, 0, libc::MAP_ANONYMOUS),
                 VmaKind::Shmem {

@@ -32,6 +32,7 @@ use migrate_proto::PAGE_SIZE;
 use crate::fd::{FdError, Remote};
 
 mod calls;
+mod fork;
 mod memory;
 mod process;
 mod remote;
@@ -204,15 +205,7 @@ impl Restorer {
             threads: Vec::new(),
             forwarded: Vec::new(),
             reconnected: Vec::new(),
-            shmem_vmas: image
-                .mm
-                .vmas
-                .iter()
-                .filter_map(|v| match v.kind {
-                    VmaKind::Shmem { offset, .. } => Some((v.start, v.end, offset)),
-                    _ => None,
-                })
-                .collect(),
+            shmem_vmas: fork::shmem_vmas(image),
             task,
             pin: Some(pin),
             pid,

@@ -1,0 +1,163 @@
+//! The processes of a tree after the first: each forked from its rebuilt
+//! parent, so that the private pages they still share since the fork on
+//! the source are shared again (copy-on-write) instead of copied; then
+//! its memory made its own (the parent's mappings it lacks unmapped, its
+//! own mapped, its own pages written by the caller). Zombies are forked
+//! and ended with their status.
+
+use super::*;
+use crate::rebuild::family::Node;
+use crate::rebuild::restore::memory::overlaps;
+
+impl Restorer {
+    /// Forks `image`, a child of this process in its tree, from this
+    /// process, whose own memory (`parent`) is made and written: the
+    /// child's pid, session and group as `node` plans; mappings it has as
+    /// the parent has them are kept (pages of [`Fill::Parent`] shared),
+    /// the others made as for any process. Shared memory from `kin`.
+    pub fn fork_child(
+        &mut self,
+        parent: &ProcessImage,
+        image: &ProcessImage,
+        node: &Node,
+        kin: &KinShmem,
+    ) -> Result<Restorer, RestoreError> {
+        let scratch = (self.scratch, self.scratch + SCRATCH_LEN);
+        if image
+            .mm
+            .vmas
+            .iter()
+            .any(|v| overlaps(v.start, v.end, scratch.0, scratch.1))
+        {
+            return Err(RestoreError::Incompatible(format!(
+                "process {} maps the address its parent is rebuilt through",
+                image.pid
+            )));
+        }
+        let task = self.fork_traced(image.pid)?;
+        let pid = task.tid();
+        let pidfd = sys::pidfd_open(pid).map_err(|source| RestoreError::Sys {
+            step: "pidfd_open of a forked process",
+            source,
+        })?;
+        let mem = step("opening a forked process's memory", RemoteMem::open(pid))?;
+        let mut r = Restorer {
+            threads: Vec::new(),
+            forwarded: Vec::new(),
+            reconnected: Vec::new(),
+            shmem_vmas: shmem_vmas(image),
+            task,
+            pin: Some(sys::CpuPin::near_me(&[pid])),
+            pid,
+            mem,
+            pidfd,
+            scratch: self.scratch,
+            who: FsCreds {
+                uid: image.creds.uid[1],
+                gid: image.creds.gid[1],
+                groups: image.creds.groups.clone(),
+            },
+            shipped: HashMap::new(),
+            claim: None,
+            resumed: false,
+        };
+        if node.session {
+            r.setsid()?;
+        } else if node.group != 0 {
+            r.setpgid(node.group)?;
+        }
+        r.act_as_user()?;
+        let kept = |v: &Vma| parent.mm.vmas.iter().any(|p| p.same_mapping(v));
+        for p in &parent.mm.vmas {
+            let theirs = matches!(p.kind, VmaKind::Vdso(_) | VmaKind::Vsyscall);
+            if !theirs && !image.mm.vmas.iter().any(|v| p.same_mapping(v)) {
+                r.munmap(p.start, p.end - p.start)?;
+            }
+        }
+        r.map_vmas_but(image, kin, kept)?;
+        Ok(r)
+    }
+
+    /// Forks process `pid` from this one and ends it with wait status
+    /// `status` at once, left unreaped for this process (a zombie).
+    pub fn fork_zombie(&mut self, pid: i32, status: i32) -> Result<(), RestoreError> {
+        let mut task = self.fork_traced(pid)?;
+        let insn = self
+            .task
+            .syscall_insn()
+            .ok_or_else(|| RestoreError::Incompatible("no syscall instruction".into()))?;
+        task.set_syscall_insn(insn);
+        // No core file, whatever the signal.
+        step(
+            "RLIMIT_CORE of a zombie",
+            task.syscall(
+                libc::SYS_prlimit64,
+                [0, libc::RLIMIT_CORE as u64, self.scratch, 0, 0, 0],
+            ),
+        )
+        .ok();
+        let mut regs = task.regs();
+        regs.0.rip = insn;
+        regs.0.orig_rax = u64::MAX;
+        let sig = status & 0x7f;
+        if sig != 0 {
+            // Its default action, whatever the stub had.
+            let none = [0u8; 32];
+            step("writing scratch", self.mem.write(self.scratch + 256, &none))?;
+            step(
+                format!("resetting signal {sig} of a zombie"),
+                task.syscall(
+                    libc::SYS_rt_sigaction,
+                    [sig as u64, self.scratch + 256, 0, 8, 0, 0],
+                ),
+            )?;
+            regs.0.rax = libc::SYS_kill as u64;
+            regs.0.rdi = pid as u64;
+            regs.0.rsi = sig as u64;
+        } else {
+            regs.0.rax = libc::SYS_exit_group as u64;
+            regs.0.rdi = ((status >> 8) & 0xff) as u64;
+        }
+        task.set_final_regs(regs);
+        step(format!("ending zombie {pid}"), task.detach())
+    }
+
+    /// Forks process `pid` from this one, the child stopped and traced.
+    fn fork_traced(&mut self, pid: i32) -> Result<Seized, RestoreError> {
+        let traced = libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL;
+        step(
+            "tracing forks",
+            self.task.set_options(traced | libc::PTRACE_O_TRACEFORK),
+        )?;
+        let forked = self.try_fork_as(pid);
+        step("tracing forks no more", self.task.set_options(traced))?;
+        let new = forked?.map_err(|e| {
+            RestoreError::Incompatible(format!(
+                "pid {pid} of the process tree cannot be had here: {e}"
+            ))
+        })?;
+        let mut task = step(
+            format!("stopping new process {new}"),
+            Seized::adopt(new, new),
+        )?;
+        step("tracing a forked process", task.set_options(traced))?;
+        if let Some(insn) = self.task.syscall_insn() {
+            task.set_syscall_insn(insn);
+        }
+        Ok(task)
+    }
+}
+
+/// The shared-memory mappings of `image`: (start, end, offset in their
+/// object).
+pub(super) fn shmem_vmas(image: &ProcessImage) -> Vec<(u64, u64, u64)> {
+    image
+        .mm
+        .vmas
+        .iter()
+        .filter_map(|v| match v.kind {
+            VmaKind::Shmem { offset, .. } => Some((v.start, v.end, offset)),
+            _ => None,
+        })
+        .collect()
+}
