@@ -111,3 +111,33 @@ fn check_lists_the_tree_each_member_with_its_verdict() {
         signal_in(c.h1(), pid, "-KILL");
     }
 }
+
+#[test]
+fn a_member_in_another_pid_namespace_is_named() {
+    require_lab!();
+    let c = Cluster::start();
+    // The grandchild, `sleep`, runs in a pid namespace of its own.
+    let p = Proc::start(
+        c.h1(),
+        c.path("ns.out"),
+        "sh",
+        &["-c", "echo pid $$; unshare --pid --fork sleep 600; true"],
+    );
+    assert!(
+        wait_until(20, || {
+            let out = c.migrate(&["check", &p.pid.to_string()]);
+            String::from_utf8_lossy(&out.stderr).contains("(sleep)")
+        }),
+        "the tree never showed its grandchild"
+    );
+    let out = c.migrate(&["check", &p.pid.to_string()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.lines().any(|l| l.contains("refused: process ")
+            && l.contains("(sleep) is in another pid namespace than process")),
+        "{err}"
+    );
+    // Killing the shell and the unshare leaves the namespace's sleep to
+    // the lab's teardown, which ends the host's whole pid namespace.
+}

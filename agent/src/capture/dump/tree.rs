@@ -35,6 +35,17 @@ pub fn freeze_and_dump_tree(
     opts: &MigrateOptions,
     coop: &Cooperation,
 ) -> Result<FrozenTree, DumpError> {
+    // Looked up while the members still run, so that the freeze does not
+    // wait for it; those born meanwhile are scouted once frozen.
+    let mut scouted: Vec<(i32, Scouted)> = Tree::read(root)
+        .map(|t| {
+            t.members
+                .iter()
+                .filter(|m| !m.zombie)
+                .map(|m| (m.pid, Scouted::take(m.pid)))
+                .collect()
+        })
+        .unwrap_or_default();
     let mut frozen = Vec::new();
     let mut settled = None;
     for _ in 0..SETTLE_ROUNDS {
@@ -83,8 +94,12 @@ pub fn freeze_and_dump_tree(
             .iter()
             .position(|(pid, _)| *pid == m.pid)
             .map(|i| frozen.swap_remove(i).1);
+        let scout = match scouted.iter().position(|(pid, _)| *pid == m.pid) {
+            Some(i) => scouted.swap_remove(i).1,
+            None => Scouted::take(m.pid),
+        };
         members.push(match tasks {
-            Some(tasks) => Some(dump_frozen(m.pid, tasks, &how, None, Scouted::take(m.pid))?),
+            Some(tasks) => Some(dump_frozen(m.pid, tasks, &how, None, scout)?),
             None => None,
         });
     }
