@@ -81,6 +81,10 @@ impl Restorer {
     /// Forks process `pid` from this one and ends it with wait status
     /// `status` at once, left unreaped for this process (a zombie).
     pub fn fork_zombie(&mut self, pid: i32, status: i32) -> Result<(), RestoreError> {
+        // Zeros the child finds in its copy of the scratch: a limit of 0,
+        // a default disposition.
+        let zeros = self.scratch + 256;
+        step("writing scratch", self.mem.write(zeros, &[0u8; 32]))?;
         let mut task = self.fork_traced(pid)?;
         let insn = self
             .task
@@ -89,27 +93,21 @@ impl Restorer {
         task.set_syscall_insn(insn);
         // No core file, whatever the signal.
         step(
-            "RLIMIT_CORE of a zombie",
+            format!("RLIMIT_CORE of zombie {pid}"),
             task.syscall(
                 libc::SYS_prlimit64,
-                [0, libc::RLIMIT_CORE as u64, self.scratch, 0, 0, 0],
+                [0, libc::RLIMIT_CORE as u64, zeros, 0, 0, 0],
             ),
-        )
-        .ok();
+        )?;
         let mut regs = task.regs();
         regs.0.rip = insn;
         regs.0.orig_rax = u64::MAX;
         let sig = status & 0x7f;
         if sig != 0 {
             // Its default action, whatever the stub had.
-            let none = [0u8; 32];
-            step("writing scratch", self.mem.write(self.scratch + 256, &none))?;
             step(
-                format!("resetting signal {sig} of a zombie"),
-                task.syscall(
-                    libc::SYS_rt_sigaction,
-                    [sig as u64, self.scratch + 256, 0, 8, 0, 0],
-                ),
+                format!("resetting signal {sig} of zombie {pid}"),
+                task.syscall(libc::SYS_rt_sigaction, [sig as u64, zeros, 0, 8, 0, 0]),
             )?;
             regs.0.rax = libc::SYS_kill as u64;
             regs.0.rdi = pid as u64;
