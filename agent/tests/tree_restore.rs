@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use migrate_agent::capture::dump::{freeze_and_dump_tree, FrozenTree};
 use migrate_agent::host::access::Caller;
 use migrate_agent::rebuild::family;
-use migrate_proto::image::Fill;
+use migrate_proto::image::{Fill, ImageLimits};
 use migrate_proto::msg::{MigrateOptions, Mode};
 use migrate_proto::PAGE_SIZE;
 
@@ -105,6 +105,11 @@ fn a_family_moves_and_checks_itself() {
         ..Default::default()
     };
     let dumped = freeze_and_dump_tree(root, &Caller::ROOT, &opts, &Default::default());
+    let dumped = dumped.inspect(|t| {
+        // As a destination checks it before building anything.
+        let checked = t.image().validate(&ImageLimits::default());
+        assert_eq!(checked, Ok(()), "the tree's image is refused");
+    });
     let FrozenTree { relations, members } = match dumped {
         Ok(t) => t,
         Err(e) => {

@@ -13,8 +13,9 @@ use crate::host::procfs;
 use crate::rebuild::family;
 
 /// Most processes in one tree: past it the tree is refused, so that a
-/// fork bomb does not size the agent's memory and threads.
-pub const MAX_MEMBERS: usize = 64;
+/// fork bomb does not size the agent's memory and threads (a destination
+/// takes no larger tree).
+pub const MAX_MEMBERS: usize = migrate_proto::image::MAX_TREE;
 
 /// One process of a tree.
 #[derive(Debug, Clone, PartialEq, Eq)]

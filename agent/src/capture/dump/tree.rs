@@ -5,7 +5,7 @@
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 
-use migrate_proto::image::{FdKind, Fill, PageRun, ProcessImage, Relation};
+use migrate_proto::image::{FdKind, Fill, PageRun, ProcessImage, Relation, TreeImage};
 use migrate_proto::msg::{Code, MigrateOptions};
 use migrate_proto::PAGE_SIZE;
 
@@ -24,6 +24,20 @@ pub struct FrozenTree {
     /// Each member's frozen threads and image, in the same order; `None`
     /// for a zombie.
     pub members: Vec<Option<Frozen>>,
+}
+
+impl FrozenTree {
+    /// The tree's image, as a destination receives it.
+    pub fn image(&self) -> TreeImage {
+        TreeImage {
+            relations: self.relations.clone(),
+            images: self
+                .members
+                .iter()
+                .map(|m| m.as_ref().map(|f| f.image.clone()))
+                .collect(),
+        }
+    }
 }
 
 /// Freezes the process `root` and every descendant and collects their
