@@ -380,6 +380,14 @@ impl Vma {
             && self.kind == other.kind
     }
 
+    /// Whether a child forked from a process with this mapping has it as
+    /// `child`: the same mapping, and not one a fork leaves out
+    /// (`MADV_DONTFORK`).
+    pub fn forks_as(&self, child: &Vma) -> bool {
+        const MADV_DONTFORK: u32 = 10;
+        self.same_mapping(child) && !self.advice.contains(&MADV_DONTFORK)
+    }
+
     /// Number of pages spanned.
     pub fn npages(&self) -> u64 {
         (self.end - self.start) / crate::PAGE_SIZE

@@ -171,6 +171,11 @@ mod tests {
             },
             "which has no such mapping",
         );
+        // Nor of a mapping a fork leaves out (MADV_DONTFORK).
+        refused(
+            &|t| t.images[0].as_mut().unwrap().mm.vmas[0].advice.push(10),
+            "which has no such mapping",
+        );
         // The root has no parent to take pages from.
         refused(
             &|t| t.images[0].as_mut().unwrap().mm.vmas[0].pages[0].fill = Fill::Parent,

@@ -71,7 +71,7 @@ impl ProcessImage {
                 }
                 let theirs = kin
                     .parent
-                    .is_some_and(|p| !v.shared && p.mm.vmas.iter().any(|w| w.same_mapping(v)));
+                    .is_some_and(|p| !v.shared && p.mm.vmas.iter().any(|w| w.forks_as(v)));
                 if !theirs {
                     return Err(format!(
                         "pages of mapping {at:#x} are said to be its parent's, which has no such mapping"

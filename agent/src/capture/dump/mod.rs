@@ -162,13 +162,7 @@ fn dump_frozen(
     tracker: Option<&mut DirtyTracker>,
     scouted: Scouted,
 ) -> Result<Frozen, DumpError> {
-    let DumpHow {
-        caller,
-        opts,
-        ship,
-        coop,
-        kin,
-    } = *how;
+    let (caller, opts, ship, coop, kin) = (how.caller, how.opts, how.ship, how.coop, how.kin);
     let Scouted { running, sigreturn } = scouted;
     let t0 = std::time::Instant::now();
     let step = |what: &str| debug!(pid, us = t0.elapsed().as_micros() as u64, "dump: {what}");

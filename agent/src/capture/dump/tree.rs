@@ -176,7 +176,7 @@ fn share_with_parent(child: &mut ProcessImage, parent: &ProcessImage) -> Result<
     };
     let (mine, theirs) = (open(child.pid)?, open(parent.pid)?);
     for v in child.mm.vmas.iter_mut().filter(|v| !v.shared) {
-        if !parent.mm.vmas.iter().any(|p| p.same_mapping(v)) {
+        if !parent.mm.vmas.iter().any(|p| p.forks_as(v)) {
             continue;
         }
         let mut runs = Vec::with_capacity(v.pages.len());

@@ -67,7 +67,9 @@ impl Restorer {
             r.setpgid(node.group)?;
         }
         r.act_as_user()?;
-        let kept = |v: &Vma| parent.mm.vmas.iter().any(|p| p.same_mapping(v));
+        // What the fork gave it: the parent's mappings but those it does
+        // not copy to a child (`MADV_DONTFORK`).
+        let kept = |v: &Vma| parent.mm.vmas.iter().any(|p| p.forks_as(v));
         for p in &parent.mm.vmas {
             let theirs = matches!(p.kind, VmaKind::Vdso(_) | VmaKind::Vsyscall);
             if !theirs && !image.mm.vmas.iter().any(|v| p.same_mapping(v)) {
