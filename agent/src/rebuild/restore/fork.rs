@@ -81,36 +81,35 @@ impl Restorer {
     }
 
     /// Forks process `pid` from this one and ends it with wait status
-    /// `status` at once, left unreaped for this process (a zombie).
+    /// `status` at once, left unreaped for this process (a zombie). What
+    /// the zombie must inherit (no core file, the signal's default action)
+    /// is set here first; this process's own limits and dispositions are
+    /// set again from its image when it is finished.
     pub fn fork_zombie(&mut self, pid: i32, status: i32) -> Result<(), RestoreError> {
-        // Zeros the child finds in its copy of the scratch: a limit of 0,
-        // a default disposition.
-        let zeros = self.scratch + 256;
-        step("writing scratch", self.mem.write(zeros, &[0u8; 32]))?;
+        let core = libc::RLIMIT_CORE as u32;
+        let (_, max) = sys::get_rlimit(self.pid, core).map_err(|source| RestoreError::Sys {
+            step: "reading a core file limit",
+            source,
+        })?;
+        if let Err(e) = self.try_prlimit64(core, 0, max)? {
+            return Err(RestoreError::Incompatible(format!(
+                "no core file limit for zombie {pid}: {e}"
+            )));
+        }
+        let sig = status & 0x7f;
+        if sig != 0 {
+            self.sigaction_default(sig as u32)?;
+        }
         let mut task = self.fork_traced(pid)?;
         let insn = self
             .task
             .syscall_insn()
             .ok_or_else(|| RestoreError::Incompatible("no syscall instruction".into()))?;
-        task.set_syscall_insn(insn);
-        // No core file, whatever the signal.
-        step(
-            format!("RLIMIT_CORE of zombie {pid}"),
-            task.syscall(
-                libc::SYS_prlimit64,
-                [0, libc::RLIMIT_CORE as u64, zeros, 0, 0, 0],
-            ),
-        )?;
+        // Released at its `syscall` instruction: it kills itself or exits.
         let mut regs = task.regs();
         regs.0.rip = insn;
         regs.0.orig_rax = u64::MAX;
-        let sig = status & 0x7f;
         if sig != 0 {
-            // Its default action, whatever the stub had.
-            step(
-                format!("resetting signal {sig} of zombie {pid}"),
-                task.syscall(libc::SYS_rt_sigaction, [sig as u64, zeros, 0, 8, 0, 0]),
-            )?;
             regs.0.rax = libc::SYS_kill as u64;
             regs.0.rdi = pid as u64;
             regs.0.rsi = sig as u64;
