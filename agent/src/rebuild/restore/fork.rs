@@ -41,26 +41,8 @@ impl Restorer {
             source,
         })?;
         let mem = step("opening a forked process's memory", RemoteMem::open(pid))?;
-        let mut r = Restorer {
-            threads: Vec::new(),
-            forwarded: Vec::new(),
-            reconnected: Vec::new(),
-            shmem_vmas: shmem_vmas(image),
-            task,
-            pin: Some(sys::CpuPin::near_me(&[pid])),
-            pid,
-            mem,
-            pidfd,
-            scratch: self.scratch,
-            who: FsCreds {
-                uid: image.creds.uid[1],
-                gid: image.creds.gid[1],
-                groups: image.creds.groups.clone(),
-            },
-            shipped: HashMap::new(),
-            claim: None,
-            resumed: false,
-        };
+        let pin = sys::CpuPin::near_me(&[pid]);
+        let mut r = Restorer::around(image, task, pin, mem, pidfd, self.scratch, None);
         if node.session {
             r.setsid()?;
         } else if node.group != 0 {
@@ -145,18 +127,4 @@ impl Restorer {
         }
         Ok(task)
     }
-}
-
-/// The shared-memory mappings of `image`: (start, end, offset in their
-/// object).
-pub(super) fn shmem_vmas(image: &ProcessImage) -> Vec<(u64, u64, u64)> {
-    image
-        .mm
-        .vmas
-        .iter()
-        .filter_map(|v| match v.kind {
-            VmaKind::Shmem { offset, .. } => Some((v.start, v.end, offset)),
-            _ => None,
-        })
-        .collect()
 }

@@ -201,14 +201,42 @@ impl Restorer {
         let pidfd = stub.pidfd.take().ok_or_else(|| {
             RestoreError::Incompatible("the stub was given to a restorer before".into())
         })?;
-        let mut r = Restorer {
+        let mut r = Restorer::around(image, task, pin, mem, pidfd, scratch, stub.claim.take());
+        r.act_as_user()?;
+        r.strip_stub(&stub_maps)?;
+        r.move_vdso(&stub_maps, image, &taken, insn)?;
+        r.map_vmas(image, kin)?;
+        Ok(r)
+    }
+
+    /// A restorer of `image` in the process of `task` (its pidfd and
+    /// memory), with scratch memory at `scratch`, owned through `claim` if
+    /// it is this agent's child.
+    fn around(
+        image: &ProcessImage,
+        task: Seized,
+        pin: sys::CpuPin,
+        mem: RemoteMem,
+        pidfd: OwnedFd,
+        scratch: u64,
+        claim: Option<Claim>,
+    ) -> Restorer {
+        Restorer {
             threads: Vec::new(),
             forwarded: Vec::new(),
             reconnected: Vec::new(),
-            shmem_vmas: fork::shmem_vmas(image),
+            shmem_vmas: image
+                .mm
+                .vmas
+                .iter()
+                .filter_map(|v| match v.kind {
+                    VmaKind::Shmem { offset, .. } => Some((v.start, v.end, offset)),
+                    _ => None,
+                })
+                .collect(),
+            pid: task.tid(),
             task,
             pin: Some(pin),
-            pid,
             mem,
             pidfd,
             scratch,
@@ -220,14 +248,9 @@ impl Restorer {
                 groups: image.creds.groups.clone(),
             },
             shipped: HashMap::new(),
-            claim: stub.claim.take(),
+            claim,
             resumed: false,
-        };
-        r.act_as_user()?;
-        r.strip_stub(&stub_maps)?;
-        r.move_vdso(&stub_maps, image, &taken, insn)?;
-        r.map_vmas(image, kin)?;
-        Ok(r)
+        }
     }
 
     /// Writes a NUL-terminated string to the scratch page; returns its address.
