@@ -68,7 +68,7 @@ impl Restorer {
     /// is set here first; this process's own limits and dispositions are
     /// set again from its image when it is finished.
     pub fn fork_zombie(&mut self, pid: i32, status: i32) -> Result<(), RestoreError> {
-        let core = libc::RLIMIT_CORE as u32;
+        let core = libc::RLIMIT_CORE;
         let (_, max) = sys::get_rlimit(self.pid, core).map_err(|source| RestoreError::Sys {
             step: "reading a core file limit",
             source,
