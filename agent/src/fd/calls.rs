@@ -118,61 +118,38 @@ pub trait RemoteCalls: Remote {
         .map(|fd| fd as i32)
     }
 
+    /// `fcntl(fd, cmd, arg)` for a command that sets something and
+    /// answers 0; `name` names `cmd` in errors.
+    fn fcntl_set(&mut self, fd: i32, cmd: i32, name: &str, arg: u64) -> Result<(), FdError> {
+        self.sys(
+            format!("{name} fd {fd}"),
+            libc::SYS_fcntl,
+            [fd as u64, cmd as u64, arg, 0, 0, 0],
+        )
+        .map(|_| ())
+    }
+
     /// `fcntl(fd, F_SETFL, status)`: sets descriptor `fd`'s status flags
     /// (`O_NONBLOCK`, `O_APPEND`).
     fn fcntl_setfl(&mut self, fd: i32, status: i32) -> Result<(), FdError> {
-        self.sys(
-            format!("F_SETFL fd {fd}"),
-            libc::SYS_fcntl,
-            [fd as u64, libc::F_SETFL as u64, status as u64, 0, 0, 0],
-        )
-        .map(|_| ())
+        self.fcntl_set(fd, libc::F_SETFL, "F_SETFL", status as u64)
     }
 
     /// `fcntl(fd, F_SETFD, FD_CLOEXEC if cloexec)`: sets descriptor
     /// `fd`'s close-on-exec flag.
     fn fcntl_setfd(&mut self, fd: i32, cloexec: bool) -> Result<(), FdError> {
         let flag = if cloexec { libc::FD_CLOEXEC } else { 0 };
-        self.sys(
-            format!("F_SETFD fd {fd}"),
-            libc::SYS_fcntl,
-            [fd as u64, libc::F_SETFD as u64, flag as u64, 0, 0, 0],
-        )
-        .map(|_| ())
+        self.fcntl_set(fd, libc::F_SETFD, "F_SETFD", flag as u64)
     }
 
     /// `fcntl(fd, F_SETPIPE_SZ, size)`: sizes the pipe of `fd`.
     fn fcntl_setpipe_sz(&mut self, fd: i32, size: u32) -> Result<(), FdError> {
-        self.sys(
-            format!("F_SETPIPE_SZ fd {fd}"),
-            libc::SYS_fcntl,
-            [
-                fd as u64,
-                libc::F_SETPIPE_SZ as u64,
-                u64::from(size),
-                0,
-                0,
-                0,
-            ],
-        )
-        .map(|_| ())
+        self.fcntl_set(fd, libc::F_SETPIPE_SZ, "F_SETPIPE_SZ", u64::from(size))
     }
 
     /// `fcntl(fd, F_ADD_SEALS, seals)`: seals the memfd of `fd`.
     fn fcntl_add_seals(&mut self, fd: i32, seals: u32) -> Result<(), FdError> {
-        self.sys(
-            format!("F_ADD_SEALS fd {fd}"),
-            libc::SYS_fcntl,
-            [
-                fd as u64,
-                libc::F_ADD_SEALS as u64,
-                u64::from(seals),
-                0,
-                0,
-                0,
-            ],
-        )
-        .map(|_| ())
+        self.fcntl_set(fd, libc::F_ADD_SEALS, "F_ADD_SEALS", u64::from(seals))
     }
 
     /// `ftruncate(fd, size)`: sizes the file of `fd`.
@@ -506,8 +483,9 @@ fn read_pair(r: &mut (impl Remote + ?Sized)) -> Result<[i32; 2], FdError> {
     ])
 }
 
-/// `struct itimerspec { it_interval, it_value }` of nanoseconds.
-fn itimerspec(interval_ns: u64, value_ns: u64) -> Vec<u8> {
+/// `struct itimerspec { it_interval, it_value }` of nanoseconds, as the
+/// process reads it.
+pub(crate) fn itimerspec(interval_ns: u64, value_ns: u64) -> Vec<u8> {
     let mut b = Vec::with_capacity(32);
     for w in [
         interval_ns / 1_000_000_000,

@@ -54,6 +54,7 @@ pub mod timerfd;
 pub mod unix_listener;
 pub mod unix_pair;
 
+pub(crate) use calls::itimerspec;
 pub use calls::RemoteCalls;
 pub use survey::{Class, Survey};
 

@@ -462,16 +462,7 @@ impl Restorer {
         interval_ns: u64,
         value_ns: u64,
     ) -> Result<(), RestoreError> {
-        let mut v = Vec::with_capacity(32);
-        for w in [
-            interval_ns / 1_000_000_000,
-            interval_ns % 1_000_000_000,
-            value_ns / 1_000_000_000,
-            value_ns % 1_000_000_000,
-        ] {
-            v.extend_from_slice(&w.to_le_bytes());
-        }
-        let q = self.put_bytes(&v)?;
+        let q = self.put_bytes(&crate::fd::itimerspec(interval_ns, value_ns))?;
         self.sys(
             format!("timer_settime (id {id})"),
             libc::SYS_timer_settime,
