@@ -49,19 +49,12 @@ impl Tree {
     /// so in [`Tree::obstacles`].
     pub fn read(root: i32) -> Option<Tree> {
         let mut members = vec![member(root)?];
-        let mut i = 0;
-        while i < members.len() && members.len() <= MAX_MEMBERS {
-            let parent = members[i].pid;
-            for c in children(parent) {
-                if members.len() > MAX_MEMBERS {
-                    break;
-                }
-                if let Some(m) = member(c) {
-                    members.push(m);
-                }
-            }
-            i += 1;
-        }
+        // Parents before their children; one past the most, to know.
+        members.extend(
+            procfs::descendants(root, MAX_MEMBERS)
+                .into_iter()
+                .filter_map(member),
+        );
         Some(Tree { members })
     }
 
@@ -135,20 +128,6 @@ impl Tree {
     }
 }
 
-/// The children of `pid`, from every thread's list.
-fn children(pid: i32) -> Vec<i32> {
-    let mut out = Vec::new();
-    for tid in procfs::tids(pid).unwrap_or_default() {
-        let list =
-            fs::read_to_string(format!("/proc/{pid}/task/{tid}/children")).unwrap_or_default();
-        out.extend(
-            list.split_whitespace()
-                .filter_map(|c| c.parse::<i32>().ok()),
-        );
-    }
-    out
-}
-
 /// `pid` as a member, from its `stat`; `None` if it is gone.
 fn member(pid: i32) -> Option<Member> {
     let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -157,22 +136,18 @@ fn member(pid: i32) -> Option<Member> {
 
 /// A member from the text of its `/proc/PID/stat`.
 fn parse_stat(pid: i32, text: &str) -> Option<Member> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_string();
-    let f: Vec<&str> = text.get(close + 2..)?.split_whitespace().collect();
-    // After the command: state, ppid, pgrp, session.
-    let num = |i: usize| f.get(i)?.parse::<i32>().ok();
-    let zombie = matches!(f.first(), Some(&"Z") | Some(&"X"));
+    let comm = text.get(text.find('(')? + 1..text.rfind(')')?)?.to_string();
+    let f = procfs::parse_stat(text)?;
+    let zombie = matches!(f.first()?.as_str(), "Z" | "X");
+    let n = |k: usize| procfs::stat_field(&f, k) as i32;
     Some(Member {
         pid,
-        ppid: num(1)?,
-        pgid: num(2)?,
-        sid: num(3)?,
+        ppid: n(4),
+        pgid: n(5),
+        sid: n(6),
         comm,
         zombie,
-        // Field 52, the exit code, 49 after the state.
-        exit: zombie.then(|| num(49)).flatten(),
+        exit: zombie.then(|| n(52)),
     })
 }
 
