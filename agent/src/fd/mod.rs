@@ -177,23 +177,16 @@ impl Collect<'_> {
 /// The descriptors of frozen process `pid`, with open files shared
 /// between numbers found by kcmp, and the content of pipes (copied by
 /// tee, left in place) and memfds.
-/// Descriptors shared with processes `kin`, which move with this one, stay
-/// inside (a pipe between them is not forwarded).
-pub fn dump_all(
-    pid: i32,
-    maps: &[MapsEntry],
-    tcp: TcpPolicy,
-    kin: &[i32],
-) -> Result<Dumped, FdError> {
-    let survey = Survey::read(pid, tcp)
-        .map_err(proc_err(pid, "fd"))?
-        .with_kin(kin);
+/// `survey`, read of the frozen process: descriptors shared with its kin,
+/// which move with it, stay inside (a pipe between them is not forwarded).
+pub fn dump_all(survey: &Survey, maps: &[MapsEntry]) -> Result<Dumped, FdError> {
+    let (pid, tcp) = (survey.pid, survey.tcp);
     let mut c = Collect {
         pid,
         pidfd: sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?,
         maps,
         tcp,
-        survey: &survey,
+        survey,
         out: Dumped {
             fds: Vec::new(),
             pipes: Vec::new(),

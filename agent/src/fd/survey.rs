@@ -68,6 +68,7 @@ pub enum Class<'a> {
 }
 
 /// A process's descriptors, read once, with what classifying them needs.
+#[derive(Debug)]
 pub struct Survey {
     /// The process.
     pub pid: i32,

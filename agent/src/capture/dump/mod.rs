@@ -173,7 +173,7 @@ fn dump_frozen(
     let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
     let pin = crate::host::lent::lend(pid, &tids);
     // The process may have changed since pre-flight: check again, frozen.
-    preflight::inspect_in_tree(pid, caller, sys::getpid(), true, coop.tcp, kin)
+    let checked = preflight::inspect_in_tree(pid, caller, sys::getpid(), true, coop.tcp, kin)
         .map_err(DumpError::Refused)?;
     step("checked again");
     let stored = match tracker {
@@ -266,7 +266,7 @@ fn dump_frozen(
         pipes,
         memfds,
         to_reset,
-    } = crate::fd::dump_all(pid, &maps, coop.tcp, kin)?;
+    } = crate::fd::dump_all(&checked.survey, &maps)?;
     step("descriptors");
 
     let image = ProcessImage {

@@ -18,6 +18,9 @@ mod fds;
 /// Everything pre-flight learned about a movable process.
 #[derive(Debug)]
 pub struct Inspection {
+    /// Its descriptors as they were checked (the dump of a frozen process
+    /// collects them from this same reading).
+    pub survey: fd::Survey,
     /// The target pid.
     pub pid: i32,
     /// Its real uid.
@@ -200,6 +203,7 @@ pub fn inspect_in_tree(
         needs,
         nvmas: maps.len(),
         rss_kib,
+        survey,
     })
 }
 
