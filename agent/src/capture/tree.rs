@@ -63,11 +63,6 @@ impl Tree {
         &self.members[0]
     }
 
-    /// Whether `pid` is a member.
-    pub fn has(&self, pid: i32) -> bool {
-        self.members.iter().any(|m| m.pid == pid)
-    }
-
     /// Pids of every member.
     pub fn pids(&self) -> Vec<i32> {
         self.members.iter().map(|m| m.pid).collect()
