@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
-use migrate_proto::msg::{Code, Lane, PeerHello, Reason, Reply, Request};
+use migrate_proto::msg::{Code, Lane, Mode, PeerHello, Reason, Reply, Request};
 use migrate_proto::PROTOCOL_VERSION;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -525,10 +525,27 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
             )
         })
         .and_then(|()| {
-            preflight::inspect(pid, caller, sys::getpid(), false, tcp).map_err(|r| (r, true))
+            // A tree is checked as it moves: together, in stop-and-copy.
+            let me = sys::getpid();
+            match preflight::inspect_tree(pid, caller, me, tcp, Mode::StopCopy) {
+                Ok(Some(t)) => Ok((t.root, t.kin.len())),
+                Ok(None) => preflight::inspect(pid, caller, me, false, tcp).map(|i| (i, 0)),
+                Err(r) => Err(r),
+            }
+            .map_err(|r| (r, true))
         });
     match checked {
-        Ok(i) => Reply::Movable {
+        Ok((i, kin)) if kin > 0 => Reply::Movable {
+            summary: format!(
+                "pid {} ({}) can be migrated with its {kin} descendants, together in \
+                 stop-and-copy mode (`--mode stop-copy`): {} files needed on the destination\n{}",
+                i.pid,
+                i.comm,
+                i.needs.len(),
+                preflight::describe_tree(pid, caller, sys::getpid(), tcp).join("\n")
+            ),
+        },
+        Ok((i, _)) => Reply::Movable {
             summary: format!(
                 "pid {} ({}) can be migrated: {} mappings, {} KiB resident, {} files \
                  needed on the destination\n{}",

@@ -172,11 +172,12 @@ fn a_family_moves_and_checks_itself() {
 
     let stub = Path::new(env!("CARGO_BIN_EXE_migrate-agent"));
     let refs: Vec<_> = images.iter().map(Option::as_ref).collect();
+    let stub = migrate_agent::rebuild::restore::Stub::spawn(stub, relations[0].pid).expect("stub");
     let restorers = family::start(stub, &relations, &refs, |i, r| {
         for (addr, buf) in &pages[i] {
             r.write_pages(*addr, buf)?;
         }
-        Ok(())
+        Ok::<(), migrate_agent::rebuild::restore::RestoreError>(())
     })
     .unwrap_or_else(|e| panic!("rebuild: {}", migrate_agent::error_chain(&e)));
     let mut kin = migrate_agent::fd::Kin::default();

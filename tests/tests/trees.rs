@@ -1,7 +1,7 @@
-//! Process trees: what the pre-flight says of a process with descendants.
-//! (Moving a tree is not built yet: it is refused before the freeze,
-//! naming the children, and `migrate check` gives each member's verdict
-//! as if the tree moved together.)
+//! Process trees: what the pre-flight says of a process with descendants,
+//! and a family moved as one in stop-and-copy (the other modes refuse a
+//! tree before the freeze, as does a process with children moved alone
+//! by a caller who cannot have them all).
 
 use std::process::Command;
 
@@ -100,10 +100,14 @@ fn check_lists_the_tree_each_member_with_its_verdict() {
         "{err}"
     );
 
-    // Moved alone, the root is refused, its children named, and the whole
-    // family runs on untouched.
-    let out = c.migrate(&[&root.to_string(), "--to", "host2"]);
-    assert_refused(&out, 1, &format!("child processes {writer} (python3)"));
+    // Moved, the family is refused for the FIFO leading outside, naming
+    // the member and the process outside, and runs on untouched.
+    let out = c.migrate(&[&root.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    assert_refused(
+        &out,
+        1,
+        &format!("process {fifo_reader} (python3): fd 3: {fifo_arg} leads to process {outside}"),
+    );
     for pid in [root, writer, reader, fifo_reader] {
         assert!(alive_in(c.h1(), pid), "member {pid} is gone");
     }
@@ -140,4 +144,128 @@ fn a_member_in_another_pid_namespace_is_named() {
     );
     // Killing the shell and the unshare leaves the namespace's sleep to
     // the lab's teardown, which ends the host's whole pid namespace.
+}
+
+/// Fields of `/proc/PID/stat` of `pid` in `host` after the command name
+/// (state, ppid, pgrp, session, ...).
+fn stat_in(host: &migrate_tests::lab::Host, pid: i32) -> Vec<String> {
+    let stat =
+        std::fs::read_to_string(host.root_path(format!("proc/{pid}/stat"))).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map(|(_, rest)| rest.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The proportional set size of `pids` in `host` together, KiB: pages
+/// shared by n of them count 1/n each.
+fn pss_kib(host: &migrate_tests::lab::Host, pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            std::fs::read_to_string(host.root_path(format!("proc/{pid}/smaps_rollup")))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+#[test]
+fn a_c_family_moves_as_one_and_checks_itself() {
+    require_lab!();
+    let c = Cluster::start();
+    let exe = c.path("tree");
+    let st = Command::new("cc")
+        .arg("-O1")
+        .arg("-o")
+        .arg(&exe)
+        .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/workloads/tree.c"))
+        .status()
+        .expect("cc");
+    assert!(st.success(), "the C program did not build");
+    // Started where host1's pids are past those host2 uses: a tree keeps
+    // its pids.
+    let p = Proc::start(
+        c.h1(),
+        c.path("tree.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" & wait",
+            exe.to_str().unwrap(),
+        ],
+    );
+    assert!(p.wait_for("tick 3 ", 20), "{}", p.text());
+    let [root, writer, reader, zombie] = family(&p)[..] else {
+        panic!("{}", p.text())
+    };
+    let living = [root, writer, reader];
+    let out = c.migrate(&["check", &root.to_string()]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{said}");
+    assert!(said.contains("with its 3 descendants, together in stop-and-copy mode"), "{said}");
+    let pss_before = pss_kib(c.h1(), &living);
+
+    // Post-copy (the default) does not take a tree yet: refused before
+    // the freeze, the family untouched.
+    let out = c.migrate(&[&root.to_string(), "--to", "host2"]);
+    assert_refused(&out, 1, "moves only in stop-and-copy mode");
+    let ticks = p.ticks().len();
+    assert!(
+        wait_until(5, || p.ticks().len() > ticks + 2),
+        "{}",
+        p.text()
+    );
+
+    // A pid of the family taken on host2: refused before the freeze,
+    // naming it.
+    let held = PidHolder::take(c.h2(), reader).expect("the reader's pid is taken on host2");
+    let out = c.migrate(&[&root.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    assert_refused(&out, 1, &format!("pid {reader} is taken on host2"));
+    drop(held);
+    let ticks = p.ticks().len();
+    assert!(
+        wait_until(5, || p.ticks().len() > ticks + 2),
+        "{}",
+        p.text()
+    );
+
+    let out = c.migrate(&[&root.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert_eq!(parse_summary(&stdout).0, root, "{stdout}");
+    for pid in living {
+        assert!(alive_in(c.h2(), pid), "member {pid} is not on host2");
+        assert!(!alive_in(c.h1(), pid), "member {pid} still runs on host1");
+    }
+    // The relations, as /proc on host2 shows them.
+    for pid in [writer, reader] {
+        let f = stat_in(c.h2(), pid);
+        assert_eq!(
+            (f[1].as_str(), f[2].as_str()),
+            (root.to_string().as_str(), writer.to_string().as_str()),
+            "pid {pid}'s parent and group: {f:?}"
+        );
+    }
+    let z = stat_in(c.h2(), zombie);
+    assert_eq!(
+        (z[0].as_str(), z[1].parse().ok()),
+        ("Z", Some(root)),
+        "{z:?}"
+    );
+    // The private memory the children share copy-on-write with their
+    // parent is shared again, not copied per process.
+    let pss_after = pss_kib(c.h2(), &living);
+    println!(
+        "the family's proportional set size: {pss_before} KiB on host1, {pss_after} KiB on host2"
+    );
+    assert!(
+        pss_after <= pss_before + 2048,
+        "{pss_before} KiB on host1, {pss_after} KiB on host2"
+    );
+
+    signal_in(c.h2(), root, "-USR1");
+    assert!(p.wait_for("verdict", 20), "{}", p.text());
+    assert!(p.text().contains("verdict ok"), "{}", p.text());
 }

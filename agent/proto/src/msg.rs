@@ -314,6 +314,9 @@ pub enum SourceMsg {
         who: crate::image::FsCreds,
         /// Files its descriptors and mappings need.
         needs: Vec<FileNeed>,
+        /// The pids of the processes moving with it (its tree's other
+        /// members, zombies too), which must be free on the destination.
+        kin: Vec<i32>,
     },
     /// Before the freeze: what time is it on your clock? (Answered with
     /// `DestMsg::Clock`, several times, to align both agents' events.)
@@ -337,6 +340,20 @@ pub enum SourceMsg {
         /// Options.
         opts: MigrateOptions,
     },
+    /// A process and its descendants, instead of `Core`: then, for each
+    /// member that is not a zombie, in the tree's order, `Pages` frames
+    /// of its own pages (not those it takes from its parent) and
+    /// `MemberDone` with its index; then `EagerDone`.
+    CoreTree {
+        /// Migration id.
+        id: u64,
+        /// The tree's image.
+        tree: Box<crate::image::TreeImage>,
+        /// Options.
+        opts: MigrateOptions,
+    },
+    /// The pages of member `index` of a `CoreTree` are all sent.
+    MemberDone(u32),
     /// Next bytes of the shipped files (at most [`SHIPPED_CHUNK`]): the
     /// rest of the current file's content, or the start of the next one's.
     ShippedData(#[serde(with = "crate::bytes")] Vec<u8>),
@@ -350,6 +367,9 @@ pub enum SourceMsg {
         id: u64,
         /// Signal numbers.
         signals: Vec<i32>,
+        /// For a tree, those of each member after the root, in the
+        /// tree's order (none for a zombie); empty for one process.
+        kin_signals: Vec<Vec<i32>>,
     },
     /// Give up; kill what you built.
     Abort(String),

@@ -6,8 +6,6 @@
 //! process is forked from its rebuilt parent, so that the private pages
 //! they shared copy-on-write on the source are shared again.
 
-use std::path::Path;
-
 use migrate_proto::image::{ProcessImage, Relation};
 
 use crate::rebuild::restore::{note_shmem, KinShmem, RestoreError, Restorer, Stub};
@@ -131,8 +129,8 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<Node>, PlanError> {
     Ok(out)
 }
 
-/// Rebuilds the memory of a tree on this host: the root in a stub with its
-/// pid, every other process forked from its rebuilt parent with its pid,
+/// Rebuilds the memory of a tree on this host: the root in `stub` (started
+/// with the root's pid), every other process forked from its rebuilt parent with its pid,
 /// session and group (zombies ended at once with their status), its
 /// mappings made its own and shared memory one object with the others'.
 /// `fill(i, r)` writes process `i`'s own pages (those not
@@ -141,32 +139,33 @@ pub fn plan(tree: &[Relation]) -> Result<Vec<Node>, PlanError> {
 /// [`Restorer`] per process (`None` for a zombie) to be finished in order
 /// ([`Restorer::finish_in_tree`], noting each one for the next with
 /// [`crate::fd::Kin::note`]); dropped, they kill the tree.
-pub fn start(
-    exe: &Path,
+pub fn start<E: From<RestoreError>>(
+    stub: Stub,
     relations: &[Relation],
     images: &[Option<&ProcessImage>],
-    mut fill: impl FnMut(usize, &mut Restorer) -> Result<(), RestoreError>,
-) -> Result<Vec<Option<Restorer>>, RestoreError> {
+    mut fill: impl FnMut(usize, &mut Restorer) -> Result<(), E>,
+) -> Result<Vec<Option<Restorer>>, E> {
     let nodes = plan(relations).map_err(|e| RestoreError::Incompatible(e.to_string()))?;
+    let images_len = images.len();
     let image = |i: usize| {
         images.get(i).copied().flatten().ok_or_else(|| {
             RestoreError::Incompatible(format!("no image for process {}", nodes[i].pid))
         })
     };
-    if images.len() != nodes.len() || nodes.is_empty() {
+    if images_len != nodes.len() || nodes.is_empty() {
         return Err(RestoreError::Incompatible(format!(
-            "{} images for a tree of {}",
-            images.len(),
+            "{images_len} images for a tree of {}",
             nodes.len()
-        )));
+        ))
+        .into());
     }
     let root = image(0)?;
-    let stub = Stub::spawn(exe, root.pid)?;
     if stub.pid() != root.pid {
         return Err(RestoreError::Incompatible(format!(
             "pid {} of the process tree cannot be had here",
             root.pid
-        )));
+        ))
+        .into());
     }
     let mut shmem = KinShmem::new();
     let mut r = Restorer::start_in_tree(root, stub, &shmem)?;

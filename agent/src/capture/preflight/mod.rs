@@ -14,6 +14,9 @@ use crate::host::kinds::{file_ident, is_anon, is_shmem, is_vdso};
 use crate::host::procfs::{self, MapsEntry};
 
 mod fds;
+mod tree;
+
+pub use tree::{inspect_tree, TreeInspection};
 
 /// Everything pre-flight learned about a movable process.
 #[derive(Debug)]
@@ -234,8 +237,8 @@ fn children(pid: i32) -> Option<Reason> {
     Some(Reason::new(
         Code::Children,
         format!(
-            "child processes {}: process trees are not migrated yet; `migrate check {pid}` \
-             gives each one's verdict",
+            "child processes {}: a process with children moves with them, as a tree \
+             (`migrate check {pid}` gives each one's verdict)",
             list.join(", ")
         ),
     ))

@@ -33,6 +33,7 @@ use crate::session::received::{Fate, Received};
 
 mod files;
 mod running;
+mod tree;
 
 pub use files::{check_files, remap_socket_addresses};
 use running::*;
@@ -121,8 +122,13 @@ pub fn serve(
     ctl.set_write_timeout(Some(STALL_TIMEOUT))
         .map_err(FrameError::Io)?;
     // 1. Files.
-    let (pid, needs, who) = match seq.recv::<SourceMsg>(&mut ctl)? {
-        SourceMsg::FileCheck { pid, needs, who } => (pid, needs, who),
+    let (pid, needs, who, kin) = match seq.recv::<SourceMsg>(&mut ctl)? {
+        SourceMsg::FileCheck {
+            pid,
+            needs,
+            who,
+            kin,
+        } => (pid, needs, who, kin),
         other => {
             return Err(DestError::Unexpected {
                 expected: "FileCheck",
@@ -138,6 +144,17 @@ pub fn serve(
         return Err(DestError::Replay(named));
     };
     let (refused, missing, different) = check_files(host, &needs, &who);
+    let mut refused: Vec<_> = refused
+        .into_iter()
+        .map(|t| migrate_proto::msg::Reason::new(migrate_proto::msg::Code::File, t))
+        .collect();
+    if !kin.is_empty() {
+        // A tree keeps every pid: one taken here stops it now.
+        refused.extend(taken_pids(
+            host,
+            std::iter::once(pid).chain(kin.iter().copied()),
+        ));
+    }
     failpoints::hit("dest.after-file-check")?;
     // The stub the process will be rebuilt in starts now, while the source
     // still runs it: starting one takes milliseconds that would otherwise
@@ -149,10 +166,7 @@ pub fn serve(
     seq.send(
         &mut ctl,
         &DestMsg::FileVerdict {
-            refused: refused
-                .into_iter()
-                .map(|t| migrate_proto::msg::Reason::new(migrate_proto::msg::Code::File, t))
-                .collect(),
+            refused,
             missing,
             different,
         },
@@ -162,10 +176,34 @@ pub fn serve(
     // image arrives are bounded by this host's memory: no process larger
     // could be rebuilt here anyway.
     let mut store: Option<PageStore> = None;
-    let Some((id, mut image, opts)) = receive_core(&mut ctl, &seq, &mut store)? else {
+    let (id, mut image, opts) = match receive_core(&mut ctl, &seq, &mut store)? {
+        Some(Incoming::One(core)) => core,
+        Some(Incoming::Tree(core)) => {
+            failpoints::hit("dest.after-core")?;
+            let stub = match early_stub.and_then(|t| t.join().ok()) {
+                Some(Ok(stub)) => stub,
+                Some(Err(e)) => return Err(e.into()),
+                None => Stub::spawn(stub, pid)?,
+            };
+            let result = tree::TreeSession {
+                ctl: &mut ctl,
+                seq: &seq,
+                lanes,
+                lineages,
+                events: &mut vec![("core received".to_string(), crate::unix_us())],
+                fate: &mut fate,
+                limits: ImageLimits {
+                    pages: memory_pages().unwrap_or(u64::MAX),
+                    ..ImageLimits::default()
+                },
+                local,
+            }
+            .run(core, stub);
+            return report_failure(&mut ctl, &seq, &fate, result);
+        }
         // The source gave up before the freeze, or refused after the file
         // check and closed.
-        return Ok(());
+        None => return Ok(()),
     };
     failpoints::hit("dest.after-core")?;
     let mut events = vec![("core received".to_string(), crate::unix_us())];
@@ -206,16 +244,41 @@ pub fn serve(
             }
         }
     };
+    report_failure(&mut ctl, &seq, &fate, result)
+}
+
+/// A session's end: a failure is told to the source, with whether the
+/// copy was let run (a failure after that has killed it).
+fn report_failure(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+    fate: &Fate<'_>,
+    result: Result<(), DestError>,
+) -> Result<(), DestError> {
     if let Err(e) = &result {
-        warn!(id, error = %e, "migration failed on this side");
-        // Whether the copy was let run (a failure after that has killed it).
+        warn!(error = %e, "migration failed on this side");
         let failed = DestMsg::Failed {
             error: e.to_string(),
             ran: fate.ran(),
         };
-        let _ = seq.send(&mut ctl, &failed);
+        let _ = seq.send(ctl, &failed);
     }
     result
+}
+
+/// The pids of `pids` that a process here already has, each a reason.
+fn taken_pids(host: &str, pids: impl Iterator<Item = i32>) -> Vec<migrate_proto::msg::Reason> {
+    pids.filter(|p| Path::new(&format!("/proc/{p}")).exists())
+        .map(|p| {
+            migrate_proto::msg::Reason::new(
+                migrate_proto::msg::Code::Destination,
+                format!(
+                    "pid {p} is taken on {host}: a process tree keeps its pids, and this one \
+                     cannot be had there"
+                ),
+            )
+        })
+        .collect()
 }
 
 /// Where a destination session is once the core is in ([`crate::session::commit`]
@@ -437,6 +500,7 @@ impl Receiving<'_, '_, '_> {
             Ok(SourceMsg::Commit {
                 id: committed,
                 signals,
+                ..
             }) if committed == id => {
                 // Post-copy lasts as long as the process takes to touch its
                 // pages.
@@ -477,7 +541,7 @@ fn receive_core(
     ctl: &mut PeerStream,
     seq: &Sequencer,
     store: &mut Option<PageStore>,
-) -> Result<Option<Core>, DestError> {
+) -> Result<Option<Incoming>, DestError> {
     let most_held = memory_pages().unwrap_or(u64::MAX);
     loop {
         let msg = match frame::read_frame(ctl) {
@@ -514,7 +578,12 @@ fn receive_core(
             Ok(SourceMsg::PreCopyRound { round, pages }) => {
                 info!(round, pages, "pre-copy round received");
             }
-            Ok(SourceMsg::Core { id, image, opts }) => return Ok(Some((id, image, opts))),
+            Ok(SourceMsg::Core { id, image, opts }) => {
+                return Ok(Some(Incoming::One((id, image, opts))))
+            }
+            Ok(SourceMsg::CoreTree { id, tree, opts }) => {
+                return Ok(Some(Incoming::Tree((id, tree, opts))))
+            }
             Ok(SourceMsg::Abort(why)) => {
                 info!(%why, "source gave up before the freeze");
                 return Ok(None);
@@ -536,6 +605,14 @@ fn receive_core(
 
 /// A migration's id, image and options, as the core brought them.
 type Core = (u64, Box<ProcessImage>, migrate_proto::msg::MigrateOptions);
+
+/// What the source sent as its core.
+enum Incoming {
+    /// One process.
+    One(Core),
+    /// A process with its descendants.
+    Tree(tree::TreeCore),
+}
 
 /// What the rebuilt process's memory (its mappings `vmas`) still waits
 /// for: the map of pages to come (from the source, or from the pre-copy

@@ -22,8 +22,21 @@ impl Session<'_, '_> {
             lazy,
             t_freeze,
             frozen,
+            kin,
         } = r.frozen;
         let signals = pending_signals(&frozen);
+        // A tree's other members: their signals, threads and connections
+        // join the root's.
+        let mut kin_signals = Vec::new();
+        let mut kin_tasks = Vec::new();
+        let mut kin_reset = Vec::new();
+        for m in kin.into_iter().flat_map(|k| k.members) {
+            kin_signals.push(m.as_ref().map(pending_signals).unwrap_or_default());
+            if let Some(m) = m {
+                kin_tasks.extend(m.tasks);
+                kin_reset.extend(m.to_reset);
+            }
+        }
         let frozen_terminal = frozen.image.fds.iter().any(|e| {
             matches!(
                 e.kind,
@@ -31,11 +44,13 @@ impl Session<'_, '_> {
             )
         });
         let Frozen {
-            tasks,
+            mut tasks,
             mem,
-            to_reset,
+            mut to_reset,
             ..
         } = frozen;
+        tasks.extend(kin_tasks);
+        to_reset.extend(kin_reset);
         // From here a dropped original is killed: a panic is answered as
         // after the commit.
         self.committed.set(Some((self.id, new_pid)));
@@ -94,6 +109,7 @@ impl Session<'_, '_> {
             push,
             frozen_terminal,
             signals,
+            kin_signals,
             task,
         }))
     }
@@ -118,6 +134,7 @@ impl Session<'_, '_> {
             push,
             frozen_terminal,
             signals,
+            kin_signals,
             task,
         } = c;
         let t0 = self.t0;
@@ -127,7 +144,7 @@ impl Session<'_, '_> {
         let mut rec = std::mem::take(&mut self.rec);
         let progress = &mut *self.progress;
         let event = |rec: &mut MigrationRecord, what: &str| note(rec, t0, cx.host, what);
-        let early = match commit_answer(&mut ctl, &seq, id, signals, cx.to) {
+        let early = match commit_answer(&mut ctl, &seq, id, (signals, kin_signals), cx.to) {
             CommitAnswer::Resumed => None,
             CommitAnswer::NeverRan(error) => {
                 // The copy never ran: the commit is void, the original
@@ -290,16 +307,19 @@ pub(super) fn commit_answer(
     ctl: &mut PeerStream,
     seq: &Sequencer,
     id: u64,
-    signals: Vec<i32>,
+    (signals, kin_signals): (Vec<i32>, Vec<Vec<i32>>),
     to: &str,
 ) -> CommitAnswer {
-    let committed = seq
-        .send(ctl, &SourceMsg::Commit { id, signals })
-        .and_then(|()| {
-            // As if the lane broke once the commit was sent.
-            failpoints::hit("source.after-commit-sent")
-                .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
-        });
+    let commit = SourceMsg::Commit {
+        id,
+        signals,
+        kin_signals,
+    };
+    let committed = seq.send(ctl, &commit).and_then(|()| {
+        // As if the lane broke once the commit was sent.
+        failpoints::hit("source.after-commit-sent")
+            .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))
+    });
     if let Err(e) = committed {
         return CommitAnswer::Lost(format!("lost {} at commit: {}", to, error_chain(&e)), false);
     }

@@ -292,6 +292,9 @@ struct Session<'s, 'c> {
     opts: &'s MigrateOptions,
     lineage: &'s Lineage,
     coop: dump::Cooperation,
+    /// The processes moving with this one (its descendants, zombies too);
+    /// empty when it moves alone.
+    kin: Vec<i32>,
     /// Set once a panic must be answered as after the commit.
     committed: &'s std::cell::Cell<Option<(u64, i32)>>,
     progress: &'s mut dyn FnMut(&Reply),
@@ -349,6 +352,16 @@ struct FrozenState {
     lazy: Arc<LazyPages>,
     t_freeze: Instant,
     frozen: Frozen,
+    /// For a tree, the other members (they run on when dropped).
+    kin: Option<FrozenKin>,
+}
+
+/// The members of a frozen tree besides its root.
+struct FrozenKin {
+    /// Every member's relations, the root first.
+    relations: Vec<migrate_proto::image::Relation>,
+    /// The members after the root, in the same order; `None` for a zombie.
+    members: Vec<Option<Frozen>>,
 }
 
 /// See [`State::Ready`].
@@ -373,6 +386,8 @@ struct CommittedState {
     push: bool,
     frozen_terminal: bool,
     signals: Vec<i32>,
+    /// A tree's other members' signals, in the tree's order.
+    kin_signals: Vec<Vec<i32>>,
     task: FrozenOriginal,
 }
 
@@ -396,6 +411,7 @@ fn migrate_process(
             shim: lineage.shim,
             tcp: lineage.tcp,
         },
+        kin: Vec::new(),
         committed,
         progress,
         t0: Instant::now(),
@@ -435,7 +451,16 @@ impl Session<'_, '_> {
     fn offer(&mut self) -> State {
         let (cx, pid, id, opts) = (self.cx, self.pid, self.id, self.opts);
         let started_unix_us = crate::unix_us();
-        let insp = match preflight::inspect(pid, self.caller, sys::getpid(), false, self.coop.tcp) {
+        let (agent, tcp) = (sys::getpid(), self.coop.tcp);
+        let insp = match preflight::inspect_tree(pid, self.caller, agent, tcp, opts.mode) {
+            Ok(Some(tree)) => {
+                self.kin = tree.kin;
+                Ok(tree.root)
+            }
+            Ok(None) => preflight::inspect(pid, self.caller, agent, false, tcp),
+            Err(r) => Err(r),
+        };
+        let insp = match insp {
             Ok(i) => i,
             Err(r) => return State::Over(Reply::refused(r.0)),
         };
@@ -456,6 +481,7 @@ impl Session<'_, '_> {
                     pid,
                     who: insp.who.clone(),
                     needs: insp.needs.clone(),
+                    kin: self.kin.clone(),
                 },
             )
             .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
@@ -466,6 +492,22 @@ impl Session<'_, '_> {
                 different,
             }) if v.is_empty() => {
                 match files_to_ship(&insp.needs, &missing, &different, cx.ship_limit) {
+                    Ok(ship) if !ship.is_empty() && !self.kin.is_empty() => {
+                        return State::Over(Reply::refused(
+                            ship.iter()
+                                .map(|(fd, _)| {
+                                    Reason::new(
+                                        Code::File,
+                                        format!(
+                                            "fd {fd}: its file is missing or different on {}: \
+                                             shipping files with a tree is not built yet",
+                                            cx.to
+                                        ),
+                                    )
+                                })
+                                .collect(),
+                        ))
+                    }
                     Ok(ship) => ship,
                     Err(too_big) => {
                         return State::Over(Reply::refused(
@@ -592,21 +634,42 @@ impl Session<'_, '_> {
             abort.because(e.to_string());
             return State::Over(failed(e.to_string(), true));
         }
-        let scouted = dump::Scouted::take(pid);
+        // (A tree's members are scouted by its own dump.)
+        let scouted = self.kin.is_empty().then(|| dump::Scouted::take(pid));
         // Freeze. From here until the commit, leaving resumes the original.
         let t_freeze = Instant::now();
         self.rec.timeline.freeze = us(self.t0);
         self.event("freeze");
-        let dumped = dump::freeze_and_dump(
-            pid,
-            self.caller,
-            self.opts,
-            &ship,
-            tracker.as_mut(),
-            scouted,
-            &self.coop,
-        );
-        let mut frozen = match dumped {
+        let dumped = if let Some(scouted) = scouted {
+            dump::freeze_and_dump(
+                pid,
+                self.caller,
+                self.opts,
+                &ship,
+                tracker.as_mut(),
+                scouted,
+                &self.coop,
+            )
+            .map(|f| (f, None))
+        } else {
+            dump::freeze_and_dump_tree(pid, self.caller, self.opts, &self.coop).and_then(|t| {
+                let mut members = t.members.into_iter();
+                match members.next().flatten() {
+                    Some(root) => Ok((
+                        root,
+                        Some(FrozenKin {
+                            relations: t.relations,
+                            members: members.collect(),
+                        }),
+                    )),
+                    None => Err(dump::DumpError::Refused(preflight::Refusal::one(
+                        Code::NoSuchProcess,
+                        format!("process {pid} ended"),
+                    ))),
+                }
+            })
+        };
+        let (mut frozen, kin) = match dumped {
             Ok(f) => f,
             Err(dump::DumpError::Refused(r)) => {
                 abort.because("refused after freeze");
@@ -634,6 +697,7 @@ impl Session<'_, '_> {
             lazy,
             t_freeze,
             frozen,
+            kin,
         };
         // Forwarded standard streams: our own copies of the original's
         // ends, and a lane to the destination for each.
@@ -688,15 +752,23 @@ impl Session<'_, '_> {
         let cx = self.cx;
         let shipped = failpoints::hit("source.before-core")
             .map_err(|e| e.to_string())
-            .and_then(|()| {
-                ship_core(
+            .and_then(|()| match &f.kin {
+                None => ship_core(
                     &mut f.ctl,
                     &f.seq,
                     self.id,
                     &f.frozen,
                     self.opts,
                     &mut self.rec,
-                )
+                ),
+                Some(kin) => ship_tree_core(
+                    &mut f.ctl,
+                    &f.seq,
+                    self.id,
+                    (&f.frozen, kin),
+                    self.opts,
+                    &mut self.rec,
+                ),
             })
             .and_then(|()| failpoints::hit("source.after-core").map_err(|e| e.to_string()));
         let ready = shipped.and_then(|_| match f.seq.recv::<DestMsg>(&mut f.ctl) {

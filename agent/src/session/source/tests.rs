@@ -24,7 +24,13 @@ fn commit_against(
         answer(&mut dest, &seq);
         got
     });
-    let got = commit_answer(&mut ctl, &Sequencer::new(42), 42, vec![10], "host2");
+    let got = commit_answer(
+        &mut ctl,
+        &Sequencer::new(42),
+        42,
+        (vec![10], vec![]),
+        "host2",
+    );
     (got, dest.join().unwrap())
 }
 
@@ -32,7 +38,7 @@ fn commit_against(
 fn the_commit_carries_the_pending_signals() {
     let (_, seen) = commit_against(|d, seq| seq.send(d, &DestMsg::Resumed).unwrap());
     match seen {
-        Some(SourceMsg::Commit { id, signals }) => assert_eq!((id, signals), (42, vec![10])),
+        Some(SourceMsg::Commit { id, signals, .. }) => assert_eq!((id, signals), (42, vec![10])),
         other => panic!("the destination saw {other:?}"),
     }
 }

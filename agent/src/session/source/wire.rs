@@ -87,6 +87,25 @@ pub(super) fn ship_core(
     .map_err(err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
     send_shipped(&mut w, seq, &frozen.image)?;
+    send_own_pages(&mut w, frozen, opts, rec)?;
+    seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
+    w.flush().map_err(|e| err(e.into()))?;
+    if opts.mode == Mode::StopCopy {
+        debug_assert_eq!(rec.lazy_pages, 0);
+    }
+    Ok(())
+}
+
+/// Sends the pages of `frozen` that travel with its core: the eager ones,
+/// and for a member of a tree every page not its parent's. Each page sent
+/// counts in `rec`.
+fn send_own_pages(
+    w: &mut impl Write,
+    frozen: &Frozen,
+    opts: &MigrateOptions,
+    rec: &mut MigrationRecord,
+) -> Result<(), String> {
+    let err = |e: frame::FrameError| format!("sending the pages: {}", frame_error(&e));
     let mut buf = Vec::new();
     for v in &frozen.image.mm.vmas {
         for p in v.pages.iter().filter(|p| p.fill == Fill::Eager) {
@@ -100,18 +119,53 @@ pub(super) fn ship_core(
                     .mem
                     .read(addr, &mut buf)
                     .map_err(|e| format!("reading pages at {addr:#x}: {}", error_chain(&e)))?;
-                rec.page_wire_bytes += put_pages(&mut w, addr, &buf, opts.compress).map_err(err)?;
+                rec.page_wire_bytes += put_pages(w, addr, &buf, opts.compress).map_err(err)?;
                 rec.eager_pages += n;
                 first += n;
             }
         }
     }
-    seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
-    w.flush().map_err(|e| err(e.into()))?;
-    if opts.mode == Mode::StopCopy {
-        debug_assert_eq!(rec.lazy_pages, 0);
-    }
     Ok(())
+}
+
+/// Ships a tree: its image in one `CoreTree`, then each living member's
+/// own pages followed by `MemberDone` with its index, then `EagerDone`.
+/// Only in stop-and-copy: every page a member does not take from its
+/// parent is eager.
+pub(super) fn ship_tree_core(
+    ctl: &mut PeerStream,
+    seq: &Sequencer,
+    id: u64,
+    (root, kin): (&Frozen, &FrozenKin),
+    opts: &MigrateOptions,
+    rec: &mut MigrationRecord,
+) -> Result<(), String> {
+    let err = |e: frame::FrameError| format!("sending the core: {}", frame_error(&e));
+    let members: Vec<Option<&Frozen>> = std::iter::once(Some(root))
+        .chain(kin.members.iter().map(Option::as_ref))
+        .collect();
+    let tree = migrate_proto::image::TreeImage {
+        relations: kin.relations.clone(),
+        images: members.iter().map(|m| m.map(|f| f.image.clone())).collect(),
+    };
+    seq.send(
+        ctl,
+        &SourceMsg::CoreTree {
+            id,
+            tree: Box::new(tree),
+            opts: opts.clone(),
+        },
+    )
+    .map_err(err)?;
+    let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
+    for (i, m) in members.iter().enumerate() {
+        let Some(frozen) = m else { continue };
+        send_own_pages(&mut w, frozen, opts, rec)?;
+        seq.send(&mut w, &SourceMsg::MemberDone(i as u32))
+            .map_err(err)?;
+    }
+    seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
+    w.flush().map_err(|e| err(e.into()))
 }
 
 /// Streams the content of the image's shipped files, [`SHIPPED_CHUNK`] at a

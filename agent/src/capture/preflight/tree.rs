@@ -1,0 +1,123 @@
+//! Pre-flight of a process with descendants, taken as moving together.
+
+use migrate_proto::image::TcpPolicy;
+use migrate_proto::msg::{Code, FileNeed, Mode, Reason};
+
+use super::{inspect_in_tree, Inspection, Refusal};
+use crate::capture::tree::Tree;
+use crate::fd::Class;
+use crate::host::access::Caller;
+
+/// What pre-flight learned of a tree that may move.
+#[derive(Debug)]
+pub struct TreeInspection {
+    /// The root's inspection, its `needs` grown by every member's.
+    pub root: Inspection,
+    /// The other members' pids, zombies too, in the tree's order.
+    pub kin: Vec<i32>,
+}
+
+/// Checks the process `pid` with its descendants as one migration in
+/// `mode`: what stops the tree as a whole, then each member as
+/// [`inspect_in_tree`] does with the others as its kin (refused for any
+/// member's obstacle, naming the member). `None` for a process without
+/// children, which moves alone.
+///
+/// What a tree does not take yet is refused here, before the freeze: a
+/// mode other than stop-and-copy, members that are different users to
+/// the filesystem (the destination looks every file up as one), and
+/// standard streams forwarded from a member.
+pub fn inspect_tree(
+    pid: i32,
+    caller: &Caller,
+    agent_pid: i32,
+    tcp: TcpPolicy,
+    mode: Mode,
+) -> Result<Option<TreeInspection>, Refusal> {
+    let Some(tree) = Tree::read(pid).filter(|t| t.members.len() > 1) else {
+        return Ok(None);
+    };
+    let mut why = tree.obstacles();
+    if mode != Mode::StopCopy {
+        why.push(Reason::new(
+            Code::Children,
+            format!(
+                "process {pid} has {} descendants: a process tree moves only in stop-and-copy \
+                 mode for now (`--mode stop-copy`); {} for trees is not built yet",
+                tree.members.len() - 1,
+                mode.name()
+            ),
+        ));
+    }
+    let kin = tree.pids();
+    let mut root: Option<Inspection> = None;
+    let mut needs = Vec::new();
+    for m in tree.members.iter().filter(|m| !m.zombie) {
+        let named = |text: &str| {
+            if m.pid == pid {
+                text.to_string()
+            } else {
+                format!("process {} ({}): {text}", m.pid, m.comm)
+            }
+        };
+        let insp = match inspect_in_tree(m.pid, caller, agent_pid, false, tcp, &kin) {
+            Ok(i) => i,
+            Err(r) => {
+                why.extend(r.0.into_iter().map(|r| Reason::new(r.code, named(&r.text))));
+                continue;
+            }
+        };
+        for info in &insp.survey.infos {
+            if matches!(insp.survey.class(info), Class::Forwarded { .. }) {
+                why.push(Reason::new(
+                    Code::Terminal,
+                    named(&format!(
+                        "fd {}: a standard stream forwarded from a process of a tree is not \
+                         built yet (redirect it to a file)",
+                        info.fd
+                    )),
+                ));
+            }
+        }
+        for n in insp.needs.iter().filter(|n| n.deleted) {
+            why.push(Reason::new(
+                Code::File,
+                named(&format!(
+                    "{} ({}) is deleted: shipping files with a tree is not built yet",
+                    n.path, n.why
+                )),
+            ));
+        }
+        match &root {
+            Some(r) if r.who != insp.who => why.push(Reason::new(
+                Code::Children,
+                named(&format!(
+                    "runs as another user than process {pid}: a tree moves only when its \
+                     members are one user to the filesystem"
+                )),
+            )),
+            // A member's files are checked, never shipped (its
+            // descriptor numbers are not the root's).
+            Some(_) => needs.extend(insp.needs.into_iter().map(|n| FileNeed { ship: None, ..n })),
+            None => root = Some(insp),
+        }
+    }
+    match root {
+        Some(mut root) if why.is_empty() => {
+            for n in needs {
+                if !root
+                    .needs
+                    .iter()
+                    .any(|o| o.path == n.path && o.ident == n.ident)
+                {
+                    root.needs.push(n);
+                }
+            }
+            Ok(Some(TreeInspection {
+                root,
+                kin: kin.into_iter().filter(|&p| p != pid).collect(),
+            }))
+        }
+        _ => Err(Refusal(why)),
+    }
+}
