@@ -1,7 +1,9 @@
 //! Every failpoint of the agents (`migrate-agent __failpoints` in a build
 //! with `--features failpoints`), each with `return` (the step fails as a
-//! real error there would) and `panic` (the agent dies there), in post-copy
-//! and stop-copy, and with `unwind` (a panic that ends only its migration's
+//! real error there would) and `panic` (the agent dies there), in post-copy,
+//! stop-copy and for a tree (a workload with a child sharing its memory
+//! copy-on-write, moved in stop-copy: every member must be where the
+//! outcome says, together), and with `unwind` (a panic that ends only its migration's
 //! thread, as in normal builds; the agent must go on serving) in
 //! stop-copy. An agent that dies is restarted a second later, as its unit
 //! would. Afterwards, on both hosts:
@@ -61,10 +63,12 @@ fn affinity(host: &Host, pid: i32) -> Vec<(String, String)> {
 
 /// Pids of workloads that run in `host`.
 fn workloads(host: &Host) -> Vec<i32> {
-    pids_named(host, "workload")
+    let mut pids: Vec<i32> = pids_named(host, "workload")
         .into_iter()
         .filter(|&p| runs_in(host, p))
-        .collect()
+        .collect();
+    pids.sort_unstable();
+    pids
 }
 
 /// One case: the outcome, or what went wrong.
@@ -81,10 +85,31 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
         [&[], &set]
     };
     let mut c = Cluster::start_env(agent, env);
-    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"]);
+    // A tree: the workload and a child; pids past those host2 uses, since
+    // a tree keeps them.
+    let tree = mode == "tree";
+    let mode = if tree { "stop-copy" } else { mode };
+    let w = if tree {
+        let script = "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" --mib 8 --fork & wait";
+        Proc::start(c.h1(), c.path("w.out"), "sh", &["-c", script, WORKLOAD_BIN])
+    } else {
+        Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"])
+    };
     if !w.wait_for("ready 8", 60) {
         return Err(format!("the workload did not start: {}", w.text()));
     }
+    // Every member, sorted: one pid, or the workload and its child.
+    let mut members = vec![w.pid as i32];
+    if tree {
+        let text = w.text();
+        let child = text.lines().find_map(|l| l.strip_prefix("child "));
+        match child.and_then(|c| c.trim().parse().ok()) {
+            Some(pid) => members.push(pid),
+            None => return Err(format!("no child line: {text}")),
+        }
+    }
+    members.sort_unstable();
+    let members = members;
     let maps_of = c.h1().root_path(format!("proc/{}/maps", w.pid));
     let maps = |_: i32| std::fs::read_to_string(&maps_of);
     let maps_before = maps(w.pid);
@@ -142,12 +167,16 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     // the migration, one that is gone lets the original run on.
     let agent_died = action == "panic" && name.starts_with("source.");
     let original_kept = agent_died && SOURCE_BEFORE_COMMIT.contains(&name);
+    // All of the tree in one place: its members' pids, or none.
+    let n = members.len();
     let ok = |h1: &[i32], h2: &[i32]| match (code, h1.len(), h2.len()) {
-        _ if original_kept => h1 == [w.pid as i32] && h2.is_empty(),
-        (Some(0), 0, 1) => true,
-        (Some(1), 1, 0) => h1[0] == w.pid as i32,
-        (Some(4), n1, n2) if agent_died => n1 + n2 <= 1,
+        _ if original_kept => h1 == members && h2.is_empty(),
+        (Some(0), 0, k) => k == n && (!tree || h2 == members),
+        (Some(1), k, 0) => k == n && h1 == members,
         (Some(4), 0, 0) => !restart_dest,
+        (Some(4), n1, n2) if agent_died => {
+            (n1 == 0 || h1 == members) && (n2 == 0 || !tree || h2 == members) && n1 + n2 <= n
+        }
         _ => false,
     };
     let deadline = Instant::now() + Duration::from_secs(12);
@@ -229,7 +258,7 @@ fn every_failpoint_leaves_the_process_running_exactly_once() {
     // For work on one failpoint: `FAILPOINT_CASES=NAME[,NAME...]`.
     let only = std::env::var("FAILPOINT_CASES").ok();
     let chosen = |n: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == n));
-    let modes = std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy".into());
+    let modes = std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy,tree".into());
     let actions = std::env::var("FAILPOINT_ACTIONS").unwrap_or("return,panic,unwind".into());
     let mut failures = Vec::new();
     let mut walked = 0;

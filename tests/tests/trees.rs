@@ -204,7 +204,10 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     let out = c.migrate(&["check", &root.to_string()]);
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{said}");
-    assert!(said.contains("with its 3 descendants, together in stop-and-copy mode"), "{said}");
+    assert!(
+        said.contains("with its 3 descendants, together in stop-and-copy mode"),
+        "{said}"
+    );
     let pss_before = pss_kib(c.h1(), &living);
 
     // Post-copy (the default) does not take a tree yet: refused before

@@ -11,6 +11,10 @@
 //! 2 MiB areas with MADV_DONTFORK, MADV_WIPEONFORK, MADV_HUGEPAGE and
 //! MADV_DONTDUMP (printing `advised <start hex> <smaps flag>`) and one
 //! executable page of generated code that `verify` runs (`jit 42`).
+//! `--fork` forks one child once the memory is filled (printing `child
+//! <pid>`), which shares it copy-on-write and writes its own copy as the
+//! parent does, silently; SIGUSR1 makes it verify its copy and print
+//! `verify ok <pages> child` (or where it failed).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -261,8 +265,24 @@ fn main() {
     for a in &advised {
         let _ = writeln!(out, "{a}");
     }
-    let _ = writeln!(out, "ready {mib}");
     let _ = out.flush();
+    let mut child = false;
+    if std::env::args().any(|a| a == "--fork") {
+        // SAFETY: fork in a process with one thread; both sides go on with
+        // plain Rust.
+        match unsafe { libc::fork() } {
+            0 => child = true,
+            -1 => panic!("fork failed"),
+            pid => {
+                let _ = writeln!(out, "child {pid}");
+            }
+        }
+    }
+    if !child {
+        let _ = writeln!(out, "ready {mib}");
+        let _ = out.flush();
+    }
+    let whose = if child { " child" } else { "" };
     let mut n: u64 = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(tick_ms));
@@ -271,8 +291,10 @@ fn main() {
             let seq = n as usize * dirty + k;
             mem[written_page(seq, pages) * WORDS + 1] = seq as u64 + 1;
         }
-        let _ = writeln!(out, "tick {n} {}", now_ns());
-        let _ = out.flush();
+        if !child {
+            let _ = writeln!(out, "tick {n} {}", now_ns());
+            let _ = out.flush();
+        }
         if VERIFY.swap(false, Ordering::Relaxed) {
             // Replay the writes so far: the value each page must hold.
             let mut last = std::collections::HashMap::new();
@@ -293,14 +315,14 @@ fn main() {
             });
             let file_ok = file.is_none_or(|(b, s)| sum(b) == s);
             let _ = match bad {
-                None if !file_ok => writeln!(out, "verify FAIL mapped file"),
+                None if !file_ok => writeln!(out, "verify FAIL mapped file{whose}"),
                 None => {
                     if let Some(f) = jit {
                         let _ = writeln!(out, "jit {}", f());
                     }
-                    writeln!(out, "verify ok {pages}\n{}", kernel_state())
+                    writeln!(out, "verify ok {pages}{whose}\n{}", kernel_state())
                 }
-                Some((i, j)) => writeln!(out, "verify FAIL page {i} word {j}"),
+                Some((i, j)) => writeln!(out, "verify FAIL page {i} word {j}{whose}"),
             };
             let _ = out.flush();
         }
