@@ -300,8 +300,13 @@ fn summary(r: &MigrationRecord, complete: bool) -> String {
             if n == 1 { "" } else { "s" }
         )
     };
+    let kin = match r.kin.len() {
+        0 => String::new(),
+        1 => " with 1 descendant".into(),
+        n => format!(" with {n} descendants"),
+    };
     let head = format!(
-        "migrated {} -> {} (pid {}): downtime {:.1} ms, {precopy}{:.1} MiB eager, {:.1} MiB lazy",
+        "migrated {}{kin} -> {} (pid {}): downtime {:.1} ms, {precopy}{:.1} MiB eager, {:.1} MiB lazy",
         r.pid,
         r.to,
         r.new_pid,

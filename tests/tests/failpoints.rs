@@ -90,7 +90,7 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     let tree = mode == "tree";
     let mode = if tree { "stop-copy" } else { mode };
     let w = if tree {
-        let script = "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" --mib 8 --fork & wait";
+        let script = "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" --mib 8 --fork 1 & wait";
         Proc::start(c.h1(), c.path("w.out"), "sh", &["-c", script, WORKLOAD_BIN])
     } else {
         Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "8"])

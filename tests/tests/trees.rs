@@ -238,6 +238,10 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
     assert_eq!(parse_summary(&stdout).0, root, "{stdout}");
+    assert!(
+        stdout.contains(&format!("migrated {root} with 3 descendants -> host2")),
+        "{stdout}"
+    );
     for pid in living {
         assert!(alive_in(c.h2(), pid), "member {pid} is not on host2");
         assert!(!alive_in(c.h1(), pid), "member {pid} still runs on host1");
@@ -271,4 +275,219 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     signal_in(c.h2(), root, "-USR1");
     assert!(p.wait_for("verdict", 20), "{}", p.text());
     assert!(p.text().contains("verdict ok"), "{}", p.text());
+}
+
+/// The children of `pid` in `host`, as its main thread lists them.
+fn children_in(host: &migrate_tests::lab::Host, pid: i32) -> Vec<i32> {
+    std::fs::read_to_string(host.root_path(format!("proc/{pid}/task/{pid}/children")))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+#[test]
+fn a_shell_pipeline_moves_as_one() {
+    require_lab!();
+    let c = Cluster::start();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts");
+    // The shell and its three children past host2's pids (a tree keeps
+    // them); the descriptor the lab leaks into its processes closed.
+    let script = format!(
+        "exec 251>&-; echo pid $$; python3 -u {dir}/trees_pipeline_producer.py | \
+         sed -u s/line/LINE/ | python3 -u {dir}/trees_pipeline_consumer.py; \
+         echo pipeline done $?"
+    );
+    let p = Proc::start(
+        c.h1(),
+        c.path("pipeline.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 6000 > /proc/sys/kernel/ns_last_pid; sh -c \"$0\" & wait",
+            &script,
+        ],
+    );
+    assert!(p.wait_for("got 50", 30), "{}", p.text());
+    let shell = p.pid;
+    let kids = children_in(c.h1(), shell);
+    assert_eq!(kids.len(), 3, "{kids:?}");
+
+    let out = c.migrate(&[&shell.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    let mut there = children_in(c.h2(), shell);
+    there.sort_unstable();
+    let mut want = kids.clone();
+    want.sort_unstable();
+    assert_eq!(there, want, "the shell's children on host2");
+    // The bytes keep flowing through both pipes on host2.
+    let got = p.text().lines().filter(|l| l.starts_with("got ")).count();
+    assert!(
+        wait_until(10, || p
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("got "))
+            .count()
+            > got + 2),
+        "{}",
+        p.text()
+    );
+    // The producer ends: the end of file runs down the pipeline, the
+    // consumer saw every number in order, and the shell on host2 reaps
+    // its children and says how the pipeline ended.
+    let producer = kids.iter().copied().find(|k| {
+        std::fs::read(c.h2().root_path(format!("proc/{k}/cmdline")))
+            .is_ok_and(|b| String::from_utf8_lossy(&b).contains("producer"))
+    });
+    signal_in(c.h2(), producer.expect("the producer on host2"), "-KILL");
+    assert!(p.wait_for("pipeline done", 20), "{}", p.text());
+    let text = p.text();
+    let end = text
+        .lines()
+        .find(|l| l.starts_with("end "))
+        .unwrap_or_default();
+    assert!(end.ends_with(" ok"), "{text}");
+    assert!(text.contains("pipeline done 0"), "{text}");
+}
+
+#[test]
+fn a_python_pool_moves_mid_map_and_its_results_come_right() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts/trees_pool.py");
+    let p = Proc::start(
+        c.h1(),
+        c.path("pool.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 7000 > /proc/sys/kernel/ns_last_pid; python3 \"$0\" & wait",
+            script,
+        ],
+    );
+    assert!(p.wait_for("progress 100", 30), "{}", p.text());
+    let workers: Vec<i32> = p
+        .text()
+        .lines()
+        .find_map(|l| l.strip_prefix("pool "))
+        .map(|l| l.split(' ').filter_map(|n| n.parse().ok()).collect())
+        .unwrap_or_default();
+    assert_eq!(workers.len(), 4, "{}", p.text());
+
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(
+        !p.text().contains("result"),
+        "the map ended before the move: {}",
+        p.text()
+    );
+    for w in &workers {
+        assert!(alive_in(c.h2(), *w), "worker {w} is not on host2");
+        assert!(!alive_in(c.h1(), *w), "worker {w} still runs on host1");
+    }
+    assert!(p.wait_for("result", 30), "{}", p.text());
+    assert!(p.text().contains("result ok"), "{}", p.text());
+}
+
+/// `redis-cli -p PORT ARGS` in `host`: its output.
+fn redis_cli(host: &migrate_tests::lab::Host, port: &str, args: &[&str]) -> String {
+    let out = host
+        .command("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", port])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn redis_moves_while_its_bgsave_child_writes_and_the_save_ends_on_host2() {
+    require_lab!();
+    let c = Cluster::start();
+    let dir = c.path("redis");
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = "6390";
+    // Each key's save waits 200 us: the save of 20000 keys lasts seconds.
+    let server = format!(
+        "exec 251>&-; echo pid $$; exec redis-server --port {port} --bind 127.0.0.1 --dir {} \
+         --save '' --appendonly no --rdb-key-save-delay 200 --enable-debug-command yes",
+        dir.display()
+    );
+    let p = Proc::start(
+        c.h1(),
+        c.path("redis.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 8000 > /proc/sys/kernel/ns_last_pid; sh -c \"$0\" & wait",
+            &server,
+        ],
+    );
+    assert!(
+        p.wait_for("Ready to accept connections", 30),
+        "{}",
+        p.text()
+    );
+    assert_eq!(
+        redis_cli(c.h1(), port, &["DEBUG", "POPULATE", "20000"]),
+        "OK"
+    );
+    assert!(redis_cli(c.h1(), port, &["BGSAVE"]).contains("Background saving started"));
+    assert!(
+        p.wait_for("Background saving started by pid", 10),
+        "{}",
+        p.text()
+    );
+    let child: i32 = p
+        .text()
+        .lines()
+        .find_map(|l| l.split("Background saving started by pid ").nth(1))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the saving child's pid");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2", "--mode", "stop-copy"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(
+        !p.text().contains("Background saving terminated"),
+        "the save ended before the move: {}",
+        p.text()
+    );
+    assert!(alive_in(c.h2(), child), "the saving child is not on host2");
+    assert!(
+        !alive_in(c.h1(), child),
+        "the saving child still runs on host1"
+    );
+    // The child finishes on host2 and its parent there reaps it and takes
+    // the file.
+    assert!(
+        p.wait_for("Background saving terminated", 30),
+        "{}",
+        p.text()
+    );
+    assert!(
+        p.text()
+            .contains("Background saving terminated with success"),
+        "{}",
+        p.text()
+    );
+    let info = redis_cli(c.h2(), port, &["INFO", "persistence"]);
+    assert!(info.contains("rdb_last_bgsave_status:ok"), "{info}");
+    assert_eq!(redis_cli(c.h2(), port, &["DBSIZE"]), "20000");
+    let check = c
+        .h2()
+        .command("redis-check-rdb")
+        .arg(dir.join("dump.rdb"))
+        .output()
+        .expect("redis-check-rdb");
+    let said = String::from_utf8_lossy(&check.stdout).into_owned();
+    assert!(said.contains("RDB looks OK"), "{said}");
+    assert!(
+        said.contains("keys read: 20000") || said.contains("20000 keys"),
+        "{said}"
+    );
+    redis_cli(c.h2(), port, &["SHUTDOWN", "NOSAVE"]);
 }

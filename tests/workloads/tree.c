@@ -13,7 +13,7 @@
  * On SIGUSR1 (sent once the family moved) the parent checks that the reader
  * still counts, has each child check its own relations and its copy of the
  * private memory, reaps the zombie (status 7), ends the two children and
- * reaps them (SIGTERM), and prints "verdict ok" or "verdict bad: WHY".
+ * reaps them (SIGTERM), checks it had one SIGCHLD (the zombie's), and prints "verdict ok" or "verdict bad: WHY".
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -41,8 +41,10 @@ struct shared {
 static struct shared *sh;
 static unsigned char *mem;
 static volatile sig_atomic_t asked;
+static volatile sig_atomic_t chld; /* SIGCHLDs received */
 
 static void on_usr1(int sig) { (void)sig; asked = 1; }
+static void on_chld(int sig) { (void)sig; chld++; }
 
 static void sleep_ms(long ms) {
     struct timespec t = {ms / 1000, (ms % 1000) * 1000000L};
@@ -118,6 +120,10 @@ static int verdict(pid_t w, pid_t r, pid_t zombie) {
     for (int i = 0; i < 2 && !bad; i++)
         if (sh->verdict[i] != 1)
             bad = sh->verdict[i] ? sh->why[i] : "a child did not answer";
+    /* One child ended (the zombie, before the move): one SIGCHLD, none
+     * made up by the move. */
+    if (!bad && chld != 1)
+        bad = chld ? "a SIGCHLD came that no child's end sent" : "no SIGCHLD for the zombie";
     int st = 0;
     if (!bad && (waitpid(zombie, &st, WNOHANG) != zombie || !WIFEXITED(st) ||
                  WEXITSTATUS(st) != 7))
@@ -151,6 +157,8 @@ int main(void) {
     for (size_t i = 0; i < PRIVATE_BYTES; i++)
         mem[i] = pattern(i);
     signal(SIGUSR1, on_usr1);
+    struct sigaction sa = {.sa_handler = on_chld, .sa_flags = SA_RESTART};
+    sigaction(SIGCHLD, &sa, NULL);
     pid_t root = getpid();
     pid_t zombie = fork();
     if (zombie == 0)

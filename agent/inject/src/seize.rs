@@ -204,6 +204,12 @@ impl Seized {
         &self.pending_signals
     }
 
+    /// Drops signal `sig` from those held back for the detach: one the
+    /// owner made arrive itself, which the task must never see.
+    pub fn forget_signal(&mut self, sig: i32) {
+        self.pending_signals.retain(|&s| s != sig);
+    }
+
     /// Extended FPU state (`NT_X86_XSTATE`).
     pub fn xstate(&self) -> Result<Vec<u8>, InjectError> {
         let mut buf = vec![0u8; 16384];

@@ -18,6 +18,11 @@ pub struct MigrationRecord {
     pub to: String,
     /// Pid on the destination host.
     pub new_pid: i32,
+    /// The processes that moved with it, the same pids on both hosts: a
+    /// tree's other members (its descendants, zombies too); empty when it
+    /// moved alone.
+    #[serde(default)]
+    pub kin: Vec<i32>,
     /// Milestones, microseconds since the request arrived.
     pub timeline: Timeline,
     /// Freeze to resume, microseconds.

@@ -24,9 +24,23 @@ pub fn is_anon(m: &MapsEntry) -> bool {
 }
 
 /// Shared memory of the shmem kind that moves with its content: shared
-/// anonymous memory or a shared memfd mapping.
+/// anonymous memory, a shared memfd mapping, or a shared mapping of a
+/// `/dev/shm` file since deleted.
 pub fn is_shmem(m: &MapsEntry) -> bool {
-    m.shared() && (m.path == "/dev/zero (deleted)" || memfd_name(&m.path).is_some())
+    m.shared()
+        && (m.path == "/dev/zero (deleted)"
+            || memfd_name(&m.path).is_some()
+            || deleted_shm_file(&m.path))
+}
+
+/// A file of `/dev/shm` (tmpfs) removed while mapped, as `sem_open` and
+/// `shm_open` callers leave their objects once every process of theirs
+/// has one: nothing can open it again by its path, so it is shared
+/// memory like a memfd's, rebuilt as one.
+fn deleted_shm_file(path: &str) -> bool {
+    path.strip_prefix("/dev/shm/")
+        .and_then(|p| p.strip_suffix(" (deleted)"))
+        .is_some_and(|name| !name.is_empty() && !name.contains('/'))
 }
 
 /// The name of a memfd mapping's object (`/memfd:NAME (deleted)`).

@@ -45,8 +45,12 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 
 /// A way to migrate: label, `migrate` flags. Agents authenticate and
 /// encrypt, as by default, except for the `-insecure` mode (plaintext
-/// agents: the cost of the encryption).
-const MODES: [(&str, &[&str]); 7] = [
+/// agents: the cost of the encryption). The `tree-` modes move a tree of
+/// four workloads in stop-and-copy: `tree-own`, four processes of a
+/// quarter of the size each with memory of their own (the same bytes as
+/// one process of the size); `tree-shared`, a process of the size with
+/// three children sharing all of it copy-on-write.
+const MODES: [(&str, &[&str]); 9] = [
     ("postcopy", &["--mode", "postcopy"]),
     ("postcopy-insecure", &["--mode", "postcopy"]),
     ("postcopy-lz4", &["--mode", "postcopy", "--compress", "lz4"]),
@@ -57,7 +61,35 @@ const MODES: [(&str, &[&str]); 7] = [
     ("hybrid", &["--mode", "hybrid"]),
     ("precopy", &["--mode", "precopy"]),
     ("stop-copy", &["--mode", "stop-copy"]),
+    ("tree-own", &["--mode", "stop-copy"]),
+    ("tree-shared", &["--mode", "stop-copy"]),
 ];
+
+/// Children of the root in the `tree-` modes.
+const TREE_CHILDREN: usize = 3;
+
+/// The proportional set size of `pids` in `host` together, KiB.
+fn pss_kib(host: &Host, pids: &[i32]) -> u64 {
+    pids.iter()
+        .map(|pid| {
+            fs::read_to_string(host.root_path(format!("proc/{pid}/smaps_rollup")))
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                .unwrap_or(0)
+        })
+        .sum()
+}
+
+/// The pids of the `child PID` lines of the workload's output.
+fn tree_children(out: &Path) -> Vec<i32> {
+    fs::read_to_string(out)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("child ")?.trim().parse().ok())
+        .collect()
+}
 
 struct Args {
     sizes: Vec<u64>,
@@ -68,7 +100,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared] [--repeat N] [--out DIR] [--criu PATH]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -636,23 +668,67 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         )
         .map_err(|e| e.to_string())?;
     let out = lab.shared_dir().join("workload.out");
-    let mut w = h1
-        .command(bin("workload"))
-        .args([
-            "--mib",
-            &mib.to_string(),
-            "--tick-ms",
-            &TICK_MS.to_string(),
-            "--dirty-pages",
-            &DIRTY_PAGES.to_string(),
-        ])
+    let tree = mode.strip_prefix("tree-");
+    // Each process's own memory.
+    let own_mib = if tree == Some("own") {
+        mib / (TREE_CHILDREN as u64 + 1)
+    } else {
+        mib
+    };
+    let workload = bin("workload");
+    let mut args = vec![
+        "--mib".to_string(),
+        own_mib.to_string(),
+        "--tick-ms".into(),
+        TICK_MS.to_string(),
+        "--dirty-pages".into(),
+        DIRTY_PAGES.to_string(),
+    ];
+    let mut w = match tree {
+        None => h1.command(&workload),
+        Some(how) => {
+            args.extend(["--fork".into(), TREE_CHILDREN.to_string()]);
+            if how == "own" {
+                args.push("--own".into());
+            }
+            // A tree keeps its pids: past those host2 uses.
+            let mut c = h1.command("sh");
+            c.args([
+                "-c",
+                "echo 9000 > /proc/sys/kernel/ns_last_pid; \"$0\" \"$@\" & wait",
+            ])
+            .arg(&workload);
+            c
+        }
+    };
+    let mut w = w
+        .args(&args)
         .stdin(Stdio::null())
         .stdout(fs::File::create(&out).map_err(|e| e.to_string())?)
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
     let result = (|| {
-        let pid = ready_pid(&out, mib)?;
+        let pid = ready_pid(&out, own_mib)?;
+        let children = tree_children(&out);
+        if tree.is_some() {
+            let ready = || {
+                let text = fs::read_to_string(&out).unwrap_or_default();
+                text.lines()
+                    .filter(|l| l.starts_with("child ready "))
+                    .count()
+            };
+            let t = Instant::now();
+            while ready() < TREE_CHILDREN && t.elapsed() < Duration::from_secs(300) {
+                sleep(Duration::from_millis(100));
+            }
+            if children.len() != TREE_CHILDREN || ready() < TREE_CHILDREN {
+                return Err("the tree's children did not fill their memory".into());
+            }
+        }
+        let mut members: Vec<i32> = children.clone();
+        members.extend(pid.parse::<i32>().ok());
+        let pss_source = pss_kib(h1, &members);
         let bytes0 = link_bytes(h1);
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
@@ -728,11 +804,27 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 .args(["-USR1", &new_pid.to_string()])
                 .status();
         }
-        let verified = verified(&out, mib);
+        let pss_destination = pss_kib(h2, &members);
+        let mut verified = verified(&out, own_mib);
+        for (k, child) in children.iter().enumerate() {
+            // Each child checks its own copy too.
+            let said = format!("verify ok {} child {}", own_mib * 256, k + 1);
+            let _ = h2
+                .command("kill")
+                .args(["-USR1", &child.to_string()])
+                .status();
+            verified &= wait_for(&out, &said, 120);
+        }
         let _ = h2
             .command("kill")
             .args(["-KILL", &new_pid.to_string()])
             .status();
+        for child in &children {
+            let _ = h2
+                .command("kill")
+                .args(["-KILL", &child.to_string()])
+                .status();
+        }
 
         let t = ticks(&out);
         let continuity = ticks_continuous(&t);
@@ -782,6 +874,10 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "throughput_after_1s": after.zip(before).map(|(a, b)| a / b),
             "agent_hwm_kib": [hwm.0, hwm.1],
             "precopy_rounds": rec["precopy_rounds"],
+            // Processes moved, and their proportional set size on each
+            // host (KiB): sharing kept shows as the same on both.
+            "processes": members.len(),
+            "pss_kib": [pss_source, pss_destination],
         }))
     })();
     kill(&mut w);
@@ -1697,6 +1793,41 @@ fn markdown(
             hwm[1].as_f64().unwrap_or(0.0) / 1024.0,
             if r["verified"].as_bool() == Some(true) { "verified" } else { "FAILED" },
         ));
+    }
+    let trees: Vec<&Value> = runs
+        .iter()
+        .filter(|r| r["mode"].as_str().is_some_and(|m| m.starts_with("tree-")))
+        .filter(|r| r["error"].is_null())
+        .collect();
+    if !trees.is_empty() {
+        s.push_str(
+            "\nProcess trees, in stop-and-copy, beside `stop-copy` of one process of the size: \
+             `tree-own` is four processes of a quarter of the size each, with memory of their own \
+             (the same bytes in all); `tree-shared` is a process of the size and three children \
+             sharing all of it copy-on-write. PSS: the processes' proportional set size together \
+             on each host (sharing kept shows as the same on both).\n\n\
+             | MiB | mode | processes | downtime ms | total s | wire MiB | PSS host1 MiB | PSS host2 MiB | memory |\n\
+             |---|---|---|---|---|---|---|---|---|\n",
+        );
+        for r in trees {
+            let pss = &r["pss_kib"];
+            s.push_str(&format!(
+                "| {} | {} | {} | {:.1} | {:.2} | {:.1} | {:.1} | {:.1} | {} |\n",
+                r["mib"],
+                r["mode"].as_str().unwrap_or("?"),
+                r["processes"],
+                r["downtime_ms"].as_f64().unwrap_or(0.0),
+                r["total_s"].as_f64().unwrap_or(0.0),
+                r["wire_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+                pss[0].as_f64().unwrap_or(0.0) / 1024.0,
+                pss[1].as_f64().unwrap_or(0.0) / 1024.0,
+                if r["verified"].as_bool() == Some(true) {
+                    "verified"
+                } else {
+                    "FAILED"
+                },
+            ));
+        }
     }
     if criu.is_some() {
         let copied = runs

@@ -11,10 +11,13 @@
 //! 2 MiB areas with MADV_DONTFORK, MADV_WIPEONFORK, MADV_HUGEPAGE and
 //! MADV_DONTDUMP (printing `advised <start hex> <smaps flag>`) and one
 //! executable page of generated code that `verify` runs (`jit 42`).
-//! `--fork` forks one child once the memory is filled (printing `child
-//! <pid>`), which shares it copy-on-write and writes its own copy as the
-//! parent does, silently; SIGUSR1 makes it verify its copy and print
-//! `verify ok <pages> child` (or where it failed).
+//! `--fork N` forks N children once the memory is filled (printing `child
+//! <pid>` for each), which share it copy-on-write and write their own
+//! copies as the parent does, silently; SIGUSR1 makes a child verify its
+//! copy and print `verify ok <pages> child <k>` (or where it failed).
+//! With `--own` each child first rewrites every page with a pattern of
+//! its own: N + 1 processes of N MiB each, nothing shared. Each child
+//! prints `child ready <k>` once its memory is filled.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -27,8 +30,11 @@ extern "C" fn on_usr1(_: libc::c_int) {
 
 const WORDS: usize = 4096 / 8;
 
-fn pattern(page: usize, word: usize) -> u64 {
-    ((page as u64) << 32) ^ (word as u64) ^ 0x9e37_79b9_7f4a_7c15
+/// The value of word `word` of page `page` in the process with `seed` (0:
+/// the first process; a child with `--own`: its number).
+fn pattern(page: usize, word: usize, seed: u64) -> u64 {
+    (((page as u64) << 32) ^ (word as u64) ^ 0x9e37_79b9_7f4a_7c15)
+        .wrapping_add(seed.wrapping_mul(0x0100_0000_0000_0001))
 }
 
 fn arg_str(name: &str) -> Option<String> {
@@ -259,30 +265,53 @@ fn main() {
     let _ = out.flush();
     for (i, page) in mem.chunks_mut(WORDS).enumerate() {
         for (j, w) in page.iter_mut().enumerate() {
-            *w = pattern(i, j);
+            *w = pattern(i, j, 0);
         }
     }
     for a in &advised {
         let _ = writeln!(out, "{a}");
     }
     let _ = out.flush();
-    let mut child = false;
-    if std::env::args().any(|a| a == "--fork") {
+    // This process's number: 0 for the first, k for its k-th child.
+    let mut index = 0u64;
+    for k in 1..=arg("--fork", 0) as u64 {
         // SAFETY: fork in a process with one thread; both sides go on with
         // plain Rust.
         match unsafe { libc::fork() } {
-            0 => child = true,
+            0 => {
+                index = k;
+                break;
+            }
             -1 => panic!("fork failed"),
             pid => {
                 let _ = writeln!(out, "child {pid}");
             }
         }
     }
-    if !child {
-        let _ = writeln!(out, "ready {mib}");
-        let _ = out.flush();
+    let child = index > 0;
+    let seed = if std::env::args().any(|a| a == "--own") {
+        index
+    } else {
+        0
+    };
+    if seed > 0 {
+        for (i, page) in mem.chunks_mut(WORDS).enumerate() {
+            for (j, w) in page.iter_mut().enumerate() {
+                *w = pattern(i, j, seed);
+            }
+        }
     }
-    let whose = if child { " child" } else { "" };
+    if child {
+        let _ = writeln!(out, "child ready {index}");
+    } else {
+        let _ = writeln!(out, "ready {mib}");
+    }
+    let _ = out.flush();
+    let whose = if child {
+        format!(" child {index}")
+    } else {
+        String::new()
+    };
     let mut n: u64 = 0;
     loop {
         std::thread::sleep(std::time::Duration::from_millis(tick_ms));
@@ -307,7 +336,7 @@ fn main() {
                     .find(|(j, w)| {
                         let want = match (*j, last.get(&i)) {
                             (1, Some(v)) => *v,
-                            _ => pattern(i, *j),
+                            _ => pattern(i, *j, seed),
                         };
                         **w != want
                     })

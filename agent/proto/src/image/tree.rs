@@ -176,6 +176,12 @@ mod tests {
             &|t| t.images[0].as_mut().unwrap().mm.vmas[0].advice.push(10),
             "which has no such mapping",
         );
+        // Nor pages the parent itself waits for (post-copy): the fork
+        // would give the child nothing.
+        refused(
+            &|t| t.images[0].as_mut().unwrap().mm.vmas[0].pages[0].fill = Fill::Lazy,
+            "which has them still to come",
+        );
         // The root has no parent to take pages from.
         refused(
             &|t| t.images[0].as_mut().unwrap().mm.vmas[0].pages[0].fill = Fill::Parent,

@@ -71,10 +71,23 @@ impl ProcessImage {
                 }
                 let theirs = kin
                     .parent
-                    .is_some_and(|p| !v.shared && p.mm.vmas.iter().any(|w| w.forks_as(v)));
-                if !theirs {
+                    .filter(|_| !v.shared)
+                    .and_then(|p| p.mm.vmas.iter().find(|w| w.forks_as(v)));
+                let Some(theirs) = theirs else {
                     return Err(format!(
                         "pages of mapping {at:#x} are said to be its parent's, which has no such mapping"
+                    ));
+                };
+                // The child gets them by the fork: they must be in the
+                // parent by then, not still to come.
+                let lazy = theirs.pages.iter().any(|p| {
+                    p.fill == Fill::Lazy
+                        && p.first < r.first + r.count
+                        && r.first < p.first + p.count
+                });
+                if lazy {
+                    return Err(format!(
+                        "pages of mapping {at:#x} are said to be its parent's, which has them still to come"
                     ));
                 }
             }

@@ -471,6 +471,21 @@ impl Restorer {
         .map(|_| ())
     }
 
+    /// `rt_sigtimedwait({signo}, NULL, {0, 0}, 8)`: takes signal `signo`
+    /// off the pending set, if it is there, without waiting.
+    pub(super) fn rt_sigtimedwait_now(&mut self, signo: i32) -> Result<(), RestoreError> {
+        let mut b = (1u64 << (signo - 1)).to_le_bytes().to_vec();
+        b.extend_from_slice(&[0u8; 16]);
+        let p = self.put_bytes(&b)?;
+        self.raw_or(
+            format!("taking signal {signo} off the pending set"),
+            libc::SYS_rt_sigtimedwait,
+            [p, 0, p + 8, 8, 0, 0],
+            libc::EAGAIN,
+        )
+        .map(|_| ())
+    }
+
     /// `rt_sigqueueinfo(pid, signo, info)`: queues a process-wide signal
     /// with its 128-byte `siginfo`.
     pub(super) fn rt_sigqueueinfo(

@@ -100,7 +100,34 @@ impl Restorer {
             regs.0.rdi = ((status >> 8) & 0xff) as u64;
         }
         task.set_final_regs(regs);
-        step(format!("ending zombie {pid}"), task.detach())
+        step(format!("ending zombie {pid}"), task.detach())?;
+        self.forget_zombie_signal(pid)
+    }
+
+    /// This process was told of zombie `pid`'s end (`SIGCHLD`) by the
+    /// rebuild, long after it learned of it on the source (where, if it
+    /// was still pending, it is in the image and queued again): once the
+    /// zombie is dead, the signal is taken off its pending set and off
+    /// those held back for its resume.
+    fn forget_zombie_signal(&mut self, pid: i32) -> Result<(), RestoreError> {
+        let dead = || {
+            std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .ok()
+                .and_then(|s| Some(s.rsplit_once(')')?.1.trim_start().starts_with('Z')))
+                .unwrap_or(false)
+        };
+        let until = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !dead() {
+            if std::time::Instant::now() > until {
+                return Err(RestoreError::Incompatible(format!(
+                    "zombie {pid} did not end"
+                )));
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        self.rt_sigtimedwait_now(libc::SIGCHLD)?;
+        self.task.forget_signal(libc::SIGCHLD);
+        Ok(())
     }
 
     /// Forks process `pid` from this one, the child stopped and traced.

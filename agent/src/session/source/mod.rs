@@ -569,6 +569,7 @@ impl Session<'_, '_> {
             mode: opts.mode.name().to_string(),
             options: opts.clone(),
             pid,
+            kin: self.kin.clone(),
             to: peer_name,
             started_unix_us,
             clock_offset_us: clock.0,
