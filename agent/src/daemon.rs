@@ -525,9 +525,10 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
             )
         })
         .and_then(|()| {
-            // A tree is checked as it moves: together, in stop-and-copy.
+            // A tree is checked as it moves: together (in post-copy, the
+            // default, or stop-and-copy).
             let me = sys::getpid();
-            match preflight::inspect_tree(pid, caller, me, tcp, Mode::StopCopy) {
+            match preflight::inspect_tree(pid, caller, me, tcp, Mode::PostCopy) {
                 Ok(Some(t)) => Ok((t.root, t.kin.len())),
                 Ok(None) => preflight::inspect(pid, caller, me, false, tcp).map(|i| (i, 0)),
                 Err(r) => Err(r),
@@ -537,8 +538,8 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
     match checked {
         Ok((i, kin)) if kin > 0 => Reply::Movable {
             summary: format!(
-                "pid {} ({}) can be migrated with its {kin} descendants, together in \
-                 stop-and-copy mode (`--mode stop-copy`): {} files needed on the destination\n{}",
+                "pid {} ({}) can be migrated with its {kin} descendants, together (post-copy or \
+                 stop-and-copy): {} files needed on the destination\n{}",
                 i.pid,
                 i.comm,
                 i.needs.len(),

@@ -1,9 +1,9 @@
 //! Every failpoint of the agents (`migrate-agent __failpoints` in a build
 //! with `--features failpoints`), each with `return` (the step fails as a
 //! real error there would) and `panic` (the agent dies there), in post-copy,
-//! stop-copy and for a tree (a workload with a child sharing its memory
-//! copy-on-write, moved in stop-copy: every member must be where the
-//! outcome says, together), and with `unwind` (a panic that ends only its migration's
+//! stop-copy and for a tree in both (`tree`, `tree-postcopy`: a workload
+//! with a child sharing its memory copy-on-write; every member must be
+//! where the outcome says, together), and with `unwind` (a panic that ends only its migration's
 //! thread, as in normal builds; the agent must go on serving) in
 //! stop-copy. An agent that dies is restarted a second later, as its unit
 //! would. Afterwards, on both hosts:
@@ -87,8 +87,12 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     let mut c = Cluster::start_env(agent, env);
     // A tree: the workload and a child; pids past those host2 uses, since
     // a tree keeps them.
-    let tree = mode == "tree";
-    let mode = if tree { "stop-copy" } else { mode };
+    let tree = mode.starts_with("tree");
+    let mode = match mode {
+        "tree" => "stop-copy",
+        "tree-postcopy" => "postcopy",
+        m => m,
+    };
     let w = if tree {
         let script = "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" --mib 8 --fork 1 & wait";
         Proc::start(c.h1(), c.path("w.out"), "sh", &["-c", script, WORKLOAD_BIN])
@@ -258,7 +262,8 @@ fn every_failpoint_leaves_the_process_running_exactly_once() {
     // For work on one failpoint: `FAILPOINT_CASES=NAME[,NAME...]`.
     let only = std::env::var("FAILPOINT_CASES").ok();
     let chosen = |n: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == n));
-    let modes = std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy,tree".into());
+    let modes =
+        std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy,tree,tree-postcopy".into());
     let actions = std::env::var("FAILPOINT_ACTIONS").unwrap_or("return,panic,unwind".into());
     let mut failures = Vec::new();
     let mut walked = 0;

@@ -163,15 +163,15 @@ fn threads_coming_and_going_during_the_freeze() {
 }
 
 #[test]
-fn a_process_with_children_in_post_copy_is_refused_before_anything_is_lost() {
+fn a_process_with_children_in_pre_copy_is_refused_before_anything_is_lost() {
     require_lab!();
     let c = Cluster::start();
     let script = include_str!("scripts/threads_child_process.py");
     let p = Proc::start(c.h1(), c.path("child.out"), "python3", &["-c", script]);
     assert!(p.wait_for("tick", 30), "{}", p.text());
-    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
-    // A tree moves in stop-and-copy only, for now.
-    assert_refused(&out, 1, "moves only in stop-and-copy mode");
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2", "--mode", "precopy"]);
+    // A tree moves in post-copy or stop-and-copy, for now.
+    assert_refused(&out, 1, "moves in post-copy or stop-and-copy mode");
     let n = p.text().lines().count();
     assert!(
         wait_until(10, || p.text().lines().count() > n + 5),
@@ -467,7 +467,7 @@ fn shared_anonymous_and_memfd_memory_move_with_their_content() {
 }
 
 #[test]
-fn shared_memory_with_another_process_is_refused() {
+fn shared_memory_with_a_process_outside_its_tree_is_refused() {
     require_lab!();
     let c = Cluster::start();
     let script = include_str!("scripts/threads_shared_memory.py");

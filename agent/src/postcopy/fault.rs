@@ -84,8 +84,9 @@ fn pause(attempt: u32) {
     }
 }
 
-/// One address space being filled: the restored process or a child it
-/// forked during post-copy.
+/// One address space being filled: a restored process (the process, or
+/// each member of a tree, ids from 0) or a child one forked during
+/// post-copy.
 struct Space {
     id: u64,
     uffd: OwnedFd,
@@ -105,6 +106,9 @@ pub enum Outcome {
 
 struct State {
     spaces: Vec<Space>,
+    /// Spaces of the restored processes (ids below): each one's keeper
+    /// holds its userfaultfd, so the handler keeps them to the end.
+    restored: u64,
     next_id: u64,
     discarded: u64,
     samples: Reservoir<FaultSample>,
@@ -192,22 +196,30 @@ const BACKGROUND_PIECE: usize = 16;
 const STEP_ASIDE: Duration = Duration::from_millis(2);
 
 impl FaultHandler {
-    /// A handler for the process with userfaultfd `uffd`, whose pending
-    /// pages are `map`; faults are requested on `demand`, except for the
+    /// A handler for the restored processes with userfaultfds and pending
+    /// pages `spaces` (the process alone, or a tree's members; the first
+    /// is the one `pidfd` names, whose end ends post-copy once no other
+    /// space waits); faults are requested on `demand`, except for the
     /// pages of `local`.
     pub fn new(
-        uffd: OwnedFd,
-        map: LazyMap,
+        spaces: Vec<(OwnedFd, LazyMap)>,
         demand: PeerStream,
         prefetch: u32,
         pidfd: OwnedFd,
         local: Option<Arc<LocalPages>>,
     ) -> std::io::Result<FaultHandler> {
-        let done = map.left() == 0;
+        let done = spaces.iter().all(|(_, m)| m.left() == 0);
+        let restored = spaces.len() as u64;
+        let spaces = spaces
+            .into_iter()
+            .zip(0..)
+            .map(|((uffd, map), id)| Space { id, uffd, map })
+            .collect();
         Ok(FaultHandler {
             state: Mutex::new(State {
-                spaces: vec![Space { id: 0, uffd, map }],
-                next_id: 1,
+                spaces,
+                restored,
+                next_id: restored,
                 discarded: 0,
                 samples: Reservoir::new(MAX_SAMPLES, crate::unix_us()),
                 requested: HashMap::new(),
@@ -482,10 +494,11 @@ impl FaultHandler {
         // A forked child's space with every page in needs no handler:
         // closing its userfaultfd lets the kernel serve its faults (an
         // exited child's space would otherwise linger, as nothing installs
-        // into it any more). The process's own space stays to the end: the
-        // keeper holds a copy of its userfaultfd.
+        // into it any more). A restored process's own space stays to the
+        // end: its keeper holds a copy of its userfaultfd.
         let before = st.spaces.len();
-        st.spaces.retain(|s| s.id == 0 || s.map.left() > 0);
+        let restored = st.restored;
+        st.spaces.retain(|s| s.id < restored || s.map.left() > 0);
         if st.spaces.len() != before {
             st.generation += 1;
         }
@@ -649,6 +662,8 @@ impl FaultHandler {
     pub fn run(&self) {
         let mut watched: Vec<(u64, OwnedFd)> = Vec::new();
         let mut generation = u64::MAX;
+        // The first restored process ended while others still wait.
+        let mut first_gone = false;
         while !self.is_over() {
             {
                 let st = self.lock();
@@ -663,7 +678,9 @@ impl FaultHandler {
             }
             let mut fds: Vec<&OwnedFd> = watched.iter().map(|(_, f)| f).collect();
             fds.push(&self.ended_fd);
-            fds.push(&self.pidfd);
+            if !first_gone {
+                fds.push(&self.pidfd);
+            }
             let ready = match uffd::poll_readable(&fds, 50) {
                 Ok(r) => r,
                 Err(e) => {
@@ -671,11 +688,19 @@ impl FaultHandler {
                     return;
                 }
             };
-            if ready.last().copied().unwrap_or(false) {
-                self.end(Outcome::Exited);
-                return;
-            }
             let mut st = self.lock_urgent();
+            if !first_gone && ready.last().copied().unwrap_or(false) {
+                // Its space is gone; others (a tree's members, children
+                // it forked) may still wait for pages.
+                st.spaces.retain(|s| s.id != 0);
+                st.generation += 1;
+                if st.spaces.iter().all(|s| s.map.left() == 0) {
+                    self.end_locked(&mut st, Outcome::Exited);
+                    return;
+                }
+                first_gone = true;
+                continue;
+            }
             for (i, (id, _)) in watched.iter().enumerate() {
                 if ready.get(i).copied().unwrap_or(false) {
                     self.drain_events(&mut st, *id);

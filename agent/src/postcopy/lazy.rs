@@ -49,6 +49,12 @@ impl LazyMap {
     /// Adds `count` pending pages at `addr` (source and current address
     /// are the same at restore time).
     pub fn add(&mut self, addr: u64, count: u64) {
+        self.add_from(addr, addr, count)
+    }
+
+    /// Adds `count` pending pages at `addr`, named `src` on the wire (a
+    /// tree member's pages, [`migrate_proto::image::tree_page`]).
+    pub fn add_from(&mut self, addr: u64, src: u64, count: u64) {
         if count == 0 {
             return;
         }
@@ -57,7 +63,7 @@ impl LazyMap {
             at,
             Region {
                 dst: addr,
-                src: addr,
+                src,
                 pending: vec![true; count as usize],
             },
         );

@@ -695,4 +695,4 @@ pub const VSYSCALL: u64 = 0xffff_ffff_ff60_0000;
 mod tree;
 mod validate;
 
-pub use tree::{TreeImage, MAX_TREE};
+pub use tree::{tree_page, tree_page_of, TreeImage, MAX_TREE, TREE_TAG_SHIFT};

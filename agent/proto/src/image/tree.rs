@@ -9,6 +9,25 @@ use super::{ImageLimits, ProcessImage, Relation};
 /// Most processes in one tree.
 pub const MAX_TREE: usize = 64;
 
+/// Where a tree member's index sits in the page addresses of post-copy:
+/// a page of member `i` at address `a` is named `a | i << TREE_TAG_SHIFT`
+/// in page requests and frames (member 0, the root or a process alone,
+/// by its plain address). Above every user address ([`super::USER_END`]).
+pub const TREE_TAG_SHIFT: u32 = 56;
+
+/// The name on the wire of member `member`'s page at `addr`.
+pub fn tree_page(member: usize, addr: u64) -> u64 {
+    addr | (member as u64) << TREE_TAG_SHIFT
+}
+
+/// The member and address a page name on the wire stands for.
+pub fn tree_page_of(name: u64) -> (usize, u64) {
+    (
+        (name >> TREE_TAG_SHIFT) as usize,
+        name & ((1 << TREE_TAG_SHIFT) - 1),
+    )
+}
+
 /// A process and its descendants, as one image.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TreeImage {
@@ -129,6 +148,14 @@ mod tests {
             ],
             images: vec![Some(image(10)), Some(child), None],
         }
+    }
+
+    #[test]
+    fn page_names_carry_the_member() {
+        let a = 0x7fff_dead_b000;
+        assert_eq!(tree_page(0, a), a);
+        assert_eq!(tree_page_of(tree_page(63, a)), (63, a));
+        assert!(tree_page(1, 0) > super::super::USER_END);
     }
 
     #[test]

@@ -127,8 +127,8 @@ pub fn freeze_and_dump_tree(
             continue;
         };
         let (before, after) = members.split_at_mut(i);
-        if let (Some(parent), Some(child)) = (&before[p], &mut after[0]) {
-            share_with_parent(&mut child.image, &parent.image)?;
+        if let (Some(parent), Some(child)) = (&mut before[p], &mut after[0]) {
+            share_with_parent(&mut child.image, &mut parent.image)?;
         }
     }
     Ok(FrozenTree { relations, members })
@@ -165,8 +165,10 @@ fn gather_pipes(members: &mut [Option<Frozen>]) {
 /// still shares with its parent since the fork (the same physical page at
 /// the same address in both, read from `/proc/PID/pagemap`), where the
 /// parent has the same mapping: on the destination the child is forked
-/// from its rebuilt parent and gets them without a copy.
-fn share_with_parent(child: &mut ProcessImage, parent: &ProcessImage) -> Result<(), DumpError> {
+/// from its rebuilt parent and gets them without a copy. The parent's
+/// copies of them travel in the freeze (post-copy would leave them to
+/// come after the fork, to the parent alone).
+fn share_with_parent(child: &mut ProcessImage, parent: &mut ProcessImage) -> Result<(), DumpError> {
     let open = |pid: i32| {
         File::open(format!("/proc/{pid}/pagemap")).map_err(|source| DumpError::Proc {
             pid,
@@ -219,6 +221,92 @@ fn share_with_parent(child: &mut ProcessImage, parent: &ProcessImage) -> Result<
             }
         }
         v.pages = runs;
+        if let Some(theirs) = parent.mm.vmas.iter_mut().find(|p| p.forks_as(v)) {
+            for r in v.pages.iter().filter(|r| r.fill == Fill::Parent) {
+                make_eager(&mut theirs.pages, r.first, r.count);
+            }
+        }
     }
     Ok(())
+}
+
+/// Makes the lazy pages of `runs` in `[first, first + count)` eager,
+/// splitting runs where needed.
+fn make_eager(runs: &mut Vec<PageRun>, first: u64, count: u64) {
+    let end = first + count;
+    if !runs
+        .iter()
+        .any(|r| r.fill == Fill::Lazy && r.first < end && first < r.first + r.count)
+    {
+        return;
+    }
+    let mut out: Vec<PageRun> = Vec::with_capacity(runs.len() + 2);
+    let mut push = |run: PageRun| {
+        if run.count == 0 {
+            return;
+        }
+        match out.last_mut() {
+            Some(last) if last.fill == run.fill && last.first + last.count == run.first => {
+                last.count += run.count
+            }
+            _ => out.push(run),
+        }
+    };
+    for r in runs.iter() {
+        let (a, b) = (r.first, r.first + r.count);
+        if r.fill != Fill::Lazy || b <= first || end <= a {
+            push(*r);
+            continue;
+        }
+        let (lo, hi) = (a.max(first), b.min(end));
+        push(PageRun {
+            first: a,
+            count: lo - a,
+            fill: Fill::Lazy,
+        });
+        push(PageRun {
+            first: lo,
+            count: hi - lo,
+            fill: Fill::Eager,
+        });
+        push(PageRun {
+            first: hi,
+            count: b - hi,
+            fill: Fill::Lazy,
+        });
+    }
+    *runs = out;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(first: u64, count: u64, fill: Fill) -> PageRun {
+        PageRun { first, count, fill }
+    }
+
+    #[test]
+    fn pages_a_child_shares_become_eager_in_the_parent() {
+        let mut runs = vec![
+            run(0, 4, Fill::Eager),
+            run(4, 8, Fill::Lazy),
+            run(20, 4, Fill::Lazy),
+        ];
+        make_eager(&mut runs, 6, 16);
+        assert_eq!(
+            runs,
+            [
+                run(0, 4, Fill::Eager),
+                run(4, 2, Fill::Lazy),
+                run(6, 6, Fill::Eager),
+                run(20, 2, Fill::Eager),
+                run(22, 2, Fill::Lazy),
+            ]
+        );
+        // Nothing lazy there: unchanged.
+        let before = runs.clone();
+        make_eager(&mut runs, 0, 4);
+        assert_eq!(runs, before);
+    }
 }

@@ -25,6 +25,14 @@ pub struct FdVerdict {
 pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
     let (fd, t) = (info.fd, info.target.as_str());
     let (mut why, mut needs) = (Vec::new(), Vec::new());
+    if let Some((pid, of)) = s.inherited_from(info) {
+        // Checked (and carried) as that process's.
+        return FdVerdict {
+            kind: format!("{t}, the open file of process {pid}'s fd {of}"),
+            why,
+            needs,
+        };
+    }
     let mut refuse = |code, text: String| why.push(Reason::new(code, text));
     let kind = match s.class(info) {
         Class::Forwarded { terminal: true } => "terminal, forwarded; a deputy stays here".into(),

@@ -23,8 +23,8 @@ pub struct TreeInspection {
 /// member's obstacle, naming the member). `None` for a process without
 /// children, which moves alone.
 ///
-/// What a tree does not take yet is refused here, before the freeze: a
-/// mode other than stop-and-copy, members that are different users to
+/// What a tree does not take yet is refused here, before the freeze:
+/// pre-copy and hybrid modes, members that are different users to
 /// the filesystem (the destination looks every file up as one), and
 /// standard streams forwarded from a member.
 pub fn inspect_tree(
@@ -38,12 +38,12 @@ pub fn inspect_tree(
         return Ok(None);
     };
     let mut why = tree.obstacles();
-    if mode != Mode::StopCopy {
+    if !matches!(mode, Mode::StopCopy | Mode::PostCopy) {
         why.push(Reason::new(
             Code::Children,
             format!(
-                "process {pid} has {} descendants: a process tree moves only in stop-and-copy \
-                 mode for now (`--mode stop-copy`); {} for trees is not built yet",
+                "process {pid} has {} descendants: a process tree moves in post-copy or \
+                 stop-and-copy mode for now; {} for trees is not built yet",
                 tree.members.len() - 1,
                 mode.name()
             ),

@@ -77,7 +77,9 @@ fn handler(area: &Area) -> (Arc<FaultHandler>, TcpStream) {
         .set_read_timeout(Some(Duration::from_secs(10)))
         .unwrap();
     let pidfd = crate::host::sys::pidfd_open(std::process::id() as i32).unwrap();
-    let h = Arc::new(FaultHandler::new(ufd, map, PeerStream::plain(ours), 4, pidfd, None).unwrap());
+    let h = Arc::new(
+        FaultHandler::new(vec![(ufd, map)], PeerStream::plain(ours), 4, pidfd, None).unwrap(),
+    );
     let looper = h.clone();
     std::thread::spawn(move || looper.run());
     (h, source)

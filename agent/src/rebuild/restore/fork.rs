@@ -8,6 +8,7 @@
 use super::*;
 use crate::rebuild::family::Node;
 use crate::rebuild::restore::memory::overlaps;
+use migrate_proto::image::Fill;
 
 impl Restorer {
     /// Forks `image`, a child of this process in its tree, from this
@@ -49,6 +50,7 @@ impl Restorer {
             r.setpgid(node.group)?;
         }
         r.act_as_user()?;
+        r.place_vdso_as(parent, image)?;
         // What the fork gave it: the parent's mappings but those it does
         // not copy to a child (`MADV_DONTFORK`).
         let kept = |v: &Vma| parent.mm.vmas.iter().any(|p| p.forks_as(v));
@@ -59,7 +61,70 @@ impl Restorer {
             }
         }
         r.map_vmas_but(image, kin, kept)?;
+        r.drop_unshared(parent, image)?;
         Ok(r)
+    }
+
+    /// The vDSO where `image` had it, when that is not where its parent
+    /// had it (a child that ran another program): moved from the parent's
+    /// place before anything else is mapped.
+    fn place_vdso_as(
+        &mut self,
+        parent: &ProcessImage,
+        image: &ProcessImage,
+    ) -> Result<(), RestoreError> {
+        let vdso = |i: &ProcessImage| -> Vec<(u64, u64)> {
+            i.mm.vmas
+                .iter()
+                .filter(|v| matches!(v.kind, VmaKind::Vdso(_)))
+                .map(|v| (v.start, v.end))
+                .collect()
+        };
+        if vdso(parent) == vdso(image) {
+            return Ok(());
+        }
+        let maps = procfs::maps(self.pid).map_err(|source| RestoreError::Sys {
+            step: "reading a forked process's maps",
+            source,
+        })?;
+        let mut taken: Vec<(u64, u64)> = maps.iter().map(|m| (m.start, m.end)).collect();
+        taken.extend(image.mm.vmas.iter().map(|v| (v.start, v.end)));
+        let insn = self
+            .task
+            .syscall_insn()
+            .ok_or_else(|| RestoreError::Incompatible("no syscall instruction".into()))?;
+        self.move_vdso(&maps, image, &taken, insn)
+    }
+
+    /// In the private mappings the fork kept, drops every page but those
+    /// `image` takes from its parent ([`Fill::Parent`]): the child's own
+    /// pages are written (or come) after, and a page it did not have on
+    /// the source (dropped there, or never touched) must not read as its
+    /// parent's.
+    fn drop_unshared(
+        &mut self,
+        parent: &ProcessImage,
+        image: &ProcessImage,
+    ) -> Result<(), RestoreError> {
+        let private =
+            |v: &&Vma| !v.shared && matches!(v.kind, VmaKind::Anon | VmaKind::File { .. });
+        for v in image.mm.vmas.iter().filter(private) {
+            if !parent.mm.vmas.iter().any(|p| p.forks_as(v)) {
+                continue;
+            }
+            let mut next = 0u64;
+            let parents = v.pages.iter().filter(|r| r.fill == Fill::Parent);
+            let ends = parents
+                .map(|r| (r.first, r.first + r.count))
+                .chain(std::iter::once((v.npages(), v.npages())));
+            for (first, end) in ends {
+                if first > next {
+                    self.drop_pages(v.start + next * PAGE_SIZE, (first - next) * PAGE_SIZE)?;
+                }
+                next = end;
+            }
+        }
+        Ok(())
     }
 
     /// Forks process `pid` from this one and ends it with wait status

@@ -224,6 +224,13 @@ impl Restorer {
         )
     }
 
+    /// Drops the pages of `[addr, addr + len)` (`MADV_DONTNEED`): those a
+    /// process forked from its rebuilt parent got from it where its own
+    /// are still to come.
+    pub fn drop_pages(&mut self, addr: u64, len: u64) -> Result<(), RestoreError> {
+        self.madvise(addr, len, libc::MADV_DONTNEED as u32)
+    }
+
     /// Creates the userfaultfd inside the process, takes it over and
     /// registers `ranges` (start, len) in MISSING mode.
     pub fn userfaultfd(&mut self, ranges: &[(u64, u64)]) -> Result<OwnedFd, RestoreError> {

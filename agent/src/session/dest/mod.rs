@@ -180,6 +180,7 @@ pub fn serve(
         Some(Incoming::One(core)) => core,
         Some(Incoming::Tree(core)) => {
             failpoints::hit("dest.after-core")?;
+            let stub_path = stub;
             let stub = match early_stub.and_then(|t| t.join().ok()) {
                 Some(Ok(stub)) => stub,
                 Some(Err(e)) => return Err(e.into()),
@@ -197,6 +198,7 @@ pub fn serve(
                     ..ImageLimits::default()
                 },
                 local,
+                exe: stub_path,
             }
             .run(core, stub);
             return report_failure(&mut ctl, &seq, &fate, result);
@@ -620,13 +622,28 @@ enum Incoming {
 /// anonymous mappings with such pages), and the pre-copied pages held
 /// here.
 fn pages_to_come(vmas: &[Vma], store: Option<PageStore>) -> Result<ToCome, DestError> {
+    pages_to_come_of(0, vmas, store)
+}
+
+/// As [`pages_to_come`], for member `member` of a tree: its pages are
+/// named on the wire as [`migrate_proto::image::tree_page`] says.
+fn pages_to_come_of(
+    member: usize,
+    vmas: &[Vma],
+    store: Option<PageStore>,
+) -> Result<ToCome, DestError> {
+    let name = |a: u64| migrate_proto::image::tree_page(member, a);
     // Lazy ranges: private anonymous VMAs with pages still to come,
     // from the source or from the pre-copy store here.
     let mut map = LazyMap::new();
     let mut ranges = Vec::new();
     let mut local = PageSet::new();
     for v in vmas {
-        let lazy: Vec<_> = v.pages.iter().filter(|p| p.fill != Fill::Eager).collect();
+        let lazy: Vec<_> = v
+            .pages
+            .iter()
+            .filter(|p| matches!(p.fill, Fill::Lazy | Fill::Stored))
+            .collect();
         if lazy.is_empty() {
             continue;
         }
@@ -648,14 +665,14 @@ fn pages_to_come(vmas: &[Vma], store: Option<PageStore>) -> Result<ToCome, DestE
             run = match run {
                 Some((a, n)) if a + n * PAGE_SIZE == addr => Some((a, n + p.count)),
                 Some((a, n)) => {
-                    map.add(a, n);
+                    map.add_from(a, name(a), n);
                     Some((addr, p.count))
                 }
                 None => Some((addr, p.count)),
             };
         }
         if let Some((a, n)) = run {
-            map.add(a, n);
+            map.add_from(a, name(a), n);
         }
     }
     let local = match (local.is_empty(), store) {

@@ -13,7 +13,7 @@ pub(super) struct SourceWatch {
 }
 
 impl SourceWatch {
-    fn start(
+    pub(super) fn start(
         ctl: &PeerStream,
         seq: Arc<Sequencer>,
         demand: &PeerStream,
@@ -66,7 +66,7 @@ impl SourceWatch {
     }
 
     /// Waits up to `limit` for the source's `Done`.
-    fn wait_done(&self, limit: Duration) {
+    pub(super) fn wait_done(&self, limit: Duration) {
         let _ = self.done.recv_timeout(limit);
     }
 }
@@ -107,7 +107,7 @@ impl Receiving<'_, '_, '_> {
             Some(u) => {
                 let demand_w = demand.try_clone().map_err(FrameError::Io)?;
                 Some(Arc::new(
-                    FaultHandler::new(u, map, demand_w, prefetch, pidfd, local.clone())
+                    FaultHandler::new(vec![(u, map)], demand_w, prefetch, pidfd, local.clone())
                         .map_err(FrameError::Io)?,
                 ))
             }
@@ -329,7 +329,7 @@ impl Receiving<'_, '_, '_> {
 /// The threads of post-copy on the destination: the fault loop, the
 /// pre-copied pages installed in the background, and one reader for each
 /// page lane (demand first; pushed pages go in in the background).
-fn spawn_fault_threads(
+pub(super) fn spawn_fault_threads(
     h: &Arc<FaultHandler>,
     local: Option<Arc<LocalPages>>,
     demand: &PeerStream,

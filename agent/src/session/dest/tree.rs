@@ -1,20 +1,43 @@
-//! The destination's session for a process tree (stop-and-copy): the
-//! family rebuilt as the core and each member's pages stream in, every
-//! member stopped until the commit, then all let run.
+//! The destination's session for a process tree: the family rebuilt as
+//! the core and each member's eager pages stream in, every member stopped
+//! until the commit, then all let run; in post-copy each member's pages
+//! still to come fill it through a userfaultfd of its own, one fault
+//! handler serving them all.
 //!
 //! The commit rule holds as for one process ([`crate::session::commit`]):
 //! until `Commit` the members are owned by their [`Restorer`]s, which kill
-//! them when dropped; nothing is owed after the resume, so the copy is
-//! independent from its first instruction.
+//! them when dropped; from the resume until every page is in, each member
+//! with pages owed has a keeper that kills it if this agent dies, and a
+//! failed post-copy kills them all.
 
 use migrate_proto::image::TreeImage;
 use migrate_proto::msg::MigrateOptions;
 
 use super::*;
 use crate::rebuild::family;
+use running::{spawn_fault_threads, SourceWatch};
 
 /// A tree's id, image and options, as its core brought them.
 pub(super) type TreeCore = (u64, Box<TreeImage>, MigrateOptions);
+
+/// A member rebuilt and stopped (its [`Restorer`] kills it if dropped),
+/// with what post-copy needs of it.
+struct Member {
+    r: Restorer,
+    /// Its userfaultfd and the pages still to come, if any.
+    lazy: Option<(std::os::fd::OwnedFd, LazyMap)>,
+    /// Holds a copy of its userfaultfd; kills it if this agent dies.
+    keeper: Option<Keeper>,
+}
+
+/// The members running with pages owed, until post-copy ends.
+struct TreeRunning {
+    handler: Option<Arc<FaultHandler>>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    keepers: Vec<Keeper>,
+    beat: Option<peer::Heartbeat>,
+    watch: SourceWatch,
+}
 
 /// What a tree's session needs from the destination's.
 pub(super) struct TreeSession<'a, 'p, 'f> {
@@ -26,6 +49,8 @@ pub(super) struct TreeSession<'a, 'p, 'f> {
     pub fate: &'a mut Fate<'f>,
     pub limits: ImageLimits,
     pub local: std::net::IpAddr,
+    /// This agent's binary (keepers).
+    pub exe: &'a Path,
 }
 
 impl TreeSession<'_, '_, '_> {
@@ -34,9 +59,10 @@ impl TreeSession<'_, '_, '_> {
     /// source to its end.
     pub(super) fn run(&mut self, core: TreeCore, stub: Stub) -> Result<(), DestError> {
         let (id, mut tree, opts) = core;
-        if opts.mode != migrate_proto::msg::Mode::StopCopy {
+        use migrate_proto::msg::Mode;
+        if !matches!(opts.mode, Mode::StopCopy | Mode::PostCopy) {
             return Err(DestError::ImageRefused(format!(
-                "a process tree in {} mode: trees move in stop-and-copy only",
+                "a process tree in {} mode: trees move in post-copy or stop-and-copy",
                 opts.mode.name()
             )));
         }
@@ -51,14 +77,17 @@ impl TreeSession<'_, '_, '_> {
             members = tree.relations.len(),
             "incoming process tree"
         );
-        // The source opened the page lanes; nothing is owed on them.
-        let _lanes = (
-            self.lanes.take(Lane::Demand(id), LANE_TIMEOUT),
-            self.lanes.take(Lane::Bulk(id), LANE_TIMEOUT),
-        );
+        let demand = self
+            .lanes
+            .take(Lane::Demand(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::LaneMissing("demand lane".into()))?;
+        let bulk = self
+            .lanes
+            .take(Lane::Bulk(id), LANE_TIMEOUT)
+            .ok_or_else(|| DestError::LaneMissing("bulk lane".into()))?;
         let built = self.build(&tree, stub)?;
         self.events.push(("rebuilt".into(), crate::unix_us()));
-        let (signals, kin_signals) = self.await_commit(id, built[0].pid)?;
+        let (signals, kin_signals) = self.await_commit(id, built[0].r.pid)?;
         if kin_signals.len() + 1 != tree.relations.len() {
             return Err(DestError::BadImage(format!(
                 "the commit names signals for {} processes of a tree of {}",
@@ -66,13 +95,16 @@ impl TreeSession<'_, '_, '_> {
                 tree.relations.len()
             )));
         }
-        self.resume(id, &tree, built, signals, kin_signals)?;
-        self.await_done(id)
+        let lanes = (demand, bulk);
+        let running = self.resume(id, &tree, built, (signals, kin_signals), &lanes, &opts)?;
+        self.post_copy(id, running, &lanes)
     }
 
-    /// The family, rebuilt and stopped, one [`Restorer`] per living
-    /// member in the tree's order (dropped, they kill it).
-    fn build(&mut self, tree: &TreeImage, stub: Stub) -> Result<Vec<Restorer>, DestError> {
+    /// The family, rebuilt and stopped, one [`Member`] per living member
+    /// in the tree's order. A member's pages still to come are registered
+    /// once every member is forked (a fork would leave the child's
+    /// unregistered).
+    fn build(&mut self, tree: &TreeImage, stub: Stub) -> Result<Vec<Member>, DestError> {
         let (ctl, seq) = (&mut *self.ctl, self.seq);
         let images: Vec<Option<&ProcessImage>> = tree.images.iter().map(Option::as_ref).collect();
         let restorers = family::start(stub, &tree.relations, &images, |i, r| {
@@ -90,14 +122,34 @@ impl TreeSession<'_, '_, '_> {
         }
         let mut kin = crate::fd::Kin::default();
         let mut built = Vec::new();
-        for (r, image) in restorers.into_iter().zip(&tree.images) {
+        for (i, (r, image)) in restorers.into_iter().zip(&tree.images).enumerate() {
             let (Some(mut r), Some(image)) = (r, image) else {
                 continue;
             };
+            let ToCome { map, ranges, .. } = pages_to_come_of(i, &image.mm.vmas, None)?;
+            // (A child's own pages are not its parent's since its fork:
+            // see `Restorer::fork_child`.)
+            let lazy = if ranges.is_empty() {
+                None
+            } else {
+                Some((r.userfaultfd(&ranges)?, map))
+            };
             r.finish_in_tree(image, &kin)?;
             kin.note(r.pid, image);
-            built.push(r);
+            let keeper = match &lazy {
+                Some((uffd, _)) => {
+                    Some(Keeper::spawn(self.exe, uffd, r.pidfd()).map_err(|source| {
+                        DestError::Local {
+                            step: "starting a keeper",
+                            source,
+                        }
+                    })?)
+                }
+                None => None,
+            };
+            built.push(Member { r, lazy, keeper });
         }
+        failpoints::hit("dest.after-keeper")?;
         Ok(built)
     }
 
@@ -123,34 +175,47 @@ impl TreeSession<'_, '_, '_> {
 
     /// Lets every member run, children before their parents (a parent
     /// let go first could wait for a child still stopped), each with the
-    /// signals the source had pending for it; says Resumed.
+    /// signals the source had pending for it, its pages still to come
+    /// served from then on; says Resumed.
     fn resume(
         &mut self,
         id: u64,
         tree: &TreeImage,
-        built: Vec<Restorer>,
-        signals: Vec<i32>,
-        kin_signals: Vec<Vec<i32>>,
-    ) -> Result<(), DestError> {
+        mut built: Vec<Member>,
+        (signals, kin_signals): (Vec<i32>, Vec<Vec<i32>>),
+        (demand, bulk): &(PeerStream, PeerStream),
+        opts: &MigrateOptions,
+    ) -> Result<TreeRunning, DestError> {
+        let local = |step: &'static str| move |source| DestError::Local { step, source };
+        let root_pidfd = built[0].r.pidfd().try_clone().map_err(local("pidfd"))?;
+        let spaces: Vec<_> = built.iter_mut().filter_map(|m| m.lazy.take()).collect();
+        let handler = if spaces.is_empty() {
+            None
+        } else {
+            let pidfd = root_pidfd.try_clone().map_err(local("pidfd"))?;
+            let demand_w = demand.try_clone().map_err(FrameError::Io)?;
+            let h = FaultHandler::new(spaces, demand_w, opts.prefetch_pages, pidfd, None);
+            Some(Arc::new(h.map_err(FrameError::Io)?))
+        };
+        let threads = match &handler {
+            Some(h) => spawn_fault_threads(h, None, demand, bulk)?,
+            None => Vec::new(),
+        };
+        let keepers: Vec<Keeper> = built.iter_mut().filter_map(|m| m.keeper.take()).collect();
         let living = tree
             .relations
             .iter()
             .zip(std::iter::once(signals).chain(kin_signals))
             .filter(|(r, _)| r.exit.is_none());
-        let mut members: Vec<(Restorer, Vec<i32>)> =
-            built.into_iter().zip(living.map(|(_, s)| s)).collect();
-        let root_pidfd = members[0]
-            .0
-            .pidfd()
-            .try_clone()
-            .map_err(|source| DestError::Local {
-                step: "pidfd",
-                source,
-            })?;
+        let mut members: Vec<(Restorer, Vec<i32>)> = built
+            .into_iter()
+            .map(|m| m.r)
+            .zip(living.map(|(_, s)| s))
+            .collect();
         // Counted as run from the first member let go: a resume that fails
         // half-way kills the members not yet let go, and the others may
         // have run.
-        self.fate.resuming(false);
+        self.fate.resuming(handler.is_some());
         let mut root_claim = None;
         let mut running = Vec::new();
         while let Some((r, signals)) = members.pop() {
@@ -169,6 +234,9 @@ impl TreeSession<'_, '_, '_> {
                     for p in &running {
                         let _ = crate::host::sys::pidfd_kill(p, libc::SIGKILL);
                     }
+                    if let Some(h) = &handler {
+                        h.end(Outcome::Failed("the tree could not be resumed".into()));
+                    }
                     self.fate.killed();
                     return Err(match resumed {
                         Err(e) => e.into(),
@@ -180,7 +248,10 @@ impl TreeSession<'_, '_, '_> {
                 }
             }
         }
-        self.fate.independent();
+        if handler.is_none() {
+            // Nothing owed: nothing kills it once it runs.
+            self.fate.independent();
+        }
         let root = tree.relations[0].pid;
         let lineage = tree.images[0]
             .as_ref()
@@ -206,12 +277,71 @@ impl TreeSession<'_, '_, '_> {
         self.events.push(("resumed".into(), crate::unix_us()));
         info!(id, pid = root, "process tree resumed");
         self.seq.send(self.ctl, &DestMsg::Resumed)?;
-        Ok(())
+        let beat = self
+            .ctl
+            .try_clone()
+            .ok()
+            .map(|l| peer::Heartbeat::start(l, self.seq.clone(), DestMsg::Heartbeat));
+        let watch = SourceWatch::start(self.ctl, self.seq.clone(), demand, bulk, id)?;
+        Ok(TreeRunning {
+            handler,
+            threads,
+            keepers,
+            beat,
+            watch,
+        })
     }
 
-    /// Nothing is owed: says Complete at once and waits for the source's
-    /// `Done` (or its close).
-    fn await_done(&mut self, id: u64) -> Result<(), DestError> {
+    /// Post-copy until every page is in: then the keepers are released,
+    /// the tree runs by itself, and the source hears `Complete`.
+    fn post_copy(
+        &mut self,
+        id: u64,
+        run: TreeRunning,
+        (demand, bulk): &(PeerStream, PeerStream),
+    ) -> Result<(), DestError> {
+        let TreeRunning {
+            handler,
+            threads,
+            keepers,
+            beat,
+            watch,
+        } = run;
+        let (mut outcome, discarded, faults) = match &handler {
+            Some(h) => h.wait(),
+            None => (Outcome::Complete, 0, Vec::new()),
+        };
+        let _ = demand.shutdown(Shutdown::Both);
+        let _ = bulk.shutdown(Shutdown::Both);
+        for t in threads {
+            let _ = t.join();
+        }
+        if matches!(outcome, Outcome::Complete | Outcome::Exited) && !keepers.is_empty() {
+            let released = failpoints::hit("dest.keeper-release")
+                .map_err(std::io::Error::other)
+                .and_then(|()| {
+                    // Said before it is true: until the release is over,
+                    // what becomes of the tree cannot be told.
+                    self.fate.releasing();
+                    keepers.into_iter().try_for_each(Keeper::release)
+                });
+            match released {
+                Ok(()) => self.fate.independent(),
+                Err(e) => {
+                    // A keeper not released kills its member as it goes;
+                    // the others are killed with it.
+                    if let Some(h) = &handler {
+                        h.end(Outcome::Failed(format!("releasing a keeper: {e}")));
+                    }
+                    self.fate.killed();
+                    outcome = Outcome::Failed(format!("releasing a keeper: {e}"));
+                }
+            }
+        }
+        if let Outcome::Failed(why) = outcome {
+            return Err(DestError::CopyFailed(why));
+        }
+        drop(beat);
         let (ctl, seq) = (&mut *self.ctl, self.seq);
         if failpoints::hit("dest.before-complete").is_err() {
             let _ = ctl.shutdown(Shutdown::Both);
@@ -220,25 +350,15 @@ impl TreeSession<'_, '_, '_> {
         seq.send(
             ctl,
             &DestMsg::Complete {
-                discarded_pages: 0,
-                faults: Vec::new(),
+                discarded_pages: discarded,
+                faults,
                 events: self.events.clone(),
             },
         )?;
         if failpoints::hit("dest.after-complete").is_err() {
             let _ = ctl.shutdown(Shutdown::Both);
         }
-        let _ = ctl.set_read_timeout(Some(Duration::from_secs(30)));
-        loop {
-            match seq.recv::<SourceMsg>(ctl) {
-                Ok(SourceMsg::Heartbeat) => continue,
-                Ok(SourceMsg::Done) | Err(_) => break,
-                Ok(other) => {
-                    warn!(id, ?other, "unexpected message from the source at the end");
-                    break;
-                }
-            }
-        }
+        watch.wait_done(Duration::from_secs(30));
         info!(id, "process tree migration complete");
         Ok(())
     }

@@ -30,12 +30,14 @@ impl Session<'_, '_> {
         let mut kin_signals = Vec::new();
         let mut kin_tasks = Vec::new();
         let mut kin_reset = Vec::new();
+        let mut kin_mems = Vec::new();
         for m in kin.into_iter().flat_map(|k| k.members) {
             kin_signals.push(m.as_ref().map(pending_signals).unwrap_or_default());
-            if let Some(m) = m {
+            kin_mems.push(m.map(|m| {
                 kin_tasks.extend(m.tasks);
                 kin_reset.extend(m.to_reset);
-            }
+                m.mem
+            }));
         }
         let frozen_terminal = frozen.image.fds.iter().any(|e| {
             matches!(
@@ -64,7 +66,9 @@ impl Session<'_, '_> {
             }
         }
         abort.disarm();
-        let mem = Arc::new(mem);
+        let mem = Arc::new(Memories(
+            std::iter::once(Some(mem)).chain(kin_mems).collect(),
+        ));
         let counters = Arc::new(Counters::default());
         let mut servers = Vec::new();
         // Faults are served from the resume on; the push starts once the
@@ -424,7 +428,7 @@ fn release_original(
     complete: bool,
     frozen_terminal: bool,
     task: FrozenOriginal,
-    mem: &RemoteMem,
+    mem: &Memories,
     cx: &SourceCtx<'_>,
     id: u64,
     pid: i32,
@@ -433,7 +437,11 @@ fn release_original(
         // A terminal's session leader waits for this pid: the original
         // becomes the deputy that stands in for the process here.
         crate::session::deputy::made(pid);
-        if let Err(e) = deputize(task, mem, cx, id) {
+        let deputized = match mem.first() {
+            Some(mem) => deputize(task, mem, cx, id),
+            None => Err("the original's memory is not at hand".to_string()),
+        };
+        if let Err(e) = deputized {
             warn!(error = %e, "the deputy could not be made: the original was killed");
         }
         None

@@ -380,7 +380,7 @@ struct CommittedState {
     streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
     lazy: Arc<LazyPages>,
     t_freeze: Instant,
-    mem: Arc<RemoteMem>,
+    mem: Arc<Memories>,
     counters: Arc<Counters>,
     servers: Vec<std::thread::JoinHandle<()>>,
     push: bool,
@@ -686,7 +686,14 @@ impl Session<'_, '_> {
         // A process whose deputy this host serves takes the deputy along.
         frozen.image.deputy = crate::session::deputy::has_deputy(pid);
         frozen.image.lineage = self.lineage.clone();
-        let lazy = Arc::new(LazyPages::new(&frozen.image));
+        let members = std::iter::once(Some(&frozen))
+            .chain(
+                kin.iter()
+                    .flat_map(|k| k.members.iter().map(Option::as_ref)),
+            )
+            .enumerate()
+            .filter_map(|(i, m)| Some((i, &m?.image)));
+        let lazy = Arc::new(LazyPages::of_members(members));
         let mut f = FrozenState {
             abort,
             ctl,

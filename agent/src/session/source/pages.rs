@@ -14,13 +14,21 @@ pub(super) struct LazyPages {
 }
 
 impl LazyPages {
-    pub(super) fn new(image: &ProcessImage) -> LazyPages {
+    /// The lazy pages of `images`, each a tree member's (its index, its
+    /// image: member 0 for a process alone), named by
+    /// [`tree_page`](migrate_proto::image::tree_page).
+    pub(super) fn of_members<'a>(
+        images: impl Iterator<Item = (usize, &'a ProcessImage)>,
+    ) -> LazyPages {
         let mut runs = Vec::new();
         let mut n = 0usize;
-        for v in &image.mm.vmas {
-            for p in v.pages.iter().filter(|p| p.fill == Fill::Lazy) {
-                runs.push((v.start + p.first * PAGE_SIZE, p.count, n));
-                n += p.count as usize;
+        for (member, image) in images {
+            for v in &image.mm.vmas {
+                for p in v.pages.iter().filter(|p| p.fill == Fill::Lazy) {
+                    let addr = v.start + p.first * PAGE_SIZE;
+                    runs.push((migrate_proto::image::tree_page(member, addr), p.count, n));
+                    n += p.count as usize;
+                }
             }
         }
         LazyPages {
@@ -88,6 +96,27 @@ impl LazyPages {
         for i in first..first + n as usize {
             self.claim(i);
         }
+    }
+}
+
+/// The memory post-copy reads pages from: the frozen process's, or each
+/// member's of a tree (`None` for a zombie), a page named as
+/// [`tree_page`](migrate_proto::image::tree_page) says.
+pub(super) struct Memories(pub(super) Vec<Option<RemoteMem>>);
+
+impl Memories {
+    /// Reads the page(s) named `name` into `buf`.
+    pub(super) fn read_direct(&self, name: u64, buf: &mut [u8]) -> Result<(), String> {
+        let (member, addr) = migrate_proto::image::tree_page_of(name);
+        match self.0.get(member).and_then(Option::as_ref) {
+            Some(mem) => mem.read_direct(addr, buf).map_err(|e| error_chain(&e)),
+            None => Err(format!("no process {member} in the tree")),
+        }
+    }
+
+    /// The frozen process's memory (a tree's root).
+    pub(super) fn first(&self) -> Option<&RemoteMem> {
+        self.0.first().and_then(Option::as_ref)
     }
 }
 
@@ -189,7 +218,7 @@ pub(super) fn put_pages(
 
 pub(super) fn spawn_demand(
     lane: Option<PeerStream>,
-    mem: Arc<RemoteMem>,
+    mem: Arc<Memories>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
     compress: bool,
@@ -206,7 +235,7 @@ pub(super) fn spawn_demand(
 /// Answers demand requests on `s` until the lane ends or fails.
 pub(super) fn serve_demand(
     s: &mut PeerStream,
-    mem: &RemoteMem,
+    mem: &Memories,
     lazy: &LazyPages,
     c: &Counters,
     compress: bool,
@@ -261,7 +290,7 @@ pub(super) fn serve_demand(
 
 pub(super) fn spawn_push(
     lane: Option<PeerStream>,
-    mem: Arc<RemoteMem>,
+    mem: Arc<Memories>,
     lazy: Arc<LazyPages>,
     c: Arc<Counters>,
     opts: &MigrateOptions,
