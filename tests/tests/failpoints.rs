@@ -106,8 +106,10 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     let mut members = vec![w.pid as i32];
     if tree {
         let text = w.text();
-        let child = text.lines().find_map(|l| l.strip_prefix("child "));
-        match child.and_then(|c| c.trim().parse().ok()) {
+        let child = text
+            .lines()
+            .find_map(|l| l.strip_prefix("child ")?.trim().parse().ok());
+        match child {
             Some(pid) => members.push(pid),
             None => return Err(format!("no child line: {text}")),
         }
