@@ -499,3 +499,122 @@ fn redis_moves_while_its_bgsave_child_writes_and_the_save_ends_on_host2() {
     assert!(said.contains("20001 keys read"), "{said}");
     redis_cli(c.h2(), port, &["SHUTDOWN", "NOSAVE"]);
 }
+
+#[test]
+fn a_family_writing_to_one_forwarded_stream_moves_and_the_stream_follows() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("writers.out");
+    let writers = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scripts/trees_writers.py"
+    );
+    // The family's stdout is a pipe to `cat`, which stays on host1: it is
+    // forwarded, the child's being the root's, inherited.
+    let script = format!(
+        "echo 9100 > /proc/sys/kernel/ns_last_pid; python3 {writers} | cat > {}",
+        out_file.display()
+    );
+    let mut sh = c
+        .h1()
+        .command("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(
+        wait_until(20, || text().contains("root 200\n")),
+        "{}",
+        text()
+    );
+    let root: i32 = text()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid ")?.parse().ok())
+        .expect("the root's pid");
+    let out = c.migrate(&[&root.to_string(), "--to", "host2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(stdout.contains("with 1 descendant"), "{stdout}");
+    assert!(
+        !text().contains("root 1500\n"),
+        "the family ended before the move"
+    );
+    // Both write on through host2 to the `cat` on host1 until they end;
+    // the end of file follows and the pipeline ends.
+    let done = wait_until(60, || matches!(sh.try_wait(), Ok(Some(_))));
+    assert!(done, "the pipeline never ended\n{}", c.logs());
+    for who in ["root", "child"] {
+        let seen: Vec<u32> = text()
+            .lines()
+            .filter_map(|l| l.strip_prefix(who)?.trim().parse().ok())
+            .collect();
+        let want: Vec<u32> = (1..=1500).collect();
+        assert!(
+            seen == want,
+            "{who}'s lines lost, doubled or reordered: {} of them, missing {:?}",
+            seen.len(),
+            want.iter()
+                .filter(|n| !seen.contains(n))
+                .collect::<Vec<_>>()
+        );
+    }
+}
+
+#[test]
+fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("tty.out");
+    // A parent and its child on script's terminal, under a shell that
+    // waits for the parent: both move, their output keeps reaching the
+    // terminal, and the shell sees the parent end with its own exit code,
+    // through the deputy. (Past host2's pids: a tree keeps them.)
+    let ticker = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scripts/trees_terminal_ticker.py"
+    );
+    let command = format!("echo 9200 > /proc/sys/kernel/ns_last_pid; python3 {ticker}; exit $?");
+    let mut sh = c
+        .h1()
+        .command("script")
+        .args(["-qfec", &command, "/dev/null"])
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out_file).unwrap())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(wait_until(20, || text().contains("tick 30")), "{}", text());
+    let pid: i32 = text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("pid ")?.trim().parse().ok())
+        .expect("pid");
+    let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(stdout.contains("with 1 descendant"), "{stdout}");
+    assert!(!text().contains("tick 400"), "finished before the move");
+    let mut status = None;
+    assert!(
+        wait_until(30, || {
+            status = sh.try_wait().ok().flatten();
+            status.is_some()
+        }),
+        "script never ended\n{}",
+        c.logs()
+    );
+    for who in ["tick", "child"] {
+        let seen: Vec<u32> = text()
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix(who)?.trim().parse().ok())
+            .collect();
+        assert_eq!(seen, (1..=400).collect::<Vec<_>>(), "{who}");
+    }
+    assert_eq!(
+        status.unwrap().code(),
+        Some(7),
+        "the exit code did not come home"
+    );
+}

@@ -110,6 +110,15 @@ impl FrozenOriginal {
     /// Ends it (as dropping it does).
     pub fn kill(self) {}
 
+    /// Ends every thread after the first `n`: a tree's other members,
+    /// when its root alone goes on (as the deputy).
+    pub fn kill_after(&mut self, n: usize) {
+        let n = n.min(self.0.len());
+        for t in self.0.drain(n..) {
+            t.kill();
+        }
+    }
+
     /// Lets it run here again: only once its copy is known gone.
     pub fn resume(mut self) {
         // Each thread resumes as its handle is released.

@@ -46,11 +46,12 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 /// A way to migrate: label, `migrate` flags. Agents authenticate and
 /// encrypt, as by default, except for the `-insecure` mode (plaintext
 /// agents: the cost of the encryption). The `tree-` modes move a tree of
-/// four workloads in stop-and-copy: `tree-own`, four processes of a
-/// quarter of the size each with memory of their own (the same bytes as
-/// one process of the size); `tree-shared`, a process of the size with
-/// three children sharing all of it copy-on-write.
-const MODES: [(&str, &[&str]); 9] = [
+/// four workloads in stop-and-copy (or post-copy, `-postcopy`):
+/// `tree-own`, four processes of a quarter of the size each with memory
+/// of their own (the same bytes as one process of the size);
+/// `tree-shared`, a process of the size with three children sharing all
+/// of it copy-on-write.
+const MODES: [(&str, &[&str]); 11] = [
     ("postcopy", &["--mode", "postcopy"]),
     ("postcopy-insecure", &["--mode", "postcopy"]),
     ("postcopy-lz4", &["--mode", "postcopy", "--compress", "lz4"]),
@@ -63,6 +64,8 @@ const MODES: [(&str, &[&str]); 9] = [
     ("stop-copy", &["--mode", "stop-copy"]),
     ("tree-own", &["--mode", "stop-copy"]),
     ("tree-shared", &["--mode", "stop-copy"]),
+    ("tree-own-postcopy", &["--mode", "postcopy"]),
+    ("tree-shared-postcopy", &["--mode", "postcopy"]),
 ];
 
 /// Children of the root in the `tree-` modes.
@@ -100,7 +103,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -670,7 +673,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
     let out = lab.shared_dir().join("workload.out");
     let tree = mode.strip_prefix("tree-");
     // Each process's own memory.
-    let own_mib = if tree == Some("own") {
+    let own_mib = if tree.is_some_and(|t| t.starts_with("own")) {
         mib / (TREE_CHILDREN as u64 + 1)
     } else {
         mib
@@ -688,7 +691,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         None => h1.command(&workload),
         Some(how) => {
             args.extend(["--fork".into(), TREE_CHILDREN.to_string()]);
-            if how == "own" {
+            if how.starts_with("own") {
                 args.push("--own".into());
             }
             // A tree keeps its pids: past those host2 uses.
@@ -1801,8 +1804,8 @@ fn markdown(
         .collect();
     if !trees.is_empty() {
         s.push_str(
-            "\nProcess trees, in stop-and-copy, beside `stop-copy` of one process of the size: \
-             `tree-own` is four processes of a quarter of the size each, with memory of their own \
+            "\nProcess trees, in stop-and-copy (`-postcopy`: in post-copy), beside `stop-copy` \
+             and `postcopy` of one process of the size: `tree-own` is four processes of a quarter of the size each, with memory of their own \
              (the same bytes in all); `tree-shared` is a process of the size and three children \
              sharing all of it copy-on-write. PSS: the processes' proportional set size together \
              on each host (sharing kept shows as the same on both).\n\n\

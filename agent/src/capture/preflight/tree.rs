@@ -26,7 +26,8 @@ pub struct TreeInspection {
 /// What a tree does not take yet is refused here, before the freeze:
 /// pre-copy and hybrid modes, members that are different users to
 /// the filesystem (the destination looks every file up as one), and
-/// standard streams forwarded from a member.
+/// standard streams forwarded from a member other than the root and not
+/// inherited from it.
 pub fn inspect_tree(
     pid: i32,
     caller: &Caller,
@@ -67,13 +68,19 @@ pub fn inspect_tree(
                 continue;
             }
         };
-        for info in &insp.survey.infos {
-            if matches!(insp.survey.class(info), Class::Forwarded { .. }) {
+        // The root's standard streams are forwarded as for a process
+        // alone, and a member's that it inherited from the root go with
+        // them; another member's own are not yet.
+        for info in insp.survey.infos.iter().filter(|_| m.pid != pid) {
+            if matches!(insp.survey.class(info), Class::Forwarded { .. })
+                && insp.survey.inherited_from(info).is_none()
+            {
                 why.push(Reason::new(
                     Code::Terminal,
                     named(&format!(
-                        "fd {}: a standard stream forwarded from a process of a tree is not \
-                         built yet (redirect it to a file)",
+                        "fd {}: a standard stream forwarded from a process of a tree other \
+                         than its root, and not inherited from it, is not built yet (redirect \
+                         it to a file)",
                         info.fd
                     )),
                 ));

@@ -30,8 +30,19 @@ struct Member {
     keeper: Option<Keeper>,
 }
 
+/// The root's forwarded standard streams: fd, our end, whether it is an
+/// output, and its lane.
+type Streams = Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>;
+
 /// The members running with pages owed, until post-copy ends.
 struct TreeRunning {
+    /// The root's deputy stays on its home host (a terminal): its pidfd,
+    /// and the channel its end is told on.
+    deputy: Option<(
+        std::os::fd::OwnedFd,
+        std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
+        std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
+    )>,
     handler: Option<Arc<FaultHandler>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     keepers: Vec<Keeper>,
@@ -85,7 +96,7 @@ impl TreeSession<'_, '_, '_> {
             .lanes
             .take(Lane::Bulk(id), LANE_TIMEOUT)
             .ok_or_else(|| DestError::LaneMissing("bulk lane".into()))?;
-        let built = self.build(&tree, stub)?;
+        let (built, streams) = self.build(&tree, stub, id)?;
         self.events.push(("rebuilt".into(), crate::unix_us()));
         let (signals, kin_signals) = self.await_commit(id, built[0].r.pid)?;
         if kin_signals.len() + 1 != tree.relations.len() {
@@ -96,15 +107,25 @@ impl TreeSession<'_, '_, '_> {
             )));
         }
         let lanes = (demand, bulk);
-        let running = self.resume(id, &tree, built, (signals, kin_signals), &lanes, &opts)?;
-        self.post_copy(id, running, &lanes)
+        let running = self.resume(
+            (id, &tree, &opts),
+            (built, streams),
+            (signals, kin_signals),
+            &lanes,
+        )?;
+        self.post_copy(id, &tree, running, &lanes)
     }
 
     /// The family, rebuilt and stopped, one [`Member`] per living member
     /// in the tree's order. A member's pages still to come are registered
     /// once every member is forked (a fork would leave the child's
     /// unregistered).
-    fn build(&mut self, tree: &TreeImage, stub: Stub) -> Result<Vec<Member>, DestError> {
+    fn build(
+        &mut self,
+        tree: &TreeImage,
+        stub: Stub,
+        id: u64,
+    ) -> Result<(Vec<Member>, Streams), DestError> {
         let (ctl, seq) = (&mut *self.ctl, self.seq);
         let images: Vec<Option<&ProcessImage>> = tree.images.iter().map(Option::as_ref).collect();
         let restorers = family::start(stub, &tree.relations, &images, |i, r| {
@@ -150,7 +171,18 @@ impl TreeSession<'_, '_, '_> {
             built.push(Member { r, lazy, keeper });
         }
         failpoints::hit("dest.after-keeper")?;
-        Ok(built)
+        // The root's forwarded standard streams (the others' are the
+        // root's, inherited): a lane each.
+        let mut streams = Vec::new();
+        if let Some(root) = built.first_mut() {
+            for (fd, end, output) in root.r.take_forwarded() {
+                let lane = self.lanes.take(Lane::Stdio(id, fd), LANE_TIMEOUT);
+                let lane =
+                    lane.ok_or_else(|| DestError::LaneMissing(format!("lane for fd {fd}")))?;
+                streams.push((fd, end, output, lane));
+            }
+        }
+        Ok((built, streams))
     }
 
     /// Says Ready (the root's pid) and waits for the source's commit;
@@ -179,12 +211,10 @@ impl TreeSession<'_, '_, '_> {
     /// served from then on; says Resumed.
     fn resume(
         &mut self,
-        id: u64,
-        tree: &TreeImage,
-        mut built: Vec<Member>,
+        (id, tree, opts): (u64, &TreeImage, &MigrateOptions),
+        (mut built, streams): (Vec<Member>, Streams),
         (signals, kin_signals): (Vec<i32>, Vec<Vec<i32>>),
         (demand, bulk): &(PeerStream, PeerStream),
-        opts: &MigrateOptions,
     ) -> Result<TreeRunning, DestError> {
         let local = |step: &'static str| move |source| DestError::Local { step, source };
         let root_pidfd = built[0].r.pidfd().try_clone().map_err(local("pidfd"))?;
@@ -264,12 +294,41 @@ impl TreeSession<'_, '_, '_> {
                 ..lineage
             },
         );
+        let root_image = tree.images[0].as_ref();
+        let has_terminal = root_image.is_some_and(|i| {
+            i.deputy
+                || i.fds.iter().any(|e| {
+                    matches!(
+                        e.kind,
+                        migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+                    )
+                })
+        });
+        if has_terminal {
+            // From now on it has a deputy at home (made at completion).
+            crate::session::deputy::hosted(root, true);
+        }
         // The root is reaped here when it ends (the others by their
-        // parents, or, orphaned, by the agent's reaper).
+        // parents, or, orphaned, by the agent's reaper), its deputy told.
+        let (tx, rx) = std::sync::mpsc::channel();
+        let deputy_tx = tx.clone();
+        let deputy_pidfd = root_pidfd.try_clone().map_err(local("pidfd"))?;
         std::thread::spawn(move || {
             let _claim = root_claim;
-            let _ = crate::host::sys::wait_exit(root, &root_pidfd);
+            if let Ok((code, signal)) = crate::host::sys::wait_exit(root, &root_pidfd) {
+                let exited = migrate_proto::msg::DeputyMsg::Exited { code, signal };
+                if tx.send(exited).is_err() {
+                    crate::session::deputy::hosted(root, false);
+                }
+            }
         });
+        for (fd, end, output, lane) in streams {
+            if output {
+                crate::net::relay::spawn_to_peer(fd, end, lane);
+            } else {
+                crate::net::relay::spawn_from_peer(fd, lane, end);
+            }
+        }
         if failpoints::hit("dest.after-resume").is_err() {
             // As if the control lane broke once the tree runs.
             let _ = self.ctl.shutdown(Shutdown::Both);
@@ -284,6 +343,7 @@ impl TreeSession<'_, '_, '_> {
             .map(|l| peer::Heartbeat::start(l, self.seq.clone(), DestMsg::Heartbeat));
         let watch = SourceWatch::start(self.ctl, self.seq.clone(), demand, bulk, id)?;
         Ok(TreeRunning {
+            deputy: has_terminal.then_some((deputy_pidfd, deputy_tx, rx)),
             handler,
             threads,
             keepers,
@@ -297,10 +357,12 @@ impl TreeSession<'_, '_, '_> {
     fn post_copy(
         &mut self,
         id: u64,
+        tree: &TreeImage,
         run: TreeRunning,
         (demand, bulk): &(PeerStream, PeerStream),
     ) -> Result<(), DestError> {
         let TreeRunning {
+            deputy,
             handler,
             threads,
             keepers,
@@ -360,6 +422,22 @@ impl TreeSession<'_, '_, '_> {
         }
         watch.wait_done(Duration::from_secs(30));
         info!(id, "process tree migration complete");
+        if let Some((pidfd, tx, rx)) = deputy {
+            // The source turns the original root into its deputy now.
+            let root = tree.relations[0].pid;
+            let home = tree.images[0].as_ref().map(|i| i.lineage.home.clone());
+            let lane = home.and_then(|home| {
+                self.lanes
+                    .take_from(Lane::Deputy(id), &home, Duration::from_secs(30))
+            });
+            match lane {
+                Some(lane) => crate::session::deputy::serve_remote(root, lane, pidfd, tx, rx),
+                None => {
+                    crate::session::deputy::hosted(root, false);
+                    warn!(id, "the deputy never called");
+                }
+            }
+        }
         Ok(())
     }
 }

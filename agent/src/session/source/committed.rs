@@ -51,6 +51,7 @@ impl Session<'_, '_> {
             mut to_reset,
             ..
         } = frozen;
+        let root_threads = tasks.len();
         tasks.extend(kin_tasks);
         to_reset.extend(kin_reset);
         // From here a dropped original is killed: a panic is answered as
@@ -114,6 +115,7 @@ impl Session<'_, '_> {
             frozen_terminal,
             signals,
             kin_signals,
+            root_threads,
             task,
         }))
     }
@@ -139,6 +141,7 @@ impl Session<'_, '_> {
             frozen_terminal,
             signals,
             kin_signals,
+            root_threads,
             task,
         } = c;
         let t0 = self.t0;
@@ -226,7 +229,8 @@ impl Session<'_, '_> {
         drop(beat);
         let lost_at = Instant::now();
         let complete = matches!(end, Ok(DestMsg::Complete { .. }));
-        let kept = release_original(complete, frozen_terminal, task, &mem, cx, id, pid);
+        let original = (task, root_threads);
+        let kept = release_original(complete, frozen_terminal, original, &mem, cx, id, pid);
         let _ = demand.shutdown(Shutdown::Both);
         let _ = bulk.shutdown(Shutdown::Both);
         for s in servers {
@@ -427,7 +431,7 @@ fn count_pages(rec: &mut MigrationRecord, counters: &Counters) {
 fn release_original(
     complete: bool,
     frozen_terminal: bool,
-    task: FrozenOriginal,
+    (mut task, root_threads): (FrozenOriginal, usize),
     mem: &Memories,
     cx: &SourceCtx<'_>,
     id: u64,
@@ -437,6 +441,8 @@ fn release_original(
         // A terminal's session leader waits for this pid: the original
         // becomes the deputy that stands in for the process here.
         crate::session::deputy::made(pid);
+        // Of a tree, the root alone stays.
+        task.kill_after(root_threads);
         let deputized = match mem.first() {
             Some(mem) => deputize(task, mem, cx, id),
             None => Err("the original's memory is not at hand".to_string()),

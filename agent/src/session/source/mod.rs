@@ -388,6 +388,8 @@ struct CommittedState {
     signals: Vec<i32>,
     /// A tree's other members' signals, in the tree's order.
     kin_signals: Vec<Vec<i32>>,
+    /// How many of `task`'s threads are the root's (the first).
+    root_threads: usize,
     task: FrozenOriginal,
 }
 
