@@ -618,3 +618,48 @@ fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
         "the exit code did not come home"
     );
 }
+
+#[test]
+fn in_post_copy_a_member_ends_and_a_child_is_forked_while_pages_still_come() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/scripts/trees_postcopy_family.py"
+    );
+    let p = Proc::start(
+        c.h1(),
+        c.path("family.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 9300 > /proc/sys/kernel/ns_last_pid; python3 \"$0\" & wait",
+            script,
+        ],
+    );
+    let [root, a]: [i32; 2] = p
+        .text()
+        .lines()
+        .find_map(|l| {
+            let mut w = l.strip_prefix("pid ")?.split(' ');
+            Some([w.next()?.parse().ok()?, w.next()?.trim().parse().ok()?])
+        })
+        .expect("pid line");
+    // The push held at 4 MiB/s: most of the 96 MiB the two have of their
+    // own is still to come when they are asked.
+    let out = c.migrate(&[
+        &root.to_string(),
+        "--to",
+        "host2",
+        "--push-rate",
+        "4",
+        "--detach",
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(stdout.contains("to follow"), "{stdout}");
+    signal_in(c.h2(), a, "-USR1");
+    signal_in(c.h2(), root, "-USR1");
+    assert!(p.wait_for("verdict", 60), "{}\n{}", p.text(), c.logs());
+    assert!(p.text().contains("verdict ok"), "{}", p.text());
+}
