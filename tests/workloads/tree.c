@@ -4,8 +4,9 @@
  * forks, so that its children share it copy-on-write) and one shared
  * anonymous page, then forks:
  *   - a child that exits at once with status 7 and stays a zombie;
- *   - a writer, leading a process group of its own, which writes a
- *     sequence number into a pipe every 20 ms;
+ *   - a writer, leading a process group of its own, which drops its copy
+ *     of the first 64 KiB (MADV_DONTNEED: zeros for it, not for its
+ *     parent) and writes a sequence number into a pipe every 20 ms;
  *   - a reader, in the writer's group, which reads the numbers and checks
  *     that none is missing or repeated, and counts them in the shared page.
  * It prints "family ROOT WRITER READER ZOMBIE" and ticks.
@@ -54,15 +55,25 @@ static void sleep_ms(long ms) {
 
 static unsigned char pattern(size_t i) { return (unsigned char)(i * 7 + i / 4096); }
 
-/* NULL when the private memory still holds its pattern. */
-static const char *memory_verdict(void) {
-    for (size_t i = 0; i < PRIVATE_BYTES; i++)
+/* Bytes at the start of the private memory the writer dropped. */
+#define DROPPED (64u << 10)
+
+/* NULL when the private memory holds its pattern after its first `zeros`
+ * bytes, which read as zeros. */
+static const char *memory_verdict_from(size_t zeros) {
+    for (size_t i = 0; i < zeros; i++)
+        if (mem[i] != 0)
+            return "a page dropped before the move is not empty";
+    for (size_t i = zeros; i < PRIVATE_BYTES; i++)
         if (mem[i] != pattern(i))
             return "the private memory differs";
     return NULL;
 }
 
-/* A child's check of itself: parent, group, memory. */
+static const char *memory_verdict(void) { return memory_verdict_from(0); }
+
+/* A child's check of itself: parent, group, memory (the writer dropped
+ * its copy of the first DROPPED bytes). */
 static void child_check(int slot, pid_t root, pid_t group) {
     const char *bad = NULL;
     if (getppid() != root)
@@ -70,7 +81,7 @@ static void child_check(int slot, pid_t root, pid_t group) {
     else if (getpgid(0) != group)
         bad = "its process group changed";
     else
-        bad = memory_verdict();
+        bad = memory_verdict_from(slot == 0 ? DROPPED : 0);
     if (bad)
         snprintf(sh->why[slot], sizeof sh->why[slot], "%s", bad);
     sh->verdict[slot] = bad ? 2 : 1;
@@ -168,6 +179,9 @@ int main(void) {
         return 2;
     pid_t w = fork();
     if (w == 0) {
+        /* Its copy of the first pages, dropped: it reads zeros there,
+         * where its parent still has the pattern. */
+        madvise(mem, DROPPED, MADV_DONTNEED);
         setpgid(0, 0);
         close(p[0]);
         writer(p[1], root);
