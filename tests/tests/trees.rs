@@ -567,19 +567,24 @@ fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
     require_lab!();
     let c = Cluster::start();
     let out_file = c.path("tty.out");
-    // A parent and its child on script's terminal, under a shell that
-    // waits for the parent: both move, their output keeps reaching the
-    // terminal, and the shell sees the parent end with its own exit code,
-    // through the deputy. (Past host2's pids: a tree keeps them.)
+    // A parent leading the session of script's terminal, and its child:
+    // both move, their output keeps reaching the terminal, and script
+    // (waiting for the parent) sees it end with its own exit code,
+    // through the deputy. (Past host2's pids: a tree keeps them; the
+    // shell script starts execs the parent.)
     let ticker = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/tests/scripts/trees_terminal_ticker.py"
     );
-    let command = format!("echo 9200 > /proc/sys/kernel/ns_last_pid; python3 {ticker}; exit $?");
+    let command = format!("exec python3 {ticker}");
     let mut sh = c
         .h1()
-        .command("script")
-        .args(["-qfec", &command, "/dev/null"])
+        .command("sh")
+        .args([
+            "-c",
+            "echo 9200 > /proc/sys/kernel/ns_last_pid; exec script -qfec \"$0\" /dev/null",
+            &command,
+        ])
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(&out_file).unwrap())
         .stderr(std::process::Stdio::null())
@@ -591,6 +596,17 @@ fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("pid ")?.trim().parse().ok())
         .expect("pid");
+    let leader = std::fs::read_to_string(c.h1().root_path(format!("proc/{pid}/stat")))
+        .ok()
+        .and_then(|s| {
+            s.rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(3)?
+                .parse::<i32>()
+                .ok()
+        });
+    assert_eq!(leader, Some(pid), "the parent does not lead its session");
     let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
