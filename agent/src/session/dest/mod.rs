@@ -322,10 +322,8 @@ struct Running {
     handler: Option<Arc<FaultHandler>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     keeper: Option<Keeper>,
-    has_terminal: bool,
-    deputy_pidfd: std::os::fd::OwnedFd,
-    deputy_tx: std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
-    rx: std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
+    /// Its end, for its deputy at home.
+    reaped: Reaped,
     beat: Option<peer::Heartbeat>,
     watch: SourceWatch,
     demand: PeerStream,

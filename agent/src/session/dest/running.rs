@@ -78,6 +78,92 @@ impl Drop for SourceWatch {
     }
 }
 
+/// A resumed copy's end, for its deputy on the home host: the copy is
+/// reaped here when it ends (this agent is its subreaper, or holds its
+/// claim) and how it ended is told on a channel, which the deputy's lane
+/// serves once post-copy is over.
+pub(super) struct Reaped {
+    pid: i32,
+    /// A deputy stays on the home host (a forwarded terminal).
+    terminal: bool,
+    pidfd: std::os::fd::OwnedFd,
+    tx: std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
+    rx: std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
+}
+
+impl Reaped {
+    /// Reaps `pid` (whose pidfd is `pidfd`, claimed by `claim`) when it
+    /// ends; `image` says whether it left a deputy at home.
+    pub(super) fn start(
+        pid: i32,
+        pidfd: std::os::fd::OwnedFd,
+        claim: Option<crate::host::children::Claim>,
+        image: &ProcessImage,
+    ) -> std::io::Result<Reaped> {
+        let terminal = image.deputy
+            || image.fds.iter().any(|e| {
+                matches!(
+                    e.kind,
+                    migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
+                )
+            });
+        if terminal {
+            // From now on it has a deputy at home (made at completion).
+            crate::session::deputy::hosted(pid, true);
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        let told = tx.clone();
+        let reap_pidfd = pidfd.try_clone()?;
+        std::thread::spawn(move || {
+            let _claim = claim;
+            if let Ok((code, signal)) = crate::host::sys::wait_exit(pid, &reap_pidfd) {
+                let exited = migrate_proto::msg::DeputyMsg::Exited { code, signal };
+                if told.send(exited).is_err() {
+                    // Nobody serves a deputy for it (none, or post-copy failed).
+                    crate::session::deputy::hosted(pid, false);
+                }
+            }
+        });
+        Ok(Reaped {
+            pid,
+            terminal,
+            pidfd,
+            tx,
+            rx,
+        })
+    }
+
+    /// Post-copy is over: a copy with a deputy at home serves the lane the
+    /// deputy opens from `home`.
+    pub(super) fn serve_deputy(self, lanes: &PeerLanes<'_>, id: u64, home: &str) {
+        if !self.terminal {
+            return;
+        }
+        // The source turns the original into a deputy now.
+        match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
+            Some(lane) => {
+                crate::session::deputy::serve_remote(self.pid, lane, self.pidfd, self.tx, self.rx)
+            }
+            None => {
+                crate::session::deputy::hosted(self.pid, false);
+                warn!(id, "the deputy never called");
+            }
+        }
+    }
+}
+
+/// Starts the relays of forwarded standard streams (fd, our end, whether
+/// it is an output, its lane): this host is now the process's.
+pub(super) fn relay_streams(streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>) {
+    for (fd, end, output, lane) in streams {
+        if output {
+            crate::net::relay::spawn_to_peer(fd, end, lane);
+        } else {
+            crate::net::relay::spawn_from_peer(fd, lane, end);
+        }
+    }
+}
+
 impl Receiving<'_, '_, '_> {
     /// Lets the copy run: starts the fault handler and the page lanes'
     /// readers, resumes it, and says so.
@@ -117,13 +203,6 @@ impl Receiving<'_, '_, '_> {
             Some(h) => spawn_fault_threads(h, local, &demand, &bulk)?,
             None => Vec::new(),
         };
-        let has_terminal = image.deputy
-            || image.fds.iter().any(|e| {
-                matches!(
-                    e.kind,
-                    migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
-                )
-            });
         let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
         step("committed, fault handler started");
         // Counted as run from the first thread let go: a resume that fails or
@@ -143,35 +222,8 @@ impl Receiving<'_, '_, '_> {
                 ..image.lineage.clone()
             },
         );
-        if has_terminal {
-            // From now on it has a deputy at home (made at completion).
-            crate::session::deputy::hosted(new_pid, true);
-        }
-        // Reap the process when it ends (we are its subreaper) and tell its
-        // deputy, if it has one, how it ended.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let deputy_tx = tx.clone();
-        let reap_pidfd = deputy_pidfd.try_clone().map_err(FrameError::Io)?;
-        std::thread::spawn(move || {
-            let _claim = claim;
-            if let Ok((code, signal)) = crate::host::sys::wait_exit(new_pid, &reap_pidfd) {
-                if tx
-                    .send(migrate_proto::msg::DeputyMsg::Exited { code, signal })
-                    .is_err()
-                {
-                    // Nobody serves a deputy for it (none, or post-copy failed).
-                    crate::session::deputy::hosted(new_pid, false);
-                }
-            }
-        });
-
-        for (fd, end, output, lane) in streams {
-            if output {
-                crate::net::relay::spawn_to_peer(fd, end, lane);
-            } else {
-                crate::net::relay::spawn_from_peer(fd, lane, end);
-            }
-        }
+        let reaped = Reaped::start(new_pid, deputy_pidfd, claim, image).map_err(FrameError::Io)?;
+        relay_streams(streams);
         if failpoints::hit("dest.after-resume").is_err() {
             // As if the control lane broke once the process runs.
             let _ = ctl.shutdown(Shutdown::Both);
@@ -196,10 +248,7 @@ impl Receiving<'_, '_, '_> {
             handler,
             threads,
             keeper,
-            has_terminal,
-            deputy_pidfd,
-            deputy_tx,
-            rx,
+            reaped,
             beat,
             watch,
             demand,
@@ -227,10 +276,7 @@ impl Receiving<'_, '_, '_> {
             handler,
             threads,
             keeper,
-            has_terminal,
-            deputy_pidfd,
-            deputy_tx,
-            rx,
+            reaped,
             beat,
             watch,
             demand,
@@ -302,23 +348,7 @@ impl Receiving<'_, '_, '_> {
                 watch.wait_done(Duration::from_secs(30));
                 end_step("source released");
                 info!(id, new_pid, "post-copy complete");
-                if has_terminal {
-                    // The source turns the original into a deputy now.
-                    let home = &image.lineage.home;
-                    match lanes.take_from(Lane::Deputy(id), home, Duration::from_secs(30)) {
-                        Some(lane) => crate::session::deputy::serve_remote(
-                            new_pid,
-                            lane,
-                            deputy_pidfd,
-                            deputy_tx,
-                            rx,
-                        ),
-                        None => {
-                            crate::session::deputy::hosted(new_pid, false);
-                            warn!(id, "the deputy never called");
-                        }
-                    }
-                }
+                reaped.serve_deputy(lanes, id, &image.lineage.home);
                 Ok(())
             }
             Outcome::Failed(why) => Err(DestError::CopyFailed(why)),

@@ -15,7 +15,7 @@ use migrate_proto::msg::MigrateOptions;
 
 use super::*;
 use crate::rebuild::family;
-use running::{spawn_fault_threads, SourceWatch};
+use running::{relay_streams, spawn_fault_threads, Reaped, SourceWatch};
 
 /// A tree's id, image and options, as its core brought them.
 pub(super) type TreeCore = (u64, Box<TreeImage>, MigrateOptions);
@@ -36,13 +36,8 @@ type Streams = Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>;
 
 /// The members running with pages owed, until post-copy ends.
 struct TreeRunning {
-    /// The root's deputy stays on its home host (a terminal): its pidfd,
-    /// and the channel its end is told on.
-    deputy: Option<(
-        std::os::fd::OwnedFd,
-        std::sync::mpsc::Sender<migrate_proto::msg::DeputyMsg>,
-        std::sync::mpsc::Receiver<migrate_proto::msg::DeputyMsg>,
-    )>,
+    /// The root's end, for its deputy at home.
+    reaped: Reaped,
     handler: Option<Arc<FaultHandler>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     keepers: Vec<Keeper>,
@@ -283,52 +278,21 @@ impl TreeSession<'_, '_, '_> {
             self.fate.independent();
         }
         let root = tree.relations[0].pid;
-        let lineage = tree.images[0]
+        let root_image = tree.images[0]
             .as_ref()
-            .map(|i| i.lineage.clone())
-            .unwrap_or_default();
+            .ok_or_else(|| DestError::BadImage("the tree's root is a zombie".into()))?;
         self.lineages.set(
             root,
             migrate_proto::image::Lineage {
-                moves: lineage.moves + 1,
-                ..lineage
+                moves: root_image.lineage.moves + 1,
+                ..root_image.lineage.clone()
             },
         );
-        let root_image = tree.images[0].as_ref();
-        let has_terminal = root_image.is_some_and(|i| {
-            i.deputy
-                || i.fds.iter().any(|e| {
-                    matches!(
-                        e.kind,
-                        migrate_proto::image::FdKind::Forwarded { terminal: true, .. }
-                    )
-                })
-        });
-        if has_terminal {
-            // From now on it has a deputy at home (made at completion).
-            crate::session::deputy::hosted(root, true);
-        }
         // The root is reaped here when it ends (the others by their
         // parents, or, orphaned, by the agent's reaper), its deputy told.
-        let (tx, rx) = std::sync::mpsc::channel();
-        let deputy_tx = tx.clone();
-        let deputy_pidfd = root_pidfd.try_clone().map_err(local("pidfd"))?;
-        std::thread::spawn(move || {
-            let _claim = root_claim;
-            if let Ok((code, signal)) = crate::host::sys::wait_exit(root, &root_pidfd) {
-                let exited = migrate_proto::msg::DeputyMsg::Exited { code, signal };
-                if tx.send(exited).is_err() {
-                    crate::session::deputy::hosted(root, false);
-                }
-            }
-        });
-        for (fd, end, output, lane) in streams {
-            if output {
-                crate::net::relay::spawn_to_peer(fd, end, lane);
-            } else {
-                crate::net::relay::spawn_from_peer(fd, lane, end);
-            }
-        }
+        let reaped = Reaped::start(root, root_pidfd, root_claim, root_image)
+            .map_err(local("reaping the root"))?;
+        relay_streams(streams);
         if failpoints::hit("dest.after-resume").is_err() {
             // As if the control lane broke once the tree runs.
             let _ = self.ctl.shutdown(Shutdown::Both);
@@ -343,7 +307,7 @@ impl TreeSession<'_, '_, '_> {
             .map(|l| peer::Heartbeat::start(l, self.seq.clone(), DestMsg::Heartbeat));
         let watch = SourceWatch::start(self.ctl, self.seq.clone(), demand, bulk, id)?;
         Ok(TreeRunning {
-            deputy: has_terminal.then_some((deputy_pidfd, deputy_tx, rx)),
+            reaped,
             handler,
             threads,
             keepers,
@@ -362,7 +326,7 @@ impl TreeSession<'_, '_, '_> {
         (demand, bulk): &(PeerStream, PeerStream),
     ) -> Result<(), DestError> {
         let TreeRunning {
-            deputy,
+            reaped,
             handler,
             threads,
             keepers,
@@ -422,21 +386,8 @@ impl TreeSession<'_, '_, '_> {
         }
         watch.wait_done(Duration::from_secs(30));
         info!(id, "process tree migration complete");
-        if let Some((pidfd, tx, rx)) = deputy {
-            // The source turns the original root into its deputy now.
-            let root = tree.relations[0].pid;
-            let home = tree.images[0].as_ref().map(|i| i.lineage.home.clone());
-            let lane = home.and_then(|home| {
-                self.lanes
-                    .take_from(Lane::Deputy(id), &home, Duration::from_secs(30))
-            });
-            match lane {
-                Some(lane) => crate::session::deputy::serve_remote(root, lane, pidfd, tx, rx),
-                None => {
-                    crate::session::deputy::hosted(root, false);
-                    warn!(id, "the deputy never called");
-                }
-            }
+        if let Some(root) = &tree.images[0] {
+            reaped.serve_deputy(self.lanes, id, &root.lineage.home);
         }
         Ok(())
     }
