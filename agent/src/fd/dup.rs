@@ -24,23 +24,15 @@ pub fn dump(c: &Collect, info: &FdInfo, earlier: &[FdInfo]) -> Result<Option<FdK
             }));
         }
     }
-    for (other, infos) in c.survey.kin_before() {
-        for e in infos
-            .iter()
-            .filter(|e| e.ino == info.ino && e.mode == info.mode)
-        {
-            let same = sys::same_open_file_of((*other, e.fd), (c.pid, info.fd))
-                .map_err(proc_err(c.pid, "kcmp"))?;
-            if same {
-                return Ok(Some(FdKind::Inherited {
-                    of_pid: *other,
-                    of_fd: e.fd,
-                    cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
-                }));
-            }
-        }
-    }
-    Ok(None)
+    let inherited = c
+        .survey
+        .inherited_from(info)
+        .map_err(proc_err(c.pid, "kcmp"))?;
+    Ok(inherited.map(|(of_pid, of_fd)| FdKind::Inherited {
+        of_pid,
+        of_fd,
+        cloexec: info.flags & libc::O_CLOEXEC as u32 != 0,
+    }))
 }
 
 /// Descriptor `want` as the open file of descriptor `of_fd` of process

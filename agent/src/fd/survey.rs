@@ -133,18 +133,21 @@ impl Survey {
     }
 
     /// The process of its tree dumped before it, and its descriptor, whose
-    /// open file `info` is (inherited across a fork): that process's
-    /// descriptor is checked and carried, this one is passed from it.
-    pub fn inherited_from(&self, info: &FdInfo) -> Option<(i32, i32)> {
-        self.kin_before().iter().find_map(|(pid, infos)| {
-            infos
+    /// open file `info` is (inherited across a fork, found by `kcmp`): that
+    /// process's descriptor is checked and carried, this one is passed
+    /// from it.
+    pub fn inherited_from(&self, info: &FdInfo) -> io::Result<Option<(i32, i32)>> {
+        for (pid, infos) in self.kin_before() {
+            for e in infos
                 .iter()
                 .filter(|e| e.ino == info.ino && e.mode == info.mode)
-                .find(|e| {
-                    sys::same_open_file_of((*pid, e.fd), (self.pid, info.fd)).unwrap_or(false)
-                })
-                .map(|e| (*pid, e.fd))
-        })
+            {
+                if sys::same_open_file_of((*pid, e.fd), (self.pid, info.fd))? {
+                    return Ok(Some((*pid, e.fd)));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Every descriptor held inside: this process's, then its kin's.

@@ -25,15 +25,22 @@ pub struct FdVerdict {
 pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
     let (fd, t) = (info.fd, info.target.as_str());
     let (mut why, mut needs) = (Vec::new(), Vec::new());
-    if let Some((pid, of)) = s.inherited_from(info) {
-        // Checked (and carried) as that process's.
-        return FdVerdict {
-            kind: format!("{t}, the open file of process {pid}'s fd {of}"),
-            why,
-            needs,
-        };
-    }
     let mut refuse = |code, text: String| why.push(Reason::new(code, text));
+    match s.inherited_from(info) {
+        // Checked (and carried) as that process's.
+        Ok(Some((pid, of))) => {
+            return FdVerdict {
+                kind: format!("{t}, the open file of process {pid}'s fd {of}"),
+                why,
+                needs,
+            }
+        }
+        Ok(None) => {}
+        Err(e) => refuse(
+            Code::Descriptor,
+            format!("fd {fd}: cannot tell whether another process of its tree shares it: {e}"),
+        ),
+    }
     let kind = match s.class(info) {
         Class::Forwarded { terminal: true } => "terminal, forwarded; a deputy stays here".into(),
         Class::Forwarded { terminal: false } => "forwarded to and from this host".into(),

@@ -73,7 +73,7 @@ pub fn inspect_tree(
         // them; another member's own are not yet.
         for info in insp.survey.infos.iter().filter(|_| m.pid != pid) {
             if matches!(insp.survey.class(info), Class::Forwarded { .. })
-                && insp.survey.inherited_from(info).is_none()
+                && !matches!(insp.survey.inherited_from(info), Ok(Some(_)))
             {
                 why.push(Reason::new(
                     Code::Terminal,
