@@ -225,9 +225,9 @@ impl Restorer {
     }
 
     /// Drops the pages of `[addr, addr + len)` (`MADV_DONTNEED`): those a
-    /// process forked from its rebuilt parent got from it where its own
-    /// are still to come.
-    pub fn drop_pages(&mut self, addr: u64, len: u64) -> Result<(), RestoreError> {
+    /// process forked from its rebuilt parent got from it and did not
+    /// share with it on the source.
+    pub(super) fn drop_pages(&mut self, addr: u64, len: u64) -> Result<(), RestoreError> {
         self.madvise(addr, len, libc::MADV_DONTNEED as u32)
     }
 
