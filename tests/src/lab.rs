@@ -283,6 +283,21 @@ impl Host {
         PathBuf::from(format!("/proc/{}/root", self.init)).join(rel)
     }
 
+    /// The proportional set size of `pids` in this host together, KiB
+    /// (pages shared by n of them count 1/n each; a pid gone counts 0).
+    pub fn pss_kib(&self, pids: &[i32]) -> u64 {
+        pids.iter()
+            .map(|pid| {
+                std::fs::read_to_string(self.root_path(format!("proc/{pid}/smaps_rollup")))
+                    .unwrap_or_default()
+                    .lines()
+                    .find_map(|l| l.strip_prefix("Pss:"))
+                    .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+
     /// Starts `agent_bin --name <host> --listen <addr>:7070 --socket
     /// /run/migrate/agent.sock --peer <peer>=<addr>:7070…` in this host,
     /// stdout and stderr to `log`, and waits (at most 10 s) for its control

@@ -156,21 +156,6 @@ fn stat_in(host: &migrate_tests::lab::Host, pid: i32) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// The proportional set size of `pids` in `host` together, KiB: pages
-/// shared by n of them count 1/n each.
-fn pss_kib(host: &migrate_tests::lab::Host, pids: &[i32]) -> u64 {
-    pids.iter()
-        .map(|pid| {
-            std::fs::read_to_string(host.root_path(format!("proc/{pid}/smaps_rollup")))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 #[test]
 fn a_c_family_moves_as_one_and_checks_itself() {
     require_lab!();
@@ -205,7 +190,7 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     let said = String::from_utf8_lossy(&out.stdout).into_owned();
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(said.contains("with its 3 descendants, together"), "{said}");
-    let pss_before = pss_kib(c.h1(), &living);
+    let pss_before = c.h1().pss_kib(&living);
 
     // Hybrid does not take a tree yet: refused before the freeze, the
     // family untouched.
@@ -262,7 +247,7 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     );
     // The private memory the children share copy-on-write with their
     // parent is shared again, not copied per process.
-    let pss_after = pss_kib(c.h2(), &living);
+    let pss_after = c.h2().pss_kib(&living);
     println!(
         "the family's proportional set size: {pss_before} KiB on host1, {pss_after} KiB on host2"
     );
@@ -512,7 +497,7 @@ fn a_family_writing_to_one_forwarded_stream_moves_and_the_stream_follows() {
     // The family's stdout is a pipe to `cat`, which stays on host1: it is
     // forwarded, the child's being the root's, inherited.
     let script = format!(
-        "echo 9100 > /proc/sys/kernel/ns_last_pid; python3 {writers} | cat > {}",
+        "echo 9100 > /proc/sys/kernel/ns_last_pid; python3 {writers} 1500 4 root 0 | cat > {}",
         out_file.display()
     );
     let mut sh = c
@@ -574,9 +559,9 @@ fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
     // shell script starts execs the parent.)
     let ticker = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/scripts/trees_terminal_ticker.py"
+        "/tests/scripts/trees_writers.py"
     );
-    let command = format!("exec python3 {ticker}");
+    let command = format!("exec python3 {ticker} 400 20 tick 7");
     let mut sh = c
         .h1()
         .command("sh")
@@ -596,16 +581,9 @@ fn a_family_on_a_terminal_moves_and_its_root_leaves_a_deputy_at_home() {
         .lines()
         .find_map(|l| l.trim().strip_prefix("pid ")?.trim().parse().ok())
         .expect("pid");
-    let leader = std::fs::read_to_string(c.h1().root_path(format!("proc/{pid}/stat")))
-        .ok()
-        .and_then(|s| {
-            s.rsplit_once(')')?
-                .1
-                .split_whitespace()
-                .nth(3)?
-                .parse::<i32>()
-                .ok()
-        });
+    let leader = stat_in(c.h1(), pid)
+        .get(3)
+        .and_then(|s| s.parse::<i32>().ok());
     assert_eq!(leader, Some(pid), "the parent does not lead its session");
     let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();

@@ -71,20 +71,6 @@ const MODES: [(&str, &[&str]); 11] = [
 /// Children of the root in the `tree-` modes.
 const TREE_CHILDREN: usize = 3;
 
-/// The proportional set size of `pids` in `host` together, KiB.
-fn pss_kib(host: &Host, pids: &[i32]) -> u64 {
-    pids.iter()
-        .map(|pid| {
-            fs::read_to_string(host.root_path(format!("proc/{pid}/smaps_rollup")))
-                .unwrap_or_default()
-                .lines()
-                .find_map(|l| l.strip_prefix("Pss:"))
-                .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
-                .unwrap_or(0)
-        })
-        .sum()
-}
-
 /// The pids of the `child PID` lines of the workload's output.
 fn tree_children(out: &Path) -> Vec<i32> {
     fs::read_to_string(out)
@@ -731,7 +717,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         }
         let mut members: Vec<i32> = children.clone();
         members.extend(pid.parse::<i32>().ok());
-        let pss_source = pss_kib(h1, &members);
+        let pss_source = h1.pss_kib(&members);
         let bytes0 = link_bytes(h1);
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
@@ -807,7 +793,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 .args(["-USR1", &new_pid.to_string()])
                 .status();
         }
-        let pss_destination = pss_kib(h2, &members);
+        let pss_destination = h2.pss_kib(&members);
         let mut verified = verified(&out, own_mib);
         for (k, child) in children.iter().enumerate() {
             // Each child checks its own copy too.
