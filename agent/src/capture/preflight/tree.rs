@@ -63,6 +63,9 @@ pub fn inspect_tree(
         };
         let insp = match inspect_in_tree(m.pid, caller, agent_pid, false, tcp, &kin) {
             Ok(i) => i,
+            // A member that ended since the tree was read (a short-lived
+            // child) is not an obstacle: the freeze reads the tree again.
+            Err(_) if m.pid != pid && ended(m.pid) => continue,
             Err(r) => {
                 why.extend(r.0.into_iter().map(|r| Reason::new(r.code, named(&r.text))));
                 continue;
@@ -126,5 +129,14 @@ pub fn inspect_tree(
             }))
         }
         _ => Err(Refusal(why)),
+    }
+}
+
+/// Whether process `pid` is gone: no longer there, or a zombie.
+fn ended(pid: i32) -> bool {
+    match crate::host::procfs::status(pid) {
+        Ok(st) => crate::host::procfs::status_get(&st, "State")
+            .is_some_and(|s| s.starts_with('Z') || s.starts_with('X')),
+        Err(_) => true,
     }
 }
