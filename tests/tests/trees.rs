@@ -1,7 +1,7 @@
 //! Process trees: what the pre-flight says of a process with descendants,
-//! and a family moved as one in stop-and-copy (the other modes refuse a
-//! tree before the freeze, as does a process with children moved alone
-//! by a caller who cannot have them all).
+//! and families moved as one in post-copy and stop-and-copy (pre-copy and
+//! hybrid refuse a tree before the freeze, as does a process with
+//! children moved alone by a caller who cannot have them all).
 
 use std::process::Command;
 
@@ -656,4 +656,64 @@ fn in_post_copy_a_member_ends_and_a_child_is_forked_while_pages_still_come() {
     signal_in(c.h2(), root, "-USR1");
     assert!(p.wait_for("verdict", 60), "{}\n{}", p.text(), c.logs());
     assert!(p.text().contains("verdict ok"), "{}", p.text());
+}
+
+/// Targets of the build in [`make_j_moves_mid_build_at_the_first_ask`].
+const TARGETS: usize = 1000;
+
+#[test]
+fn make_j_moves_mid_build_at_the_first_ask() {
+    require_lab!();
+    let c = Cluster::start();
+    // Each target a shell that sleeps a little and writes its file: the
+    // build's children come and go all the time, and some end while the
+    // tree is being frozen.
+    let dir = c.path("build");
+    std::fs::create_dir_all(&dir).unwrap();
+    let names: Vec<String> = (0..TARGETS).map(|i| format!("t{i}.done")).collect();
+    let makefile = format!(
+        "all: {}\n\t@echo all built\n%.done:\n\t@sleep 0.002; echo $@ > $@\n",
+        names.join(" ")
+    );
+    std::fs::write(dir.join("Makefile"), makefile).unwrap();
+    let p = Proc::start(
+        c.h1(),
+        c.path("make.out"),
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "echo 20000 > /proc/sys/kernel/ns_last_pid; \
+                 {CLOSED} sh -c 'echo pid $$; exec make -j4 -C \"$0\"' \"$0\" & wait"
+            ),
+            &dir.to_string_lossy(),
+        ],
+    );
+    let done = || names.iter().filter(|n| dir.join(n).exists()).count();
+    assert!(wait_until(30, || done() >= 60), "{}", p.text());
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{stderr}\n{}",
+        c.logs()
+    );
+    assert!(done() < TARGETS, "the build ended before it moved");
+    // The original is gone from host1 (its parent there reaps it).
+    let here = c.h1().root_path(format!("proc/{}/stat", p.pid));
+    assert!(
+        wait_until(10, || std::fs::read_to_string(&here)
+            .map_or(true, |s| s.contains(") Z"))),
+        "make runs on on host1"
+    );
+    // The build goes on on host2 and ends: every target's file written
+    // once, with its name.
+    assert!(p.wait_for("all built", 60), "{}\n{}", p.text(), c.logs());
+    for n in &names {
+        let text = std::fs::read_to_string(dir.join(n)).unwrap_or_default();
+        assert_eq!(text.trim(), n, "{n}");
+    }
+    assert_eq!(p.text().matches("all built").count(), 1, "{}", p.text());
 }

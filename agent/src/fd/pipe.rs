@@ -1,5 +1,5 @@
 //! An end of a pipe or named FIFO whose both ends the process (or its tree)
-//! holds, with the bytes in it: the pipe is made once, above every number,
+//! holds, or whose other end nobody holds any more, with the bytes in it: the pipe is made once, above every number,
 //! sized and refilled, each end given its number; a process of the same
 //! tree rebuilt later opens it through `/proc` instead. A FIFO on a
 //! filesystem both hosts share is one object the original still holds,
@@ -15,12 +15,23 @@ use crate::host::{fsuser, sys};
 /// read end is met first.
 pub fn dump(c: &mut Collect, info: &FdInfo, ino: u64) -> Result<FdKind, FdError> {
     let write = info.flags & libc::O_ACCMODE as u32 != 0;
-    if !write && !c.out.pipes.iter().any(|p| p.inode == ino) {
+    let known = c.out.pipes.iter().any(|p| p.inode == ino);
+    if write && !known && info.target.starts_with("pipe:[") {
+        // A write end whose read end nobody holds: its bytes are never
+        // read; the pipe is made empty.
         let ours = c.take(info.fd)?;
-        let capacity = sys::fcntl_get(&ours, libc::F_GETPIPE_SZ)
-            .ok()
-            .and_then(|c| u32::try_from(c).ok())
-            .unwrap_or(65536);
+        if sys::poll_now(&ours, libc::POLLOUT).is_ok_and(|r| r & libc::POLLERR != 0) {
+            c.out.pipes.push(PipeState {
+                inode: ino,
+                capacity: pipe_size(&ours),
+                data: Vec::new(),
+                fifo: None,
+            });
+        }
+    }
+    if !write && !known {
+        let ours = c.take(info.fd)?;
+        let capacity = pipe_size(&ours);
         let data = sys::peek_pipe(&ours, capacity).map_err(proc_err(c.pid, "pipe content"))?;
         c.out.pipes.push(PipeState {
             inode: ino,
@@ -34,6 +45,14 @@ pub fn dump(c: &mut Collect, info: &FdInfo, ino: u64) -> Result<FdKind, FdError>
         write,
         flags: info.flags,
     })
+}
+
+/// The size of the pipe `end` is of.
+fn pipe_size(end: &std::os::fd::OwnedFd) -> u32 {
+    sys::fcntl_get(end, libc::F_GETPIPE_SZ)
+        .ok()
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(65536)
 }
 
 /// This end at `want`, the pipe made when its first end comes.

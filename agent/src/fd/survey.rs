@@ -142,8 +142,13 @@ impl Survey {
                 .iter()
                 .filter(|e| e.ino == info.ino && e.mode == info.mode)
             {
-                if sys::same_open_file_of((*pid, e.fd), (self.pid, info.fd))? {
-                    return Ok(Some((*pid, e.fd)));
+                match sys::same_open_file_of((*pid, e.fd), (self.pid, info.fd)) {
+                    Ok(true) => return Ok(Some((*pid, e.fd))),
+                    Ok(false) => {}
+                    // That process ended since it was read: it does not
+                    // move, nor share anything.
+                    Err(_) if procfs::ending(*pid) => break,
+                    Err(e) => return Err(e),
                 }
             }
         }
@@ -193,7 +198,8 @@ impl Survey {
             let write = is_write_end(info);
             let both = self
                 .inside()
-                .any(|o| pipe_inode(o) == Some(ino) && is_write_end(o) != write);
+                .any(|o| pipe_inode(o) == Some(ino) && is_write_end(o) != write)
+                || self.widowed(info, write);
             return if !both && is_stdio(info) {
                 Class::Forwarded { terminal: false }
             } else {
@@ -243,6 +249,47 @@ impl Survey {
         Class::Other
     }
 
+    /// Whether the pipe end `info` (not a named FIFO) is alone: its other
+    /// end is closed in every process (as `make -j` gives its jobs a
+    /// standard input that reads as ended). It moves as a pipe made with
+    /// both ends, the other closed once the process is rebuilt.
+    fn widowed(&self, info: &FdInfo, write: bool) -> bool {
+        if !info.target.starts_with("pipe:[") {
+            return false;
+        }
+        let end = sys::pidfd_open(self.pid).and_then(|p| sys::pidfd_getfd(&p, info.fd));
+        let Ok(end) = end else {
+            return false;
+        };
+        // A read end without writers reports a hang-up; a write end without
+        // readers an error.
+        let (events, alone) = match write {
+            false => (libc::POLLIN, libc::POLLHUP),
+            true => (libc::POLLOUT, libc::POLLERR),
+        };
+        sys::poll_now(&end, events).is_ok_and(|r| r & alone != 0)
+    }
+
+    /// Whether process `other` descends from this process or its kin.
+    fn born_inside(&self, other: i32) -> bool {
+        let mut pid = other;
+        // Bounded: a chain of parents is never longer than the tree's depth
+        // plus the way to init.
+        for _ in 0..1024 {
+            let Ok(f) = procfs::stat_fields(pid) else {
+                return false;
+            };
+            pid = procfs::stat_field(&f, 4) as i32;
+            if pid <= 1 {
+                return false;
+            }
+            if pid == self.pid || self.kin.iter().any(|(k, _)| *k == pid) {
+                return true;
+            }
+        }
+        false
+    }
+
     fn find_shared_pipes(&self) -> Vec<(u64, i32, String)> {
         let mut inodes: Vec<u64> = self
             .infos
@@ -286,6 +333,10 @@ impl Survey {
                         (md.mode() & libc::S_IFMT == libc::S_IFIFO).then_some(md.ino())
                     });
                 if let Some(ino) = ino.filter(|i| inodes.contains(i)) {
+                    // A child born since the tree was read is frozen with it.
+                    if self.born_inside(other) {
+                        break;
+                    }
                     if !out.iter().any(|s: &(u64, i32, String)| s.0 == ino) {
                         out.push((ino, other, t.into_owned()));
                     }
@@ -431,5 +482,40 @@ mod tests {
                 Class::Other,
             ]
         );
+    }
+
+    #[test]
+    fn a_pipe_end_whose_other_end_nobody_holds_moves_as_a_pipe() {
+        use std::os::fd::AsRawFd;
+        let me = std::process::id() as i32;
+        let class_of = |fd: i32| {
+            let s = Survey::read(me, TcpPolicy::Refuse).unwrap();
+            let i = s.infos.iter().find(|i| i.fd == fd).unwrap().clone();
+            match s.class(&i) {
+                Class::Pipe { both, .. } => both,
+                other => panic!("fd {fd}: {other:?}"),
+            }
+        };
+        // Both ends here.
+        let (rd, wr) = sys::pipe().unwrap();
+        assert!(class_of(rd.as_raw_fd()));
+        // Its write end closed everywhere: alone, it moves as a pipe.
+        drop(wr);
+        assert!(class_of(rd.as_raw_fd()));
+        // A write end whose read end is closed.
+        let (rd, wr) = sys::pipe().unwrap();
+        drop(rd);
+        assert!(class_of(wr.as_raw_fd()));
+        // The write end held by a child: one end elsewhere.
+        let (rd, wr) = sys::pipe().unwrap();
+        let mut child = std::process::Command::new("sleep")
+            .arg("30")
+            .stdout(wr)
+            .spawn()
+            .unwrap();
+        let held = class_of(rd.as_raw_fd());
+        let _ = child.kill();
+        let _ = child.wait();
+        assert!(!held);
     }
 }

@@ -110,6 +110,43 @@ pub fn stat_field(fields: &[String], n: usize) -> u64 {
         .unwrap_or(0)
 }
 
+/// `PF_EXITING` in a task's `stat` flags: inside `exit`, never cleared.
+const PF_EXITING: u64 = 0x4;
+
+/// Whether process `pid` has ended: gone, or a zombie.
+pub fn ended(pid: i32) -> bool {
+    stat_fields(pid).map_or(true, |f| {
+        matches!(f.first().map(String::as_str), Some("Z" | "X"))
+    })
+}
+
+/// Whether process `pid` has ended or is on its way (inside `exit`, not a
+/// zombie yet).
+pub fn ending(pid: i32) -> bool {
+    match stat_fields(pid) {
+        Ok(f) => {
+            matches!(f.first().map(String::as_str), Some("Z" | "X"))
+                || stat_field(&f, 9) & PF_EXITING != 0
+        }
+        Err(_) => true,
+    }
+}
+
+/// Waits up to `limit` for a process that is [`ending`] to have ended
+/// (its address space torn down can take a while); whether it has.
+pub fn await_end(pid: i32, limit: std::time::Duration) -> bool {
+    let until = std::time::Instant::now() + limit;
+    loop {
+        if ended(pid) {
+            return true;
+        }
+        if std::time::Instant::now() >= until {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+}
+
 /// `/proc/<pid>/status` as key/value pairs.
 pub fn status(pid: i32) -> io::Result<Vec<(String, String)>> {
     let text = fs::read_to_string(format!("/proc/{pid}/status"))?;

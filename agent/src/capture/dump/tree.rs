@@ -13,9 +13,14 @@ use super::{dump_frozen, freeze_threads, Cooperation, DumpError, DumpHow, Frozen
 use crate::capture::preflight::Refusal;
 use crate::capture::tree::{Tree, MAX_MEMBERS};
 use crate::host::access::Caller;
+use crate::host::procfs::{await_end, ending};
 
 /// Times the tree is read again for members born while it was frozen.
 const SETTLE_ROUNDS: usize = 10;
+
+/// How long a member that was ending when it was to be frozen is waited
+/// for to end (its memory freed).
+const END_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// A tree frozen and dumped.
 pub struct FrozenTree {
@@ -74,10 +79,23 @@ pub fn freeze_and_dump_tree(
         }
         let mut born = false;
         for m in tree.members.iter().filter(|m| !m.zombie) {
-            if !frozen.iter().any(|(pid, _)| *pid == m.pid) {
-                frozen.push((m.pid, freeze_threads(m.pid)?));
-                born = true;
+            if frozen.iter().any(|(pid, _)| *pid == m.pid) {
+                continue;
             }
+            match freeze_threads(m.pid) {
+                Ok(tasks) => frozen.push((m.pid, tasks)),
+                // A child that ended since the tree was read (a short-lived
+                // one, as `make -j` starts them): once a zombie, which its
+                // frozen parent cannot reap, it comes as one; read again.
+                Err(e) if m.pid != root && ending(m.pid) => {
+                    tracing::debug!(pid = m.pid, "a member ended as it was being frozen");
+                    if !await_end(m.pid, END_WAIT) {
+                        return Err(e);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            born = true;
         }
         if !born {
             settled = Some(tree);

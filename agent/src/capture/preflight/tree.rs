@@ -7,6 +7,7 @@ use super::{inspect_in_tree, Inspection, Refusal};
 use crate::capture::tree::Tree;
 use crate::fd::Class;
 use crate::host::access::Caller;
+use crate::host::procfs::ending;
 
 /// What pre-flight learned of a tree that may move.
 #[derive(Debug)]
@@ -63,14 +64,15 @@ pub fn inspect_tree(
         };
         let insp = match inspect_in_tree(m.pid, caller, agent_pid, false, tcp, &kin) {
             Ok(i) => i,
-            // A member that ended since the tree was read (a short-lived
+            // A member that ended or is ending since the tree was read (a short-lived
             // child) is not an obstacle: the freeze reads the tree again.
-            Err(_) if m.pid != pid && ended(m.pid) => continue,
+            Err(_) if m.pid != pid && ending(m.pid) => continue,
             Err(r) => {
                 why.extend(r.0.into_iter().map(|r| Reason::new(r.code, named(&r.text))));
                 continue;
             }
         };
+        let mut mine = Vec::new();
         // The root's standard streams are forwarded as for a process
         // alone, and a member's that it inherited from the root go with
         // them; another member's own are not yet.
@@ -78,7 +80,7 @@ pub fn inspect_tree(
             if matches!(insp.survey.class(info), Class::Forwarded { .. })
                 && !matches!(insp.survey.inherited_from(info), Ok(Some(_)))
             {
-                why.push(Reason::new(
+                mine.push(Reason::new(
                     Code::Terminal,
                     named(&format!(
                         "fd {}: a standard stream forwarded from a process of a tree other \
@@ -90,7 +92,7 @@ pub fn inspect_tree(
             }
         }
         for n in insp.needs.iter().filter(|n| n.deleted) {
-            why.push(Reason::new(
+            mine.push(Reason::new(
                 Code::File,
                 named(&format!(
                     "{} ({}) is deleted: shipping files with a tree is not built yet",
@@ -98,6 +100,12 @@ pub fn inspect_tree(
                 )),
             ));
         }
+        // What a member found as it ended (its descriptors closing) is no
+        // obstacle either.
+        if !mine.is_empty() && m.pid != pid && ending(m.pid) {
+            continue;
+        }
+        why.extend(mine);
         match &root {
             Some(r) if r.who != insp.who => why.push(Reason::new(
                 Code::Children,
@@ -129,14 +137,5 @@ pub fn inspect_tree(
             }))
         }
         _ => Err(Refusal(why)),
-    }
-}
-
-/// Whether process `pid` is gone: no longer there, or a zombie.
-fn ended(pid: i32) -> bool {
-    match crate::host::procfs::status(pid) {
-        Ok(st) => crate::host::procfs::status_get(&st, "State")
-            .is_some_and(|s| s.starts_with('Z') || s.starts_with('X')),
-        Err(_) => true,
     }
 }

@@ -115,6 +115,18 @@ pub fn pidfd_getfd(pidfd: &OwnedFd, target: i32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
+/// The events ready on `fd` now (`poll` with no wait).
+pub fn poll_now(fd: &impl AsRawFd, events: i16) -> io::Result<i16> {
+    let mut p = libc::pollfd {
+        fd: fd.as_raw_fd(),
+        events,
+        revents: 0,
+    };
+    // SAFETY: one valid pollfd, no wait.
+    check(unsafe { libc::poll(&mut p, 1, 0) } as i64)?;
+    Ok(p.revents)
+}
+
 /// `pidfd_send_signal(pidfd, sig, NULL, 0)`.
 pub fn pidfd_kill(pidfd: &OwnedFd, sig: i32) -> io::Result<()> {
     pidfd_kill_raw(pidfd.as_raw_fd(), sig)
