@@ -21,7 +21,7 @@ use migrate_proto::frame;
 use migrate_proto::msg::PageRequest;
 use migrate_proto::record::FaultSample;
 use migrate_proto::PAGE_SIZE;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::host::uffd::{self, Event, Install};
 use crate::postcopy::lazy::LazyMap;
@@ -39,6 +39,9 @@ const RETRY_FOR: Duration = Duration::from_secs(10);
 /// children it forks during post-copy): past it, post-copy fails rather
 /// than let a fork loop grow the agent.
 const MAX_SPACES: usize = 256;
+/// How long post-copy may wait with no page arriving before it says
+/// what it waits for.
+const STALL: Duration = Duration::from_secs(5);
 /// Attempts in a row that find no registered mapping where a pending page
 /// should go, events applied in between.
 const MAX_MISSING: u32 = 3;
@@ -664,7 +667,28 @@ impl FaultHandler {
         let mut generation = u64::MAX;
         // The first restored process ended while others still wait.
         let mut first_gone = false;
+        // Pages left when last seen changing: a post-copy that stalls says
+        // what it waits for.
+        let mut seen = (u64::MAX, Instant::now());
         while !self.is_over() {
+            {
+                let st = self.lock();
+                let left: u64 = st.spaces.iter().map(|s| s.map.left()).sum();
+                if left != seen.0 {
+                    seen = (left, Instant::now());
+                } else if seen.1.elapsed() > STALL {
+                    seen.1 = Instant::now();
+                    for s in &st.spaces {
+                        info!(
+                            id = s.id,
+                            left = s.map.left(),
+                            first = ?s.map.first_pending(),
+                            requested = st.requested.len(),
+                            "post-copy waits for pages"
+                        );
+                    }
+                }
+            }
             {
                 let st = self.lock();
                 if st.generation != generation {

@@ -75,6 +75,14 @@ impl LazyMap {
         self.left
     }
 
+    /// The first pending page: (current address, source address).
+    pub fn first_pending(&self) -> Option<(u64, u64)> {
+        self.regions.iter().find_map(|r| {
+            let i = r.pending.iter().position(|p| *p)? as u64;
+            Some((r.dst + i * PAGE_SIZE, r.src + i * PAGE_SIZE))
+        })
+    }
+
     /// If the page at current address `dst` is pending, its source address.
     pub fn source_of(&self, dst: u64) -> Option<u64> {
         let dst = dst & !(PAGE_SIZE - 1);
