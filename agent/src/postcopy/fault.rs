@@ -404,8 +404,16 @@ impl FaultHandler {
                 }
             }
         }
-        let ids: Vec<u64> = st.spaces.iter().map(|s| s.id).collect();
-        for id in ids {
+        // Into every space, those a fork adds meanwhile too: an install
+        // that meets a fork under way reads its event and takes the child's
+        // space from the parent's as it is then, with these pages still to
+        // come in both (the kernel copied none of them).
+        let mut done: Vec<u64> = Vec::new();
+        while st.outcome.is_none() {
+            let Some(id) = st.spaces.iter().map(|s| s.id).find(|id| !done.contains(id)) else {
+                break;
+            };
+            done.push(id);
             self.install_into(st, id, src, data);
         }
         // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
