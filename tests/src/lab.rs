@@ -1,5 +1,6 @@
-//! Two simulated hosts on one machine: each its own network namespace
-//! (joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24), PID namespace
+//! Simulated hosts on one machine: each its own network namespace (two
+//! joined by a veth pair, 10.77.0.1/24 and 10.77.0.2/24; or three, .3 a
+//! client, on a bridge in a namespace of its own), PID namespace
 //! with its own `/proc`, mount namespace with private `/tmp` and `/run`,
 //! UTS and IPC namespaces. Dropping the [`Lab`] tears it all down, also
 //! while a test unwinds from a panic.
@@ -43,10 +44,13 @@ pub struct Host {
     auth: PathBuf,
 }
 
-/// The two hosts and a directory both can see.
+/// The hosts and a directory all can see.
 pub struct Lab {
     hosts: Vec<Host>,
     shared: PathBuf,
+    /// The namespace of the switch the hosts' links meet on, if they do
+    /// (three hosts); two hosts are joined by one veth pair.
+    switch: Option<String>,
 }
 
 fn run(cmd: &mut Command) -> io::Result<()> {
@@ -100,6 +104,18 @@ impl Lab {
     /// network namespaces `mgl-<pid>-<n>-h1`/`-h2`, and a shared directory
     /// `/var/tmp/migrate-lab-<pid>-<n>`.
     pub fn start() -> io::Result<Lab> {
+        Lab::start_hosts(2)
+    }
+
+    /// Three hosts on one switch (a bridge in a namespace of its own):
+    /// host1 and host2 (10.77.0.1, .2) for agents, host3 (10.77.0.3) for
+    /// clients, so that an address can move between host1 and host2 and
+    /// host3 follow it.
+    pub fn start_switched() -> io::Result<Lab> {
+        Lab::start_hosts(3)
+    }
+
+    fn start_hosts(n: u8) -> io::Result<Lab> {
         let tag = format!(
             "mgl-{}-{}",
             std::process::id(),
@@ -111,8 +127,9 @@ impl Lab {
         let mut lab = Lab {
             hosts: Vec::new(),
             shared,
+            switch: None,
         };
-        for i in 1..=2u8 {
+        for i in 1..=n {
             let netns = format!("{tag}-h{i}");
             ip(&["netns", "add", &netns])?;
             lab.hosts.push(Host {
@@ -125,11 +142,28 @@ impl Lab {
             });
         }
         let ns: Vec<String> = lab.hosts.iter().map(|h| h.netns.clone()).collect();
-        // Both ends are born inside their namespaces: nothing outside.
-        ip(&[
-            "link", "add", "mgl0", "netns", &ns[0], "type", "veth", "peer", "name", "mgl1",
-            "netns", &ns[1],
-        ])?;
+        if n == 2 {
+            // Both ends are born inside their namespaces: nothing outside.
+            ip(&[
+                "link", "add", "mgl0", "netns", &ns[0], "type", "veth", "peer", "name", "mgl1",
+                "netns", &ns[1],
+            ])?;
+        } else {
+            let sw = format!("{tag}-sw");
+            ip(&["netns", "add", &sw])?;
+            lab.switch = Some(sw.clone());
+            ip(&["-n", &sw, "link", "add", "br0", "type", "bridge"])?;
+            ip(&["-n", &sw, "link", "set", "br0", "up"])?;
+            for (i, ns) in ns.iter().enumerate() {
+                let (dev, port) = (format!("mgl{i}"), format!("sw{i}"));
+                ip(&[
+                    "link", "add", &dev, "netns", ns, "type", "veth", "peer", "name", &port,
+                    "netns", &sw,
+                ])?;
+                ip(&["-n", &sw, "link", "set", &port, "master", "br0"])?;
+                ip(&["-n", &sw, "link", "set", &port, "up"])?;
+            }
+        }
         for (i, h) in lab.hosts.iter().enumerate() {
             let dev = format!("mgl{i}");
             let addr = format!("{}/24", h.addr);
@@ -149,7 +183,8 @@ impl Lab {
         Ok(lab)
     }
 
-    /// The host named `name` (`host1` or `host2`); panics on another name.
+    /// The host named `name` (`host1`, `host2`, `host3` in a switched
+    /// lab); panics on another name.
     pub fn host(&self, name: &str) -> &Host {
         self.hosts
             .iter()
@@ -181,6 +216,13 @@ impl Drop for Lab {
             }
             let _ = Command::new("ip")
                 .args(["netns", "del", &h.netns])
+                .stdin(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        if let Some(sw) = self.switch.take() {
+            let _ = Command::new("ip")
+                .args(["netns", "del", &sw])
                 .stdin(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -425,3 +425,50 @@ fn an_agent_opens_its_socket_and_dies_with_its_handle() {
     agent.kill(); // idempotent
     drop(agent);
 }
+
+#[test]
+fn three_hosts_on_a_switch_reach_each_other_and_are_torn_down() {
+    require_lab!();
+    let lab = Lab::start_switched().expect("lab");
+    let h3 = lab.host("host3");
+    assert_eq!(h3.addr().to_string(), "10.77.0.3");
+    let prefix = ns_prefix(&lab);
+    // Three hosts and the switch.
+    assert_eq!(ours(&prefix).len(), 4, "{}", netns_names());
+    let inits = [lab.host("host1").init_pid(), lab.host("host2").init_pid()];
+    let shared = lab.shared_dir().to_path_buf();
+    // The client reaches each of the other two over the bridge, and each
+    // answers as itself.
+    let serve = "import socket, sys\n\
+                 s = socket.socket(); s.settimeout(10)\n\
+                 s.bind((sys.argv[1], 7777)); s.listen(); print('up', flush=True)\n\
+                 c, _ = s.accept(); c.sendall(sys.argv[2].encode())\n";
+    let ask = "import socket, sys\n\
+               print(socket.create_connection((sys.argv[1], 7777), timeout=5).recv(16).decode())\n";
+    for name in ["host1", "host2"] {
+        let h = lab.host(name);
+        let addr = h.addr().to_string();
+        let mut server = h
+            .command("python3")
+            .args(["-c", serve, &addr, name])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(server.stdout.take().unwrap()),
+            &mut line,
+        )
+        .unwrap();
+        assert_eq!(line.trim(), "up");
+        let out = h3
+            .command("python3")
+            .args(["-c", ask, &addr])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), name);
+        let _ = server.wait();
+    }
+    drop(lab);
+    assert_torn_down(&prefix, inits, &shared);
+}
