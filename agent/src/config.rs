@@ -70,6 +70,10 @@ pub struct FileConfig {
     /// Talk to peers in plaintext, unauthenticated.
     #[serde(default)]
     pub insecure: bool,
+    /// Service addresses of this host that any user may move with a
+    /// process (`migrate --move-address`); root may move any.
+    #[serde(default)]
+    pub hand_over: Vec<std::net::IpAddr>,
 }
 
 /// Values given on the command line; each overrides the file's.
@@ -93,6 +97,8 @@ pub struct Flags {
     pub auth: Option<PathBuf>,
     /// `--insecure`.
     pub insecure: bool,
+    /// `--hand-over ADDR`, added to the file's.
+    pub hand_over: Vec<std::net::IpAddr>,
 }
 
 /// How the agent secures its links, as configured.
@@ -127,6 +133,8 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// How links to peers are secured.
     pub auth: PeerAuth,
+    /// Service addresses any user may move with a process.
+    pub hand_over: Vec<std::net::IpAddr>,
 }
 
 /// Default of [`Config::max_incoming`].
@@ -187,6 +195,7 @@ impl Config {
             state_dir,
             auth,
             insecure,
+            hand_over,
         } = flags;
         let fc = match file {
             Some(p) => {
@@ -202,6 +211,8 @@ impl Config {
             None => FileConfig::default(),
         };
         let mut all_peers = fc.peers;
+        let mut all_hand_over = fc.hand_over;
+        all_hand_over.extend(hand_over);
         let auth = match (auth.or(fc.auth), insecure || fc.insecure) {
             (Some(_), true) => {
                 return Err(ConfigError::Conflict(
@@ -239,6 +250,7 @@ impl Config {
                 .or(fc.state_dir)
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             auth,
+            hand_over: all_hand_over,
         })
     }
 
@@ -280,7 +292,9 @@ mod tests {
             state_dir,
             auth,
             insecure,
+            hand_over,
         } = toml::from_str(text).expect("agent.toml.example parses");
+        assert!(!hand_over.is_empty());
         assert!(name.is_some() && listen.is_some() && socket.is_some());
         assert!(ship_limit_mib.is_some() && max_incoming.is_some());
         assert!(state_dir.is_some() && auth.is_some() && !peers.is_empty());

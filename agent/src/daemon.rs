@@ -499,7 +499,14 @@ fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::
         .filter(|&p| p != me)
         .filter_map(|p| {
             let lineage = agent.lineages.get(p, &agent.config.name);
-            let i = preflight::inspect(p, caller, me, false, lineage.tcp).ok()?;
+            let i = preflight::inspect(
+                p,
+                caller,
+                me,
+                false,
+                &crate::fd::TcpRules::policy(lineage.tcp),
+            )
+            .ok()?;
             Some(migrate_proto::msg::ProcessEntry {
                 pid: i.pid,
                 comm: i.comm,
@@ -514,7 +521,7 @@ fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::
 /// `migrate check PID`: the pre-flight's verdict, every descriptor with
 /// its kind and verdict.
 fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
-    let tcp = agent.lineages.get(pid, "").tcp;
+    let tcp = crate::fd::TcpRules::policy(agent.lineages.get(pid, "").tcp);
     // A caller who may not act on the process learns nothing of it
     // but that.
     let checked = access::authorize(caller, pid)
@@ -528,9 +535,9 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
             // A tree is checked as it moves: together (in post-copy, the
             // default, or stop-and-copy).
             let me = sys::getpid();
-            match preflight::inspect_tree(pid, caller, me, tcp, Mode::PostCopy) {
+            match preflight::inspect_tree(pid, caller, me, &tcp, Mode::PostCopy) {
                 Ok(Some(t)) => Ok((t.root, t.kin.len())),
-                Ok(None) => preflight::inspect(pid, caller, me, false, tcp).map(|i| (i, 0)),
+                Ok(None) => preflight::inspect(pid, caller, me, false, &tcp).map(|i| (i, 0)),
                 Err(r) => Err(r),
             }
             .map_err(|r| (r, true))
@@ -543,7 +550,7 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
                 i.pid,
                 i.comm,
                 i.needs.len(),
-                preflight::describe_tree(pid, caller, sys::getpid(), tcp).join("\n")
+                preflight::describe_tree(pid, caller, sys::getpid(), &tcp).join("\n")
             ),
         },
         Ok((i, _)) => Reply::Movable {
@@ -555,14 +562,14 @@ fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
                 i.nvmas,
                 i.rss_kib,
                 i.needs.len(),
-                preflight::describe_fds(pid, tcp).join("\n")
+                preflight::describe_fds(pid, &tcp).join("\n")
             ),
         },
         Err((r, false)) => Reply::refused(r.0),
         Err((r, true)) => {
             let mut detail = Vec::new();
-            let tree = preflight::describe_tree(pid, caller, sys::getpid(), tcp);
-            let fds = preflight::describe_fds(pid, tcp);
+            let tree = preflight::describe_tree(pid, caller, sys::getpid(), &tcp);
+            let fds = preflight::describe_fds(pid, &tcp);
             if !tree.is_empty() {
                 detail.extend(tree);
             } else if !fds.is_empty() {
@@ -640,6 +647,8 @@ fn migrate<'a>(
                         socket: &agent.config.socket,
                         kept: &agent.kept,
                         lineages: &agent.lineages,
+                        hand_over: &agent.config.hand_over,
+                        listen: agent.config.listen,
                     };
                     info!(pid, %to, uid = cred.uid, "migration requested");
                     if pid == cred.pid {

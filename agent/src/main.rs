@@ -50,6 +50,10 @@ struct Args {
     /// reach the listening port can then make this agent run a process.
     #[arg(long)]
     insecure: bool,
+    /// A service address of this host that any user may move with a
+    /// process (`migrate --move-address`); root may move any. Repeatable.
+    #[arg(long = "hand-over", value_name = "ADDR")]
+    hand_over: Vec<std::net::IpAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -184,6 +188,7 @@ fn main() -> ExitCode {
             state_dir: args.state_dir,
             auth: args.auth,
             insecure: args.insecure,
+            hand_over: args.hand_over,
         },
     };
     let config = match settings.read() {

@@ -87,6 +87,11 @@ struct MigrateArgs {
     /// known), killed, or kept (until `migrate resolve`).
     #[arg(long, value_enum, default_value = "resume")]
     on_loss: OnLossArg,
+    /// A service address of this host that moves with the process (taken
+    /// off here at the freeze, put on the destination before it resumes):
+    /// its TCP connections on it move intact. Repeatable.
+    #[arg(long = "move-address", value_name = "ADDR")]
+    move_address: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -661,6 +666,7 @@ fn run_migrate(args: MigrateArgs) -> Result<(), Exit> {
             OnLossArg::Kill => LossPolicy::Kill,
             OnLossArg::Resume => LossPolicy::Resume,
         },
+        move_addresses: args.move_address.clone(),
     };
     let req = Request::Migrate {
         pid: args.pid,

@@ -317,6 +317,9 @@ pub enum SourceMsg {
         /// The pids of the processes moving with it (its tree's other
         /// members, zombies too), which must be free on the destination.
         kin: Vec<i32>,
+        /// Service addresses that move with it (`--move-address`): the
+        /// destination must have a network to put each on.
+        addresses: Vec<std::net::IpAddr>,
     },
     /// Before the freeze: what time is it on your clock? (Answered with
     /// `DestMsg::Clock`, several times, to align both agents' events.)

@@ -84,6 +84,11 @@ pub struct MigrateOptions {
     /// after the commit.
     #[serde(default)]
     pub on_loss: LossPolicy,
+    /// Service addresses that leave the source at the freeze and are put
+    /// on the destination before the process resumes there
+    /// (`--move-address`): its TCP connections on them move intact.
+    #[serde(default)]
+    pub move_addresses: Vec<std::net::IpAddr>,
 }
 
 /// The fate of the frozen original when the destination is lost after the
@@ -113,6 +118,7 @@ impl Default for MigrateOptions {
             push_order: PushOrder::Sequential,
             compress: false,
             on_loss: LossPolicy::default(),
+            move_addresses: Vec::new(),
         }
     }
 }

@@ -127,6 +127,8 @@ codes! {
     Resolve = "resolve",
     /// Pre-copy cannot track this process's writes.
     PreCopy = "pre-copy",
+    /// A service address that cannot move (`--move-address`).
+    Address = "address",
     /// Anything else.
     Other = "other",
 }

@@ -50,13 +50,14 @@ pub mod pipe;
 pub mod signalfd;
 mod survey;
 pub mod tcp;
+pub mod tcp_repair;
 pub mod timerfd;
 pub mod unix_listener;
 pub mod unix_pair;
 
 pub(crate) use calls::itimerspec;
 pub use calls::RemoteCalls;
-pub use survey::{Class, Survey};
+pub use survey::{Class, Survey, TcpRules};
 
 /// What went wrong with a descriptor.
 #[derive(Debug, thiserror::Error)]
@@ -124,6 +125,9 @@ pub trait Remote {
     fn forwarded(&mut self, fd: i32, ours: OwnedFd, output: bool);
     /// Notes that descriptor `fd`'s connection was dialled again.
     fn reconnected(&mut self, fd: i32);
+    /// Hands over a connection made again in repair mode, to go live when
+    /// the process resumes.
+    fn repaired(&mut self, conn: tcp_repair::Repaired);
 
     /// Writes a NUL-terminated string to scratch; returns its address.
     fn put_str(&mut self, s: &str) -> Result<u64, FdError> {
@@ -144,6 +148,8 @@ pub struct Dumped {
     /// Our copies of the TCP connections `--tcp close` ends, reset at the
     /// commit.
     pub to_reset: Vec<OwnedFd>,
+    /// Our copies of the connections checkpointed in repair mode.
+    pub in_repair: tcp_repair::InRepair,
 }
 
 /// What the kinds' dumps share for one process.
@@ -180,7 +186,7 @@ impl Collect<'_> {
 /// `survey`, read of the frozen process: descriptors shared with its kin,
 /// which move with it, stay inside (a pipe between them is not forwarded).
 pub fn dump_all(survey: &Survey, maps: &[MapsEntry]) -> Result<Dumped, FdError> {
-    let (pid, tcp) = (survey.pid, survey.tcp);
+    let (pid, tcp) = (survey.pid, survey.tcp.policy);
     let mut c = Collect {
         pid,
         pidfd: sys::pidfd_open(pid).map_err(proc_err(pid, "pidfd"))?,
@@ -192,6 +198,7 @@ pub fn dump_all(survey: &Survey, maps: &[MapsEntry]) -> Result<Dumped, FdError> 
             pipes: Vec::new(),
             memfds: Vec::new(),
             to_reset: Vec::new(),
+            in_repair: tcp_repair::InRepair::default(),
         },
     };
     for (i, info) in survey.infos.iter().enumerate() {
@@ -223,6 +230,7 @@ fn dump_one(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
         Class::UnixListener(u) => Ok(unix_listener::dump(info, u)),
         Class::Unix(u) => unix_pair::dump(c, info, u.clone()),
         Class::Tcp(_) => tcp::dump(c, info),
+        Class::TcpRepair(_) => tcp_repair::dump(c, info),
         Class::Inet(_) | Class::Socket => inet::dump(c, info),
         Class::Pipe { ino, .. } => pipe::dump(c, info, ino),
         Class::Path => Ok(path::dump(info)),
@@ -387,6 +395,13 @@ fn restore_one(r: &mut impl Remote, b: &mut Rebuild, e: &FdEntry) -> Result<(), 
             peer,
             reconnect,
         } => tcp::restore(r, e.fd, *flags, *domain, peer, *reconnect),
+        FdKind::TcpRepaired {
+            flags,
+            domain,
+            local,
+            peer,
+            state,
+        } => tcp_repair::restore(r, want, *flags, *domain, local, peer, state),
         FdKind::Epoll { flags, .. } => epoll::restore(r, want, *flags),
         FdKind::Pipe { pipe, write, flags } => pipe::restore(r, b, want, *pipe, *write, *flags),
     }

@@ -6,6 +6,7 @@ use std::cell::OnceCell;
 use std::collections::HashMap;
 use std::fs;
 use std::io;
+use std::net::IpAddr;
 use std::os::unix::fs::MetadataExt;
 
 use migrate_proto::image::TcpPolicy;
@@ -44,6 +45,9 @@ pub enum Class<'a> {
     UnixListener(&'a UnixSocket),
     /// Another Unix socket (a socketpair moves if both ends are here).
     Unix(&'a UnixSocket),
+    /// An established TCP connection on an address that moves with the
+    /// process: checkpointed with `TCP_REPAIR` and made again.
+    TcpRepair(&'a InetSocket),
     /// An established TCP connection that the process's TCP policy
     /// closes or dials again.
     Tcp(&'a InetSocket),
@@ -67,6 +71,32 @@ pub enum Class<'a> {
     Other,
 }
 
+/// What becomes of a process's established TCP connections.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TcpRules {
+    /// A cooperating process's choice (else refused).
+    pub policy: TcpPolicy,
+    /// Addresses that move with the process (`--move-address`): its
+    /// connections on them are repaired, whatever the policy.
+    pub moved: Vec<IpAddr>,
+}
+
+impl TcpRules {
+    /// Rules of a process that moves no address.
+    pub fn policy(policy: TcpPolicy) -> TcpRules {
+        TcpRules {
+            policy,
+            moved: Vec::new(),
+        }
+    }
+
+    /// Whether the established connection `s` is repaired: its local
+    /// address moves.
+    pub fn repairs(&self, s: &InetSocket) -> bool {
+        s.local.is_some_and(|a| self.moved.contains(&a))
+    }
+}
+
 /// A process's descriptors, read once, with what classifying them needs.
 #[derive(Debug)]
 pub struct Survey {
@@ -75,7 +105,7 @@ pub struct Survey {
     /// Its descriptors, in number order.
     pub infos: Vec<FdInfo>,
     /// What its established TCP connections become.
-    pub tcp: TcpPolicy,
+    pub tcp: TcpRules,
     /// The host's Unix sockets (sock_diag).
     unix: Vec<UnixSocket>,
     /// The process's inet sockets, read when the first one is met.
@@ -94,7 +124,7 @@ pub struct Survey {
 impl Survey {
     /// Reads the descriptors of `pid` (those closed meanwhile left out)
     /// and the host's Unix sockets.
-    pub fn read(pid: i32, tcp: TcpPolicy) -> io::Result<Survey> {
+    pub fn read(pid: i32, tcp: &TcpRules) -> io::Result<Survey> {
         let infos = procfs::fds(pid)?
             .into_iter()
             .filter_map(|fd| procfs::fd_info(pid, fd).ok())
@@ -102,7 +132,7 @@ impl Survey {
         Ok(Survey {
             pid,
             infos,
-            tcp,
+            tcp: tcp.clone(),
             unix: sys::unix_sockets()?,
             inet: OnceCell::new(),
             kin: Vec::new(),
@@ -238,7 +268,8 @@ impl Survey {
                 };
             }
             return match self.inet(ino) {
-                Some(s) if s.established() && self.tcp != TcpPolicy::Refuse => Class::Tcp(s),
+                Some(s) if s.established() && self.tcp.repairs(s) => Class::TcpRepair(s),
+                Some(s) if s.established() && self.tcp.policy != TcpPolicy::Refuse => Class::Tcp(s),
                 Some(s) => Class::Inet(s),
                 None => Class::Socket,
             };
@@ -378,7 +409,7 @@ mod tests {
         Survey {
             pid: 0,
             infos,
-            tcp: TcpPolicy::Refuse,
+            tcp: TcpRules::default(),
             unix: Vec::new(),
             inet: OnceCell::from(HashMap::new()),
             kin: Vec::new(),
@@ -489,7 +520,7 @@ mod tests {
         use std::os::fd::AsRawFd;
         let me = std::process::id() as i32;
         let class_of = |fd: i32| {
-            let s = Survey::read(me, TcpPolicy::Refuse).unwrap();
+            let s = Survey::read(me, &TcpRules::default()).unwrap();
             let i = s.infos.iter().find(|i| i.fd == fd).unwrap().clone();
             match s.class(&i) {
                 Class::Pipe { both, .. } => both,

@@ -3,6 +3,7 @@
 //! the service manager, CPU affinity, children.
 
 pub mod access;
+pub mod address;
 pub mod children;
 pub mod fsuser;
 pub mod kinds;

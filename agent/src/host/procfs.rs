@@ -595,6 +595,8 @@ pub struct InetSocket {
     pub rx_queue: u64,
     /// Remote port (0 when unconnected).
     pub remote_port: u16,
+    /// Local address (an IPv4-mapped IPv6 address as IPv4).
+    pub local: Option<std::net::IpAddr>,
 }
 
 impl InetSocket {
@@ -634,6 +636,7 @@ pub fn inet_sockets(pid: i32) -> HashMap<u64, InetSocket> {
                     .rsplit_once(':')
                     .and_then(|(_, p)| u16::from_str_radix(p, 16).ok())?;
                 let state = u8::from_str_radix(f[3], 16).ok()?;
+                let local = f[1].split_once(':').and_then(|(a, _)| parse_net_addr(a));
                 Some((
                     inode,
                     InetSocket {
@@ -641,6 +644,7 @@ pub fn inet_sockets(pid: i32) -> HashMap<u64, InetSocket> {
                         state,
                         rx_queue: rx,
                         remote_port: rport,
+                        local,
                     },
                 ))
             })();
@@ -650,6 +654,31 @@ pub fn inet_sockets(pid: i32) -> HashMap<u64, InetSocket> {
         }
     }
     out
+}
+
+/// An address as `/proc/net/tcp*` writes it: the bytes of each 32-bit word
+/// in host order, in hex.
+fn parse_net_addr(hex: &str) -> Option<std::net::IpAddr> {
+    let word = |i: usize| {
+        u32::from_str_radix(hex.get(i * 8..i * 8 + 8)?, 16)
+            .ok()
+            .map(u32::to_le_bytes)
+    };
+    match hex.len() {
+        8 => Some(std::net::Ipv4Addr::from(word(0)?).into()),
+        32 => {
+            let mut b = [0u8; 16];
+            for i in 0..4 {
+                b[i * 4..i * 4 + 4].copy_from_slice(&word(i)?);
+            }
+            let a = std::net::Ipv6Addr::from(b);
+            Some(match a.to_ipv4_mapped() {
+                Some(v4) => v4.into(),
+                None => a.into(),
+            })
+        }
+        _ => None,
+    }
 }
 
 /// Looks socket `inode` of `pid` up in the IPv4/IPv6 tables.
@@ -764,6 +793,23 @@ pub fn auxv_pairs(raw: &[u8]) -> Vec<(u64, u64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn addresses_of_the_network_tables_read_as_they_are() {
+        assert_eq!(
+            parse_net_addr("0100007F"),
+            Some("127.0.0.1".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net_addr("0000000000000000FFFF000064004D0A"),
+            Some("10.77.0.100".parse().unwrap())
+        );
+        assert_eq!(
+            parse_net_addr("00000000000000000000000001000000"),
+            Some("::1".parse().unwrap())
+        );
+        assert_eq!(parse_net_addr("zz"), None);
+    }
 
     #[test]
     fn an_inotify_handle_that_is_not_hex_is_no_handle() {

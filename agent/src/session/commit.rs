@@ -103,8 +103,30 @@ impl Drop for Uncommitted {
     }
 }
 
-/// The original's threads, stopped for good from the commit on.
-pub struct FrozenOriginal(pub Vec<Seized>);
+/// What of the network a frozen original holds back: its service
+/// addresses, taken off this host, and its connections on them, in repair
+/// mode. Dropped, both come back (addresses first); let go, they stay
+/// with the copy.
+#[derive(Default)]
+pub struct HeldNetwork {
+    /// The addresses.
+    pub moved: crate::host::address::Moved,
+    /// The connections.
+    pub in_repair: crate::fd::tcp_repair::InRepair,
+}
+
+impl HeldNetwork {
+    /// Leaves the addresses gone and the connections silent.
+    pub fn let_go(self) {
+        let HeldNetwork { moved, in_repair } = self;
+        moved.let_go();
+        in_repair.let_go();
+    }
+}
+
+/// The original's threads, stopped for good from the commit on, and what
+/// of the network it holds back.
+pub struct FrozenOriginal(pub Vec<Seized>, pub HeldNetwork);
 
 impl FrozenOriginal {
     /// Ends it (as dropping it does).
@@ -121,6 +143,8 @@ impl FrozenOriginal {
 
     /// Lets it run here again: only once its copy is known gone.
     pub fn resume(mut self) {
+        // Its addresses and connections first.
+        drop(std::mem::take(&mut self.1));
         // Each thread resumes as its handle is released.
         self.0.clear();
     }
@@ -131,6 +155,8 @@ impl FrozenOriginal {
 /// early return, a panic unwinding) kills it.
 impl Drop for FrozenOriginal {
     fn drop(&mut self) {
+        // Its connections die silently; the addresses stay with the copy.
+        std::mem::take(&mut self.1).let_go();
         for t in self.0.drain(..) {
             t.kill();
         }

@@ -51,6 +51,15 @@ impl Cluster {
         Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
     }
 
+    /// Agents on host1 and host2 of a lab of three hosts on one switch
+    /// (host3 a client), from `agent`, each with its `env` added.
+    pub fn start_switched(agent: &std::path::Path, env: [&[(&str, &str)]; 2]) -> Cluster {
+        let lab = Lab::start_switched().expect("lab");
+        let auth = lab.shared_dir().join("cluster");
+        let auth = auth.to_string_lossy().into_owned();
+        Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
+    }
+
     /// Both agents of `lab` from `agent`, each with its `security` flags
     /// (and any others) and its `env` added.
     pub fn start_agents(
@@ -91,6 +100,11 @@ impl Cluster {
 
     pub fn h2(&self) -> &Host {
         self.lab.host("host2")
+    }
+
+    /// The client host of a switched lab.
+    pub fn h3(&self) -> &Host {
+        self.lab.host("host3")
     }
 
     pub fn path(&self, name: &str) -> PathBuf {

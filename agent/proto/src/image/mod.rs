@@ -458,6 +458,35 @@ pub struct FdEntry {
     pub kind: FdKind,
 }
 
+/// What `TCP_REPAIR` reads of an established connection and writes back.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TcpState {
+    /// Sequence number of the first byte of `sent`.
+    pub send_seq: u32,
+    /// Sequence number of the first byte of `received`.
+    pub recv_seq: u32,
+    /// Bytes sent and not yet acknowledged.
+    pub sent: Vec<u8>,
+    /// Bytes written by the process and not sent yet.
+    pub unsent: Vec<u8>,
+    /// Bytes received and not yet read by the process.
+    pub received: Vec<u8>,
+    /// Maximum segment size.
+    pub mss: u32,
+    /// Window scaling, if agreed: (send, receive) shifts.
+    pub wscale: Option<(u8, u8)>,
+    /// Timestamps agreed.
+    pub timestamps: bool,
+    /// Selective acknowledgements agreed.
+    pub sack: bool,
+    /// The connection's timestamp clock (`TCP_TIMESTAMP`).
+    pub timestamp: u32,
+    /// `TCP_REPAIR_WINDOW`: snd_wl1, snd_wnd, max_window, rcv_wnd, rcv_wup.
+    pub window: [u32; 5],
+    /// Integer options: (level, name, value).
+    pub options: Vec<(i32, i32, i32)>,
+}
+
 /// Descriptor kinds that can move.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub enum FdKind {
@@ -616,6 +645,21 @@ pub enum FdKind {
         of_fd: i32,
         /// `FD_CLOEXEC` of this descriptor.
         cloexec: bool,
+    },
+    /// An established TCP connection whose local address exists on the
+    /// destination (moved with `--move-address`): checkpointed with
+    /// `TCP_REPAIR` and made again there, the same connection.
+    TcpRepaired {
+        /// fdinfo flags (`O_NONBLOCK`, `O_CLOEXEC`).
+        flags: u32,
+        /// `AF_INET` or `AF_INET6`.
+        domain: i32,
+        /// Raw `sockaddr` of the local end.
+        local: Vec<u8>,
+        /// Raw `sockaddr` of the remote end.
+        peer: Vec<u8>,
+        /// Its state.
+        state: TcpState,
     },
 }
 

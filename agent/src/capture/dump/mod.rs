@@ -90,6 +90,9 @@ impl From<crate::fd::FdError> for DumpError {
 
 /// A frozen process and its image.
 pub struct Frozen {
+    /// Our copies of its connections checkpointed in repair mode: first,
+    /// so that dropped they leave it before the threads resume.
+    pub in_repair: crate::fd::tcp_repair::InRepair,
     /// The stopped threads, the leader first (they resume on drop).
     pub tasks: Vec<Seized>,
     /// Its memory, for serving pages.
@@ -173,7 +176,11 @@ fn dump_frozen(
     let tids: Vec<i32> = tasks.iter().map(|t| t.tid()).collect();
     let pin = crate::host::lent::lend(pid, &tids);
     // The process may have changed since pre-flight: check again, frozen.
-    let checked = preflight::inspect_in_tree(pid, caller, sys::getpid(), true, coop.tcp, kin)
+    let tcp = crate::fd::TcpRules {
+        policy: coop.tcp,
+        moved: opts.move_addresses.clone(),
+    };
+    let checked = preflight::inspect_in_tree(pid, caller, sys::getpid(), true, &tcp, kin)
         .map_err(DumpError::Refused)?;
     step("checked again");
     let stored = match tracker {
@@ -266,6 +273,7 @@ fn dump_frozen(
         pipes,
         memfds,
         to_reset,
+        in_repair,
     } = crate::fd::dump_all(&checked.survey, &maps)?;
     step("descriptors");
 
@@ -297,6 +305,7 @@ fn dump_frozen(
         lineage: Default::default(),
     };
     Ok(Frozen {
+        in_repair,
         tasks,
         mem,
         image,

@@ -81,14 +81,29 @@ pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
             }
             "unix socket".into()
         }
-        Class::Tcp(_) => format!("TCP connection ({})", s.tcp.name()),
+        Class::Tcp(_) => format!("TCP connection ({})", s.tcp.policy.name()),
+        Class::TcpRepair(i) => {
+            if i.state != 0x01 {
+                refuse(
+                    Code::TcpConnection,
+                    format!(
+                        "fd {fd}: {}: only established connections are repaired yet (its peer \
+                         has closed it)",
+                        socket_name(s.pid, t)
+                    ),
+                );
+            }
+            "TCP connection, repaired on the moved address".into()
+        }
         Class::Inet(i) => {
             if i.established() {
                 refuse(
                     Code::TcpConnection,
                     format!(
-                        "fd {fd}: {} not supported (an established TCP connection moves only \
-                         with `migrate run --tcp close|reconnect`)",
+                        "fd {fd}: {} not supported: an established TCP connection moves \
+                         intact with its local address (`--move-address ADDR`), or is closed or \
+                         dialled again by a process started with `migrate run --tcp \
+                         close|reconnect`",
                         socket_name(s.pid, t)
                     ),
                 );

@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 
-use migrate_proto::image::TcpPolicy;
+use crate::fd::TcpRules;
 use migrate_proto::msg::{Code, FileNeed, Reason};
 
 use crate::capture::tree::{Member, Tree};
@@ -62,7 +62,7 @@ pub fn inspect(
     caller: &Caller,
     agent_pid: i32,
     frozen: bool,
-    tcp: TcpPolicy,
+    tcp: &TcpRules,
 ) -> Result<Inspection, Refusal> {
     inspect_in_tree(pid, caller, agent_pid, frozen, tcp, &[])
 }
@@ -76,7 +76,7 @@ pub fn inspect_in_tree(
     caller: &Caller,
     agent_pid: i32,
     frozen: bool,
-    tcp: TcpPolicy,
+    tcp: &TcpRules,
     kin: &[i32],
 ) -> Result<Inspection, Refusal> {
     if pid <= 0 {
@@ -368,7 +368,7 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
 /// more than the root: what stops the tree as a whole, then each member
 /// with its relations and verdict (taken as moving with the others), and
 /// its descriptors. Empty for a process without children.
-pub fn describe_tree(pid: i32, caller: &Caller, agent_pid: i32, tcp: TcpPolicy) -> Vec<String> {
+pub fn describe_tree(pid: i32, caller: &Caller, agent_pid: i32, tcp: &TcpRules) -> Vec<String> {
     let Some(tree) = Tree::read(pid).filter(|t| t.members.len() > 1) else {
         return Vec::new();
     };
@@ -413,7 +413,7 @@ fn member_line(m: &Member, root: i32) -> String {
 
 /// What `migrate check` says of each descriptor of `pid`: its kind and
 /// verdict.
-pub fn describe_fds(pid: i32, tcp: TcpPolicy) -> Vec<String> {
+pub fn describe_fds(pid: i32, tcp: &TcpRules) -> Vec<String> {
     fd::Survey::read(pid, tcp)
         .map(|s| fds::describe(&s))
         .unwrap_or_default()

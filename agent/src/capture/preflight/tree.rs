@@ -1,6 +1,6 @@
 //! Pre-flight of a process with descendants, taken as moving together.
 
-use migrate_proto::image::TcpPolicy;
+use crate::fd::TcpRules;
 use migrate_proto::msg::{Code, FileNeed, Mode, Reason};
 
 use super::{inspect_in_tree, Inspection, Refusal};
@@ -33,7 +33,7 @@ pub fn inspect_tree(
     pid: i32,
     caller: &Caller,
     agent_pid: i32,
-    tcp: TcpPolicy,
+    tcp: &TcpRules,
     mode: Mode,
 ) -> Result<Option<TreeInspection>, Refusal> {
     let Some(tree) = Tree::read(pid).filter(|t| t.members.len() > 1) else {

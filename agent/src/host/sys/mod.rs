@@ -8,15 +8,19 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 
+mod addr;
 mod affinity;
 mod netlink;
 mod pagemap;
+mod repair;
 mod shared_files;
 mod stub;
 
+pub use addr::*;
 pub use affinity::*;
 pub use netlink::*;
 pub use pagemap::*;
+pub use repair::*;
 pub use shared_files::*;
 pub use stub::*;
 

@@ -119,6 +119,8 @@ pub struct Restorer {
     forwarded: Vec<(i32, OwnedFd, bool)>,
     /// Descriptors whose TCP connection was made again here.
     reconnected: Vec<i32>,
+    /// Connections made again in repair mode, live at the resume.
+    repaired: Vec<crate::fd::tcp_repair::Repaired>,
     /// Pid on this host.
     pub pid: i32,
     mem: RemoteMem,
@@ -225,6 +227,7 @@ impl Restorer {
             threads: Vec::new(),
             forwarded: Vec::new(),
             reconnected: Vec::new(),
+            repaired: Vec::new(),
             shmem_vmas: image
                 .mm
                 .vmas
@@ -361,6 +364,12 @@ impl Restorer {
             let _ = sys::kill(pid, s);
         }
         Ok((pid, self.claim.take()))
+    }
+
+    /// The connections made again in repair mode, to go live once the
+    /// addresses they are on are here.
+    pub fn take_repaired(&mut self) -> Vec<crate::fd::tcp_repair::Repaired> {
+        std::mem::take(&mut self.repaired)
     }
 
     /// The agent's ends of the forwarded standard streams.

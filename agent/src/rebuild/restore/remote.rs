@@ -51,6 +51,10 @@ impl Remote for Restorer {
     fn reconnected(&mut self, fd: i32) {
         self.reconnected.push(fd);
     }
+
+    fn repaired(&mut self, conn: crate::fd::tcp_repair::Repaired) {
+        self.repaired.push(conn);
+    }
 }
 
 pub(super) fn remote(e: RestoreError) -> FdError {

@@ -110,17 +110,32 @@ pub(super) fn check_files_as_user(
 }
 
 /// Sockets bound to a specific address of the source host are bound to
-/// `local` (this host's address) instead; wildcard and loopback stay.
-pub fn remap_socket_addresses(image: &mut ProcessImage, local: std::net::IpAddr) {
+/// `local` (this host's address) instead; wildcard and loopback stay, and
+/// so do addresses that move with the process (`moved`), bound before
+/// they are here (`IP_FREEBIND`).
+pub fn remap_socket_addresses(
+    image: &mut ProcessImage,
+    local: std::net::IpAddr,
+    moved: &[std::net::IpAddr],
+) {
     use migrate_proto::image::FdKind;
     for e in &mut image.fds {
-        let FdKind::Socket { domain, addr, .. } = &mut e.kind else {
+        let FdKind::Socket {
+            domain,
+            addr,
+            options,
+            ..
+        } = &mut e.kind
+        else {
             continue;
         };
         match (*domain, local) {
             (libc::AF_INET, std::net::IpAddr::V4(ip)) if addr.len() >= 8 => {
                 let cur = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
-                if !cur.is_unspecified() && !cur.is_loopback() {
+                if moved.contains(&cur.into()) {
+                    // Bound before its address comes, at the resume.
+                    options.push((libc::IPPROTO_IP, libc::IP_FREEBIND, 1));
+                } else if !cur.is_unspecified() && !cur.is_loopback() {
                     addr[4..8].copy_from_slice(&ip.octets());
                 }
             }

@@ -88,6 +88,9 @@ pub enum DestError {
     /// A lane of the migration never came.
     #[error("the {0} never came")]
     LaneMissing(String),
+    /// A moving address could not be put here.
+    #[error(transparent)]
+    Address(#[from] crate::host::address::AddressError),
     /// A local step failed.
     #[error("{step}: {source}")]
     Local {
@@ -122,13 +125,14 @@ pub fn serve(
     ctl.set_write_timeout(Some(STALL_TIMEOUT))
         .map_err(FrameError::Io)?;
     // 1. Files.
-    let (pid, needs, who, kin) = match seq.recv::<SourceMsg>(&mut ctl)? {
+    let (pid, needs, who, kin, addresses) = match seq.recv::<SourceMsg>(&mut ctl)? {
         SourceMsg::FileCheck {
             pid,
             needs,
             who,
             kin,
-        } => (pid, needs, who, kin),
+            addresses,
+        } => (pid, needs, who, kin, addresses),
         other => {
             return Err(DestError::Unexpected {
                 expected: "FileCheck",
@@ -154,6 +158,18 @@ pub fn serve(
             host,
             std::iter::once(pid).chain(kin.iter().copied()),
         ));
+    }
+    // Where each moving address goes here (none: already here).
+    let mut placed = Vec::new();
+    for &a in &addresses {
+        match crate::host::address::place(a) {
+            Ok(Some(p)) => placed.push(p),
+            Ok(None) => {}
+            Err(e) => refused.push(migrate_proto::msg::Reason::new(
+                migrate_proto::msg::Code::Address,
+                format!("address {a} on {host}: {e}"),
+            )),
+        }
     }
     failpoints::hit("dest.after-file-check")?;
     // The stub the process will be rebuilt in starts now, while the source
@@ -210,7 +226,7 @@ pub fn serve(
     failpoints::hit("dest.after-core")?;
     let mut events = vec![("core received".to_string(), crate::unix_us())];
     info!(id, pid = image.pid, comm = %image.comm, "incoming migration");
-    remap_socket_addresses(&mut image, local);
+    remap_socket_addresses(&mut image, local, &opts.move_addresses);
     let limits = ImageLimits {
         pages: memory_pages().unwrap_or(u64::MAX),
         shipped_bytes: config.ship_limit_mib << 20,
@@ -240,6 +256,7 @@ pub fn serve(
                     events: &mut events,
                     fate: &mut fate,
                     t0: std::time::Instant::now(),
+                    addresses: placed,
                 }
                 .run(ready),
                 Err(e) => Err(e.into()),
@@ -346,6 +363,8 @@ struct Receiving<'a, 'p, 'f> {
     events: &'a mut Vec<(String, u64)>,
     fate: &'a mut Fate<'f>,
     t0: std::time::Instant,
+    /// Addresses to put on this host as the process resumes.
+    addresses: Vec<crate::host::sys::IfAddr>,
 }
 
 impl Receiving<'_, '_, '_> {
@@ -808,9 +827,14 @@ mod tests {
         ] {
             let mut image: ProcessImage = serde_json::from_str(IMAGE).unwrap();
             image.fds = vec![socket(before)];
-            remap_socket_addresses(&mut image, here);
+            remap_socket_addresses(&mut image, here, &[]);
             assert_eq!(addr_of(&image.fds[0]), after);
         }
+        // A moving address stays, bound before it is here.
+        let mut image: ProcessImage = serde_json::from_str(IMAGE).unwrap();
+        image.fds = vec![socket(v4([10, 77, 0, 100], 8000))];
+        remap_socket_addresses(&mut image, here, &["10.77.0.100".parse().unwrap()]);
+        assert_eq!(addr_of(&image.fds[0]), v4([10, 77, 0, 100], 8000));
     }
 
     const IMAGE: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;

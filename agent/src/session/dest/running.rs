@@ -176,7 +176,7 @@ impl Receiving<'_, '_, '_> {
         let t0 = self.t0;
         let step = |what: &str| debug!(id, us = t0.elapsed().as_micros() as u64, "rebuild: {what}");
         let Built {
-            r,
+            mut r,
             map,
             uffd,
             local,
@@ -208,8 +208,17 @@ impl Receiving<'_, '_, '_> {
         // Counted as run from the first thread let go: a resume that fails or
         // panics half-way kills the process (the Restorer's drop), but some of
         // it may have run.
+        // Its addresses come here, then its connections on them go live.
+        let added = crate::host::address::Added::put_on(&self.addresses)?;
+        for conn in r.take_repaired() {
+            conn.go_live().map_err(|source| DestError::Local {
+                step: "taking a connection out of repair",
+                source,
+            })?;
+        }
         fate.resuming(handler.is_some());
         let (new_pid, claim) = r.resume(&signals)?;
+        added.let_go();
         if handler.is_none() {
             // Without pages owed nothing kills it once it runs.
             fate.independent();

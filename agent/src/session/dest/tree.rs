@@ -75,7 +75,7 @@ impl TreeSession<'_, '_, '_> {
         tree.validate(&self.limits)
             .map_err(DestError::ImageRefused)?;
         for image in tree.images.iter_mut().flatten() {
-            remap_socket_addresses(image, self.local);
+            remap_socket_addresses(image, self.local, &[]);
         }
         info!(
             id,

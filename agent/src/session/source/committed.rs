@@ -21,6 +21,7 @@ impl Session<'_, '_> {
             streams,
             lazy,
             t_freeze,
+            moved,
             frozen,
             kin,
         } = r.frozen;
@@ -30,12 +31,14 @@ impl Session<'_, '_> {
         let mut kin_signals = Vec::new();
         let mut kin_tasks = Vec::new();
         let mut kin_reset = Vec::new();
+        let mut in_repair = crate::fd::tcp_repair::InRepair::default();
         let mut kin_mems = Vec::new();
         for m in kin.into_iter().flat_map(|k| k.members) {
             kin_signals.push(m.as_ref().map(pending_signals).unwrap_or_default());
             kin_mems.push(m.map(|m| {
                 kin_tasks.extend(m.tasks);
                 kin_reset.extend(m.to_reset);
+                in_repair.extend(m.in_repair);
                 m.mem
             }));
         }
@@ -49,15 +52,17 @@ impl Session<'_, '_> {
             mut tasks,
             mem,
             mut to_reset,
+            in_repair: root_repair,
             ..
         } = frozen;
+        in_repair.extend(root_repair);
         let root_threads = tasks.len();
         tasks.extend(kin_tasks);
         to_reset.extend(kin_reset);
         // From here a dropped original is killed: a panic is answered as
         // after the commit.
         self.committed.set(Some((self.id, new_pid)));
-        let mut task = FrozenOriginal(tasks);
+        let mut task = FrozenOriginal(tasks, HeldNetwork { moved, in_repair });
         // From the commit on, the original must never run again: if this
         // agent dies, the kernel kills it rather than letting it go on
         // beside its copy.

@@ -9,7 +9,7 @@ use std::path::Path;
 
 use crate::net::secure::{PeerStream, Security};
 use crate::session::ask::{self, Asker, CopyFate};
-use crate::session::commit::{FrozenOriginal, Uncommitted};
+use crate::session::commit::{FrozenOriginal, HeldNetwork, Uncommitted};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -72,6 +72,10 @@ pub struct SourceCtx<'a> {
     pub kept: &'a KeptOriginals,
     /// Where local processes started and how often they moved.
     pub lineages: &'a crate::session::lineage::Lineages,
+    /// Service addresses any user may move with a process.
+    pub hand_over: &'a [std::net::IpAddr],
+    /// This agent's own address for peers (never moved).
+    pub listen: SocketAddr,
 }
 
 fn us(t0: Instant) -> u64 {
@@ -335,6 +339,8 @@ struct Offered {
     ship: Vec<(i32, bool)>,
     /// Pre-copy's write tracking, if any.
     tracker: Option<DirtyTracker>,
+    /// Service addresses to take off this host at the freeze.
+    addresses: Vec<crate::host::sys::IfAddr>,
 }
 
 /// See [`State::Frozen`]. Fields drop in order: the abort, the write
@@ -351,6 +357,9 @@ struct FrozenState {
     streams: Vec<(i32, std::os::fd::OwnedFd, bool, PeerStream)>,
     lazy: Arc<LazyPages>,
     t_freeze: Instant,
+    /// Service addresses taken off this host (back when dropped, before
+    /// the original runs on).
+    moved: crate::host::address::Moved,
     frozen: Frozen,
     /// For a tree, the other members (they run on when dropped).
     kin: Option<FrozenKin>,
@@ -453,18 +462,27 @@ impl Session<'_, '_> {
     fn offer(&mut self) -> State {
         let (cx, pid, id, opts) = (self.cx, self.pid, self.id, self.opts);
         let started_unix_us = crate::unix_us();
-        let (agent, tcp) = (sys::getpid(), self.coop.tcp);
-        let insp = match preflight::inspect_tree(pid, self.caller, agent, tcp, opts.mode) {
+        let agent = sys::getpid();
+        let tcp = crate::fd::TcpRules {
+            policy: self.coop.tcp,
+            moved: opts.move_addresses.clone(),
+        };
+        let insp = match preflight::inspect_tree(pid, self.caller, agent, &tcp, opts.mode) {
             Ok(Some(tree)) => {
                 self.kin = tree.kin;
                 Ok(tree.root)
             }
-            Ok(None) => preflight::inspect(pid, self.caller, agent, false, tcp),
+            Ok(None) => preflight::inspect(pid, self.caller, agent, false, &tcp),
             Err(r) => Err(r),
         };
-        let insp = match insp {
-            Ok(i) => i,
-            Err(r) => return State::Over(Reply::refused(r.0)),
+        // Every reason at once: the process's and its addresses'.
+        let (insp, addresses) = match (insp, self.addresses_to_move()) {
+            (Ok(i), Ok(a)) => (i, a),
+            (i, a) => {
+                let mut why = i.err().map(|r| r.0).unwrap_or_default();
+                why.extend(a.err().unwrap_or_default());
+                return State::Over(Reply::refused(why));
+            }
         };
         let unreachable = |e: peer::PeerError| {
             Reply::refused_one(Code::Destination, format!("host {}: {e}", cx.to))
@@ -484,6 +502,7 @@ impl Session<'_, '_> {
                     who: insp.who.clone(),
                     needs: insp.needs.clone(),
                     kin: self.kin.clone(),
+                    addresses: opts.move_addresses.clone(),
                 },
             )
             .and_then(|_| seq.recv::<DestMsg>(&mut ctl));
@@ -607,7 +626,54 @@ impl Session<'_, '_> {
             bulk,
             ship,
             tracker,
+            addresses,
         })
+    }
+
+    /// The service addresses asked to move with the process, where they
+    /// are on this host: refused unless each is a secondary address here
+    /// that the caller may move (root, or one the agent hands over), for a
+    /// process alone.
+    fn addresses_to_move(&self) -> Result<Vec<crate::host::sys::IfAddr>, Vec<Reason>> {
+        use crate::host::address;
+        let (cx, asked) = (self.cx, &self.opts.move_addresses);
+        let mut why = Vec::new();
+        if !asked.is_empty() && !self.kin.is_empty() {
+            why.push(Reason::new(
+                Code::Address,
+                "moving an address with a process tree is not built yet",
+            ));
+        }
+        let mut found = Vec::new();
+        for &a in asked {
+            if self.caller.uid != 0 && !cx.hand_over.contains(&a) {
+                why.push(Reason::new(
+                    Code::NotPermitted,
+                    format!(
+                        "address {a}: only root may move an address this agent does not hand \
+                         over (its `hand_over` setting)"
+                    ),
+                ));
+                continue;
+            }
+            if a == cx.listen.ip() {
+                why.push(Reason::new(
+                    Code::Address,
+                    format!("address {a} is this agent's own, which its peers reach it at"),
+                ));
+                continue;
+            }
+            match address::find(a) {
+                Ok(here) if !found.contains(&here) => found.push(here),
+                Ok(_) => {}
+                Err(e) => why.push(Reason::new(Code::Address, format!("address {a}: {e}"))),
+            }
+        }
+        if why.is_empty() {
+            Ok(found)
+        } else {
+            Err(why)
+        }
     }
 
     /// Freezes and dumps the original; opens the lanes of its forwarded
@@ -622,6 +688,7 @@ impl Session<'_, '_> {
             bulk,
             ship,
             mut tracker,
+            addresses,
         } = o;
         // A cooperating process runs its freeze callbacks first.
         if let Some(addr) = self.coop.shim {
@@ -637,6 +704,16 @@ impl Session<'_, '_> {
             abort.because(e.to_string());
             return State::Over(failed(e.to_string(), true));
         }
+        // The addresses leave first: from here their peers' segments are
+        // dropped (no host answers for them), and the connections on them
+        // are checkpointed still.
+        let moved = match crate::host::address::Moved::take_off(&addresses) {
+            Ok(m) => m,
+            Err(e) => {
+                abort.because(e.to_string());
+                return State::Over(failed(e.to_string(), true));
+            }
+        };
         // (A tree's members are scouted by its own dump.)
         let scouted = self.kin.is_empty().then(|| dump::Scouted::take(pid));
         // Freeze. From here until the commit, leaving resumes the original.
@@ -706,6 +783,7 @@ impl Session<'_, '_> {
             streams: Vec::new(),
             lazy,
             t_freeze,
+            moved,
             frozen,
             kin,
         };

@@ -1,0 +1,189 @@
+//! A service address that moves with its process (`--move-address`), and
+//! the established TCP connections on it, repaired on the destination:
+//! three hosts on one switch, the client on host3.
+
+use migrate_tests::bins::{bin, failpoint_agent};
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+/// The service address the tests move, on the lab's network.
+const SERVICE: &str = "10.77.0.100";
+const PORT: &str = "7100";
+
+/// Puts the service address on host1, beside its own.
+fn serve_address(c: &Cluster) {
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Whether `host` has the service address.
+fn has_service(host: &migrate_tests::lab::Host) -> bool {
+    let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
+}
+
+/// The echo server on host1, bound to the service address, and a client
+/// on host3 that sends `lines` lines, one every 5 ms, checking each echo.
+fn server_and_client(c: &Cluster, lines: u32) -> (Proc, Proc) {
+    serve_address(c);
+    let server = Proc::start(
+        c.h1(),
+        c.path("server.out"),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_server.py"
+            ),
+            SERVICE,
+            PORT,
+        ],
+    );
+    let client = Proc::start(
+        c.h3(),
+        c.path("client.out"),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_client.py"
+            ),
+            SERVICE,
+            PORT,
+            &lines.to_string(),
+            "0.005",
+        ],
+    );
+    assert!(client.wait_for("echoed 100", 30), "{}", client.text());
+    (server, client)
+}
+
+#[test]
+fn an_echo_server_moves_with_its_address_and_back_and_its_client_sees_nothing() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    let (server, client) = server_and_client(&c, 2000);
+    let echoed = || {
+        client
+            .text()
+            .lines()
+            .filter(|l| l.starts_with("echoed "))
+            .count()
+    };
+    let pid = server.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2", "--move-address", SERVICE]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(echoed() < 15, "the client was done before the move");
+    // The address is on host2 only, where the server now runs.
+    assert!(has_service(c.h2()));
+    assert!(!has_service(c.h1()));
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert!(c.h2().root_path(format!("proc/{new_pid}/cmdline")).exists());
+    // The connection carries on there; then it all moves back.
+    let there = echoed();
+    assert!(
+        wait_until(30, || echoed() >= there + 2),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    let new = new_pid.to_string();
+    let back = c.migrate_from(c.h2(), &[&new, "--to", "host1", "--move-address", SERVICE]);
+    assert_eq!(back.status.code(), Some(0), "{}", c.logs());
+    assert!(has_service(c.h1()));
+    assert!(!has_service(c.h2()));
+    assert!(echoed() < 20, "the client was done before the move back");
+    // Every byte came back, none lost, repeated or changed, and the
+    // connection was never reset: the client says so at its end.
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(
+        client.text().contains("done 2000 ok"),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    // A new client reaches it.
+    let again = Proc::start(
+        c.h3(),
+        c.path("again.out"),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_client.py"
+            ),
+            SERVICE,
+            PORT,
+            "20",
+            "0.001",
+        ],
+    );
+    assert!(again.wait_for("done ", 30), "{}", again.text());
+    assert!(again.text().contains("done 20 ok"), "{}", again.text());
+}
+
+#[test]
+fn a_failure_before_the_commit_gives_the_address_back_and_the_connection_goes_on() {
+    require_lab!();
+    let c = Cluster::start_switched(
+        &failpoint_agent(),
+        [&[("FAILPOINTS", "source.after-ready=return")], &[]],
+    );
+    let (server, client) = server_and_client(&c, 600);
+    let pid = server.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2", "--move-address", SERVICE]);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_ne!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(stderr.contains("runs on here"), "{stderr}");
+    // As if nothing happened: the address is back on host1 alone, and the
+    // same connection carries on to its end with the original.
+    assert!(has_service(c.h1()));
+    assert!(!has_service(c.h2()));
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(client.text().contains("done 600 ok"), "{}", client.text());
+    assert!(c.h1().root_path(format!("proc/{pid}/cmdline")).exists());
+}
+
+#[test]
+fn addresses_that_cannot_move_are_refused_before_the_freeze() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    let (server, client) = server_and_client(&c, 400);
+    let pid = server.pid.to_string();
+    // Without the address, its connection cannot move.
+    let out = c.migrate(&[&pid, "--to", "host2"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("--move-address"), "{err}");
+    // Not an address of host1; host1's own (the agents' link).
+    for (addr, why) in [
+        ("10.77.0.200", "is not an address of this host"),
+        ("10.77.0.1", "this agent's own"),
+    ] {
+        let out = c.migrate(&[&pid, "--to", "host2", "--move-address", addr]);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(why), "{addr}: {err}");
+    }
+    // The server ran on untouched, its address still here.
+    assert!(has_service(c.h1()));
+    assert!(client.wait_for("done ", 60), "{}", client.text());
+    assert!(client.text().contains("done 400 ok"), "{}", client.text());
+}
