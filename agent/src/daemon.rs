@@ -292,10 +292,8 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         path: config.state_dir.clone(),
         source,
     })?;
-    crate::host::lent::open(&config.state_dir).map_err(|source| StartError::State {
-        path: config.state_dir.join("lent"),
-        source,
-    })?;
+    crate::host::open_journals(&config.state_dir)
+        .map_err(|(path, source)| StartError::State { path, source })?;
     let received =
         crate::session::received::Received::open(&config.state_dir).map_err(|source| {
             StartError::State {

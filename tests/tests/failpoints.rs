@@ -3,7 +3,11 @@
 //! real error there would) and `panic` (the agent dies there), in post-copy,
 //! stop-copy and for a tree in both (`tree`, `tree-postcopy`: a workload
 //! with a child sharing its memory copy-on-write; every member must be
-//! where the outcome says, together), and with `unwind` (a panic that ends only its migration's
+//! where the outcome says, together), in post-copy with a service address
+//! moved (`address`: the workload echoes to a client on a third host over a
+//! connection on that address, which is where the workload runs, never on
+//! both hosts; the client's connection goes on
+//! with whichever runs, unless a copy ran and was lost), and with `unwind` (a panic that ends only its migration's
 //! thread, as in normal builds; the agent must go on serving) in
 //! stop-copy. An agent that dies is restarted a second later, as its unit
 //! would. Afterwards, on both hosts:
@@ -43,6 +47,46 @@ const SOURCE_BEFORE_COMMIT: &[&str] = &[
     "source.after-core",
     "source.after-ready",
 ];
+
+/// The service address the `address` mode moves.
+const SERVICE: &str = "10.77.0.100";
+
+/// Puts the service address on host1, beside its own.
+fn serve_address(c: &Cluster) {
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Whether `host` has the service address.
+fn has_service(host: &Host) -> bool {
+    let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
+}
+
+/// A client on host3 of the workload's echo: a line every 5 ms, each
+/// checked as it comes back, for longer than a case lasts.
+fn echo_client(c: &Cluster) -> Proc {
+    Proc::start(
+        c.h3(),
+        c.path("client.out"),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_client.py"
+            ),
+            SERVICE,
+            "7100",
+            "100000",
+            "0.005",
+        ],
+    )
+}
 
 /// Each thread's CPU affinity (`Cpus_allowed_list`), by thread id.
 fn affinity(host: &Host, pid: i32) -> Vec<(String, String)> {
@@ -84,16 +128,31 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     } else {
         [&[], &set]
     };
-    let mut c = Cluster::start_env(agent, env);
+    // A moved address: a client on a third host on the same switch.
+    let address = mode == "address";
+    let mut c = if address {
+        Cluster::start_switched(agent, env)
+    } else {
+        Cluster::start_env(agent, env)
+    };
     // A tree: the workload and a child; pids past those host2 uses, since
     // a tree keeps them.
     let tree = mode.starts_with("tree");
     let mode = match mode {
         "tree" => "stop-copy",
-        "tree-postcopy" => "postcopy",
+        "tree-postcopy" | "address" => "postcopy",
         m => m,
     };
-    let w = if tree {
+    let w = if address {
+        serve_address(&c);
+        let at = format!("{SERVICE}:7100");
+        Proc::start(
+            c.h1(),
+            c.path("w.out"),
+            WORKLOAD_BIN,
+            &["--mib", "8", "--echo", &at],
+        )
+    } else if tree {
         let script = "echo 5000 > /proc/sys/kernel/ns_last_pid; \"$0\" --mib 8 --fork 1 & wait";
         Proc::start(c.h1(), c.path("w.out"), "sh", &["-c", script, WORKLOAD_BIN])
     } else {
@@ -116,6 +175,15 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     }
     members.sort_unstable();
     let members = members;
+    let client = if address {
+        let client = echo_client(&c);
+        if !client.wait_for("echoed 20", 30) {
+            return Err(format!("the client did not start: {}", client.text()));
+        }
+        Some(client)
+    } else {
+        None
+    };
     let maps_of = c.h1().root_path(format!("proc/{}/maps", w.pid));
     let maps = |_: i32| std::fs::read_to_string(&maps_of);
     let maps_before = maps(w.pid);
@@ -158,7 +226,12 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
             }
             a
         });
-        let out = cr.migrate(&[&w.pid.to_string(), "--to", "host2", "--mode", mode]);
+        let pid = w.pid.to_string();
+        let mut args = vec![pid.as_str(), "--to", "host2", "--mode", mode];
+        if address {
+            args.extend(["--move-address", SERVICE]);
+        }
+        let out = cr.migrate(&args);
         migrating.store(false, std::sync::atomic::Ordering::Relaxed);
         (out, watcher.join().expect("the watcher"))
     });
@@ -215,6 +288,34 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
             v => return Err(format!("{what}; memory on {}: {v:?}", host.name())),
         }
     }
+    if let Some(client) = &client {
+        // The address is where the process runs; never on both hosts.
+        let here = (has_service(c.h1()), has_service(c.h2()));
+        let right = match (h1b.is_empty(), h2b.is_empty()) {
+            (_, false) => here == (false, true),
+            (false, true) => here == (true, false),
+            // Lost: gone with it, or back home.
+            (true, true) => here != (true, true) && here != (false, true),
+        };
+        if !right {
+            return Err(format!("{what}; the address is on (host1, host2) {here:?}"));
+        }
+        // Its connection goes on with whichever runs, unless a copy ran
+        // and was lost (the original's is older than what the client saw).
+        let copy_lost = code == Some(4) || err.contains("copy on host2 is gone");
+        if !copy_lost || original_kept {
+            let echoed = |t: &str| t.lines().filter(|l| l.starts_with("echoed ")).count();
+            let before = echoed(&client.text());
+            let on = wait_until(15, || echoed(&client.text()) >= before + 2);
+            let text = client.text();
+            if !on || text.contains("error") || text.contains("bad") || text.contains("closed") {
+                return Err(format!(
+                    "{what}; the client: {}",
+                    text.lines().last().unwrap_or("")
+                ));
+            }
+        }
+    }
     // Untouched: not a mapping more or less than before (a scratch page
     // left by an abandoned dump would show).
     if (code == Some(1) || original_kept) && maps(w.pid).ok() != maps_before.ok() {
@@ -264,8 +365,8 @@ fn every_failpoint_leaves_the_process_running_exactly_once() {
     // For work on one failpoint: `FAILPOINT_CASES=NAME[,NAME...]`.
     let only = std::env::var("FAILPOINT_CASES").ok();
     let chosen = |n: &str| only.as_ref().is_none_or(|o| o.split(',').any(|x| x == n));
-    let modes =
-        std::env::var("FAILPOINT_MODES").unwrap_or("postcopy,stop-copy,tree,tree-postcopy".into());
+    let modes = std::env::var("FAILPOINT_MODES")
+        .unwrap_or("postcopy,stop-copy,tree,tree-postcopy,address".into());
     let actions = std::env::var("FAILPOINT_ACTIONS").unwrap_or("return,panic,unwind".into());
     let mut failures = Vec::new();
     let mut walked = 0;

@@ -34,7 +34,7 @@ use migrate_proto::image::{
     FdEntry, FdKind, FsCreds, MemfdState, PipeState, ProcessImage, TcpPolicy,
 };
 
-use crate::host::procfs::{self, FdInfo, MapsEntry};
+use crate::host::procfs::{FdInfo, MapsEntry};
 use crate::host::sys;
 
 mod calls;
@@ -175,7 +175,7 @@ impl Collect<'_> {
     }
 
     /// The process's inet socket of inode `ino`.
-    pub fn inet(&self, ino: u64) -> Option<&procfs::InetSocket> {
+    pub fn inet(&self, ino: u64) -> Option<&crate::host::net_tables::InetSocket> {
         self.survey.inet(ino)
     }
 }

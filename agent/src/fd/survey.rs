@@ -12,7 +12,8 @@ use std::os::unix::fs::MetadataExt;
 use migrate_proto::image::TcpPolicy;
 
 use crate::host::kinds::{self, pipe_inode};
-use crate::host::procfs::{self, FdInfo, InetSocket};
+use crate::host::net_tables::{self, InetSocket};
+use crate::host::procfs::{self, FdInfo};
 use crate::host::sys::{self, UnixSocket};
 
 /// What a descriptor is, as far as moving it goes.
@@ -195,7 +196,7 @@ impl Survey {
     /// The process's inet socket of inode `ino`.
     pub fn inet(&self, ino: u64) -> Option<&InetSocket> {
         self.inet
-            .get_or_init(|| procfs::inet_sockets(self.pid))
+            .get_or_init(|| net_tables::inet_sockets(self.pid))
             .get(&ino)
     }
 

@@ -4,17 +4,19 @@
 //! the same connection to its peer.
 //!
 //! A socket in repair mode sends nothing, and closes without a reset: the
-//! source keeps its copies in repair mode from the checkpoint on, so the
-//! original's connections stay silent while it is frozen and when it is
-//! killed; a migration that fails before the commit turns repair off
-//! again ([`InRepair`]). The destination's copies stay in repair mode
-//! until the address is there and the process resumes ([`Repaired`]).
+//! source puts the original's connections in it at the commit, so that
+//! the original's end is silent ([`InRepair`]); until then they are out of
+//! it (its address is gone meanwhile: nothing reaches them). The
+//! destination's copies stay in repair mode until the address is there
+//! and the process resumes ([`Repaired`]); if the copy dies owed pages,
+//! they are put back in it first, so that its end is silent too.
 
 use std::os::fd::OwnedFd;
 
 use migrate_proto::image::{FdKind, TcpState};
 
 use super::{proc_err, sys_err, Collect, FdError, Remote, RemoteCalls};
+use crate::host::held::{self, Held, Note};
 use crate::host::procfs::FdInfo;
 use crate::host::sys;
 
@@ -25,6 +27,7 @@ const TCP_QUEUE_SEQ: i32 = 21;
 const TCP_REPAIR_OPTIONS: i32 = 22;
 const TCP_TIMESTAMP: i32 = 24;
 const TCP_REPAIR_WINDOW: i32 = 29;
+const TCP_REPAIR_OFF_NO_WP: i32 = -1;
 const TCP_NO_QUEUE: i32 = 0;
 const TCP_RECV_QUEUE: i32 = 1;
 const TCP_SEND_QUEUE: i32 = 2;
@@ -51,43 +54,58 @@ const OPTIONS: [(i32, i32); 6] = [
     (libc::SOL_SOCKET, libc::SO_PRIORITY),
 ];
 
-/// The source's copies of connections in repair mode: dropped, they leave
-/// it (the migration failed before the commit: the original's connections
-/// go on); [`InRepair::let_go`] keeps them in it (the original is to die
-/// silently).
+/// The source's copies of the original's checkpointed connections. They
+/// are out of repair mode while it is frozen, so that an agent dying then
+/// leaves them working (a socket in repair mode refuses the process's
+/// reads); at the commit [`InRepair::silence`] puts them in it, written
+/// down first, so that the original's end is silent (no FIN, no reset);
+/// dropped, silenced ones leave it again (the original runs on here);
+/// [`InRepair::let_go`] keeps them in it (the original is to die).
 #[derive(Default)]
-pub struct InRepair(Vec<OwnedFd>);
+pub struct InRepair {
+    held: Vec<(i32, i32, OwnedFd)>,
+    silenced: Vec<(OwnedFd, Note)>,
+}
 
 impl InRepair {
-    /// Adds a connection put in repair mode.
-    pub fn push(&mut self, s: OwnedFd) {
-        self.0.push(s);
+    /// Keeps connection `s`, descriptor `fd` of process `pid`.
+    pub fn keep(&mut self, pid: i32, fd: i32, s: OwnedFd) {
+        self.held.push((pid, fd, s));
     }
 
     /// Adds the connections of another.
     pub fn extend(&mut self, mut other: InRepair) {
-        self.0.append(&mut other.0);
-    }
-
-    /// How many.
-    pub fn len(&self) -> usize {
-        self.0.len()
+        self.held.append(&mut other.held);
+        self.silenced.append(&mut other.silenced);
     }
 
     /// None.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.held.is_empty() && self.silenced.is_empty()
     }
 
-    /// Lets go of the copies, the connections left in repair mode.
+    /// Puts every connection in repair mode, each written down first.
+    pub fn silence(&mut self) -> std::io::Result<()> {
+        for (pid, fd, s) in std::mem::take(&mut self.held) {
+            let ino = held::inode(&s)?;
+            let note = held::note(pid, &Held::Repair { fd, ino })?;
+            sys::setsockopt_int(&s, libc::IPPROTO_TCP, TCP_REPAIR, 1)?;
+            self.silenced.push((s, note));
+        }
+        Ok(())
+    }
+
+    /// Lets go of the copies, silenced connections left in repair mode.
     pub fn let_go(mut self) {
-        self.0.clear();
+        self.silenced.clear();
     }
 }
 
 impl Drop for InRepair {
     fn drop(&mut self) {
-        for s in &self.0 {
+        // Out of repair with a window probe: the peer answers with where it
+        // is, and the connection picks up.
+        for (s, _note) in &self.silenced {
             if let Err(e) = sys::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 0) {
                 tracing::warn!(error = %e, "taking a connection of the original out of repair");
             }
@@ -95,18 +113,21 @@ impl Drop for InRepair {
     }
 }
 
-/// The connection, checkpointed; the process's socket stays in repair
-/// mode (in `c.out.in_repair`).
+/// The connection, checkpointed; our copy of it kept (in
+/// `c.out.in_repair`) to be silenced at the commit.
 pub fn dump(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
     let s = c.take(info.fd)?;
     let domain = sys::getsockopt_int(&s, libc::SOL_SOCKET, libc::SO_DOMAIN)
         .map_err(proc_err(c.pid, "socket"))?;
     let local = sys::getsockname(&s).map_err(proc_err(c.pid, "socket"))?;
     let peer = sys::getpeername(&s).map_err(proc_err(c.pid, "socket"))?;
+    // In repair mode only to be read: out again at once, sending nothing.
     sys::setsockopt_int(&s, libc::IPPROTO_TCP, TCP_REPAIR, 1)
         .map_err(proc_err(c.pid, "TCP_REPAIR"))?;
-    c.out.in_repair.push(s.try_clone().map_err(sys_err("dup"))?);
-    let state = checkpoint(&s).map_err(|e| match e {
+    let state = checkpoint(&s);
+    sys::setsockopt_int(&s, libc::IPPROTO_TCP, TCP_REPAIR, TCP_REPAIR_OFF_NO_WP)
+        .map_err(proc_err(c.pid, "TCP_REPAIR"))?;
+    let state = state.map_err(|e| match e {
         Checkpoint::State(st) => FdError::Refused(migrate_proto::msg::Reason::new(
             migrate_proto::msg::Code::TcpConnection,
             format!(
@@ -121,6 +142,7 @@ pub fn dump(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
             source,
         },
     })?;
+    c.out.in_repair.keep(c.pid, info.fd, s);
     Ok(FdKind::TcpRepaired {
         flags: info.flags,
         domain,
@@ -202,15 +224,26 @@ pub struct Repaired {
 impl Repaired {
     /// Takes it out of repair mode (its address is here by now): it
     /// acknowledges, retransmits and sends again; the bytes the process
-    /// had written and the source had not sent yet go out.
-    pub fn go_live(self) -> std::io::Result<()> {
+    /// had written and the source had not sent yet go out. Returns our
+    /// copy, for [`silence`] should the copy die owed pages.
+    pub fn go_live(self) -> std::io::Result<OwnedFd> {
         set_transparent(&self.sock, self.domain, false)?;
         sys::setsockopt_int(&self.sock, libc::IPPROTO_TCP, TCP_REPAIR, 0)?;
         let mut at = 0;
         while at < self.unsent.len() {
             at += sys::send_nowait(&self.sock, &self.unsent[at..])?;
         }
-        Ok(())
+        Ok(self.sock)
+    }
+}
+
+/// Puts the connections of a copy that dies owed pages in repair mode,
+/// so that its end reaches no peer (the original may go on with them).
+pub fn silence(conns: &[OwnedFd]) {
+    for s in conns {
+        if let Err(e) = sys::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1) {
+            tracing::warn!(error = %e, "silencing a connection of a failed copy");
+        }
     }
 }
 

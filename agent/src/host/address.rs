@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
+use super::held::{self, Held, Note};
 use super::sys::{self, IfAddr};
 
 /// When the gratuitous ARP announcements after the first go out, after an
@@ -90,16 +91,23 @@ pub fn find(addr: IpAddr) -> Result<IfAddr, AddressError> {
 /// back (it failed before the commit); [`Moved::let_go`] leaves them
 /// gone (the destination has them).
 #[derive(Debug, Default)]
-pub struct Moved(Vec<IfAddr>);
+pub struct Moved(Vec<(IfAddr, Note)>);
 
 impl Moved {
-    /// Takes `addrs` off this host; on an error, those already taken come
-    /// back.
-    pub fn take_off(addrs: &[IfAddr]) -> Result<Moved, AddressError> {
+    /// Takes `addrs` off this host for process `pid` (each written down
+    /// first); on an error, those already taken come back.
+    pub fn take_off(pid: i32, addrs: &[IfAddr]) -> Result<Moved, AddressError> {
         let mut moved = Moved::default();
         for a in addrs {
+            let note = held::note(pid, &Held::Address(a.clone())).map_err(|source| {
+                AddressError::System {
+                    what: "writing down",
+                    addr: a.addr,
+                    source,
+                }
+            })?;
             remove(a)?;
-            moved.0.push(a.clone());
+            moved.0.push((a.clone(), note));
         }
         Ok(moved)
     }
@@ -117,7 +125,7 @@ impl Moved {
 
 impl Drop for Moved {
     fn drop(&mut self) {
-        for a in &self.0 {
+        for (a, _note) in &self.0 {
             match sys::change_address(a, true) {
                 Ok(()) => info!(addr = %a.addr, dev = a.dev, "address given back to this host"),
                 Err(e) => warn!(addr = %a.addr, error = %e, "giving an address back to this host"),
@@ -155,16 +163,24 @@ fn same_network(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
 /// dropped, they are taken off again (it never ran);
 /// [`Added::let_go`] leaves them.
 #[derive(Debug, Default)]
-pub struct Added(Vec<IfAddr>);
+pub struct Added(Vec<(IfAddr, Note)>);
 
 impl Added {
-    /// Puts `addrs` on this host and announces them; on an error, those
-    /// already put on are taken off.
-    pub fn put_on(addrs: &[IfAddr]) -> Result<Added, AddressError> {
+    /// Puts `addrs` on this host for process `pid` (each written down
+    /// first) and announces them; on an error, those already put on are
+    /// taken off.
+    pub fn put_on(pid: i32, addrs: &[IfAddr]) -> Result<Added, AddressError> {
         let mut added = Added::default();
         for a in addrs {
+            let note = held::note(pid, &Held::Added(a.clone())).map_err(|source| {
+                AddressError::System {
+                    what: "writing down",
+                    addr: a.addr,
+                    source,
+                }
+            })?;
             add(a)?;
-            added.0.push(a.clone());
+            added.0.push((a.clone(), note));
         }
         Ok(added)
     }
@@ -177,7 +193,7 @@ impl Added {
 
 impl Drop for Added {
     fn drop(&mut self) {
-        for a in &self.0 {
+        for (a, _note) in &self.0 {
             if let Err(e) = remove(a) {
                 warn!(addr = %a.addr, error = %e, "taking an address off this host again");
             }

@@ -17,7 +17,8 @@
 //! copy and print `verify ok <pages> child <k>` (or where it failed).
 //! With `--own` each child first rewrites every page with a pattern of
 //! its own: N + 1 processes of N MiB each, nothing shared. Each child
-//! prints `child ready <k>` once its memory is filled.
+//! prints `child ready <k>` once its memory is filled. `--echo ADDR:PORT`
+//! echoes on a thread of its own every byte a client sends there.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -49,6 +50,22 @@ fn arg(name: &str, default: usize) -> usize {
     arg_str(name)
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// `--echo ADDR:PORT`: a thread that echoes every byte of one client at a
+/// time back to it.
+fn echo(at: &str) {
+    let l = std::net::TcpListener::bind(at).expect("echo: bind");
+    std::thread::spawn(move || {
+        for c in l.incoming().flatten() {
+            let mut r = c;
+            let mut w = match r.try_clone() {
+                Ok(w) => w,
+                Err(_) => continue,
+            };
+            let _ = std::io::copy(&mut r, &mut w);
+        }
+    });
 }
 
 fn map_anon(len: usize, prot: i32) -> *mut u8 {
@@ -256,6 +273,9 @@ fn main() {
         }
         // SAFETY: the page holds a complete function with the C ABI.
         jit = Some(unsafe { std::mem::transmute::<*mut u8, extern "C" fn() -> u32>(code) });
+    }
+    if let Some(at) = arg_str("--echo") {
+        echo(&at);
     }
     // SAFETY: installing a handler that only stores to an atomic.
     unsafe { libc::signal(libc::SIGUSR1, on_usr1 as *const () as libc::sighandler_t) };

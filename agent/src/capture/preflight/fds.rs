@@ -201,7 +201,7 @@ pub fn describe(s: &Survey) -> Vec<String> {
 /// them; any other link as it is.
 fn socket_name(pid: i32, t: &str) -> String {
     procfs::socket_inode(t)
-        .and_then(|ino| procfs::describe_socket(pid, ino))
+        .and_then(|ino| crate::host::net_tables::describe_socket(pid, ino))
         .map(|d| format!("{t} ({d})"))
         .unwrap_or_else(|| t.to_string())
 }

@@ -209,16 +209,16 @@ impl Receiving<'_, '_, '_> {
         // panics half-way kills the process (the Restorer's drop), but some of
         // it may have run.
         // Its addresses come here, then its connections on them go live.
-        let added = crate::host::address::Added::put_on(&self.addresses)?;
+        let added = crate::host::address::Added::put_on(r.pid, &self.addresses)?;
+        let mut connections = Vec::new();
         for conn in r.take_repaired() {
-            conn.go_live().map_err(|source| DestError::Local {
+            connections.push(conn.go_live().map_err(|source| DestError::Local {
                 step: "taking a connection out of repair",
                 source,
-            })?;
+            })?);
         }
         fate.resuming(handler.is_some());
         let (new_pid, claim) = r.resume(&signals)?;
-        added.let_go();
         if handler.is_none() {
             // Without pages owed nothing kills it once it runs.
             fate.independent();
@@ -254,6 +254,8 @@ impl Receiving<'_, '_, '_> {
 
         Ok(Running {
             new_pid,
+            added,
+            connections,
             handler,
             threads,
             keeper,
@@ -282,6 +284,8 @@ impl Receiving<'_, '_, '_> {
         };
         let Running {
             new_pid,
+            added,
+            connections,
             handler,
             threads,
             keeper,
@@ -330,6 +334,8 @@ impl Receiving<'_, '_, '_> {
         end_step("lanes closed, userfaultfds released");
         match outcome {
             Outcome::Complete | Outcome::Exited => {
+                // The process owns its addresses here from now on.
+                added.let_go();
                 if outcome == Outcome::Exited {
                     info!(id, new_pid, "the process exited during post-copy");
                 }
@@ -360,7 +366,13 @@ impl Receiving<'_, '_, '_> {
                 reaped.serve_deputy(lanes, id, &image.lineage.home);
                 Ok(())
             }
-            Outcome::Failed(why) => Err(DestError::CopyFailed(why)),
+            Outcome::Failed(why) => {
+                // Killed owed pages: its end reaches no peer, and its
+                // addresses leave with it.
+                crate::fd::tcp_repair::silence(&connections);
+                drop(added);
+                Err(DestError::CopyFailed(why))
+            }
         }
     }
 }

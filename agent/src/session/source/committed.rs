@@ -12,7 +12,7 @@ impl Session<'_, '_> {
         self.rec.timeline.restored = us(self.t0);
         self.event("commit");
         let FrozenState {
-            abort,
+            mut abort,
             ctl,
             seq,
             demand,
@@ -59,6 +59,17 @@ impl Session<'_, '_> {
         let root_threads = tasks.len();
         tasks.extend(kin_tasks);
         to_reset.extend(kin_reset);
+        // Its connections on moved addresses go quiet: the original's end,
+        // from here on, must not reach their peers.
+        if let Err(e) = in_repair.silence() {
+            let why = format!("putting the original's connections in repair mode: {e}");
+            abort.because(why.clone());
+            // Addresses and connections back before the original runs on.
+            drop(moved);
+            drop(in_repair);
+            drop(tasks);
+            return State::Over(failed(why, true));
+        }
         // From here a dropped original is killed: a panic is answered as
         // after the commit.
         self.committed.set(Some((self.id, new_pid)));

@@ -707,7 +707,7 @@ impl Session<'_, '_> {
         // The addresses leave first: from here their peers' segments are
         // dropped (no host answers for them), and the connections on them
         // are checkpointed still.
-        let moved = match crate::host::address::Moved::take_off(&addresses) {
+        let moved = match crate::host::address::Moved::take_off(pid, &addresses) {
             Ok(m) => m,
             Err(e) => {
                 abort.because(e.to_string());
