@@ -12,6 +12,11 @@ use common::*;
 const SERVICE: &str = "10.77.0.100";
 const PORT: &str = "7100";
 
+/// A command prefix that runs the rest with only the standard streams
+/// open (the lab leaks a descriptor into its processes).
+const CLOSED: &str =
+    "python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])'";
+
 /// Puts the service address on host1, beside its own.
 fn serve_address(c: &Cluster) {
     let st = c
@@ -186,4 +191,89 @@ fn addresses_that_cannot_move_are_refused_before_the_freeze() {
     assert!(has_service(c.h1()));
     assert!(client.wait_for("done ", 60), "{}", client.text());
     assert!(client.text().contains("done 400 ok"), "{}", client.text());
+}
+
+#[test]
+fn redis_moves_with_its_address_under_a_benchmark_of_eight_clients() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    serve_address(&c);
+    let port = "6391";
+    let p = Proc::start(
+        c.h1(),
+        c.path("redis.out"),
+        "sh",
+        &[
+            "-c",
+            &format!(
+                "echo pid $$; exec {CLOSED} redis-server --port {port} --bind {SERVICE} \
+                 --save '' --appendonly no --daemonize no --protected-mode no"
+            ),
+        ],
+    );
+    assert!(
+        p.wait_for("Ready to accept connections", 30),
+        "{}",
+        p.text()
+    );
+    // Eight clients, each waiting for every answer: any reset, error or
+    // lost reply ends redis-benchmark with an error.
+    let mut bench = c
+        .h3()
+        .command("redis-benchmark")
+        .args(["-h", SERVICE, "-p", port, "-c", "8", "-n", "300000"])
+        .args(["-t", "set,get", "-q"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let out = c.migrate(&[
+        &p.pid.to_string(),
+        "--to",
+        "host2",
+        "--move-address",
+        SERVICE,
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", c.logs());
+    assert!(
+        bench.try_wait().unwrap().is_none(),
+        "the benchmark ended before the move"
+    );
+    let done = bench.wait_with_output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&done.stdout),
+        String::from_utf8_lossy(&done.stderr)
+    );
+    assert!(done.status.success(), "{text}\n{}", c.logs());
+    for t in ["SET", "GET"] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains(&format!("{t}: ")) && l.contains("requests per second")),
+            "{text}"
+        );
+    }
+    // It runs on host2, with what the benchmark wrote.
+    assert!(has_service(c.h2()) && !has_service(c.h1()));
+    let got = c
+        .h3()
+        .command("redis-cli")
+        .args(["-h", SERVICE, "-p", port, "GET", "key:__rand_int__"])
+        .output()
+        .unwrap();
+    // (Its value: 3 random bytes.)
+    assert_eq!(
+        got.stdout.len(),
+        4,
+        "{:?}",
+        String::from_utf8_lossy(&got.stdout)
+    );
+    let (new_pid, _) = parse_summary(&stdout);
+    let _ = c
+        .h2()
+        .command("kill")
+        .args(["-KILL", &new_pid.to_string()])
+        .status();
 }

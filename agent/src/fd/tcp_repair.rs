@@ -148,7 +148,7 @@ pub fn dump(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
         domain,
         local,
         peer,
-        state,
+        state: Box::new(state),
     })
 }
 

@@ -658,8 +658,9 @@ pub enum FdKind {
         local: Vec<u8>,
         /// Raw `sockaddr` of the remote end.
         peer: Vec<u8>,
-        /// Its state.
-        state: TcpState,
+        /// Its state (boxed: every descriptor of an image is as large as
+        /// its largest kind).
+        state: Box<TcpState>,
     },
 }
 
