@@ -277,3 +277,146 @@ fn redis_moves_with_its_address_under_a_benchmark_of_eight_clients() {
         .args(["-KILL", &new_pid.to_string()])
         .status();
 }
+
+#[test]
+fn a_user_moves_only_the_addresses_the_agent_hands_over() {
+    require_lab!();
+    let lab = migrate_tests::lab::Lab::start_switched().expect("lab");
+    let auth = lab.shared_dir().join("cluster");
+    let auth = auth.to_string_lossy().into_owned();
+    let c = Cluster::start_agents(
+        lab,
+        &bin("migrate-agent"),
+        [
+            &["--auth", &auth, "--hand-over", SERVICE],
+            &["--auth", &auth],
+        ],
+        [&[], &[]],
+    );
+    serve_address(&c);
+    let other = "10.77.0.101";
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["addr", "add", &format!("{other}/24"), "dev", "mgl0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // A server of user nobody's (the workload, echoing), its output a file
+    // nobody may open on host2 too.
+    let at = format!("{SERVICE}:{PORT}");
+    let server = start_as_nobody(
+        c.h1(),
+        nobody_file(c.path("server.out")),
+        env!("CARGO_BIN_EXE_workload"),
+        &["--mib", "8", "--echo", &at],
+    );
+    let client = Proc::start(
+        c.h3(),
+        c.path("client.out"),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_client.py"
+            ),
+            SERVICE,
+            PORT,
+            "1200",
+            "0.005",
+        ],
+    );
+    assert!(client.wait_for("echoed 100", 30), "{}", client.text());
+    let pid = server.pid.to_string();
+    // An address the agent does not hand over: root's to move.
+    let refused = c.migrate_as(
+        Some(NOBODY),
+        &[
+            &pid,
+            "--to",
+            "host2",
+            "--move-address",
+            SERVICE,
+            "--move-address",
+            other,
+        ],
+    );
+    let err = String::from_utf8_lossy(&refused.stderr).into_owned();
+    assert_eq!(refused.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains(&format!("address {other}: only root")),
+        "{err}"
+    );
+    assert!(!err.contains(&format!("address {SERVICE}")), "{err}");
+    // The one it hands over.
+    let moved = c.migrate_as(
+        Some(NOBODY),
+        &[&pid, "--to", "host2", "--move-address", SERVICE],
+    );
+    assert_eq!(moved.status.code(), Some(0), "{}", c.logs());
+    assert!(has_service(c.h2()) && !has_service(c.h1()));
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(client.text().contains("done 1200 ok"), "{}", client.text());
+}
+
+#[test]
+fn a_connected_udp_socket_on_the_address_keeps_talking_from_host2() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    serve_address(&c);
+    let scripts = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/scripts");
+    let _answerer = Proc::start(
+        c.h3(),
+        c.path("answerer.out"),
+        "python3",
+        &[&format!("{scripts}/udp_answerer.py"), "7201"],
+    );
+    let pinger = Proc::start(
+        c.h1(),
+        c.path("pinger.out"),
+        "python3",
+        &[
+            &format!("{scripts}/udp_pinger.py"),
+            SERVICE,
+            "7200",
+            "10.77.0.3",
+            "7201",
+        ],
+    );
+    let got = |p: &Proc| p.text().lines().filter(|l| l.starts_with("got ")).count();
+    assert!(wait_until(20, || got(&pinger) >= 20), "{}", pinger.text());
+    // Without its address, it cannot move.
+    let pid = pinger.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("connected UDP socket") && err.contains("--move-address"),
+        "{err}"
+    );
+    let out = c.migrate(&[&pid, "--to", "host2", "--move-address", SERVICE]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    // The same socket, bound and connected as before, talks from host2:
+    // the answers keep coming.
+    let moved = got(&pinger);
+    assert!(
+        wait_until(20, || got(&pinger) >= moved + 50),
+        "{}\n{}",
+        pinger.text(),
+        c.logs()
+    );
+    // A datagram may be lost in the move ("miss"); a send never fails.
+    assert!(!pinger.text().contains("error"), "{}", pinger.text());
+    assert!(has_service(c.h2()) && !has_service(c.h1()));
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let _ = c
+        .h2()
+        .command("kill")
+        .args(["-KILL", &new_pid.to_string()])
+        .status();
+}

@@ -1,5 +1,6 @@
 //! A listening TCP or unconnected UDP socket: made and bound again, with
-//! its integer options and backlog.
+//! its integer options and backlog; a UDP socket connected from an address
+//! that moves with the process, connected again too.
 
 use std::os::fd::OwnedFd;
 
@@ -52,6 +53,9 @@ fn describe(s: &OwnedFd, flags: u32) -> std::io::Result<FdKind> {
         addr: sys::getsockname(s)?,
         listen: listening.then_some(sys::listen_backlog(s).unwrap_or(libc::SOMAXCONN)),
         options,
+        peer: (stype == libc::SOCK_DGRAM)
+            .then(|| sys::getpeername(s).ok())
+            .flatten(),
     })
 }
 
@@ -71,6 +75,8 @@ pub struct Bound<'a> {
     pub listen: Option<i32>,
     /// (level, name, value).
     pub options: &'a [(i32, i32, i32)],
+    /// The peer of a connected UDP socket.
+    pub peer: Option<&'a [u8]>,
 }
 
 /// `socket`, its options, `bind`, and `listen` for a listener.
@@ -89,6 +95,16 @@ pub fn restore(r: &mut impl Remote, want: i32, s: Bound) -> Result<(), FdError> 
     r.bind(got, s.addr)?;
     if let Some(backlog) = s.listen {
         r.listen(got, backlog)?;
+    }
+    if let Some(peer) = s.peer {
+        // From the agent: its address may come only at the resume, and
+        // routing from an address not (yet) this host's takes a capability
+        // the process need not have.
+        let ours = r.take(got, "taking a UDP socket to connect")?;
+        super::tcp_repair::set_transparent(&ours, s.domain, true)
+            .and_then(|()| sys::connect_raw(&ours, peer))
+            .and_then(|()| super::tcp_repair::set_transparent(&ours, s.domain, false))
+            .map_err(super::sys_err("connecting a UDP socket again"))?;
     }
     r.move_fd(got, want, s.flags)
 }

@@ -319,7 +319,7 @@ fn rebuild(
 
 /// `IP_TRANSPARENT` (`IPV6_TRANSPARENT`) on `s`: bound to and routed
 /// from an address this host does not have.
-fn set_transparent(s: &OwnedFd, domain: i32, on: bool) -> std::io::Result<()> {
+pub(super) fn set_transparent(s: &OwnedFd, domain: i32, on: bool) -> std::io::Result<()> {
     let (level, name) = if domain == libc::AF_INET6 {
         (libc::IPPROTO_IPV6, libc::IPV6_TRANSPARENT)
     } else {

@@ -25,6 +25,11 @@ impl InetSocket {
         self.tcp && matches!(self.state, 0x01 | 0x08)
     }
 
+    /// A connected UDP socket.
+    pub fn connected_udp(&self) -> bool {
+        !self.tcp && self.state == 0x01
+    }
+
     /// A listening TCP socket with nobody waiting in its accept queue, or
     /// an unconnected UDP socket: what moves by being made again.
     pub fn movable(&self) -> bool {

@@ -64,5 +64,6 @@ pub fn dump(pid: i32) -> Result<Frozen, DumpError> {
         None,
         Scouted::take(pid),
         &Default::default(),
+        &mut || Ok(()),
     )
 }

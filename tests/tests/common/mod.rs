@@ -230,7 +230,11 @@ impl Proc {
             .spawn()
             .expect("start workload");
         let mut p = Proc { child, out, pid: 0 };
-        assert!(p.wait_for("pid ", 30), "workload did not start");
+        assert!(
+            p.wait_for("pid ", 30),
+            "workload did not start: {}",
+            p.text()
+        );
         let text = p.text();
         p.pid = text
             .lines()

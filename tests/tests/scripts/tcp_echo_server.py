@@ -2,6 +2,7 @@
 # back as it comes; prints its pid, then how many bytes it echoed.
 import os, socket, sys
 os.closerange(3, 4096)
+sys.stderr = sys.stdout
 addr, port = sys.argv[1], int(sys.argv[2])
 s = socket.socket()
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -552,6 +552,8 @@ pub enum FdKind {
         listen: Option<i32>,
         /// Integer socket options: (level, name, value).
         options: Vec<(i32, i32, i32)>,
+        /// Raw `sockaddr` of the peer of a connected UDP socket.
+        peer: Option<Vec<u8>>,
     },
     /// One end of a connected pair of unnamed Unix sockets (socketpair)
     /// whose both ends the process holds.

@@ -125,6 +125,10 @@ fn proc_err(pid: i32, what: &'static str) -> impl FnOnce(std::io::Error) -> Dump
 ///
 /// With a `tracker` (pre-copy), pages the destination already holds and
 /// the process has not written since are marked [`Fill::Stored`].
+/// `frozen` runs once every thread is stopped, before anything is read
+/// (service addresses leave then: the process cannot see them go, and
+/// its connections on them change no more).
+#[allow(clippy::too_many_arguments)]
 pub fn freeze_and_dump(
     pid: i32,
     caller: &Caller,
@@ -133,8 +137,11 @@ pub fn freeze_and_dump(
     tracker: Option<&mut DirtyTracker>,
     scouted: Scouted,
     coop: &Cooperation,
+    frozen: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<Frozen, DumpError> {
     let tasks = freeze_threads(pid)?;
+    frozen()
+        .map_err(|why| DumpError::Refused(Refusal::one(migrate_proto::msg::Code::Address, why)))?;
     let how = DumpHow {
         caller,
         opts,

@@ -107,9 +107,12 @@ pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
                         socket_name(s.pid, t)
                     ),
                 );
-            } else if !i.movable() {
+            } else if !(i.movable() || (i.connected_udp() && s.tcp.repairs(i))) {
                 let why = if i.tcp && i.state == 0x0a {
                     "connections wait in its accept queue"
+                } else if i.connected_udp() {
+                    "a connected UDP socket moves only with its local address \
+                     (`--move-address ADDR`)"
                 } else {
                     "connected sockets in this state are not supported"
                 };

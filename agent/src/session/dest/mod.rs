@@ -809,6 +809,7 @@ mod tests {
                 domain: libc::AF_INET,
                 stype: libc::SOCK_STREAM,
                 protocol: 0,
+                peer: None,
                 addr,
                 listen: Some(5),
                 options: Vec::new(),

@@ -704,15 +704,14 @@ impl Session<'_, '_> {
             abort.because(e.to_string());
             return State::Over(failed(e.to_string(), true));
         }
-        // The addresses leave first: from here their peers' segments are
-        // dropped (no host answers for them), and the connections on them
-        // are checkpointed still.
-        let moved = match crate::host::address::Moved::take_off(pid, &addresses) {
-            Ok(m) => m,
-            Err(e) => {
-                abort.because(e.to_string());
-                return State::Over(failed(e.to_string(), true));
-            }
+        // The addresses leave once the process is frozen, before anything
+        // is read: from then their peers' segments are dropped (no host
+        // answers for them), and the connections on them stand still.
+        let mut moved = crate::host::address::Moved::default();
+        let mut take_off = || {
+            moved = crate::host::address::Moved::take_off(pid, &addresses)
+                .map_err(|e| e.to_string())?;
+            Ok(())
         };
         // (A tree's members are scouted by its own dump.)
         let scouted = self.kin.is_empty().then(|| dump::Scouted::take(pid));
@@ -729,6 +728,7 @@ impl Session<'_, '_> {
                 tracker.as_mut(),
                 scouted,
                 &self.coop,
+                &mut take_off,
             )
             .map(|f| (f, None))
         } else {

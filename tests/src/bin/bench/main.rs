@@ -4,7 +4,8 @@
 //!
 //! Run as root: `tests/bench [--sizes 64,512,2048] [--modes LIST]
 //! [--repeat N] [--out DIR] [--criu PATH]`; `BENCH_AGENT_LOGS=DIR` keeps
-//! the agents' logs of every run.
+//! the agents' logs of every run. `tests/bench --service` measures a
+//! service moved with its address instead ([`service`]).
 //!
 //! Every figure is measured here. With `--criu PATH` CRIU migrates the same
 //! workload in the same lab too (rows `criu-stop-copy` and `criu-lazy`), and
@@ -25,6 +26,8 @@ use std::time::{Duration, Instant, SystemTime};
 use migrate_tests::bins::bin;
 use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
+
+mod service;
 
 /// The workload's tick, ms.
 const TICK_MS: u64 = 5;
@@ -86,10 +89,12 @@ struct Args {
     repeat: usize,
     out: PathBuf,
     criu: Option<PathBuf>,
+    /// `--service`: the service benchmark alone.
+    service: bool,
 }
 
 fn usage() -> String {
-    "usage: bench [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -99,6 +104,7 @@ fn parse_args() -> Result<Args, String> {
         repeat: 1,
         out: PathBuf::from("target/bench"),
         criu: None,
+        service: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -121,6 +127,7 @@ fn parse_args() -> Result<Args, String> {
                     }
                 }
             }
+            "--service" => a.service = true,
             "--repeat" => a.repeat = v()?.parse().map_err(|_| "bad --repeat".to_string())?,
             "--out" => a.out = PathBuf::from(v()?),
             "--criu" => {
@@ -253,7 +260,12 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(&args) {
+    let result = if args.service {
+        service::run(&args.out, args.criu.is_some())
+    } else {
+        run(&args)
+    };
+    match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => {
             eprintln!("bench: some runs failed their memory check (see the table)");
