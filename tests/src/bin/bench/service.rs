@@ -40,12 +40,21 @@ fn ip(host: &Host, args: &[&str]) -> Result<(), String> {
 }
 
 /// Mean requests per second of `counts` (per `bucket_s`, from `t0`) in
-/// `[from, to)`, unix seconds.
-fn rate(counts: &[u64], t0: f64, bucket_s: f64, from: f64, to: f64) -> Option<f64> {
-    let (a, b) = (
-        ((from - t0) / bucket_s).ceil(),
-        ((to - t0) / bucket_s).floor(),
-    );
+/// the whole buckets inside `[from, to)`, unix seconds (`covering`: in
+/// the buckets that overlap it).
+fn rate(
+    counts: &[u64],
+    t0: f64,
+    bucket_s: f64,
+    (from, to): (f64, f64),
+    covering: bool,
+) -> Option<f64> {
+    let (a, b) = ((from - t0) / bucket_s, (to - t0) / bucket_s);
+    let (a, b) = if covering {
+        (a.floor(), b.ceil())
+    } else {
+        (a.ceil(), b.floor())
+    };
     if b <= a || a < 0.0 {
         return None;
     }
@@ -154,9 +163,10 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
             .map(|a| a.iter().filter_map(Value::as_u64).collect())
             .unwrap_or_default();
         let t0 = load["t0"].as_f64().unwrap_or(0.0);
-        let before = rate(&counts, t0, 0.1, t0 + 1.0, started);
-        let during = rate(&counts, t0, 0.1, started, ended.max(started + 0.1));
-        let after = rate(&counts, t0, 0.1, ended + 0.5, t0 + LOAD_S - 0.5);
+        let before = rate(&counts, t0, 0.1, (t0 + 1.0, started), false);
+        // The 100 ms buckets the move overlaps.
+        let during = rate(&counts, t0, 0.1, (started, ended), true);
+        let after = rate(&counts, t0, 0.1, (ended + 0.5, t0 + LOAD_S - 0.5), false);
         let downtime_ms = said
             .split("downtime ")
             .nth(1)
@@ -184,7 +194,8 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
     };
     println!(
         "service: redis with {CLIENTS} clients on host3, moved with its address in post-copy: \
-         {} req/s before, {} during the move ({} ms, downtime {} ms), {} after; longest \
+         {} req/s before, {} during the move (the 100 ms buckets it overlaps; it took {} ms, \
+         downtime {} ms), {} after; longest \
          stall a client saw {} ms ({} s after the move began); client errors: {}",
         num("rps_before", 0),
         num("rps_during", 0),
