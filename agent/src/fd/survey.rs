@@ -78,7 +78,8 @@ pub struct TcpRules {
     /// A cooperating process's choice (else refused).
     pub policy: TcpPolicy,
     /// Addresses that move with the process (`--move-address`): its
-    /// connections on them are repaired, whatever the policy.
+    /// connections on them are repaired (unless a cooperating process
+    /// chose to close or dial them again).
     pub moved: Vec<IpAddr>,
 }
 
@@ -269,7 +270,14 @@ impl Survey {
                 };
             }
             return match self.inet(ino) {
-                Some(s) if s.established() && self.tcp.repairs(s) => Class::TcpRepair(s),
+                // Repaired unless a cooperating process chose otherwise.
+                Some(s)
+                    if s.established()
+                        && self.tcp.policy == TcpPolicy::Refuse
+                        && self.tcp.repairs(s) =>
+                {
+                    Class::TcpRepair(s)
+                }
                 Some(s) if s.established() && self.tcp.policy != TcpPolicy::Refuse => Class::Tcp(s),
                 Some(s) => Class::Inet(s),
                 None => Class::Socket,
