@@ -48,46 +48,6 @@ const SOURCE_BEFORE_COMMIT: &[&str] = &[
     "source.after-ready",
 ];
 
-/// The service address the `address` mode moves.
-const SERVICE: &str = "10.77.0.100";
-
-/// Puts the service address on host1, beside its own.
-fn serve_address(c: &Cluster) {
-    let st = c
-        .h1()
-        .command("ip")
-        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// Whether `host` has the service address.
-fn has_service(host: &Host) -> bool {
-    let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
-}
-
-/// A client on host3 of the workload's echo: a line every 5 ms, each
-/// checked as it comes back, for longer than a case lasts.
-fn echo_client(c: &Cluster) -> Proc {
-    Proc::start(
-        c.h3(),
-        c.path("client.out"),
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/scripts/tcp_echo_client.py"
-            ),
-            SERVICE,
-            "7100",
-            "100000",
-            "0.005",
-        ],
-    )
-}
-
 /// Each thread's CPU affinity (`Cpus_allowed_list`), by thread id.
 fn affinity(host: &Host, pid: i32) -> Vec<(String, String)> {
     let dir = host.root_path(format!("proc/{pid}/task"));
@@ -176,7 +136,7 @@ fn walk(agent: &std::path::Path, name: &str, action: &str, mode: &str) -> Result
     members.sort_unstable();
     let members = members;
     let client = if address {
-        let client = echo_client(&c);
+        let client = echo_client(&c, "client.out", "7100", 100_000, "0.005");
         if !client.wait_for("echoed 20", 30) {
             return Err(format!("the client did not start: {}", client.text()));
         }

@@ -8,31 +8,7 @@ use migrate_tests::require_lab;
 mod common;
 use common::*;
 
-/// The service address the tests move, on the lab's network.
-const SERVICE: &str = "10.77.0.100";
 const PORT: &str = "7100";
-
-/// A command prefix that runs the rest with only the standard streams
-/// open (the lab leaks a descriptor into its processes).
-const CLOSED: &str =
-    "python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])'";
-
-/// Puts the service address on host1, beside its own.
-fn serve_address(c: &Cluster) {
-    let st = c
-        .h1()
-        .command("ip")
-        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
-        .status()
-        .unwrap();
-    assert!(st.success());
-}
-
-/// Whether `host` has the service address.
-fn has_service(host: &migrate_tests::lab::Host) -> bool {
-    let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
-}
 
 /// The echo server on host1, bound to the service address, and a client
 /// on host3 that sends `lines` lines, one every 5 ms, checking each echo.
@@ -51,21 +27,7 @@ fn server_and_client(c: &Cluster, lines: u32) -> (Proc, Proc) {
             PORT,
         ],
     );
-    let client = Proc::start(
-        c.h3(),
-        c.path("client.out"),
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/scripts/tcp_echo_client.py"
-            ),
-            SERVICE,
-            PORT,
-            &lines.to_string(),
-            "0.005",
-        ],
-    );
+    let client = echo_client(c, "client.out", PORT, lines, "0.005");
     assert!(client.wait_for("echoed 100", 30), "{}", client.text());
     (server, client)
 }
@@ -120,21 +82,7 @@ fn an_echo_server_moves_with_its_address_and_back_and_its_client_sees_nothing() 
         c.logs()
     );
     // A new client reaches it.
-    let again = Proc::start(
-        c.h3(),
-        c.path("again.out"),
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/scripts/tcp_echo_client.py"
-            ),
-            SERVICE,
-            PORT,
-            "20",
-            "0.001",
-        ],
-    );
+    let again = echo_client(&c, "again.out", PORT, 20, "0.001");
     assert!(again.wait_for("done ", 30), "{}", again.text());
     assert!(again.text().contains("done 20 ok"), "{}", again.text());
 }
@@ -311,21 +259,7 @@ fn a_user_moves_only_the_addresses_the_agent_hands_over() {
         env!("CARGO_BIN_EXE_workload"),
         &["--mib", "8", "--echo", &at],
     );
-    let client = Proc::start(
-        c.h3(),
-        c.path("client.out"),
-        "python3",
-        &[
-            concat!(
-                env!("CARGO_MANIFEST_DIR"),
-                "/tests/scripts/tcp_echo_client.py"
-            ),
-            SERVICE,
-            PORT,
-            "1200",
-            "0.005",
-        ],
-    );
+    let client = echo_client(&c, "client.out", PORT, 1200, "0.005");
     assert!(client.wait_for("echoed 100", 30), "{}", client.text());
     let pid = server.pid.to_string();
     // An address the agent does not hand over: root's to move.

@@ -261,12 +261,6 @@ fn a_c_family_moves_as_one_and_checks_itself() {
     assert!(p.text().contains("verdict ok"), "{}", p.text());
 }
 
-/// A command prefix that runs the rest with only the standard streams
-/// open (the lab leaks a descriptor into its processes, which would lead
-/// outside the tree).
-const CLOSED: &str =
-    "python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])'";
-
 /// The children of `pid` in `host`, as its main thread lists them.
 fn children_in(host: &migrate_tests::lab::Host, pid: i32) -> Vec<i32> {
     std::fs::read_to_string(host.root_path(format!("proc/{pid}/task/{pid}/children")))

@@ -16,18 +16,16 @@ use crate::host::{fsuser, sys};
 pub fn dump(c: &mut Collect, info: &FdInfo, ino: u64) -> Result<FdKind, FdError> {
     let write = info.flags & libc::O_ACCMODE as u32 != 0;
     let known = c.out.pipes.iter().any(|p| p.inode == ino);
-    if write && !known && info.target.starts_with("pipe:[") {
+    if write && !known && c.survey.widowed(info) {
         // A write end whose read end nobody holds: its bytes are never
         // read; the pipe is made empty.
         let ours = c.take(info.fd)?;
-        if sys::poll_now(&ours, libc::POLLOUT).is_ok_and(|r| r & libc::POLLERR != 0) {
-            c.out.pipes.push(PipeState {
-                inode: ino,
-                capacity: pipe_size(&ours),
-                data: Vec::new(),
-                fifo: None,
-            });
-        }
+        c.out.pipes.push(PipeState {
+            inode: ino,
+            capacity: pipe_size(&ours),
+            data: Vec::new(),
+            fifo: None,
+        });
     }
     if !write && !known {
         let ours = c.take(info.fd)?;

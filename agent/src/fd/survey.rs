@@ -121,6 +121,8 @@ pub struct Survey {
     /// Pipes (not forwarded) that a process outside holds too (inode,
     /// that process, its link), found when first asked.
     shared_pipes: OnceCell<Vec<(u64, i32, String)>>,
+    /// Its pipe ends whose other end nobody holds, found when first asked.
+    widowed: OnceCell<Vec<i32>>,
 }
 
 impl Survey {
@@ -140,6 +142,7 @@ impl Survey {
             kin: Vec::new(),
             before: 0,
             shared_pipes: OnceCell::new(),
+            widowed: OnceCell::new(),
         })
     }
 
@@ -231,7 +234,7 @@ impl Survey {
             let both = self
                 .inside()
                 .any(|o| pipe_inode(o) == Some(ino) && is_write_end(o) != write)
-                || self.widowed(info, write);
+                || self.widowed(info);
             return if !both && is_stdio(info) {
                 Class::Forwarded { terminal: false }
             } else {
@@ -289,25 +292,38 @@ impl Survey {
         Class::Other
     }
 
-    /// Whether the pipe end `info` (not a named FIFO) is alone: its other
-    /// end is closed in every process (as `make -j` gives its jobs a
-    /// standard input that reads as ended). It moves as a pipe made with
-    /// both ends, the other closed once the process is rebuilt.
-    fn widowed(&self, info: &FdInfo, write: bool) -> bool {
-        if !info.target.starts_with("pipe:[") {
-            return false;
-        }
-        let end = sys::pidfd_open(self.pid).and_then(|p| sys::pidfd_getfd(&p, info.fd));
-        let Ok(end) = end else {
-            return false;
+    /// Whether the pipe end `info` (one of this survey's; not a named
+    /// FIFO) is alone: its other end is closed in every process (as `make
+    /// -j` gives its jobs a standard input that reads as ended). It moves
+    /// as a pipe made with both ends, the other closed once the process
+    /// is rebuilt.
+    pub fn widowed(&self, info: &FdInfo) -> bool {
+        self.widowed
+            .get_or_init(|| self.find_widowed())
+            .contains(&info.fd)
+    }
+
+    /// The process's pipe ends that are alone, asked once of copies of
+    /// them: a read end without writers reports a hang-up, a write end
+    /// without readers an error.
+    fn find_widowed(&self) -> Vec<i32> {
+        let Ok(pidfd) = sys::pidfd_open(self.pid) else {
+            return Vec::new();
         };
-        // A read end without writers reports a hang-up; a write end without
-        // readers an error.
-        let (events, alone) = match write {
-            false => (libc::POLLIN, libc::POLLHUP),
-            true => (libc::POLLOUT, libc::POLLERR),
-        };
-        sys::poll_now(&end, events).is_ok_and(|r| r & alone != 0)
+        self.infos
+            .iter()
+            .filter(|i| i.target.starts_with("pipe:["))
+            .filter(|i| {
+                let (events, alone) = match is_write_end(i) {
+                    false => (libc::POLLIN, libc::POLLHUP),
+                    true => (libc::POLLOUT, libc::POLLERR),
+                };
+                sys::pidfd_getfd(&pidfd, i.fd)
+                    .and_then(|end| sys::poll_now(&end, events))
+                    .is_ok_and(|r| r & alone != 0)
+            })
+            .map(|i| i.fd)
+            .collect()
     }
 
     /// Whether process `other` descends from this process or its kin.
@@ -424,6 +440,7 @@ mod tests {
             kin: Vec::new(),
             before: 0,
             shared_pipes: OnceCell::from(Vec::new()),
+            widowed: OnceCell::from(Vec::new()),
         }
     }
 

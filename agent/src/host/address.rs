@@ -87,53 +87,6 @@ pub fn find(addr: IpAddr) -> Result<IfAddr, AddressError> {
     Ok(here)
 }
 
-/// Addresses taken off this host for a migration: dropped, they come
-/// back (it failed before the commit); [`Moved::let_go`] leaves them
-/// gone (the destination has them).
-#[derive(Debug, Default)]
-pub struct Moved(Vec<(IfAddr, Note)>);
-
-impl Moved {
-    /// Takes `addrs` off this host for process `pid` (each written down
-    /// first); on an error, those already taken come back.
-    pub fn take_off(pid: i32, addrs: &[IfAddr]) -> Result<Moved, AddressError> {
-        let mut moved = Moved::default();
-        for a in addrs {
-            let note = held::note(pid, &Held::Address(a.clone())).map_err(|source| {
-                AddressError::System {
-                    what: "writing down",
-                    addr: a.addr,
-                    source,
-                }
-            })?;
-            remove(a)?;
-            moved.0.push((a.clone(), note));
-        }
-        Ok(moved)
-    }
-
-    /// None moved.
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
-
-    /// Leaves them gone from this host.
-    pub fn let_go(mut self) {
-        self.0.clear();
-    }
-}
-
-impl Drop for Moved {
-    fn drop(&mut self) {
-        for (a, _note) in &self.0 {
-            match sys::change_address(a, true) {
-                Ok(()) => info!(addr = %a.addr, dev = a.dev, "address given back to this host"),
-                Err(e) => warn!(addr = %a.addr, error = %e, "giving an address back to this host"),
-            }
-        }
-    }
-}
-
 /// Where `addr` would go on this host: already here (`None` to add), or
 /// the interface whose network holds it (`Some`).
 pub fn place(addr: IpAddr) -> Result<Option<IfAddr>, AddressError> {
@@ -159,48 +112,6 @@ fn same_network(a: Ipv4Addr, b: Ipv4Addr, prefix: u8) -> bool {
     u32::from(a) & mask == u32::from(b) & mask
 }
 
-/// Addresses put on this host for a process that is about to resume:
-/// dropped, they are taken off again (it never ran);
-/// [`Added::let_go`] leaves them.
-#[derive(Debug, Default)]
-pub struct Added(Vec<(IfAddr, Note)>);
-
-impl Added {
-    /// Puts `addrs` on this host for process `pid` (each written down
-    /// first) and announces them; on an error, those already put on are
-    /// taken off.
-    pub fn put_on(pid: i32, addrs: &[IfAddr]) -> Result<Added, AddressError> {
-        let mut added = Added::default();
-        for a in addrs {
-            let note = held::note(pid, &Held::Added(a.clone())).map_err(|source| {
-                AddressError::System {
-                    what: "writing down",
-                    addr: a.addr,
-                    source,
-                }
-            })?;
-            add(a)?;
-            added.0.push((a.clone(), note));
-        }
-        Ok(added)
-    }
-
-    /// Leaves them on this host.
-    pub fn let_go(mut self) {
-        self.0.clear();
-    }
-}
-
-impl Drop for Added {
-    fn drop(&mut self) {
-        for (a, _note) in &self.0 {
-            if let Err(e) = remove(a) {
-                warn!(addr = %a.addr, error = %e, "taking an address off this host again");
-            }
-        }
-    }
-}
-
 /// Takes `a` off this host.
 pub fn remove(a: &IfAddr) -> Result<(), AddressError> {
     sys::change_address(a, false).map_err(|source| AddressError::System {
@@ -212,10 +123,104 @@ pub fn remove(a: &IfAddr) -> Result<(), AddressError> {
     Ok(())
 }
 
-/// Puts `a` on this host (already there counts as done) and announces it
-/// to the network, the first time at once and again a few times on a
-/// thread of its own.
-pub fn add(a: &IfAddr) -> Result<(), AddressError> {
+/// Addresses changed on this host for a migration, each written down
+/// first: dropped, each change is undone; let go, they stay changed.
+#[derive(Debug, Default)]
+struct Changes {
+    done: Vec<(IfAddr, Note)>,
+    /// Put on (else taken off).
+    added: bool,
+}
+
+impl Changes {
+    /// Puts `addrs` on this host (`added`) or takes them off, for process
+    /// `pid`; on an error, those already changed are changed back.
+    fn make(pid: i32, addrs: &[IfAddr], added: bool) -> Result<Changes, AddressError> {
+        let mut c = Changes {
+            done: Vec::new(),
+            added,
+        };
+        for a in addrs {
+            let item = match added {
+                true => Held::Added(a.clone()),
+                false => Held::Address(a.clone()),
+            };
+            let note = held::note(pid, &item).map_err(|source| AddressError::System {
+                what: "writing down",
+                addr: a.addr,
+                source,
+            })?;
+            match added {
+                true => add(a)?,
+                false => remove(a)?,
+            }
+            c.done.push((a.clone(), note));
+        }
+        Ok(c)
+    }
+
+    fn let_go(mut self) {
+        self.done.clear();
+    }
+}
+
+impl Drop for Changes {
+    fn drop(&mut self) {
+        for (a, _note) in &self.done {
+            let undone = match self.added {
+                true => remove(a),
+                false => add(a),
+            };
+            if let Err(e) = undone {
+                warn!(addr = %a.addr, error = %e, "changing an address of this host back");
+            }
+        }
+    }
+}
+
+/// Addresses taken off this host for a migration: dropped, they come
+/// back (it failed before the commit); [`Moved::let_go`] leaves them
+/// gone (the destination has them).
+#[derive(Debug, Default)]
+pub struct Moved(Changes);
+
+impl Moved {
+    /// Takes `addrs` off this host for process `pid` (each written down
+    /// first); on an error, those already taken come back.
+    pub fn take_off(pid: i32, addrs: &[IfAddr]) -> Result<Moved, AddressError> {
+        Changes::make(pid, addrs, false).map(Moved)
+    }
+
+    /// Leaves them gone from this host.
+    pub fn let_go(self) {
+        self.0.let_go();
+    }
+}
+
+/// Addresses put on this host for a process that is about to resume:
+/// dropped, they are taken off again (it never ran, or died owed pages);
+/// [`Added::let_go`] leaves them.
+#[derive(Debug, Default)]
+pub struct Added(Changes);
+
+impl Added {
+    /// Puts `addrs` on this host for process `pid` (each written down
+    /// first) and announces them; on an error, those already put on are
+    /// taken off.
+    pub fn put_on(pid: i32, addrs: &[IfAddr]) -> Result<Added, AddressError> {
+        let added = Changes::make(pid, addrs, true)?;
+        announce(addrs);
+        Ok(Added(added))
+    }
+
+    /// Leaves them on this host.
+    pub fn let_go(self) {
+        self.0.let_go();
+    }
+}
+
+/// Puts `a` on this host (already there counts as done).
+fn add(a: &IfAddr) -> Result<(), AddressError> {
     match sys::change_address(a, true) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EEXIST) => {}
@@ -228,34 +233,43 @@ pub fn add(a: &IfAddr) -> Result<(), AddressError> {
         }
     }
     info!(addr = %a.addr, dev = a.dev, "address put on this host");
-    let frame = match sys::hardware_address(&a.dev) {
-        Ok(mac) => gratuitous_arp(mac, a.addr),
-        Err(e) => {
-            warn!(addr = %a.addr, error = %e, "no hardware address to announce it from");
-            return Ok(());
-        }
-    };
-    // The first at once, before the process resumes; the rest behind it.
-    if let Err(e) = sys::send_frame(a.ifindex, &frame) {
-        warn!(addr = %a.addr, error = %e, "announcing the address");
-    }
-    let ifindex = a.ifindex;
-    let addr = a.addr;
-    let announce = move || {
-        let mut last = 0;
-        for at in ANNOUNCE_AT_MS {
-            std::thread::sleep(Duration::from_millis(at - last));
-            last = at;
-            if let Err(e) = sys::send_frame(ifindex, &frame) {
+    Ok(())
+}
+
+/// Announces `addrs` to their networks: at once (before the process
+/// resumes), then a few times more on one thread.
+fn announce(addrs: &[IfAddr]) {
+    let frames: Vec<(u32, Ipv4Addr, Vec<u8>)> = addrs
+        .iter()
+        .filter_map(|a| match sys::hardware_address(&a.dev) {
+            Ok(mac) => Some((a.ifindex, a.addr, gratuitous_arp(mac, a.addr))),
+            Err(e) => {
+                warn!(addr = %a.addr, error = %e, "no hardware address to announce it from");
+                None
+            }
+        })
+        .collect();
+    let send = |frames: &[(u32, Ipv4Addr, Vec<u8>)]| {
+        for (ifindex, addr, frame) in frames {
+            if let Err(e) = sys::send_frame(*ifindex, frame) {
                 warn!(%addr, error = %e, "announcing the address");
-                return;
             }
         }
     };
+    send(&frames);
+    if frames.is_empty() {
+        return;
+    }
     let _ = std::thread::Builder::new()
         .name("announce".into())
-        .spawn(announce);
-    Ok(())
+        .spawn(move || {
+            let mut last = 0;
+            for at in ANNOUNCE_AT_MS {
+                std::thread::sleep(Duration::from_millis(at - last));
+                last = at;
+                send(&frames);
+            }
+        });
 }
 
 /// A gratuitous ARP request for `addr` from `mac`, broadcast: every

@@ -66,7 +66,7 @@ pub fn note(pid: i32, item: &Held) -> io::Result<Note> {
     let Some(dir) = DIR.get() else {
         return Ok(Note(None));
     };
-    let start = start_time(pid).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let start = procfs::start_time(pid).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let path = dir.join(format!("{pid}-{}", name(item)));
     fs::File::create(&path)?.write_all(format(start, item).as_bytes())?;
     Ok(Note(Some(path)))
@@ -129,11 +129,6 @@ fn parse(text: &str) -> Option<(u64, Held)> {
     Some((start, item))
 }
 
-fn start_time(pid: i32) -> Option<u64> {
-    // Field 22, `starttime`; `fields[0]` is field 3.
-    procfs::stat_fields(pid).ok()?.get(19)?.parse().ok()
-}
-
 /// Opens the journal under `state_dir` and settles what an agent before
 /// this one held and did not give back or let go (it died); returns how
 /// many items it settled.
@@ -149,7 +144,7 @@ pub fn open(state_dir: &Path) -> io::Result<usize> {
         let text = fs::read_to_string(&path).unwrap_or_default();
         if let (Some(pid), Some((start, item))) = (pid, parse(&text)) {
             // The same process (a pid reused since is another's).
-            let alive = start_time(pid) == Some(start);
+            let alive = procfs::start_time(pid) == Some(start);
             settle(pid, alive, &item);
             settled += 1;
         }

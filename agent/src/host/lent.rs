@@ -34,7 +34,7 @@ pub fn open(state_dir: &Path) -> io::Result<usize> {
         // The same process (a pid reused since is another's), and threads
         // still its own.
         if let (Some(pid), Some((start, threads))) = (pid, parse(&text)) {
-            if start_time(pid) == Some(start) {
+            if procfs::start_time(pid) == Some(start) {
                 for (tid, words) in threads {
                     let own = Path::new(&format!("/proc/{pid}/task/{tid}")).exists();
                     if own && sys::set_affinity_words(tid, &words).is_ok() {
@@ -91,11 +91,6 @@ impl Drop for Lent {
     }
 }
 
-fn start_time(pid: i32) -> Option<u64> {
-    // Field 22, `starttime`; `fields[0]` is field 3.
-    procfs::stat_fields(pid).ok()?.get(19)?.parse().ok()
-}
-
 /// Writes the note: the process's start time, then each thread and the
 /// affinity it had. One `/proc` read, whatever the number of threads (this
 /// runs while the process is frozen).
@@ -104,7 +99,7 @@ fn write<'a>(
     pid: i32,
     old: impl Iterator<Item = &'a (i32, AffinityWords)>,
 ) -> io::Result<()> {
-    let start = start_time(pid).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
+    let start = procfs::start_time(pid).ok_or_else(|| io::Error::from(io::ErrorKind::NotFound))?;
     let text = format(start, old);
     fs::File::create(path)?.write_all(text.as_bytes())?;
     debug!(path = %path.display(), "lent affinity written down");

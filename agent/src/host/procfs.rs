@@ -112,6 +112,13 @@ pub fn stat_field(fields: &[String], n: usize) -> u64 {
 /// `PF_EXITING` in a task's `stat` flags: inside `exit`, never cleared.
 const PF_EXITING: u64 = 0x4;
 
+/// The start time of process `pid` (field 22 of its `stat`, clock ticks
+/// since boot): with its pid, names it across pid reuse.
+pub fn start_time(pid: i32) -> Option<u64> {
+    // `fields[0]` is field 3.
+    stat_fields(pid).ok()?.get(19)?.parse().ok()
+}
+
 /// Whether process `pid` has ended: gone, or a zombie.
 pub fn ended(pid: i32) -> bool {
     stat_fields(pid).map_or(true, |f| {

@@ -108,6 +108,7 @@ pub enum Outcome {
 }
 
 struct State {
+    /// In id order (a fork's new space is pushed last, with the next id).
     spaces: Vec<Space>,
     /// Spaces of the restored processes (ids below): each one's keeper
     /// holds its userfaultfd, so the handler keeps them to the end.
@@ -408,12 +409,14 @@ impl FaultHandler {
         // that meets a fork under way reads its event and takes the child's
         // space from the parent's as it is then, with these pages still to
         // come in both (the kernel copied none of them).
-        let mut done: Vec<u64> = Vec::new();
+        // (Spaces are kept in id order, a fork's new one last.)
+        let mut next = 0;
         while st.outcome.is_none() {
-            let Some(id) = st.spaces.iter().map(|s| s.id).find(|id| !done.contains(id)) else {
+            let i = st.spaces.partition_point(|s| s.id < next);
+            let Some(id) = st.spaces.get(i).map(|s| s.id) else {
                 break;
             };
-            done.push(id);
+            next = id + 1;
             self.install_into(st, id, src, data);
         }
         // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
@@ -667,6 +670,28 @@ impl FaultHandler {
         }
     }
 
+    /// Logs each space's pending pages once `STALL` passed with the total
+    /// left unchanged (`seen`: the total last seen, and since when).
+    fn note_stall(&self, st: &State, seen: &mut (u64, Instant)) {
+        let left: u64 = st.spaces.iter().map(|s| s.map.left()).sum();
+        if left != seen.0 {
+            *seen = (left, Instant::now());
+            return;
+        }
+        if seen.1.elapsed() > STALL {
+            seen.1 = Instant::now();
+            for s in &st.spaces {
+                info!(
+                    id = s.id,
+                    left = s.map.left(),
+                    first = ?s.map.first_pending(),
+                    requested = st.requested.len(),
+                    "post-copy waits for pages"
+                );
+            }
+        }
+    }
+
     /// The fault loop: runs until post-copy ends. It sleeps in poll on its
     /// own copies of the userfaultfds (refreshed when a fork adds one or a
     /// space goes), never holding the lock that installs need.
@@ -679,24 +704,6 @@ impl FaultHandler {
         // what it waits for.
         let mut seen = (u64::MAX, Instant::now());
         while !self.is_over() {
-            {
-                let st = self.lock();
-                let left: u64 = st.spaces.iter().map(|s| s.map.left()).sum();
-                if left != seen.0 {
-                    seen = (left, Instant::now());
-                } else if seen.1.elapsed() > STALL {
-                    seen.1 = Instant::now();
-                    for s in &st.spaces {
-                        info!(
-                            id = s.id,
-                            left = s.map.left(),
-                            first = ?s.map.first_pending(),
-                            requested = st.requested.len(),
-                            "post-copy waits for pages"
-                        );
-                    }
-                }
-            }
             {
                 let st = self.lock();
                 if st.generation != generation {
@@ -721,6 +728,11 @@ impl FaultHandler {
                 }
             };
             let mut st = self.lock_urgent();
+            if !ready.iter().any(|r| *r) {
+                // Nothing for 50 ms: if no page came for long, say what
+                // each space still waits for.
+                self.note_stall(&st, &mut seen);
+            }
             if !first_gone && ready.last().copied().unwrap_or(false) {
                 // Its space is gone; others (a tree's members, children
                 // it forked) may still wait for pages.

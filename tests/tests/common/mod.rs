@@ -535,3 +535,50 @@ impl Drop for PidHolder<'_> {
         }
     }
 }
+
+/// The service address the network tests move, on the lab's network.
+pub const SERVICE: &str = "10.77.0.100";
+
+/// Puts the service address on host1, beside its own.
+pub fn serve_address(c: &Cluster) {
+    let st = c
+        .h1()
+        .command("ip")
+        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
+        .status()
+        .unwrap();
+    assert!(st.success());
+}
+
+/// Whether `host` has the service address.
+pub fn has_service(host: &Host) -> bool {
+    let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
+}
+
+/// A client on host3 of an echo server at the service address and
+/// `port`: `lines` numbered lines, one every `delay` seconds, each checked
+/// as it comes back; its output in `out`.
+pub fn echo_client(c: &Cluster, out: &str, port: &str, lines: u32, delay: &str) -> Proc {
+    Proc::start(
+        c.h3(),
+        c.path(out),
+        "python3",
+        &[
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_client.py"
+            ),
+            SERVICE,
+            port,
+            &lines.to_string(),
+            delay,
+        ],
+    )
+}
+
+/// A command prefix that runs the rest with only the standard streams
+/// open (whatever runs the tests may leave descriptors open that would
+/// lead outside a moved tree; dash cannot close those above 9).
+pub const CLOSED: &str =
+    "python3 -c 'import os, sys; os.closerange(3, 4096); os.execvp(sys.argv[1], sys.argv[1:])'";

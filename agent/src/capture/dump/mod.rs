@@ -60,6 +60,9 @@ pub enum DumpError {
         #[source]
         source: std::io::Error,
     },
+    /// What the caller does once the process is frozen failed.
+    #[error("once the process was frozen: {0}")]
+    AfterFreeze(String),
     /// The process changed between pre-flight and freeze.
     #[error("process changed before the freeze: {}", migrate_proto::refusal::texts(&.0.0, "; "))]
     Refused(Refusal),
@@ -140,8 +143,7 @@ pub fn freeze_and_dump(
     frozen: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<Frozen, DumpError> {
     let tasks = freeze_threads(pid)?;
-    frozen()
-        .map_err(|why| DumpError::Refused(Refusal::one(migrate_proto::msg::Code::Address, why)))?;
+    frozen().map_err(DumpError::AfterFreeze)?;
     let how = DumpHow {
         caller,
         opts,
