@@ -168,6 +168,10 @@ impl Lab {
             let dev = format!("mgl{i}");
             let addr = format!("{}/24", h.addr);
             ip(&["-n", &h.netns, "addr", "add", &addr, "dev", &dev])?;
+            let addr6 = format!("{}/64", h.addr6());
+            ip(&[
+                "-n", &h.netns, "-6", "addr", "add", &addr6, "dev", &dev, "nodad",
+            ])?;
             ip(&["-n", &h.netns, "link", "set", &dev, "up"])?;
             ip(&["-n", &h.netns, "link", "set", "lo", "up"])?;
         }
@@ -295,7 +299,13 @@ impl Host {
         &self.name
     }
 
-    /// Address on the lab link.
+    /// The host's IPv6 address on the lab's link (`fd77::N/64`).
+    pub fn addr6(&self) -> std::net::Ipv6Addr {
+        let [.., i] = self.addr.octets();
+        std::net::Ipv6Addr::new(0xfd77, 0, 0, 0, 0, 0, 0, u16::from(i))
+    }
+
+    /// The host's address on the lab's link.
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
     }

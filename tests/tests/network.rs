@@ -13,7 +13,12 @@ const PORT: &str = "7100";
 /// The echo server on host1, bound to the service address, and a client
 /// on host3 that sends `lines` lines, one every 5 ms, checking each echo.
 fn server_and_client(c: &Cluster, lines: u32) -> (Proc, Proc) {
-    serve_address(c);
+    server_and_client_at(c, SERVICE, lines)
+}
+
+/// [`server_and_client`] at the service address `addr`.
+fn server_and_client_at(c: &Cluster, addr: &str, lines: u32) -> (Proc, Proc) {
+    serve_address_at(c, addr);
     let server = Proc::start(
         c.h1(),
         c.path("server.out"),
@@ -23,11 +28,11 @@ fn server_and_client(c: &Cluster, lines: u32) -> (Proc, Proc) {
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/scripts/tcp_echo_server.py"
             ),
-            SERVICE,
+            addr,
             PORT,
         ],
     );
-    let client = echo_client(c, "client.out", PORT, lines, "0.005");
+    let client = echo_client_of(c, "client.out", addr, PORT, lines, "0.005");
     assert!(client.wait_for("echoed 100", 30), "{}", client.text());
     (server, client)
 }
@@ -88,6 +93,73 @@ fn an_echo_server_moves_with_its_address_and_back_and_its_client_sees_nothing() 
 }
 
 #[test]
+fn an_ipv6_echo_server_moves_with_its_address_announced_to_its_neighbours() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    let (server, client) = server_and_client_at(&c, SERVICE6, 1000);
+    // host3 knows the address at host1's interface.
+    let mac = |h: &migrate_tests::lab::Host, dev: &str| {
+        let out = h
+            .command("ip")
+            .args(["-o", "link", "show", dev])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let at = text.find("link/ether ").expect("a hardware address") + 11;
+        text[at..at + 17].to_string()
+    };
+    let neighbour = || {
+        let out = c
+            .h3()
+            .command("ip")
+            .args(["-6", "neigh", "show", SERVICE6])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    assert!(
+        neighbour().contains(&mac(c.h1(), "mgl0")),
+        "{}",
+        neighbour()
+    );
+    // host2 knows host3 already, so it need not ask for it from the
+    // service address once there (a solicitation would tell host3 too).
+    let ping = c
+        .h2()
+        .command("ping")
+        .args(["-6", "-c", "1", "-W", "5", &c.h3().addr6().to_string()])
+        .output()
+        .unwrap();
+    assert!(ping.status.success(), "{ping:?}");
+    let pid = server.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2", "--move-address", SERVICE6]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(has_address(c.h2(), SERVICE6) && !has_address(c.h1(), SERVICE6));
+    // host2 told host3 it has the address now (an unsolicited neighbour
+    // advertisement): without it host3 would go on sending to host1 until
+    // its entry timed out.
+    let host2 = mac(c.h2(), "mgl1");
+    assert!(
+        wait_until(3, || neighbour().contains(&host2)),
+        "{}\n{}",
+        neighbour(),
+        c.logs()
+    );
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(
+        client.text().contains("done 1000 ok"),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+}
+
+#[test]
 fn a_failure_before_the_commit_gives_the_address_back_and_the_connection_goes_on() {
     require_lab!();
     let c = Cluster::start_switched(
@@ -129,6 +201,7 @@ fn addresses_that_cannot_move_are_refused_before_the_freeze() {
     for (addr, why) in [
         ("10.77.0.200", "is not an address of this host"),
         ("10.77.0.1", "this agent's own"),
+        ("fe80::1", "is link-local"),
     ] {
         let out = c.migrate(&[&pid, "--to", "host2", "--move-address", addr]);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();

@@ -15,7 +15,6 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::net::Ipv4Addr;
 use std::os::fd::OwnedFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -109,7 +108,7 @@ fn parse(text: &str) -> Option<(u64, Held)> {
     let item = match f.as_slice() {
         [kind @ ("address" | "added"), addr, prefix, ifindex, dev] => {
             let a = IfAddr {
-                addr: addr.parse::<Ipv4Addr>().ok()?,
+                addr: addr.parse::<std::net::IpAddr>().ok()?,
                 prefix: prefix.parse().ok()?,
                 ifindex: ifindex.parse().ok()?,
                 dev: dev.to_string(),
@@ -203,7 +202,7 @@ mod tests {
         let a = IfAddr {
             dev: "mgl0".into(),
             ifindex: 7,
-            addr: Ipv4Addr::new(10, 77, 0, 100),
+            addr: std::net::Ipv4Addr::new(10, 77, 0, 100).into(),
             prefix: 24,
         };
         for item in [

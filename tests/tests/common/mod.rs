@@ -539,12 +539,33 @@ impl Drop for PidHolder<'_> {
 /// The service address the network tests move, on the lab's network.
 pub const SERVICE: &str = "10.77.0.100";
 
+/// The IPv6 service address, on the lab's IPv6 network.
+pub const SERVICE6: &str = "fd77::100";
+
 /// Puts the service address on host1, beside its own.
 pub fn serve_address(c: &Cluster) {
+    serve_address_at(c, SERVICE);
+}
+
+/// Puts `addr` (the lab's network: a /24 or a /64) on host1, beside its
+/// own.
+pub fn serve_address_at(c: &Cluster, addr: &str) {
+    let (family, prefix, nodad) = match addr.contains(':') {
+        true => ("-6", 64, &["nodad"][..]),
+        false => ("-4", 24, &[][..]),
+    };
     let st = c
         .h1()
         .command("ip")
-        .args(["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"])
+        .args([
+            family,
+            "addr",
+            "add",
+            &format!("{addr}/{prefix}"),
+            "dev",
+            "mgl0",
+        ])
+        .args(nodad)
         .status()
         .unwrap();
     assert!(st.success());
@@ -552,14 +573,31 @@ pub fn serve_address(c: &Cluster) {
 
 /// Whether `host` has the service address.
 pub fn has_service(host: &Host) -> bool {
+    has_address(host, SERVICE)
+}
+
+/// Whether `host` has `addr`.
+pub fn has_address(host: &Host, addr: &str) -> bool {
     let out = host.command("ip").args(["-o", "addr"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout).contains(&format!("{SERVICE}/"))
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {addr}/"))
 }
 
 /// A client on host3 of an echo server at the service address and
 /// `port`: `lines` numbered lines, one every `delay` seconds, each checked
 /// as it comes back; its output in `out`.
 pub fn echo_client(c: &Cluster, out: &str, port: &str, lines: u32, delay: &str) -> Proc {
+    echo_client_of(c, out, SERVICE, port, lines, delay)
+}
+
+/// [`echo_client`] of a server at `addr`.
+pub fn echo_client_of(
+    c: &Cluster,
+    out: &str,
+    addr: &str,
+    port: &str,
+    lines: u32,
+    delay: &str,
+) -> Proc {
     Proc::start(
         c.h3(),
         c.path(out),
@@ -569,7 +607,7 @@ pub fn echo_client(c: &Cluster, out: &str, port: &str, lines: u32, delay: &str) 
                 env!("CARGO_MANIFEST_DIR"),
                 "/tests/scripts/tcp_echo_client.py"
             ),
-            SERVICE,
+            addr,
             port,
             &lines.to_string(),
             delay,

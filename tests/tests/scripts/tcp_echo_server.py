@@ -4,7 +4,7 @@ import os, socket, sys
 os.closerange(3, 4096)
 sys.stderr = sys.stdout
 addr, port = sys.argv[1], int(sys.argv[2])
-s = socket.socket()
+s = socket.socket(socket.AF_INET6 if ":" in addr else socket.AF_INET)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind((addr, port))
 s.listen(4)

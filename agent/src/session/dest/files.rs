@@ -129,24 +129,29 @@ pub fn remap_socket_addresses(
         else {
             continue;
         };
-        match (*domain, local) {
-            (libc::AF_INET, std::net::IpAddr::V4(ip)) if addr.len() >= 8 => {
-                let cur = std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]);
-                if moved.contains(&cur.into()) {
-                    // Bound before its address comes, at the resume.
-                    options.push((libc::IPPROTO_IP, libc::IP_FREEBIND, 1));
-                } else if !cur.is_unspecified() && !cur.is_loopback() {
-                    addr[4..8].copy_from_slice(&ip.octets());
-                }
+        let cur: std::net::IpAddr = match *domain {
+            libc::AF_INET if addr.len() >= 8 => {
+                std::net::Ipv4Addr::new(addr[4], addr[5], addr[6], addr[7]).into()
             }
-            (libc::AF_INET6, std::net::IpAddr::V6(ip)) if addr.len() >= 24 => {
+            libc::AF_INET6 if addr.len() >= 24 => {
                 let mut o = [0u8; 16];
                 o.copy_from_slice(&addr[8..24]);
-                let cur = std::net::Ipv6Addr::from(o);
-                if !cur.is_unspecified() && !cur.is_loopback() {
-                    addr[8..24].copy_from_slice(&ip.octets());
-                }
+                std::net::Ipv6Addr::from(o).into()
             }
+            _ => continue,
+        };
+        if moved.contains(&cur) {
+            // Bound before its address comes, at the resume (the option
+            // is IPv4's, and IPv6 sockets honour it too).
+            options.push((libc::IPPROTO_IP, libc::IP_FREEBIND, 1));
+            continue;
+        }
+        if cur.is_unspecified() || cur.is_loopback() {
+            continue;
+        }
+        match local {
+            std::net::IpAddr::V4(ip) if cur.is_ipv4() => addr[4..8].copy_from_slice(&ip.octets()),
+            std::net::IpAddr::V6(ip) if cur.is_ipv6() => addr[8..24].copy_from_slice(&ip.octets()),
             _ => {}
         }
     }

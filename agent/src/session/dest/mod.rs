@@ -842,6 +842,24 @@ mod tests {
         image.fds = vec![socket(v4([10, 77, 0, 100], 8000))];
         remap_socket_addresses(&mut image, here, &["10.77.0.100".parse().unwrap()]);
         assert_eq!(addr_of(&image.fds[0]), v4([10, 77, 0, 100], 8000));
+        // So does a moving IPv6 address, with an IPv4 agent address.
+        let moving: std::net::Ipv6Addr = "fd77::100".parse().unwrap();
+        let mut a = (libc::AF_INET6 as u16).to_ne_bytes().to_vec();
+        a.extend_from_slice(&8000u16.to_be_bytes());
+        a.extend_from_slice(&[0; 4]);
+        a.extend_from_slice(&moving.octets());
+        a.extend_from_slice(&[0; 4]);
+        let mut e = socket(a.clone());
+        if let FdKind::Socket { domain, .. } = &mut e.kind {
+            *domain = libc::AF_INET6;
+        }
+        image.fds = vec![e];
+        remap_socket_addresses(&mut image, here, &[moving.into()]);
+        assert_eq!(addr_of(&image.fds[0]), a);
+        let FdKind::Socket { options, .. } = &image.fds[0].kind else {
+            unreachable!()
+        };
+        assert!(options.contains(&(libc::IPPROTO_IP, libc::IP_FREEBIND, 1)));
     }
 
     const IMAGE: &str = r#"{"pid":1,"comm":"t","exe":"/t","cwd":"/","umask":18,"threads":[],"mm":{"vmas":[],"fields":{"start_code":0,"end_code":0,"start_stack":0,"start_data":0,"end_data":0,"start_brk":0,"brk":0,"arg_start":0,"arg_end":0,"env_start":0,"env_end":0},"auxv":[]},"sigactions":[],"rlimits":[],"creds":{"uid":[0,0,0],"gid":[0,0,0],"groups":[],"caps":[0,0,0]},"fds":[],"vdso_hash":0,"tid_offset":null,"dumpable":1,"no_new_privs":false,"personality":0,"itimers":[],"posix_timers":[],"queued_signals":[],"pipes":[],"memfds":[],"shipped":[],"deputy":false}"#;
