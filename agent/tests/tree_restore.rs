@@ -104,7 +104,9 @@ fn a_family_moves_and_checks_itself() {
         mode: Mode::StopCopy,
         ..Default::default()
     };
-    let dumped = freeze_and_dump_tree(root, &Caller::ROOT, &opts, &Default::default());
+    let dumped = freeze_and_dump_tree(root, &Caller::ROOT, &opts, &Default::default(), &mut || {
+        Ok(())
+    });
     let dumped = dumped.inspect(|t| {
         // As a destination checks it before building anything.
         let checked = t.image().validate(&ImageLimits::default());

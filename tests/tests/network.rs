@@ -160,6 +160,82 @@ fn an_ipv6_echo_server_moves_with_its_address_announced_to_its_neighbours() {
 }
 
 #[test]
+fn a_forking_server_moves_as_a_tree_with_its_address_and_its_child_keeps_the_client() {
+    require_lab!();
+    let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);
+    serve_address(&c);
+    // A tree keeps its pids: they start where host2 has none taken.
+    let server = Proc::start(
+        c.h1(),
+        c.path("server.out"),
+        "sh",
+        &[
+            "-c",
+            "echo 8000 > /proc/sys/kernel/ns_last_pid; python3 \"$0\" \"$@\" & wait",
+            concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/tests/scripts/tcp_echo_server.py"
+            ),
+            SERVICE,
+            PORT,
+            "fork",
+        ],
+    );
+    let client = echo_client(&c, "client.out", PORT, 1500, "0.005");
+    assert!(client.wait_for("echoed 100", 30), "{}", client.text());
+    let said = |what: &str| -> i32 {
+        server
+            .text()
+            .lines()
+            .find_map(|l| l.strip_prefix(what)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {what:?} in {}", server.text()))
+    };
+    let (root, child) = (said("pid "), said("child "));
+    let out = c.migrate(&[
+        &root.to_string(),
+        "--to",
+        "host2",
+        "--move-address",
+        SERVICE,
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    assert!(has_service(c.h2()) && !has_service(c.h1()));
+    // Both run on host2, the child still holding the client's connection
+    // (which it inherited: the parent holds it too), losing, repeating or
+    // changing no byte.
+    for pid in [root, child] {
+        assert!(
+            c.h2().root_path(format!("proc/{pid}/cmdline")).exists(),
+            "{pid} on host2\n{}",
+            c.logs()
+        );
+    }
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(
+        client.text().contains("done 1500 ok"),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    // The parent, moved with its listening socket, serves a new client.
+    let again = echo_client(&c, "again.out", PORT, 20, "0.001");
+    assert!(again.wait_for("done ", 30), "{}", again.text());
+    assert!(again.text().contains("done 20 ok"), "{}", again.text());
+    for pid in [root, child] {
+        let _ = c
+            .h2()
+            .command("kill")
+            .args(["-KILL", &pid.to_string()])
+            .status();
+    }
+}
+
+#[test]
 fn a_failure_before_the_commit_gives_the_address_back_and_the_connection_goes_on() {
     require_lab!();
     let c = Cluster::start_switched(

@@ -46,13 +46,15 @@ impl FrozenTree {
 }
 
 /// Freezes the process `root` and every descendant and collects their
-/// images. On error every member is resumed (their `Seized` guards detach
+/// images; `frozen_hook` runs once every member is frozen, before any is
+/// read. On error every member is resumed (their `Seized` guards detach
 /// on drop).
 pub fn freeze_and_dump_tree(
     root: i32,
     caller: &Caller,
     opts: &MigrateOptions,
     coop: &Cooperation,
+    frozen_hook: &mut dyn FnMut() -> Result<(), String>,
 ) -> Result<FrozenTree, DumpError> {
     // Looked up while the members still run, so that the freeze does not
     // wait for it; those born meanwhile are scouted once frozen.
@@ -112,6 +114,9 @@ pub fn freeze_and_dump_tree(
     if !why.is_empty() {
         return Err(DumpError::Refused(Refusal(why)));
     }
+    // Every member stands still: what must happen before anything is
+    // read (its addresses leave) happens now.
+    frozen_hook().map_err(DumpError::AfterFreeze)?;
     let kin = tree.pids();
     let how = DumpHow {
         caller,

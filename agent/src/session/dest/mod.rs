@@ -215,6 +215,7 @@ pub fn serve(
                 },
                 local,
                 exe: stub_path,
+                addresses: placed,
             }
             .run(core, stub);
             return report_failure(&mut ctl, &seq, &fate, result);

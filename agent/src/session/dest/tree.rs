@@ -43,6 +43,11 @@ struct TreeRunning {
     keepers: Vec<Keeper>,
     beat: Option<peer::Heartbeat>,
     watch: SourceWatch,
+    /// Its addresses, put on here: taken off again if it dies owed pages.
+    added: crate::host::address::Added,
+    /// Our copies of its repaired connections: silenced if it dies owed
+    /// pages.
+    connections: Vec<std::os::fd::OwnedFd>,
 }
 
 /// What a tree's session needs from the destination's.
@@ -57,6 +62,8 @@ pub(super) struct TreeSession<'a, 'p, 'f> {
     pub local: std::net::IpAddr,
     /// This agent's binary (keepers).
     pub exe: &'a Path,
+    /// The addresses that move with it, where they go on this host.
+    pub addresses: Vec<crate::host::sys::IfAddr>,
 }
 
 impl TreeSession<'_, '_, '_> {
@@ -75,7 +82,7 @@ impl TreeSession<'_, '_, '_> {
         tree.validate(&self.limits)
             .map_err(DestError::ImageRefused)?;
         for image in tree.images.iter_mut().flatten() {
-            remap_socket_addresses(image, self.local, &[]);
+            remap_socket_addresses(image, self.local, &opts.move_addresses);
         }
         info!(
             id,
@@ -227,6 +234,16 @@ impl TreeSession<'_, '_, '_> {
             None => Vec::new(),
         };
         let keepers: Vec<Keeper> = built.iter_mut().filter_map(|m| m.keeper.take()).collect();
+        // Its addresses come here, then every member's connections on them
+        // go live.
+        let added = crate::host::address::Added::put_on(tree.relations[0].pid, &self.addresses)?;
+        let mut connections = Vec::new();
+        for conn in built.iter_mut().flat_map(|m| m.r.take_repaired()) {
+            connections.push(
+                conn.go_live()
+                    .map_err(local("taking a connection out of repair"))?,
+            );
+        }
         let living = tree
             .relations
             .iter()
@@ -313,6 +330,8 @@ impl TreeSession<'_, '_, '_> {
             keepers,
             beat,
             watch,
+            added,
+            connections,
         })
     }
 
@@ -332,6 +351,8 @@ impl TreeSession<'_, '_, '_> {
             keepers,
             beat,
             watch,
+            added,
+            connections,
         } = run;
         let (mut outcome, discarded, faults) = match &handler {
             Some(h) => h.wait(),
@@ -365,8 +386,14 @@ impl TreeSession<'_, '_, '_> {
             }
         }
         if let Outcome::Failed(why) = outcome {
+            // Killed owed pages: their ends reach no peer, and the
+            // addresses leave with them.
+            crate::fd::tcp_repair::silence(&connections);
+            drop(added);
             return Err(DestError::CopyFailed(why));
         }
+        // The tree owns its addresses here from now on.
+        added.let_go();
         drop(beat);
         let (ctl, seq) = (&mut *self.ctl, self.seq);
         if failpoints::hit("dest.before-complete").is_err() {

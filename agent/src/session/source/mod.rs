@@ -632,18 +632,11 @@ impl Session<'_, '_> {
 
     /// The service addresses asked to move with the process, where they
     /// are on this host: refused unless each is a secondary address here
-    /// that the caller may move (root, or one the agent hands over), for a
-    /// process alone.
+    /// that the caller may move (root, or one the agent hands over).
     fn addresses_to_move(&self) -> Result<Vec<crate::host::sys::IfAddr>, Vec<Reason>> {
         use crate::host::address;
         let (cx, asked) = (self.cx, &self.opts.move_addresses);
         let mut why = Vec::new();
-        if !asked.is_empty() && !self.kin.is_empty() {
-            why.push(Reason::new(
-                Code::Address,
-                "moving an address with a process tree is not built yet",
-            ));
-        }
         let mut found = Vec::new();
         for &a in asked {
             if self.caller.uid != 0 && !cx.hand_over.contains(&a) {
@@ -732,22 +725,23 @@ impl Session<'_, '_> {
             )
             .map(|f| (f, None))
         } else {
-            dump::freeze_and_dump_tree(pid, self.caller, self.opts, &self.coop).and_then(|t| {
-                let mut members = t.members.into_iter();
-                match members.next().flatten() {
-                    Some(root) => Ok((
-                        root,
-                        Some(FrozenKin {
-                            relations: t.relations,
-                            members: members.collect(),
-                        }),
-                    )),
-                    None => Err(dump::DumpError::Refused(preflight::Refusal::one(
-                        Code::NoSuchProcess,
-                        format!("process {pid} ended"),
-                    ))),
-                }
-            })
+            dump::freeze_and_dump_tree(pid, self.caller, self.opts, &self.coop, &mut take_off)
+                .and_then(|t| {
+                    let mut members = t.members.into_iter();
+                    match members.next().flatten() {
+                        Some(root) => Ok((
+                            root,
+                            Some(FrozenKin {
+                                relations: t.relations,
+                                members: members.collect(),
+                            }),
+                        )),
+                        None => Err(dump::DumpError::Refused(preflight::Refusal::one(
+                            Code::NoSuchProcess,
+                            format!("process {pid} ended"),
+                        ))),
+                    }
+                })
         };
         let (mut frozen, kin) = match dumped {
             Ok(f) => f,
