@@ -263,6 +263,42 @@ fn a_failure_before_the_commit_gives_the_address_back_and_the_connection_goes_on
 }
 
 #[test]
+fn a_copy_lost_with_its_agent_owed_pages_never_closes_its_connections_cleanly() {
+    require_lab!();
+    // host2's agent dies once the copy runs, pages still owed: its keeper
+    // kills the copy.
+    let c = Cluster::start_switched(
+        &failpoint_agent(),
+        [&[], &[("FAILPOINTS", "dest.after-resume=panic")]],
+    );
+    serve_address(&c);
+    let at = format!("{SERVICE}:{PORT}");
+    let server = Proc::start(
+        c.h1(),
+        c.path("server.out"),
+        env!("CARGO_BIN_EXE_workload"),
+        &["--mib", "64", "--echo", &at],
+    );
+    let client = echo_client(&c, "client.out", PORT, 3000, "0.005");
+    assert!(client.wait_for("echoed 100", 30), "{}", client.text());
+    let pid = server.pid.to_string();
+    let out = c.migrate(&[&pid, "--to", "host2", "--move-address", SERVICE]);
+    assert_ne!(out.status.code(), Some(0), "{}", c.logs());
+    // The copy is gone, and what the client sees is never the server's
+    // clean close (a FIN) that would read as the end of the service's
+    // answer: its connection went quiet (the keeper put it in repair mode
+    // before the kill), and at most the host answers a reset.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert!(
+        !client.text().contains("closed by the server"),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(!client.text().contains("done "), "{}", client.text());
+}
+
+#[test]
 fn addresses_that_cannot_move_are_refused_before_the_freeze() {
     require_lab!();
     let c = Cluster::start_switched(&bin("migrate-agent"), [&[], &[]]);

@@ -222,6 +222,12 @@ pub struct Repaired {
 }
 
 impl Repaired {
+    /// Our copy of it.
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        use std::os::fd::AsFd;
+        self.sock.as_fd()
+    }
+
     /// Takes it out of repair mode (its address is here by now): it
     /// acknowledges, retransmits and sends again; the bytes the process
     /// had written and the source had not sent yet go out. Returns our

@@ -297,24 +297,29 @@ pub fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// Makes the program `cmd` runs find `fds[i]` at descriptor number
-/// `at[i]` (each `at` above 2 and below 10).
-pub fn pass_fds<const N: usize>(cmd: &mut std::process::Command, fds: [RawFd; N], at: [RawFd; N]) {
+/// `at[i]` (each `at` above 2).
+pub fn pass_fds(cmd: &mut std::process::Command, fds: &[RawFd], at: &[RawFd]) {
     use std::os::unix::process::CommandExt;
+    assert_eq!(fds.len(), at.len(), "one place for each descriptor");
+    // Above every target: a copy made there is never overwritten by a
+    // later dup2. Everything the child touches is allocated before the fork.
+    let floor = at.iter().copied().max().unwrap_or(0).max(9) + 1;
+    let pairs: Vec<(RawFd, RawFd)> = fds.iter().copied().zip(at.iter().copied()).collect();
+    let mut high = vec![0i32; pairs.len()];
     // SAFETY: the closure runs between fork and exec and calls only fcntl
-    // and dup2, which are async-signal-safe; it touches no memory but the
-    // copied arrays.
+    // and dup2, which are async-signal-safe; it allocates nothing and
+    // touches no memory but the vectors moved into it.
     unsafe {
         cmd.pre_exec(move || {
             // Out of the way first, so that dup2 never meets itself.
-            let mut high = [0i32; N];
-            for (h, fd) in high.iter_mut().zip(fds) {
-                *h = libc::fcntl(fd, libc::F_DUPFD, 10);
+            for (h, (fd, _)) in high.iter_mut().zip(&pairs) {
+                *h = libc::fcntl(*fd, libc::F_DUPFD, floor);
                 if *h < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }
-            for (h, target) in high.into_iter().zip(at) {
-                if libc::dup2(h, target) < 0 {
+            for (h, (_, target)) in high.iter().zip(&pairs) {
+                if libc::dup2(*h, *target) < 0 {
                     return Err(io::Error::last_os_error());
                 }
             }

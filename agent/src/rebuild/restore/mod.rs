@@ -366,6 +366,12 @@ impl Restorer {
         Ok((pid, self.claim.take()))
     }
 
+    /// Our copies of its connections made again in repair mode (for its
+    /// keeper, which silences them if the agent dies).
+    pub fn repaired(&self) -> Vec<std::os::fd::BorrowedFd<'_>> {
+        self.repaired.iter().map(|c| c.as_fd()).collect()
+    }
+
     /// The connections made again in repair mode, to go live once the
     /// addresses they are on are here.
     pub fn take_repaired(&mut self) -> Vec<crate::fd::tcp_repair::Repaired> {

@@ -467,7 +467,7 @@ impl Receiving<'_, '_, '_> {
         // From here an early return drops `r`, which kills what was built.
         let (map, uffd, local) = built?;
         let keeper = match &uffd {
-            Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd()) {
+            Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd(), &r.repaired()) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     return Err(DestError::Local {

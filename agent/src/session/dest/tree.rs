@@ -160,14 +160,14 @@ impl TreeSession<'_, '_, '_> {
             r.finish_in_tree(image, &kin)?;
             kin.note(r.pid, image);
             let keeper = match &lazy {
-                Some((uffd, _)) => {
-                    Some(Keeper::spawn(self.exe, uffd, r.pidfd()).map_err(|source| {
+                Some((uffd, _)) => Some(
+                    Keeper::spawn(self.exe, uffd, r.pidfd(), &r.repaired()).map_err(|source| {
                         DestError::Local {
                             step: "starting a keeper",
                             source,
                         }
-                    })?)
-                }
+                    })?,
+                ),
                 None => None,
             };
             built.push(Member { r, lazy, keeper });
