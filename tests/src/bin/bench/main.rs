@@ -261,7 +261,7 @@ fn main() -> ExitCode {
         }
     };
     let result = if args.service {
-        service::run(&args.out, args.criu.is_some())
+        service::run(&args.out, args.criu.as_deref())
     } else {
         run(&args)
     };

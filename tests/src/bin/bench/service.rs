@@ -3,16 +3,22 @@
 //! checking every answer), moved with its address (`--move-address`)
 //! while they run. Measured from the clients: requests per second before,
 //! during (from `migrate`'s start to its end) and after the move, and the
-//! longest a client waited for an answer.
+//! longest a client waited for an answer. With `--criu PATH`, the same
+//! under CRIU in a lab of its own (`criu dump/restore --tcp-established`,
+//! the address moved with `ip addr` and announced with `arping -U`).
 
 use std::fs;
 use std::process::Stdio;
 use std::thread::sleep;
 use std::time::{Duration, SystemTime};
 
+use std::path::Path;
+
 use migrate_tests::bins::bin;
 use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
+
+use super::{copy_images, Criu, CRIU_IMAGES, CRIU_STEP_TIMEOUT};
 
 const SERVICE: &str = "10.77.0.100";
 const PORT: &str = "6391";
@@ -20,6 +26,9 @@ const CLIENTS: u32 = 8;
 /// How long the clients run, and when the move starts.
 const LOAD_S: f64 = 12.0;
 const MOVE_AT_S: f64 = 4.0;
+/// redis's pid in host1 is at least this, free on host2 (CRIU restores
+/// the same pid).
+const PID_FLOOR: u32 = 1000;
 
 fn unix_now() -> f64 {
     SystemTime::now()
@@ -63,36 +72,103 @@ fn rate(
     Some(n as f64 / ((b - a) as f64 * bucket_s))
 }
 
-/// Runs the service benchmark once; prints its row and writes it as JSON
-/// under `out`.
-pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
+/// How the service moves: the project's `migrate`, or CRIU.
+enum Mover<'a> {
+    Migrate,
+    /// `criu dump --tcp-established` on host1, the address moved by hand
+    /// (`ip addr`), the images copied over, `criu restore -d
+    /// --tcp-established` on host2, then a gratuitous ARP (`arping -U`):
+    /// what a user of CRIU does.
+    Criu(&'a Path),
+}
+
+/// Runs the service benchmark (and, with `criu`, the same under CRIU);
+/// prints its rows and writes them as JSON under `out`.
+pub fn run(out: &Path, criu: Option<&Path>) -> Result<bool, String> {
+    let ours = measure(&Mover::Migrate)?;
+    print_row(
+        "service",
+        "moved with its address in post-copy",
+        "downtime",
+        &ours,
+    );
+    let mut all = json!({ "migrate": ours });
+    if let Some(criu) = criu {
+        let theirs = measure(&Mover::Criu(criu))?;
+        print_row(
+            "service under CRIU",
+            "dumped with --tcp-established, its address moved by hand",
+            "from the dump's start to the restore's end",
+            &theirs,
+        );
+        all["criu"] = theirs;
+    }
+    fs::create_dir_all(out).map_err(|e| e.to_string())?;
+    let path = out.join("service.json");
+    fs::write(
+        &path,
+        serde_json::to_string_pretty(&all).unwrap_or_default(),
+    )
+    .map_err(|e| e.to_string())?;
+    println!("written: {}", path.display());
+    let ok = |v: &Value| v["ok"].as_bool().unwrap_or(false);
+    Ok(ok(&all["migrate"]) && all.get("criu").is_none_or(ok))
+}
+
+fn print_row(what: &str, how: &str, downtime: &str, r: &Value) {
+    let num = |k: &str, d: usize| match r[k].as_f64() {
+        Some(v) => format!("{v:.d$}"),
+        None => "-".into(),
+    };
+    println!(
+        "{what}: redis with {CLIENTS} clients on host3, {how}: \
+         {} req/s before, {} during the move (the 100 ms buckets it overlaps; it took {} ms, \
+         {downtime} {} ms), {} after; longest \
+         stall a client saw {} ms ({} s after the move began); client errors: {}",
+        num("rps_before", 0),
+        num("rps_during", 0),
+        num("migrate_ms", 0),
+        num("downtime_ms", 1),
+        num("rps_after", 0),
+        num("longest_stall_ms", 1),
+        num("stall_at_s_after_move_start", 2),
+        r["client_errors"]
+    );
+}
+
+/// One run in a lab of its own: redis on host1 under the clients on
+/// host3, moved to host2 by `mover` while they run.
+fn measure(mover: &Mover) -> Result<Value, String> {
     let lab = Lab::start_switched().map_err(|e| format!("lab: {e}"))?;
     let (h1, h2, h3) = (lab.host("host1"), lab.host("host2"), lab.host("host3"));
-    let agent = bin("migrate-agent");
-    let cluster = lab.shared_dir().join("cluster");
-    let cluster = cluster.to_string_lossy().into_owned();
-    let security = ["--auth", cluster.as_str()];
-    let _a1 = h1
-        .spawn_agent_with(
-            &agent,
-            &[h2],
-            &lab.shared_dir().join("agent1.log"),
-            &security,
-        )
-        .map_err(|e| e.to_string())?;
-    let _a2 = h2
-        .spawn_agent_with(
-            &agent,
-            &[h1],
-            &lab.shared_dir().join("agent2.log"),
-            &security,
-        )
-        .map_err(|e| e.to_string())?;
+    let logs = lab.shared_dir();
+    let mut agents = Vec::new();
+    if let Mover::Migrate = mover {
+        let agent = bin("migrate-agent");
+        let cluster = logs.join("cluster");
+        let cluster = cluster.to_string_lossy().into_owned();
+        let security = ["--auth", cluster.as_str()];
+        for (h, peer, log) in [(h1, h2, "agent1.log"), (h2, h1, "agent2.log")] {
+            agents.push(
+                h.spawn_agent_with(&agent, &[peer], &logs.join(log), &security)
+                    .map_err(|e| e.to_string())?,
+            );
+        }
+    }
     ip(
         h1,
         &["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl0"],
     )?;
-    let log = lab.shared_dir().join("redis.out");
+    // In a session of its own, its streams opened inside host1 and a pid
+    // free on host2 (CRIU's needs; the same for both).
+    let floor = format!("echo {} > /proc/sys/kernel/ns_last_pid", PID_FLOOR - 1);
+    ip_ok(
+        h1.command("sh").args(["-c", &floor]).status(),
+        "ns_last_pid",
+    )?;
+    // Where both hosts see it: CRIU opens it again on host2.
+    let log = logs.join("redis.out");
+    let log = log.to_string_lossy().into_owned();
     let closed = "python3 -c 'import os, sys; os.closerange(3, 4096); \
                   os.execvp(sys.argv[1], sys.argv[1:])'";
     let mut redis = h1
@@ -100,16 +176,23 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
         .args([
             "-c",
             &format!(
-                "echo pid $$; exec {closed} redis-server --port {PORT} --bind {SERVICE} \
-                 --save '' --appendonly no --daemonize no --protected-mode no"
+                "echo pid $$ > {log}; exec setsid {closed} redis-server --port {PORT} \
+                 --bind {SERVICE} --save '' --appendonly no --daemonize no \
+                 --protected-mode no >> {log} 2> /dev/null < /dev/null"
             ),
         ])
         .stdin(Stdio::null())
-        .stdout(fs::File::create(&log).map_err(|e| e.to_string())?)
+        .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| e.to_string())?;
     let result = (|| {
+        // (Before the clients: made at the move, it would count.)
+        if let Mover::Criu(_) = mover {
+            for dir in [h1.root_path(CRIU_IMAGES), h2.root_path(CRIU_IMAGES)] {
+                fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            }
+        }
         let ready = (0..300).any(|_| {
             sleep(Duration::from_millis(100));
             fs::read_to_string(&log).is_ok_and(|t| t.contains("Ready to accept connections"))
@@ -137,20 +220,13 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
             .map_err(|e| e.to_string())?;
         sleep(Duration::from_secs_f64(MOVE_AT_S));
         let started = unix_now();
-        let moved = h1
-            .command(bin("migrate"))
-            .args([&pid, "--to", "host2", "--move-address", SERVICE])
-            .output()
-            .map_err(|e| e.to_string())?;
+        let moved = match mover {
+            Mover::Migrate => migrate(h1, &pid),
+            Mover::Criu(criu) => criu_move((h1, h2), criu, &pid, logs),
+        };
         let ended = unix_now();
-        let said = String::from_utf8_lossy(&moved.stdout).into_owned();
         let done = clients.wait_with_output().map_err(|e| e.to_string())?;
-        if !moved.status.success() {
-            return Err(format!(
-                "migrate failed: {}",
-                String::from_utf8_lossy(&moved.stderr)
-            ));
-        }
+        let downtime_ms = moved?;
         let load: Value = serde_json::from_slice(&done.stdout).map_err(|e| {
             format!(
                 "the clients said {:?}: {e} ({})",
@@ -167,10 +243,6 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
         // The 100 ms buckets the move overlaps.
         let during = rate(&counts, t0, 0.1, (started, ended), true);
         let after = rate(&counts, t0, 0.1, (ended + 0.5, t0 + LOAD_S - 0.5), false);
-        let downtime_ms = said
-            .split("downtime ")
-            .nth(1)
-            .and_then(|r| r.split(' ').next()?.parse::<f64>().ok());
         let errors = load["errors"].as_array().map_or(0, Vec::len);
         Ok(json!({
             "clients": CLIENTS,
@@ -187,35 +259,99 @@ pub fn run(out: &std::path::Path, criu: bool) -> Result<bool, String> {
     })();
     let _ = redis.kill();
     let _ = redis.wait();
-    let r = result?;
-    let num = |k: &str, d: usize| match r[k].as_f64() {
-        Some(v) => format!("{v:.d$}"),
-        None => "-".into(),
-    };
-    println!(
-        "service: redis with {CLIENTS} clients on host3, moved with its address in post-copy: \
-         {} req/s before, {} during the move (the 100 ms buckets it overlaps; it took {} ms, \
-         downtime {} ms), {} after; longest \
-         stall a client saw {} ms ({} s after the move began); client errors: {}",
-        num("rps_before", 0),
-        num("rps_during", 0),
-        num("migrate_ms", 0),
-        num("downtime_ms", 1),
-        num("rps_after", 0),
-        num("longest_stall_ms", 1),
-        num("stall_at_s_after_move_start", 2),
-        r["client_errors"]
-    );
-    if criu {
-        println!(
-            "service under CRIU: not measured: this benchmark does not move the address for \
-             CRIU's tcp-established restore yet"
-        );
+    drop(agents);
+    result
+}
+
+fn ip_ok(st: std::io::Result<std::process::ExitStatus>, what: &str) -> Result<(), String> {
+    match st {
+        Ok(st) if st.success() => Ok(()),
+        Ok(st) => Err(format!("{what} failed ({st})")),
+        Err(e) => Err(format!("{what}: {e}")),
     }
-    fs::create_dir_all(out).map_err(|e| e.to_string())?;
-    let path = out.join("service.json");
-    fs::write(&path, serde_json::to_string_pretty(&r).unwrap_or_default())
+}
+
+/// `migrate PID --to host2 --move-address SERVICE` on host1; the downtime
+/// it reports.
+fn migrate(h1: &Host, pid: &str) -> Result<Option<f64>, String> {
+    let moved = h1
+        .command(bin("migrate"))
+        .args([pid, "--to", "host2", "--move-address", SERVICE])
+        .output()
         .map_err(|e| e.to_string())?;
-    println!("written: {}", path.display());
-    Ok(r["ok"].as_bool().unwrap_or(false))
+    if !moved.status.success() {
+        return Err(format!(
+            "migrate failed: {}",
+            String::from_utf8_lossy(&moved.stderr)
+        ));
+    }
+    let said = String::from_utf8_lossy(&moved.stdout).into_owned();
+    Ok(said
+        .split("downtime ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse::<f64>().ok()))
+}
+
+/// CRIU's way, as its user would: dump with the connections (locked by
+/// CRIU's network lock meanwhile) and the process killed, the address
+/// taken off host1 and put on host2, the images copied over, the process
+/// restored with its connections, and the address announced. Its
+/// downtime: from the dump's start (the freeze) to the restore's end.
+fn criu_move(
+    (h1, h2): (&Host, &Host),
+    criu: &Path,
+    pid: &str,
+    logs: &Path,
+) -> Result<Option<f64>, String> {
+    let t0 = std::time::Instant::now();
+    let mut dump = Criu::start(
+        h1,
+        criu,
+        "dump",
+        &[
+            "dump",
+            "-t",
+            pid,
+            "--tcp-established",
+            "--images-dir",
+            CRIU_IMAGES,
+        ],
+        logs,
+        None,
+    )?;
+    dump.finish(CRIU_STEP_TIMEOUT, &mut [])?;
+    ip(
+        h1,
+        &["addr", "del", &format!("{SERVICE}/24"), "dev", "mgl0"],
+    )?;
+    ip(
+        h2,
+        &["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl1"],
+    )?;
+    copy_images(h1, h2)?;
+    let mut restore = Criu::start(
+        h2,
+        criu,
+        "restore",
+        &[
+            "restore",
+            "-d",
+            "--tcp-established",
+            "--images-dir",
+            CRIU_IMAGES,
+        ],
+        logs,
+        None,
+    )?;
+    restore.finish(CRIU_STEP_TIMEOUT, &mut [])?;
+    let downtime_ms = t0.elapsed().as_secs_f64() * 1000.0;
+    // Sent at once; arping then waits a second for answers that never
+    // come to an announcement, which is not the move's.
+    h2.command("arping")
+        .args(["-U", "-c", "1", "-I", "mgl1", SERVICE])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("arping -U (Debian's iputils-arping): {e}"))?;
+    Ok(Some(downtime_ms))
 }
