@@ -482,40 +482,6 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
     }
 }
 
-/// The processes `caller` may migrate from this host, with their lineage:
-/// those the pre-flight checks pass.
-fn movable_processes(agent: &Agent, caller: &Caller) -> Vec<migrate_proto::msg::ProcessEntry> {
-    let me = sys::getpid();
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    let mut pids: Vec<i32> = dir
-        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
-        .collect();
-    pids.sort_unstable();
-    pids.into_iter()
-        .filter(|&p| p != me)
-        .filter_map(|p| {
-            let lineage = agent.lineages.get(p, &agent.config.name);
-            let i = preflight::inspect(
-                p,
-                caller,
-                me,
-                false,
-                &crate::fd::TcpRules::policy(lineage.tcp),
-            )
-            .ok()?;
-            Some(migrate_proto::msg::ProcessEntry {
-                pid: i.pid,
-                comm: i.comm,
-                uid: i.uid,
-                rss_kib: i.rss_kib,
-                lineage,
-            })
-        })
-        .collect()
-}
-
 /// `migrate check PID`: the pre-flight's verdict, every descriptor with
 /// its kind and verdict.
 fn check(agent: &Agent, caller: &Caller, pid: i32) -> Reply {
@@ -659,9 +625,18 @@ fn migrate<'a>(
                     }
                     let mut w = ClientWriter::new(s.try_clone()?);
                     let history = &agent.history;
+                    let mut under_way = None;
                     let reply = source::migrate(&cx, caller, pid, opts, &mut |r| {
                         match r {
-                            Reply::Resumed(rec) => history.put(cred.uid, rec),
+                            Reply::Resumed(rec) => {
+                                under_way = Some(rec.id);
+                                history.put(cred.uid, rec)
+                            }
+                            Reply::Progress { moved_pages, .. } => {
+                                if let Some(id) = under_way {
+                                    history.progress(id, *moved_pages);
+                                }
+                            }
                             Reply::Failed {
                                 record: Some(rec), ..
                             } => history.put(cred.uid, rec),
@@ -764,7 +739,11 @@ fn serve_control(
             Code::NotPermitted,
             format!("only process {pid} itself may register itself"),
         ),
-        Request::List => Reply::Processes(movable_processes(agent, &caller)),
+        Request::List => Reply::Processes(crate::session::lineage::movable_processes(
+            &agent.lineages,
+            &agent.config.name,
+            &caller,
+        )),
         Request::Whoami { pid } if pid == cred.pid => Reply::Whoami {
             host: agent.config.name.clone(),
             lineage: agent.lineages.get(pid, &agent.config.name),

@@ -87,6 +87,45 @@ fn migrate_misuse_gives_a_clear_error_and_a_non_zero_exit() {
     );
     check(m, &["resolve", "ab12", "--kill"], 3, "no agent at");
     check(m, &["check", "4242"], 3, "no agent at");
+    // Global options before or after the subcommand; a subcommand with
+    // the short form's pid or options is refused.
+    check(m, &["--socket", "/x/s", "status"], 3, "no agent at /x/s");
+    check(
+        m,
+        &["status", "--follow", "--socket", "/x/s"],
+        3,
+        "no agent at /x/s",
+    );
+    check(m, &["4242", "--to", "h", "list"], 2, "does not go with");
+    check(
+        m,
+        &["list", "--mode", "precopy"],
+        2,
+        "unexpected argument '--mode'",
+    );
+    // `help` is a subcommand, not a pid.
+    let out = Command::new(m).args(["help", "status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--follow"));
+    // With --json an error is JSON on standard output too.
+    for args in [
+        &["list", "--json"][..],
+        &["--json", "status"],
+        &["check", "1", "--json"],
+    ] {
+        let out = Command::new(m)
+            .args(args)
+            .env("MIGRATE_SOCKET", "/nonexistent/agent.sock")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{args:?}");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(v["exit"], 3, "{args:?}");
+        assert!(
+            v["error"].as_str().unwrap().contains("no agent at"),
+            "{args:?}"
+        );
+    }
 }
 
 #[test]

@@ -192,7 +192,7 @@ fn the_record_aligns_both_hosts_and_draws() {
     require_lab!();
     let c = Cluster::start();
     let rec = move_writing_workload(&c, &["--mode", "hybrid", "--push-rate", "256"]);
-    let id = format!("{:016x}", rec["id"].as_u64().unwrap());
+    let id = rec["id"].as_str().unwrap().to_string();
 
     // Both agents' milestones on one timeline, in causal order within the
     // stated uncertainty of the clock offset.

@@ -124,7 +124,7 @@ fn nobody_learns_nothing_of_roots_processes_and_records() {
     let out = c.migrate(&[&pid, "--to", "host2", "--json"]);
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
     let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let id = format!("{:016x}", rec["id"].as_u64().unwrap());
+    let id = rec["id"].as_str().unwrap().to_string();
     for args in [
         vec!["status"],
         vec!["status", "--json"],

@@ -72,6 +72,10 @@ pub struct MigrationRecord {
     /// Background push progress: (microseconds since the request, pages
     /// pushed so far), sampled.
     pub push_progress: Vec<(u64, u64)>,
+    /// Of the pages post-copy moves, how many are in on the destination so
+    /// far (as its progress reports say; all of them once complete).
+    #[serde(default)]
+    pub moved_pages: u64,
 }
 
 /// One milestone of either agent.

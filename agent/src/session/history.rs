@@ -86,6 +86,15 @@ impl History {
         }
     }
 
+    /// Notes that `moved` pages of migration `id` are in on the
+    /// destination (memory only: the file gets the record at its end).
+    pub fn progress(&self, id: u64, moved: u64) {
+        let mut v = self.records.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, r)) = v.iter_mut().find(|(_, r)| r.id == id) {
+            r.moved_pages = r.moved_pages.max(moved);
+        }
+    }
+
     fn remember(&self, uid: u32, rec: &MigrationRecord) {
         let mut v = self.records.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(slot) = v.iter_mut().find(|(_, r)| r.id == rec.id) {

@@ -105,6 +105,44 @@ impl Lineages {
     }
 }
 
+/// The processes `caller` may migrate from this host, with their lineage:
+/// those the pre-flight checks pass.
+pub fn movable_processes(
+    lineages: &Lineages,
+    host: &str,
+    caller: &crate::host::access::Caller,
+) -> Vec<migrate_proto::msg::ProcessEntry> {
+    let me = crate::host::sys::getpid();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<i32> = dir
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+        .collect();
+    pids.sort_unstable();
+    pids.into_iter()
+        .filter(|&p| p != me)
+        .filter_map(|p| {
+            let lineage = lineages.get(p, host);
+            let i = crate::capture::preflight::inspect(
+                p,
+                caller,
+                me,
+                false,
+                &crate::fd::TcpRules::policy(lineage.tcp),
+            )
+            .ok()?;
+            Some(migrate_proto::msg::ProcessEntry {
+                pid: i.pid,
+                comm: i.comm,
+                uid: i.uid,
+                rss_kib: i.rss_kib,
+                lineage,
+            })
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

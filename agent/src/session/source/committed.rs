@@ -253,6 +253,7 @@ impl Session<'_, '_> {
             let _ = s.join();
         }
         count_pages(&mut rec, &counters);
+        rec.moved_pages = (rec.demand_pages + rec.pushed_pages).min(rec.lazy_pages);
         match end {
             Ok(DestMsg::Complete {
                 discarded_pages,
@@ -273,6 +274,7 @@ impl Session<'_, '_> {
                 rec.timeline.complete = us(t0);
                 rec.residual_us = rec.timeline.complete - rec.timeline.resume;
                 rec.outcome = "complete".into();
+                rec.moved_pages = rec.lazy_pages;
                 info!(id, pid, new_pid, residual_us = rec.residual_us, "complete");
                 Reply::Complete(rec)
             }
