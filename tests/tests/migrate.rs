@@ -283,6 +283,65 @@ fn fork_dontneed_and_mremap_during_postcopy() {
 }
 
 #[test]
+fn status_follow_shows_a_detached_migration_to_its_end() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("w.out"),
+        WORKLOAD,
+        &["--mib", "64", "--tick-ms", "5"],
+    );
+    assert!(w.wait_for("ready", 60));
+    // 64 MiB at 16 MiB/s: post-copy goes on for seconds after `--detach`
+    // returns.
+    let out = c.migrate(&[
+        &w.pid.to_string(),
+        "--to",
+        "host2",
+        "--push-rate",
+        "16",
+        "--detach",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = rec["id"].as_str().unwrap().to_string();
+    assert_eq!(id.len(), 16, "{id}");
+    assert_eq!(rec["outcome"], "resumed");
+    let follow = c.migrate(&["status", &id[..6], "--follow", "--json"]);
+    assert_eq!(follow.status.code(), Some(0), "{}", c.logs());
+    let seen: Vec<serde_json::Value> = String::from_utf8_lossy(&follow.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // One record per change, the same id throughout: under way with its
+    // pages coming in, then complete with every page in.
+    assert!(seen.len() >= 3, "{seen:?}");
+    assert!(seen.iter().all(|r| r["id"] == id.as_str()));
+    let moved: Vec<u64> = seen
+        .iter()
+        .map(|r| r["moved_pages"].as_u64().unwrap())
+        .collect();
+    assert!(moved.windows(2).all(|w| w[0] <= w[1]), "{moved:?}");
+    let last = seen.last().unwrap();
+    assert_eq!(last["outcome"], "complete");
+    assert_eq!(last["moved_pages"], last["lazy_pages"]);
+    assert!(
+        seen[..seen.len() - 1]
+            .iter()
+            .any(|r| r["outcome"] == "resumed" && r["moved_pages"].as_u64() > Some(0)),
+        "{moved:?}"
+    );
+    // In text, the same migration ends the same way.
+    let text = c.migrate(&["status", &id, "--follow"]);
+    let said = String::from_utf8_lossy(&text.stdout).into_owned();
+    assert!(said.starts_with(&id) && said.contains("complete"), "{said}");
+    let new_pid = last["new_pid"].as_i64().unwrap() as i32;
+    signal_in(c.h2(), new_pid, "-KILL");
+}
+
+#[test]
 fn refusals_leave_the_process_running() {
     require_lab!();
     let c = Cluster::start();
