@@ -74,6 +74,22 @@ pub struct FileConfig {
     /// process (`migrate --move-address`); root may move any.
     #[serde(default)]
     pub hand_over: Vec<std::net::IpAddr>,
+    /// What the agent logs: a level (`error`, `warn`, `info`, `debug`,
+    /// `trace`) or `RUST_LOG`'s directives.
+    pub log_level: Option<String>,
+    /// How it logs: `text` or `json` (one object per line).
+    pub log_format: Option<LogFormat>,
+}
+
+/// How the agent writes its log (to stderr, the journal under systemd).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people.
+    #[default]
+    Text,
+    /// One JSON object per line, for a log collector.
+    Json,
 }
 
 /// Values given on the command line; each overrides the file's.
@@ -99,6 +115,10 @@ pub struct Flags {
     pub insecure: bool,
     /// `--hand-over ADDR`, added to the file's.
     pub hand_over: Vec<std::net::IpAddr>,
+    /// `--log-level`.
+    pub log_level: Option<String>,
+    /// `--log-format`.
+    pub log_format: Option<LogFormat>,
 }
 
 /// How the agent secures its links, as configured.
@@ -135,6 +155,10 @@ pub struct Config {
     pub auth: PeerAuth,
     /// Service addresses any user may move with a process.
     pub hand_over: Vec<std::net::IpAddr>,
+    /// What the agent logs (else `RUST_LOG`, else `info`).
+    pub log_level: Option<String>,
+    /// How it logs.
+    pub log_format: LogFormat,
 }
 
 /// Default of [`Config::max_incoming`].
@@ -196,6 +220,8 @@ impl Config {
             auth,
             insecure,
             hand_over,
+            log_level,
+            log_format,
         } = flags;
         let fc = match file {
             Some(p) => {
@@ -251,6 +277,8 @@ impl Config {
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
             auth,
             hand_over: all_hand_over,
+            log_level: log_level.or(fc.log_level),
+            log_format: log_format.or(fc.log_format).unwrap_or_default(),
         })
     }
 
@@ -293,8 +321,11 @@ mod tests {
             auth,
             insecure,
             hand_over,
+            log_level,
+            log_format,
         } = toml::from_str(text).expect("agent.toml.example parses");
         assert!(!hand_over.is_empty());
+        assert!(log_level.is_some() && log_format == Some(LogFormat::Text));
         assert!(name.is_some() && listen.is_some() && socket.is_some());
         assert!(ship_limit_mib.is_some() && max_incoming.is_some());
         assert!(state_dir.is_some() && auth.is_some() && !peers.is_empty());

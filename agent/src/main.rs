@@ -54,6 +54,15 @@ struct Args {
     /// process (`migrate --move-address`); root may move any. Repeatable.
     #[arg(long = "hand-over", value_name = "ADDR")]
     hand_over: Vec<std::net::IpAddr>,
+    /// What to log: error, warn, info, debug, trace, or RUST_LOG's
+    /// directives (`info,migrate_agent::postcopy=debug`) [default:
+    /// RUST_LOG if set, else info].
+    #[arg(long, value_name = "LEVEL")]
+    log_level: Option<String>,
+    /// How to log (to stderr): lines for people, or one JSON object per
+    /// line [default: text].
+    #[arg(long, value_enum, value_name = "FORMAT")]
+    log_format: Option<migrate_agent::config::LogFormat>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -97,6 +106,36 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
         let mut out = Vec::new();
         clap_mangen::Man::new(c).section("8").render(&mut out)?;
         std::fs::write(dir.join(format!("{name}.8")), out)?;
+    }
+    Ok(())
+}
+
+/// Logs to stderr at `level` (else `RUST_LOG`, else info) in `format`.
+fn start_logging(
+    level: Option<&str>,
+    format: migrate_agent::config::LogFormat,
+) -> Result<(), String> {
+    use tracing_subscriber::EnvFilter;
+    const LEVELS: [&str; 6] = ["off", "error", "warn", "info", "debug", "trace"];
+    let filter = match level {
+        // A word alone must be a level (else it would name a module).
+        Some(l) if !l.contains(['=', ',', ':']) && !LEVELS.contains(&l) => {
+            return Err(format!(
+                "log level {l:?}: not one of {} (or RUST_LOG's directives)",
+                LEVELS.join(", ")
+            ))
+        }
+        Some(l) => EnvFilter::try_new(l).map_err(|e| format!("log level {l:?}: {e}"))?,
+        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+    };
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        migrate_agent::config::LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        migrate_agent::config::LogFormat::Json => logs.json().init(),
     }
     Ok(())
 }
@@ -168,14 +207,6 @@ fn main() -> ExitCode {
             }
         };
     }
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
     let file = migrate_agent::config::settings_file(
         args.config,
         std::path::Path::new(migrate_agent::config::DEFAULT_CONFIG),
@@ -193,6 +224,8 @@ fn main() -> ExitCode {
             auth: args.auth,
             insecure: args.insecure,
             hand_over: args.hand_over,
+            log_level: args.log_level,
+            log_format: args.log_format,
         },
     };
     let config = match settings.read() {
@@ -202,6 +235,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(e) = start_logging(config.log_level.as_deref(), config.log_format) {
+        eprintln!("migrate-agent: {e}");
+        return ExitCode::from(2);
+    }
     if let Err(e) = migrate_agent::failpoints::setup() {
         eprintln!("migrate-agent: {e}");
         return ExitCode::from(2);

@@ -1,0 +1,76 @@
+//! The agent's edges as an operator meets them: its log (level and
+//! format), its host probe (`migrate-agent check`).
+
+use migrate_tests::bins::bin;
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
+
+#[test]
+fn an_agent_logs_at_its_level_as_text_or_json() {
+    require_lab!();
+    let lab = migrate_tests::lab::Lab::start().expect("lab");
+    let auth = lab.shared_dir().join("cluster");
+    let auth = auth.to_string_lossy().into_owned();
+    let c = Cluster::start_in(
+        lab,
+        [
+            &[
+                "--auth",
+                &auth,
+                "--log-format",
+                "json",
+                "--log-level",
+                "debug",
+            ],
+            &["--auth", &auth, "--log-level", "warn"],
+        ],
+    );
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "8"]);
+    assert!(w.wait_for("ready", 60));
+    let out = c.migrate(&[&w.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    // host1: every line one JSON object, debug lines among them.
+    let one = std::fs::read_to_string(c.path("agent1.log")).unwrap();
+    let lines: Vec<serde_json::Value> = one
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert!(lines.len() > 5, "{one}");
+    let level = |l: &serde_json::Value| l["level"].as_str().unwrap_or("").to_string();
+    assert!(lines.iter().any(|l| level(l) == "DEBUG"), "{one}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["fields"]["message"].as_str() == Some("migration requested")),
+        "{one}"
+    );
+    // host2 at warn: its migration's info lines are not there.
+    let two = std::fs::read_to_string(c.path("agent2.log")).unwrap();
+    assert!(
+        !two.contains(" INFO ") && !two.contains("incoming migration"),
+        "{two}"
+    );
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let _ = c
+        .h2()
+        .command("kill")
+        .args(["-KILL", &new_pid.to_string()])
+        .status();
+}
+
+#[test]
+fn a_log_level_that_is_none_is_refused() {
+    let out = std::process::Command::new(bin("migrate-agent"))
+        .args(["--name", "h", "--listen", "127.0.0.1:1", "--insecure"])
+        .args(["--log-level", "loud", "--socket", "/nonexistent/s"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log level \"loud\""), "{err}");
+}
