@@ -268,26 +268,31 @@ impl Agent {
     }
 }
 
+/// How this agent secures its links to peers, as `config` says.
+pub fn security(config: &Config) -> Result<Security, StartError> {
+    Ok(match &config.auth {
+        PeerAuth::Cluster(dir) => Security::Noise(Arc::new(Credentials::load(dir, &config.name)?)),
+        PeerAuth::Insecure => Security::Insecure,
+        PeerAuth::Unset => return Err(StartError::NoCredentials),
+    })
+}
+
 /// Binds both endpoints and serves until stopped: the first SIGTERM (or
 /// SIGINT) drains, the second ends the agent at once; SIGHUP re-reads the
 /// peers from `settings`. Call it before any thread of the agent starts.
 pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
     sys::block_stop_signals().map_err(StartError::Thread)?;
     let stub = std::env::current_exe().map_err(StartError::Exe)?;
-    let security = match &config.auth {
-        PeerAuth::Cluster(dir) => Security::Noise(Arc::new(Credentials::load(dir, &config.name)?)),
-        PeerAuth::Insecure => {
-            let loud = format!(
-                "--insecure: peers are neither authenticated nor encrypted; anyone who can reach {} \
-                 can make this agent run a process as any user",
-                config.listen
-            );
-            eprintln!("migrate-agent: WARNING: {loud}");
-            warn!("{loud}");
-            Security::Insecure
-        }
-        PeerAuth::Unset => return Err(StartError::NoCredentials),
-    };
+    let security = security(&config)?;
+    if let Security::Insecure = security {
+        let loud = format!(
+            "--insecure: peers are neither authenticated nor encrypted; anyone who can reach {} \
+             can make this agent run a process as any user",
+            config.listen
+        );
+        eprintln!("migrate-agent: WARNING: {loud}");
+        warn!("{loud}");
+    }
     let history = History::open(&config.state_dir).map_err(|source| StartError::State {
         path: config.state_dir.clone(),
         source,
@@ -476,6 +481,12 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
             let mut s = s;
             if let Err(e) = frame::write_msg(&mut s, &state) {
                 debug!(error = %e, "the answer about a copy did not go");
+            }
+        }
+        Lane::Probe => {
+            let mut s = s;
+            if let Err(e) = crate::session::probe::answer(&mut s) {
+                debug!(from = %hello.from, error = %e, "a peer's check ended early");
             }
         }
         lane => agent.lanes.put(lane, &hello.from, s),

@@ -4,6 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use std::io::Write;
+
 use clap::{Parser, Subcommand};
 use migrate_agent::config::{Flags, Settings};
 
@@ -78,6 +80,10 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         hosts: Vec<String>,
     },
+    /// Prints what this host supports and lacks for each mode (found by
+    /// trying each kernel feature), and each configured peer's clock
+    /// offset, kernel and vDSO; exits 1 if post-copy cannot work here.
+    Check,
     /// Prints a completion script for SHELL.
     Completions {
         /// The shell.
@@ -108,6 +114,37 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
         std::fs::write(dir.join(format!("{name}.8")), out)?;
     }
     Ok(())
+}
+
+/// `migrate-agent check`: the probe's report; 1 if post-copy cannot work.
+fn check_host(settings: &Settings) -> ExitCode {
+    use migrate_agent::session::probe;
+    let mut report = probe::Report {
+        findings: probe::local(),
+        vdso_hash: probe::vdso_hash(),
+        peers: Vec::new(),
+    };
+    let asked = settings
+        .read()
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let sec = migrate_agent::daemon::security(&config).map_err(|e| e.to_string())?;
+            for (name, addr) in &config.peers {
+                let said = probe::ask_peer(*addr, &config.name, &sec);
+                report.peers.push((name.clone(), said));
+            }
+            Ok(())
+        });
+    let mut out = std::io::stdout().lock();
+    let _ = report.print(&mut out);
+    if let Err(e) = asked {
+        let _ = writeln!(out, "(peers not asked: {e})");
+    }
+    if report.works(probe::Use::PostCopy) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 /// Logs to stderr at `level` (else `RUST_LOG`, else info) in `format`.
@@ -207,6 +244,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    let checking = matches!(args.command, Some(Command::Check));
     let file = migrate_agent::config::settings_file(
         args.config,
         std::path::Path::new(migrate_agent::config::DEFAULT_CONFIG),
@@ -228,6 +266,9 @@ fn main() -> ExitCode {
             log_format: args.log_format,
         },
     };
+    if checking {
+        return check_host(&settings);
+    }
     let config = match settings.read() {
         Ok(c) => c,
         Err(e) => {

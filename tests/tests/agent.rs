@@ -64,6 +64,70 @@ fn an_agent_logs_at_its_level_as_text_or_json() {
 }
 
 #[test]
+fn check_says_what_each_mode_needs_and_asks_the_peers() {
+    require_lab!();
+    let c = Cluster::start();
+    let auth = c.path("cluster");
+    let auth = auth.to_string_lossy().into_owned();
+    let check = |user: Option<&str>| {
+        let peer = format!("host2={}:{}", c.h2().addr(), migrate_tests::lab::AGENT_PORT);
+        let args = [
+            "--name",
+            "host1",
+            "--listen",
+            "127.0.0.1:1",
+            "--auth",
+            &auth,
+            "--peer",
+            &peer,
+            "check",
+        ];
+        let agent = bin("migrate-agent");
+        let out = match user {
+            None => c.h1().command(&agent).args(args).output(),
+            Some(uid) => c
+                .h1()
+                .command("setpriv")
+                .args(["--reuid", uid, "--regid", uid, "--clear-groups", "--"])
+                .arg(&agent)
+                .args(args)
+                .output(),
+        }
+        .unwrap();
+        let said = String::from_utf8_lossy(&out.stdout).into_owned();
+        let err = String::from_utf8_lossy(&out.stderr);
+        (out.status.code(), format!("{said}{err}"))
+    };
+    // As root (the agent's user): every mode works, and host2 answers with
+    // its clock and the same vDSO.
+    let (code, said) = check(None);
+    assert_eq!(code, Some(0), "{said}");
+    for line in [
+        "ok   userfaultfd ",
+        "ok   PAGEMAP_SCAN ",
+        "ok   peer host2 ",
+        "the same as here",
+        "postcopy        works here",
+        "precopy         works here",
+    ] {
+        assert!(said.contains(line), "{line:?} not in\n{said}");
+    }
+    let offset: i64 = said
+        .split("clock ")
+        .nth(1)
+        .and_then(|r| r.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no clock offset in\n{said}"));
+    // Both lab hosts read one machine's clock.
+    assert!(offset.abs() < 50_000, "{offset} µs\n{said}");
+    // Without root's capabilities nothing can be traced, and (with
+    // vm.unprivileged_userfaultfd at 0) no page can follow: exit 1.
+    let (code, said) = check(Some("65534"));
+    assert_eq!(code, Some(1), "{said}");
+    assert!(said.contains("LACK ptrace"), "{said}");
+    assert!(said.contains("postcopy        cannot work here"), "{said}");
+}
+
+#[test]
 fn a_log_level_that_is_none_is_refused() {
     let out = std::process::Command::new(bin("migrate-agent"))
         .args(["--name", "h", "--listen", "127.0.0.1:1", "--insecure"])

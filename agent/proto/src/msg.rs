@@ -225,7 +225,14 @@ pub enum Lane {
     /// after the commit: what became of the copy? Answered by one
     /// [`CopyState`], then closed.
     Outcome(u64),
+    /// Another host's `migrate-agent check`: answered by [`DestMsg::Facts`],
+    /// then one [`DestMsg::Clock`] for each [`SourceMsg::ClockProbe`] (at
+    /// most [`PROBE_CLOCKS`]), then closed.
+    Probe,
 }
+
+/// Most clock probes one [`Lane::Probe`] answers.
+pub const PROBE_CLOCKS: usize = 8;
 
 /// What became of a migration's copy on the destination, as its agent
 /// knows it ([`Lane::Outcome`]).
@@ -432,6 +439,15 @@ pub enum DestMsg {
         /// Whether the copy ran before it was killed. A copy that never
         /// ran leaves the original to resume, committed or not.
         ran: bool,
+    },
+    /// What a host is, for another's `migrate-agent check`
+    /// ([`Lane::Probe`]), before the clock probes.
+    Facts {
+        /// Its vDSO's hash: a process moves only between hosts whose
+        /// vDSOs are the same.
+        vdso_hash: u64,
+        /// Its kernel (`uname -r`).
+        kernel: String,
     },
 }
 

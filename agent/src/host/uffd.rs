@@ -57,6 +57,18 @@ pub fn api(fd: &OwnedFd, features: u64) -> io::Result<()> {
     ioctl(fd, nr::UFFDIO_API, &mut a)
 }
 
+/// The features the kernel offers, asked of a fresh userfaultfd (which
+/// is then enabled with none).
+pub fn supported(fd: &OwnedFd) -> io::Result<u64> {
+    let mut a = k::uffdio_api {
+        api: u64::from(k::UFFD_API),
+        features: 0,
+        ioctls: 0,
+    };
+    ioctl(fd, nr::UFFDIO_API, &mut a)?;
+    Ok(a.features)
+}
+
 /// Registers `[start, start+len)` in MISSING mode.
 pub fn register_missing(fd: &OwnedFd, start: u64, len: u64) -> io::Result<()> {
     register(fd, start, len, k::UFFDIO_REGISTER_MODE_MISSING)

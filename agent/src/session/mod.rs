@@ -9,5 +9,6 @@ pub mod dest;
 pub mod drain;
 pub mod history;
 pub mod lineage;
+pub mod probe;
 pub mod received;
 pub mod source;
