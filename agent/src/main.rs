@@ -98,7 +98,8 @@ enum Command {
     },
 }
 
-/// The manual pages: `migrate-agent.8` and one per subcommand shown.
+/// The manual pages: `migrate-agent.8` and one per subcommand shown,
+/// each with the sections clap does not know.
 fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
     use clap::CommandFactory;
     std::fs::create_dir_all(dir)?;
@@ -108,9 +109,59 @@ fn man_pages(dir: &std::path::Path) -> std::io::Result<()> {
         let name = format!("migrate-agent-{}", sub.get_name());
         pages.push((name.clone(), sub.clone().name(name)));
     }
+    let names: Vec<String> = pages.iter().map(|(n, _)| n.clone()).collect();
     for (name, c) in pages {
         let mut out = Vec::new();
         clap_mangen::Man::new(c).section("8").render(&mut out)?;
+        let see_also: Vec<String> = names
+            .iter()
+            .filter(|n| **n != name)
+            .map(|n| format!("\\fB{n}\\fR(8)"))
+            .chain(["\\fBmigrate\\fR(1)".to_string()])
+            .collect();
+        write!(
+            out,
+            r#".SH "EXIT STATUS"
+.TP
+0
+Stopped after draining (SIGTERM), or the subcommand did what it was asked.
+.TP
+1
+Could not start (its sockets, its credentials, its state), or \fBcheck\fR found that post-copy cannot work here.
+.TP
+2
+Bad usage or bad settings.
+.SH ENVIRONMENT
+.TP
+.B RUST_LOG
+What to log, when neither \fB\-\-log\-level\fR nor \fIlog_level\fR is set.
+.TP
+.B NOTIFY_SOCKET
+Set by systemd: the agent says READY=1 and STOPPING=1 there.
+.TP
+.B FAILPOINTS
+Faults to inject, in builds with the \fBfailpoints\fR feature only (for tests).
+.SH FILES
+.TP
+.I {config}
+Its settings (every key: \fI/usr/share/doc/migrate/agent.toml.example\fR).
+.TP
+.I /etc/migrate/cluster
+The cluster's credentials (\fBmigrate\-agent keygen\fR).
+.TP
+.I {socket}
+The control socket \fBmigrate\fR(1) talks to.
+.TP
+.I {state}
+Its state: \fIhistory.jsonl\fR, \fIreceived.log\fR, and the notes of what it holds for migrations in flight.
+.SH "SEE ALSO"
+{see}
+"#,
+            config = migrate_agent::config::DEFAULT_CONFIG,
+            socket = migrate_agent::config::DEFAULT_SOCKET,
+            state = migrate_agent::config::DEFAULT_STATE_DIR,
+            see = see_also.join(", "),
+        )?;
         std::fs::write(dir.join(format!("{name}.8")), out)?;
     }
     Ok(())
@@ -324,6 +375,10 @@ mod tests {
             "{page}"
         );
         assert!(dir.join("migrate-agent-keygen.8").is_file());
+        assert!(dir.join("migrate-agent-check.8").is_file());
+        for section in ["EXIT STATUS", "ENVIRONMENT", "FILES", "SEE ALSO"] {
+            assert!(page.contains(section), "lacks {section}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
