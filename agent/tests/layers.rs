@@ -11,7 +11,7 @@
 //! | 2 | `fd` |
 //! | 3 | `capture`, `rebuild`, `postcopy` |
 //! | 4 | `session` |
-//! | 5 | `daemon` (a file) |
+//! | 5 | `daemon` |
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
