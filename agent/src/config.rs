@@ -79,6 +79,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     /// How it logs: `text` or `json` (one object per line).
     pub log_format: Option<LogFormat>,
+    /// Where to serve Prometheus metrics (`/metrics`), `ADDR:PORT`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How the agent writes its log (to stderr, the journal under systemd).
@@ -119,6 +121,8 @@ pub struct Flags {
     pub log_level: Option<String>,
     /// `--log-format`.
     pub log_format: Option<LogFormat>,
+    /// `--metrics`.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// How the agent secures its links, as configured.
@@ -159,6 +163,8 @@ pub struct Config {
     pub log_level: Option<String>,
     /// How it logs.
     pub log_format: LogFormat,
+    /// Where it serves Prometheus metrics, if anywhere.
+    pub metrics: Option<SocketAddr>,
 }
 
 /// Default of [`Config::max_incoming`].
@@ -222,6 +228,7 @@ impl Config {
             hand_over,
             log_level,
             log_format,
+            metrics,
         } = flags;
         let fc = match file {
             Some(p) => {
@@ -279,6 +286,7 @@ impl Config {
             hand_over: all_hand_over,
             log_level: log_level.or(fc.log_level),
             log_format: log_format.or(fc.log_format).unwrap_or_default(),
+            metrics: metrics.or(fc.metrics),
         })
     }
 
@@ -323,7 +331,9 @@ mod tests {
             hand_over,
             log_level,
             log_format,
+            metrics,
         } = toml::from_str(text).expect("agent.toml.example parses");
+        assert!(metrics.is_some());
         assert!(!hand_over.is_empty());
         assert!(log_level.is_some() && log_format == Some(LogFormat::Text));
         assert!(name.is_some() && listen.is_some() && socket.is_some());

@@ -6,6 +6,7 @@ pub mod daemon;
 pub mod failpoints;
 pub mod fd;
 pub mod host;
+pub mod metrics;
 pub mod net;
 pub mod postcopy;
 pub mod rebuild;

@@ -65,6 +65,10 @@ struct Args {
     /// line [default: text].
     #[arg(long, value_enum, value_name = "FORMAT")]
     log_format: Option<migrate_agent::config::LogFormat>,
+    /// Serve Prometheus metrics at http://ADDR:PORT/metrics [default:
+    /// none].
+    #[arg(long, value_name = "ADDR:PORT")]
+    metrics: Option<SocketAddr>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -315,6 +319,7 @@ fn main() -> ExitCode {
             hand_over: args.hand_over,
             log_level: args.log_level,
             log_format: args.log_format,
+            metrics: args.metrics,
         },
     };
     if checking {

@@ -1,5 +1,5 @@
 //! The agent's edges as an operator meets them: its log (level and
-//! format), its host probe (`migrate-agent check`).
+//! format), its host probe (`migrate-agent check`), its metrics.
 
 use migrate_tests::bins::bin;
 use migrate_tests::require_lab;
@@ -125,6 +125,101 @@ fn check_says_what_each_mode_needs_and_asks_the_peers() {
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("LACK ptrace"), "{said}");
     assert!(said.contains("postcopy        cannot work here"), "{said}");
+}
+
+/// GET `path` from the agent's metrics endpoint inside host1: the status
+/// line and the body.
+fn scrape(c: &Cluster, path: &str) -> (String, String) {
+    let script = format!(
+        "import urllib.request, urllib.error\n\
+         try:\n    r = urllib.request.urlopen('http://127.0.0.1:9190{path}', timeout=5)\n    \
+         print(r.status); print(r.read().decode())\n\
+         except urllib.error.HTTPError as e:\n    print(e.code)\n"
+    );
+    let out = c
+        .h1()
+        .command("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (status, body) = text.split_once('\n').unwrap_or((&text, ""));
+    (status.to_string(), body.to_string())
+}
+
+/// The value of the sample `name` (with its labels) in `body`.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in\n{body}"))
+}
+
+#[test]
+fn metrics_count_what_the_users_were_told() {
+    require_lab!();
+    let lab = migrate_tests::lab::Lab::start().expect("lab");
+    let auth = lab.shared_dir().join("cluster");
+    let auth = auth.to_string_lossy().into_owned();
+    let c = Cluster::start_in(
+        lab,
+        [
+            &["--auth", &auth, "--metrics", "127.0.0.1:9190"],
+            &["--auth", &auth],
+        ],
+    );
+    let (status, body) = scrape(&c, "/metrics");
+    assert_eq!(status, "200", "{body}");
+    assert_eq!(sample(&body, "migrate_migrations_started_total"), 0.0);
+    // One that moves, one refused.
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "16"]);
+    assert!(w.wait_for("ready", 60));
+    let out = c.migrate(&[&w.pid.to_string(), "--to", "host2", "--json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let rec: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let refused = c.migrate(&["999999", "--to", "host2"]);
+    assert_eq!(refused.status.code(), Some(1));
+    // The code the user read, in brackets.
+    let said = String::from_utf8_lossy(&refused.stderr).into_owned();
+    let code = said
+        .rsplit_once('[')
+        .and_then(|(_, c)| c.split_once(']'))
+        .map(|(c, _)| c.to_string())
+        .unwrap_or_else(|| panic!("no code in {said}"));
+    let (_, body) = scrape(&c, "/metrics");
+    assert_eq!(sample(&body, "migrate_migrations_started_total"), 2.0);
+    assert_eq!(sample(&body, "migrate_migrations_succeeded_total"), 1.0);
+    assert_eq!(
+        sample(
+            &body,
+            &format!("migrate_migrations_refused_total{{reason=\"{code}\"}}")
+        ),
+        1.0
+    );
+    assert_eq!(sample(&body, "migrate_migrations_in_flight"), 0.0);
+    assert_eq!(sample(&body, "migrate_downtime_seconds_count"), 1.0);
+    let downtime = rec["downtime_us"].as_f64().unwrap() / 1e6;
+    assert!(
+        (sample(&body, "migrate_downtime_seconds_sum") - downtime).abs() < 1e-6,
+        "{body}"
+    );
+    assert_eq!(
+        sample(&body, "migrate_pages_total{kind=\"eager\"}"),
+        rec["eager_pages"].as_f64().unwrap()
+    );
+    assert_eq!(
+        sample(&body, "migrate_lane_bytes_total{lane=\"demand\"}")
+            + sample(&body, "migrate_lane_bytes_total{lane=\"bulk\"}"),
+        rec["lanes"]["demand"].as_f64().unwrap() + rec["lanes"]["bulk"].as_f64().unwrap()
+    );
+    // host2's agent has no endpoint; host1's answers nothing else.
+    let (status, _) = scrape(&c, "/other");
+    assert_eq!(status, "404");
+    let (new_pid, _) = (rec["new_pid"].as_i64().unwrap(), 0);
+    let _ = c
+        .h2()
+        .command("kill")
+        .args(["-KILL", &new_pid.to_string()])
+        .status();
 }
 
 #[test]

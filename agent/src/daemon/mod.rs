@@ -28,6 +28,7 @@ use crate::session::source::{self, SourceCtx};
 use crate::{capture::preflight, error_chain, host::sys, session::dest};
 
 mod control;
+mod metrics;
 use control::{
     ClientWriter, ControlSlot, Deadline, MAX_REQUEST_LEN, REPLY_DEADLINE, REQUEST_DEADLINE,
 };
@@ -220,6 +221,9 @@ pub fn run(config: Config, settings: Settings) -> Result<(), StartError> {
         addr: config.listen,
         source,
     })?;
+    if let Some(addr) = config.metrics {
+        metrics::serve(addr).map_err(|source| StartError::Listen { addr, source })?;
+    }
     let sock_err = |source| StartError::Socket {
         path: config.socket.clone(),
         source,
@@ -366,6 +370,7 @@ fn serve_peer(agent: &Agent, s: TcpStream) {
     match hello.lane {
         Lane::Control => {
             info!(from = %hello.from, "migration offered");
+            crate::metrics::METRICS.received();
             if let Err(e) = dest::serve(
                 &agent.config,
                 s,
@@ -478,6 +483,7 @@ fn migrate<'a>(
     opts: &migrate_proto::msg::MigrateOptions,
     in_flight: &mut Option<crate::session::drain::InFlight<'a>>,
 ) -> Result<Reply, frame::FrameError> {
+    let _counted = crate::metrics::InFlight::start();
     let reply = {
         let denied = access::authorize(caller, pid).err().map(|d| d.to_string());
         let known = || {
@@ -544,7 +550,8 @@ fn migrate<'a>(
                         match r {
                             Reply::Resumed(rec) => {
                                 under_way = Some(rec.id);
-                                history.put(cred.uid, rec)
+                                history.put(cred.uid, rec);
+                                crate::metrics::METRICS.saw(r);
                             }
                             Reply::Progress { moved_pages, .. } => {
                                 if let Some(id) = under_way {
@@ -572,6 +579,7 @@ fn migrate<'a>(
             },
         }
     };
+    crate::metrics::METRICS.saw(&reply);
     Ok(reply)
 }
 
