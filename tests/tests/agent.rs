@@ -124,6 +124,7 @@ fn check_says_what_each_mode_needs_and_asks_the_peers() {
     let (code, said) = check(Some("65534"));
     assert_eq!(code, Some(1), "{said}");
     assert!(said.contains("LACK ptrace"), "{said}");
+    assert!(said.contains("LACK clone3 with set_tid"), "{said}");
     assert!(said.contains("postcopy        cannot work here"), "{said}");
 }
 

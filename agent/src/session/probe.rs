@@ -1,7 +1,8 @@
 //! `migrate-agent check`: what this host supports and lacks for each
 //! mode, found by trying each kernel feature the agent relies on (not by
-//! reading version numbers), and the clock offset and vDSO of each
-//! configured peer (asked over [`Lane::Probe`]), like `criu check`.
+//! reading version numbers; ptrace and TCP_REPAIR by the capabilities and
+//! settings they need), and the clock offset and vDSO of each configured
+//! peer (asked over [`Lane::Probe`]), like `criu check`.
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -153,10 +154,8 @@ fn capabilities() -> u64 {
 }
 
 const CAP_SYS_PTRACE: u32 = 19;
-const CAP_SYS_ADMIN: u32 = 21;
 const CAP_NET_ADMIN: u32 = 12;
 const CAP_SYS_RESOURCE: u32 = 24;
-const CAP_CHECKPOINT_RESTORE: u32 = 40;
 
 fn has(caps: u64, cap: u32) -> bool {
     caps & (1 << cap) != 0
@@ -282,14 +281,13 @@ pub fn local() -> Vec<Finding> {
         },
         Use::PreCopy,
     );
-    let set_tid = has(caps, CAP_SYS_ADMIN) || has(caps, CAP_CHECKPOINT_RESTORE);
+    let set_tid = sys::clone3_set_tid_works();
     found(
         "clone3 with set_tid",
-        set_tid,
-        if set_tid {
-            "pids chosen at fork (CAP_SYS_ADMIN or CAP_CHECKPOINT_RESTORE)".into()
-        } else {
-            "neither CAP_SYS_ADMIN nor CAP_CHECKPOINT_RESTORE: a tree cannot keep its pids".into()
+        set_tid.is_ok(),
+        match &set_tid {
+            Ok(()) => "pids chosen at fork (5.5 or later, CAP_SYS_ADMIN)".into(),
+            Err(e) => format!("{e}: a tree cannot keep its pids"),
         },
         Use::Trees,
     );
