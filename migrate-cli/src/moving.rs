@@ -42,10 +42,14 @@ pub fn summary(r: &MigrationRecord, complete: bool) -> String {
         mib(r.eager_pages),
         mib(r.lazy_pages)
     );
+    let id = json::id_text(r.id);
     if complete {
-        format!("{head}, complete after {:.2} s", r.residual_us as f64 / 1e6)
+        format!(
+            "{head}, complete after {:.2} s; migration {id}",
+            r.residual_us as f64 / 1e6
+        )
     } else {
-        format!("{head} to follow")
+        format!("{head} to follow; migration {id} (migrate status {id} --follow)")
     }
 }
 
@@ -331,11 +335,15 @@ mod tests {
             eager_pages: 3174,
             lazy_pages: 127_514,
             residual_us: 610_000,
+            id: 0x0f73_0d54_116c_b23d,
             ..Default::default()
         };
         assert_eq!(
             summary(&r, true),
-            "migrated 4242 -> host2 (pid 311): downtime 7.9 ms, 12.4 MiB eager, 498.1 MiB lazy, complete after 0.61 s"
+            "migrated 4242 -> host2 (pid 311): downtime 7.9 ms, 12.4 MiB eager, 498.1 MiB lazy, complete after 0.61 s; migration 0f730d54116cb23d"
         );
+        assert!(summary(&r, false).ends_with(
+            "to follow; migration 0f730d54116cb23d (migrate status 0f730d54116cb23d --follow)"
+        ));
     }
 }
