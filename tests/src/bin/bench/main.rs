@@ -28,6 +28,7 @@ use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
 
 mod service;
+mod targets;
 
 /// The workload's tick, ms.
 const TICK_MS: u64 = 5;
@@ -1618,6 +1619,15 @@ fn run(args: &Args) -> Result<bool, String> {
         args.repeat,
         criu_version,
     );
+    let targets = targets::lines(&summary, link.0, &fresh);
+    let md = format!(
+        "{md}\nTargets (each a ratio of figures of this run):\n\n{}\n",
+        targets
+            .iter()
+            .map(|t| format!("- {t}"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     println!("\n{md}");
     fs::create_dir_all(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let stamp = date.replace([' ', ':'], "-");
@@ -1630,6 +1640,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "criu": criu_json(criu.as_ref()),
         "runs": runs,
         "summary": summary,
+        "targets": targets,
     });
     let jpath = args.out.join(format!("bench-{stamp}.json"));
     let mpath = args.out.join(format!("bench-{stamp}.md"));

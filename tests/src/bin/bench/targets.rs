@@ -1,0 +1,167 @@
+//! The performance targets, each a ratio of figures measured in this run,
+//! said met or missed (`../shared` issue 23):
+//! - post-copy total ≤ 1.25× (the link's time + host2 writing the same
+//!   bytes into fresh memory), at every size measured;
+//! - stop-copy downtime ≤ 0.8× CRIU stop-and-copy's (rows of this run);
+//! - post-copy downtime ≤ 0.1× CRIU lazy's, and flat in size (the largest
+//!   size's at most 1.5× the smallest's);
+//! - the agents' peak RSS flat in size (the same 1.5×).
+//!
+//! A target whose figures this run did not measure says so.
+
+use serde_json::Value;
+
+/// How far "flat in size" may rise from the smallest size to the largest.
+const FLAT: f64 = 1.5;
+
+fn row<'a>(runs: &'a [Value], mib: u64, mode: &str) -> Option<&'a Value> {
+    runs.iter()
+        .find(|r| r["mib"] == mib && r["mode"] == mode && r["error"].is_null())
+}
+
+fn verdict(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "MISSED"
+    }
+}
+
+/// One line per target and size; `runs` are the summary rows, `link_mb_s`
+/// the link's stream rate, `fresh` host2's seconds to write each size.
+pub fn lines(runs: &[Value], link_mb_s: f64, fresh: &[(u64, f64)]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut sizes: Vec<u64> = runs.iter().filter_map(|r| r["mib"].as_u64()).collect();
+    sizes.sort_unstable();
+    sizes.dedup();
+    for &mib in &sizes {
+        let Some(r) = row(runs, mib, "postcopy") else {
+            continue;
+        };
+        let total = r["total_s"].as_f64().unwrap_or(0.0);
+        let link = (mib << 20) as f64 / (link_mb_s * 1e6);
+        let Some(fresh) = fresh.iter().find(|f| f.0 == mib).map(|f| f.1) else {
+            continue;
+        };
+        let floor = link + fresh;
+        let ratio = total / floor;
+        out.push(format!(
+            "post-copy total at {mib} MiB: {total:.2} s = {ratio:.2}x (link {link:.2} s + fresh \
+             memory {fresh:.2} s; {:.2}x the larger of the two): target <= 1.25x, {}",
+            total / link.max(fresh),
+            verdict(ratio <= 1.25)
+        ));
+    }
+    for &mib in &sizes {
+        let (Some(ours), Some(criu)) = (
+            row(runs, mib, "stop-copy"),
+            row(runs, mib, "criu-stop-copy"),
+        ) else {
+            continue;
+        };
+        let (a, b) = (
+            ours["downtime_ms"].as_f64().unwrap_or(0.0),
+            criu["downtime_ms"].as_f64().unwrap_or(f64::MAX),
+        );
+        out.push(format!(
+            "stop-copy downtime at {mib} MiB: {a:.1} ms = {:.2}x CRIU stop-and-copy's {b:.1} ms: \
+             target <= 0.8x, {}",
+            a / b,
+            verdict(a / b <= 0.8)
+        ));
+    }
+    for &mib in &sizes {
+        let (Some(ours), Some(criu)) = (row(runs, mib, "postcopy"), row(runs, mib, "criu-lazy"))
+        else {
+            continue;
+        };
+        let (a, b) = (
+            ours["downtime_ms"].as_f64().unwrap_or(0.0),
+            criu["downtime_ms"].as_f64().unwrap_or(f64::MAX),
+        );
+        out.push(format!(
+            "post-copy downtime at {mib} MiB: {a:.1} ms = {:.3}x CRIU lazy's {b:.1} ms: target \
+             <= 0.1x, {}",
+            a / b,
+            verdict(a / b <= 0.1)
+        ));
+    }
+    if let (Some(&small), Some(&large)) = (sizes.first(), sizes.last()) {
+        if small < large {
+            if let (Some(s), Some(l)) = (row(runs, small, "postcopy"), row(runs, large, "postcopy"))
+            {
+                let (a, b) = (
+                    s["downtime_ms"].as_f64().unwrap_or(0.0),
+                    l["downtime_ms"].as_f64().unwrap_or(0.0),
+                );
+                out.push(format!(
+                    "post-copy downtime flat in size: {b:.1} ms at {large} MiB = {:.2}x {a:.1} ms \
+                     at {small} MiB: target <= {FLAT}x, {}",
+                    b / a,
+                    verdict(b / a <= FLAT)
+                ));
+                for (i, host) in ["source", "destination"].iter().enumerate() {
+                    let (a, b) = (
+                        s["agent_hwm_kib"][i].as_f64().unwrap_or(0.0) / 1024.0,
+                        l["agent_hwm_kib"][i].as_f64().unwrap_or(0.0) / 1024.0,
+                    );
+                    out.push(format!(
+                        "{host} agent's peak RSS in post-copy flat in size: {b:.1} MiB at \
+                         {large} MiB = {:.2}x {a:.1} MiB at {small} MiB: target <= {FLAT}x, {}",
+                        b / a,
+                        verdict(b / a <= FLAT)
+                    ));
+                }
+            }
+        }
+    }
+    out.push(
+        "demand-fault p50 against a C floor program over the same link: not measured (no floor \
+         program in the benchmark yet)"
+            .into(),
+    );
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn ratios_are_said_met_or_missed() {
+        let runs = vec![
+            json!({"mib": 512, "mode": "postcopy", "total_s": 1.0, "downtime_ms": 10.0,
+                   "agent_hwm_kib": [10240, 20480]}),
+            json!({"mib": 2048, "mode": "postcopy", "total_s": 5.0, "downtime_ms": 12.0,
+                   "agent_hwm_kib": [10240, 40960]}),
+            json!({"mib": 2048, "mode": "stop-copy", "downtime_ms": 1000.0}),
+            json!({"mib": 2048, "mode": "criu-stop-copy", "downtime_ms": 2000.0}),
+            json!({"mib": 2048, "mode": "criu-lazy", "downtime_ms": 200.0}),
+        ];
+        // 1000 MB/s: 512 MiB is 0.54 s on the link.
+        let l = lines(&runs, 1000.0, &[(512, 0.3), (2048, 1.2)]);
+        let has = |s: &str| l.iter().any(|x| x.contains(s));
+        assert!(has("post-copy total at 512 MiB: 1.00 s = 1.19x"), "{l:?}");
+        assert!(has("target <= 1.25x, met"));
+        assert!(has("post-copy total at 2048 MiB: 5.00 s = 1.49x"), "{l:?}");
+        assert!(has("target <= 1.25x, MISSED"));
+        assert!(
+            has("stop-copy downtime at 2048 MiB: 1000.0 ms = 0.50x"),
+            "{l:?}"
+        );
+        assert!(
+            has("post-copy downtime at 2048 MiB: 12.0 ms = 0.060x"),
+            "{l:?}"
+        );
+        assert!(has("flat in size: 12.0 ms at 2048 MiB = 1.20x"), "{l:?}");
+        assert!(has(
+            "destination agent's peak RSS in post-copy flat in size: 40.0 MiB"
+        ));
+        assert!(
+            has("2.00x 20.0 MiB at 512 MiB: target <= 1.5x, MISSED"),
+            "{l:?}"
+        );
+        assert!(has("not measured"));
+    }
+}
