@@ -506,6 +506,60 @@ fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), Str
     Ok((mbps, p50, p99))
 }
 
+/// The floor of a demand fault over the lab link (`workloads/fault_floor.c`,
+/// compiled here): p50 and p99 µs of fault -> request -> reply ->
+/// UFFDIO_COPY, host2 faulting, host1 serving, 2000 faults.
+fn measure_fault_floor(lab: &Lab, h1: &Host, h2: &Host) -> Result<(f64, f64), String> {
+    const PORT: &str = "7557";
+    let exe = lab.shared_dir().join("fault_floor");
+    let st = std::process::Command::new("cc")
+        .args(["-O2", "-pthread", "-o"])
+        .arg(&exe)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/workloads/fault_floor.c"
+        ))
+        .status()
+        .map_err(|e| format!("cc: {e}"))?;
+    if !st.success() {
+        return Err("compiling fault_floor.c failed".into());
+    }
+    let mut server = h1
+        .command(&exe)
+        .args(["serve", PORT])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    let mut line = [0u8; 10];
+    let ready = server
+        .stdout
+        .as_mut()
+        .is_some_and(|o| o.read_exact(&mut line).is_ok());
+    if !ready {
+        kill(&mut server);
+        return Err("fault_floor serve did not start".into());
+    }
+    let out = h2
+        .command(&exe)
+        .args(["fault", &h1.addr().to_string(), PORT, "2000"])
+        .output();
+    let _ = wait_bounded(&mut server, Duration::from_secs(10));
+    kill(&mut server);
+    let out = out.map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v: Vec<f64> = text
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    match v[..] {
+        [p50, p99] if out.status.success() => Ok((p50, p99)),
+        _ => Err(format!(
+            "fault_floor said {text:?} {}",
+            String::from_utf8_lossy(&out.stderr)
+        )),
+    }
+}
+
 // ---- one migration ----
 
 fn wait_for(out: &Path, needle: &str, secs: u64) -> bool {
@@ -1548,23 +1602,29 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // The link, in the same run.
     let max_mib = args.sizes.iter().copied().max().unwrap_or(64);
-    let (link, fresh, pinned) = {
+    let (link, fresh, pinned, floor) = {
         let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
         let (h1, h2) = (lab.host("host1"), lab.host("host2"));
         let link = measure_link(h1, h2, max_mib << 20)?;
+        let floor = measure_fault_floor(&lab, h1, h2)?;
         let mut fresh = Vec::new();
         for &mib in &args.sizes {
             fresh.push((mib, measure_fresh_memory(h2, mib)?));
         }
         let one = measure_round_trip(h1, h2, Some((0, 0)))?.0;
         let two = measure_round_trip(h1, h2, Some((0, 1)))?.0;
-        (link, fresh, (one, two))
+        (link, fresh, (one, two), floor)
     };
     println!(
         "link: {:.0} MB/s TCP stream ({} MiB), round trip p50 {:.1} us, p99 {:.1} us",
         link.0, max_mib, link.1, link.2
     );
     println!("fresh memory: host2 writes {}", fresh_text(&fresh));
+    println!(
+        "demand-fault floor (fault_floor.c: fault, request, reply, UFFDIO_COPY over the link): \
+         p50 {:.1} us, p99 {:.1} us",
+        floor.0, floor.1
+    );
     println!(
         "round trip p50 with both ends on one CPU {:.1} us, on two CPUs {:.1} us",
         pinned.0, pinned.1
@@ -1619,7 +1679,7 @@ fn run(args: &Args) -> Result<bool, String> {
         args.repeat,
         criu_version,
     );
-    let targets = targets::lines(&summary, link.0, &fresh);
+    let targets = targets::lines(&summary, link.0, &fresh, floor);
     let md = format!(
         "{md}\nTargets (each a ratio of figures of this run):\n\n{}\n",
         targets
@@ -1637,6 +1697,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "fresh_memory_s": fresh.iter().map(|(m, t)| (m.to_string(), json!(t))).collect::<serde_json::Map<_, _>>(),
         "rtt_p50_one_cpu_us": pinned.0,
         "rtt_p50_two_cpus_us": pinned.1,
+        "fault_floor_us": {"p50": floor.0, "p99": floor.1},
         "criu": criu_json(criu.as_ref()),
         "runs": runs,
         "summary": summary,

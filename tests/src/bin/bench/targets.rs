@@ -5,7 +5,9 @@
 //! - stop-copy downtime ≤ 0.8× CRIU stop-and-copy's (rows of this run);
 //! - post-copy downtime ≤ 0.1× CRIU lazy's, and flat in size (the largest
 //!   size's at most 1.5× the smallest's);
-//! - the agents' peak RSS flat in size (the same 1.5×).
+//! - the agents' peak RSS flat in size (the same 1.5×);
+//! - demand-fault p50 ≤ 1.5× the floor (`workloads/fault_floor.c`: fault,
+//!   request, reply, `UFFDIO_COPY` over the same link, in the same run).
 //!
 //! A target whose figures this run did not measure says so.
 
@@ -29,7 +31,12 @@ fn verdict(ok: bool) -> &'static str {
 
 /// One line per target and size; `runs` are the summary rows, `link_mb_s`
 /// the link's stream rate, `fresh` host2's seconds to write each size.
-pub fn lines(runs: &[Value], link_mb_s: f64, fresh: &[(u64, f64)]) -> Vec<String> {
+pub fn lines(
+    runs: &[Value],
+    link_mb_s: f64,
+    fresh: &[(u64, f64)],
+    (floor_p50, floor_p99): (f64, f64),
+) -> Vec<String> {
     let mut out = Vec::new();
     let mut sizes: Vec<u64> = runs.iter().filter_map(|r| r["mib"].as_u64()).collect();
     sizes.sort_unstable();
@@ -115,11 +122,17 @@ pub fn lines(runs: &[Value], link_mb_s: f64, fresh: &[(u64, f64)]) -> Vec<String
             }
         }
     }
-    out.push(
-        "demand-fault p50 against a C floor program over the same link: not measured (no floor \
-         program in the benchmark yet)"
-            .into(),
-    );
+    for &mib in &sizes {
+        let Some(p50) = row(runs, mib, "postcopy").and_then(|r| r["fault_p50_us"].as_f64()) else {
+            continue;
+        };
+        out.push(format!(
+            "demand-fault p50 at {mib} MiB: {p50:.0} us = {:.2}x the floor's {floor_p50:.0} us \
+             (fault_floor.c over the same link; its p99 {floor_p99:.0} us): target <= 1.5x, {}",
+            p50 / floor_p50,
+            verdict(p50 / floor_p50 <= 1.5)
+        ));
+    }
     out
 }
 
@@ -132,7 +145,7 @@ mod tests {
     fn ratios_are_said_met_or_missed() {
         let runs = vec![
             json!({"mib": 512, "mode": "postcopy", "total_s": 1.0, "downtime_ms": 10.0,
-                   "agent_hwm_kib": [10240, 20480]}),
+                   "agent_hwm_kib": [10240, 20480], "fault_p50_us": 300.0}),
             json!({"mib": 2048, "mode": "postcopy", "total_s": 5.0, "downtime_ms": 12.0,
                    "agent_hwm_kib": [10240, 40960]}),
             json!({"mib": 2048, "mode": "stop-copy", "downtime_ms": 1000.0}),
@@ -140,7 +153,7 @@ mod tests {
             json!({"mib": 2048, "mode": "criu-lazy", "downtime_ms": 200.0}),
         ];
         // 1000 MB/s: 512 MiB is 0.54 s on the link.
-        let l = lines(&runs, 1000.0, &[(512, 0.3), (2048, 1.2)]);
+        let l = lines(&runs, 1000.0, &[(512, 0.3), (2048, 1.2)], (100.0, 200.0));
         let has = |s: &str| l.iter().any(|x| x.contains(s));
         assert!(has("post-copy total at 512 MiB: 1.00 s = 1.19x"), "{l:?}");
         assert!(has("target <= 1.25x, met"));
@@ -162,6 +175,9 @@ mod tests {
             has("2.00x 20.0 MiB at 512 MiB: target <= 1.5x, MISSED"),
             "{l:?}"
         );
-        assert!(has("not measured"));
+        assert!(
+            has("demand-fault p50 at 512 MiB: 300 us = 3.00x the floor's 100 us"),
+            "{l:?}"
+        );
     }
 }
