@@ -3,9 +3,11 @@
 //! checking every answer), moved with its address (`--move-address`)
 //! while they run. Measured from the clients: requests per second before,
 //! during (from `migrate`'s start to its end) and after the move, and the
-//! longest a client waited for an answer. With `--criu PATH`, the same
-//! under CRIU in a lab of its own (`criu dump/restore --tcp-established`,
-//! the address moved with `ip addr` and announced with `arping -U`).
+//! longest a client waited for an answer; in post-copy and in pre-copy,
+//! each in a lab of its own. With `--criu PATH`, the same under CRIU,
+//! stop-and-copy and lazy (`criu dump/restore --tcp-established`, with
+//! `--lazy-pages` and `criu lazy-pages` for the second; the address moved
+//! with `ip addr` and announced with `arping -U`).
 
 use std::fs;
 use std::process::Stdio;
@@ -18,7 +20,10 @@ use migrate_tests::bins::bin;
 use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
 
-use super::{copy_images, Criu, CRIU_IMAGES, CRIU_STEP_TIMEOUT};
+use super::{
+    copy_images, Criu, PipeMax, CRIU_IMAGES, CRIU_PORT, CRIU_READY_TIMEOUT, CRIU_STEP_TIMEOUT,
+    CRIU_WORK,
+};
 
 const SERVICE: &str = "10.77.0.100";
 const PORT: &str = "6391";
@@ -72,37 +77,46 @@ fn rate(
     Some(n as f64 / ((b - a) as f64 * bucket_s))
 }
 
-/// How the service moves: the project's `migrate`, or CRIU.
+/// How the service moves: the project's `migrate` in a mode, or CRIU.
 enum Mover<'a> {
-    Migrate,
+    /// `migrate --mode MODE --move-address`.
+    Migrate(&'a str),
     /// `criu dump --tcp-established` on host1, the address moved by hand
     /// (`ip addr`), the images copied over, `criu restore -d
     /// --tcp-established` on host2, then a gratuitous ARP (`arping -U`):
-    /// what a user of CRIU does.
-    Criu(&'a Path),
+    /// what a user of CRIU does. With `lazy`, the dump stays as the page
+    /// server (`--lazy-pages`) and host2 runs `criu lazy-pages` beside the
+    /// restore.
+    Criu { path: &'a Path, lazy: bool },
 }
 
 /// Runs the service benchmark (and, with `criu`, the same under CRIU);
 /// prints its rows and writes them as JSON under `out`.
 pub fn run(out: &Path, criu: Option<&Path>) -> Result<bool, String> {
-    let ours = measure(&Mover::Migrate)?;
-    print_row(
-        "service",
-        "moved with its address in post-copy",
-        "downtime",
-        &ours,
-    );
-    let mut all = json!({ "migrate": ours });
-    if let Some(criu) = criu {
-        let theirs = measure(&Mover::Criu(criu))?;
+    let mut all = serde_json::Map::new();
+    for mode in ["postcopy", "precopy"] {
+        let r = measure(&Mover::Migrate(mode))?;
         print_row(
-            "service under CRIU",
-            "dumped with --tcp-established, its address moved by hand",
-            "from the dump's start to the restore's end",
-            &theirs,
+            &format!("service ({mode})"),
+            &format!("moved with its address in {mode}"),
+            "downtime",
+            &r,
         );
-        all["criu"] = theirs;
+        all.insert(mode.to_string(), r);
     }
+    if let Some(path) = criu {
+        for (name, lazy) in [("criu", false), ("criu-lazy", true)] {
+            let r = measure(&Mover::Criu { path, lazy })?;
+            print_row(
+                &format!("service under CRIU ({name})"),
+                "dumped with --tcp-established, its address moved by hand",
+                "from the dump's start to the restore's end",
+                &r,
+            );
+            all.insert(name.to_string(), r);
+        }
+    }
+    let all = Value::Object(all);
     fs::create_dir_all(out).map_err(|e| e.to_string())?;
     let path = out.join("service.json");
     fs::write(
@@ -111,8 +125,10 @@ pub fn run(out: &Path, criu: Option<&Path>) -> Result<bool, String> {
     )
     .map_err(|e| e.to_string())?;
     println!("written: {}", path.display());
-    let ok = |v: &Value| v["ok"].as_bool().unwrap_or(false);
-    Ok(ok(&all["migrate"]) && all.get("criu").is_none_or(ok))
+    let ok = all
+        .as_object()
+        .is_some_and(|m| m.values().all(|v| v["ok"].as_bool().unwrap_or(false)));
+    Ok(ok)
 }
 
 fn print_row(what: &str, how: &str, downtime: &str, r: &Value) {
@@ -143,7 +159,7 @@ fn measure(mover: &Mover) -> Result<Value, String> {
     let (h1, h2, h3) = (lab.host("host1"), lab.host("host2"), lab.host("host3"));
     let logs = lab.shared_dir();
     let mut agents = Vec::new();
-    if let Mover::Migrate = mover {
+    if let Mover::Migrate(_) = mover {
         let agent = bin("migrate-agent");
         let cluster = logs.join("cluster");
         let cluster = cluster.to_string_lossy().into_owned();
@@ -188,8 +204,13 @@ fn measure(mover: &Mover) -> Result<Value, String> {
         .map_err(|e| e.to_string())?;
     let result = (|| {
         // (Before the clients: made at the move, it would count.)
-        if let Mover::Criu(_) = mover {
-            for dir in [h1.root_path(CRIU_IMAGES), h2.root_path(CRIU_IMAGES)] {
+        if let Mover::Criu { .. } = mover {
+            let dirs = [
+                h1.root_path(CRIU_IMAGES),
+                h2.root_path(CRIU_IMAGES),
+                h2.root_path(CRIU_WORK),
+            ];
+            for dir in dirs {
                 fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             }
         }
@@ -221,8 +242,8 @@ fn measure(mover: &Mover) -> Result<Value, String> {
         sleep(Duration::from_secs_f64(MOVE_AT_S));
         let started = unix_now();
         let moved = match mover {
-            Mover::Migrate => migrate(h1, &pid),
-            Mover::Criu(criu) => criu_move((h1, h2), criu, &pid, logs),
+            Mover::Migrate(mode) => migrate(h1, &pid, mode),
+            Mover::Criu { path, lazy } => criu_move((h1, h2), path, *lazy, &pid, logs),
         };
         let ended = unix_now();
         let done = clients.wait_with_output().map_err(|e| e.to_string())?;
@@ -273,10 +294,18 @@ fn ip_ok(st: std::io::Result<std::process::ExitStatus>, what: &str) -> Result<()
 
 /// `migrate PID --to host2 --move-address SERVICE` on host1; the downtime
 /// it reports.
-fn migrate(h1: &Host, pid: &str) -> Result<Option<f64>, String> {
+fn migrate(h1: &Host, pid: &str, mode: &str) -> Result<Option<f64>, String> {
     let moved = h1
         .command(bin("migrate"))
-        .args([pid, "--to", "host2", "--move-address", SERVICE])
+        .args([
+            pid,
+            "--to",
+            "host2",
+            "--move-address",
+            SERVICE,
+            "--mode",
+            mode,
+        ])
         .output()
         .map_err(|e| e.to_string())?;
     if !moved.status.success() {
@@ -300,26 +329,31 @@ fn migrate(h1: &Host, pid: &str) -> Result<Option<f64>, String> {
 fn criu_move(
     (h1, h2): (&Host, &Host),
     criu: &Path,
+    lazy: bool,
     pid: &str,
     logs: &Path,
 ) -> Result<Option<f64>, String> {
+    let _pipe_max = lazy.then(PipeMax::raise).transpose()?;
+    let (a1, port) = (h1.addr().to_string(), CRIU_PORT.to_string());
     let t0 = std::time::Instant::now();
-    let mut dump = Criu::start(
-        h1,
-        criu,
+    let mut dump_args = vec![
         "dump",
-        &[
-            "dump",
-            "-t",
-            pid,
-            "--tcp-established",
-            "--images-dir",
-            CRIU_IMAGES,
-        ],
-        logs,
-        None,
-    )?;
-    dump.finish(CRIU_STEP_TIMEOUT, &mut [])?;
+        "-t",
+        pid,
+        "--tcp-established",
+        "--images-dir",
+        CRIU_IMAGES,
+    ];
+    if lazy {
+        dump_args.extend(["--lazy-pages", "--address", &a1, "--port", &port]);
+    }
+    // Lazy: the dump says it is ready once its images are written, then
+    // serves the pages until the last is pulled.
+    let ready = lazy.then_some(CRIU_STEP_TIMEOUT);
+    let mut dump = Criu::start(h1, criu, "dump", &dump_args, logs, ready)?;
+    if !lazy {
+        dump.finish(CRIU_STEP_TIMEOUT, &mut [])?;
+    }
     ip(
         h1,
         &["addr", "del", &format!("{SERVICE}/24"), "dev", "mgl0"],
@@ -329,20 +363,37 @@ fn criu_move(
         &["addr", "add", &format!("{SERVICE}/24"), "dev", "mgl1"],
     )?;
     copy_images(h1, h2)?;
-    let mut restore = Criu::start(
-        h2,
-        criu,
+    let mut daemon = None;
+    let mut restore_args = vec![
         "restore",
-        &[
-            "restore",
-            "-d",
-            "--tcp-established",
-            "--images-dir",
-            CRIU_IMAGES,
-        ],
-        logs,
-        None,
-    )?;
+        "-d",
+        "--tcp-established",
+        "--images-dir",
+        CRIU_IMAGES,
+    ];
+    if lazy {
+        daemon = Some(Criu::start(
+            h2,
+            criu,
+            "lazy-pages",
+            &[
+                "lazy-pages",
+                "--page-server",
+                "--address",
+                &a1,
+                "--port",
+                &port,
+                "--images-dir",
+                CRIU_IMAGES,
+                "--work-dir",
+                CRIU_WORK,
+            ],
+            logs,
+            Some(CRIU_READY_TIMEOUT),
+        )?);
+        restore_args.extend(["--lazy-pages", "--work-dir", CRIU_WORK]);
+    }
+    let mut restore = Criu::start(h2, criu, "restore", &restore_args, logs, None)?;
     restore.finish(CRIU_STEP_TIMEOUT, &mut [])?;
     let downtime_ms = t0.elapsed().as_secs_f64() * 1000.0;
     // Sent at once; arping then waits a second for answers that never
@@ -353,5 +404,10 @@ fn criu_move(
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("arping -U (Debian's iputils-arping): {e}"))?;
+    if let Some(mut d) = daemon {
+        // The rest of the pages, pulled while the clients run.
+        d.finish(CRIU_STEP_TIMEOUT, &mut [&mut dump])?;
+        dump.finish(CRIU_STEP_TIMEOUT, &mut [])?;
+    }
     Ok(Some(downtime_ms))
 }
