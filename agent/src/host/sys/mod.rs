@@ -10,6 +10,7 @@ use std::os::unix::net::UnixStream;
 
 mod addr;
 mod affinity;
+mod clone3;
 mod netlink;
 mod pagemap;
 mod repair;
@@ -18,6 +19,7 @@ mod stub;
 
 pub use addr::*;
 pub use affinity::*;
+pub use clone3::*;
 pub use netlink::*;
 pub use pagemap::*;
 pub use repair::*;
@@ -870,38 +872,4 @@ pub fn may_access(path: &str, mode: u32) -> io::Result<()> {
         )
     })
     .map(|_| ())
-}
-
-/// Whether `clone3` may choose a child's pid (`set_tid`), tried: a child
-/// made as pid 1 of a new pid namespace, which exits at once and is
-/// reaped here. Call it only where this process has no reaper of its own
-/// (`migrate-agent check`).
-pub fn clone3_set_tid_works() -> io::Result<()> {
-    use linux_raw_sys::general::clone_args;
-    let pids = [1i32];
-    // SAFETY: clone_args is plain data.
-    let mut args: clone_args = unsafe { std::mem::zeroed() };
-    args.flags = u64::from(linux_raw_sys::general::CLONE_NEWPID);
-    args.exit_signal = libc::SIGCHLD as u64;
-    args.set_tid = pids.as_ptr() as u64;
-    args.set_tid_size = 1;
-    // SAFETY: clone3 with a valid clone_args of its size, no new stack:
-    // the child continues here on a copy of this thread's stack and only
-    // calls _exit, which is async-signal-safe.
-    let pid = unsafe {
-        libc::syscall(
-            libc::SYS_clone3,
-            &args as *const clone_args,
-            std::mem::size_of::<clone_args>(),
-        )
-    };
-    if pid == 0 {
-        // SAFETY: the child ends at once, touching nothing.
-        unsafe { libc::_exit(0) };
-    }
-    let pid = check(pid)? as i32;
-    let mut status = 0;
-    // SAFETY: waiting for the child made just above.
-    unsafe { libc::waitpid(pid, &mut status, 0) };
-    Ok(())
 }
