@@ -15,6 +15,10 @@ use migrate_proto::record::MigrationRecord;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+/// The outcome of a migration that was under way when the agent that ran
+/// it ended.
+pub const UNDER_WAY_AT_RESTART: &str = "unknown: the agent that ran it ended during its post-copy";
+
 /// Records kept.
 pub const KEPT: usize = 256;
 
@@ -59,7 +63,14 @@ impl History {
                 for (n, line) in BufReader::new(f).lines().enumerate() {
                     lines += 1;
                     match line.map(|l| serde_json::from_str::<Line>(&l)) {
-                        Ok(Ok(l)) => h.remember(l.uid, &l.record),
+                        Ok(Ok(mut l)) => {
+                            // Under way when an agent before this one
+                            // ended: this one will never say how it ended.
+                            if l.record.outcome.is_empty() || l.record.outcome == "resumed" {
+                                l.record.outcome = UNDER_WAY_AT_RESTART.into();
+                            }
+                            h.remember(l.uid, &l.record)
+                        }
                         _ => {
                             warn!(path = %path.display(), line = n + 1, "skipping an unreadable history line")
                         }
@@ -197,6 +208,7 @@ mod tests {
             h.put(1000, &rec(1, "resumed"));
             h.put(1000, &rec(1, "complete"));
             h.put(0, &rec(2, "failed"));
+            h.put(0, &rec(3, "resumed"));
         }
         // A damaged line is skipped, the rest kept.
         let path = dir.join("history.jsonl");
@@ -204,8 +216,10 @@ mod tests {
         f.write_all(b"{not json\n").unwrap();
         let h = History::open(&dir).unwrap();
         let all = h.visible_to(0);
-        assert_eq!(all.len(), 2);
+        assert_eq!(all.len(), 3);
         assert_eq!(all[0].outcome, "complete");
+        // Under way when the agent ended: no longer said to be.
+        assert_eq!(all[2].outcome, UNDER_WAY_AT_RESTART);
         assert_eq!(h.visible_to(1000).len(), 1);
         for id in 10..10 + COMPACT_AT as u64 {
             h.put(0, &rec(id, "complete"));
