@@ -84,8 +84,9 @@ enum Command {
         #[arg(long, value_delimiter = ',', required = true)]
         hosts: Vec<String>,
     },
-    /// Prints what this host supports and lacks for each mode (found by
-    /// trying each kernel feature), and each configured peer's clock
+    /// Prints what this host supports and lacks for each mode (each
+    /// kernel feature tried; ptrace and TCP_REPAIR by the capabilities they
+    /// need), and each configured peer's clock
     /// offset, kernel and vDSO; exits 1 if post-copy cannot work here.
     Check,
     /// Prints a completion script for SHELL.
@@ -174,11 +175,7 @@ Its state: \fIhistory.jsonl\fR, \fIreceived.log\fR, and the notes of what it hol
 /// `migrate-agent check`: the probe's report; 1 if post-copy cannot work.
 fn check_host(settings: &Settings) -> ExitCode {
     use migrate_agent::session::probe;
-    let mut report = probe::Report {
-        findings: probe::local(),
-        vdso_hash: probe::vdso_hash(),
-        peers: Vec::new(),
-    };
+    let mut report = probe::Report::of_this_host();
     let asked = settings
         .read()
         .map_err(|e| e.to_string())

@@ -32,15 +32,13 @@ pub fn find<'a>(records: &'a [MigrationRecord], id: &str) -> Result<&'a Migratio
     // leading zeros, or in decimal) names its migration even when it is
     // also the start of another's; otherwise any prefix of the 16 digits.
     let whole = |r: &&MigrationRecord| {
-        format!("{:016x}", r.id) == want
-            || format!("{:x}", r.id) == want
-            || r.id.to_string() == want
+        id_text(r.id) == want || format!("{:x}", r.id) == want || r.id.to_string() == want
     };
     let mut hits: Vec<&MigrationRecord> = records.iter().filter(whole).collect();
     if hits.is_empty() {
         hits = records
             .iter()
-            .filter(|r| format!("{:016x}", r.id).starts_with(&want))
+            .filter(|r| id_text(r.id).starts_with(&want))
             .collect();
     }
     match hits.as_slice() {
@@ -58,8 +56,8 @@ pub fn find<'a>(records: &'a [MigrationRecord], id: &str) -> Result<&'a Migratio
 
 fn one_line(r: &MigrationRecord) -> String {
     format!(
-        "{:016x}  pid {:>7} -> {} (pid {})  {:<9}  downtime {:>8.1} ms  {}",
-        r.id,
+        "{}  pid {:>7} -> {} (pid {})  {:<9}  downtime {:>8.1} ms  {}",
+        id_text(r.id),
         r.pid,
         r.to,
         r.new_pid,
@@ -82,9 +80,10 @@ fn pick(records: &[MigrationRecord], id: Option<&str>) -> Result<MigrationRecord
     }
 }
 
-/// Outcomes of a migration still under way.
+/// Whether the migration is still under way (running on the
+/// destination, pages still coming).
 fn under_way(r: &MigrationRecord) -> bool {
-    r.outcome.is_empty() || r.outcome == "resumed"
+    r.outcome == "resumed"
 }
 
 /// How often `status --follow` asks, and for how long at most.
@@ -113,12 +112,7 @@ pub fn run_status(g: &Global, id: Option<&str>, follow: bool) -> Result<(), Exit
                 json::print(&record_json(&r));
             } else if under_way(&r) {
                 println!(
-                    "{id}  {}: {:.1} of {:.1} MiB in on {}",
-                    if r.outcome.is_empty() {
-                        "starting"
-                    } else {
-                        "running there, post-copy"
-                    },
+                    "{id}  running there, post-copy: {:.1} of {:.1} MiB in on {}",
                     mib(r.moved_pages),
                     mib(r.lazy_pages),
                     r.to

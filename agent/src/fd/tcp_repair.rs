@@ -245,7 +245,7 @@ impl Repaired {
 
 /// Puts the connections of a copy that dies owed pages in repair mode,
 /// so that its end reaches no peer (the original may go on with them).
-pub fn silence(conns: &[OwnedFd]) {
+pub fn silence(conns: &[impl std::os::fd::AsRawFd]) {
     for s in conns {
         if let Err(e) = sys::setsockopt_int(s, libc::IPPROTO_TCP, TCP_REPAIR, 1) {
             tracing::warn!(error = %e, "silencing a connection of a failed copy");

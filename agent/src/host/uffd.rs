@@ -57,6 +57,18 @@ pub fn api(fd: &OwnedFd, features: u64) -> io::Result<()> {
     ioctl(fd, nr::UFFDIO_API, &mut a)
 }
 
+/// A userfaultfd of this process (close-on-exec, non-blocking).
+pub fn open() -> io::Result<OwnedFd> {
+    // SAFETY: the userfaultfd syscall with flags only; the descriptor it
+    // returns is owned below.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: a fresh descriptor nothing else owns.
+    Ok(unsafe { std::os::fd::FromRawFd::from_raw_fd(fd as i32) })
+}
+
 /// The features the kernel offers, asked of a fresh userfaultfd (which
 /// is then enabled with none).
 pub fn supported(fd: &OwnedFd) -> io::Result<u64> {

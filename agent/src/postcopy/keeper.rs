@@ -22,8 +22,6 @@ const KEEPER_PIDFD: i32 = 4;
 const KEEPER_PIPE: i32 = 5;
 /// The first of the connections, one after the other.
 const KEEPER_CONNS: i32 = 6;
-/// `TCP_REPAIR`.
-const TCP_REPAIR: i32 = 19;
 
 /// A running keeper.
 pub struct Keeper {
@@ -97,9 +95,8 @@ pub fn run(conns: usize) -> ! {
     sys::wait_readable_or_closed(KEEPER_PIPE);
     // Its connections go quiet first; our copies keep them open, in
     // repair mode, until this process ends, and they close silently then.
-    for fd in (KEEPER_CONNS..).take(conns) {
-        let _ = sys::setsockopt_int(&RawSock(fd), libc::IPPROTO_TCP, TCP_REPAIR, 1);
-    }
+    let given: Vec<RawSock> = (KEEPER_CONNS..).take(conns).map(RawSock).collect();
+    crate::fd::tcp_repair::silence(&given);
     let _ = sys::pidfd_kill_raw(KEEPER_PIDFD, libc::SIGKILL);
     sys::exit_now(0)
 }

@@ -66,7 +66,7 @@ impl History {
                         Ok(Ok(mut l)) => {
                             // Under way when an agent before this one
                             // ended: this one will never say how it ended.
-                            if l.record.outcome.is_empty() || l.record.outcome == "resumed" {
+                            if l.record.outcome == "resumed" {
                                 l.record.outcome = UNDER_WAY_AT_RESTART.into();
                             }
                             h.remember(l.uid, &l.record)

@@ -3,6 +3,7 @@
 //! copy, the drain, records, lineage, the deputy left at home.
 
 pub mod ask;
+pub mod clock;
 pub mod commit;
 pub mod deputy;
 pub mod dest;

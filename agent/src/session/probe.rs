@@ -1,12 +1,12 @@
 //! `migrate-agent check`: what this host supports and lacks for each
 //! mode, found by trying each kernel feature the agent relies on (not by
 //! reading version numbers; ptrace and TCP_REPAIR by the capabilities and
-//! settings they need), and the clock offset and vDSO of each configured
-//! peer (asked over [`Lane::Probe`]), like `criu check`.
+//! settings they need), and the clock offset, kernel and vDSO of each
+//! configured peer (asked over [`Lane::Probe`]), like `criu check`.
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::AsRawFd;
 
 use migrate_proto::frame;
 use migrate_proto::msg::{DestMsg, Lane, SourceMsg, PROBE_CLOCKS};
@@ -72,6 +72,16 @@ pub struct PeerFacts {
 }
 
 impl Report {
+    /// This host's findings (peers not asked yet).
+    pub fn of_this_host() -> Report {
+        let vdso_hash = vdso_hash();
+        Report {
+            findings: local(vdso_hash),
+            peers: Vec::new(),
+            vdso_hash,
+        }
+    }
+
     /// Whether everything `u` needs is here.
     pub fn works(&self, u: Use) -> bool {
         self.findings
@@ -143,13 +153,8 @@ impl Report {
 
 /// Effective capabilities of this process (`CapEff`).
 fn capabilities() -> u64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("CapEff:"))
-                .and_then(|h| u64::from_str_radix(h.trim(), 16).ok())
-        })
+    procfs::status(sys::getpid())
+        .map(|st| procfs::status_hex(&st, "CapEff"))
         .unwrap_or(0)
 }
 
@@ -161,20 +166,26 @@ fn has(caps: u64, cap: u32) -> bool {
     caps & (1 << cap) != 0
 }
 
-/// A userfaultfd of this process, and the features its kernel offers.
+/// The features this kernel's userfaultfd offers.
 fn userfaultfd_features() -> Result<u64, String> {
-    // SAFETY: the userfaultfd syscall with flags only; the descriptor it
-    // returns is owned below.
-    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, libc::O_CLOEXEC | libc::O_NONBLOCK) };
-    if fd < 0 {
-        return Err(format!(
-            "userfaultfd: {} (vm.unprivileged_userfaultfd, or a kernel without it)",
-            std::io::Error::last_os_error()
-        ));
-    }
-    // SAFETY: a fresh descriptor nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = uffd::open().map_err(|e| {
+        format!("userfaultfd: {e} (vm.unprivileged_userfaultfd, or a kernel without it)")
+    })?;
     uffd::supported(&fd).map_err(|e| format!("UFFDIO_API: {e}"))
+}
+
+/// Whether `features` has every one of `wanted`: what it offers, or what
+/// it lacks.
+fn has_features(
+    features: &Result<u64, String>,
+    wanted: &[(u64, &'static str)],
+    offers: &str,
+    since: &str,
+) -> Result<String, String> {
+    match lacking(*features.as_ref()?, wanted) {
+        l if l.is_empty() => Ok(offers.to_string()),
+        l => Err(format!("lacks {}{since}", l.join(", "))),
+    }
 }
 
 /// The feature names in `wanted` that `have` lacks.
@@ -186,44 +197,27 @@ fn lacking(have: u64, wanted: &[(u64, &'static str)]) -> Vec<&'static str> {
         .collect()
 }
 
-/// Tries everything on this host.
-pub fn local() -> Vec<Finding> {
-    let mut f = Vec::new();
+/// Tries everything on this host; `vdso` is its vDSO's hash.
+pub fn local(vdso: Option<u64>) -> Vec<Finding> {
     let caps = capabilities();
-    let mut found = |what, ok, detail: String, needed_by| {
-        f.push(Finding {
-            what,
-            ok,
-            detail,
-            needed_by,
-        })
-    };
     let scope = std::fs::read_to_string("/proc/sys/kernel/yama/ptrace_scope")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok());
-    found(
-        "ptrace",
-        has(caps, CAP_SYS_PTRACE) && scope != Some(3),
-        match (has(caps, CAP_SYS_PTRACE), scope) {
-            (false, _) => "no CAP_SYS_PTRACE: the agent runs as root".into(),
-            (true, Some(3)) => "yama.ptrace_scope is 3: no process may be traced".into(),
-            (true, s) => format!("CAP_SYS_PTRACE, yama.ptrace_scope {}", s.unwrap_or(0)),
-        },
-        Use::All,
-    );
-    let getfd = sys::pipe().and_then(|(r, _w)| {
-        let me = sys::pidfd_open(sys::getpid())?;
-        sys::pidfd_getfd(&me, r.as_raw_fd()).map(drop)
-    });
-    found(
-        "pidfd_getfd",
-        getfd.is_ok(),
-        match &getfd {
-            Ok(()) => "takes a process's descriptors (5.6 or later)".into(),
-            Err(e) => format!("{e}"),
-        },
-        Use::All,
-    );
+    let ptrace = match (has(caps, CAP_SYS_PTRACE), scope) {
+        (false, _) => Err("no CAP_SYS_PTRACE: the agent runs as root".to_string()),
+        (true, Some(3)) => Err("yama.ptrace_scope is 3: no process may be traced".into()),
+        (true, s) => Ok(format!(
+            "CAP_SYS_PTRACE, yama.ptrace_scope {}",
+            s.unwrap_or(0)
+        )),
+    };
+    let getfd = sys::pipe()
+        .and_then(|(r, _w)| {
+            let me = sys::pidfd_open(sys::getpid())?;
+            sys::pidfd_getfd(&me, r.as_raw_fd()).map(drop)
+        })
+        .map(|()| "takes a process's descriptors (5.6 or later)".to_string())
+        .map_err(|e| e.to_string());
     let features = userfaultfd_features();
     let post = [
         (uffd::FEATURE_EVENT_FORK, "EVENT_FORK"),
@@ -232,100 +226,78 @@ pub fn local() -> Vec<Finding> {
         (uffd::FEATURE_EVENT_UNMAP, "EVENT_UNMAP"),
         (uffd::FEATURE_THREAD_ID, "THREAD_ID"),
     ];
-    let (ok, detail) = match &features {
-        Ok(have) => match lacking(*have, &post) {
-            l if l.is_empty() => (
-                true,
-                "missing-page faults with fork, remap, remove, unmap and thread ids".to_string(),
-            ),
-            l => (false, format!("lacks {}", l.join(", "))),
-        },
-        Err(e) => (false, e.clone()),
-    };
-    found("userfaultfd", ok, detail, Use::PostCopy);
     let wp = [
         (uffd::FEATURE_WP_ASYNC, "WP_ASYNC"),
         (uffd::FEATURE_WP_UNPOPULATED, "WP_UNPOPULATED"),
     ];
-    let (ok, detail) = match &features {
-        Ok(have) => match lacking(*have, &wp) {
-            l if l.is_empty() => (
-                true,
-                "asynchronous write-protection (6.7 or later)".to_string(),
-            ),
-            l => (
-                false,
-                format!("lacks {} (6.7 or later needed)", l.join(", ")),
-            ),
-        },
-        Err(e) => (false, e.clone()),
+    let scan = std::fs::File::open("/proc/self/pagemap")
+        .and_then(|pm| {
+            let page = 4096u64;
+            let here = &scan_probe as *const _ as u64 & !(page - 1);
+            let q = sys::PageQuery {
+                flags: 0,
+                all: 0,
+                any: 0,
+                report: 0,
+            };
+            sys::pagemap_scan(&pm, here, here + page, q, &mut |_, _, _| {})
+        })
+        .map(|()| "finds written pages (6.7 or later)".to_string())
+        .map_err(|e| format!("{e} (6.7 or later needed)"));
+    let set_tid = sys::clone3_set_tid_works()
+        .map(|()| "pids chosen at fork (5.5 or later, CAP_SYS_ADMIN)".to_string())
+        .map_err(|e| format!("{e}: a tree cannot keep its pids"));
+    let repair = match has(caps, CAP_NET_ADMIN) {
+        true => Ok("CAP_NET_ADMIN: connections repaired, addresses moved".to_string()),
+        false => Err("no CAP_NET_ADMIN".to_string()),
     };
-    found("userfaultfd write-protect", ok, detail, Use::PreCopy);
-    let scan = std::fs::File::open("/proc/self/pagemap").and_then(|pm| {
-        let page = 4096u64;
-        let here = &scan_probe as *const _ as u64 & !(page - 1);
-        let q = sys::PageQuery {
-            flags: 0,
-            all: 0,
-            any: 0,
-            report: 0,
-        };
-        sys::pagemap_scan(&pm, here, here + page, q, &mut |_, _, _| {})
+    let capabilities = Ok(match has(caps, CAP_SYS_RESOURCE) {
+        true => format!("CapEff {caps:#x}"),
+        false => format!(
+            "CapEff {caps:#x}; without CAP_SYS_RESOURCE (a rebuilt process's hard limits cannot \
+             rise)"
+        ),
     });
-    found(
-        "PAGEMAP_SCAN",
-        scan.is_ok(),
-        match &scan {
-            Ok(()) => "finds written pages (6.7 or later)".into(),
-            Err(e) => format!("{e} (6.7 or later needed)"),
-        },
-        Use::PreCopy,
-    );
-    let set_tid = sys::clone3_set_tid_works();
-    found(
-        "clone3 with set_tid",
-        set_tid.is_ok(),
-        match &set_tid {
-            Ok(()) => "pids chosen at fork (5.5 or later, CAP_SYS_ADMIN)".into(),
-            Err(e) => format!("{e}: a tree cannot keep its pids"),
-        },
-        Use::Trees,
-    );
-    found(
-        "TCP_REPAIR, addresses",
-        has(caps, CAP_NET_ADMIN),
-        if has(caps, CAP_NET_ADMIN) {
-            "CAP_NET_ADMIN: connections repaired, addresses moved".into()
-        } else {
-            "no CAP_NET_ADMIN".into()
-        },
-        Use::Addresses,
-    );
-    let mut missing = Vec::new();
-    if !has(caps, CAP_SYS_RESOURCE) {
-        missing.push("CAP_SYS_RESOURCE (a rebuilt process's hard limits cannot rise)");
-    }
-    found(
-        "capabilities",
-        true,
-        if missing.is_empty() {
-            format!("CapEff {caps:#x}")
-        } else {
-            format!("CapEff {caps:#x}; without {}", missing.join(", "))
-        },
-        Use::All,
-    );
-    let vdso = vdso_hash();
-    found(
-        "vDSO",
-        vdso.is_some(),
-        match vdso {
-            Some(h) => format!("hash {h:016x}: a process moves only between hosts with the same"),
-            None => "no vDSO found in this process".into(),
-        },
-        Use::All,
-    );
-    f
+    let vdso = vdso
+        .map(|h| format!("hash {h:016x}: a process moves only between hosts with the same"))
+        .ok_or_else(|| "no vDSO found in this process".to_string());
+    [
+        ("ptrace", Use::All, ptrace),
+        ("pidfd_getfd", Use::All, getfd),
+        (
+            "userfaultfd",
+            Use::PostCopy,
+            has_features(
+                &features,
+                &post,
+                "missing-page faults with fork, remap, remove, unmap and thread ids",
+                "",
+            ),
+        ),
+        (
+            "userfaultfd write-protect",
+            Use::PreCopy,
+            has_features(
+                &features,
+                &wp,
+                "asynchronous write-protection (6.7 or later)",
+                " (6.7 or later needed)",
+            ),
+        ),
+        ("PAGEMAP_SCAN", Use::PreCopy, scan),
+        ("clone3 with set_tid", Use::Trees, set_tid),
+        ("TCP_REPAIR, addresses", Use::Addresses, repair),
+        ("capabilities", Use::All, capabilities),
+        ("vDSO", Use::All, vdso),
+    ]
+    .into_iter()
+    .map(|(what, needed_by, tried)| Finding {
+        what,
+        ok: tried.is_ok(),
+        detail: tried.unwrap_or_else(|e| e),
+        needed_by,
+    })
+    .collect()
 }
 
 /// An address inside this module's code, for a page PAGEMAP_SCAN may read.
@@ -357,32 +329,26 @@ pub fn ask_peer(addr: SocketAddr, me: &str, sec: &Security) -> Result<PeerFacts,
         Ok(other) => return Err(format!("unexpected answer {other:?}")),
         Err(e) => return Err(format!("no answer: {e}")),
     };
-    let mut best: Option<(u64, i64)> = None;
-    for _ in 0..PROBE_CLOCKS {
-        let sent = crate::unix_us();
+    let (offset_us, uncertainty_us) = crate::session::clock::offset(PROBE_CLOCKS, || {
         frame::write_msg(&mut s, &SourceMsg::ClockProbe).map_err(|e| e.to_string())?;
-        let peer_us = match frame::read_msg::<DestMsg>(&mut s) {
-            Ok(DestMsg::Clock { unix_us }) => unix_us,
-            Ok(other) => return Err(format!("unexpected answer {other:?}")),
-            Err(e) => return Err(format!("no answer: {e}")),
-        };
-        let rtt = crate::unix_us().saturating_sub(sent);
-        let offset = peer_us as i64 - (sent + rtt / 2) as i64;
-        if best.is_none_or(|(r, _)| rtt < r) {
-            best = Some((rtt, offset));
+        match frame::read_msg::<DestMsg>(&mut s) {
+            Ok(DestMsg::Clock { unix_us }) => Ok(unix_us),
+            Ok(other) => Err(format!("unexpected answer {other:?}")),
+            Err(e) => Err(format!("no answer: {e}")),
         }
-    }
-    let (rtt, offset_us) = best.unwrap_or((0, 0));
+    })?;
     Ok(PeerFacts {
         kernel,
         vdso_hash,
         offset_us,
-        uncertainty_us: rtt.div_ceil(2),
+        uncertainty_us,
     })
 }
 
 /// Answers another host's [`ask_peer`] on `s`.
 pub fn answer(s: &mut PeerStream) -> Result<(), frame::FrameError> {
+    // A peer that stops asking holds this thread no longer than this.
+    s.set_read_timeout(Some(peer::CONNECT_TIMEOUT))?;
     frame::write_msg(
         s,
         &DestMsg::Facts {
@@ -434,7 +400,7 @@ mod tests {
     /// needs, found by trying it.
     #[test]
     fn this_host_is_probed_by_trying() {
-        let f = local();
+        let f = local(vdso_hash());
         let get = |w: &str| f.iter().find(|x| x.what == w).unwrap();
         assert!(get("pidfd_getfd").ok, "{:?}", get("pidfd_getfd"));
         assert!(get("vDSO").ok);

@@ -337,12 +337,8 @@ struct Built {
 /// See [`State::Running`].
 struct Running {
     new_pid: i32,
-    /// Addresses put on this host for it: taken off again if it dies
-    /// owed pages.
-    added: crate::host::address::Added,
-    /// Our copies of its repaired connections: silenced if it dies owed
-    /// pages.
-    connections: Vec<std::os::fd::OwnedFd>,
+    /// Its addresses and connections here.
+    network: running::LiveNetwork,
     handler: Option<Arc<FaultHandler>>,
     threads: Vec<std::thread::JoinHandle<()>>,
     keeper: Option<Keeper>,

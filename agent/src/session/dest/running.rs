@@ -205,18 +205,10 @@ impl Receiving<'_, '_, '_> {
         };
         let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
         step("committed, fault handler started");
+        let network = LiveNetwork::bring(r.pid, &self.addresses, r.take_repaired())?;
         // Counted as run from the first thread let go: a resume that fails or
         // panics half-way kills the process (the Restorer's drop), but some of
         // it may have run.
-        // Its addresses come here, then its connections on them go live.
-        let added = crate::host::address::Added::put_on(r.pid, &self.addresses)?;
-        let mut connections = Vec::new();
-        for conn in r.take_repaired() {
-            connections.push(conn.go_live().map_err(|source| DestError::Local {
-                step: "taking a connection out of repair",
-                source,
-            })?);
-        }
         fate.resuming(handler.is_some());
         let (new_pid, claim) = r.resume(&signals)?;
         if handler.is_none() {
@@ -254,8 +246,7 @@ impl Receiving<'_, '_, '_> {
 
         Ok(Running {
             new_pid,
-            added,
-            connections,
+            network,
             handler,
             threads,
             keeper,
@@ -284,8 +275,7 @@ impl Receiving<'_, '_, '_> {
         };
         let Running {
             new_pid,
-            added,
-            connections,
+            network,
             handler,
             threads,
             keeper,
@@ -334,8 +324,7 @@ impl Receiving<'_, '_, '_> {
         end_step("lanes closed, userfaultfds released");
         match outcome {
             Outcome::Complete | Outcome::Exited => {
-                // The process owns its addresses here from now on.
-                added.let_go();
+                network.keep();
                 if outcome == Outcome::Exited {
                     info!(id, new_pid, "the process exited during post-copy");
                 }
@@ -367,13 +356,51 @@ impl Receiving<'_, '_, '_> {
                 Ok(())
             }
             Outcome::Failed(why) => {
-                // Killed owed pages: its end reaches no peer, and its
-                // addresses leave with it.
-                crate::fd::tcp_repair::silence(&connections);
-                drop(added);
+                network.lose();
                 Err(DestError::CopyFailed(why))
             }
         }
+    }
+}
+
+/// A copy's moved addresses, put on this host, and our copies of its
+/// repaired connections, live: kept once every page is in; if it dies
+/// owed pages, its connections are silenced and its addresses leave.
+pub(super) struct LiveNetwork {
+    added: crate::host::address::Added,
+    connections: Vec<std::os::fd::OwnedFd>,
+}
+
+impl LiveNetwork {
+    /// Puts `addresses` on this host for process `pid` (announced), then
+    /// takes the `repaired` connections out of repair.
+    pub(super) fn bring(
+        pid: i32,
+        addresses: &[crate::host::sys::IfAddr],
+        repaired: impl IntoIterator<Item = crate::fd::tcp_repair::Repaired>,
+    ) -> Result<LiveNetwork, DestError> {
+        let added = crate::host::address::Added::put_on(pid, addresses)?;
+        let connections = repaired
+            .into_iter()
+            .map(|c| c.go_live())
+            .collect::<Result<_, _>>()
+            .map_err(|source| DestError::Local {
+                step: "taking a connection out of repair",
+                source,
+            })?;
+        Ok(LiveNetwork { added, connections })
+    }
+
+    /// The process owns its addresses here from now on.
+    pub(super) fn keep(self) {
+        self.added.let_go();
+    }
+
+    /// Killed owed pages: its ends reach no peer, and its addresses leave
+    /// with it.
+    pub(super) fn lose(self) {
+        crate::fd::tcp_repair::silence(&self.connections);
+        drop(self.added);
     }
 }
 

@@ -15,7 +15,7 @@ use migrate_proto::msg::MigrateOptions;
 
 use super::*;
 use crate::rebuild::family;
-use running::{relay_streams, spawn_fault_threads, Reaped, SourceWatch};
+use running::{relay_streams, spawn_fault_threads, LiveNetwork, Reaped, SourceWatch};
 
 /// A tree's id, image and options, as its core brought them.
 pub(super) type TreeCore = (u64, Box<TreeImage>, MigrateOptions);
@@ -43,11 +43,8 @@ struct TreeRunning {
     keepers: Vec<Keeper>,
     beat: Option<peer::Heartbeat>,
     watch: SourceWatch,
-    /// Its addresses, put on here: taken off again if it dies owed pages.
-    added: crate::host::address::Added,
-    /// Our copies of its repaired connections: silenced if it dies owed
-    /// pages.
-    connections: Vec<std::os::fd::OwnedFd>,
+    /// Its addresses and every member's connections here.
+    network: LiveNetwork,
 }
 
 /// What a tree's session needs from the destination's.
@@ -234,16 +231,11 @@ impl TreeSession<'_, '_, '_> {
             None => Vec::new(),
         };
         let keepers: Vec<Keeper> = built.iter_mut().filter_map(|m| m.keeper.take()).collect();
-        // Its addresses come here, then every member's connections on them
-        // go live.
-        let added = crate::host::address::Added::put_on(tree.relations[0].pid, &self.addresses)?;
-        let mut connections = Vec::new();
-        for conn in built.iter_mut().flat_map(|m| m.r.take_repaired()) {
-            connections.push(
-                conn.go_live()
-                    .map_err(local("taking a connection out of repair"))?,
-            );
-        }
+        let network = LiveNetwork::bring(
+            tree.relations[0].pid,
+            &self.addresses,
+            built.iter_mut().flat_map(|m| m.r.take_repaired()),
+        )?;
         let living = tree
             .relations
             .iter()
@@ -330,8 +322,7 @@ impl TreeSession<'_, '_, '_> {
             keepers,
             beat,
             watch,
-            added,
-            connections,
+            network,
         })
     }
 
@@ -351,8 +342,7 @@ impl TreeSession<'_, '_, '_> {
             keepers,
             beat,
             watch,
-            added,
-            connections,
+            network,
         } = run;
         let (mut outcome, discarded, faults) = match &handler {
             Some(h) => h.wait(),
@@ -386,14 +376,10 @@ impl TreeSession<'_, '_, '_> {
             }
         }
         if let Outcome::Failed(why) = outcome {
-            // Killed owed pages: their ends reach no peer, and the
-            // addresses leave with them.
-            crate::fd::tcp_repair::silence(&connections);
-            drop(added);
+            network.lose();
             return Err(DestError::CopyFailed(why));
         }
-        // The tree owns its addresses here from now on.
-        added.let_go();
+        network.keep();
         drop(beat);
         let (ctl, seq) = (&mut *self.ctl, self.seq);
         if failpoints::hit("dest.before-complete").is_err() {

@@ -44,27 +44,15 @@ pub(super) fn sync_clock(
     ctl: &mut PeerStream,
     seq: &Sequencer,
 ) -> Result<(i64, u64), frame::FrameError> {
-    let mut best: Option<(u64, i64)> = None;
-    for _ in 0..CLOCK_PROBES {
-        let sent = crate::unix_us();
+    crate::session::clock::offset(CLOCK_PROBES, || {
         seq.send(ctl, &SourceMsg::ClockProbe)?;
-        let peer = match seq.recv::<DestMsg>(ctl)? {
-            DestMsg::Clock { unix_us } => unix_us,
-            other => {
-                return Err(frame::FrameError::Io(std::io::Error::other(format!(
-                    "unexpected answer to a clock probe: {other:?}"
-                ))))
-            }
-        };
-        let back = crate::unix_us();
-        let rtt = back.saturating_sub(sent);
-        let offset = peer as i64 - (sent + rtt / 2) as i64;
-        if best.is_none_or(|(r, _)| rtt < r) {
-            best = Some((rtt, offset));
+        match seq.recv::<DestMsg>(ctl)? {
+            DestMsg::Clock { unix_us } => Ok(unix_us),
+            other => Err(frame::FrameError::Io(std::io::Error::other(format!(
+                "unexpected answer to a clock probe: {other:?}"
+            )))),
         }
-    }
-    let (rtt, offset) = best.unwrap_or((0, 0));
-    Ok((offset, rtt.div_ceil(2)))
+    })
 }
 
 pub(super) fn ship_core(
