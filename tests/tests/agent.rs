@@ -12,22 +12,14 @@ const WORKLOAD: &str = env!("CARGO_BIN_EXE_workload");
 #[test]
 fn an_agent_logs_at_its_level_as_text_or_json() {
     require_lab!();
-    let lab = migrate_tests::lab::Lab::start().expect("lab");
-    let auth = lab.shared_dir().join("cluster");
-    let auth = auth.to_string_lossy().into_owned();
-    let c = Cluster::start_in(
-        lab,
+    let c = Cluster::start_authed(
+        migrate_tests::lab::Lab::start().expect("lab"),
+        &bin("migrate-agent"),
         [
-            &[
-                "--auth",
-                &auth,
-                "--log-format",
-                "json",
-                "--log-level",
-                "debug",
-            ],
-            &["--auth", &auth, "--log-level", "warn"],
+            &["--log-format", "json", "--log-level", "debug"],
+            &["--log-level", "warn"],
         ],
+        [&[], &[]],
     );
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "8"]);
     assert!(w.wait_for("ready", 60));
@@ -56,11 +48,7 @@ fn an_agent_logs_at_its_level_as_text_or_json() {
         "{two}"
     );
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    let _ = c
-        .h2()
-        .command("kill")
-        .args(["-KILL", &new_pid.to_string()])
-        .status();
+    end_in(c.h2(), new_pid);
 }
 
 #[test]
@@ -158,15 +146,11 @@ fn sample(body: &str, name: &str) -> f64 {
 #[test]
 fn metrics_count_what_the_users_were_told() {
     require_lab!();
-    let lab = migrate_tests::lab::Lab::start().expect("lab");
-    let auth = lab.shared_dir().join("cluster");
-    let auth = auth.to_string_lossy().into_owned();
-    let c = Cluster::start_in(
-        lab,
-        [
-            &["--auth", &auth, "--metrics", "127.0.0.1:9190"],
-            &["--auth", &auth],
-        ],
+    let c = Cluster::start_authed(
+        migrate_tests::lab::Lab::start().expect("lab"),
+        &bin("migrate-agent"),
+        [&["--metrics", "127.0.0.1:9190"], &[]],
+        [&[], &[]],
     );
     let (status, body) = scrape(&c, "/metrics");
     assert_eq!(status, "200", "{body}");
@@ -215,12 +199,8 @@ fn metrics_count_what_the_users_were_told() {
     // host2's agent has no endpoint; host1's answers nothing else.
     let (status, _) = scrape(&c, "/other");
     assert_eq!(status, "404");
-    let (new_pid, _) = (rec["new_pid"].as_i64().unwrap(), 0);
-    let _ = c
-        .h2()
-        .command("kill")
-        .args(["-KILL", &new_pid.to_string()])
-        .status();
+    let new_pid = rec["new_pid"].as_i64().unwrap() as i32;
+    end_in(c.h2(), new_pid);
 }
 
 #[test]

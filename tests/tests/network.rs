@@ -37,6 +37,30 @@ fn server_and_client_at(c: &Cluster, addr: &str, lines: u32) -> (Proc, Proc) {
     (server, client)
 }
 
+/// The client ends with every one of its `lines` echoed, nothing lost,
+/// repeated or changed, its connection never reset.
+fn assert_client_ends_ok(c: &Cluster, client: &Proc, lines: u32) {
+    assert!(
+        client.wait_for("done ", 60),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+    assert!(
+        client.text().contains(&format!("done {lines} ok")),
+        "{}\n{}",
+        client.text(),
+        c.logs()
+    );
+}
+
+/// A new client of the server at the service address is served.
+fn assert_a_new_client_is_served(c: &Cluster) {
+    let again = echo_client(c, "again.out", PORT, 20, "0.001");
+    assert!(again.wait_for("done ", 30), "{}", again.text());
+    assert!(again.text().contains("done 20 ok"), "{}", again.text());
+}
+
 #[test]
 fn an_echo_server_moves_with_its_address_and_back_and_its_client_sees_nothing() {
     require_lab!();
@@ -74,22 +98,9 @@ fn an_echo_server_moves_with_its_address_and_back_and_its_client_sees_nothing() 
     assert!(echoed() < 20, "the client was done before the move back");
     // Every byte came back, none lost, repeated or changed, and the
     // connection was never reset: the client says so at its end.
-    assert!(
-        client.wait_for("done ", 60),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
-    assert!(
-        client.text().contains("done 2000 ok"),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
+    assert_client_ends_ok(&c, &client, 2000);
     // A new client reaches it.
-    let again = echo_client(&c, "again.out", PORT, 20, "0.001");
-    assert!(again.wait_for("done ", 30), "{}", again.text());
-    assert!(again.text().contains("done 20 ok"), "{}", again.text());
+    assert_a_new_client_is_served(&c);
 }
 
 #[test]
@@ -145,18 +156,7 @@ fn an_ipv6_echo_server_moves_with_its_address_announced_to_its_neighbours() {
         neighbour(),
         c.logs()
     );
-    assert!(
-        client.wait_for("done ", 60),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
-    assert!(
-        client.text().contains("done 1000 ok"),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
+    assert_client_ends_ok(&c, &client, 1000);
 }
 
 #[test]
@@ -210,28 +210,11 @@ fn a_forking_server_moves_as_a_tree_with_its_address_and_its_child_keeps_the_cli
             c.logs()
         );
     }
-    assert!(
-        client.wait_for("done ", 60),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
-    assert!(
-        client.text().contains("done 1500 ok"),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
+    assert_client_ends_ok(&c, &client, 1500);
     // The parent, moved with its listening socket, serves a new client.
-    let again = echo_client(&c, "again.out", PORT, 20, "0.001");
-    assert!(again.wait_for("done ", 30), "{}", again.text());
-    assert!(again.text().contains("done 20 ok"), "{}", again.text());
+    assert_a_new_client_is_served(&c);
     for pid in [root, child] {
-        let _ = c
-            .h2()
-            .command("kill")
-            .args(["-KILL", &pid.to_string()])
-            .status();
+        end_in(c.h2(), pid);
     }
 }
 
@@ -252,13 +235,7 @@ fn a_failure_before_the_commit_gives_the_address_back_and_the_connection_goes_on
     // same connection carries on to its end with the original.
     assert!(has_service(c.h1()));
     assert!(!has_service(c.h2()));
-    assert!(
-        client.wait_for("done ", 60),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
-    assert!(client.text().contains("done 600 ok"), "{}", client.text());
+    assert_client_ends_ok(&c, &client, 600);
     assert!(c.h1().root_path(format!("proc/{pid}/cmdline")).exists());
 }
 
@@ -322,8 +299,7 @@ fn addresses_that_cannot_move_are_refused_before_the_freeze() {
     }
     // The server ran on untouched, its address still here.
     assert!(has_service(c.h1()));
-    assert!(client.wait_for("done ", 60), "{}", client.text());
-    assert!(client.text().contains("done 400 ok"), "{}", client.text());
+    assert_client_ends_ok(&c, &client, 400);
 }
 
 #[test]
@@ -404,26 +380,16 @@ fn redis_moves_with_its_address_under_a_benchmark_of_eight_clients() {
         String::from_utf8_lossy(&got.stdout)
     );
     let (new_pid, _) = parse_summary(&stdout);
-    let _ = c
-        .h2()
-        .command("kill")
-        .args(["-KILL", &new_pid.to_string()])
-        .status();
+    end_in(c.h2(), new_pid);
 }
 
 #[test]
 fn a_user_moves_only_the_addresses_the_agent_hands_over() {
     require_lab!();
-    let lab = migrate_tests::lab::Lab::start_switched().expect("lab");
-    let auth = lab.shared_dir().join("cluster");
-    let auth = auth.to_string_lossy().into_owned();
-    let c = Cluster::start_agents(
-        lab,
+    let c = Cluster::start_authed(
+        migrate_tests::lab::Lab::start_switched().expect("lab"),
         &bin("migrate-agent"),
-        [
-            &["--auth", &auth, "--hand-over", SERVICE],
-            &["--auth", &auth],
-        ],
+        [&["--hand-over", SERVICE], &[]],
         [&[], &[]],
     );
     serve_address(&c);
@@ -474,13 +440,7 @@ fn a_user_moves_only_the_addresses_the_agent_hands_over() {
     );
     assert_eq!(moved.status.code(), Some(0), "{}", c.logs());
     assert!(has_service(c.h2()) && !has_service(c.h1()));
-    assert!(
-        client.wait_for("done ", 60),
-        "{}\n{}",
-        client.text(),
-        c.logs()
-    );
-    assert!(client.text().contains("done 1200 ok"), "{}", client.text());
+    assert_client_ends_ok(&c, &client, 1200);
 }
 
 #[test]
@@ -533,9 +493,5 @@ fn a_connected_udp_socket_on_the_address_keeps_talking_from_host2() {
     assert!(!pinger.text().contains("error"), "{}", pinger.text());
     assert!(has_service(c.h2()) && !has_service(c.h1()));
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    let _ = c
-        .h2()
-        .command("kill")
-        .args(["-KILL", &new_pid.to_string()])
-        .status();
+    end_in(c.h2(), new_pid);
 }

@@ -272,13 +272,10 @@ fn the_debian_package_holds_everything_and_its_binaries_migrate() {
     // the shim is found in ../lib/migrate) and moved with its `migrate`.
     let agent = files.join("usr/sbin/migrate-agent");
     let migrate = files.join("usr/bin/migrate");
-    let lab = migrate_tests::lab::Lab::start().expect("lab");
-    let auth = lab.shared_dir().join("cluster");
-    let auth = auth.to_string_lossy().into_owned();
-    let c = common::Cluster::start_agents(
-        lab,
+    let c = common::Cluster::start_authed(
+        migrate_tests::lab::Lab::start().expect("lab"),
         &agent,
-        [&["--auth", &auth], &["--auth", &auth]],
+        [&[], &[]],
         [&[], &[]],
     );
     let p = common::Proc::start(
@@ -306,13 +303,9 @@ fn the_debian_package_holds_everything_and_its_binaries_migrate() {
     assert_eq!(moved.status.code(), Some(0), "{}", c.logs());
     let rec: serde_json::Value = serde_json::from_slice(&moved.stdout).unwrap();
     assert_eq!(rec["outcome"], "complete");
-    let new_pid = rec["new_pid"].as_i64().unwrap();
+    let new_pid = rec["new_pid"].as_i64().unwrap() as i32;
     assert!(c.h2().root_path(format!("proc/{new_pid}/cmdline")).exists());
-    let _ = c
-        .h2()
-        .command("kill")
-        .args(["-KILL", &new_pid.to_string()])
-        .status();
+    common::end_in(c.h2(), new_pid);
     drop(c);
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -45,19 +45,36 @@ impl Cluster {
     /// Both agents of the lab's cluster from `agent` (the build with
     /// failpoints, say), each with its `env` added.
     pub fn start_env(agent: &std::path::Path, env: [&[(&str, &str)]; 2]) -> Cluster {
-        let lab = Lab::start().expect("lab");
-        let auth = lab.shared_dir().join("cluster");
-        let auth = auth.to_string_lossy().into_owned();
-        Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
+        Cluster::start_authed(Lab::start().expect("lab"), agent, [&[], &[]], env)
     }
 
     /// Agents on host1 and host2 of a lab of three hosts on one switch
     /// (host3 a client), from `agent`, each with its `env` added.
     pub fn start_switched(agent: &std::path::Path, env: [&[(&str, &str)]; 2]) -> Cluster {
-        let lab = Lab::start_switched().expect("lab");
+        Cluster::start_authed(Lab::start_switched().expect("lab"), agent, [&[], &[]], env)
+    }
+
+    /// Both agents of `lab` from `agent`, with the lab cluster's
+    /// credentials and each its `flags` and `env` added.
+    pub fn start_authed(
+        lab: Lab,
+        agent: &std::path::Path,
+        flags: [&[&str]; 2],
+        env: [&[(&str, &str)]; 2],
+    ) -> Cluster {
         let auth = lab.shared_dir().join("cluster");
         let auth = auth.to_string_lossy().into_owned();
-        Cluster::start_agents(lab, agent, [&["--auth", &auth], &["--auth", &auth]], env)
+        let with = |f: &[&str]| -> Vec<String> {
+            ["--auth", auth.as_str()]
+                .iter()
+                .chain(f)
+                .map(|a| a.to_string())
+                .collect()
+        };
+        let (one, two) = (with(flags[0]), with(flags[1]));
+        let one: Vec<&str> = one.iter().map(String::as_str).collect();
+        let two: Vec<&str> = two.iter().map(String::as_str).collect();
+        Cluster::start_agents(lab, agent, [&one, &two], env)
     }
 
     /// Both agents of `lab` from `agent`, each with its `security` flags
@@ -335,6 +352,15 @@ pub fn status_line(host: &Host, pid: i32, key: &str) -> String {
         .filter(|l| l.starts_with(key))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+/// Ends process `pid` in `host` if it still runs (a test's cleanup: the
+/// process may have ended by itself).
+pub fn end_in(host: &Host, pid: i32) {
+    let _ = host
+        .command("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
 }
 
 pub fn signal_in(host: &Host, pid: i32, sig: &str) {

@@ -1403,6 +1403,32 @@ fn criu_stop_copy(r: &CriuRun) -> Result<CriuTimes, String> {
     })
 }
 
+/// `criu lazy-pages` on `h2`, fetching from the lazy dump's page server on
+/// `h1` ([`CRIU_PORT`]), in [`CRIU_WORK`] (the restore's working directory
+/// too), once it serves.
+fn start_lazy_pages(h1: &Host, h2: &Host, criu: &Path, logs: &Path) -> Result<Criu, String> {
+    let (a1, port) = (h1.addr().to_string(), CRIU_PORT.to_string());
+    Criu::start(
+        h2,
+        criu,
+        "lazy-pages",
+        &[
+            "lazy-pages",
+            "--page-server",
+            "--address",
+            &a1,
+            "--port",
+            &port,
+            "--images-dir",
+            CRIU_IMAGES,
+            "--work-dir",
+            CRIU_WORK,
+        ],
+        logs,
+        Some(CRIU_READY_TIMEOUT),
+    )
+}
+
 /// `criu-lazy`: the dump writes the images but the lazy pages and stays
 /// as their page server on host1; on host2 the lazy-pages daemon fetches
 /// them for the restored process, on its faults and in the background,
@@ -1431,25 +1457,7 @@ fn criu_lazy(r: &CriuRun) -> Result<CriuTimes, String> {
         Some(CRIU_STEP_TIMEOUT),
     )?;
     let copied = copy_images(r.h1, r.h2)?;
-    let mut daemon = Criu::start(
-        r.h2,
-        r.criu,
-        "lazy-pages",
-        &[
-            "lazy-pages",
-            "--page-server",
-            "--address",
-            &a1,
-            "--port",
-            &port,
-            "--images-dir",
-            CRIU_IMAGES,
-            "--work-dir",
-            CRIU_WORK,
-        ],
-        r.logs,
-        Some(CRIU_READY_TIMEOUT),
-    )?;
+    let mut daemon = start_lazy_pages(r.h1, r.h2, r.criu, r.logs)?;
     let mut restore = Criu::start(
         r.h2,
         r.criu,

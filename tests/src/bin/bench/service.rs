@@ -21,7 +21,7 @@ use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
 
 use super::{
-    copy_images, Criu, PipeMax, CRIU_IMAGES, CRIU_PORT, CRIU_READY_TIMEOUT, CRIU_STEP_TIMEOUT,
+    copy_images, start_lazy_pages, Criu, PipeMax, CRIU_IMAGES, CRIU_PORT, CRIU_STEP_TIMEOUT,
     CRIU_WORK,
 };
 
@@ -372,25 +372,7 @@ fn criu_move(
         CRIU_IMAGES,
     ];
     if lazy {
-        daemon = Some(Criu::start(
-            h2,
-            criu,
-            "lazy-pages",
-            &[
-                "lazy-pages",
-                "--page-server",
-                "--address",
-                &a1,
-                "--port",
-                &port,
-                "--images-dir",
-                CRIU_IMAGES,
-                "--work-dir",
-                CRIU_WORK,
-            ],
-            logs,
-            Some(CRIU_READY_TIMEOUT),
-        )?);
+        daemon = Some(start_lazy_pages(h1, h2, criu, logs)?);
         restore_args.extend(["--lazy-pages", "--work-dir", CRIU_WORK]);
     }
     let mut restore = Criu::start(h2, criu, "restore", &restore_args, logs, None)?;
