@@ -13,7 +13,7 @@ use crate::net::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -190,6 +190,10 @@ pub struct FaultHandler {
     /// waiting for or holding the lock: background installs wait until
     /// none is.
     urgent: AtomicU32,
+    /// Faulting pages asked of the source and not yet in (the length of
+    /// `State::requested`): background installs wait until none is, so
+    /// that the reply finds the lock free.
+    awaited: AtomicUsize,
 }
 
 /// Pages installed in the background under one hold of the lock: a fault
@@ -239,6 +243,7 @@ impl FaultHandler {
             ended_fd: crate::host::sys::eventfd()?,
             local,
             urgent: AtomicU32::new(0),
+            awaited: AtomicUsize::new(0),
         })
     }
 
@@ -360,8 +365,16 @@ impl FaultHandler {
         let piece = BACKGROUND_PIECE * PAGE_SIZE as usize;
         for (i, part) in data.chunks(piece).enumerate() {
             let since = Instant::now();
-            while self.urgent.load(Ordering::Acquire) > 0 && since.elapsed() < STEP_ASIDE {
-                std::thread::yield_now();
+            while since.elapsed() < STEP_ASIDE {
+                if self.urgent.load(Ordering::Acquire) > 0 {
+                    // The lock is wanted now: let it go at once.
+                    std::thread::yield_now();
+                } else if self.awaited.load(Ordering::Acquire) > 0 {
+                    // A reply is a round trip away: leave the CPU to it.
+                    std::thread::sleep(Duration::from_micros(10));
+                } else {
+                    break;
+                }
             }
             let mut st = self.lock();
             self.install_locked(&mut st, src + (i * piece) as u64, part);
@@ -404,6 +417,7 @@ impl FaultHandler {
                     waiting.push((addr, t, tid));
                 }
             }
+            self.awaited.store(st.requested.len(), Ordering::Release);
         }
         // Into every space, those a fork adds meanwhile too: an install
         // that meets a fork under way reads its event and takes the child's
@@ -621,6 +635,7 @@ impl FaultHandler {
                 // The faulting page is timed; the rest of the window is
                 // prefetch.
                 st.requested.entry(src).or_insert((read_at, tid));
+                self.awaited.store(st.requested.len(), Ordering::Release);
                 let req = PageRequest {
                     addr: src,
                     npages: n,
