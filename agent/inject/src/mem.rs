@@ -78,6 +78,30 @@ impl RemoteMem {
         self.read(addr, buf)
     }
 
+    /// Writes `buf` at `addr` with `process_vm_writev`, which copies
+    /// straight into the process's pages (`/proc/<pid>/mem` goes through a
+    /// kernel page at a time); what it refuses (read-only or `PROT_NONE`
+    /// pages) is written through `/proc/<pid>/mem`.
+    pub fn write_direct(&self, addr: u64, buf: &[u8]) -> Result<(), InjectError> {
+        let local = libc::iovec {
+            iov_base: buf.as_ptr().cast_mut().cast(),
+            iov_len: buf.len(),
+        };
+        let remote = libc::iovec {
+            iov_base: addr as *mut libc::c_void,
+            iov_len: buf.len(),
+        };
+        // SAFETY: `local` describes `buf`, which the kernel only reads;
+        // `remote` is written by the kernel in the other process, which
+        // checks it.
+        let n = unsafe { libc::process_vm_writev(self.pid, &local, 1, &remote, 1, 0) };
+        let done = usize::try_from(n).unwrap_or(0).min(buf.len());
+        if done == buf.len() {
+            return Ok(());
+        }
+        self.write(addr + done as u64, &buf[done..])
+    }
+
     /// Writes `buf` at `addr`.
     pub fn write(&self, addr: u64, buf: &[u8]) -> Result<(), InjectError> {
         self.file
@@ -122,6 +146,23 @@ mod tests {
             let p = page(fill, prot);
             let mut buf = vec![0u8; 4096];
             mem.read_direct(p as u64, &mut buf).unwrap();
+            assert!(buf.iter().all(|&b| b == fill), "prot {prot}");
+        }
+    }
+
+    #[test]
+    fn direct_writes_fall_back_for_what_process_vm_writev_refuses() {
+        // SAFETY: getpid has no preconditions.
+        let mem = RemoteMem::open(unsafe { libc::getpid() }).unwrap();
+        for (fill, prot) in [
+            (0x11, libc::PROT_READ | libc::PROT_WRITE),
+            (0x22, libc::PROT_READ),
+            (0x33, libc::PROT_NONE),
+        ] {
+            let p = page(0, prot);
+            mem.write_direct(p as u64, &[fill; 4096]).unwrap();
+            let mut buf = vec![0u8; 4096];
+            mem.read(p as u64, &mut buf).unwrap();
             assert!(buf.iter().all(|&b| b == fill), "prot {prot}");
         }
     }

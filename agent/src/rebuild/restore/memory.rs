@@ -193,35 +193,25 @@ impl Restorer {
         Ok(())
     }
 
-    /// Writes page content at `addr` (source address space = ours).
+    /// Writes page content at `addr` (source address space = ours), from
+    /// this thread.
     pub fn write_pages(&mut self, addr: u64, data: &[u8]) -> Result<(), RestoreError> {
-        let shm = self
-            .shmem_vmas
-            .iter()
-            .find(|(s, e, _)| *s <= addr && addr < *e)
-            .copied();
-        if let Some((start, end, offset)) = shm {
-            // Shared memory may be mapped read-only: write the object.
-            use std::os::unix::fs::FileExt;
-            let path = format!("/proc/{}/map_files/{start:x}-{end:x}", self.pid);
-            let f = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .map_err(|source| RestoreError::Sys {
-                    step: "opening shared memory",
-                    source,
-                })?;
-            return f
-                .write_all_at(data, offset + (addr - start))
-                .map_err(|source| RestoreError::Sys {
-                    step: "writing shared memory",
-                    source,
-                });
-        }
-        step(
-            format!("writing pages at {addr:#x}"),
-            self.mem.write(addr, data),
-        )
+        writers::write_pages(self.pid, &self.mem, &self.shmem_vmas, addr, data)
+    }
+
+    /// Writers of page content into the process (source address space =
+    /// ours), several threads at once.
+    pub fn page_writers(&self) -> Result<PageWriters, RestoreError> {
+        let sinks = (0..writers::WRITERS)
+            .map(|_| {
+                Ok(PageSink {
+                    pid: self.pid,
+                    mem: step("opening the process's memory", self.mem.try_clone())?,
+                    shmem: self.shmem_vmas.clone(),
+                })
+            })
+            .collect::<Result<_, RestoreError>>()?;
+        PageWriters::start(sinks)
     }
 
     /// Drops the pages of `[addr, addr + len)` (`MADV_DONTNEED`): those a

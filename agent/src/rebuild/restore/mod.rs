@@ -10,7 +10,7 @@
 //! 3. moves `[vvar]`, `[vvar_vclock]`, `[vdso]` to the source addresses
 //!    (through a free area first, so old and new never overlap);
 //! 4. maps every VMA with `MAP_FIXED_NOREPLACE` and writes the eager pages
-//!    through `/proc/<pid>/mem` (see [`Restorer::write_pages`]);
+//!    by several threads (see [`Restorer::page_writers`]);
 //! 5. creates the userfaultfd inside the process, takes it over with
 //!    `pidfd_getfd` and registers the lazy ranges;
 //! 6. descriptors, cwd, umask, signal dispositions, limits, name,
@@ -38,11 +38,14 @@ mod process;
 mod remote;
 mod stub;
 mod threads;
+mod writers;
 
 use crate::host::children::{self, Claim};
 use crate::{host::procfs, host::sys, host::uffd};
 use memory::free_area;
 pub use stub::Stub;
+use writers::PageSink;
+pub use writers::PageWriters;
 
 /// Errors while rebuilding a process.
 #[derive(Debug, thiserror::Error)]

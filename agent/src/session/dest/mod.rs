@@ -431,9 +431,10 @@ impl Receiving<'_, '_, '_> {
             // Shipped files as they stream in, then eager pages.
             let who = r.who().clone();
             let mut shipped = ShippedFiles::create(&image.shipped, &who)?;
+            let mut writers = r.page_writers()?;
             loop {
                 match frame::read_frame(ctl)? {
-                    Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
+                    Frame::Pages(h, data) => writers.write(h.addr, data)?,
                     Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                         SourceMsg::ShippedData(data) => shipped.write(&data)?,
                         SourceMsg::EagerDone => break,
@@ -447,6 +448,7 @@ impl Receiving<'_, '_, '_> {
                     },
                 }
             }
+            writers.finish()?;
             r.set_shipped(shipped.finish(&who)?);
             step("eager pages written");
             let ToCome { map, ranges, local } = pages_to_come(&image.mm.vmas, store)?;

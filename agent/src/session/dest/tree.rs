@@ -414,11 +414,12 @@ fn receive_member_pages(
     index: usize,
     r: &mut Restorer,
 ) -> Result<(), DestError> {
+    let mut writers = r.page_writers()?;
     loop {
         match frame::read_frame(ctl)? {
-            Frame::Pages(h, data) => r.write_pages(h.addr, &data)?,
+            Frame::Pages(h, data) => writers.write(h.addr, data)?,
             Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
-                SourceMsg::MemberDone(i) if i as usize == index => return Ok(()),
+                SourceMsg::MemberDone(i) if i as usize == index => return Ok(writers.finish()?),
                 SourceMsg::Abort(why) => return Err(DestError::SourceAborted(why)),
                 other => {
                     return Err(DestError::Unexpected {

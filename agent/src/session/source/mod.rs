@@ -45,6 +45,9 @@ use wire::*;
 
 /// Pages per frame when pushing.
 const PUSH_CHUNK: u64 = 64;
+/// Pages per frame of the pages sent in the freeze: the destination's
+/// writers take a frame each, so frames are small enough to share out.
+const EAGER_FRAME_PAGES: u64 = 256;
 /// The push's buffer for small frames, bytes.
 const PUSH_GATHER: usize = 64 << 10;
 /// How often the push records its progress.

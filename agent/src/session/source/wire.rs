@@ -100,12 +100,12 @@ fn send_own_pages(
             let mut first = p.first;
             let end = p.first + p.count;
             while first < end {
-                let n = (end - first).min(u64::from(MAX_PAGES_PER_FRAME));
+                let n = (end - first).min(EAGER_FRAME_PAGES);
                 let addr = v.start + first * PAGE_SIZE;
                 buf.resize((n * PAGE_SIZE) as usize, 0);
                 frozen
                     .mem
-                    .read(addr, &mut buf)
+                    .read_direct(addr, &mut buf)
                     .map_err(|e| format!("reading pages at {addr:#x}: {}", error_chain(&e)))?;
                 rec.page_wire_bytes += put_pages(w, addr, &buf, opts.compress).map_err(err)?;
                 rec.eager_pages += n;

@@ -1,0 +1,218 @@
+//! Pages written into a process being rebuilt by several threads at once,
+//! while the next ones are received: on a VM the first write to each fresh
+//! page is the dearest part of a stop-and-copy, and two threads pay it side
+//! by side (1 GiB of first writes on the 2-core lab VM, alternating runs:
+//! one thread 0.36-1.47 s, two 0.23-0.29 s).
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use migrate_inject::RemoteMem;
+
+use super::{step, RestoreError};
+
+/// Threads writing pages.
+pub(super) const WRITERS: usize = 2;
+/// Page batches received and waiting for a writer: with the ones being
+/// written and the one being received, what the agent holds at most.
+const QUEUED: usize = 2;
+
+/// Where pages of a process go: private memory straight into the process,
+/// shared memory into its object (it may be mapped read-only).
+#[derive(Debug)]
+pub(super) struct PageSink {
+    pub(super) pid: i32,
+    pub(super) mem: RemoteMem,
+    /// Shared-memory VMAs: (start, end, offset in their object).
+    pub(super) shmem: Vec<(u64, u64, u64)>,
+}
+
+impl PageSink {
+    /// Writes page content at `addr` (source address space = ours).
+    pub(super) fn write(&self, addr: u64, data: &[u8]) -> Result<(), RestoreError> {
+        write_pages(self.pid, &self.mem, &self.shmem, addr, data)
+    }
+}
+
+/// Writes page content at `addr` into process `pid`, whose memory is `mem`
+/// and whose shared-memory VMAs are `shmem`.
+pub(super) fn write_pages(
+    pid: i32,
+    mem: &RemoteMem,
+    shmem: &[(u64, u64, u64)],
+    addr: u64,
+    data: &[u8],
+) -> Result<(), RestoreError> {
+    let shm = shmem
+        .iter()
+        .find(|(s, e, _)| *s <= addr && addr < *e)
+        .copied();
+    if let Some((start, end, offset)) = shm {
+        use std::os::unix::fs::FileExt;
+        let path = format!("/proc/{pid}/map_files/{start:x}-{end:x}");
+        let f = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&path)
+            .map_err(|source| RestoreError::Sys {
+                step: "opening shared memory",
+                source,
+            })?;
+        return f
+            .write_all_at(data, offset + (addr - start))
+            .map_err(|source| RestoreError::Sys {
+                step: "writing shared memory",
+                source,
+            });
+    }
+    step(
+        format!("writing pages at {addr:#x}"),
+        mem.write_direct(addr, data),
+    )
+}
+
+/// Writer threads for one process's pages; each batch goes to the first
+/// free one. Batches must not overlap (each page is written once).
+pub struct PageWriters {
+    tx: Option<SyncSender<(u64, Vec<u8>)>>,
+    threads: Vec<JoinHandle<Result<(), RestoreError>>>,
+    failed: Arc<AtomicBool>,
+}
+
+impl PageWriters {
+    /// Starts one writer per sink.
+    pub(super) fn start(sinks: Vec<PageSink>) -> Result<PageWriters, RestoreError> {
+        let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(QUEUED);
+        let rx = Arc::new(Mutex::new(rx));
+        let failed = Arc::new(AtomicBool::new(false));
+        let mut writers = PageWriters {
+            tx: Some(tx),
+            threads: Vec::new(),
+            failed: failed.clone(),
+        };
+        for sink in sinks {
+            let (rx, failed) = (rx.clone(), failed.clone());
+            let t = std::thread::Builder::new()
+                .name("page-writer".into())
+                .spawn(move || write_until_closed(&sink, &rx, &failed))
+                .map_err(|source| RestoreError::Sys {
+                    step: "starting a page writer",
+                    source,
+                })?;
+            writers.threads.push(t);
+        }
+        Ok(writers)
+    }
+
+    /// Hands `data`, pages at `addr`, to a writer; waits while every
+    /// writer is busy and the queue is full. A write that failed ends
+    /// the writing: its error is returned here or by [`Self::finish`].
+    pub fn write(&mut self, addr: u64, data: Vec<u8>) -> Result<(), RestoreError> {
+        let sent = match &self.tx {
+            Some(tx) if !self.failed.load(Ordering::Acquire) => tx.send((addr, data)).is_ok(),
+            _ => false,
+        };
+        if sent {
+            return Ok(());
+        }
+        self.end()?;
+        Err(RestoreError::Incompatible(
+            "the page writers ended before the pages did".into(),
+        ))
+    }
+
+    /// Waits until every page handed over is written.
+    pub fn finish(mut self) -> Result<(), RestoreError> {
+        self.end()
+    }
+
+    /// Closes the queue and joins the writers: the first error, if any.
+    fn end(&mut self) -> Result<(), RestoreError> {
+        self.tx = None;
+        let mut result = Ok(());
+        for t in self.threads.drain(..) {
+            let r = t.join().unwrap_or_else(|_| {
+                Err(RestoreError::Incompatible("a page writer panicked".into()))
+            });
+            if result.is_ok() {
+                result = r;
+            }
+        }
+        result
+    }
+}
+
+impl Drop for PageWriters {
+    fn drop(&mut self) {
+        let _ = self.end();
+    }
+}
+
+fn write_until_closed(
+    sink: &PageSink,
+    rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
+    failed: &AtomicBool,
+) -> Result<(), RestoreError> {
+    loop {
+        let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
+        let Ok((addr, data)) = next else {
+            return Ok(());
+        };
+        if failed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if let Err(e) = sink.write(addr, &data) {
+            failed.store(true, Ordering::Release);
+            return Err(e);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use migrate_proto::PAGE_SIZE;
+
+    fn sinks_of_this_process() -> Vec<PageSink> {
+        let pid = std::process::id() as i32;
+        (0..WRITERS)
+            .map(|_| PageSink {
+                pid,
+                mem: RemoteMem::open(pid).unwrap(),
+                shmem: Vec::new(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn every_batch_lands_where_it_belongs() {
+        let pages = 64usize;
+        let mut area = vec![0u8; pages * PAGE_SIZE as usize];
+        let base = area.as_mut_ptr() as u64;
+        let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
+        for i in 0..pages {
+            let addr = base + i as u64 * PAGE_SIZE;
+            w.write(addr, vec![i as u8 + 1; PAGE_SIZE as usize]).unwrap();
+        }
+        w.finish().unwrap();
+        for (i, page) in area.chunks(PAGE_SIZE as usize).enumerate() {
+            assert!(page.iter().all(|&b| b == i as u8 + 1), "page {i}");
+        }
+    }
+
+    #[test]
+    fn a_failed_write_is_reported() {
+        // Below `vm.mmap_min_addr`: nothing is ever mapped there.
+        let hole = PAGE_SIZE;
+        let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
+        let mut failed = false;
+        for _ in 0..8 {
+            if w.write(hole, vec![1; PAGE_SIZE as usize]).is_err() {
+                failed = true;
+                break;
+            }
+        }
+        assert!(failed || w.finish().is_err());
+    }
+}
