@@ -238,11 +238,7 @@ fn main() -> ExitCode {
         migrate_agent::session::deputy::run(&args);
     }
     if std::env::args().nth(1).as_deref() == Some("__keeper") {
-        let conns = std::env::args()
-            .nth(2)
-            .and_then(|n| n.parse().ok())
-            .unwrap_or(0);
-        migrate_agent::postcopy::keeper::run(conns);
+        migrate_agent::postcopy::keeper::run();
     }
     if std::env::args().nth(1).as_deref() == Some("__failpoints") {
         if !migrate_agent::failpoints::ENABLED {

@@ -7,105 +7,167 @@
 //! before the kill: the end of a copy that dies owed pages reaches no
 //! peer (no FIN that would read as the service's clean close).
 
-use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use crate::host::children::Claim;
 use crate::host::sys;
 
-/// Descriptor numbers in the keeper.
-const KEEPER_UFFD: i32 = 3;
-const KEEPER_PIDFD: i32 = 4;
-const KEEPER_PIPE: i32 = 5;
-/// The first of the connections, one after the other.
-const KEEPER_CONNS: i32 = 6;
+/// The keeper's end of its link to the agent, as a descriptor number in
+/// the keeper.
+const KEEPER_LINK: i32 = 3;
 
-/// A running keeper.
+/// A running keeper. Started before it is needed (a process started
+/// during the freeze would count in the downtime), it holds nothing until
+/// it is [armed](Keeper::arm).
 pub struct Keeper {
-    tx: Option<File>,
+    /// Closed when the agent is gone (or drops it): the keeper kills.
+    link: Option<UnixStream>,
     child: Child,
     /// Last: released once the keeper has been waited for.
     _claim: Claim,
 }
 
 impl Keeper {
-    /// Starts `exe __keeper N` holding `uffd`, `pidfd` and the `N`
-    /// connections `conns`.
+    /// Starts `exe __keeper`, waiting for what to keep.
+    pub fn start(exe: &Path) -> io::Result<Keeper> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let mut cmd = Command::new(exe);
+        cmd.arg("__keeper")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        sys::pass_fds(&mut cmd, &[theirs.as_raw_fd()], &[KEEPER_LINK]);
+        let (child, claim) = crate::host::children::spawning(|| {
+            let child = cmd.spawn()?;
+            let claim = Claim::new(child.id() as i32);
+            Ok::<_, io::Error>((child, claim))
+        })?;
+        drop(theirs);
+        Ok(Keeper {
+            link: Some(ours),
+            child,
+            _claim: claim,
+        })
+    }
+
+    /// Starts a keeper holding `uffd`, `pidfd` and the connections `conns`.
     pub fn spawn(
         exe: &Path,
         uffd: &OwnedFd,
         pidfd: &OwnedFd,
         conns: &[BorrowedFd<'_>],
     ) -> io::Result<Keeper> {
-        let (rx, tx) = sys::pipe()?;
-        let mut cmd = Command::new(exe);
-        cmd.arg("__keeper")
-            .arg(conns.len().to_string())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let mut fds = vec![uffd.as_raw_fd(), pidfd.as_raw_fd(), rx.as_raw_fd()];
-        let mut at = vec![KEEPER_UFFD, KEEPER_PIDFD, KEEPER_PIPE];
-        for (i, c) in conns.iter().enumerate() {
-            fds.push(c.as_raw_fd());
-            at.push(KEEPER_CONNS + i as i32);
+        let k = Keeper::start(exe)?;
+        k.arm(uffd, pidfd, conns)?;
+        Ok(k)
+    }
+
+    /// A keeper holding `uffd`, `pidfd` and `conns`: `early`, started
+    /// before it was needed, or (should that one not take them) one
+    /// started now.
+    pub fn armed(
+        early: Option<Keeper>,
+        exe: &Path,
+        uffd: &OwnedFd,
+        pidfd: &OwnedFd,
+        conns: &[BorrowedFd<'_>],
+    ) -> io::Result<Keeper> {
+        if let Some(k) = early {
+            match k.arm(uffd, pidfd, conns) {
+                Ok(()) => return Ok(k),
+                Err(e) => {
+                    tracing::warn!(error = %e, "the early keeper took nothing: starting another")
+                }
+            }
         }
-        sys::pass_fds(&mut cmd, &fds, &at);
-        let (child, claim) = crate::host::children::spawning(|| {
-            let child = cmd.spawn()?;
-            let claim = Claim::new(child.id() as i32);
-            Ok::<_, io::Error>((child, claim))
-        })?;
-        drop(rx);
-        Ok(Keeper {
-            tx: Some(File::from(tx)),
-            child,
-            _claim: claim,
-        })
+        Keeper::spawn(exe, uffd, pidfd, conns)
+    }
+
+    /// Gives the keeper copies of `uffd`, `pidfd` and the connections
+    /// `conns`: from now on it kills the process (its connections put in
+    /// repair first) if the agent goes away before [`Keeper::release`].
+    pub fn arm(&self, uffd: &OwnedFd, pidfd: &OwnedFd, conns: &[BorrowedFd<'_>]) -> io::Result<()> {
+        let link = self
+            .link
+            .as_ref()
+            .ok_or_else(|| io::Error::other("the keeper's link is closed"))?;
+        let count = u32::try_from(conns.len()).map_err(io::Error::other)?;
+        sys::send_fds(
+            link,
+            &count.to_le_bytes(),
+            &[uffd.as_raw_fd(), pidfd.as_raw_fd()],
+        )?;
+        for chunk in conns.chunks(sys::MAX_FDS_PER_MESSAGE) {
+            let fds: Vec<RawFd> = chunk.iter().map(|c| c.as_raw_fd()).collect();
+            sys::send_fds(link, &(fds.len() as u32).to_le_bytes(), &fds)?;
+        }
+        Ok(())
     }
 
     /// Post-copy is over: the keeper is ended before it can kill anything
-    /// (it kills only once its pipe closes, and the pipe stays open until
+    /// (it kills only once its link closes, and the link stays open until
     /// it is gone).
     pub fn release(mut self) -> io::Result<()> {
         self.child.kill()?;
         self.child.wait()?;
-        self.tx.take();
+        self.link.take();
         Ok(())
     }
 }
 
 impl Drop for Keeper {
     fn drop(&mut self) {
-        // Without the release byte the keeper kills the process.
-        self.tx.take();
+        // Closing the link makes an armed keeper kill the process (an
+        // unarmed one just ends).
+        self.link.take();
         let _ = self.child.wait();
     }
 }
 
-/// Body of `migrate-agent __keeper N`: waits on the pipe from the agent.
-pub fn run(conns: usize) -> ! {
-    // A terminal's ^C aimed at the agent must not take the keeper along.
-    sys::detach_from_terminal();
-    // Nothing is ever written: the pipe closes when the agent is gone. A
-    // release ends this process first (SIGKILL, which nothing here stops).
-    sys::wait_readable_or_closed(KEEPER_PIPE);
-    // Its connections go quiet first; our copies keep them open, in
-    // repair mode, until this process ends, and they close silently then.
-    let given: Vec<RawSock> = (KEEPER_CONNS..).take(conns).map(RawSock).collect();
-    crate::fd::tcp_repair::silence(&given);
-    let _ = sys::pidfd_kill_raw(KEEPER_PIDFD, libc::SIGKILL);
-    sys::exit_now(0)
+/// What an armed keeper holds: the userfaultfd (only held), the pidfd, the
+/// connections. `None`: the agent closed the link before arming it.
+fn receive_what_to_keep() -> Option<(OwnedFd, OwnedFd, Vec<OwnedFd>)> {
+    let mut count = [0u8; 4];
+    let mut first = sys::recv_fds(KEEPER_LINK, &mut count).ok()??;
+    if first.len() != 2 {
+        return None;
+    }
+    let pidfd = first.pop()?;
+    let uffd = first.pop()?;
+    let mut conns = Vec::new();
+    let mut left = u32::from_le_bytes(count) as usize;
+    while left > 0 {
+        let mut n = [0u8; 4];
+        let fds = sys::recv_fds(KEEPER_LINK, &mut n).ok()??;
+        if fds.is_empty() || fds.len() > left {
+            return None;
+        }
+        left -= fds.len();
+        conns.extend(fds);
+    }
+    Some((uffd, pidfd, conns))
 }
 
-/// A descriptor number this process was given at its start.
-struct RawSock(i32);
-
-impl AsRawFd for RawSock {
-    fn as_raw_fd(&self) -> std::os::fd::RawFd {
-        self.0
-    }
+/// Body of `migrate-agent __keeper`: waits to be armed, then on its link
+/// to the agent.
+pub fn run() -> ! {
+    // A terminal's ^C aimed at the agent must not take the keeper along.
+    sys::detach_from_terminal();
+    let Some((_uffd, pidfd, conns)) = receive_what_to_keep() else {
+        // Never armed: nothing to keep.
+        sys::exit_now(0)
+    };
+    // Nothing more is ever written: the link closes when the agent is
+    // gone. A release ends this process first (SIGKILL, which nothing
+    // here stops).
+    sys::wait_readable_or_closed(KEEPER_LINK);
+    // Its connections go quiet first; our copies keep them open, in
+    // repair mode, until this process ends, and they close silently then.
+    crate::fd::tcp_repair::silence(&conns);
+    let _ = sys::pidfd_kill(&pidfd, libc::SIGKILL);
+    sys::exit_now(0)
 }

@@ -176,7 +176,11 @@ impl Restorer {
         kin: &KinShmem,
     ) -> Result<Restorer, RestoreError> {
         let pid = stub.pid;
+        let t0 = std::time::Instant::now();
+        let lap =
+            |what: &str| tracing::debug!(us = t0.elapsed().as_micros() as u64, "start_in: {what}");
         let mut task = step("seizing the stub", Seized::seize_exitkill(pid))?;
+        lap("seized");
         let pin = sys::CpuPin::near_me(&[pid]);
         let mem = step("opening the stub's memory", RemoteMem::open(pid))?;
         let stub_maps = procfs::maps(pid).map_err(|source| RestoreError::Sys {
@@ -194,6 +198,7 @@ impl Restorer {
             ));
         }
         task.set_syscall_insn(insn);
+        lap("vdso checked");
 
         let mut taken: Vec<(u64, u64)> = stub_maps.iter().map(|m| (m.start, m.end)).collect();
         taken.extend(image.mm.vmas.iter().map(|v| (v.start, v.end)));
@@ -201,6 +206,7 @@ impl Restorer {
             .ok_or_else(|| RestoreError::Incompatible("no free address for scratch".into()))?;
         taken.push((scratch, scratch + SCRATCH_LEN));
         Restorer::map_scratch(&mut task, scratch, SCRATCH_LEN)?;
+        lap("scratch");
         // From here the Restorer decides the stub's end (and the kernel,
         // should this agent exit first: it was seized with EXITKILL).
         let pidfd = stub.pidfd.take().ok_or_else(|| {
@@ -208,9 +214,13 @@ impl Restorer {
         })?;
         let mut r = Restorer::around(image, task, pin, mem, pidfd, scratch, stub.claim.take());
         r.act_as_user()?;
+        lap("as user");
         r.strip_stub(&stub_maps)?;
+        lap("stripped");
         r.move_vdso(&stub_maps, image, &taken, insn)?;
+        lap("vdso moved");
         r.map_vmas(image, kin)?;
+        lap("mapped");
         Ok(r)
     }
 

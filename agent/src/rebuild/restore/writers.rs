@@ -18,6 +18,9 @@ pub(super) const WRITERS: usize = 2;
 /// Page batches received and waiting for a writer: with the ones being
 /// written and the one being received, what the agent holds at most.
 const QUEUED: usize = 2;
+/// The first pages are written by the receiving thread itself: a small
+/// set (post-copy's stacks) is in before threads would have started.
+const INLINE_BYTES: usize = 2 << 20;
 
 /// Where pages of a process go: private memory straight into the process,
 /// shared memory into its object (it may be mapped read-only).
@@ -75,24 +78,35 @@ pub(super) fn write_pages(
 /// Writer threads for one process's pages; each batch goes to the first
 /// free one. Batches must not overlap (each page is written once).
 pub struct PageWriters {
+    /// One per writer thread, until they start.
+    sinks: Vec<PageSink>,
+    /// Bytes still to write from the receiving thread.
+    inline_left: usize,
     tx: Option<SyncSender<(u64, Vec<u8>)>>,
     threads: Vec<JoinHandle<Result<(), RestoreError>>>,
     failed: Arc<AtomicBool>,
 }
 
 impl PageWriters {
-    /// Starts one writer per sink.
+    /// Writers through `sinks`, one thread each once the pages are more
+    /// than a few.
     pub(super) fn start(sinks: Vec<PageSink>) -> Result<PageWriters, RestoreError> {
+        Ok(PageWriters {
+            sinks,
+            inline_left: INLINE_BYTES,
+            tx: None,
+            threads: Vec::new(),
+            failed: Arc::new(AtomicBool::new(false)),
+        })
+    }
+
+    /// Starts one writer thread per sink.
+    fn start_threads(&mut self) -> Result<(), RestoreError> {
         let (tx, rx) = sync_channel::<(u64, Vec<u8>)>(QUEUED);
         let rx = Arc::new(Mutex::new(rx));
-        let failed = Arc::new(AtomicBool::new(false));
-        let mut writers = PageWriters {
-            tx: Some(tx),
-            threads: Vec::new(),
-            failed: failed.clone(),
-        };
-        for sink in sinks {
-            let (rx, failed) = (rx.clone(), failed.clone());
+        self.tx = Some(tx);
+        for sink in std::mem::take(&mut self.sinks) {
+            let (rx, failed) = (rx.clone(), self.failed.clone());
             let t = std::thread::Builder::new()
                 .name("page-writer".into())
                 .spawn(move || write_until_closed(&sink, &rx, &failed))
@@ -100,15 +114,26 @@ impl PageWriters {
                     step: "starting a page writer",
                     source,
                 })?;
-            writers.threads.push(t);
+            self.threads.push(t);
         }
-        Ok(writers)
+        Ok(())
     }
 
     /// Hands `data`, pages at `addr`, to a writer; waits while every
     /// writer is busy and the queue is full. A write that failed ends
     /// the writing: its error is returned here or by [`Self::finish`].
     pub fn write(&mut self, addr: u64, data: Vec<u8>) -> Result<(), RestoreError> {
+        if self.threads.is_empty() {
+            if let Some(sink) = self
+                .sinks
+                .first()
+                .filter(|_| data.len() <= self.inline_left)
+            {
+                self.inline_left -= data.len();
+                return sink.write(addr, &data);
+            }
+            self.start_threads()?;
+        }
         let sent = match &self.tx {
             Some(tx) if !self.failed.load(Ordering::Acquire) => tx.send((addr, data)).is_ok(),
             _ => false,
@@ -187,17 +212,20 @@ mod tests {
 
     #[test]
     fn every_batch_lands_where_it_belongs() {
-        let pages = 64usize;
+        // Past what the receiving thread writes itself.
+        let pages = INLINE_BYTES / PAGE_SIZE as usize + 64;
         let mut area = vec![0u8; pages * PAGE_SIZE as usize];
         let base = area.as_mut_ptr() as u64;
         let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
         for i in 0..pages {
             let addr = base + i as u64 * PAGE_SIZE;
-            w.write(addr, vec![i as u8 + 1; PAGE_SIZE as usize]).unwrap();
+            w.write(addr, vec![(i % 251) as u8 + 1; PAGE_SIZE as usize])
+                .unwrap();
         }
+        assert_eq!(w.threads.len(), WRITERS);
         w.finish().unwrap();
         for (i, page) in area.chunks(PAGE_SIZE as usize).enumerate() {
-            assert!(page.iter().all(|&b| b == i as u8 + 1), "page {i}");
+            assert!(page.iter().all(|&b| b == (i % 251) as u8 + 1), "page {i}");
         }
     }
 
@@ -206,6 +234,9 @@ mod tests {
         // Below `vm.mmap_min_addr`: nothing is ever mapped there.
         let hole = PAGE_SIZE;
         let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
+        // Inline, then from the threads.
+        assert!(w.write(hole, vec![1; PAGE_SIZE as usize]).is_err());
+        w.inline_left = 0;
         let mut failed = false;
         for _ in 0..8 {
             if w.write(hole, vec![1; PAGE_SIZE as usize]).is_err() {

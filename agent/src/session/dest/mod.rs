@@ -175,9 +175,15 @@ pub fn serve(
     // The stub the process will be rebuilt in starts now, while the source
     // still runs it: starting one takes milliseconds that would otherwise
     // count as downtime. Unused (a refusal, an abort), it is killed.
+    // So does the keeper that post-copy will need.
     let early_stub = refused.is_empty().then(|| {
         let exe = stub.to_path_buf();
-        std::thread::spawn(move || Stub::spawn(&exe, pid))
+        std::thread::spawn(move || {
+            let keeper = Keeper::start(&exe)
+                .map_err(|e| warn!(error = %e, "the early keeper did not start"))
+                .ok();
+            (Stub::spawn(&exe, pid), keeper)
+        })
     });
     seq.send(
         &mut ctl,
@@ -197,9 +203,10 @@ pub fn serve(
         Some(Incoming::Tree(core)) => {
             failpoints::hit("dest.after-core")?;
             let stub_path = stub;
+            // (Each member's keeper starts as it is rebuilt.)
             let stub = match early_stub.and_then(|t| t.join().ok()) {
-                Some(Ok(stub)) => stub,
-                Some(Err(e)) => return Err(e.into()),
+                Some((Ok(stub), _)) => stub,
+                Some((Err(e), _)) => return Err(e.into()),
                 None => Stub::spawn(stub, pid)?,
             };
             let result = tree::TreeSession {
@@ -238,10 +245,14 @@ pub fn serve(
         Ok(()) => {
             // The stub started at the file check, or (should that have
             // failed) one now.
-            let started = early_stub.and_then(|t| t.join().ok()).and_then(|s| {
-                s.map_err(|e| warn!(id, error = %e, "the early stub did not start"))
-                    .ok()
-            });
+            let (started, keeper) = match early_stub.and_then(|t| t.join().ok()) {
+                Some((s, keeper)) => (
+                    s.map_err(|e| warn!(id, error = %e, "the early stub did not start"))
+                        .ok(),
+                    keeper,
+                ),
+                None => (None, None),
+            };
             match started.map_or_else(|| Stub::spawn(stub, image.pid), Ok) {
                 Ok(ready) => Receiving {
                     ctl: &mut ctl,
@@ -258,6 +269,7 @@ pub fn serve(
                     fate: &mut fate,
                     t0: std::time::Instant::now(),
                     addresses: placed,
+                    keeper,
                 }
                 .run(ready),
                 Err(e) => Err(e.into()),
@@ -368,6 +380,8 @@ struct Receiving<'a, 'p, 'f> {
     t0: std::time::Instant,
     /// Addresses to put on this host as the process resumes.
     addresses: Vec<crate::host::sys::IfAddr>,
+    /// A keeper started before the freeze, armed if post-copy needs one.
+    keeper: Option<Keeper>,
 }
 
 impl Receiving<'_, '_, '_> {
@@ -464,8 +478,9 @@ impl Receiving<'_, '_, '_> {
         })();
         // From here an early return drops `r`, which kills what was built.
         let (map, uffd, local) = built?;
+        let early_keeper = self.keeper.take();
         let keeper = match &uffd {
-            Some(u) => match Keeper::spawn(stub_exe, u, r.pidfd(), &r.repaired()) {
+            Some(u) => match Keeper::armed(early_keeper, stub_exe, u, r.pidfd(), &r.repaired()) {
                 Ok(k) => Some(k),
                 Err(e) => {
                     return Err(DestError::Local {

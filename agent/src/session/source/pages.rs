@@ -132,6 +132,33 @@ pub(super) struct Counters {
     pub(super) push_samples: std::sync::Mutex<Vec<(u64, u64)>>,
     /// Page bytes put on the demand and bulk lanes (compressed or not).
     pub(super) wire_bytes: AtomicU64,
+    /// When the latest demand request was answered (µs since the epoch).
+    pub(super) last_demand_unix_us: AtomicU64,
+}
+
+/// The push waits until the process's first faults after the resume have
+/// settled (no demand request for this long)...
+const PUSH_QUIET: Duration = Duration::from_millis(2);
+/// ... but no longer than this after the resume.
+const PUSH_HOLD: Duration = Duration::from_millis(30);
+
+/// Waits until no demand request came for [`PUSH_QUIET`], at most
+/// [`PUSH_HOLD`]: the resumed process's first faults have the link and
+/// both hosts' CPUs to themselves.
+fn wait_for_quiet(c: &Counters) {
+    let start = Instant::now();
+    while start.elapsed() < PUSH_HOLD {
+        let last = c.last_demand_unix_us.load(Ordering::Relaxed);
+        let since = Duration::from_micros(crate::unix_us().saturating_sub(last));
+        if since >= PUSH_QUIET && start.elapsed() >= PUSH_QUIET {
+            return;
+        }
+        std::thread::sleep(
+            PUSH_QUIET
+                .saturating_sub(since)
+                .max(Duration::from_micros(200)),
+        );
+    }
 }
 
 /// Why pre-copy stopped before the freeze (the process runs on untouched).
@@ -285,6 +312,8 @@ pub(super) fn serve_demand(
         c.demand_pages.fetch_add(n, Ordering::Relaxed);
         c.last_fault
             .store(req.addr + n * PAGE_SIZE + 1, Ordering::Relaxed);
+        c.last_demand_unix_us
+            .store(crate::unix_us(), Ordering::Relaxed);
     }
 }
 
@@ -301,6 +330,7 @@ pub(super) fn spawn_push(
         let Some(s) = lane else { return };
         // The push is background work: faults and the process come first.
         let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
+        wait_for_quiet(&c);
         // Small frames are gathered; a frame larger than the buffer goes
         // to the lane from `buf` itself (sealed from it, not copied first).
         let mut w = std::io::BufWriter::with_capacity(PUSH_GATHER, &s);
