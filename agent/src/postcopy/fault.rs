@@ -3,18 +3,22 @@
 //! process's own changes to its memory (fork, `madvise`, `mremap`,
 //! `munmap`) through userfaultfd's non-cooperative events.
 //!
-//! One mutex covers reading a userfaultfd and installing into it: an
-//! install that races with an unread event fails with `EAGAIN`, and the
-//! events are then applied before the install is tried again. Pages
-//! installed in the background (pushed, pre-copied) take it a small piece
-//! at a time and step aside while a fault's thread waits for it.
+//! Installs never overlap the reading of events: they hold a gate shared
+//! (several install at once, on disjoint pages: on a VM the first write
+//! to each fresh page is the dearest part, and two threads pay it side by
+//! side), events are read and applied with it held alone. An install that
+//! races with an event not yet read fails with `EAGAIN` (the kernel's
+//! `mmap_changing`), puts its pages back, and is tried again once the
+//! events are applied. Pages installed in the background (pushed,
+//! pre-copied) go a small piece at a time and step aside while a fault's
+//! page is awaited.
 
 use crate::net::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
@@ -92,7 +96,8 @@ fn pause(attempt: u32) {
 /// post-copy.
 struct Space {
     id: u64,
-    uffd: OwnedFd,
+    /// Shared with installs under way: closed once the last lets go.
+    uffd: Arc<OwnedFd>,
     map: LazyMap,
 }
 
@@ -130,6 +135,8 @@ struct State {
 struct UrgentGuard<'a> {
     st: MutexGuard<'a, State>,
     urgent: &'a AtomicU32,
+    /// Counted in `urgent` (a thread on a fault's path).
+    counted: bool,
 }
 
 impl std::ops::Deref for UrgentGuard<'_> {
@@ -147,7 +154,9 @@ impl std::ops::DerefMut for UrgentGuard<'_> {
 
 impl Drop for UrgentGuard<'_> {
     fn drop(&mut self) {
-        self.urgent.fetch_sub(1, Ordering::AcqRel);
+        if self.counted {
+            self.urgent.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -176,6 +185,9 @@ const LOCAL_CHUNK: u64 = 64;
 
 /// Shared by the fault loop, the lane readers and the local installer.
 pub struct FaultHandler {
+    /// Held shared by installs, alone by whoever reads events (the lock
+    /// on `state` is taken after it, never before).
+    gate: RwLock<()>,
     state: Mutex<State>,
     ended: Condvar,
     demand: Mutex<PeerStream>,
@@ -221,9 +233,14 @@ impl FaultHandler {
         let spaces = spaces
             .into_iter()
             .zip(0..)
-            .map(|((uffd, map), id)| Space { id, uffd, map })
+            .map(|((uffd, map), id)| Space {
+                id,
+                uffd: Arc::new(uffd),
+                map,
+            })
             .collect();
         Ok(FaultHandler {
+            gate: RwLock::new(()),
             state: Mutex::new(State {
                 spaces,
                 restored,
@@ -254,6 +271,7 @@ impl FaultHandler {
         UrgentGuard {
             st: self.lock(),
             urgent: &self.urgent,
+            counted: true,
         }
     }
 
@@ -354,8 +372,7 @@ impl FaultHandler {
 
     /// Installs pages that arrived from the source (source address `src`).
     pub fn install(&self, src: u64, data: &[u8]) {
-        let mut st = self.lock_urgent();
-        self.install_locked(&mut st, src, data);
+        self.install_shared(src, data, true);
     }
 
     /// Installs pages that no fault waits for (pushed by the source, or
@@ -376,8 +393,7 @@ impl FaultHandler {
                     break;
                 }
             }
-            let mut st = self.lock();
-            self.install_locked(&mut st, src + (i * piece) as u64, part);
+            self.install_shared(src + (i * piece) as u64, part, false);
         }
     }
 
@@ -404,21 +420,14 @@ impl FaultHandler {
         }
     }
 
+    /// Installs `data` (source address `src`) with events read and applied
+    /// as they come: the caller holds the gate alone.
     fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
         let n = data.len() as u64 / PAGE_SIZE;
         if st.outcome.is_some() {
             return;
         }
-        let mut waiting = Vec::new();
-        if !st.requested.is_empty() {
-            for k in 0..n {
-                let addr = src + k * PAGE_SIZE;
-                if let Some((t, tid)) = st.requested.remove(&addr) {
-                    waiting.push((addr, t, tid));
-                }
-            }
-            self.awaited.store(st.requested.len(), Ordering::Release);
-        }
+        let waiting = self.take_requested(st, src, n);
         // Into every space, those a fork adds meanwhile too: an install
         // that meets a fork under way reads its event and takes the child's
         // space from the parent's as it is then, with these pages still to
@@ -435,17 +444,7 @@ impl FaultHandler {
         }
         // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
         // by now: a fault's latency runs from its read to here.
-        if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
-            let now = Instant::now();
-            for (addr, t, tid) in waiting {
-                st.samples.offer(FaultSample {
-                    at_us: t.duration_since(self.resumed).as_micros() as u64,
-                    addr,
-                    latency_us: now.duration_since(t).as_micros() as u64,
-                    tid,
-                });
-            }
-        }
+        self.offer_samples(st, waiting);
         // Faults read while applying events here would otherwise wait for
         // the fault loop's next wake-up.
         self.redo_faults(st);
@@ -582,7 +581,7 @@ impl FaultHandler {
                     debug!(parent = id, child = nid, left = map.left(), "fork");
                     st.spaces.push(Space {
                         id: nid,
-                        uffd: fd,
+                        uffd: Arc::new(fd),
                         map,
                     });
                     st.generation += 1;
@@ -742,6 +741,8 @@ impl FaultHandler {
                     return;
                 }
             };
+            // Events are read with the gate held alone.
+            let _alone = self.gate.write().unwrap_or_else(|e| e.into_inner());
             let mut st = self.lock_urgent();
             if !ready.iter().any(|r| *r) {
                 // Nothing for 50 ms: if no page came for long, say what
@@ -771,5 +772,6 @@ impl FaultHandler {
     }
 }
 
+mod install;
 #[cfg(test)]
 mod tests;
