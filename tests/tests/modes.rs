@@ -62,9 +62,11 @@ fn move_writing_workload(c: &Cluster, args: &[&str]) -> serde_json::Value {
         "memory differs on host2"
     );
     signal_in(c.h2(), new_pid, "-KILL");
+    assert_messages_keep_the_clock_rules(&rec);
     eprintln!(
-        "{}: downtime {} us, rounds {}, stored {}, eager {}, lazy {}",
+        "{}: {} messages, downtime {} us, rounds {}, stored {}, eager {}, lazy {}",
         rec["mode"],
+        rec["messages"].as_array().map_or(0, Vec::len),
         rec["downtime_us"],
         rec["precopy_rounds"],
         rec["stored_pages"],
@@ -72,6 +74,70 @@ fn move_writing_workload(c: &Cluster, args: &[&str]) -> serde_json::Value {
         rec["lazy_pages"]
     );
     rec
+}
+
+/// The record lists the protocol's messages with both ends, and their
+/// Lamport timestamps obey the clock rules: a receive is later than its
+/// send, and each host's events (sends and receives) have distinct,
+/// increasing timestamps in the order of its own clock.
+fn assert_messages_keep_the_clock_rules(rec: &serde_json::Value) {
+    let messages = rec["messages"].as_array().expect("messages in the record");
+    assert_eq!(rec["messages_unlogged"], 0, "{rec}");
+    let kinds: Vec<&str> = messages.iter().filter_map(|m| m["kind"].as_str()).collect();
+    for want in [
+        "FileCheck",
+        "FileVerdict",
+        "ClockProbe",
+        "Core",
+        "Ready",
+        "Commit",
+        "Resumed",
+        "Complete",
+    ] {
+        assert!(kinds.contains(&want), "no {want} among {kinds:?}");
+    }
+    // The destination's log leaves with `Complete`: what the source sent
+    // after that, on a lane in order, was never logged as received.
+    let last_received_seq = messages
+        .iter()
+        .filter(|m| m["from"] == "host1" && !m["lamport_received"].is_null())
+        .filter_map(|m| m["seq"].as_u64())
+        .max()
+        .unwrap();
+    // Per host: (its own time, its Lamport time) of each send and receive.
+    let mut events: std::collections::BTreeMap<String, Vec<(i64, u64)>> = Default::default();
+    for m in messages {
+        let (from, to) = (m["from"].as_str().unwrap(), m["to"].as_str().unwrap());
+        let sent = (m["sent_us"].as_i64(), m["lamport_sent"].as_u64());
+        let got = (m["received_us"].as_i64(), m["lamport_received"].as_u64());
+        let (Some(ts), Some(ls)) = sent else {
+            panic!("a message without its send: {m}")
+        };
+        events.entry(from.into()).or_default().push((ts, ls));
+        match got {
+            (Some(tr), Some(lr)) => {
+                assert!(lr > ls, "received at L{lr}, sent at L{ls}: {m}");
+                events.entry(to.into()).or_default().push((tr, lr));
+            }
+            _ => assert!(
+                m["from"] == "host1" && m["seq"].as_u64().unwrap() > last_received_seq,
+                "a message without its receipt: {m}"
+            ),
+        }
+    }
+    for (host, mut evs) in events {
+        evs.sort();
+        for w in evs.windows(2) {
+            assert!(
+                w[1].1 > w[0].1,
+                "on {host}, L{} at {} us follows L{} at {} us",
+                w[1].1,
+                w[1].0,
+                w[0].1,
+                w[0].0
+            );
+        }
+    }
 }
 
 fn rounds(rec: &serde_json::Value) -> Vec<u64> {

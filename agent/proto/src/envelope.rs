@@ -6,8 +6,14 @@
 //!
 //! (On an authenticated link the record layer refuses replays too; the
 //! envelope also holds with `--insecure` and names the problem.)
+//!
+//! Each side keeps a Lamport clock: a send ticks it and carries it, a
+//! receive sets it past both its own and the sender's. Every message sent
+//! or received is logged with both clocks and the wall clock, so that a
+//! record can draw the migration as a time-space diagram.
 
 use std::io::{Read, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
@@ -22,8 +28,48 @@ pub struct Envelope<T> {
     pub id: u64,
     /// 0, 1, 2, ... per direction.
     pub seq: u64,
+    /// The sender's Lamport time of the send.
+    pub lamport: u64,
+    /// When it was sent, on the sender's clock (µs since the epoch).
+    pub sent_us: u64,
     /// The message.
     pub msg: T,
+}
+
+/// What a message is called in a record (`Core`, `Commit`, ...).
+pub trait Named {
+    /// The message's kind.
+    fn name(&self) -> &'static str;
+}
+
+/// One message sent or received on a control lane, as one side saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stamp {
+    /// Sent by this side (else received).
+    pub sent: bool,
+    /// Its sequence number in its direction.
+    pub seq: u64,
+    /// Its kind.
+    pub kind: String,
+    /// This side's Lamport time of the event (the send, or the receive).
+    pub lamport: u64,
+    /// When, on this side's clock (µs since the epoch).
+    pub at_us: u64,
+    /// A receive: the sender's Lamport time of the send.
+    pub peer_lamport: Option<u64>,
+    /// A receive: when it was sent, on the sender's clock.
+    pub peer_us: Option<u64>,
+}
+
+/// Most messages one side logs per migration (heartbeats included); the
+/// rest are counted.
+pub const MAX_LOGGED: usize = 512;
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
 }
 
 /// Numbers what one side sends and checks what it receives on one
@@ -38,6 +84,12 @@ pub struct Sequencer {
     sent: Mutex<u64>,
     /// Next sequence number expected.
     received: Mutex<u64>,
+    /// This side's Lamport clock.
+    clock: Mutex<u64>,
+    /// Messages sent and received, in the order of this side's clock.
+    log: Mutex<Vec<Stamp>>,
+    /// Messages past [`MAX_LOGGED`], not logged.
+    unlogged: AtomicU64,
 }
 
 impl Sequencer {
@@ -47,6 +99,9 @@ impl Sequencer {
             id: Mutex::new(Some(id)),
             sent: Mutex::new(0),
             received: Mutex::new(0),
+            clock: Mutex::new(0),
+            log: Mutex::new(Vec::new()),
+            unlogged: AtomicU64::new(0),
         }
     }
 
@@ -56,6 +111,9 @@ impl Sequencer {
             id: Mutex::new(None),
             sent: Mutex::new(0),
             received: Mutex::new(0),
+            clock: Mutex::new(0),
+            log: Mutex::new(Vec::new()),
+            unlogged: AtomicU64::new(0),
         }
     }
 
@@ -65,28 +123,89 @@ impl Sequencer {
     }
 
     /// Sends `msg` in an envelope on `w`.
-    pub fn send<T: Serialize>(&self, w: &mut impl Write, msg: &T) -> Result<(), FrameError> {
+    pub fn send<T: Serialize + Named>(
+        &self,
+        w: &mut impl Write,
+        msg: &T,
+    ) -> Result<(), FrameError> {
         let id = self.id().ok_or_else(|| {
             FrameError::Sequence("nothing may be sent before the migration is named".into())
         })?;
         let mut seq = self.sent.lock().unwrap_or_else(|e| e.into_inner());
-        frame::write_msg(w, &Envelope { id, seq: *seq, msg })?;
+        // Clock and time read together: on one side, Lamport order and
+        // time order agree.
+        let (lamport, sent_us) = {
+            let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            *clock += 1;
+            (*clock, now_us())
+        };
+        let envelope = Envelope {
+            id,
+            seq: *seq,
+            lamport,
+            sent_us,
+            msg,
+        };
+        frame::write_msg(w, &envelope)?;
+        self.note(Stamp {
+            sent: true,
+            seq: *seq,
+            kind: msg.name().to_string(),
+            lamport,
+            at_us: sent_us,
+            peer_lamport: None,
+            peer_us: None,
+        });
         *seq += 1;
         Ok(())
     }
 
     /// Reads one control frame from `r` and opens it.
-    pub fn recv<T: DeserializeOwned>(&self, r: &mut impl Read) -> Result<T, FrameError> {
+    pub fn recv<T: DeserializeOwned + Named>(&self, r: &mut impl Read) -> Result<T, FrameError> {
         let e: Envelope<T> = frame::read_msg(r)?;
-        self.check(e.id, e.seq)?;
-        Ok(e.msg)
+        self.received(e)
     }
 
     /// Opens a control frame's payload, already read.
-    pub fn open<T: DeserializeOwned>(&self, body: &[u8]) -> Result<T, FrameError> {
+    pub fn open<T: DeserializeOwned + Named>(&self, body: &[u8]) -> Result<T, FrameError> {
         let e: Envelope<T> = frame::decode(body)?;
+        self.received(e)
+    }
+
+    /// Checks a received envelope, moves the clock past it and logs it.
+    fn received<T: Named>(&self, e: Envelope<T>) -> Result<T, FrameError> {
         self.check(e.id, e.seq)?;
+        let (lamport, at_us) = {
+            let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
+            *clock = (*clock).max(e.lamport) + 1;
+            (*clock, now_us())
+        };
+        self.note(Stamp {
+            sent: false,
+            seq: e.seq,
+            kind: e.msg.name().to_string(),
+            lamport,
+            at_us,
+            peer_lamport: Some(e.lamport),
+            peer_us: Some(e.sent_us),
+        });
         Ok(e.msg)
+    }
+
+    fn note(&self, stamp: Stamp) {
+        let mut log = self.log.lock().unwrap_or_else(|e| e.into_inner());
+        if log.len() < MAX_LOGGED {
+            log.push(stamp);
+        } else {
+            self.unlogged.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The messages this side sent and received so far, and how many more
+    /// were not logged.
+    pub fn log(&self) -> (Vec<Stamp>, u64) {
+        let log = self.log.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        (log, self.unlogged.load(Ordering::Relaxed))
     }
 
     fn check(&self, id: u64, seq: u64) -> Result<(), FrameError> {
@@ -129,10 +248,61 @@ mod tests {
         Other(u32),
     }
 
+    impl Named for M {
+        fn name(&self) -> &'static str {
+            match self {
+                M::Commit => "Commit",
+                M::Other(_) => "Other",
+            }
+        }
+    }
+
     fn wire(id: u64, seq: u64, msg: &M) -> Vec<u8> {
         let mut v = Vec::new();
-        frame::write_msg(&mut v, &Envelope { id, seq, msg }).unwrap();
+        let e = Envelope {
+            id,
+            seq,
+            lamport: seq + 1,
+            sent_us: 0,
+            msg,
+        };
+        frame::write_msg(&mut v, &e).unwrap();
         v
+    }
+
+    #[test]
+    fn lamport_clocks_follow_the_messages_both_ways() {
+        let a = Sequencer::new(7);
+        let b = Sequencer::unbound();
+        let (mut ab, mut ba) = (Vec::new(), Vec::new());
+        a.send(&mut ab, &M::Other(1)).unwrap(); // a: 1
+        a.send(&mut ab, &M::Other(2)).unwrap(); // a: 2
+        let mut r = &ab[..];
+        b.recv::<M>(&mut r).unwrap(); // b: max(0, 1) + 1 = 2
+        b.recv::<M>(&mut r).unwrap(); // b: max(2, 2) + 1 = 3
+        b.send(&mut ba, &M::Commit).unwrap(); // b: 4
+        a.recv::<M>(&mut &ba[..]).unwrap(); // a: max(2, 4) + 1 = 5
+        let (la, _) = a.log();
+        let (lb, _) = b.log();
+        let clocks = |l: &[Stamp]| l.iter().map(|s| s.lamport).collect::<Vec<_>>();
+        assert_eq!(clocks(&la), [1, 2, 5]);
+        assert_eq!(clocks(&lb), [2, 3, 4]);
+        assert_eq!(lb[0].peer_lamport, Some(1));
+        assert_eq!(la[2].peer_lamport, Some(4));
+        assert_eq!(la[2].kind, "Commit");
+        assert!(la[0].sent && !lb[0].sent);
+    }
+
+    #[test]
+    fn the_log_is_bounded() {
+        let a = Sequencer::new(7);
+        let mut sink = Vec::new();
+        for _ in 0..MAX_LOGGED + 5 {
+            a.send(&mut sink, &M::Commit).unwrap();
+            sink.clear();
+        }
+        let (log, unlogged) = a.log();
+        assert_eq!((log.len(), unlogged), (MAX_LOGGED, 5));
     }
 
     #[test]

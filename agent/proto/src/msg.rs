@@ -431,6 +431,9 @@ pub enum DestMsg {
         /// This side's milestones: (what, microseconds since the epoch
         /// on this host's clock).
         events: Vec<(String, u64)>,
+        /// This side's log of the control lane so far, and how many
+        /// messages it did not log.
+        messages: (Vec<crate::envelope::Stamp>, u64),
     },
     /// Restore or post-copy failed; what was built is killed.
     Failed {
@@ -490,4 +493,38 @@ pub enum DeputyMsg {
         /// Signal, when one killed it.
         signal: Option<i32>,
     },
+}
+
+impl crate::envelope::Named for SourceMsg {
+    fn name(&self) -> &'static str {
+        match self {
+            SourceMsg::FileCheck { .. } => "FileCheck",
+            SourceMsg::ClockProbe => "ClockProbe",
+            SourceMsg::PreCopyRound { .. } => "PreCopyRound",
+            SourceMsg::Core { .. } => "Core",
+            SourceMsg::CoreTree { .. } => "CoreTree",
+            SourceMsg::MemberDone(..) => "MemberDone",
+            SourceMsg::ShippedData(..) => "ShippedData",
+            SourceMsg::EagerDone => "EagerDone",
+            SourceMsg::Commit { .. } => "Commit",
+            SourceMsg::Abort(..) => "Abort",
+            SourceMsg::Done => "Done",
+            SourceMsg::Heartbeat => "Heartbeat",
+        }
+    }
+}
+
+impl crate::envelope::Named for DestMsg {
+    fn name(&self) -> &'static str {
+        match self {
+            DestMsg::FileVerdict { .. } => "FileVerdict",
+            DestMsg::Clock { .. } => "Clock",
+            DestMsg::Ready { .. } => "Ready",
+            DestMsg::Resumed => "Resumed",
+            DestMsg::Heartbeat => "Heartbeat",
+            DestMsg::Complete { .. } => "Complete",
+            DestMsg::Failed { .. } => "Failed",
+            DestMsg::Facts { .. } => "Facts",
+        }
+    }
 }

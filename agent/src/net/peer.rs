@@ -258,7 +258,7 @@ pub struct Heartbeat {
 impl Heartbeat {
     /// Starts beating `msg` on `lane` (a clone of the control lane, whose
     /// messages `seq` numbers).
-    pub fn start<T: serde::Serialize + Send + 'static>(
+    pub fn start<T: serde::Serialize + migrate_proto::envelope::Named + Send + 'static>(
         mut lane: PeerStream,
         seq: std::sync::Arc<migrate_proto::envelope::Sequencer>,
         msg: T,

@@ -342,6 +342,7 @@ impl Receiving<'_, '_, '_> {
                             events.push(("every page in".into(), crate::unix_us()));
                             events.clone()
                         },
+                        messages: seq.log(),
                     },
                 )?;
                 if failpoints::hit("dest.after-complete").is_err() {

@@ -392,6 +392,7 @@ impl TreeSession<'_, '_, '_> {
                 discarded_pages: discarded,
                 faults,
                 events: self.events.clone(),
+                messages: seq.log(),
             },
         )?;
         if failpoints::hit("dest.after-complete").is_err() {

@@ -259,8 +259,17 @@ impl Session<'_, '_> {
                 discarded_pages,
                 faults,
                 events,
+                messages,
             }) => {
                 merge_events(&mut rec, events, started_unix_us);
+                let (ours, our_unlogged) = seq.log();
+                rec.messages = migrate_proto::record::pair_messages(
+                    (cx.host, &ours),
+                    (&rec.to, &messages.0),
+                    started_unix_us,
+                    rec.clock_offset_us,
+                );
+                rec.messages_unlogged = our_unlogged + messages.1;
                 if failpoints::hit("source.after-complete").is_err() {
                     // As if the lane broke: `Done` is not sent.
                     let _ = ctl.shutdown(Shutdown::Both);
