@@ -3,22 +3,18 @@
 //! process's own changes to its memory (fork, `madvise`, `mremap`,
 //! `munmap`) through userfaultfd's non-cooperative events.
 //!
-//! Installs never overlap the reading of events: they hold a gate shared
-//! (several install at once, on disjoint pages: on a VM the first write
-//! to each fresh page is the dearest part, and two threads pay it side by
-//! side), events are read and applied with it held alone. An install that
-//! races with an event not yet read fails with `EAGAIN` (the kernel's
-//! `mmap_changing`), puts its pages back, and is tried again once the
-//! events are applied. Pages installed in the background (pushed,
-//! pre-copied) go a small piece at a time and step aside while a fault's
-//! page is awaited.
+//! One mutex covers reading a userfaultfd and installing into it: an
+//! install that races with an unread event fails with `EAGAIN`, and the
+//! events are then applied before the install is tried again. Pages
+//! installed in the background (pushed, pre-copied) take it a small piece
+//! at a time and step aside while a fault's thread waits for it.
 
 use crate::net::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
@@ -96,8 +92,7 @@ fn pause(attempt: u32) {
 /// post-copy.
 struct Space {
     id: u64,
-    /// Shared with installs under way: closed once the last lets go.
-    uffd: Arc<OwnedFd>,
+    uffd: OwnedFd,
     map: LazyMap,
 }
 
@@ -135,8 +130,6 @@ struct State {
 struct UrgentGuard<'a> {
     st: MutexGuard<'a, State>,
     urgent: &'a AtomicU32,
-    /// Counted in `urgent` (a thread on a fault's path).
-    counted: bool,
 }
 
 impl std::ops::Deref for UrgentGuard<'_> {
@@ -154,9 +147,7 @@ impl std::ops::DerefMut for UrgentGuard<'_> {
 
 impl Drop for UrgentGuard<'_> {
     fn drop(&mut self) {
-        if self.counted {
-            self.urgent.fetch_sub(1, Ordering::AcqRel);
-        }
+        self.urgent.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
@@ -185,9 +176,6 @@ const LOCAL_CHUNK: u64 = 64;
 
 /// Shared by the fault loop, the lane readers and the local installer.
 pub struct FaultHandler {
-    /// Held shared by installs, alone by whoever reads events (the lock
-    /// on `state` is taken after it, never before).
-    gate: RwLock<()>,
     state: Mutex<State>,
     ended: Condvar,
     demand: Mutex<PeerStream>,
@@ -233,14 +221,9 @@ impl FaultHandler {
         let spaces = spaces
             .into_iter()
             .zip(0..)
-            .map(|((uffd, map), id)| Space {
-                id,
-                uffd: Arc::new(uffd),
-                map,
-            })
+            .map(|((uffd, map), id)| Space { id, uffd, map })
             .collect();
         Ok(FaultHandler {
-            gate: RwLock::new(()),
             state: Mutex::new(State {
                 spaces,
                 restored,
@@ -271,7 +254,6 @@ impl FaultHandler {
         UrgentGuard {
             st: self.lock(),
             urgent: &self.urgent,
-            counted: true,
         }
     }
 
@@ -372,7 +354,8 @@ impl FaultHandler {
 
     /// Installs pages that arrived from the source (source address `src`).
     pub fn install(&self, src: u64, data: &[u8]) {
-        self.install_shared(src, data, true);
+        let mut st = self.lock_urgent();
+        self.install_locked(&mut st, src, data);
     }
 
     /// Installs pages that no fault waits for (pushed by the source, or
@@ -393,7 +376,8 @@ impl FaultHandler {
                     break;
                 }
             }
-            self.install_shared(src + (i * piece) as u64, part, false);
+            let mut st = self.lock();
+            self.install_locked(&mut st, src + (i * piece) as u64, part);
         }
     }
 
@@ -420,14 +404,21 @@ impl FaultHandler {
         }
     }
 
-    /// Installs `data` (source address `src`) with events read and applied
-    /// as they come: the caller holds the gate alone.
     fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
         let n = data.len() as u64 / PAGE_SIZE;
         if st.outcome.is_some() {
             return;
         }
-        let waiting = self.take_requested(st, src, n);
+        let mut waiting = Vec::new();
+        if !st.requested.is_empty() {
+            for k in 0..n {
+                let addr = src + k * PAGE_SIZE;
+                if let Some((t, tid)) = st.requested.remove(&addr) {
+                    waiting.push((addr, t, tid));
+                }
+            }
+            self.awaited.store(st.requested.len(), Ordering::Release);
+        }
         // Into every space, those a fork adds meanwhile too: an install
         // that meets a fork under way reads its event and takes the child's
         // space from the parent's as it is then, with these pages still to
@@ -444,7 +435,17 @@ impl FaultHandler {
         }
         // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
         // by now: a fault's latency runs from its read to here.
-        self.offer_samples(st, waiting);
+        if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
+            let now = Instant::now();
+            for (addr, t, tid) in waiting {
+                st.samples.offer(FaultSample {
+                    at_us: t.duration_since(self.resumed).as_micros() as u64,
+                    addr,
+                    latency_us: now.duration_since(t).as_micros() as u64,
+                    tid,
+                });
+            }
+        }
         // Faults read while applying events here would otherwise wait for
         // the fault loop's next wake-up.
         self.redo_faults(st);
@@ -581,7 +582,7 @@ impl FaultHandler {
                     debug!(parent = id, child = nid, left = map.left(), "fork");
                     st.spaces.push(Space {
                         id: nid,
-                        uffd: Arc::new(fd),
+                        uffd: fd,
                         map,
                     });
                     st.generation += 1;
@@ -741,8 +742,6 @@ impl FaultHandler {
                     return;
                 }
             };
-            // Events are read with the gate held alone.
-            let _alone = self.gate.write().unwrap_or_else(|e| e.into_inner());
             let mut st = self.lock_urgent();
             if !ready.iter().any(|r| *r) {
                 // Nothing for 50 ms: if no page came for long, say what
@@ -772,6 +771,5 @@ impl FaultHandler {
     }
 }
 
-mod install;
 #[cfg(test)]
 mod tests;

@@ -1,9 +1,7 @@
 //! Memory after the process runs: the fault handler, pages still to come,
-//! the threads installing pushed pages, the keeper, pre-copied pages, page
-//! sets, fault samples.
+//! the keeper, pre-copied pages, page sets, fault samples.
 
 pub mod fault;
-pub mod installers;
 pub mod keeper;
 pub mod lazy;
 pub mod pageset;

@@ -23,7 +23,6 @@ use tracing::{debug, info, warn};
 
 use crate::net::peer::{PeerLanes, STALL_TIMEOUT};
 use crate::postcopy::fault::{FaultHandler, LocalPages, Outcome};
-use crate::postcopy::installers::Installers;
 use crate::postcopy::keeper::Keeper;
 use crate::postcopy::lazy::LazyMap;
 use crate::postcopy::pageset::PageSet;

@@ -443,12 +443,9 @@ pub(super) fn spawn_fault_threads(
     for (lane, mut s, install, failpoint) in lanes {
         let h2 = h.clone();
         threads.push(std::thread::spawn(move || {
-            // Pushed pages are installed by threads of their own while
-            // the next ones are received.
-            let installers = (lane == "bulk").then(|| {
+            if lane == "bulk" {
                 let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
-                Installers::start(&h2, crate::net::peer::BULK_NICE)
-            });
+            }
             let mut pushed = false;
             loop {
                 match frame::read_frame(&mut s) {
@@ -456,10 +453,7 @@ pub(super) fn spawn_fault_threads(
                         h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
                         return;
                     }
-                    Ok(Frame::Pages(hd, data)) => match &installers {
-                        Some(i) => i.install(hd.addr, data),
-                        None => install(&h2, hd.addr, &data),
-                    },
+                    Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
                     Ok(Frame::Control(body))
                         if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
                     {
