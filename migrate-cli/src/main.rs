@@ -19,6 +19,7 @@ mod json;
 mod moving;
 mod query;
 mod report;
+mod timespace;
 
 use args::{Cli, Sub};
 

@@ -227,7 +227,11 @@ pub fn run_report(
     let path = output.to_string_lossy().into_owned();
     let drawn = if !compare.is_empty() {
         report::compare(&all, &path)
+    } else if timespace && crate::timespace::has_messages(main) {
+        std::fs::write(&path, crate::timespace::svg(main, &host))
+            .map_err(|e| format!("writing {path}: {e}"))
     } else if timespace {
+        // A record of an agent before protocol 15: no messages logged.
         report::timespace(main, &host, &path)
     } else {
         report::timeline(main, &path)

@@ -318,6 +318,30 @@ fn the_record_aligns_both_hosts_and_draws() {
         let text = std::fs::read_to_string(&svg).unwrap();
         assert!(text.starts_with("<svg"), "not an SVG");
         assert!(text.contains(needle), "{needle} missing from the picture");
+        if args.contains(&"--timespace") {
+            // One arrow per message with both ends in the whole
+            // migration's panel, more in the zoomed one; Commit's
+            // Lamport stamps written beside the hosts.
+            let both = rec["messages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|m| !m["received_us"].is_null())
+                .collect::<Vec<_>>();
+            let arrows = text.matches(r#"<line class="msg""#).count();
+            assert!(
+                arrows > both.len(),
+                "{arrows} arrows for {} messages",
+                both.len()
+            );
+            let commit = both.iter().find(|m| m["kind"] == "Commit").unwrap();
+            for l in [&commit["lamport_sent"], &commit["lamport_received"]] {
+                assert!(text.contains(&format!(">L{l}<")), "no L{l} in the picture");
+            }
+            if let Some(keep) = std::env::var_os("KEEP_TIMESPACE") {
+                std::fs::copy(&svg, keep).unwrap();
+            }
+        }
     }
 }
 
