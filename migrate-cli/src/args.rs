@@ -138,6 +138,11 @@ pub enum Sub {
         /// Draw the time-space diagram of the messages between the agents.
         #[arg(long)]
         timespace: bool,
+        /// With `--timespace`: a self-contained HTML page instead, the
+        /// diagram zoomable (wheel) and movable (drag) in a browser, with
+        /// no network [default output: migration.html].
+        #[arg(long, requires = "timespace")]
+        html: bool,
         /// Output file [default: migration.svg].
         #[arg(short, long, value_name = "FILE")]
         output: Option<PathBuf>,

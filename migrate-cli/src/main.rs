@@ -130,8 +130,9 @@ fn main() -> ExitCode {
             id,
             compare,
             timespace,
+            html,
             output,
-        }) => query::run_report(g, &id, &compare, timespace, output),
+        }) => query::run_report(g, &id, &compare, (timespace, html), output),
         Some(Sub::Resolve { id, kill, .. }) => query::run_resolve(g, &id, kill),
         Some(Sub::Completions { shell }) => {
             docs::completions(shell);

@@ -209,7 +209,7 @@ pub fn run_report(
     g: &Global,
     id: &str,
     compare: &[String],
-    timespace: bool,
+    (timespace, html): (bool, bool),
     output: Option<PathBuf>,
 ) -> Result<(), Exit> {
     let (records, host) = history(&g.socket)?;
@@ -223,9 +223,20 @@ pub fn run_report(
         json::print(&serde_json::json!({ "migrations": all }));
         return Ok(());
     }
-    let output = output.unwrap_or_else(|| PathBuf::from("migration.svg"));
+    let output = output.unwrap_or_else(|| {
+        PathBuf::from(if html {
+            "migration.html"
+        } else {
+            "migration.svg"
+        })
+    });
     let path = output.to_string_lossy().into_owned();
-    let drawn = if !compare.is_empty() {
+    let drawn = if html && !crate::timespace::has_messages(main) {
+        Err("this record has no messages to draw (an agent before protocol 15 made it)".into())
+    } else if html {
+        std::fs::write(&path, crate::timespace::html(main, &host))
+            .map_err(|e| format!("writing {path}: {e}"))
+    } else if !compare.is_empty() {
         report::compare(&all, &path)
     } else if timespace && crate::timespace::has_messages(main) {
         std::fs::write(&path, crate::timespace::svg(main, &host))

@@ -444,6 +444,56 @@ pub fn svg(r: &MigrationRecord, source_host: &str) -> String {
     out
 }
 
+/// The diagram of `r` in a self-contained HTML page: the wheel zooms
+/// around the pointer, a drag moves, a double click shows all again. No
+/// network: everything is in the page.
+pub fn html(r: &MigrationRecord, source_host: &str) -> String {
+    let svg = svg(r, source_host);
+    format!(
+        r#"<!DOCTYPE html>
+<html><head><meta charset="utf-8"><title>migration {id:016x}: time-space diagram</title>
+<style>body{{margin:0;font-family:sans-serif}}#view{{width:100vw;height:100vh;overflow:hidden;cursor:grab}}#view svg{{width:100%;height:100%}}#help{{position:fixed;right:8px;top:4px;font-size:12px;color:#555;background:#fff}}</style>
+</head><body>
+<div id="help">wheel: zoom · drag: move · double click: all</div>
+<div id="view">
+{svg}</div>
+<script>
+(function () {{
+  const svg = document.querySelector('#view svg');
+  const all = svg.getAttribute('viewBox').split(' ').map(Number);
+  let vb = all.slice();
+  const set = () => svg.setAttribute('viewBox', vb.join(' '));
+  const at = (e) => {{
+    const r = svg.getBoundingClientRect();
+    return [vb[0] + (e.clientX - r.left) / r.width * vb[2],
+            vb[1] + (e.clientY - r.top) / r.height * vb[3]];
+  }};
+  svg.addEventListener('wheel', (e) => {{
+    e.preventDefault();
+    const [x, y] = at(e);
+    const k = e.deltaY < 0 ? 0.8 : 1.25;
+    vb = [x - (x - vb[0]) * k, y - (y - vb[1]) * k, vb[2] * k, vb[3] * k];
+    set();
+  }}, {{ passive: false }});
+  let drag = null;
+  svg.addEventListener('mousedown', (e) => {{ drag = [e.clientX, e.clientY, vb[0], vb[1]]; }});
+  window.addEventListener('mouseup', () => {{ drag = null; }});
+  window.addEventListener('mousemove', (e) => {{
+    if (!drag) return;
+    const r = svg.getBoundingClientRect();
+    vb[0] = drag[2] - (e.clientX - drag[0]) / r.width * vb[2];
+    vb[1] = drag[3] - (e.clientY - drag[1]) / r.height * vb[3];
+    set();
+  }});
+  svg.addEventListener('dblclick', () => {{ vb = all.slice(); set(); }});
+}})();
+</script>
+</body></html>
+"#,
+        id = r.id
+    )
+}
+
 /// The first and the slowest demand faults as request/reply pairs in the
 /// whole migration's panel, the rest summarised.
 fn faults(out: &mut String, r: &MigrationRecord, p: &Panel) {
@@ -583,6 +633,19 @@ mod tests {
             assert!(svg.contains(&format!(">L{l}<")), "no L{l}");
         }
         assert_eq!(svg.matches(r#"class="fault""#).count(), 6);
+    }
+
+    #[test]
+    fn the_page_holds_the_picture_and_fetches_nothing() {
+        let page = html(&sample(), "host1");
+        assert!(page.starts_with("<!DOCTYPE html>"));
+        assert_eq!(page.matches("<svg").count(), 1);
+        assert!(page.contains(r#"<line class="msg""#) && page.contains("addEventListener('wheel'"));
+        // Only the SVG namespace names a URL; nothing is loaded.
+        assert_eq!(page.matches("http").count(), 1, "{page}");
+        for needle in ["src=", "<link", "import ", "fetch("] {
+            assert!(!page.contains(needle), "{needle}");
+        }
     }
 
     #[test]

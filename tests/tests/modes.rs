@@ -309,6 +309,10 @@ fn the_record_aligns_both_hosts_and_draws() {
     for (args, needle) in [
         (vec!["report", id.as_str()], "freeze"),
         (vec!["report", id.as_str(), "--timespace"], "host2"),
+        (
+            vec!["report", id.as_str(), "--timespace", "--html"],
+            "addEventListener",
+        ),
     ] {
         let svg = c.path("r.svg");
         let mut a = args.clone();
@@ -316,9 +320,13 @@ fn the_record_aligns_both_hosts_and_draws() {
         let out = c.migrate(&a);
         assert_eq!(out.status.code(), Some(0), "{out:?}");
         let text = std::fs::read_to_string(&svg).unwrap();
-        assert!(text.starts_with("<svg"), "not an SVG");
+        let html = args.contains(&"--html");
+        assert!(
+            text.starts_with(if html { "<!DOCTYPE html>" } else { "<svg" }),
+            "not an SVG or a page"
+        );
         assert!(text.contains(needle), "{needle} missing from the picture");
-        if args.contains(&"--timespace") {
+        if args.contains(&"--timespace") && !html {
             // One arrow per message with both ends in the whole
             // migration's panel, more in the zoomed one; Commit's
             // Lamport stamps written beside the hosts.
