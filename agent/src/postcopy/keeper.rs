@@ -54,21 +54,9 @@ impl Keeper {
         })
     }
 
-    /// Starts a keeper holding `uffd`, `pidfd` and the connections `conns`.
-    pub fn spawn(
-        exe: &Path,
-        uffd: &OwnedFd,
-        pidfd: &OwnedFd,
-        conns: &[BorrowedFd<'_>],
-    ) -> io::Result<Keeper> {
-        let k = Keeper::start(exe)?;
-        k.arm(uffd, pidfd, conns)?;
-        Ok(k)
-    }
-
     /// A keeper holding `uffd`, `pidfd` and `conns`: `early`, started
-    /// before it was needed, or (should that one not take them) one
-    /// started now.
+    /// before it was needed, or (without one, or should it not take
+    /// them) one started now.
     pub fn armed(
         early: Option<Keeper>,
         exe: &Path,
@@ -84,7 +72,9 @@ impl Keeper {
                 }
             }
         }
-        Keeper::spawn(exe, uffd, pidfd, conns)
+        let k = Keeper::start(exe)?;
+        k.arm(uffd, pidfd, conns)?;
+        Ok(k)
     }
 
     /// Gives the keeper copies of `uffd`, `pidfd` and the connections

@@ -25,37 +25,7 @@ pub fn same_open_file_of(a: (i32, i32), b: (i32, i32)) -> io::Result<bool> {
 /// Sends descriptor `fd` over the Unix socket `sock` (`SCM_RIGHTS`, with
 /// one byte of data).
 pub fn send_fd(sock: &OwnedFd, fd: &OwnedFd) -> io::Result<()> {
-    let mut byte = [0u8; 1];
-    let mut iov = libc::iovec {
-        iov_base: byte.as_mut_ptr().cast(),
-        iov_len: 1,
-    };
-    // Room for one cmsghdr with one int, aligned as the kernel wants.
-    let mut control = [0u64; 4];
-    // SAFETY: CMSG_SPACE only computes a size.
-    let space = unsafe { libc::CMSG_SPACE(std::mem::size_of::<libc::c_int>() as u32) } as usize;
-    assert!(space <= std::mem::size_of_val(&control));
-    // SAFETY: msghdr is plain data; every pointer set below points at a
-    // live local for the duration of sendmsg.
-    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
-    msg.msg_iov = &mut iov;
-    msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    msg.msg_controllen = space as _;
-    // SAFETY: the control buffer holds `space` bytes, enough for one
-    // header and one int (checked above); CMSG_FIRSTHDR of it is in bounds.
-    let r = unsafe {
-        let c = libc::CMSG_FIRSTHDR(&msg);
-        (*c).cmsg_level = libc::SOL_SOCKET;
-        (*c).cmsg_type = libc::SCM_RIGHTS;
-        (*c).cmsg_len = libc::CMSG_LEN(std::mem::size_of::<libc::c_int>() as u32) as _;
-        std::ptr::write_unaligned(libc::CMSG_DATA(c).cast::<libc::c_int>(), fd.as_raw_fd());
-        libc::sendmsg(sock.as_raw_fd(), &msg, libc::MSG_NOSIGNAL)
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
+    send_fds(sock, &[0], &[fd.as_raw_fd()])
 }
 
 /// Most descriptors one [`send_fds`] takes (the kernel's `SCM_MAX_FD` is 253).

@@ -158,12 +158,12 @@ impl TreeSession<'_, '_, '_> {
             kin.note(r.pid, image);
             let keeper = match &lazy {
                 Some((uffd, _)) => Some(
-                    Keeper::spawn(self.exe, uffd, r.pidfd(), &r.repaired()).map_err(|source| {
-                        DestError::Local {
+                    Keeper::armed(None, self.exe, uffd, r.pidfd(), &r.repaired()).map_err(
+                        |source| DestError::Local {
                             step: "starting a keeper",
                             source,
-                        }
-                    })?,
+                        },
+                    )?,
                 ),
                 None => None,
             };
