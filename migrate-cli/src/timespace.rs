@@ -53,6 +53,37 @@ impl Stack {
     }
 }
 
+/// A column of labels placed in any order: each keeps clear of every one
+/// already there.
+#[derive(Default)]
+struct Column {
+    taken: Vec<f64>,
+}
+
+impl Column {
+    fn is_free(&self, y: f64) -> bool {
+        self.taken.iter().all(|t| (t - y).abs() >= LINE)
+    }
+
+    /// At `want` or the nearest free height below it.
+    fn take(&mut self, want: f64) -> f64 {
+        let mut y = want;
+        while !self.is_free(y) {
+            y += 1.0;
+        }
+        self.taken.push(y);
+        y
+    }
+
+    /// At `want` if free, else none (the label is left out).
+    fn take_if_free(&mut self, want: f64) -> Option<f64> {
+        self.is_free(want).then(|| {
+            self.taken.push(want);
+            want
+        })
+    }
+}
+
 fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -202,6 +233,7 @@ fn frame(out: &mut String, p: &Panel, title: &str, hosts: (&str, &str)) {
     // Times: at the panel's ends and around each shortened stretch,
     // marked across both host lines.
     let mut marks = vec![p.t0, p.t1];
+    let mut column = Column::default();
     let breaks = p.axis.as_ref().map(Axis::breaks).unwrap_or_default();
     for (a, b) in breaks {
         let (ya, yb) = (p.y(a), p.y(b));
@@ -220,22 +252,23 @@ fn frame(out: &mut String, p: &Panel, title: &str, hosts: (&str, &str)) {
                 mid - 3.0
             );
         }
+        // The length left out, in the time column beside the break (the
+        // middle between the hosts is the arrows' labels').
+        let y = column.take(mid + 3.0);
         let _ = writeln!(
             out,
-            r##"<text x="{:.1}" y="{:.1}" font-size="10" text-anchor="middle" fill="#555">{:.1} ms shortened</text>"##,
-            p.x + PANEL_W / 2.0,
-            mid + 12.0,
+            r##"<text class="shortened" x="{:.1}" y="{y:.1}" font-size="9" fill="#555">⋯ {:.1} ms shortened</text>"##,
+            p.x + 8.0,
             (b - a) / 1000.0
         );
         marks.extend([a, b]);
     }
-    let mut stack = Stack::default();
     marks.sort_by(f64::total_cmp);
     for t in marks {
-        if let Some(y) = stack.place_if_free(p.y(t) + 3.0) {
+        if let Some(y) = column.take_if_free(p.y(t) + 3.0) {
             let _ = writeln!(
                 out,
-                r##"<text x="{:.1}" y="{y:.1}" font-size="10" fill="#555">{:.3} ms</text>"##,
+                r##"<text class="time" x="{:.1}" y="{y:.1}" font-size="10" fill="#555">{:.3} ms</text>"##,
                 p.x + 8.0,
                 t / 1000.0
             );
@@ -676,6 +709,75 @@ mod tests {
             v.sort_by(f64::total_cmp);
             for w in v.windows(2) {
                 assert!(w[1] - w[0] >= LINE - 0.01, "labels at x {x} overlap: {w:?}");
+            }
+        }
+    }
+
+    /// A label's box, estimated from its text.
+    struct LabelBox {
+        left: f64,
+        right: f64,
+        top: f64,
+        bottom: f64,
+    }
+
+    impl LabelBox {
+        fn apart(&self, o: &LabelBox) -> bool {
+            self.right <= o.left
+                || o.right <= self.left
+                || self.bottom <= o.top
+                || o.bottom <= self.top
+        }
+    }
+
+    fn label_box(line: &str) -> LabelBox {
+        let get = |k: &str| -> Option<String> {
+            let at = line.find(&format!(" {k}=\""))? + k.len() + 3;
+            Some(line[at..].split('"').next()?.to_string())
+        };
+        let num = |k: &str| get(k).unwrap().parse::<f64>().unwrap();
+        let (x, y, size) = (num("x"), num("y"), num("font-size"));
+        let text = &line[line.find('>').unwrap() + 1..line.rfind("</").unwrap()];
+        let w = text.chars().count() as f64 * 0.6 * size;
+        let left = match get("text-anchor").as_deref() {
+            Some("middle") => x - w / 2.0,
+            Some("end") => x - w,
+            _ => x,
+        };
+        LabelBox {
+            left,
+            right: left + w,
+            top: y - size,
+            bottom: y,
+        }
+    }
+
+    #[test]
+    fn a_break_s_length_sits_clear_of_every_other_label() {
+        let mut r = sample();
+        // A long idle stretch between the clock's probe and the core.
+        for m in r.messages.iter_mut().skip(4) {
+            m.sent_us = m.sent_us.map(|t| t + 300_000);
+            m.received_us = m.received_us.map(|t| t + 300_000);
+        }
+        // And a message in flight across it: its kind label falls in the
+        // middle of the break.
+        r.messages
+            .insert(4, message(true, "Pages", 9, (3_500, 303_500), (7, 8)));
+        let svg = svg(&r, "host1");
+        let labels: Vec<(&str, LabelBox)> = svg
+            .lines()
+            .filter(|l| l.starts_with("<text class="))
+            .map(|l| (l, label_box(l)))
+            .collect();
+        let breaks = labels
+            .iter()
+            .filter(|(l, _)| l.contains(r#"class="shortened""#))
+            .count();
+        assert!(breaks >= 1, "no shortened stretch drawn:\n{svg}");
+        for (i, (a, ba)) in labels.iter().enumerate() {
+            for (b, bb) in &labels[i + 1..] {
+                assert!(ba.apart(bb), "labels overlap:\n{a}\n{b}");
             }
         }
     }
