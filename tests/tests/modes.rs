@@ -346,7 +346,13 @@ fn the_record_aligns_both_hosts_and_draws() {
             for l in [&commit["lamport_sent"], &commit["lamport_received"]] {
                 assert!(text.contains(&format!(">L{l}<")), "no L{l} in the picture");
             }
-            if let Some(keep) = std::env::var_os("KEEP_TIMESPACE") {
+        }
+        if let Some(keep) = std::env::var_os("KEEP_TIMESPACE") {
+            // The picture, and the page beside it as KEEP.html.
+            let keep = std::path::PathBuf::from(keep);
+            if html {
+                std::fs::copy(&svg, keep.with_extension("html")).unwrap();
+            } else if args.contains(&"--timespace") {
                 std::fs::copy(&svg, keep).unwrap();
             }
         }
