@@ -67,6 +67,37 @@ fn pattern(t: usize, w: usize) -> u64 {
     ((t as u64) << 40) ^ (w as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
 }
 
+/// Step between the words a worker writes, one per round: odd, so the
+/// rounds visit every word before any twice.
+const STRIDE: usize = 4099;
+
+/// The inverse of `STRIDE` modulo `WORDS` (a power of two), by Newton's
+/// iteration: round `j` writes word `j * STRIDE % WORDS`, so word `w` is
+/// written in rounds `w * inverse % WORDS + m * WORDS`.
+fn stride_inverse() -> usize {
+    let mut x: usize = STRIDE;
+    for _ in 0..5 {
+        x = x.wrapping_mul(2usize.wrapping_sub(STRIDE.wrapping_mul(x)));
+    }
+    x % WORDS
+}
+
+/// What word `w` of worker `t` holds after `rounds` rounds: its pattern
+/// plus the number of times it was written, so a write lost or undone
+/// (a stale page after the move) is seen.
+fn expected(t: usize, w: usize, rounds: usize, inverse: usize) -> u64 {
+    let first = match w * inverse % WORDS {
+        0 => WORDS,
+        r => r,
+    };
+    let writes = if rounds >= first {
+        (rounds - first) / WORDS + 1
+    } else {
+        0
+    };
+    pattern(t, w).wrapping_add(writes as u64)
+}
+
 struct Shared {
     counts: [AtomicU64; THREADS],
     locked_counts: [AtomicU64; 4],
@@ -81,8 +112,10 @@ struct Shared {
 
 fn worker(i: usize, s: Arc<Shared>) {
     let mut mine: Vec<u64> = (0..WORDS).map(|w| pattern(i, w)).collect();
+    let inverse = stride_inverse();
     let mut seen_epoch = 0;
     let mut k = 0usize;
+    let mut rounds = 0usize;
     loop {
         match i {
             6 => std::thread::sleep(Duration::from_millis(50)),
@@ -102,13 +135,17 @@ fn worker(i: usize, s: Arc<Shared>) {
             s.locked_counts[i].fetch_add(1, Ordering::Relaxed);
             s.cond.notify_one();
         }
-        k = (k + 4099) % WORDS;
-        mine[k] = pattern(i, k);
+        k = (k + STRIDE) % WORDS;
+        mine[k] = mine[k].wrapping_add(1);
+        rounds += 1;
         s.counts[i].fetch_add(1, Ordering::Relaxed);
         let epoch = s.verify_epoch.load(Ordering::Acquire);
         if epoch != seen_epoch {
             seen_epoch = epoch;
-            let ok = mine.iter().enumerate().all(|(w, v)| *v == pattern(i, w));
+            let ok = mine
+                .iter()
+                .enumerate()
+                .all(|(w, v)| *v == expected(i, w, rounds, inverse));
             s.failed[i].store(!ok, Ordering::Relaxed);
             s.verified[i].store(epoch, Ordering::Release);
         }
@@ -325,5 +362,28 @@ fn main() {
             };
             let _ = out.flush();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expected_follows_the_rounds() {
+        let inverse = stride_inverse();
+        assert_eq!(STRIDE * inverse % WORDS, 1);
+        let mut mine: Vec<u64> = (0..WORDS).map(|w| pattern(3, w)).collect();
+        let mut k = 0;
+        for rounds in 1..=2 * WORDS + 7 {
+            k = (k + STRIDE) % WORDS;
+            mine[k] = mine[k].wrapping_add(1);
+            if rounds % 40_000 == 0 || rounds > 2 * WORDS {
+                assert!((0..WORDS).all(|w| mine[w] == expected(3, w, rounds, inverse)));
+            }
+        }
+        // One write lost is seen.
+        mine[k] = mine[k].wrapping_sub(1);
+        assert!(mine[k] != expected(3, k, 2 * WORDS + 7, inverse));
     }
 }
