@@ -24,14 +24,16 @@ pub fn bin(name: &str) -> PathBuf {
     if std::env::var_os("CARGO").is_some() || !path.exists() {
         built = Some(*BUILT.get_or_init(|| cargo_build(&["--workspace", "--bins"], None)));
     }
+    // A failed rebuild must not leave the tests running an older binary.
+    assert!(
+        built != Some(false),
+        "`cargo build --workspace --bins` failed in {}: not running the tests on stale binaries",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/..")
+    );
     assert!(
         path.exists(),
-        "{} is missing{}; run `cargo build --workspace --bins` in {}",
+        "{} is missing; run `cargo build --workspace --bins` in {}",
         path.display(),
-        match built {
-            Some(false) => " (`cargo build --workspace --bins` failed)",
-            _ => "",
-        },
         concat!(env!("CARGO_MANIFEST_DIR"), "/.."),
     );
     path
