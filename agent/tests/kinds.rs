@@ -114,6 +114,10 @@ kind!(a_socketpair_keeps_its_queued_messages, "socketpair");
 kind!(a_unix_listener_takes_connections, "unix_listener");
 kind!(a_tcp_listener_keeps_its_port_and_options, "tcp_listener");
 kind!(
+    sockets_never_bound_stay_unbound_with_their_options,
+    "unbound_sockets"
+);
+kind!(
     files_dups_directories_and_devices_keep_their_offsets,
     "files"
 );

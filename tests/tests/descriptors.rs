@@ -67,7 +67,7 @@ fn timerfd_signalfd_and_directory_keep_working_on_host2() {
 fn check_lists_refused_descriptors_with_their_reason() {
     require_lab!();
     let c = Cluster::start();
-    let script = include_str!("scripts/descriptors_unbound_udp.py");
+    let script = include_str!("scripts/descriptors_netlink.py");
     let p = Proc::start(c.h1(), c.path("udp.out"), "python3", &["-c", script]);
     let out = c.migrate(&["check", &p.pid.to_string()]);
     assert_eq!(out.status.code(), Some(1));

@@ -231,7 +231,7 @@ fn dump_one(c: &mut Collect, info: &FdInfo) -> Result<FdKind, FdError> {
         Class::Unix(u) => unix_pair::dump(c, info, u.clone()),
         Class::Tcp(_) => tcp::dump(c, info),
         Class::TcpRepair(_) => tcp_repair::dump(c, info),
-        Class::Inet(_) | Class::Socket => inet::dump(c, info),
+        Class::Inet(_) | Class::Unbound | Class::Socket => inet::dump(c, info),
         Class::Pipe { ino, .. } => pipe::dump(c, info, ino),
         Class::Path => Ok(path::dump(info)),
         Class::Terminal => refused(Code::Terminal, "terminal"),

@@ -54,6 +54,9 @@ pub enum Class<'a> {
     Tcp(&'a InetSocket),
     /// Another IPv4/IPv6 socket.
     Inet(&'a InetSocket),
+    /// An IPv4/IPv6 TCP or UDP socket never bound nor connected (in no
+    /// table): made again, unbound.
+    Unbound,
     /// A socket found in no table this agent reads.
     Socket,
     /// A pipe or FIFO end.
@@ -283,6 +286,7 @@ impl Survey {
                 }
                 Some(s) if s.established() && self.tcp.policy != TcpPolicy::Refuse => Class::Tcp(s),
                 Some(s) => Class::Inet(s),
+                None if self.never_bound(info.fd) => Class::Unbound,
                 None => Class::Socket,
             };
         }
@@ -290,6 +294,14 @@ impl Survey {
             return Class::Path;
         }
         Class::Other
+    }
+
+    /// Whether the process's socket `fd` is an IPv4/IPv6 one never bound
+    /// nor connected, asked of a copy of it.
+    fn never_bound(&self, fd: i32) -> bool {
+        sys::pidfd_open(self.pid)
+            .and_then(|pidfd| sys::pidfd_getfd(&pidfd, fd))
+            .is_ok_and(|s| super::inet::never_bound(&s))
     }
 
     /// Whether the pipe end `info` (one of this survey's; not a named

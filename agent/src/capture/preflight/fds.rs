@@ -123,6 +123,7 @@ pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
             }
             "socket".into()
         }
+        Class::Unbound => "socket, never bound".into(),
         Class::Socket => {
             refuse(Code::Socket, format!("fd {fd}: {t} not supported"));
             "socket".into()
