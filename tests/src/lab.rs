@@ -310,6 +310,27 @@ impl Host {
         self.addr
     }
 
+    /// Bytes the host has received and sent on its lab links so far, as
+    /// the kernel counts them on its veth (every interface but loopback).
+    pub fn link_bytes(&self) -> (u64, u64) {
+        let out = Command::new("ip")
+            .args(["-n", &self.netns, "-s", "-j", "link", "show"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("ip -s link");
+        let links: serde_json::Value =
+            serde_json::from_slice(&out.stdout).expect("ip -j gives JSON");
+        let mut sum = (0, 0);
+        for l in links.as_array().into_iter().flatten() {
+            if l["ifname"] == "lo" {
+                continue;
+            }
+            let n = |dir: &str| l["stats64"][dir]["bytes"].as_u64().unwrap_or(0);
+            sum = (sum.0 + n("rx"), sum.1 + n("tx"));
+        }
+        sum
+    }
+
     /// Pid (outer namespace) of the host's init.
     pub fn init_pid(&self) -> i32 {
         self.init

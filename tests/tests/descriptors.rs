@@ -1,17 +1,22 @@
 //! Descriptors checked through themselves after a move.
 
-use std::time::Duration;
-
 use migrate_tests::require_lab;
 
 mod common;
 use common::*;
 
 fn counts(p: &Proc) -> Option<(u64, u64)> {
+    let (timer, sigs, _) = tick(p)?;
+    Some((timer, sigs))
+}
+
+/// The last tick's timerfd expirations, signals read, and the process's
+/// own time (ms).
+fn tick(p: &Proc) -> Option<(u64, u64, u64)> {
     let text = p.text();
     let l = text.lines().rev().find(|l| l.starts_with("tick "))?;
     let get = |k: &str| l.split(k).nth(1)?.split_whitespace().next()?.parse().ok();
-    Some((get("timer=")?, get("sigs=")?))
+    Some((get("timer=")?, get("sigs=")?, get("ms=")?))
 }
 
 #[test]
@@ -39,14 +44,36 @@ fn timerfd_signalfd_and_directory_keep_working_on_host2() {
     assert_eq!(out.status.code(), Some(0), "{}", c.logs());
     let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
 
-    // The timerfd fires every 20 ms: about 50 expirations a second.
-    let (t0, s0) = counts(&p).unwrap();
-    std::thread::sleep(Duration::from_secs(2));
-    let (t1, _) = counts(&p).unwrap();
+    // The timerfd fires every 20 ms: over two seconds or more of the
+    // process's own time on host2, one expiration per 20 ms of it (from
+    // the first tick printed there).
+    let (_, _, printed) = tick(&p).unwrap();
+    let mut first = None;
     assert!(
-        (70..=130).contains(&(t1 - t0)),
-        "timerfd fired {} times in 2 s on host2",
-        t1 - t0
+        wait_until(30, || {
+            first = tick(&p).filter(|&(_, _, ms)| ms > printed);
+            first.is_some()
+        }),
+        "no ticks on host2: {}",
+        p.text()
+    );
+    let (t0, s0, ms0) = first.unwrap();
+    let mut later = None;
+    assert!(
+        wait_until(30, || {
+            later = tick(&p).filter(|&(_, _, ms)| ms >= ms0 + 2000);
+            later.is_some()
+        }),
+        "no ticks on host2: {}",
+        p.text()
+    );
+    let (t1, _, ms1) = later.unwrap();
+    let due = (ms1 - ms0) / 20;
+    assert!(
+        (t1 - t0).abs_diff(due) <= 3,
+        "timerfd fired {} times in {} ms on host2 ({due} due)",
+        t1 - t0,
+        ms1 - ms0
     );
     // The signalfd still reads SIGUSR2.
     signal_in(c.h2(), new_pid, "-USR2");

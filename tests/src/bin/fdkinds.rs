@@ -1,7 +1,7 @@
 //! Descriptors checked through themselves after a move: a timerfd firing
 //! every 20 ms, a signalfd reading SIGUSR2, a directory listing half read.
 //! Prints `pid`, `ready`, then every 100 ms `tick <n> timer=<expirations>
-//! sigs=<SIGUSR2 read> ` and, on SIGUSR1, `dir ok <entries>` if the rest of
+//! sigs=<SIGUSR2 read> ms=<its own monotonic time since the start>` and, on SIGUSR1, `dir ok <entries>` if the rest of
 //! the listing completes the first half exactly, else `dir FAIL ...`, and
 //! `devices ok` if /dev/zero and /dev/urandom, open since the start, read
 //! as they should.
@@ -100,6 +100,7 @@ fn main() {
     let _ = out.flush();
     let (mut expirations, mut sigs, mut n) = (0u64, 0u64, 0u64);
     let mut last = std::time::Instant::now();
+    let start = last;
     loop {
         let mut v = 0u64;
         // SAFETY: a blocking 8-byte read from our timerfd into a local.
@@ -116,7 +117,11 @@ fn main() {
         if last.elapsed().as_millis() >= 100 {
             last = std::time::Instant::now();
             n += 1;
-            let _ = writeln!(out, "tick {n} timer={expirations} sigs={sigs}");
+            let _ = writeln!(
+                out,
+                "tick {n} timer={expirations} sigs={sigs} ms={}",
+                start.elapsed().as_millis()
+            );
             let _ = out.flush();
         }
         if VERIFY.swap(false, Ordering::Relaxed) {

@@ -3,6 +3,12 @@
 //! pages, drops a range with MADV_DONTNEED and expects zeros, moves a range
 //! with mremap and checks it, unmaps part of another and checks the rest. Prints one line per
 //! check, `all ok` or `all FAIL`, then `done`.
+//!
+//! With `--walk FILE`, SIGUSR2 starts a walk instead: every page in order,
+//! one a millisecond, checked word by word; `walked <n>` every 64 pages
+//! and `FAIL page <n>` for a wrong one go to FILE (opened at the start, so
+//! that it reports without the forwarded standard streams), `walk done`
+//! at the end.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -47,6 +53,17 @@ fn main() {
         .and_then(|i| args.get(i + 1))
         .and_then(|v| v.parse().ok())
         .unwrap_or(64);
+    let walk = args
+        .iter()
+        .position(|a| a == "--walk")
+        .and_then(|i| args.get(i + 1))
+        .map(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .expect("--walk FILE")
+        });
     let pages = mib * 256;
     let len = pages * PAGE;
     // SAFETY: an anonymous private mapping; checked below.
@@ -76,6 +93,21 @@ fn main() {
     let _ = out.flush();
     while !GO.load(Ordering::Relaxed) {
         std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    if let Some(mut report) = walk {
+        for p in 0..pages {
+            if !check(words, p, 1, p) {
+                let _ = writeln!(report, "FAIL page {p}");
+            }
+            if (p + 1) % 64 == 0 {
+                let _ = writeln!(report, "walked {}", p + 1);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        let _ = writeln!(report, "walk done");
+        loop {
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
     }
     let q = pages / 4;
     let mut ok = true;

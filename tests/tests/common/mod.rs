@@ -494,16 +494,24 @@ pub fn try_verify_memory(host: &Host, pid: i32, w: &Proc, secs: u64) -> Option<S
 }
 
 /// Starts a 1 GiB workload on host1 and a stop-copy of it to host2, and
-/// calls `interrupt` 400 ms in, while the pages cross. Returns the
-/// workload, `migrate`'s output and how long it took.
+/// calls `interrupt` while the pages cross: once host2 has received 64 MiB
+/// more than before (its veth's counter; the workload is frozen by then).
+/// Returns the workload, `migrate`'s output and how long it took.
 pub fn interrupted_stop_copy(c: &Cluster, interrupt: impl FnOnce()) -> (Proc, Output, Duration) {
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD_BIN, &["--mib", "1024"]);
     assert!(w.wait_for("ready 1024", 120));
     let pid = w.pid.to_string();
+    let (before, _) = c.h2().link_bytes();
     let t = Instant::now();
     let out = std::thread::scope(|s| {
         let m = s.spawn(|| c.migrate(&[&pid, "--to", "host2", "--mode", "stop-copy"]));
-        sleep(Duration::from_millis(400));
+        let crossing = wait_until(60, || {
+            m.is_finished() || c.h2().link_bytes().0 > before + (64 << 20)
+        });
+        assert!(
+            crossing && !m.is_finished(),
+            "the migration ended before its pages crossed, or they never did"
+        );
         interrupt();
         m.join().unwrap()
     });
