@@ -21,6 +21,9 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
     let c = Cluster::start();
     let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "64"]);
     assert!(w.wait_for("ready 64", 60));
+    assert!(w.wait_for("tick 3 ", 30));
+    // A tick of the original's before the move.
+    let before = w.ticks().last().unwrap().0;
     // Demand paging only: post-copy stays open while the process runs.
     let mut m = c.spawn_migrate(&[
         &w.pid.to_string(),
@@ -58,6 +61,7 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
         "the copy outlived the link:\n{}",
         c.logs()
     );
+    let copy_gone = now_ns();
     // The source gives up on the destination, asks it what became of the
     // copy and cannot reach it: it may not resume the original then (the
     // copy might run on), and keeps it frozen, saying why.
@@ -114,6 +118,71 @@ fn a_link_cut_during_postcopy_kills_the_copy_and_resumes_the_original() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("runs here again"));
     assert_untouched(&c, &w);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 16384");
+    one_run_then_the_original_again(&w.ticks(), before, copy_gone);
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// The ticks (number, wall-clock ns) of an original moved (`before` one
+/// of its ticks before the move), its copy lost after ten ticks or more
+/// (gone by `copy_gone`) and the original resumed, all appended to one
+/// file: the original then the copy count on without a gap; then, once,
+/// the count goes back to a tick after `before` and ten or more before the
+/// copy's last (the original runs on from where it was frozen), only after
+/// the copy was gone, and counts on without a gap.
+fn one_run_then_the_original_again(ticks: &[(u64, u64)], before: u64, copy_gone: u64) {
+    let back: Vec<usize> = (1..ticks.len())
+        .filter(|&i| ticks[i].0 != ticks[i - 1].0 + 1)
+        .collect();
+    assert_eq!(
+        back.len(),
+        1,
+        "not one run then one resume: breaks at {back:?}"
+    );
+    let (first, resumed) = ticks.split_at(back[0]);
+    let (copy_last, _) = first[first.len() - 1];
+    let (again, again_ns) = resumed[0];
+    assert!(
+        again > before && again + 9 <= copy_last,
+        "after tick {copy_last} the count went to {again} (a tick before the move: {before})"
+    );
+    assert!(
+        again_ns > copy_gone,
+        "the original ticked again before the copy was gone"
+    );
+    // Before the resume, nothing ticked after the copy was gone.
+    assert!(first.iter().all(|&(_, ns)| ns < copy_gone));
+}
+
+#[test]
+fn ticks_of_one_run_then_the_original_again_are_judged() {
+    let run = |upto: u64| (1..=upto).map(|n| (n, n * 10)).collect::<Vec<_>>();
+    let with = |mut v: Vec<(u64, u64)>, more: &[(u64, u64)]| {
+        v.extend_from_slice(more);
+        v
+    };
+    // Frozen after tick 3, the copy ticked 4..=20, gone by 250.
+    let ok = with(run(20), &[(4, 300), (5, 310)]);
+    one_run_then_the_original_again(&ok, 2, 250);
+    let bad = [
+        // The original ran before the copy was gone.
+        with(run(20), &[(4, 240), (5, 310)]),
+        // Resumed from before the move.
+        with(run(20), &[(2, 300), (3, 310)]),
+        // The copy and the original interleaved.
+        with(run(20), &[(4, 300), (21, 305), (5, 310)]),
+        // Never resumed.
+        run(20),
+    ];
+    for b in bad {
+        let r = std::panic::catch_unwind(|| one_run_then_the_original_again(&b, 2, 250));
+        assert!(r.is_err(), "{b:?} passed");
+    }
 }
 
 #[test]

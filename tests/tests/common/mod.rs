@@ -237,12 +237,21 @@ pub struct Proc {
 }
 
 impl Proc {
+    /// Starts `program` in `host`, its output appended to file `out` (in
+    /// append mode, so that an original and its copy writing there in
+    /// turn, both with the file, leave their lines in time order).
     pub fn start(host: &Host, out: PathBuf, program: &str, args: &[&str]) -> Proc {
+        let _ = fs::remove_file(&out);
+        let file = fs::OpenOptions::new()
+            .create_new(true)
+            .append(true)
+            .open(&out)
+            .unwrap();
         let child = host
             .command(program)
             .args(args)
             .stdin(Stdio::null())
-            .stdout(fs::File::create(&out).unwrap())
+            .stdout(file)
             .stderr(Stdio::null())
             .spawn()
             .expect("start workload");
