@@ -266,6 +266,16 @@ impl FaultHandler {
         self.lock().spaces.iter().map(|s| s.map.left()).sum()
     }
 
+    /// Whether a page still to come can only come from the source: one
+    /// not among the pre-copied pages kept here.
+    pub fn needs_source(&self) -> bool {
+        let st = self.lock();
+        let here = |src: u64| self.local.as_ref().is_some_and(|l| l.pages.contains(src));
+        st.spaces
+            .iter()
+            .any(|s| s.map.pending_sources().any(|src| !here(src)))
+    }
+
     /// Ends post-copy with `outcome` unless it already ended.
     pub fn end(&self, outcome: Outcome) {
         let mut st = self.lock();

@@ -75,6 +75,17 @@ impl LazyMap {
         self.left
     }
 
+    /// The source addresses of the pending pages.
+    pub fn pending_sources(&self) -> impl Iterator<Item = u64> + '_ {
+        self.regions.iter().flat_map(|r| {
+            r.pending
+                .iter()
+                .zip(0..)
+                .filter(|(p, _)| **p)
+                .map(move |(_, i)| r.src + i * PAGE_SIZE)
+        })
+    }
+
     /// The first pending page: (current address, source address).
     pub fn first_pending(&self) -> Option<(u64, u64)> {
         self.regions.iter().find_map(|r| {
@@ -228,6 +239,19 @@ mod tests {
     use super::*;
 
     const P: u64 = PAGE_SIZE;
+
+    #[test]
+    fn pending_sources_follow_arrivals_and_moves() {
+        let mut m = LazyMap::new();
+        m.add(0x10000, 4);
+        m.take_arrived(0x10000 + P, 2);
+        let got: Vec<u64> = m.pending_sources().collect();
+        assert_eq!(got, vec![0x10000, 0x10000 + 3 * P]);
+        // Moved elsewhere, a page keeps its source address.
+        m.remap(0x10000, 0x80000, 4 * P);
+        let got: Vec<u64> = m.pending_sources().collect();
+        assert_eq!(got, vec![0x10000, 0x10000 + 3 * P]);
+    }
 
     #[test]
     fn arrival_marks_and_reports_runs() {

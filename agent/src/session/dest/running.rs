@@ -52,7 +52,7 @@ impl SourceWatch {
                         warn!(
                             id,
                             error = %error_chain(&e),
-                            "lost the source during post-copy: its pages cannot come; the process is killed"
+                            "lost the source during post-copy: its lanes are closed (the process is killed if it still needs pages only the source has)"
                         );
                         for l in &lanes {
                             let _ = l.shutdown(Shutdown::Both);
@@ -468,7 +468,9 @@ pub(super) fn spawn_fault_threads(
                     Err(e) => {
                         // The push lane closes once the push said it
                         // is over; closed before, pages may never come.
-                        if lane == "demand" || !pushed && h2.left() > 0 {
+                        // Only pages the source has are missed: those
+                        // pre-copied here go in without it.
+                        if (lane == "demand" || !pushed) && h2.needs_source() {
                             h2.end(Outcome::Failed(format!(
                                 "lost the source ({lane} lane): {e}"
                             )));
