@@ -305,22 +305,106 @@ fn eager_policies_choose_what_goes_in_the_freeze() {
     assert!(eager <= 32, "eager pages with --eager none: {eager}");
 }
 
-#[test]
-fn the_push_can_follow_faults() {
-    require_lab!();
-    let mut c = Cluster::start();
-    let rec = move_writing_workload(
-        &mut c,
-        &[
-            "--mode",
-            "postcopy",
-            "--push-order",
-            "near-faults",
-            "--push-rate",
-            "256",
-        ],
+/// The runs of pages present (in memory, by `/proc/PID/pagemap`) in the
+/// largest anonymous mapping of `pid` in `host`: (first page index,
+/// length), in address order. Reading the pagemap touches nothing.
+fn present_runs(host: &migrate_tests::lab::Host, pid: i32) -> Vec<(u64, u64)> {
+    use std::io::{Read, Seek, SeekFrom};
+    let maps = std::fs::read_to_string(host.root_path(format!("proc/{pid}/maps"))).unwrap();
+    let (start, end) = maps
+        .lines()
+        .filter(|l| l.split_whitespace().count() == 5)
+        .filter_map(|l| {
+            let (a, b) = l.split_whitespace().next()?.split_once('-')?;
+            Some((
+                u64::from_str_radix(a, 16).ok()?,
+                u64::from_str_radix(b, 16).ok()?,
+            ))
+        })
+        .max_by_key(|(a, b)| b - a)
+        .unwrap();
+    let pages = (end - start) / 4096;
+    let mut f = std::fs::File::open(host.root_path(format!("proc/{pid}/pagemap"))).unwrap();
+    f.seek(SeekFrom::Start(start / 4096 * 8)).unwrap();
+    let mut raw = vec![0u8; pages as usize * 8];
+    f.read_exact(&mut raw).unwrap();
+    let mut runs: Vec<(u64, u64)> = Vec::new();
+    for (i, e) in raw.chunks(8).enumerate() {
+        let present = u64::from_ne_bytes(e.try_into().unwrap()) >> 63 == 1;
+        match runs.last_mut() {
+            Some((first, len)) if present && *first + *len == i as u64 => *len += 1,
+            _ if present => runs.push((i as u64, 1)),
+            _ => {}
+        }
+    }
+    runs
+}
+
+/// Moves a 96 MiB workload writing one page every 50 ms (all over its
+/// memory) in post-copy with a slow push and `args`, lets it run 1.5 s
+/// on host2, and returns the runs of its pages present there then.
+fn pages_present_after_a_slow_push(args: &[&str]) -> Vec<(u64, u64)> {
+    let c = Cluster::start();
+    let w = Proc::start(
+        c.h1(),
+        c.path("w.out"),
+        WORKLOAD,
+        &["--mib", "96", "--tick-ms", "50"],
     );
-    assert_eq!(rec["outcome"], "complete");
+    assert!(w.wait_for("ready 96", 60), "workload never got ready");
+    let pid = w.pid.to_string();
+    let mut full = vec![
+        pid.as_str(),
+        "--to",
+        "host2",
+        "--detach",
+        "--push-rate",
+        "4",
+    ];
+    full.extend_from_slice(args);
+    let out = c.migrate(&full);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let n = w.ticks().len();
+    assert!(
+        wait_until(20, || w.ticks().len() >= n + 30),
+        "no ticks on host2"
+    );
+    present_runs(c.h2(), new_pid)
+}
+
+/// Runs of at least `len` pages after the first run (the push's start).
+fn long_runs_beyond_the_start(runs: &[(u64, u64)], len: u64) -> usize {
+    runs.iter().skip(1).filter(|r| r.1 >= len).count()
+}
+
+#[test]
+fn the_push_follows_faults_and_a_fault_fetches_its_window() {
+    require_lab!();
+    // One page per fault, pushed in address order at 4 MiB/s: after the
+    // push's start (about 6 MiB by then), only single faulted pages.
+    let seq = pages_present_after_a_slow_push(&["--prefetch", "1"]);
+    eprintln!(
+        "sequential, prefetch 1: {} runs, first {:?}",
+        seq.len(),
+        seq.first()
+    );
+    assert_eq!(
+        long_runs_beyond_the_start(&seq, 8),
+        0,
+        "pages beside faults came without being asked: {seq:?}"
+    );
+    // Each fault fetches 64 pages from the faulting one on.
+    let window = pages_present_after_a_slow_push(&["--prefetch", "64"]);
+    let fetched = long_runs_beyond_the_start(&window, 64);
+    eprintln!("sequential, prefetch 64: {fetched} runs of 64 pages or more beyond the start");
+    assert!(fetched >= 5, "no windows fetched around faults: {window:?}");
+    // The push jumps to each fault and goes on from there: runs beside
+    // faulted pages far beyond the push's start.
+    let near = pages_present_after_a_slow_push(&["--prefetch", "1", "--push-order", "near-faults"]);
+    let pushed = long_runs_beyond_the_start(&near, 16);
+    eprintln!("near-faults, prefetch 1: {pushed} runs of 16 pages or more beyond the start");
+    assert!(pushed >= 5, "the push did not follow the faults: {near:?}");
 }
 
 #[test]
