@@ -110,6 +110,38 @@ fn check_lists_refused_descriptors_with_their_reason() {
     );
 }
 
+/// `ss` lines of the established TCP connections of the agents' port in
+/// `host`, with their timers.
+fn lane_timers(host: &migrate_tests::lab::Host) -> String {
+    let out = host
+        .command("ss")
+        .args([
+            "-tnoH",
+            "state",
+            "established",
+            "( sport = :7070 or dport = :7070 )",
+        ])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Whether an `ss -o` line shows a keepalive timer, due within `secs`
+/// when `ss` prints when (`timer:(keepalive,4.2sec,0)`; a timer due now
+/// shows no time).
+fn keepalive_within(line: &str, secs: f64) -> bool {
+    let Some(t) = line.split("timer:(keepalive,").nth(1) else {
+        return false;
+    };
+    match t.split(',').next().unwrap_or_default() {
+        "" => true,
+        v => v
+            .strip_suffix("sec")
+            .and_then(|v| v.parse::<f64>().ok())
+            .is_some_and(|v| v <= secs),
+    }
+}
+
 /// Fetches `url` from inside `host` with python3; the body or an error.
 fn fetch(host: &migrate_tests::lab::Host, url: &str) -> String {
     let out = host
@@ -399,6 +431,48 @@ fn socketpairs_keep_their_queued_data() {
     assert!(t.contains("a got from b"), "{t}");
     assert!(t.contains("dgrams one,two,three"), "{t}");
     assert!(t.contains("after still connected"), "{t}");
+}
+
+#[test]
+fn idle_stream_lanes_probe_their_peer_with_keepalive() {
+    require_lab!();
+    let c = Cluster::start();
+    let out_file = c.path("idle.out");
+    // A process whose standard output is a pipe to `cat` on host1, quiet
+    // after its first line: its stream lane idles once it has moved.
+    let script = format!(
+        "python3 -c 'import os, time; os.closerange(3, 4096); print(\"pid\", os.getpid(), flush=True); time.sleep(600)' | cat > {}",
+        out_file.display()
+    );
+    let mut sh = c
+        .h1()
+        .command("sh")
+        .args(["-c", &script])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let text = || std::fs::read_to_string(&out_file).unwrap_or_default();
+    assert!(wait_until(20, || text().contains("pid ")), "did not start");
+    let pid: i32 = text()
+        .lines()
+        .find_map(|l| l.strip_prefix("pid "))
+        .and_then(|p| p.trim().parse().ok())
+        .expect("pid");
+    let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    // Its lane is the agents' only connection once the move is over: the
+    // kernel shows its keepalive timer (probes after 5 s idle).
+    let mut seen = String::new();
+    let probed = wait_until(15, || {
+        seen = lane_timers(c.h2());
+        let lanes: Vec<&str> = seen.lines().collect();
+        !lanes.is_empty() && lanes.iter().all(|l| keepalive_within(l, 5.0))
+    });
+    let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), on_h2, "-KILL");
+    let _ = sh.wait();
+    assert!(probed, "stream lanes without keepalive on host2:\n{seen}");
 }
 
 #[test]

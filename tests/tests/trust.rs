@@ -244,6 +244,39 @@ fn a_flood_of_control_connections_leaves_the_agent_bounded() {
 }
 
 #[test]
+fn a_handshake_dripping_one_byte_a_second_is_cut_within_its_bound() {
+    require_lab!();
+    let c = Cluster::start();
+    let script = c.path("drip.py");
+    fs::write(&script, include_str!("scripts/drip.py")).unwrap();
+    let out = c.path("drip1.out");
+    let addr = c.h2().addr().to_string();
+    // One connection at a time, a byte a second of a 64 KiB handshake
+    // message (18 hours), opened again each time the agent cuts it, for
+    // 20 s: with a bound of 3 s from its arrival, cut two times or more
+    // (a cut is seen within a second, the next opened a second later).
+    let mut drip = as_nobody_python(c.h1(), &script, &[&addr, "7070", "1", "1", "20"], &out);
+    let ended = wait_until(40, || matches!(drip.try_wait(), Ok(Some(_))));
+    if !ended {
+        let _ = drip.kill();
+    }
+    let _ = drip.wait();
+    let text = fs::read_to_string(&out).unwrap_or_default();
+    let opened: u64 = text
+        .lines()
+        .last()
+        .and_then(|l| l.split("opened ").nth(1))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    eprintln!("slow handshakes opened in 20 s: {opened}");
+    assert!(
+        opened >= 3,
+        "a slow handshake was not cut within its bound (opened {opened} in 20 s):\n{text}{:?}",
+        fs::read_to_string(out.with_extension("err"))
+    );
+}
+
+#[test]
 fn a_slow_drip_flood_on_the_peer_port_does_not_stop_a_migration() {
     require_lab!();
     let c = Cluster::start();
