@@ -221,6 +221,42 @@ fn precopy_moves_a_process_that_keeps_writing() {
 }
 
 #[test]
+fn converge_pages_decides_when_the_rounds_end() {
+    require_lab!();
+    // A bound above all it writes: the first round's check finds fewer
+    // written pages, and it is the last.
+    let mut c = Cluster::start();
+    let m = move_writing(
+        &mut c,
+        &["--mode", "precopy", "--converge-pages", "1000000"],
+        Source::Kept,
+    );
+    assert_eq!(rounds(&m.rec).len(), 1, "rounds: {:?}", rounds(&m.rec));
+    // No bound a writing process can meet: every round up to the most.
+    let mut c = Cluster::start();
+    let m = move_writing(
+        &mut c,
+        &[
+            "--mode",
+            "precopy",
+            "--converge-pages",
+            "0",
+            "--max-rounds",
+            "3",
+        ],
+        Source::Kept,
+    );
+    let r = rounds(&m.rec);
+    assert_eq!(r.len(), 3, "rounds: {r:?}");
+    // Those rounds crossed the link, by host2's count.
+    assert!(
+        m.received >= page_bytes(r.iter().sum()),
+        "host2 received {} bytes for rounds of {r:?} pages",
+        m.received
+    );
+}
+
+#[test]
 fn hybrid_copies_once_then_fetches_what_was_written_since() {
     require_lab!();
     let mut c = Cluster::start();
