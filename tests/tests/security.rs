@@ -145,3 +145,112 @@ fn an_agent_of_another_cluster_or_in_plaintext_gets_nothing() {
     nothing_on_host2(&c);
     assert_eq!(verify_memory(&c, c.h1(), w.pid, &w), "verify ok 4096");
 }
+
+const RELAY: &str = include_str!("scripts/replay_relay.py");
+const REPLAY: &str = include_str!("scripts/replay_send.py");
+
+/// Replays the recording in `rec` to host2's agent from host1 and says
+/// whether a process named `workload` appeared on host2 meanwhile.
+fn replay_rebuilds(c: &Cluster, rec: &std::path::Path) -> bool {
+    let h2 = c.h2().addr().to_string();
+    let mut replay = c
+        .h1()
+        .command("python3")
+        .args(["-c", REPLAY, &h2, "7070", rec.to_str().unwrap(), "5"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = false;
+    let ended = wait_until(30, || {
+        seen |= !pids_named(c.h2(), "workload").is_empty();
+        matches!(replay.try_wait(), Ok(Some(_)))
+    });
+    if !ended {
+        let _ = replay.kill();
+    }
+    let out = replay.wait_with_output().unwrap();
+    assert!(
+        String::from_utf8_lossy(&out.stdout).starts_with("replayed "),
+        "the replay did not run: {out:?}"
+    );
+    seen || !pids_named(c.h2(), "workload").is_empty()
+}
+
+/// A migration between insecure agents recorded on the wire (a relay on
+/// host1 in front of host2's agent) and replayed byte for byte to host2
+/// once its copy is gone: refused by its id, also after host2's agent
+/// restarted. Replayed to an agent that forgot the id, the same bytes
+/// rebuild the process: the replay is faithful, only the guard stops it.
+#[test]
+fn a_replayed_migration_is_refused_by_its_id_even_after_a_restart() {
+    require_lab!();
+    let mut c = Cluster::start_with([&["--insecure"], &["--insecure"]]);
+    let rec = c.path("recording");
+    let h2 = c.h2().addr().to_string();
+    let relay_out = c.path("relay.out");
+    let mut relay = c
+        .h1()
+        .command("python3")
+        .args(["-c", RELAY, "7171", &h2, "7070", rec.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&relay_out).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    assert!(
+        wait_until(10, || fs::read_to_string(&relay_out)
+            .unwrap_or_default()
+            .contains("listening")),
+        "the relay did not start"
+    );
+    let w = Proc::start(
+        c.h1(),
+        c.path("w.out"),
+        WORKLOAD,
+        &["--mib", "16", "--tick-ms", "5"],
+    );
+    assert!(w.wait_for("ready 16", 60));
+    let out = c.migrate(&[
+        &w.pid.to_string(),
+        "--to",
+        "127.0.0.1:7171",
+        "--mode",
+        "stop-copy",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (copy, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let _ = relay.kill();
+    let _ = relay.wait();
+    signal_in(c.h2(), copy, "-KILL");
+    assert!(wait_until(10, || !alive_in(c.h2(), copy)));
+
+    let restart = |c: &mut Cluster, log: &str| {
+        c.agents[1].kill();
+        c.agents[1] = c
+            .h2()
+            .spawn_agent_with(
+                &bin("migrate-agent"),
+                &[c.h1()],
+                &c.path(log),
+                &["--insecure"],
+            )
+            .expect("agent on host2 again");
+    };
+    restart(&mut c, "agent2-restarted.log");
+    assert!(
+        !replay_rebuilds(&c, &rec),
+        "a replayed migration was rebuilt on host2\n{}",
+        c.logs()
+    );
+    // The same, to an agent that forgot what it received.
+    c.agents[1].kill();
+    fs::remove_file(c.h2().root_path("run/migrate/state/received.log")).unwrap();
+    restart(&mut c, "agent2-forgot.log");
+    assert!(
+        replay_rebuilds(&c, &rec),
+        "the replay rebuilt nothing even without the guard: it proves nothing\n{}",
+        c.logs()
+    );
+}
