@@ -112,6 +112,10 @@ kind!(
 );
 kind!(a_socketpair_keeps_its_queued_messages, "socketpair");
 kind!(a_unix_listener_takes_connections, "unix_listener");
+kind!(
+    unix_sockets_whose_peer_is_gone_read_their_data_and_stay_widowed,
+    "unix_widowed"
+);
 kind!(a_tcp_listener_keeps_its_port_and_options, "tcp_listener");
 kind!(
     sockets_never_bound_stay_unbound_with_their_options,

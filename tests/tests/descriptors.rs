@@ -417,8 +417,10 @@ fn socketpairs_keep_their_queued_data() {
     let p = Proc::start(c.h1(), c.path("pair.out"), "python3", &["-c", script]);
     assert!(p.wait_for("ready", 20), "{}", p.text());
     let check = c.migrate(&["check", &p.pid.to_string()]);
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(report.contains("(unix socket): moves"), "{check:?}");
     assert!(
-        String::from_utf8_lossy(&check.stdout).contains("(unix socket): moves"),
+        report.contains("(unix socket, its peer gone): moves"),
         "{check:?}"
     );
     let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
@@ -430,6 +432,8 @@ fn socketpairs_keep_their_queued_data() {
     assert!(t.contains("b got 8000 True"), "{t}");
     assert!(t.contains("a got from b"), "{t}");
     assert!(t.contains("dgrams one,two,three"), "{t}");
+    // Widowed: its bytes, then end-of-file, and a write fails.
+    assert!(t.contains("widowed last words b'' EPIPE"), "{t}");
     assert!(t.contains("after still connected"), "{t}");
 }
 

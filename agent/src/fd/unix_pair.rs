@@ -4,6 +4,12 @@
 //! and the queued data sent again from the other end once both exist. A
 //! process of the same tree rebuilt later is given its end from the
 //! agent's copy.
+//!
+//! A connected Unix socket whose peer is gone (closed by whoever held it:
+//! the kernel keeps the survivor connected to nothing) moves the same way,
+//! as the only end of a pair of its own: made with its data queued from
+//! the other end, which is then closed, so that it reads its data, then
+//! end-of-file (a stream) and its writes fail as before.
 
 use migrate_proto::image::FdKind;
 
@@ -15,9 +21,14 @@ use crate::host::sys::{self, UnixSocket};
 pub fn dump(c: &Collect, info: &FdInfo, u: UnixSocket) -> Result<FdKind, FdError> {
     let ours = c.take(info.fd)?;
     let stream = i32::from(u.stype) == libc::SOCK_STREAM;
+    // Widowed: a pair of its own, of which it is the only end.
+    let (pair, first) = match u.peer {
+        0 => (u.inode, true),
+        peer => (u.inode.min(peer), u.inode < peer),
+    };
     Ok(FdKind::UnixPair {
-        pair: u.inode.min(u.peer),
-        first: u.inode < u.peer,
+        pair,
+        first,
         stype: i32::from(u.stype),
         flags: info.flags,
         queued: sys::peek_unix(&ours, stream).map_err(proc_err(c.pid, "unix socket queue"))?,
@@ -114,13 +125,19 @@ pub fn keep_for_kin(r: &mut impl Remote, b: &Rebuild) -> Result<(), FdError> {
 }
 
 /// A connected pair of Unix sockets moves when the process holds both ends
-/// (as a socketpair: bound names are not kept), and so does a listener
-/// bound to a name with no connection waiting; other Unix sockets are
-/// refused.
+/// (as a socketpair: bound names are not kept), and so does a connected
+/// socket whose peer is gone, and a listener bound to a name with no
+/// connection waiting; other Unix sockets are refused.
 pub fn movable(survey: &super::Survey, s: &UnixSocket) -> bool {
     let pair = s.state == 1 && s.peer != 0 && survey.holds_socket(s.peer);
     // A listener bound to a name, nobody waiting to be accepted.
     let listener =
         s.state == 10 && s.name.as_ref().is_some_and(|n| !n.is_empty()) && s.queues.0 == 0;
-    pair || listener
+    pair || listener || widowed(s)
+}
+
+/// Whether `s` is connected to a peer that is gone: the kernel reports a
+/// released peer as inode 0.
+pub fn widowed(s: &UnixSocket) -> bool {
+    s.state == 1 && s.peer == 0
 }

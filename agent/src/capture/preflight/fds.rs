@@ -73,13 +73,18 @@ pub fn verdict(s: &Survey, info: &FdInfo) -> FdVerdict {
                 refuse(
                     Code::Socket,
                     format!(
-                        "fd {fd}: {} not supported: only socketpairs held at both ends and \
-                         listeners with no connection waiting move",
+                        "fd {fd}: {} not supported: only socketpairs held at both ends, \
+                         sockets whose peer is gone and listeners with no connection waiting \
+                         move",
                         socket_name(s.pid, t)
                     ),
                 );
             }
-            "unix socket".into()
+            if fd::unix_pair::widowed(u) {
+                "unix socket, its peer gone".into()
+            } else {
+                "unix socket".into()
+            }
         }
         Class::Tcp(_) => format!("TCP connection ({})", s.tcp.policy.name()),
         Class::TcpRepair(i) => {
