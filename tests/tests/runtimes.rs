@@ -1,0 +1,90 @@
+//! Language runtimes people run servers on, moved as their users would
+//! start them: each holds memory it checks after every move, and is moved
+//! there and back (host1 → host2 → host1).
+
+use std::path::Path;
+use std::process::Command;
+
+use migrate_tests::require_lab;
+
+mod common;
+use common::*;
+
+/// Moves `p` (pid `pid` on host1) to host2 and back, asking it to check
+/// its memory after each move by creating `trigger` (it prints `verify
+/// ok` or `verify FAIL`), and checks it keeps running throughout.
+fn there_and_back(c: &Cluster, p: &Proc, trigger: &Path) {
+    let mut pid = p.pid;
+    for (from, to) in [(c.h1(), "host2"), (c.h2(), "host1")] {
+        let out = from
+            .command("timeout")
+            .args([
+                "120",
+                migrate_tests::bins::bin("migrate").to_str().unwrap(),
+                &pid.to_string(),
+                "--to",
+                to,
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", c.logs());
+        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
+        let (moved, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+        pid = moved;
+        let n = p.ticks().len();
+        assert!(
+            wait_until(30, || p.ticks().len() > n + 10),
+            "no ticks after the move to {to}: {}",
+            p.text()
+        );
+        let verified = p.text().matches("verify ok").count();
+        std::fs::write(trigger, b"").unwrap();
+        assert!(
+            wait_until(60, || p.text().matches("verify ").count() > verified),
+            "no check after the move to {to}: {}",
+            p.text()
+        );
+        assert!(!p.text().contains("verify FAIL"), "{}", p.text());
+    }
+    let home = c.h1();
+    signal_in(home, pid, "-KILL");
+}
+
+#[test]
+fn a_jvm_moves_there_and_back_with_its_heap() {
+    require_lab!();
+    let c = Cluster::start();
+    let classes = c.path("classes");
+    std::fs::create_dir_all(&classes).unwrap();
+    let source = classes.join("Heap.java");
+    std::fs::write(&source, include_str!("scripts/Heap.java")).unwrap();
+    let javac = Command::new("javac")
+        .arg("-d")
+        .arg(&classes)
+        .arg(&source)
+        .output()
+        .expect("javac (openjdk-17-jdk-headless)");
+    assert!(javac.status.success(), "{javac:?}");
+    let trigger = c.path("verify-now");
+    // Through the launcher, which closes what the harness leaked, as a
+    // shell would have.
+    let p = Proc::start(
+        c.h1(),
+        c.path("java.out"),
+        "python3",
+        &[
+            "-c",
+            include_str!("scripts/launcher.py"),
+            "java",
+            "-XX:-UsePerfData",
+            "-Xmx1g",
+            "-cp",
+            classes.to_str().unwrap(),
+            "Heap",
+            "256",
+            trigger.to_str().unwrap(),
+        ],
+    );
+    assert!(p.wait_for("ready", 60), "{}", p.text());
+    there_and_back(&c, &p, &trigger);
+}
