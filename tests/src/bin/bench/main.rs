@@ -871,6 +871,11 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 .status();
             verified &= wait_for(&out, &said, 120);
         }
+        // Fresh memory in the migration's conditions: host2 writing as
+        // much again while the moved process still holds its memory there
+        // (what the destination's writes met, not the idle host of the
+        // figure taken before the runs).
+        let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         let _ = h2
             .command("kill")
             .args(["-KILL", &new_pid.to_string()])
@@ -934,6 +939,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             // host (KiB): sharing kept shows as the same on both.
             "processes": members.len(),
             "pss_kib": [pss_source, pss_destination],
+            "fresh_resident_s": fresh_resident_s,
         }))
     })();
     kill(&mut w);
@@ -1760,6 +1766,11 @@ fn medians(runs: &[Value]) -> Vec<Value> {
         let mut row = ok[ok.len() / 2].clone();
         let mut totals: Vec<f64> = ok.iter().filter_map(|r| r["total_s"].as_f64()).collect();
         row["total_s"] = json!(percentile(&mut totals, 0.5));
+        let mut fresh: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["fresh_resident_s"].as_f64())
+            .collect();
+        row["fresh_resident_s"] = json!((!fresh.is_empty()).then(|| percentile(&mut fresh, 0.5)));
         row["runs"] = json!(group.len());
         row["downtime_ms_all"] = json!(ok
             .iter()

