@@ -241,12 +241,14 @@ impl Proc {
     /// append mode, so that an original and its copy writing there in
     /// turn, both with the file, leave their lines in time order).
     pub fn start(host: &Host, out: PathBuf, program: &str, args: &[&str]) -> Proc {
-        let _ = fs::remove_file(&out);
+        // Emptied, not made again: a file made for another user (see
+        // `nobody_file`) keeps its owner.
         let file = fs::OpenOptions::new()
-            .create_new(true)
+            .create(true)
             .append(true)
             .open(&out)
             .unwrap();
+        file.set_len(0).unwrap();
         let child = host
             .command(program)
             .args(args)
