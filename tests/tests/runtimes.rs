@@ -76,7 +76,6 @@ fn a_jvm_moves_there_and_back_with_its_heap() {
             "-c",
             include_str!("scripts/launcher.py"),
             "java",
-            "-XX:-UsePerfData",
             "-Xmx1g",
             "-cp",
             classes.to_str().unwrap(),
@@ -87,4 +86,57 @@ fn a_jvm_moves_there_and_back_with_its_heap() {
     );
     assert!(p.wait_for("ready", 60), "{}", p.text());
     there_and_back(&c, &p, &trigger);
+}
+
+#[test]
+fn a_file_mapped_shared_and_writable_moves_with_its_pages_shared() {
+    require_lab!();
+    let c = Cluster::start();
+    let p = Proc::start(
+        c.h1(),
+        c.path("mapped.out"),
+        "python3",
+        &["-c", include_str!("scripts/shared_file_mapping.py")],
+    );
+    assert!(p.wait_for("tick 5 ", 30), "{}", p.text());
+    let check = |host: &migrate_tests::lab::Host, pid: i32| -> String {
+        let before = p.text().matches("check ").count();
+        signal_in(host, pid, "-USR1");
+        assert!(
+            wait_until(20, || p.text().matches("check ").count() > before),
+            "{}",
+            p.text()
+        );
+        let t = p.text();
+        t.lines()
+            .filter(|l| l.starts_with("check "))
+            .nth(before)
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(check(c.h1(), p.pid), "check ok same-at-path");
+    // To host2, whose /tmp lacks the file: made there at its path, as
+    // the process, with the content it had at the freeze.
+    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
+    let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    assert_eq!(check(c.h2(), on_h2), "check ok same-at-path");
+    // Back to host1, where the original's file still has the path: the
+    // process gets a private copy, and host1's file is left as it was.
+    let back = c
+        .h2()
+        .command("timeout")
+        .args([
+            "60",
+            migrate_tests::bins::bin("migrate").to_str().unwrap(),
+            &on_h2.to_string(),
+            "--to",
+            "host1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(back.status.code(), Some(0), "{back:?}\n{}", c.logs());
+    let (home, _) = parse_summary(&String::from_utf8_lossy(&back.stdout));
+    assert_eq!(check(c.h1(), home), "check ok other-at-path");
+    signal_in(c.h1(), home, "-KILL");
 }

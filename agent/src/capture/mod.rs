@@ -5,4 +5,5 @@ pub mod coop;
 pub mod dirty;
 pub mod dump;
 pub mod preflight;
+pub mod shared_files;
 pub mod tree;

@@ -31,6 +31,25 @@ pub trait RemoteCalls: Remote {
         .map(|fd| fd as i32)
     }
 
+    /// `openat(AT_FDCWD, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
+    /// mode)`: a new file at `path`, made by the process.
+    fn create_new(&mut self, path: &str, mode: u32) -> Result<i32, FdError> {
+        let p = self.put_str(path)?;
+        self.sys(
+            format!("creating {path}"),
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                p,
+                (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC) as u64,
+                u64::from(mode),
+                0,
+                0,
+            ],
+        )
+        .map(|fd| fd as i32)
+    }
+
     /// `openat(AT_FDCWD, dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode)`: a
     /// new unlinked file in directory `dir`.
     fn open_tmpfile(&mut self, dir: &str, mode: u32) -> Result<i32, FdError> {

@@ -121,6 +121,10 @@ pub trait Remote {
     fn who(&self) -> &FsCreds;
     /// The content shipped for descriptor `fd` (once).
     fn shipped(&mut self, fd: i32) -> Option<File>;
+    /// The file made for the process's mappings of `path`, shared and
+    /// writable, if it travelled with them (a copy of the agent's
+    /// descriptor).
+    fn mapped_file(&self, path: &str) -> Option<OwnedFd>;
     /// Hands the agent's end of a forwarded stream of descriptor `fd` over.
     fn forwarded(&mut self, fd: i32, ours: OwnedFd, output: bool);
     /// Notes that descriptor `fd`'s connection was dialled again.

@@ -33,7 +33,15 @@ pub fn restore(
     flags: u32,
     pos: u64,
 ) -> Result<(), FdError> {
-    let got = if b.image.shipped.iter().any(|f| f.fd == fd && f.deleted) {
+    let source_path = path.strip_suffix(" (deleted)").unwrap_or(path);
+    let got = if let Some(file) = r.mapped_file(source_path) {
+        // A file its mappings share, shared and writable, made again for
+        // them: opened again as the descriptor was.
+        let passed = r.pass_in(&file)?;
+        let again = r.open(&format!("/proc/self/fd/{passed}"), reopen_flags(flags))?;
+        r.close(passed)?;
+        again
+    } else if b.image.shipped.iter().any(|f| f.fd == fd && f.deleted) {
         make_deleted(r, b, fd, flags)?
     } else {
         r.open(path, reopen_flags(flags))?

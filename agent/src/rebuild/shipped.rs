@@ -205,6 +205,7 @@ mod tests {
             uid: me().uid,
             gid: me().gid,
             size,
+            mapped: None,
         }
     }
 

@@ -149,6 +149,21 @@ pub struct ShippedFile {
     /// [`crate::msg::SourceMsg::ShippedData`] chunks, file after file in
     /// the order of [`ProcessImage::shipped`].
     pub size: u64,
+    /// A file the process maps shared and writable, shipped for its
+    /// mappings (`fd` is then a pseudo descriptor below 0).
+    pub mapped: Option<MappedShared>,
+}
+
+/// A file mapped shared and writable that travels with the process: its
+/// content is read through `mapping` on the source; the destination makes
+/// the file again in the process and maps it there.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MappedShared {
+    /// A mapping of it on the source: (start, end).
+    pub mapping: (u64, u64),
+    /// Made again at its path (missing on the destination), else as a
+    /// private unlinked copy.
+    pub at_path: bool,
 }
 
 /// A signal waiting in a queue, delivered again on the destination.

@@ -120,11 +120,21 @@ impl ProcessImage {
                 }
             }
         }
-        if self.shipped.len() > self.fds.len() {
+        // One file at most per descriptor, and per mapping for files
+        // mapped shared and writable.
+        let (for_maps, for_fds) = self
+            .shipped
+            .iter()
+            .fold((0, 0), |(m, d), f| match f.mapped {
+                Some(_) => (m + 1, d),
+                None => (m, d + 1),
+            });
+        if for_fds > self.fds.len() || for_maps > self.mm.vmas.len() {
             return Err(format!(
-                "{} shipped files for {} descriptors",
+                "{} shipped files for {} descriptors and {} mappings",
                 self.shipped.len(),
-                self.fds.len()
+                self.fds.len(),
+                self.mm.vmas.len()
             ));
         }
         let shipped = self
@@ -192,6 +202,7 @@ pub(in crate::image) mod tests {
             uid: 0,
             gid: 0,
             size,
+            mapped: None,
         }
     }
 

@@ -309,7 +309,7 @@ fn dump_frozen(
         queued_signals,
         pipes,
         memfds,
-        shipped: ship_files(pid, ship)?,
+        shipped: ship_files(pid, ship, &maps0)?,
         deputy: false,
         lineage: Default::default(),
     };
@@ -330,11 +330,42 @@ fn word(b: &[u8], i: usize) -> u64 {
 
 /// What the files open at descriptors `fds` are (deleted files too), for
 /// a destination that lacks them; their content is read later, as it is
-/// sent. `fds`: (descriptor, ship as a private unlinked copy).
-fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpError> {
+/// sent. `fds`: (descriptor, ship as a private unlinked copy); a pseudo
+/// descriptor below 0 names a file mapped shared and writable
+/// ([`crate::capture::shared_files`]), found in `maps`.
+fn ship_files(
+    pid: i32,
+    fds: &[(i32, bool)],
+    maps: &[procfs::MapsEntry],
+) -> Result<Vec<ShippedFile>, DumpError> {
     use std::os::unix::fs::MetadataExt;
+    let mapped = crate::capture::shared_files::files(pid, maps);
     let mut out = Vec::new();
     for &(fd, private) in fds {
+        if let Some(k) = crate::capture::shared_files::index(fd) {
+            let f = mapped.get(k).ok_or_else(|| {
+                DumpError::Refused(crate::capture::preflight::Refusal::one(
+                    migrate_proto::msg::Code::Mapping,
+                    "a file mapped shared and writable was unmapped since the check".to_string(),
+                ))
+            })?;
+            out.push(ShippedFile {
+                fd,
+                path: f.path.clone(),
+                // Received by the agent as an unlinked file, copied into
+                // the process's own file when it is rebuilt.
+                deleted: true,
+                mode: f.ident.mode & 0o7777,
+                uid: f.ident.uid,
+                gid: f.ident.gid,
+                size: f.ident.size,
+                mapped: Some(migrate_proto::image::MappedShared {
+                    mapping: f.mapping,
+                    at_path: !private && !f.deleted,
+                }),
+            });
+            continue;
+        }
         let link = fs::read_link(format!("/proc/{pid}/fd/{fd}"))
             .map_err(proc_err(pid, "fd"))?
             .to_string_lossy()
@@ -352,6 +383,7 @@ fn ship_files(pid: i32, fds: &[(i32, bool)]) -> Result<Vec<ShippedFile>, DumpErr
             uid: md.uid(),
             gid: md.gid(),
             size: md.len(),
+            mapped: None,
         });
     }
     Ok(out)

@@ -7,6 +7,7 @@ use std::os::unix::fs::MetadataExt;
 use crate::fd::TcpRules;
 use migrate_proto::msg::{Code, FileNeed, Reason};
 
+use crate::capture::shared_files;
 use crate::capture::tree::{Member, Tree};
 use crate::fd;
 use crate::host::access::{self, Caller};
@@ -141,7 +142,17 @@ pub fn inspect_in_tree(
     let mut needs = Vec::new();
     let maps = procfs::maps(pid)
         .map_err(|_| Refusal::one(Code::NoSuchProcess, format!("no such process: {pid}")))?;
+    // Files mapped shared and writable: needed, or shipped (one need
+    // each, under its pseudo descriptor).
+    let shared = shared_files::files(pid, &maps);
+    for (k, f) in shared.iter().enumerate() {
+        needs.push(shared_need(k, f));
+    }
     for m in &maps {
+        let path = m.path.strip_suffix(" (deleted)").unwrap_or(&m.path);
+        if shared_files::is_shared_writable(m) && shared.iter().any(|f| f.path == path) {
+            continue;
+        }
         check_vma(m, &mut needs, &mut why);
     }
     let shmem: Vec<u64> = maps
@@ -163,7 +174,10 @@ pub fn inspect_in_tree(
     for info in &survey.infos {
         let v = fds::verdict(&survey, info);
         why.extend(v.why);
-        needs.extend(v.needs);
+        // A descriptor of a file mapped shared and writable is opened on
+        // the file its mappings get: nothing of its own to check or ship.
+        let of_mapped = shared_files::opened_at(pid, info.fd, &shared);
+        needs.extend(v.needs.into_iter().filter(|_| !of_mapped));
     }
 
     match std::fs::read_link(format!("/proc/{pid}/cwd")) {
@@ -274,6 +288,21 @@ fn shmem_sharers(pid: i32, inodes: &[u64], kin: &[i32]) -> Vec<Reason> {
     out
 }
 
+/// What the destination needs of the k-th file the process maps shared
+/// and writable: the same file (device and inode, never a copy: the
+/// process writes to it until the freeze), or else its content, shipped.
+fn shared_need(k: usize, f: &shared_files::SharedFile) -> FileNeed {
+    FileNeed {
+        path: f.path.clone(),
+        ident: None,
+        why: format!("mapped shared and writable at {:#x}", f.mapping.0),
+        ship: Some((shared_files::pseudo_fd(k), f.ident.size)),
+        deleted: f.deleted,
+        same_file: Some((f.dev, f.ino, shared_files::never_identical(&f.ident))),
+        access: (libc::R_OK | libc::W_OK) as u32,
+    }
+}
+
 fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
     let at = format!("{:#x}-{:#x}", m.start, m.end);
     if is_vdso(&m.path) || m.path == "[vsyscall]" || is_shmem(m) {
@@ -323,7 +352,7 @@ fn check_vma(m: &MapsEntry, needs: &mut Vec<FileNeed>, why: &mut Vec<Reason>) {
         why.push(Reason::new(
             Code::Mapping,
             format!(
-                "mapping {at}: shared writable mapping of {} is not supported yet",
+                "mapping {at}: shared writable mapping of {}, not a regular file, is not supported",
                 m.path
             ),
         ));
@@ -469,7 +498,8 @@ mod tests {
         );
         assert_eq!(verdict(&entry("r--p", 0, "[uprobes]")).0, [Code::Mapping]);
         // A file: needed on the destination if it is the one mapped, else
-        // refused; shared and writable, refused.
+        // refused; shared and writable, refused here (a regular file so
+        // mapped is taken before, as `shared_files` says).
         let exe = std::env::current_exe().unwrap();
         let path = exe.to_string_lossy().into_owned();
         let ino = fs::metadata(&exe).unwrap().ino();

@@ -106,7 +106,7 @@ impl Restorer {
         kin: &super::KinShmem,
         there: impl Fn(&Vma) -> bool,
     ) -> Result<(), RestoreError> {
-        let mut files: HashMap<String, i32> = HashMap::new();
+        let mut files: HashMap<(String, bool), i32> = HashMap::new();
         let mut shmem: HashMap<u64, i32> = HashMap::new();
         for v in image.mm.vmas.iter().filter(|v| !there(v)) {
             let (fd, offset, base_flags) = match &v.kind {
@@ -155,11 +155,25 @@ impl Restorer {
                     }
                 }
                 VmaKind::File { path, offset, .. } => {
-                    let fd = match files.get(path) {
+                    // Mapped shared and writable: opened for writing, or
+                    // made again if it travelled.
+                    let writes = v.shared && v.prot & libc::PROT_WRITE as u32 != 0;
+                    let key = (path.clone(), writes);
+                    let fd = match files.get(&key) {
                         Some(&fd) => fd,
                         None => {
-                            let fd = self.open(path, libc::O_RDONLY | libc::O_CLOEXEC)?;
-                            files.insert(path.clone(), fd);
+                            let shipped = image
+                                .shipped
+                                .iter()
+                                .find(|f| f.mapped.is_some() && f.path == *path);
+                            let fd = match shipped {
+                                Some(f) => self.make_mapped_file(f)?,
+                                None if writes => {
+                                    self.open(path, libc::O_RDWR | libc::O_CLOEXEC)?
+                                }
+                                None => self.open(path, libc::O_RDONLY | libc::O_CLOEXEC)?,
+                            };
+                            files.insert(key, fd);
                             fd
                         }
                     };

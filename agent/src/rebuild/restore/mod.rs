@@ -36,6 +36,7 @@ mod fork;
 mod memory;
 mod process;
 mod remote;
+mod shared_files;
 mod stub;
 mod threads;
 mod writers;
@@ -134,6 +135,9 @@ pub struct Restorer {
     who: FsCreds,
     /// Content of files shipped as unlinked copies, by descriptor.
     shipped: HashMap<i32, std::fs::File>,
+    /// Files made for mappings shared and writable, filled with their
+    /// shipped content and opened again for descriptors of them.
+    mapped_files: Vec<shared_files::MappedFile>,
     /// The process is this agent's child, waited for by its owner.
     claim: Option<Claim>,
     /// Let run ([`Restorer::resume`]); until then dropping the Restorer
@@ -264,6 +268,7 @@ impl Restorer {
                 groups: image.creds.groups.clone(),
             },
             shipped: HashMap::new(),
+            mapped_files: Vec::new(),
             claim,
             resumed: false,
         }
@@ -357,8 +362,9 @@ impl Restorer {
     /// (received by [`crate::rebuild::shipped::ShippedFiles`]), for the rebuild to
     /// copy into the process's own unlinked files. Files shipped to their
     /// path are already in place.
-    pub fn set_shipped(&mut self, held: HashMap<i32, std::fs::File>) {
+    pub fn set_shipped(&mut self, held: HashMap<i32, std::fs::File>) -> Result<(), RestoreError> {
         self.shipped = held;
+        self.fill_mapped_files()
     }
 
     /// Lets the process run (after commit). Returns its pid and the claim

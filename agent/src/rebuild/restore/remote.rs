@@ -44,6 +44,14 @@ impl Remote for Restorer {
         self.shipped.remove(&fd)
     }
 
+    fn mapped_file(&self, path: &str) -> Option<OwnedFd> {
+        self.mapped_files
+            .iter()
+            .find(|m| m.path == path)
+            .and_then(|m| m.file.try_clone().ok())
+            .map(OwnedFd::from)
+    }
+
     fn forwarded(&mut self, fd: i32, ours: OwnedFd, output: bool) {
         self.forwarded.push((fd, ours, output));
     }

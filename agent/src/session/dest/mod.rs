@@ -463,7 +463,7 @@ impl Receiving<'_, '_, '_> {
                 }
             }
             writers.finish()?;
-            r.set_shipped(shipped.finish(&who)?);
+            r.set_shipped(shipped.finish(&who)?)?;
             step("eager pages written");
             let ToCome { map, ranges, local } = pages_to_come(&image.mm.vmas, store)?;
             let uffd = if ranges.is_empty() {

@@ -252,8 +252,12 @@ fn files_to_ship(
         let private = n.deleted || different.contains(&n.path);
         let Some((fd, size)) = n.ship else { continue };
         if size > limit {
+            let at = match crate::capture::shared_files::index(fd) {
+                Some(_) => "mapped shared and writable".to_string(),
+                None => format!("fd {fd}"),
+            };
             too_big.push(format!(
-                "fd {fd}: {} ({} bytes) is {} and over the shipping limit of {} bytes",
+                "{at}: {} ({} bytes) is {} and over the shipping limit of {} bytes",
                 n.path,
                 size,
                 if n.deleted {

@@ -168,8 +168,12 @@ pub(super) fn send_shipped(
     let mut buf = vec![0u8; SHIPPED_CHUNK];
     for f in &image.shipped {
         let what = || format!("shipping the content of fd {} ({})", f.fd, f.path);
-        let file = std::fs::File::open(format!("/proc/{}/fd/{}", image.pid, f.fd))
-            .map_err(|e| format!("{}: {e}", what()))?;
+        // A file mapped shared and writable is read through its mapping.
+        let from = match &f.mapped {
+            Some(m) => crate::capture::shared_files::map_files_path(image.pid, m.mapping),
+            None => format!("/proc/{}/fd/{}", image.pid, f.fd),
+        };
+        let file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", what()))?;
         let mut file = file.take(f.size);
         let mut left = f.size;
         while left > 0 {
