@@ -784,6 +784,13 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         }
         let mut members: Vec<i32> = children.clone();
         members.extend(pid.parse::<i32>().ok());
+        // Fresh memory in the migration's conditions: host2 writing as
+        // much while the workload holds its memory on host1, just before
+        // the migration; then 4 s for this VM to take the pages back (it
+        // reports free 8 MiB blocks to its host after 2 s), so that the
+        // migration's writes meet memory as cold as this figure's.
+        let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
+        sleep(Duration::from_secs(4));
         let pss_source = h1.pss_kib(&members);
         let bytes0 = link_bytes(h1);
         let start_ns = now_ns();
@@ -871,11 +878,6 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 .status();
             verified &= wait_for(&out, &said, 120);
         }
-        // Fresh memory in the migration's conditions: host2 writing as
-        // much again while the moved process still holds its memory there
-        // (what the destination's writes met, not the idle host of the
-        // figure taken before the runs).
-        let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         let _ = h2
             .command("kill")
             .args(["-KILL", &new_pid.to_string()])

@@ -1,9 +1,9 @@
 //! The performance targets, each a ratio of figures measured in this run,
 //! said met or missed (`../shared` issue 23):
 //! - post-copy total ≤ 1.25× (the link's time + host2 writing the same
-//!   bytes into fresh memory, timed right after each run while the moved
-//!   process still holds its memory there; the figure timed on the idle
-//!   host before the runs is shown beside it), at every size measured;
+//!   bytes into fresh memory, timed just before each run's migration while
+//!   the workload holds its memory on host1; the figure timed on the idle
+//!   lab before the runs is shown beside it), at every size measured;
 //! - stop-copy downtime ≤ 0.8× CRIU stop-and-copy's (rows of this run);
 //! - post-copy downtime ≤ 0.1× CRIU lazy's, and flat in size (the largest
 //!   size's at most 1.5× the smallest's);
@@ -54,8 +54,9 @@ pub fn lines(
         };
         let floor = link + fresh;
         let ratio = total / floor;
-        // Fresh memory measured on host2 right after each run, the moved
-        // process still there (median): the conditions its writes met.
+        // Fresh memory measured on host2 just before each run's migration,
+        // the workload resident on host1 (median): the conditions its
+        // writes met.
         let resident = r["fresh_resident_s"].as_f64();
         let judged = resident.map_or(ratio, |f| total / (link + f));
         out.push(format!(
@@ -64,8 +65,8 @@ pub fn lines(
              1.25x, {}",
             total / link.max(fresh),
             resident.map_or(String::new(), |f| format!(
-                "; {judged:.2}x with fresh memory as measured right after the runs with the moved \
-                 process resident ({f:.2} s)"
+                "; {judged:.2}x with fresh memory as measured just before each run, the workload \
+                 resident ({f:.2} s)"
             )),
             verdict(judged <= 1.25)
         ));
