@@ -15,20 +15,14 @@ use common::*;
 /// ok` or `verify FAIL`), and checks it keeps running throughout.
 fn there_and_back(c: &Cluster, p: &Proc, trigger: &Path) {
     let mut pid = p.pid;
-    for (from, to) in [(c.h1(), "host2"), (c.h2(), "host1")] {
-        let out = from
-            .command("timeout")
-            .args([
-                "120",
-                migrate_tests::bins::bin("migrate").to_str().unwrap(),
-                &pid.to_string(),
-                "--to",
-                to,
-            ])
-            .output()
-            .unwrap();
+    for to in ["host2", "host1"] {
+        let args = [pid.to_string(), "--to".into(), to.into()];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = match to {
+            "host2" => c.migrate(&args),
+            _ => c.migrate_on_host2(&args),
+        };
         assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", c.logs());
-        eprintln!("{}", String::from_utf8_lossy(&out.stdout).trim_end());
         let (moved, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
         pid = moved;
         let n = p.ticks().len();
@@ -123,18 +117,7 @@ fn a_file_mapped_shared_and_writable_moves_with_its_pages_shared() {
     assert_eq!(check(c.h2(), on_h2), "check ok same-at-path");
     // Back to host1, where the original's file still has the path: the
     // process gets a private copy, and host1's file is left as it was.
-    let back = c
-        .h2()
-        .command("timeout")
-        .args([
-            "60",
-            migrate_tests::bins::bin("migrate").to_str().unwrap(),
-            &on_h2.to_string(),
-            "--to",
-            "host1",
-        ])
-        .output()
-        .unwrap();
+    let back = c.migrate_on_host2(&[&on_h2.to_string(), "--to", "host1"]);
     assert_eq!(back.status.code(), Some(0), "{back:?}\n{}", c.logs());
     let (home, _) = parse_summary(&String::from_utf8_lossy(&back.stdout));
     assert_eq!(check(c.h1(), home), "check ok other-at-path");

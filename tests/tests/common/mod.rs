@@ -174,6 +174,11 @@ impl Cluster {
         self.run_migrate(c, args)
     }
 
+    /// Runs `migrate ARGS` on host2 (a process moved there, moved on).
+    pub fn migrate_on_host2(&self, args: &[&str]) -> Output {
+        self.run_migrate(self.h2().command(bin("migrate")), args)
+    }
+
     fn run_migrate(&self, mut c: std::process::Command, args: &[&str]) -> Output {
         // Bounded: a migration that never ends fails the test (the lab's
         // teardown then kills everything left in its hosts).
