@@ -85,28 +85,6 @@ fn migrate_run_starts_a_cooperating_process_that_list_follows_across_hosts() {
 }
 
 /// The lines of `p` starting with `prefix`.
-fn lines_of(p: &Proc, prefix: &str) -> Vec<String> {
-    p.text()
-        .lines()
-        .filter(|l| l.starts_with(prefix))
-        .map(str::to_string)
-        .collect()
-}
-
-/// Sends `sig` to `pid` in `host` and returns the next line starting with
-/// `prefix` that `p` prints.
-fn answer(p: &Proc, host: &Host, pid: i32, sig: &str, prefix: &str, secs: u64) -> String {
-    let n = lines_of(p, prefix).len();
-    signal_in(host, pid, sig);
-    assert!(
-        wait_until(secs, || lines_of(p, prefix).len() > n),
-        "no {prefix:?} line from {pid} in {}: {}",
-        host.name(),
-        p.text()
-    );
-    lines_of(p, prefix)[n].clone()
-}
-
 /// Starts `program` (named `comm`) with `migrate run` under a shell on
 /// host1, then moves it host1 -> host2 (by `migrate`), host2 -> host1 (the
 /// program asks, `migrate_request`), host1 -> host2 (by `migrate`), with

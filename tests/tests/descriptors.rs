@@ -527,7 +527,7 @@ fn a_pipeline_middle_stage_moves_and_its_streams_are_forwarded() {
     // And back home to host1: the forwarding follows (through host2's
     // agent, which now holds sed's streams).
     let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    let back = c.migrate_on_host2(&[&on_h2.to_string(), "--to", "host1"]);
+    let back = c.migrate_from(c.h2(), &[&on_h2.to_string(), "--to", "host1"]);
     assert_eq!(back.status.code(), Some(0), "{back:?}\n{}", c.logs());
     assert!(
         !text().contains("seen 3000\n"),
@@ -585,7 +585,7 @@ fn a_program_on_a_terminal_moves_and_a_deputy_stands_in_at_home() {
     // And on back to host1: the deputy follows (it now talks to host1's
     // agent), the terminal keeps getting the output.
     let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-    let again = c.migrate_on_host2(&[&on_h2.to_string(), "--to", "host1"]);
+    let again = c.migrate_from(c.h2(), &[&on_h2.to_string(), "--to", "host1"]);
     assert_eq!(again.status.code(), Some(0), "{again:?}\n{}", c.logs());
     assert!(
         !text().contains("tick 400"),

@@ -15,16 +15,8 @@ use common::*;
 /// ok` or `verify FAIL`), and checks it keeps running throughout.
 fn there_and_back(c: &Cluster, p: &Proc, trigger: &Path) {
     let mut pid = p.pid;
-    for to in ["host2", "host1"] {
-        let args = [pid.to_string(), "--to".into(), to.into()];
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = match to {
-            "host2" => c.migrate(&args),
-            _ => c.migrate_on_host2(&args),
-        };
-        assert_eq!(out.status.code(), Some(0), "{out:?}\n{}", c.logs());
-        let (moved, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
-        pid = moved;
+    for (from, to) in [(c.h1(), "host2"), (c.h2(), "host1")] {
+        pid = c.moved(from, pid, to);
         let n = p.ticks().len();
         assert!(
             wait_until(30, || p.ticks().len() > n + 10),
@@ -40,8 +32,7 @@ fn there_and_back(c: &Cluster, p: &Proc, trigger: &Path) {
         );
         assert!(!p.text().contains("verify FAIL"), "{}", p.text());
     }
-    let home = c.h1();
-    signal_in(home, pid, "-KILL");
+    signal_in(c.h1(), pid, "-KILL");
 }
 
 #[test]
@@ -93,33 +84,15 @@ fn a_file_mapped_shared_and_writable_moves_with_its_pages_shared() {
         &["-c", include_str!("scripts/shared_file_mapping.py")],
     );
     assert!(p.wait_for("tick 5 ", 30), "{}", p.text());
-    let check = |host: &migrate_tests::lab::Host, pid: i32| -> String {
-        let before = p.text().matches("check ").count();
-        signal_in(host, pid, "-USR1");
-        assert!(
-            wait_until(20, || p.text().matches("check ").count() > before),
-            "{}",
-            p.text()
-        );
-        let t = p.text();
-        t.lines()
-            .filter(|l| l.starts_with("check "))
-            .nth(before)
-            .unwrap()
-            .to_string()
-    };
+    let check = |host, pid| answer(&p, host, pid, "-USR1", "check ", 20);
     assert_eq!(check(c.h1(), p.pid), "check ok same-at-path");
     // To host2, whose /tmp lacks the file: made there at its path, as
     // the process, with the content it had at the freeze.
-    let out = c.migrate(&[&p.pid.to_string(), "--to", "host2"]);
-    assert_eq!(out.status.code(), Some(0), "{}", c.logs());
-    let (on_h2, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    let on_h2 = c.moved(c.h1(), p.pid, "host2");
     assert_eq!(check(c.h2(), on_h2), "check ok same-at-path");
     // Back to host1, where the original's file still has the path: the
     // process gets a private copy, and host1's file is left as it was.
-    let back = c.migrate_on_host2(&[&on_h2.to_string(), "--to", "host1"]);
-    assert_eq!(back.status.code(), Some(0), "{back:?}\n{}", c.logs());
-    let (home, _) = parse_summary(&String::from_utf8_lossy(&back.stdout));
+    let home = c.moved(c.h2(), on_h2, "host1");
     assert_eq!(check(c.h1(), home), "check ok other-at-path");
     signal_in(c.h1(), home, "-KILL");
 }

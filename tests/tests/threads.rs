@@ -473,15 +473,6 @@ fn shared_memory_with_a_process_outside_its_tree_is_refused() {
 }
 
 /// The process still runs on host1 and still prints.
-fn assert_untouched_lines(c: &Cluster, p: &Proc) {
-    assert!(alive_in(c.h1(), p.pid));
-    let n = p.text().lines().count();
-    assert!(
-        wait_until(10, || p.text().lines().count() > n + 3),
-        "stopped running"
-    );
-}
-
 #[test]
 fn a_seccomp_filter_is_refused_before_anything_is_lost() {
     require_lab!();

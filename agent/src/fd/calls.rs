@@ -20,53 +20,42 @@ const SOCKADDR_ROOM: usize = std::mem::size_of::<libc::sockaddr_storage>();
 /// The system calls the descriptors' rebuilds make inside the process.
 /// Descriptors are the process's; the calls that make one return it.
 pub trait RemoteCalls: Remote {
+    /// `openat(AT_FDCWD, path, flags, mode)` in the process; `what` names
+    /// the step in errors.
+    fn openat(&mut self, what: String, path: &str, flags: i32, mode: u32) -> Result<i32, FdError> {
+        let p = self.put_str(path)?;
+        self.sys(
+            what,
+            libc::SYS_openat,
+            [
+                libc::AT_FDCWD as u64,
+                p,
+                flags as u64,
+                u64::from(mode),
+                0,
+                0,
+            ],
+        )
+        .map(|fd| fd as i32)
+    }
+
     /// `openat(AT_FDCWD, path, flags)`: opens `path` in the process.
     fn open(&mut self, path: &str, flags: i32) -> Result<i32, FdError> {
-        let p = self.put_str(path)?;
-        self.sys(
-            format!("opening {path}"),
-            libc::SYS_openat,
-            [libc::AT_FDCWD as u64, p, flags as u64, 0, 0, 0],
-        )
-        .map(|fd| fd as i32)
+        self.openat(format!("opening {path}"), path, flags, 0)
     }
 
-    /// `openat(AT_FDCWD, path, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC,
-    /// mode)`: a new file at `path`, made by the process.
+    /// `O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC`: a new file at `path`, made
+    /// by the process.
     fn create_new(&mut self, path: &str, mode: u32) -> Result<i32, FdError> {
-        let p = self.put_str(path)?;
-        self.sys(
-            format!("creating {path}"),
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                p,
-                (libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                u64::from(mode),
-                0,
-                0,
-            ],
-        )
-        .map(|fd| fd as i32)
+        let flags = libc::O_CREAT | libc::O_EXCL | libc::O_RDWR | libc::O_CLOEXEC;
+        self.openat(format!("creating {path}"), path, flags, mode)
     }
 
-    /// `openat(AT_FDCWD, dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode)`: a
-    /// new unlinked file in directory `dir`.
+    /// `O_TMPFILE | O_RDWR | O_CLOEXEC`: a new unlinked file in directory
+    /// `dir`.
     fn open_tmpfile(&mut self, dir: &str, mode: u32) -> Result<i32, FdError> {
-        let p = self.put_str(dir)?;
-        self.sys(
-            format!("O_TMPFILE in {dir}"),
-            libc::SYS_openat,
-            [
-                libc::AT_FDCWD as u64,
-                p,
-                (libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC) as u64,
-                u64::from(mode),
-                0,
-                0,
-            ],
-        )
-        .map(|fd| fd as i32)
+        let flags = libc::O_TMPFILE | libc::O_RDWR | libc::O_CLOEXEC;
+        self.openat(format!("O_TMPFILE in {dir}"), dir, flags, mode)
     }
 
     /// `close(fd)`: closes descriptor `fd`.

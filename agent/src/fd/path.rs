@@ -50,6 +50,16 @@ pub fn restore(
     r.seek(fd, pos)
 }
 
+/// Where an unlinked copy of the file at `path` is made: beside it if its
+/// directory is here, else in `/tmp`.
+pub(crate) fn unlinked_dir(path: &str) -> String {
+    std::path::Path::new(path)
+        .parent()
+        .filter(|d| d.is_dir())
+        .map(|d| d.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "/tmp".into())
+}
+
 /// A file deleted on the source, made again as an unlinked file
 /// (`O_TMPFILE`) with its content, opened as the original descriptor was.
 fn make_deleted(r: &mut impl Remote, b: &Rebuild, fd: i32, flags: u32) -> Result<i32, FdError> {
@@ -59,12 +69,7 @@ fn make_deleted(r: &mut impl Remote, b: &Rebuild, fd: i32, flags: u32) -> Result
         .iter()
         .find(|f| f.fd == fd)
         .ok_or_else(|| FdError::Incompatible(format!("fd {fd}: no shipped content")))?;
-    let dir = std::path::Path::new(&f.path)
-        .parent()
-        .filter(|d| d.is_dir())
-        .map(|d| d.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "/tmp".into());
-    let tmp = r.open_tmpfile(&dir, f.mode)?;
+    let tmp = r.open_tmpfile(&unlinked_dir(&f.path), f.mode)?;
     let file = std::fs::File::from(r.take(tmp, "taking a deleted file")?);
     let mut held = r.shipped(fd).ok_or_else(|| {
         FdError::Incompatible(format!("fd {fd}: its shipped content never arrived"))

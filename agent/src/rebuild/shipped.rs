@@ -122,7 +122,7 @@ impl ShippedFiles {
             )));
         }
         let finished = fsuser::run_as(who, || {
-            for r in self.files.iter().filter(|r| !r.meta.deleted) {
+            for r in self.files.iter().filter(|r| !r.meta.held_unlinked()) {
                 let io = |step| {
                     let path = r.meta.path.clone();
                     move |source| ShippedError::Io { step, path, source }
@@ -144,7 +144,7 @@ impl ShippedFiles {
         Ok(self
             .files
             .into_iter()
-            .filter(|r| r.meta.deleted)
+            .filter(|r| r.meta.held_unlinked())
             .map(|r| (r.meta.fd, r.file))
             .collect())
     }
@@ -154,7 +154,7 @@ impl ShippedFiles {
 /// else in `/tmp`) for a private copy.
 fn make(meta: &ShippedFile) -> io::Result<File> {
     let path = Path::new(&meta.path);
-    if meta.deleted {
+    if meta.held_unlinked() {
         let dir = path
             .parent()
             .filter(|d| d.is_dir())

@@ -174,11 +174,6 @@ impl Cluster {
         self.run_migrate(c, args)
     }
 
-    /// Runs `migrate ARGS` on host2 (a process moved there, moved on).
-    pub fn migrate_on_host2(&self, args: &[&str]) -> Output {
-        self.run_migrate(self.h2().command(bin("migrate")), args)
-    }
-
     fn run_migrate(&self, mut c: std::process::Command, args: &[&str]) -> Output {
         // Bounded: a migration that never ends fails the test (the lab's
         // teardown then kills everything left in its hosts).
@@ -425,6 +420,40 @@ pub fn assert_refused(out: &Output, code: i32, needle: &str) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(code), "stderr: {err}");
     assert!(err.contains(needle), "expected {needle:?} in: {err}");
+}
+
+/// The lines `p` printed that start with `prefix`.
+pub fn lines_of(p: &Proc, prefix: &str) -> Vec<String> {
+    p.text()
+        .lines()
+        .filter(|l| l.starts_with(prefix))
+        .map(str::to_string)
+        .collect()
+}
+
+/// Sends `sig` to `pid` in `host` and returns the next line starting with
+/// `prefix` that `p` prints.
+pub fn answer(p: &Proc, host: &Host, pid: i32, sig: &str, prefix: &str, secs: u64) -> String {
+    let n = lines_of(p, prefix).len();
+    signal_in(host, pid, sig);
+    assert!(
+        wait_until(secs, || lines_of(p, prefix).len() > n),
+        "no {prefix:?} line from {pid} in {}: {}",
+        host.name(),
+        p.text()
+    );
+    lines_of(p, prefix)[n].clone()
+}
+
+/// Asserts `p` still runs on host1 under its own pid and goes on printing
+/// (for a program that prints lines other than ticks).
+pub fn assert_untouched_lines(c: &Cluster, p: &Proc) {
+    assert!(alive_in(c.h1(), p.pid));
+    let n = p.text().lines().count();
+    assert!(
+        wait_until(10, || p.text().lines().count() > n + 3),
+        "stopped running"
+    );
 }
 
 /// Asserts the workload still ticks on host1 under its own pid.

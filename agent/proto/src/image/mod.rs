@@ -154,6 +154,15 @@ pub struct ShippedFile {
     pub mapped: Option<MappedShared>,
 }
 
+impl ShippedFile {
+    /// Received into an unlinked file the agent holds (deleted on the
+    /// source, a private copy, or a file for mappings, which the rebuild
+    /// makes in the process), rather than made at its path.
+    pub fn held_unlinked(&self) -> bool {
+        self.deleted || self.mapped.is_some()
+    }
+}
+
 /// A file mapped shared and writable that travels with the process: its
 /// content is read through `mapping` on the source; the destination makes
 /// the file again in the process and maps it there.

@@ -36,26 +36,24 @@ pub(super) fn collect_vmas(
                 offset: m.offset,
                 size,
             }
-        } else if crate::capture::shared_files::is_shared_writable(m) {
-            // Through the mapping: the file may be deleted since.
-            let md = fs::metadata(crate::capture::shared_files::map_files_path(
-                pid,
-                (m.start, m.end),
-            ))
-            .map_err(proc_err(pid, "map_files"))?;
-            VmaKind::File {
-                path: m
-                    .path
-                    .strip_suffix(" (deleted)")
-                    .unwrap_or(&m.path)
-                    .to_string(),
-                offset: m.offset,
-                ident: kinds::file_ident(&md),
-            }
         } else {
-            let md = fs::metadata(&m.path).map_err(proc_err(pid, "map_files"))?;
+            // A file mapped shared and writable is looked at through its
+            // mapping: it may be deleted since.
+            let shared = crate::capture::shared_files::is_shared_writable(m);
+            let md = match shared {
+                true => fs::metadata(crate::capture::shared_files::map_files_path(
+                    pid,
+                    (m.start, m.end),
+                )),
+                false => fs::metadata(&m.path),
+            }
+            .map_err(proc_err(pid, "map_files"))?;
+            let path = match shared {
+                true => m.path.strip_suffix(" (deleted)").unwrap_or(&m.path),
+                false => &m.path,
+            };
             VmaKind::File {
-                path: m.path.clone(),
+                path: path.to_string(),
                 offset: m.offset,
                 ident: kinds::file_ident(&md),
             }

@@ -352,9 +352,7 @@ fn ship_files(
             out.push(ShippedFile {
                 fd,
                 path: f.path.clone(),
-                // Received by the agent as an unlinked file, copied into
-                // the process's own file when it is rebuilt.
-                deleted: true,
+                deleted: f.deleted,
                 mode: f.ident.mode & 0o7777,
                 uid: f.ident.uid,
                 gid: f.ident.gid,

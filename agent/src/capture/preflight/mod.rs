@@ -176,7 +176,7 @@ pub fn inspect_in_tree(
         why.extend(v.why);
         // A descriptor of a file mapped shared and writable is opened on
         // the file its mappings get: nothing of its own to check or ship.
-        let of_mapped = shared_files::opened_at(pid, info.fd, &shared);
+        let of_mapped = !shared.is_empty() && shared_files::opened_at(pid, info.fd, &shared);
         needs.extend(v.needs.into_iter().filter(|_| !of_mapped));
     }
 

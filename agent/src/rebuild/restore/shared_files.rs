@@ -35,12 +35,7 @@ impl Restorer {
         let fd = match made {
             Some(fd) => fd,
             None => {
-                let dir = Path::new(&f.path)
-                    .parent()
-                    .filter(|d| d.is_dir())
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .unwrap_or_else(|| "/tmp".into());
-                RemoteCalls::open_tmpfile(self, &dir, f.mode)?
+                RemoteCalls::open_tmpfile(self, &crate::fd::path::unlinked_dir(&f.path), f.mode)?
             }
         };
         RemoteCalls::ftruncate(self, fd, f.size)?;
