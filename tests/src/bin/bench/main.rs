@@ -787,7 +787,8 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         // Fresh memory in the migration's conditions: host2 writing as
         // much while the workload holds its memory on host1, just before
         // the migration; then 4 s for this VM to take the pages back (it
-        // reports free 8 MiB blocks to its host after 2 s), so that the
+        // hands free 2 MiB blocks, `page_reporting_order` 9 here, back to
+        // its host within the kernel's 2 s reporting delay), so that the
         // migration's writes meet memory as cold as this figure's.
         let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         sleep(Duration::from_secs(4));
