@@ -62,3 +62,44 @@ fn every_listed_limitation_is_refused_with_its_reason() {
         refused(&c, case, &args, reason);
     }
 }
+
+#[test]
+fn a_process_sharing_a_pid_namespace_is_refused_and_runs_on() {
+    require_lab!();
+    let c = Cluster::start();
+    // A pid namespace holding an init (sh), a sleep and a tail: not the
+    // one process beside its init that a rebuild makes.
+    let mut ns = c
+        .h1()
+        .command("unshare")
+        .args(["--pid", "--fork", "--kill-child", "sh", "-c"])
+        .arg("sleep 600 & exec 3>&-; tail -f /dev/null")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("unshare");
+    struct Ends<'a>(&'a mut std::process::Child);
+    impl Drop for Ends<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _ends = Ends(&mut ns);
+    assert!(wait_until(10, || pids_named(c.h1(), "tail").len() == 1));
+    let tail = pids_named(c.h1(), "tail")[0];
+    let init: i32 = status_line(c.h1(), tail, "PPid")
+        .trim_start_matches("PPid:")
+        .trim()
+        .parse()
+        .unwrap();
+    for (pid, reason) in [
+        (tail, "is in a pid namespace with other processes"),
+        (init, "is pid 1 of a pid namespace of its own"),
+    ] {
+        let out = c.migrate(&[&pid.to_string(), "--to", "host2"]);
+        assert_refused(&out, 1, reason);
+        assert!(runs_in(c.h1(), pid), "{pid} does not run on");
+    }
+}

@@ -131,6 +131,8 @@ codes! {
     Address = "address",
     /// Anything else.
     Other = "other",
+    /// In a pid namespace with other processes, or its init.
+    PidNamespace = "pid-namespace",
 }
 
 #[cfg(test)]

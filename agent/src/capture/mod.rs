@@ -4,6 +4,7 @@
 pub mod coop;
 pub mod dirty;
 pub mod dump;
+pub mod pid_ns;
 pub mod preflight;
 pub mod shared_files;
 pub mod tree;

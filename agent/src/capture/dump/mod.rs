@@ -107,6 +107,13 @@ pub struct Frozen {
     pub to_reset: Vec<OwnedFd>,
 }
 
+impl Frozen {
+    /// Its pid here (the image names it as it names itself).
+    pub fn pid(&self) -> i32 {
+        self.tasks[0].tid()
+    }
+}
+
 /// What a cooperating process adds to its dump.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Cooperation {
@@ -230,17 +237,30 @@ fn dump_frozen(
         tasks[0].munmap(page, PAGE_SIZE)?;
     }
     drop(pin);
-    let (threads, injected) = injected?;
+    let (mut threads, injected) = injected?;
+    // Named as it names them (in a pid namespace of its own, not as here).
+    let inside = crate::capture::pid_ns::IdsInside::read(pid, &tids)
+        .map_err(proc_err(pid, "task/status"))?;
+    for t in &mut threads {
+        t.tid = inside.of(t.tid);
+    }
     let Injected {
         sigactions,
         brk,
         dumpable,
         no_new_privs,
         itimers,
-        posix_timers,
+        mut posix_timers,
         personality,
     } = injected;
-    let queued_signals = queued_signals(&tasks)?;
+    let mut queued_signals = queued_signals(&tasks)?;
+    for q in &mut queued_signals {
+        q.tid = inside.of(q.tid);
+    }
+    // Their target as /proc names it.
+    for t in &mut posix_timers {
+        t.target_tid = inside.of(t.target_tid);
+    }
 
     let maps = procfs::maps(pid).map_err(proc_err(pid, "maps"))?;
     let stat = procfs::stat_fields(pid).map_err(proc_err(pid, "stat"))?;
@@ -287,8 +307,8 @@ fn dump_frozen(
     step("descriptors");
 
     let image = ProcessImage {
-        pid,
-        ppid: procfs::stat_field(&stat, 4) as i32,
+        pid: inside.of(pid),
+        ppid: inside.parent(procfs::stat_field(&stat, 4) as i32),
         comm,
         exe,
         cwd,

@@ -135,6 +135,7 @@ pub fn inspect_in_tree(
         ));
     }
     process_state(&status, &mut why);
+    why.extend(crate::capture::pid_ns::verdict(pid));
     if kin.is_empty() {
         why.extend(children(pid));
     }

@@ -505,7 +505,10 @@ impl Session<'_, '_> {
             .send(
                 &mut ctl,
                 &SourceMsg::FileCheck {
-                    pid,
+                    // As the process names itself (the destination starts
+                    // its stub as that pid).
+                    pid: crate::capture::pid_ns::IdsInside::read(pid, &[pid])
+                        .map_or(pid, |ids| ids.of(pid)),
                     who: insp.who.clone(),
                     needs: insp.needs.clone(),
                     kin: self.kin.clone(),

@@ -74,7 +74,7 @@ pub(super) fn ship_core(
     )
     .map_err(err)?;
     let mut w = std::io::BufWriter::with_capacity(1 << 20, &mut *ctl);
-    send_shipped(&mut w, seq, &frozen.image)?;
+    send_shipped(&mut w, seq, frozen.pid(), &frozen.image)?;
     send_own_pages(&mut w, frozen, opts, rec)?;
     seq.send(&mut w, &SourceMsg::EagerDone).map_err(err)?;
     w.flush().map_err(|e| err(e.into()))?;
@@ -162,6 +162,7 @@ pub(super) fn ship_tree_core(
 pub(super) fn send_shipped(
     w: &mut impl std::io::Write,
     seq: &Sequencer,
+    pid: i32,
     image: &ProcessImage,
 ) -> Result<(), String> {
     use std::io::Read;
@@ -170,8 +171,8 @@ pub(super) fn send_shipped(
         let what = || format!("shipping the content of fd {} ({})", f.fd, f.path);
         // A file mapped shared and writable is read through its mapping.
         let from = match &f.mapped {
-            Some(m) => crate::capture::shared_files::map_files_path(image.pid, m.mapping),
-            None => format!("/proc/{}/fd/{}", image.pid, f.fd),
+            Some(m) => crate::capture::shared_files::map_files_path(pid, m.mapping),
+            None => format!("/proc/{pid}/fd/{}", f.fd),
         };
         let file = std::fs::File::open(from).map_err(|e| format!("{}: {e}", what()))?;
         let mut file = file.take(f.size);
