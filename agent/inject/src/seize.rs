@@ -39,6 +39,10 @@ pub struct Seized {
     midway: Option<fn() -> Result<(), String>>,
     /// The frame injected syscalls return through, and where it is written.
     way_back: Option<(ReturnPath, SigFrame, FrameSpace, RemoteMem)>,
+    /// The task an injected clone made, by its id in the tracer's pid
+    /// namespace (which the clone's own result, the id in the task's
+    /// namespace, need not be).
+    cloned: Option<i32>,
 }
 
 fn ptrace(op: &'static str, req: libc::c_uint, tid: i32, data: u64) -> Result<(), InjectError> {
@@ -95,6 +99,7 @@ impl Seized {
                 options,
                 midway: None,
                 way_back: None,
+                cloned: None,
             }),
             Err(e) => {
                 let _ = sys::ptrace_simple(libc::PTRACE_DETACH, tid, 0, 0);
@@ -129,6 +134,7 @@ impl Seized {
             options: libc::PTRACE_O_TRACESYSGOOD | libc::PTRACE_O_EXITKILL,
             midway: None,
             way_back: None,
+            cloned: None,
         })
     }
 
@@ -187,6 +193,12 @@ impl Seized {
         self.injected = false;
         // The frame returns to the registers it was made with.
         self.way_back = None;
+    }
+
+    /// The task the last injected clone made (traced with
+    /// `PTRACE_O_TRACECLONE`), by its id in this tracer's pid namespace.
+    pub fn take_cloned(&mut self) -> Option<i32> {
+        self.cloned.take()
     }
 
     /// The task id.
@@ -415,6 +427,17 @@ impl Seized {
             if status >> 16 != 0 {
                 // An event stop (group stop, clone of an injected clone3):
                 // nothing to deliver.
+                if matches!(
+                    status >> 16,
+                    libc::PTRACE_EVENT_CLONE | libc::PTRACE_EVENT_FORK | libc::PTRACE_EVENT_VFORK
+                ) {
+                    let msg = sys::get_event_msg(tid).map_err(|source| InjectError::Ptrace {
+                        op: "GETEVENTMSG",
+                        tid,
+                        source,
+                    })?;
+                    self.cloned = i32::try_from(msg).ok();
+                }
                 sig = 0;
                 continue;
             }

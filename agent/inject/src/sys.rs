@@ -130,6 +130,16 @@ pub fn set_sigmask(tid: i32, mask: u64) -> io::Result<()> {
     check(ret).map(|_| ())
 }
 
+/// `PTRACE_GETEVENTMSG`: at a clone, fork or vfork event stop, the new
+/// task's id in the tracer's pid namespace.
+pub fn get_event_msg(tid: i32) -> io::Result<u64> {
+    let mut msg: u64 = 0;
+    // SAFETY: the kernel writes one unsigned long into `msg`.
+    let ret = unsafe { libc::ptrace(libc::PTRACE_GETEVENTMSG, tid, 0usize, &mut msg as *mut u64) };
+    check(ret)?;
+    Ok(msg)
+}
+
 /// Size of one `siginfo_t`.
 pub const SIGINFO_LEN: usize = 128;
 

@@ -44,7 +44,7 @@ mod writers;
 use crate::host::children::{self, Claim};
 use crate::{host::procfs, host::sys, host::uffd};
 use memory::free_area;
-pub use stub::Stub;
+pub use stub::{NsInit, Stub};
 use writers::PageSink;
 pub use writers::PageWriters;
 
@@ -140,6 +140,11 @@ pub struct Restorer {
     mapped_files: Vec<shared_files::MappedFile>,
     /// The process is this agent's child, waited for by its owner.
     claim: Option<Claim>,
+    /// Rebuilt in a pid namespace of its own, whose placeholder init
+    /// (this agent's child instead) is this, until taken for the wait.
+    ns_init: Option<NsInit>,
+    /// In a pid namespace of its own: its ids there are the image's.
+    own_pid_ns: bool,
     /// Let run ([`Restorer::resume`]); until then dropping the Restorer
     /// kills the half-built process.
     resumed: bool,
@@ -216,7 +221,18 @@ impl Restorer {
         let pidfd = stub.pidfd.take().ok_or_else(|| {
             RestoreError::Incompatible("the stub was given to a restorer before".into())
         })?;
+        let ns_init = stub.ns.take();
         let mut r = Restorer::around(image, task, pin, mem, pidfd, scratch, stub.claim.take());
+        if let Some(init) = &ns_init {
+            if init.inner_pid != image.pid {
+                return Err(RestoreError::Incompatible(format!(
+                    "pid {} could not be had even in a pid namespace of its own (got {})",
+                    image.pid, init.inner_pid
+                )));
+            }
+        }
+        r.own_pid_ns = ns_init.is_some();
+        r.ns_init = ns_init;
         r.act_as_user()?;
         lap("as user");
         r.strip_stub(&stub_maps)?;
@@ -270,6 +286,8 @@ impl Restorer {
             shipped: HashMap::new(),
             mapped_files: Vec::new(),
             claim,
+            ns_init: None,
+            own_pid_ns: false,
             resumed: false,
         }
     }
@@ -331,7 +349,7 @@ impl Restorer {
         // credentials (clone3 with set_tid needs them), then each drops
         // its own: credentials are per thread in the kernel.
         for t in &image.threads[1..] {
-            let th = self.spawn_thread(image.pid, t)?;
+            let th = self.spawn_thread(self.pid, t)?;
             if let Some(pin) = &mut self.pin {
                 pin.inherit(th.tid(), self.pid);
             }
@@ -405,5 +423,28 @@ impl Restorer {
     /// A pidfd of the process.
     pub fn pidfd(&self) -> &OwnedFd {
         &self.pidfd
+    }
+
+    /// The placeholder init of the pid namespace of its own it was
+    /// rebuilt in, if so: whoever waits for the process waits for it.
+    pub fn take_ns_init(&mut self) -> Option<NsInit> {
+        self.ns_init.take()
+    }
+
+    /// The id by which the process itself names its thread that had id
+    /// `tid` on the source (the leader's: its pid), or `None` if it has
+    /// no such thread.
+    fn id_seen_inside(&self, image: &ProcessImage, tid: i32) -> Option<i32> {
+        if self.own_pid_ns {
+            return image.threads.iter().any(|t| t.tid == tid).then_some(tid);
+        }
+        if tid == image.threads.first()?.tid {
+            return Some(self.pid);
+        }
+        image.threads[1..]
+            .iter()
+            .zip(&self.threads)
+            .find(|(s, _)| s.tid == tid)
+            .map(|(_, th)| th.tid())
     }
 }

@@ -125,20 +125,13 @@ impl Restorer {
         for t in image.posix_timers.iter().rev() {
             let target = if t.target_tid == 0 {
                 0
-            } else if t.target_tid == image.threads[0].tid {
-                self.pid
             } else {
-                image.threads[1..]
-                    .iter()
-                    .zip(&self.threads)
-                    .find(|(s, _)| s.tid == t.target_tid)
-                    .map(|(_, th)| th.tid())
-                    .ok_or_else(|| {
-                        RestoreError::Incompatible(format!(
-                            "timer {} aims at unknown thread {}",
-                            t.id, t.target_tid
-                        ))
-                    })?
+                self.id_seen_inside(image, t.target_tid).ok_or_else(|| {
+                    RestoreError::Incompatible(format!(
+                        "timer {} aims at unknown thread {}",
+                        t.id, t.target_tid
+                    ))
+                })?
             };
             let ev = calls::SigEvent {
                 value: t.sigval,
@@ -187,13 +180,11 @@ impl Restorer {
                 migrate_proto::shim::VERSION
             )));
         };
-        let mut ids = vec![(image.threads[0].tid, self.pid)];
-        ids.extend(
-            image.threads[1..]
-                .iter()
-                .zip(&self.threads)
-                .map(|(t, th)| (t.tid, th.tid())),
-        );
+        let ids: Vec<(i32, i32)> = image
+            .threads
+            .iter()
+            .filter_map(|t| Some((t.tid, self.id_seen_inside(image, t.tid)?)))
+            .collect();
         state.moved(&ids, image.ppid, host, &self.reconnected);
         state.encode_into(&mut b);
         step("writing the shim's state", self.mem.write(addr, &b))

@@ -24,11 +24,21 @@ impl Restorer {
             | libc::CLONE_SIGHAND
             | libc::CLONE_THREAD
             | libc::CLONE_SYSVSEM) as u64;
-        // Its own id if free here, else any (patched in afterwards).
-        let new = match self.try_clone3_as(flags, t.tid)? {
+        // Its own id if free here, else any (patched in afterwards); in a
+        // pid namespace of its own, every id is free.
+        let inside = match self.try_clone3_as(flags, t.tid)? {
             Ok(new) => new,
+            Err(e) if self.own_pid_ns => {
+                return Err(RestoreError::Incompatible(format!(
+                    "thread id {} could not be had in a pid namespace of its own: {e}",
+                    t.tid
+                )))
+            }
             Err(_) => self.clone3(flags, t.tid)?,
         };
+        // Traced by its id here, which the clone told (in the process's own
+        // pid namespace it has another).
+        let new = self.task.take_cloned().unwrap_or(inside);
         let mut th = step(
             format!("stopping new thread {new}"),
             Seized::adopt(tgid, new),
@@ -91,6 +101,10 @@ impl Restorer {
     /// Threads (the leader included) that got new ids here get them
     /// written where their thread library caches them.
     pub(super) fn patch_thread_ids(&mut self, image: &ProcessImage) -> Result<(), RestoreError> {
+        if self.own_pid_ns {
+            // Every thread has its own id there.
+            return Ok(());
+        }
         let mut changed = Vec::new();
         if self.pid != image.pid {
             changed.push((&image.threads[0], self.pid));
@@ -151,7 +165,12 @@ impl Restorer {
             return Ok(());
         }
         step("blocking signals", self.task.set_sigmask(!0))?;
-        let (pid, tid) = (self.pid, self.task.tid());
+        // Named as the process names them: these run inside it.
+        let (pid, tid) = if self.own_pid_ns {
+            (image.pid, t.tid)
+        } else {
+            (self.pid, self.task.tid())
+        };
         for q in mine {
             if q.info.len() != 128 {
                 return Err(RestoreError::Incompatible("malformed siginfo".into()));

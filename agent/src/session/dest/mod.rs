@@ -253,7 +253,7 @@ pub fn serve(
                 ),
                 None => (None, None),
             };
-            match started.map_or_else(|| Stub::spawn(stub, image.pid), Ok) {
+            match Stub::for_image(stub, &image, started) {
                 Ok(ready) => Receiving {
                     ctl: &mut ctl,
                     seq: &seq,

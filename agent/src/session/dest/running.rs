@@ -92,12 +92,16 @@ pub(super) struct Reaped {
 }
 
 impl Reaped {
-    /// Reaps `pid` (whose pidfd is `pidfd`, claimed by `claim`) when it
-    /// ends; `image` says whether it left a deputy at home.
+    /// Reaps `pid` (whose pidfd is `pidfd`, claimed by `claim`; or, in a
+    /// pid namespace of its own, that namespace's init) when it ends;
+    /// `image` says whether it left a deputy at home.
     pub(super) fn start(
         pid: i32,
         pidfd: std::os::fd::OwnedFd,
-        claim: Option<crate::host::children::Claim>,
+        (claim, ns_init): (
+            Option<crate::host::children::Claim>,
+            Option<crate::rebuild::restore::NsInit>,
+        ),
         image: &ProcessImage,
     ) -> std::io::Result<Reaped> {
         let terminal = image.deputy
@@ -116,7 +120,11 @@ impl Reaped {
         let reap_pidfd = pidfd.try_clone()?;
         std::thread::spawn(move || {
             let _claim = claim;
-            if let Ok((code, signal)) = crate::host::sys::wait_exit(pid, &reap_pidfd) {
+            let ended = match ns_init {
+                Some(init) => init.wait(),
+                None => crate::host::sys::wait_exit(pid, &reap_pidfd),
+            };
+            if let Ok((code, signal)) = ended {
                 let exited = migrate_proto::msg::DeputyMsg::Exited { code, signal };
                 if told.send(exited).is_err() {
                     // Nobody serves a deputy for it (none, or post-copy failed).
@@ -210,6 +218,7 @@ impl Receiving<'_, '_, '_> {
         // panics half-way kills the process (the Restorer's drop), but some of
         // it may have run.
         fate.resuming(handler.is_some());
+        let ns_init = r.take_ns_init();
         let (new_pid, claim) = r.resume(&signals)?;
         if handler.is_none() {
             // Without pages owed nothing kills it once it runs.
@@ -223,7 +232,8 @@ impl Receiving<'_, '_, '_> {
                 ..image.lineage.clone()
             },
         );
-        let reaped = Reaped::start(new_pid, deputy_pidfd, claim, image).map_err(FrameError::Io)?;
+        let reaped = Reaped::start(new_pid, deputy_pidfd, (claim, ns_init), image)
+            .map_err(FrameError::Io)?;
         relay_streams(streams);
         if failpoints::hit("dest.after-resume").is_err() {
             // As if the control lane broke once the process runs.

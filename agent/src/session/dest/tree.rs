@@ -299,7 +299,7 @@ impl TreeSession<'_, '_, '_> {
         );
         // The root is reaped here when it ends (the others by their
         // parents, or, orphaned, by the agent's reaper), its deputy told.
-        let reaped = Reaped::start(root, root_pidfd, root_claim, root_image)
+        let reaped = Reaped::start(root, root_pidfd, (root_claim, None), root_image)
             .map_err(local("reaping the root"))?;
         relay_streams(streams);
         if failpoints::hit("dest.after-resume").is_err() {
