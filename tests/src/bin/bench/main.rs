@@ -790,6 +790,12 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         // hands free 2 MiB blocks, `page_reporting_order` 9 here, back to
         // its host within the kernel's 2 s reporting delay), so that the
         // migration's writes meet memory as cold as this figure's.
+        // The demand-fault floor in this run's lab, just before its
+        // migration (it swings between runs on this VM more than the
+        // faults do): the post-copy p50 is judged against it.
+        let floor = (mode == "postcopy")
+            .then(|| measure_fault_floor(&lab, h1, h2).ok())
+            .flatten();
         let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         sleep(Duration::from_secs(4));
         let pss_source = h1.pss_kib(&members);
@@ -932,6 +938,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "faults": lat.len(),
             "fault_p50_us": p50,
             "fault_p99_us": p99,
+            "fault_floor_us": floor.map(|(p50, p99)| json!({"p50": p50, "p99": p99})),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
@@ -1774,6 +1781,20 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["fresh_resident_s"].as_f64())
             .collect();
         row["fresh_resident_s"] = json!((!fresh.is_empty()).then(|| percentile(&mut fresh, 0.5)));
+        // Each run's fault p50 over the floor measured in its own lab.
+        let paired: Vec<(f64, f64)> = ok
+            .iter()
+            .filter_map(|r| {
+                Some((
+                    r["fault_p50_us"].as_f64()?,
+                    r["fault_floor_us"]["p50"].as_f64()?,
+                ))
+            })
+            .filter(|&(_, floor)| floor > 0.0)
+            .collect();
+        let mut ratios: Vec<f64> = paired.iter().map(|(p50, floor)| p50 / floor).collect();
+        row["fault_vs_floor"] = json!((!ratios.is_empty()).then(|| percentile(&mut ratios, 0.5)));
+        row["fault_pairs_us"] = json!(paired);
         row["runs"] = json!(group.len());
         row["downtime_ms_all"] = json!(ok
             .iter()
