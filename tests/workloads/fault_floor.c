@@ -5,9 +5,13 @@
  *
  *   fault_floor serve PORT            answers each 8-byte address with a
  *                                     4096-byte page, until the peer closes
- *   fault_floor fault ADDR PORT N     maps N pages under a userfaultfd,
- *                                     touches them one by one from a thread,
- *                                     and serves each fault from ADDR:PORT;
+ *   fault_floor fault ADDR PORT N [BURST GAP_US]
+ *                                     maps N pages under a userfaultfd,
+ *                                     touches them one by one from a thread
+ *                                     (with BURST and GAP_US: BURST pages,
+ *                                     then a sleep of GAP_US, as the ticking
+ *                                     workload faults), and serves each
+ *                                     fault from ADDR:PORT;
  *                                     prints "p50 US p99 US" of the latency
  *                                     from the fault's read off the
  *                                     userfaultfd to its thread woken (the
@@ -75,13 +79,18 @@ static _Noreturn void serve(int port) {
 }
 
 static char *area;
-static long pages;
+static long pages, burst, gap_us;
 
 static void *toucher(void *arg) {
     (void)arg;
     volatile char sum = 0;
-    for (long i = 0; i < pages; i++)
+    for (long i = 0; i < pages; i++) {
+        if (burst > 0 && i > 0 && i % burst == 0) {
+            struct timespec d = {.tv_sec = gap_us / 1000000, .tv_nsec = (gap_us % 1000000) * 1000};
+            nanosleep(&d, 0);
+        }
         sum += area[i * PAGE];
+    }
     return 0;
 }
 
@@ -150,8 +159,13 @@ static int fault(const char *host, int port, long n) {
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "serve"))
         serve(atoi(argv[2]));
-    if (argc == 5 && !strcmp(argv[1], "fault"))
+    if ((argc == 5 || argc == 7) && !strcmp(argv[1], "fault")) {
+        if (argc == 7) {
+            burst = atol(argv[5]);
+            gap_us = atol(argv[6]);
+        }
         return fault(argv[2], atoi(argv[3]), atol(argv[4]));
-    fprintf(stderr, "usage: fault_floor serve PORT | fault ADDR PORT PAGES\n");
+    }
+    fprintf(stderr, "usage: fault_floor serve PORT | fault ADDR PORT PAGES [BURST GAP_US]\n");
     return 2;
 }

@@ -55,8 +55,12 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 /// of their own (the same bytes as one process of the size);
 /// `tree-shared`, a process of the size with three children sharing all
 /// of it copy-on-write.
-const MODES: [(&str, &[&str]); 11] = [
+const MODES: [(&str, &[&str]); 12] = [
     ("postcopy", &["--mode", "postcopy"]),
+    (
+        "postcopy-prefetch16",
+        &["--mode", "postcopy", "--prefetch", "16"],
+    ),
     ("postcopy-insecure", &["--mode", "postcopy"]),
     ("postcopy-lz4", &["--mode", "postcopy", "--compress", "lz4"]),
     (
@@ -506,10 +510,27 @@ fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), Str
     Ok((mbps, p50, p99))
 }
 
+/// How the floor's faults come: back to back, or as the ticking workload
+/// makes them (16 pages, then a 5 ms sleep).
+#[derive(Clone, Copy)]
+enum FaultPattern {
+    BackToBack,
+    Ticking,
+}
+
 /// The floor of a demand fault over the lab link (`workloads/fault_floor.c`,
 /// compiled here): p50 and p99 µs of fault -> request -> reply ->
 /// UFFDIO_COPY, host2 faulting, host1 serving, 2000 faults.
 fn measure_fault_floor(lab: &Lab, h1: &Host, h2: &Host) -> Result<(f64, f64), String> {
+    measure_fault_floor_as(lab, h1, h2, FaultPattern::BackToBack)
+}
+
+fn measure_fault_floor_as(
+    lab: &Lab,
+    h1: &Host,
+    h2: &Host,
+    pattern: FaultPattern,
+) -> Result<(f64, f64), String> {
     const PORT: &str = "7557";
     let exe = lab.shared_dir().join("fault_floor");
     let st = std::process::Command::new("cc")
@@ -539,10 +560,12 @@ fn measure_fault_floor(lab: &Lab, h1: &Host, h2: &Host) -> Result<(f64, f64), St
         kill(&mut server);
         return Err("fault_floor serve did not start".into());
     }
-    let out = h2
-        .command(&exe)
-        .args(["fault", &h1.addr().to_string(), PORT, "2000"])
-        .output();
+    let mut fault = h2.command(&exe);
+    fault.args(["fault", &h1.addr().to_string(), PORT, "2000"]);
+    if let FaultPattern::Ticking = pattern {
+        fault.args(["16", "5000"]);
+    }
+    let out = fault.output();
     let _ = wait_bounded(&mut server, Duration::from_secs(10));
     kill(&mut server);
     let out = out.map_err(|e| e.to_string())?;
@@ -1631,14 +1654,16 @@ fn run(args: &Args) -> Result<bool, String> {
         let (h1, h2) = (lab.host("host1"), lab.host("host2"));
         let link = measure_link(h1, h2, max_mib << 20)?;
         let floor = measure_fault_floor(&lab, h1, h2)?;
+        let floor_ticking = measure_fault_floor_as(&lab, h1, h2, FaultPattern::Ticking)?;
         let mut fresh = Vec::new();
         for &mib in &args.sizes {
             fresh.push((mib, measure_fresh_memory(h2, mib)?));
         }
         let one = measure_round_trip(h1, h2, Some((0, 0)))?.0;
         let two = measure_round_trip(h1, h2, Some((0, 1)))?.0;
-        (link, fresh, (one, two), floor)
+        (link, fresh, (one, two), (floor, floor_ticking))
     };
+    let (floor, floor_ticking) = floor;
     println!(
         "link: {:.0} MB/s TCP stream ({} MiB), round trip p50 {:.1} us, p99 {:.1} us",
         link.0, max_mib, link.1, link.2
@@ -1646,8 +1671,9 @@ fn run(args: &Args) -> Result<bool, String> {
     println!("fresh memory: host2 writes {}", fresh_text(&fresh));
     println!(
         "demand-fault floor (fault_floor.c: fault, request, reply, UFFDIO_COPY over the link): \
-         p50 {:.1} us, p99 {:.1} us",
-        floor.0, floor.1
+         p50 {:.1} us, p99 {:.1} us back to back; p50 {:.1} us, p99 {:.1} us faulting as the \
+         workload does (16 pages, then 5 ms asleep)",
+        floor.0, floor.1, floor_ticking.0, floor_ticking.1
     );
     println!(
         "round trip p50 with both ends on one CPU {:.1} us, on two CPUs {:.1} us",
@@ -1722,6 +1748,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "rtt_p50_one_cpu_us": pinned.0,
         "rtt_p50_two_cpus_us": pinned.1,
         "fault_floor_us": {"p50": floor.0, "p99": floor.1},
+        "fault_floor_ticking_us": {"p50": floor_ticking.0, "p99": floor_ticking.1},
         "criu": criu_json(criu.as_ref()),
         "runs": runs,
         "summary": summary,
