@@ -193,9 +193,10 @@ pub struct MoveArgs {
     /// when the process touches them).
     #[arg(long, value_name = "MIB")]
     pub push_rate: Option<u64>,
-    /// Pages fetched per fault, the faulting one included.
-    #[arg(long, default_value_t = 16)]
-    pub prefetch: u32,
+    /// Pages fetched per fault, the faulting one included (default: one
+    /// for a fault on its own, up to 16 for faults in address order).
+    #[arg(long, value_name = "N")]
+    pub prefetch: Option<u32>,
     /// Most pre-copy rounds before the freeze (precopy mode).
     #[arg(long, default_value_t = 8, value_name = "N")]
     pub max_rounds: u32,

@@ -4,7 +4,9 @@
 use std::path::PathBuf;
 
 use migrate_proto::frame;
-use migrate_proto::msg::{EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder, Reply, Request};
+use migrate_proto::msg::{
+    EagerSet, LossPolicy, MigrateOptions, Mode, Prefetch, PushOrder, Reply, Request,
+};
 use migrate_proto::record::MigrationRecord;
 use migrate_proto::PAGE_SIZE;
 
@@ -122,7 +124,10 @@ pub fn run_migrate(g: &Global, args: MoveArgs) -> Result<(), Exit> {
             ModeArg::Hybrid => Mode::Hybrid,
         },
         push_rate_mib: args.push_rate,
-        prefetch_pages: args.prefetch.max(1),
+        prefetch: match args.prefetch {
+            Some(n) => Prefetch::Fixed(n.max(1)),
+            None => Prefetch::default(),
+        },
         max_rounds: args.max_rounds.max(1),
         converge_pages: args.converge_pages,
         eager: match args.eager {

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::image::{FileIdent, ProcessImage};
-pub use crate::options::{EagerSet, LossPolicy, MigrateOptions, Mode, PushOrder};
+pub use crate::options::{EagerSet, LossPolicy, MigrateOptions, Mode, Prefetch, PushOrder};
 use crate::record::MigrationRecord;
 pub use crate::refusal::{Code, Reason};
 

@@ -57,6 +57,24 @@ pub enum PushOrder {
     NearFaults,
 }
 
+/// How many pages a demand fault asks for (the destination decides per
+/// fault).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Prefetch {
+    /// One page for a fault on its own; a window of up to `max` pages for
+    /// a fault right after the window before it (a process reading in
+    /// address order), as the kernel's readahead does for files.
+    Readahead { max: u32 },
+    /// Always this many pages, the faulting one included.
+    Fixed(u32),
+}
+
+impl Default for Prefetch {
+    fn default() -> Self {
+        Prefetch::Readahead { max: 16 }
+    }
+}
+
 /// Options of one migration.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MigrateOptions {
@@ -65,8 +83,10 @@ pub struct MigrateOptions {
     /// Cap on the background push, MiB/s (`None`: as fast as possible;
     /// `Some(0)`: no push, demand only).
     pub push_rate_mib: Option<u64>,
-    /// Pages fetched per demand fault (the faulting one included).
-    pub prefetch_pages: u32,
+    /// Pages fetched per demand fault (a record kept before protocol 18,
+    /// which had a fixed count, reads as the default).
+    #[serde(default)]
+    pub prefetch: Prefetch,
     /// Most pre-copy rounds before the final freeze (`PreCopy`).
     pub max_rounds: u32,
     /// A pre-copy round that finds at most this many written pages is
@@ -110,7 +130,7 @@ impl Default for MigrateOptions {
         MigrateOptions {
             mode: Mode::PostCopy,
             push_rate_mib: None,
-            prefetch_pages: 16,
+            prefetch: Prefetch::default(),
             max_rounds: 8,
             converge_pages: 1024,
             eager: EagerSet::Stack,

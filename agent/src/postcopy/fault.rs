@@ -18,7 +18,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
-use migrate_proto::msg::PageRequest;
+use migrate_proto::msg::{PageRequest, Prefetch};
 use migrate_proto::record::FaultSample;
 use migrate_proto::PAGE_SIZE;
 use tracing::{debug, info, warn};
@@ -94,6 +94,24 @@ struct Space {
     id: u64,
     uffd: OwnedFd,
     map: LazyMap,
+    /// Current addresses `[start, end)` of the latest window asked for.
+    last_window: (u64, u64),
+}
+
+/// Most pages a fault at `page` asks for under `prefetch`, given the latest
+/// window asked for in its space: with readahead, a fault where that window
+/// ends continues a read in address order and gets a whole window; one
+/// inside it (its page still on the way) or anywhere else gets its page
+/// alone, so that a process touching pages here and there waits for one
+/// page, not for a window's worth ahead of its next fault.
+fn window_pages(prefetch: Prefetch, page: u64, last_window: (u64, u64)) -> u32 {
+    match prefetch {
+        Prefetch::Fixed(n) => n.max(1),
+        Prefetch::Readahead { max } if page == last_window.1 && last_window.0 < last_window.1 => {
+            max.max(1)
+        }
+        Prefetch::Readahead { .. } => 1,
+    }
 }
 
 /// How post-copy ended for the destination.
@@ -179,7 +197,7 @@ pub struct FaultHandler {
     state: Mutex<State>,
     ended: Condvar,
     demand: Mutex<PeerStream>,
-    prefetch: u32,
+    prefetch: Prefetch,
     resumed: Instant,
     pidfd: OwnedFd,
     /// Signalled when post-copy ends: the fault loop polls it beside the
@@ -212,7 +230,7 @@ impl FaultHandler {
     pub fn new(
         spaces: Vec<(OwnedFd, LazyMap)>,
         demand: PeerStream,
-        prefetch: u32,
+        prefetch: Prefetch,
         pidfd: OwnedFd,
         local: Option<Arc<LocalPages>>,
     ) -> std::io::Result<FaultHandler> {
@@ -221,7 +239,12 @@ impl FaultHandler {
         let spaces = spaces
             .into_iter()
             .zip(0..)
-            .map(|((uffd, map), id)| Space { id, uffd, map })
+            .map(|((uffd, map), id)| Space {
+                id,
+                uffd,
+                map,
+                last_window: (0, 0),
+            })
             .collect();
         Ok(FaultHandler {
             state: Mutex::new(State {
@@ -237,7 +260,7 @@ impl FaultHandler {
             }),
             ended: Condvar::new(),
             demand: Mutex::new(demand),
-            prefetch: prefetch.max(1),
+            prefetch,
             resumed: Instant::now(),
             pidfd,
             ended_fd: crate::host::sys::eventfd()?,
@@ -594,6 +617,7 @@ impl FaultHandler {
                         id: nid,
                         uffd: fd,
                         map,
+                        last_window: (0, 0),
                     });
                     st.generation += 1;
                 }
@@ -625,10 +649,15 @@ impl FaultHandler {
                 self.end_locked(st, Outcome::Failed(why));
                 return;
             }
-            let Some(sp) = st.spaces.iter().find(|s| s.id == id) else {
+            let Some(sp) = st.spaces.iter_mut().find(|s| s.id == id) else {
                 return;
             };
-            if let Some((src, n)) = sp.map.window(page, self.prefetch) {
+            let most = window_pages(self.prefetch, page, sp.last_window);
+            if let Some((src, n)) = sp.map.window(page, most) {
+                // A fault inside the latest window leaves it as it was.
+                if !(sp.last_window.0..sp.last_window.1).contains(&page) {
+                    sp.last_window = (page, page + u64::from(n) * PAGE_SIZE);
+                }
                 let mut n = n;
                 if let Some(local) = &self.local {
                     let here = local.pages.run_at(src, u64::from(n));

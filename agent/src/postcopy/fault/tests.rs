@@ -57,6 +57,10 @@ fn touch(addr: u64) -> std::thread::JoinHandle<u8> {
 /// The handler for `area`, every page pending, running its fault loop;
 /// and the source's end of its demand connection.
 fn handler(area: &Area) -> (Arc<FaultHandler>, TcpStream) {
+    handler_with(area, Prefetch::Fixed(4))
+}
+
+fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStream) {
     let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY;
     // SAFETY: userfaultfd takes flags only; the result is a new descriptor
     // that we own at once.
@@ -78,7 +82,14 @@ fn handler(area: &Area) -> (Arc<FaultHandler>, TcpStream) {
         .unwrap();
     let pidfd = crate::host::sys::pidfd_open(std::process::id() as i32).unwrap();
     let h = Arc::new(
-        FaultHandler::new(vec![(ufd, map)], PeerStream::plain(ours), 4, pidfd, None).unwrap(),
+        FaultHandler::new(
+            vec![(ufd, map)],
+            PeerStream::plain(ours),
+            prefetch,
+            pidfd,
+            None,
+        )
+        .unwrap(),
     );
     let looper = h.clone();
     std::thread::spawn(move || looper.run());
@@ -135,6 +146,49 @@ fn a_fault_is_asked_of_the_source_and_its_answer_wakes_the_thread() {
     source.set_nonblocking(true).unwrap();
     let mut more = [0u8; 1];
     assert!(source.read(&mut more).is_err(), "a second request was sent");
+}
+
+#[test]
+fn readahead_asks_one_page_for_a_lone_fault_and_a_window_for_the_next_in_order() {
+    let area = Area::new();
+    let (h, mut source) = handler_with(&area, Prefetch::Readahead { max: 4 });
+    let mut ask = |page: u64| {
+        let reader = touch(area.page(page));
+        let req: PageRequest = frame::read_msg(&mut source).expect("a page request");
+        h.install(req.addr, &content(&area, req.addr, req.npages));
+        assert_eq!(reader.join().unwrap(), page as u8 + 1, "page {page}");
+        (req.addr, req.npages)
+    };
+    // A fault on its own: its page alone.
+    assert_eq!(ask(2), (area.page(2), 1));
+    // The next page in order: a window.
+    assert_eq!(ask(3), (area.page(3), 4));
+    // Right after that window: another.
+    assert_eq!(ask(7), (area.page(7), 4));
+    // Elsewhere: its page alone again.
+    assert_eq!(ask(13), (area.page(13), 1));
+    assert_eq!(h.left(), PAGES - 10);
+}
+
+#[test]
+fn the_window_grows_only_for_a_fault_where_the_last_one_ended() {
+    let ra = Prefetch::Readahead { max: 16 };
+    let p = PAGE_SIZE;
+    assert_eq!(window_pages(ra, 10 * p, (0, 0)), 1, "nothing asked yet");
+    assert_eq!(window_pages(ra, 11 * p, (10 * p, 11 * p)), 16);
+    assert_eq!(
+        window_pages(ra, 12 * p, (10 * p, 11 * p)),
+        1,
+        "a page skipped"
+    );
+    assert_eq!(
+        window_pages(ra, 10 * p, (10 * p, 26 * p)),
+        1,
+        "inside, on its way"
+    );
+    assert_eq!(window_pages(ra, 9 * p, (10 * p, 11 * p)), 1, "backwards");
+    assert_eq!(window_pages(Prefetch::Fixed(8), 12 * p, (0, 0)), 8);
+    assert_eq!(window_pages(Prefetch::Fixed(0), 12 * p, (0, 0)), 1);
 }
 
 #[test]

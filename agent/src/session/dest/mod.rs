@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use migrate_proto::frame::{self, Frame, FrameError};
 use migrate_proto::image::{Fill, FsCreds, ImageLimits, ProcessImage, Vma, VmaKind};
-use migrate_proto::msg::{DestMsg, FileNeed, Lane, PushDone, SourceMsg};
+use migrate_proto::msg::{DestMsg, FileNeed, Lane, Prefetch, PushDone, SourceMsg};
 use migrate_proto::PAGE_SIZE;
 use thiserror::Error;
 use tracing::{debug, info, warn};
@@ -259,7 +259,7 @@ pub fn serve(
                     seq: &seq,
                     id,
                     image: &image,
-                    prefetch: opts.prefetch_pages,
+                    prefetch: opts.prefetch,
                     store,
                     lanes,
                     stub_exe: stub,
@@ -369,7 +369,7 @@ struct Receiving<'a, 'p, 'f> {
     seq: &'a Arc<Sequencer>,
     id: u64,
     image: &'a ProcessImage,
-    prefetch: u32,
+    prefetch: Prefetch,
     store: Option<PageStore>,
     lanes: &'a PeerLanes<'p>,
     stub_exe: &'a Path,

@@ -223,7 +223,7 @@ impl TreeSession<'_, '_, '_> {
         } else {
             let pidfd = root_pidfd.try_clone().map_err(local("pidfd"))?;
             let demand_w = demand.try_clone().map_err(FrameError::Io)?;
-            let h = FaultHandler::new(spaces, demand_w, opts.prefetch_pages, pidfd, None);
+            let h = FaultHandler::new(spaces, demand_w, opts.prefetch, pidfd, None);
             Some(Arc::new(h.map_err(FrameError::Io)?))
         };
         let threads = match &handler {
