@@ -17,9 +17,11 @@ use std::fs;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::OnceLock;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime};
 
@@ -511,40 +513,54 @@ fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), Str
 }
 
 /// How the floor's faults come: back to back, or as the ticking workload
-/// makes them (16 pages, then a 5 ms sleep).
+/// makes them (`DIRTY_PAGES` pages, then `TICK_MS` asleep).
 #[derive(Clone, Copy)]
 enum FaultPattern {
     BackToBack,
     Ticking,
 }
 
-/// The floor of a demand fault over the lab link (`workloads/fault_floor.c`,
-/// compiled here): p50 and p99 µs of fault -> request -> reply ->
-/// UFFDIO_COPY, host2 faulting, host1 serving, 2000 faults.
-fn measure_fault_floor(lab: &Lab, h1: &Host, h2: &Host) -> Result<(f64, f64), String> {
-    measure_fault_floor_as(lab, h1, h2, FaultPattern::BackToBack)
+/// `workloads/fault_floor.c`, in `lab`'s shared directory: compiled once
+/// per benchmark (a compiler run just before each migration would load the
+/// CPUs the migration is timed on), copied into each lab after that.
+fn fault_floor_exe(lab: &Lab) -> Result<PathBuf, String> {
+    static BUILT: OnceLock<Result<Vec<u8>, String>> = OnceLock::new();
+    let exe = lab.shared_dir().join("fault_floor");
+    let built = BUILT.get_or_init(|| {
+        let st = std::process::Command::new("cc")
+            .args(["-O2", "-pthread", "-o"])
+            .arg(&exe)
+            .arg(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/workloads/fault_floor.c"
+            ))
+            .status()
+            .map_err(|e| format!("cc: {e}"))?;
+        if !st.success() {
+            return Err("compiling fault_floor.c failed".into());
+        }
+        fs::read(&exe).map_err(|e| format!("{}: {e}", exe.display()))
+    });
+    let bytes = built.as_ref().map_err(Clone::clone)?;
+    if !exe.exists() {
+        fs::write(&exe, bytes).map_err(|e| format!("{}: {e}", exe.display()))?;
+        fs::set_permissions(&exe, fs::Permissions::from_mode(0o755))
+            .map_err(|e| format!("{}: {e}", exe.display()))?;
+    }
+    Ok(exe)
 }
 
-fn measure_fault_floor_as(
+/// The floor of a demand fault over the lab link (`workloads/fault_floor.c`):
+/// p50 and p99 µs of fault -> request -> reply -> UFFDIO_COPY, host2
+/// faulting as `pattern` says, host1 serving, 2000 faults.
+fn measure_fault_floor(
     lab: &Lab,
     h1: &Host,
     h2: &Host,
     pattern: FaultPattern,
 ) -> Result<(f64, f64), String> {
     const PORT: &str = "7557";
-    let exe = lab.shared_dir().join("fault_floor");
-    let st = std::process::Command::new("cc")
-        .args(["-O2", "-pthread", "-o"])
-        .arg(&exe)
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/workloads/fault_floor.c"
-        ))
-        .status()
-        .map_err(|e| format!("cc: {e}"))?;
-    if !st.success() {
-        return Err("compiling fault_floor.c failed".into());
-    }
+    let exe = fault_floor_exe(lab)?;
     let mut server = h1
         .command(&exe)
         .args(["serve", PORT])
@@ -563,7 +579,7 @@ fn measure_fault_floor_as(
     let mut fault = h2.command(&exe);
     fault.args(["fault", &h1.addr().to_string(), PORT, "2000"]);
     if let FaultPattern::Ticking = pattern {
-        fault.args(["16", "5000"]);
+        fault.args([DIRTY_PAGES.to_string(), (TICK_MS * 1000).to_string()]);
     }
     let out = fault.output();
     let _ = wait_bounded(&mut server, Duration::from_secs(10));
@@ -813,11 +829,11 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         // hands free 2 MiB blocks, `page_reporting_order` 9 here, back to
         // its host within the kernel's 2 s reporting delay), so that the
         // migration's writes meet memory as cold as this figure's.
-        // The demand-fault floor in this run's lab, just before its
-        // migration (it swings between runs on this VM more than the
-        // faults do): the post-copy p50 is judged against it.
+        // (Before it, the demand-fault floor in this run's lab: it swings
+        // between runs on this VM more than the faults do, and the
+        // post-copy p50 is judged against it.)
         let floor = (mode == "postcopy")
-            .then(|| measure_fault_floor(&lab, h1, h2).ok())
+            .then(|| measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack).ok())
             .flatten();
         let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         sleep(Duration::from_secs(4));
@@ -1649,21 +1665,20 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // The link, in the same run.
     let max_mib = args.sizes.iter().copied().max().unwrap_or(64);
-    let (link, fresh, pinned, floor) = {
+    let (link, fresh, pinned, floor, floor_ticking) = {
         let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
         let (h1, h2) = (lab.host("host1"), lab.host("host2"));
         let link = measure_link(h1, h2, max_mib << 20)?;
-        let floor = measure_fault_floor(&lab, h1, h2)?;
-        let floor_ticking = measure_fault_floor_as(&lab, h1, h2, FaultPattern::Ticking)?;
+        let floor = measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack)?;
+        let floor_ticking = measure_fault_floor(&lab, h1, h2, FaultPattern::Ticking)?;
         let mut fresh = Vec::new();
         for &mib in &args.sizes {
             fresh.push((mib, measure_fresh_memory(h2, mib)?));
         }
         let one = measure_round_trip(h1, h2, Some((0, 0)))?.0;
         let two = measure_round_trip(h1, h2, Some((0, 1)))?.0;
-        (link, fresh, (one, two), (floor, floor_ticking))
+        (link, fresh, (one, two), floor, floor_ticking)
     };
-    let (floor, floor_ticking) = floor;
     println!(
         "link: {:.0} MB/s TCP stream ({} MiB), round trip p50 {:.1} us, p99 {:.1} us",
         link.0, max_mib, link.1, link.2
@@ -1672,7 +1687,7 @@ fn run(args: &Args) -> Result<bool, String> {
     println!(
         "demand-fault floor (fault_floor.c: fault, request, reply, UFFDIO_COPY over the link): \
          p50 {:.1} us, p99 {:.1} us back to back; p50 {:.1} us, p99 {:.1} us faulting as the \
-         workload does (16 pages, then 5 ms asleep)",
+         workload does ({DIRTY_PAGES} pages, then {TICK_MS} ms asleep)",
         floor.0, floor.1, floor_ticking.0, floor_ticking.1
     );
     println!(

@@ -10,7 +10,7 @@
 //! - the agents' peak RSS flat in size (the same 1.5×);
 //! - demand-fault p50 ≤ 1.5× the floor (`workloads/fault_floor.c`: fault,
 //!   request, reply, `UFFDIO_COPY` over the same link, in the same run):
-//!   each post-copy run's p50 over the floor measured in its own lab just
+//!   each post-copy run's p50 over the floor measured in its own lab
 //!   before its migration, the median of those ratios (the floor swings
 //!   between runs on this VM); the floor timed once before the runs is
 //!   shown beside it.
@@ -160,7 +160,7 @@ pub fn lines(
                     .join(", ");
                 format!(
                     "demand-fault p50 at {mib} MiB: {ratio:.2}x the floor timed in each run's lab \
-                     just before its migration (median; p50/floor us: {pairs}); the row's {p50:.0} \
+                     before its migration (median; p50/floor us: {pairs}); the row's {p50:.0} \
                      us = {before}: target <= 1.5x, {}",
                     verdict(ratio <= 1.5)
                 )
