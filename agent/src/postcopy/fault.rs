@@ -75,6 +75,29 @@ fn reap_orphans(mut pids: Vec<i32>) {
     }
 }
 
+/// Logs where the time of a slow fault at `addr`, installed at `done`,
+/// went: its request (read to sent), the round trip to the source and back
+/// (sent to its reply read off the demand lane), the wait for the
+/// handler's lock, and the install; `sent_unix_us` lines it up with the
+/// source's log.
+fn log_slow_fault(addr: u64, a: &Awaited, arrival: Option<Arrival>, done: Instant) {
+    let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+    let sent = a.sent_at.unwrap_or(a.read_at);
+    let (arrived, locked) = arrival.map_or((done, done), |r| (r.arrived, r.locked));
+    let sent_unix_us = crate::unix_us().saturating_sub(us(sent, Instant::now()));
+    debug!(
+        addr,
+        latency_us = us(a.read_at, done),
+        request_us = us(a.read_at, sent),
+        round_trip_us = us(sent, arrived),
+        lock_us = us(arrived, locked),
+        install_us = us(locked, done),
+        from_demand_lane = arrival.is_some(),
+        sent_unix_us,
+        "slow fault"
+    );
+}
+
 /// Address spaces with pages still to come.
 fn waiting_spaces(st: &State) -> usize {
     st.spaces.iter().filter(|s| s.map.left() > 0).count()
@@ -134,15 +157,35 @@ struct State {
     next_id: u64,
     discarded: u64,
     samples: Reservoir<FaultSample>,
-    /// Faulting pages asked of the source: when the fault was read from
-    /// the userfaultfd, and by which thread.
-    requested: HashMap<u64, (Instant, u32)>,
+    /// Faulting pages asked of the source.
+    requested: HashMap<u64, Awaited>,
     /// Faults read and not yet resolved: space, address, thread, when read.
     faults_to_redo: Vec<(u64, u64, u32, Instant)>,
     outcome: Option<Outcome>,
     /// Bumped whenever `spaces` changes (fork, a space gone, the end).
     generation: u64,
 }
+
+/// A faulting page asked of the source.
+struct Awaited {
+    /// When the fault was read from the userfaultfd.
+    read_at: Instant,
+    /// The faulting thread.
+    tid: u32,
+    /// When the request was on the demand lane (flushed).
+    sent_at: Option<Instant>,
+}
+
+/// When pages from the demand lane arrived (their frame read) and when
+/// their install took the handler's lock: where a slow fault's time went.
+#[derive(Clone, Copy)]
+struct Arrival {
+    arrived: Instant,
+    locked: Instant,
+}
+
+/// A fault slower than this is logged with where its time went.
+const SLOW_FAULT: Duration = Duration::from_millis(5);
 
 /// The handler's lock held by a thread on a fault's path.
 struct UrgentGuard<'a> {
@@ -387,8 +430,13 @@ impl FaultHandler {
 
     /// Installs pages that arrived from the source (source address `src`).
     pub fn install(&self, src: u64, data: &[u8]) {
+        let arrived = Instant::now();
         let mut st = self.lock_urgent();
-        self.install_locked(&mut st, src, data);
+        let at = Arrival {
+            arrived,
+            locked: Instant::now(),
+        };
+        self.install_arrived(&mut st, src, data, Some(at));
     }
 
     /// Installs pages that no fault waits for (pushed by the source, or
@@ -438,6 +486,11 @@ impl FaultHandler {
     }
 
     fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
+        self.install_arrived(st, src, data, None);
+    }
+
+    /// Installs pages, those from the demand lane with their `arrival`.
+    fn install_arrived(&self, st: &mut State, src: u64, data: &[u8], arrival: Option<Arrival>) {
         let n = data.len() as u64 / PAGE_SIZE;
         if st.outcome.is_some() {
             return;
@@ -446,8 +499,8 @@ impl FaultHandler {
         if !st.requested.is_empty() {
             for k in 0..n {
                 let addr = src + k * PAGE_SIZE;
-                if let Some((t, tid)) = st.requested.remove(&addr) {
-                    waiting.push((addr, t, tid));
+                if let Some(a) = st.requested.remove(&addr) {
+                    waiting.push((addr, a));
                 }
             }
             self.awaited.store(st.requested.len(), Ordering::Release);
@@ -470,12 +523,16 @@ impl FaultHandler {
         // by now: a fault's latency runs from its read to here.
         if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
             let now = Instant::now();
-            for (addr, t, tid) in waiting {
+            for (addr, a) in waiting {
+                let latency = now.duration_since(a.read_at);
+                if latency > SLOW_FAULT {
+                    log_slow_fault(addr, &a, arrival, now);
+                }
                 st.samples.offer(FaultSample {
-                    at_us: t.duration_since(self.resumed).as_micros() as u64,
+                    at_us: a.read_at.duration_since(self.resumed).as_micros() as u64,
                     addr,
-                    latency_us: now.duration_since(t).as_micros() as u64,
-                    tid,
+                    latency_us: latency.as_micros() as u64,
+                    tid: a.tid,
                 });
             }
         }
@@ -673,7 +730,11 @@ impl FaultHandler {
                 }
                 // The faulting page is timed; the rest of the window is
                 // prefetch.
-                st.requested.entry(src).or_insert((read_at, tid));
+                st.requested.entry(src).or_insert(Awaited {
+                    read_at,
+                    tid,
+                    sent_at: None,
+                });
                 self.awaited.store(st.requested.len(), Ordering::Release);
                 let req = PageRequest {
                     addr: src,
@@ -683,6 +744,11 @@ impl FaultHandler {
                 if let Err(e) = frame::write_msg(&mut *w, &req).and_then(|_| Ok(w.flush()?)) {
                     drop(w);
                     self.end_locked(st, Outcome::Failed(format!("lost the source: {e}")));
+                    return;
+                }
+                drop(w);
+                if let Some(a) = st.requested.get_mut(&src) {
+                    a.sent_at.get_or_insert_with(Instant::now);
                 }
                 return;
             }

@@ -273,6 +273,7 @@ pub(super) fn serve_demand(
             Ok(r) => r,
             Err(_) => return,
         };
+        let (received, received_unix_us) = (Instant::now(), crate::unix_us());
         let n = u64::from(req.npages.min(MAX_PAGES_PER_FRAME));
         if n == 0 || !req.addr.is_multiple_of(PAGE_SIZE) || !lazy.contains(req.addr, n) {
             warn!(
@@ -302,6 +303,13 @@ pub(super) fn serve_demand(
         match sent {
             Ok(n) => {
                 c.wire_bytes.fetch_add(n, Ordering::Relaxed);
+                // Lined up with the destination's slow faults by address.
+                trace!(
+                    addr = req.addr,
+                    received_unix_us,
+                    answer_us = received.elapsed().as_micros() as u64,
+                    "demand request answered"
+                );
             }
             Err(e) => {
                 warn!(error = %error_chain(&e), "answering a demand request: closing the lane");
