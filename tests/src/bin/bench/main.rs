@@ -699,6 +699,17 @@ fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64) {
     ((gap as f64 / 1e6 - TICK_MS as f64).max(0.0), resumed_at)
 }
 
+/// The tick gap across the freeze alone, minus the tick (ms): from the
+/// last tick before `frozen_ns` to the first at or after `resumed_ns`
+/// (the source agent's clock, which is this VM's); `None` if a tick fell
+/// between the two.
+fn freeze_gap(t: &[(u64, u64)], frozen_ns: u64, resumed_ns: u64) -> Option<f64> {
+    let p = t
+        .windows(2)
+        .find(|p| p[0].1 <= frozen_ns && p[1].1 >= resumed_ns)?;
+    Some(((p[1].1 - p[0].1) as f64 / 1e6 - TICK_MS as f64).max(0.0))
+}
+
 /// Waits until the workload writing to `out` has filled its `mib`, lets it
 /// tick a second and a half (the rate to compare with), and returns its pid.
 fn ready_pid(out: &Path, mib: u64) -> Result<String, String> {
@@ -938,6 +949,10 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         let t = ticks(&out);
         let continuity = ticks_continuous(&t);
         let (downtime_ms, resumed_at) = freeze(&t, start_ns, verify_ns);
+        let started_ns = rec["started_unix_us"].as_u64().unwrap_or(0) * 1000;
+        let at_ns =
+            |milestone: &str| started_ns + rec["timeline"][milestone].as_u64().unwrap_or(0) * 1000;
+        let freeze_gap_ms = freeze_gap(&t, at_ns("freeze"), at_ns("resume"));
         let before = rate(&t, start_ns.saturating_sub(1_000_000_000), start_ns);
         let residual_ns = rec["residual_us"].as_u64().unwrap_or(0) * 1000;
         let during = (residual_ns >= 100_000_000)
@@ -964,6 +979,9 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "ticks_continuous": continuity.clone().err().unwrap_or_else(|| "yes".into()),
             "downtime_ms": downtime_ms,
             "downtime_reported_ms": rec["downtime_us"].as_f64().unwrap_or(0.0) / 1000.0,
+            // The gap across the freeze alone; downtime is the largest gap
+            // anywhere, a stall during post-copy included.
+            "freeze_gap_ms": freeze_gap_ms,
             // When the workload's largest gap ended, ms after the request,
             // beside the source's timeline (µs after the request, freeze,
             // resume, completion): where a long gap comes from.
@@ -1838,6 +1856,11 @@ fn medians(runs: &[Value]) -> Vec<Value> {
         row["fault_vs_floor"] = json!((!ratios.is_empty()).then(|| percentile(&mut ratios, 0.5)));
         row["fault_pairs_us"] = json!(paired);
         row["runs"] = json!(group.len());
+        let mut gaps: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["freeze_gap_ms"].as_f64())
+            .collect();
+        row["freeze_gap_ms"] = json!(percentile(&mut gaps, 0.5));
         row["downtime_ms_all"] = json!(ok
             .iter()
             .map(|r| r["downtime_ms"].clone())
@@ -2038,4 +2061,29 @@ fn all_verified(runs: &[Value]) -> String {
         "\nEvery run verified the workload's memory afterwards: {}\n",
         if all { "yes" } else { "NO" }
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_freeze_gap_runs_from_the_last_tick_before_the_freeze_to_the_first_after_the_resume() {
+        let ms = 1_000_000;
+        // Ticks every 5 ms; frozen at 11 ms, resumed at 19 ms; the first
+        // tick on host2 at 22 ms, then a stall of 30 ms during post-copy.
+        let t = [
+            (1, 0),
+            (2, 5 * ms),
+            (3, 10 * ms),
+            (4, 22 * ms),
+            (5, 27 * ms),
+            (6, 57 * ms),
+        ];
+        let gap = freeze_gap(&t, 11 * ms, 19 * ms).expect("a gap");
+        assert!((gap - 7.0).abs() < 1e-9, "{gap}");
+        assert_eq!(freeze(&t, 0, u64::MAX).0, 25.0);
+        // A tick between the two milestones: no gap is named.
+        assert_eq!(freeze_gap(&t, 4 * ms, 19 * ms), None);
+    }
 }
