@@ -5,7 +5,9 @@
  *
  *   fault_floor serve PORT            answers each 8-byte address with a
  *                                     4096-byte page, until the peer closes
- *   fault_floor fault ADDR PORT N [BURST GAP_US]
+ *   fault_floor stream PORT           writes pages to one peer as fast as
+ *                                     it reads them, until it closes
+ *   fault_floor fault ADDR PORT N [BURST GAP_US [STREAM_PORT]]
  *                                     maps N pages under a userfaultfd,
  *                                     touches them one by one from a thread
  *                                     (with BURST and GAP_US: BURST pages,
@@ -16,7 +18,12 @@
  *                                     from the fault's read off the
  *                                     userfaultfd to its thread woken (the
  *                                     UFFDIO_COPY returned), as the agent
- *                                     measures its own.
+ *                                     measures its own; with STREAM_PORT,
+ *                                     while it faults a thread reads the
+ *                                     stream of ADDR:STREAM_PORT and writes
+ *                                     it into fresh memory, as a push does
+ *                                     beside the faults (prints the MiB it
+ *                                     took as a third figure).
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -78,8 +85,61 @@ static _Noreturn void serve(int port) {
     }
 }
 
+/* Pages of the stream, written while the peer reads them. */
+static _Noreturn void stream(int port) {
+    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+    if (bind(l, (void *)&a, sizeof a) || listen(l, 1))
+        die("listen");
+    printf("listening\n");
+    fflush(stdout);
+    int c = accept(l, 0, 0);
+    if (c < 0)
+        die("accept");
+    static char chunk[1 << 20];
+    memset(chunk, 0x5a, sizeof chunk);
+    for (;;)
+        if (write(c, chunk, sizeof chunk) <= 0)
+            exit(0);
+}
+
 static char *area;
 static long pages, burst, gap_us;
+static volatile int faulting_done;
+static int stream_fd = -1;
+static long streamed_mib;
+
+/* Reads the stream into fresh memory (a new 64 MiB area each time one is
+ * full, the old one given back) until the faults are done. */
+static void *drain(void *arg) {
+    (void)arg;
+    const size_t span = 64u << 20;
+    static char chunk[1 << 20];
+    char *fresh = 0;
+    size_t at = span;
+    uint64_t total = 0;
+    while (!faulting_done) {
+        ssize_t k = read(stream_fd, chunk, sizeof chunk);
+        if (k <= 0)
+            break;
+        if (at + (size_t)k > span) {
+            if (fresh)
+                munmap(fresh, span);
+            fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+            if (fresh == MAP_FAILED)
+                die("mmap");
+            at = 0;
+        }
+        memcpy(fresh + at, chunk, (size_t)k);
+        at += (size_t)k;
+        total += (uint64_t)k;
+    }
+    if (fresh)
+        munmap(fresh, span);
+    streamed_mib = (long)(total >> 20);
+    return 0;
+}
 
 static void *toucher(void *arg) {
     (void)arg;
@@ -105,8 +165,17 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
-static int fault(const char *host, int port, long n) {
+static int fault(const char *host, int port, long n, int stream_port) {
     pages = n;
+    pthread_t drainer;
+    if (stream_port > 0) {
+        struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons(stream_port)};
+        inet_pton(AF_INET, host, &b.sin_addr);
+        stream_fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (connect(stream_fd, (void *)&b, sizeof b))
+            die("connect stream");
+        pthread_create(&drainer, 0, drain, 0);
+    }
     int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     inet_pton(AF_INET, host, &a.sin_addr);
@@ -151,21 +220,32 @@ static int fault(const char *host, int port, long n) {
         lat[got++] = now_ns() - t0;
     }
     pthread_join(t, 0);
+    if (stream_port > 0) {
+        faulting_done = 1;
+        shutdown(stream_fd, SHUT_RDWR);
+        pthread_join(drainer, 0);
+    }
     qsort(lat, (size_t)n, sizeof *lat, cmp);
-    printf("p50 %.1f p99 %.1f\n", lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3);
+    printf("p50 %.1f p99 %.1f", lat[n / 2] / 1e3, lat[n * 99 / 100] / 1e3);
+    if (stream_port > 0)
+        printf(" streamed %ld", streamed_mib);
+    printf("\n");
     return 0;
 }
 
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "serve"))
         serve(atoi(argv[2]));
-    if ((argc == 5 || argc == 7) && !strcmp(argv[1], "fault")) {
-        if (argc == 7) {
+    if (argc == 3 && !strcmp(argv[1], "stream"))
+        stream(atoi(argv[2]));
+    if ((argc == 5 || argc == 7 || argc == 8) && !strcmp(argv[1], "fault")) {
+        if (argc >= 7) {
             burst = atol(argv[5]);
             gap_us = atol(argv[6]);
         }
-        return fault(argv[2], atoi(argv[3]), atol(argv[4]));
+        return fault(argv[2], atoi(argv[3]), atol(argv[4]), argc == 8 ? atoi(argv[7]) : 0);
     }
-    fprintf(stderr, "usage: fault_floor serve PORT | fault ADDR PORT PAGES [BURST GAP_US]\n");
+    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT | fault ADDR PORT PAGES "
+                    "[BURST GAP_US [STREAM_PORT]]\n");
     return 2;
 }

@@ -513,12 +513,19 @@ fn measure_link(h1: &Host, h2: &Host, bytes: u64) -> Result<(f64, f64, f64), Str
 }
 
 /// How the floor's faults come: back to back, or as the ticking workload
-/// makes them (`DIRTY_PAGES` pages, then `TICK_MS` asleep).
+/// makes them (`DIRTY_PAGES` pages, then `TICK_MS` asleep), alone or
+/// beside a stream that host2 writes into fresh memory as fast as the link
+/// brings it (what post-copy's push does beside its faults).
 #[derive(Clone, Copy)]
 enum FaultPattern {
     BackToBack,
     Ticking,
+    TickingBesideStream,
 }
+
+/// The floor's figures: p50 and p99 µs, and the MiB the stream beside it
+/// carried (0 without one).
+type Floor = (f64, f64, f64);
 
 /// `workloads/fault_floor.c`, in `lab`'s shared directory: compiled once
 /// per benchmark (a compiler run just before each migration would load the
@@ -550,20 +557,11 @@ fn fault_floor_exe(lab: &Lab) -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// The floor of a demand fault over the lab link (`workloads/fault_floor.c`):
-/// p50 and p99 µs of fault -> request -> reply -> UFFDIO_COPY, host2
-/// faulting as `pattern` says, host1 serving, 2000 faults.
-fn measure_fault_floor(
-    lab: &Lab,
-    h1: &Host,
-    h2: &Host,
-    pattern: FaultPattern,
-) -> Result<(f64, f64), String> {
-    const PORT: &str = "7557";
-    let exe = fault_floor_exe(lab)?;
-    let mut server = h1
-        .command(&exe)
-        .args(["serve", PORT])
+/// Starts `fault_floor ROLE PORT` on `h` and waits until it listens.
+fn start_floor_server(h: &Host, exe: &Path, role: &str, port: &str) -> Result<Child, String> {
+    let mut server = h
+        .command(exe)
+        .args([role, port])
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -574,16 +572,49 @@ fn measure_fault_floor(
         .is_some_and(|o| o.read_exact(&mut line).is_ok());
     if !ready {
         kill(&mut server);
-        return Err("fault_floor serve did not start".into());
+        return Err(format!("fault_floor {role} did not start"));
     }
+    Ok(server)
+}
+
+/// The floor of a demand fault over the lab link (`workloads/fault_floor.c`):
+/// p50 and p99 µs of fault -> request -> reply -> UFFDIO_COPY, host2
+/// faulting as `pattern` says, host1 serving, 2000 faults.
+fn measure_fault_floor(
+    lab: &Lab,
+    h1: &Host,
+    h2: &Host,
+    pattern: FaultPattern,
+) -> Result<Floor, String> {
+    const PORT: &str = "7557";
+    const STREAM_PORT: &str = "7558";
+    let exe = fault_floor_exe(lab)?;
+    let mut server = start_floor_server(h1, &exe, "serve", PORT)?;
+    let mut streamer = match pattern {
+        FaultPattern::TickingBesideStream => {
+            match start_floor_server(h1, &exe, "stream", STREAM_PORT) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    kill(&mut server);
+                    return Err(e);
+                }
+            }
+        }
+        _ => None,
+    };
     let mut fault = h2.command(&exe);
     fault.args(["fault", &h1.addr().to_string(), PORT, "2000"]);
-    if let FaultPattern::Ticking = pattern {
+    if !matches!(pattern, FaultPattern::BackToBack) {
         fault.args([DIRTY_PAGES.to_string(), (TICK_MS * 1000).to_string()]);
     }
+    if streamer.is_some() {
+        fault.arg(STREAM_PORT);
+    }
     let out = fault.output();
-    let _ = wait_bounded(&mut server, Duration::from_secs(10));
-    kill(&mut server);
+    for s in [Some(&mut server), streamer.as_mut()].into_iter().flatten() {
+        let _ = wait_bounded(s, Duration::from_secs(10));
+        kill(s);
+    }
     let out = out.map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: Vec<f64> = text
@@ -591,7 +622,8 @@ fn measure_fault_floor(
         .filter_map(|w| w.parse().ok())
         .collect();
     match v[..] {
-        [p50, p99] if out.status.success() => Ok((p50, p99)),
+        [p50, p99] if out.status.success() && streamer.is_none() => Ok((p50, p99, 0.0)),
+        [p50, p99, mib] if out.status.success() && streamer.is_some() => Ok((p50, p99, mib)),
         _ => Err(format!(
             "fault_floor said {text:?} {}",
             String::from_utf8_lossy(&out.stderr)
@@ -995,7 +1027,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "faults": lat.len(),
             "fault_p50_us": p50,
             "fault_p99_us": p99,
-            "fault_floor_us": floor.map(|(p50, p99)| json!({"p50": p50, "p99": p99})),
+            "fault_floor_us": floor.map(|(p50, p99, _)| json!({"p50": p50, "p99": p99})),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
@@ -1683,19 +1715,27 @@ fn run(args: &Args) -> Result<bool, String> {
 
     // The link, in the same run.
     let max_mib = args.sizes.iter().copied().max().unwrap_or(64);
-    let (link, fresh, pinned, floor, floor_ticking) = {
+    let (link, fresh, pinned, floor, floor_ticking, floor_streamed) = {
         let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
         let (h1, h2) = (lab.host("host1"), lab.host("host2"));
         let link = measure_link(h1, h2, max_mib << 20)?;
         let floor = measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack)?;
         let floor_ticking = measure_fault_floor(&lab, h1, h2, FaultPattern::Ticking)?;
+        let floor_streamed = measure_fault_floor(&lab, h1, h2, FaultPattern::TickingBesideStream)?;
         let mut fresh = Vec::new();
         for &mib in &args.sizes {
             fresh.push((mib, measure_fresh_memory(h2, mib)?));
         }
         let one = measure_round_trip(h1, h2, Some((0, 0)))?.0;
         let two = measure_round_trip(h1, h2, Some((0, 1)))?.0;
-        (link, fresh, (one, two), floor, floor_ticking)
+        (
+            link,
+            fresh,
+            (one, two),
+            floor,
+            floor_ticking,
+            floor_streamed,
+        )
     };
     println!(
         "link: {:.0} MB/s TCP stream ({} MiB), round trip p50 {:.1} us, p99 {:.1} us",
@@ -1705,8 +1745,16 @@ fn run(args: &Args) -> Result<bool, String> {
     println!(
         "demand-fault floor (fault_floor.c: fault, request, reply, UFFDIO_COPY over the link): \
          p50 {:.1} us, p99 {:.1} us back to back; p50 {:.1} us, p99 {:.1} us faulting as the \
-         workload does ({DIRTY_PAGES} pages, then {TICK_MS} ms asleep)",
-        floor.0, floor.1, floor_ticking.0, floor_ticking.1
+         workload does ({DIRTY_PAGES} pages, then {TICK_MS} ms asleep); p50 {:.1} us, p99 {:.1} \
+         us so beside a stream host2 writes into fresh memory, as the push does ({:.0} MiB of it \
+         while the faults ran)",
+        floor.0,
+        floor.1,
+        floor_ticking.0,
+        floor_ticking.1,
+        floor_streamed.0,
+        floor_streamed.1,
+        floor_streamed.2
     );
     println!(
         "round trip p50 with both ends on one CPU {:.1} us, on two CPUs {:.1} us",
@@ -1762,7 +1810,7 @@ fn run(args: &Args) -> Result<bool, String> {
         args.repeat,
         criu_version,
     );
-    let targets = targets::lines(&summary, link.0, &fresh, floor);
+    let targets = targets::lines(&summary, link.0, &fresh, (floor.0, floor.1));
     let md = format!(
         "{md}\nTargets (each a ratio of figures of this run):\n\n{}\n",
         targets
@@ -1782,6 +1830,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "rtt_p50_two_cpus_us": pinned.1,
         "fault_floor_us": {"p50": floor.0, "p99": floor.1},
         "fault_floor_ticking_us": {"p50": floor_ticking.0, "p99": floor_ticking.1},
+        "fault_floor_beside_stream_us": {"p50": floor_streamed.0, "p99": floor_streamed.1, "streamed_mib": floor_streamed.2},
         "criu": criu_json(criu.as_ref()),
         "runs": runs,
         "summary": summary,
