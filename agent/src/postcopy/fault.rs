@@ -75,24 +75,61 @@ fn reap_orphans(mut pids: Vec<i32>) {
     }
 }
 
-/// Logs where the time of a slow fault at `addr`, installed at `done`,
-/// went: its request (read to sent), the round trip to the source and back
-/// (sent to its reply read off the demand lane), the wait for the
-/// handler's lock, and the install; `sent_unix_us` lines it up with the
-/// source's log.
-fn log_slow_fault(addr: u64, a: &Awaited, arrival: Option<Arrival>, done: Instant) {
-    let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
-    let sent = a.sent_at.unwrap_or(a.read_at);
-    let (arrived, locked) = arrival.map_or((done, done), |r| (r.arrived, r.locked));
-    let sent_unix_us = crate::unix_us().saturating_sub(us(sent, Instant::now()));
+/// Where a demand fault's time went, µs: its request (read off the
+/// userfaultfd to written on the demand lane), the round trip to the source
+/// and back (to its reply read off the lane), the wait for the handler's
+/// lock, the install (to its thread woken).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Stages {
+    request_us: u64,
+    round_trip_us: u64,
+    lock_us: u64,
+    install_us: u64,
+}
+
+impl Stages {
+    /// The stages of fault `a`, its reply having arrived as `arrival` and
+    /// its install done at `done`.
+    fn of(a: &Awaited, arrival: Arrival, done: Instant) -> Stages {
+        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
+        let sent = a.sent_at.unwrap_or(a.read_at);
+        Stages {
+            request_us: us(a.read_at, sent),
+            round_trip_us: us(sent, arrival.arrived),
+            lock_us: us(arrival.arrived, arrival.locked),
+            install_us: us(arrival.locked, done),
+        }
+    }
+
+    /// Each stage's median over `all` (taken one stage at a time, so the
+    /// result need not be one fault's).
+    fn medians(all: &[Stages]) -> Stages {
+        let median = |f: fn(&Stages) -> u64| {
+            let mut v: Vec<u64> = all.iter().map(f).collect();
+            v.sort_unstable();
+            v.get(v.len() / 2).copied().unwrap_or(0)
+        };
+        Stages {
+            request_us: median(|s| s.request_us),
+            round_trip_us: median(|s| s.round_trip_us),
+            lock_us: median(|s| s.lock_us),
+            install_us: median(|s| s.install_us),
+        }
+    }
+}
+
+/// Logs where the time of a slow fault at `addr` went; `sent_unix_us`
+/// lines it up with the source's log.
+fn log_slow_fault(addr: u64, latency: Duration, stages: Option<Stages>, sent_unix_us: u64) {
+    let s = stages.unwrap_or_default();
     debug!(
         addr,
-        latency_us = us(a.read_at, done),
-        request_us = us(a.read_at, sent),
-        round_trip_us = us(sent, arrived),
-        lock_us = us(arrived, locked),
-        install_us = us(locked, done),
-        from_demand_lane = arrival.is_some(),
+        latency_us = latency.as_micros() as u64,
+        request_us = s.request_us,
+        round_trip_us = s.round_trip_us,
+        lock_us = s.lock_us,
+        install_us = s.install_us,
+        from_demand_lane = stages.is_some(),
         sent_unix_us,
         "slow fault"
     );
@@ -157,6 +194,9 @@ struct State {
     next_id: u64,
     discarded: u64,
     samples: Reservoir<FaultSample>,
+    /// The stages of faults answered on the demand lane, sampled as
+    /// `samples` are.
+    stages: Reservoir<Stages>,
     /// Faulting pages asked of the source.
     requested: HashMap<u64, Awaited>,
     /// Faults read and not yet resolved: space, address, thread, when read.
@@ -296,6 +336,7 @@ impl FaultHandler {
                 next_id: restored,
                 discarded: 0,
                 samples: Reservoir::new(MAX_SAMPLES, crate::unix_us()),
+                stages: Reservoir::new(MAX_SAMPLES, crate::unix_us() ^ 0x5eed),
                 requested: HashMap::new(),
                 faults_to_redo: Vec::new(),
                 outcome: done.then_some(Outcome::Complete),
@@ -415,6 +456,18 @@ impl FaultHandler {
                 .unwrap_or_else(|e| e.into_inner())
                 .0;
         }
+        let stages = st.stages.take();
+        if !stages.is_empty() {
+            let m = Stages::medians(&stages);
+            info!(
+                faults = stages.len(),
+                request_us = m.request_us,
+                round_trip_us = m.round_trip_us,
+                lock_us = m.lock_us,
+                install_us = m.install_us,
+                "demand faults answered on the demand lane, median of each stage"
+            );
+        }
         let mut samples = st.samples.take();
         samples.sort_by_key(|s| s.at_us);
         (
@@ -525,8 +578,16 @@ impl FaultHandler {
             let now = Instant::now();
             for (addr, a) in waiting {
                 let latency = now.duration_since(a.read_at);
+                let stages = arrival.map(|r| Stages::of(&a, r, now));
+                if let Some(s) = stages {
+                    st.stages.offer(s);
+                }
                 if latency > SLOW_FAULT {
-                    log_slow_fault(addr, &a, arrival, now);
+                    let sent = a.sent_at.unwrap_or(a.read_at);
+                    let sent_unix_us = crate::unix_us().saturating_sub(
+                        Instant::now().saturating_duration_since(sent).as_micros() as u64,
+                    );
+                    log_slow_fault(addr, latency, stages, sent_unix_us);
                 }
                 st.samples.offer(FaultSample {
                     at_us: a.read_at.duration_since(self.resumed).as_micros() as u64,

@@ -225,3 +225,16 @@ fn pages_the_process_discards_are_zero_filled_not_asked_for() {
     assert_eq!(outcome, Outcome::Complete);
     assert_eq!(discarded, 2);
 }
+
+#[test]
+fn each_stage_median_is_taken_on_its_own() {
+    let s = |request_us, round_trip_us, lock_us, install_us| Stages {
+        request_us,
+        round_trip_us,
+        lock_us,
+        install_us,
+    };
+    let all = [s(1, 300, 0, 9), s(3, 100, 5, 7), s(2, 200, 1, 8)];
+    assert_eq!(Stages::medians(&all), s(2, 200, 1, 8));
+    assert_eq!(Stages::medians(&[]), Stages::default());
+}
