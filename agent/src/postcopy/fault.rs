@@ -28,6 +28,7 @@ use crate::postcopy::lazy::LazyMap;
 use crate::postcopy::pageset::PageSet;
 use crate::postcopy::reservoir::Reservoir;
 use crate::postcopy::store::PageStore;
+use timing::{log_slow_fault, Arrival, Awaited, Stages, SLOW_FAULT};
 
 /// Most fault samples kept for the record: a uniform sample of every
 /// network-served fault of the migration.
@@ -73,66 +74,6 @@ fn reap_orphans(mut pids: Vec<i32>) {
     if let Err(e) = spawned {
         warn!(error = %e, "no thread to reap the children of a failed post-copy");
     }
-}
-
-/// Where a demand fault's time went, µs: its request (read off the
-/// userfaultfd to written on the demand lane), the round trip to the source
-/// and back (to its reply read off the lane), the wait for the handler's
-/// lock, the install (to its thread woken).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-struct Stages {
-    request_us: u64,
-    round_trip_us: u64,
-    lock_us: u64,
-    install_us: u64,
-}
-
-impl Stages {
-    /// The stages of fault `a`, its reply having arrived as `arrival` and
-    /// its install done at `done`.
-    fn of(a: &Awaited, arrival: Arrival, done: Instant) -> Stages {
-        let us = |from: Instant, to: Instant| to.saturating_duration_since(from).as_micros() as u64;
-        let sent = a.sent_at.unwrap_or(a.read_at);
-        Stages {
-            request_us: us(a.read_at, sent),
-            round_trip_us: us(sent, arrival.arrived),
-            lock_us: us(arrival.arrived, arrival.locked),
-            install_us: us(arrival.locked, done),
-        }
-    }
-
-    /// Each stage's median over `all` (taken one stage at a time, so the
-    /// result need not be one fault's).
-    fn medians(all: &[Stages]) -> Stages {
-        let median = |f: fn(&Stages) -> u64| {
-            let mut v: Vec<u64> = all.iter().map(f).collect();
-            v.sort_unstable();
-            v.get(v.len() / 2).copied().unwrap_or(0)
-        };
-        Stages {
-            request_us: median(|s| s.request_us),
-            round_trip_us: median(|s| s.round_trip_us),
-            lock_us: median(|s| s.lock_us),
-            install_us: median(|s| s.install_us),
-        }
-    }
-}
-
-/// Logs where the time of a slow fault at `addr` went; `sent_unix_us`
-/// lines it up with the source's log.
-fn log_slow_fault(addr: u64, latency: Duration, stages: Option<Stages>, sent_unix_us: u64) {
-    let s = stages.unwrap_or_default();
-    debug!(
-        addr,
-        latency_us = latency.as_micros() as u64,
-        request_us = s.request_us,
-        round_trip_us = s.round_trip_us,
-        lock_us = s.lock_us,
-        install_us = s.install_us,
-        from_demand_lane = stages.is_some(),
-        sent_unix_us,
-        "slow fault"
-    );
 }
 
 /// Address spaces with pages still to come.
@@ -205,27 +146,6 @@ struct State {
     /// Bumped whenever `spaces` changes (fork, a space gone, the end).
     generation: u64,
 }
-
-/// A faulting page asked of the source.
-struct Awaited {
-    /// When the fault was read from the userfaultfd.
-    read_at: Instant,
-    /// The faulting thread.
-    tid: u32,
-    /// When the request was on the demand lane (flushed).
-    sent_at: Option<Instant>,
-}
-
-/// When pages from the demand lane arrived (their frame read) and when
-/// their install took the handler's lock: where a slow fault's time went.
-#[derive(Clone, Copy)]
-struct Arrival {
-    arrived: Instant,
-    locked: Instant,
-}
-
-/// A fault slower than this is logged with where its time went.
-const SLOW_FAULT: Duration = Duration::from_millis(5);
 
 /// The handler's lock held by a thread on a fault's path.
 struct UrgentGuard<'a> {
@@ -936,6 +856,8 @@ impl FaultHandler {
         }
     }
 }
+
+mod timing;
 
 #[cfg(test)]
 mod tests;
