@@ -64,7 +64,8 @@ static void full(int fd, void *buf, size_t n, int reading) {
     }
 }
 
-static _Noreturn void serve(int port) {
+/* Listens on `port`, says so on stdout, and returns the first peer. */
+static int accept_one(int port) {
     int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
     struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
     setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
@@ -75,6 +76,21 @@ static _Noreturn void serve(int port) {
     int c = accept(l, 0, 0);
     if (c < 0)
         die("accept");
+    return c;
+}
+
+/* A TCP connection to `host`:`port`. */
+static int connect_to(const char *host, int port) {
+    int s = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    inet_pton(AF_INET, host, &a.sin_addr);
+    if (connect(s, (void *)&a, sizeof a))
+        die("connect");
+    return s;
+}
+
+static _Noreturn void serve(int port) {
+    int c = accept_one(port), one = 1;
     setsockopt(c, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     static char page[PAGE];
     for (;;) {
@@ -87,16 +103,7 @@ static _Noreturn void serve(int port) {
 
 /* Pages of the stream, written while the peer reads them. */
 static _Noreturn void stream(int port) {
-    int l = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    setsockopt(l, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    if (bind(l, (void *)&a, sizeof a) || listen(l, 1))
-        die("listen");
-    printf("listening\n");
-    fflush(stdout);
-    int c = accept(l, 0, 0);
-    if (c < 0)
-        die("accept");
+    int c = accept_one(port);
     static char chunk[1 << 20];
     memset(chunk, 0x5a, sizeof chunk);
     for (;;)
@@ -169,18 +176,10 @@ static int fault(const char *host, int port, long n, int stream_port) {
     pages = n;
     pthread_t drainer;
     if (stream_port > 0) {
-        struct sockaddr_in b = {.sin_family = AF_INET, .sin_port = htons(stream_port)};
-        inet_pton(AF_INET, host, &b.sin_addr);
-        stream_fd = socket(AF_INET, SOCK_STREAM, 0);
-        if (connect(stream_fd, (void *)&b, sizeof b))
-            die("connect stream");
+        stream_fd = connect_to(host, stream_port);
         pthread_create(&drainer, 0, drain, 0);
     }
-    int s = socket(AF_INET, SOCK_STREAM, 0), one = 1;
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
-    inet_pton(AF_INET, host, &a.sin_addr);
-    if (connect(s, (void *)&a, sizeof a))
-        die("connect");
+    int s = connect_to(host, port), one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
     if (u < 0)

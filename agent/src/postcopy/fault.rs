@@ -503,11 +503,7 @@ impl FaultHandler {
                     st.stages.offer(s);
                 }
                 if latency > SLOW_FAULT {
-                    let sent = a.sent_at.unwrap_or(a.read_at);
-                    let sent_unix_us = crate::unix_us().saturating_sub(
-                        Instant::now().saturating_duration_since(sent).as_micros() as u64,
-                    );
-                    log_slow_fault(addr, latency, stages, sent_unix_us);
+                    log_slow_fault(addr, &a, stages, now);
                 }
                 st.samples.offer(FaultSample {
                     at_us: a.read_at.duration_since(self.resumed).as_micros() as u64,

@@ -17,7 +17,7 @@ pub(super) struct Awaited {
 }
 
 /// When pages from the demand lane arrived (their frame read) and when
-/// their install took the handler's lock: where a slow fault's time went.
+/// their install took the handler's lock.
 #[derive(Clone, Copy)]
 pub(super) struct Arrival {
     pub(super) arrived: Instant,
@@ -70,24 +70,22 @@ impl Stages {
     }
 }
 
-/// Logs where the time of a slow fault at `addr` went; `sent_unix_us`
-/// lines it up with the source's log.
-pub(super) fn log_slow_fault(
-    addr: u64,
-    latency: Duration,
-    stages: Option<Stages>,
-    sent_unix_us: u64,
-) {
+/// Logs where the time of a slow fault at `addr`, `a`, installed at
+/// `done`, went (`stages`, if its page came on the demand lane), with when
+/// its request was sent in Unix time, to line it up with the source's log.
+pub(super) fn log_slow_fault(addr: u64, a: &Awaited, stages: Option<Stages>, done: Instant) {
     let s = stages.unwrap_or_default();
+    let sent = a.sent_at.unwrap_or(a.read_at);
+    let since_sent = done.saturating_duration_since(sent).as_micros() as u64;
     debug!(
         addr,
-        latency_us = latency.as_micros() as u64,
+        latency_us = done.saturating_duration_since(a.read_at).as_micros() as u64,
         request_us = s.request_us,
         round_trip_us = s.round_trip_us,
         lock_us = s.lock_us,
         install_us = s.install_us,
         from_demand_lane = stages.is_some(),
-        sent_unix_us,
+        sent_unix_us = crate::unix_us().saturating_sub(since_sent),
         "slow fault"
     );
 }

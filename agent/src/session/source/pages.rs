@@ -273,7 +273,9 @@ pub(super) fn serve_demand(
             Ok(r) => r,
             Err(_) => return,
         };
-        let (received, received_unix_us) = (Instant::now(), crate::unix_us());
+        // Timed only for its trace line.
+        let received =
+            tracing::enabled!(tracing::Level::TRACE).then(|| (Instant::now(), crate::unix_us()));
         let n = u64::from(req.npages.min(MAX_PAGES_PER_FRAME));
         if n == 0 || !req.addr.is_multiple_of(PAGE_SIZE) || !lazy.contains(req.addr, n) {
             warn!(
@@ -304,12 +306,14 @@ pub(super) fn serve_demand(
             Ok(n) => {
                 c.wire_bytes.fetch_add(n, Ordering::Relaxed);
                 // Lined up with the destination's slow faults by address.
-                trace!(
-                    addr = req.addr,
-                    received_unix_us,
-                    answer_us = received.elapsed().as_micros() as u64,
-                    "demand request answered"
-                );
+                if let Some((at, unix_us)) = received {
+                    trace!(
+                        addr = req.addr,
+                        received_unix_us = unix_us,
+                        answer_us = at.elapsed().as_micros() as u64,
+                        "demand request answered"
+                    );
+                }
             }
             Err(e) => {
                 warn!(error = %error_chain(&e), "answering a demand request: closing the lane");

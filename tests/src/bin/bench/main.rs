@@ -590,17 +590,16 @@ fn measure_fault_floor(
     const STREAM_PORT: &str = "7558";
     let exe = fault_floor_exe(lab)?;
     let mut server = start_floor_server(h1, &exe, "serve", PORT)?;
-    let mut streamer = match pattern {
-        FaultPattern::TickingBesideStream => {
-            match start_floor_server(h1, &exe, "stream", STREAM_PORT) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    kill(&mut server);
-                    return Err(e);
-                }
-            }
+    let beside = matches!(pattern, FaultPattern::TickingBesideStream);
+    let mut streamer = match beside
+        .then(|| start_floor_server(h1, &exe, "stream", STREAM_PORT))
+        .transpose()
+    {
+        Ok(s) => s,
+        Err(e) => {
+            kill(&mut server);
+            return Err(e);
         }
-        _ => None,
     };
     let mut fault = h2.command(&exe);
     fault.args(["fault", &h1.addr().to_string(), PORT, "2000"]);
