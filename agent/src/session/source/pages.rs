@@ -132,8 +132,16 @@ pub(super) struct Counters {
     pub(super) push_samples: std::sync::Mutex<Vec<(u64, u64)>>,
     /// Page bytes put on the demand and bulk lanes (compressed or not).
     pub(super) wire_bytes: AtomicU64,
-    /// When the latest demand request was answered (µs since the epoch).
-    pub(super) last_demand_unix_us: AtomicU64,
+    /// When the latest demand request was answered ([`steady_us`]; 0:
+    /// none yet).
+    pub(super) last_demand_us: AtomicU64,
+}
+
+/// Microseconds on a clock that never steps back (since this agent first
+/// asked), never 0: when demand requests were answered, for the push.
+pub(super) fn steady_us() -> u64 {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
 }
 
 /// The push waits until the process's first faults after the resume have
@@ -148,8 +156,8 @@ const PUSH_HOLD: Duration = Duration::from_millis(30);
 fn wait_for_quiet(c: &Counters) {
     let start = Instant::now();
     while start.elapsed() < PUSH_HOLD {
-        let last = c.last_demand_unix_us.load(Ordering::Relaxed);
-        let since = Duration::from_micros(crate::unix_us().saturating_sub(last));
+        let last = c.last_demand_us.load(Ordering::Relaxed);
+        let since = Duration::from_micros(steady_us().saturating_sub(last));
         if since >= PUSH_QUIET && start.elapsed() >= PUSH_QUIET {
             return;
         }
@@ -175,7 +183,7 @@ pub(super) const PUSH_YIELD_RUN: Duration = Duration::from_micros(250);
 /// [`PUSH_YIELD_RUN`]), and how much it has.
 #[derive(Debug, Default)]
 pub(super) struct FaultYield {
-    /// When the push may step aside again (µs since the epoch).
+    /// When the push may step aside again ([`steady_us`]).
     may_pause_at_us: u64,
     /// Pauses so far, and their length in all (µs).
     pub(super) pauses: u64,
@@ -364,8 +372,7 @@ pub(super) fn serve_demand(
         c.demand_pages.fetch_add(n, Ordering::Relaxed);
         c.last_fault
             .store(req.addr + n * PAGE_SIZE + 1, Ordering::Relaxed);
-        c.last_demand_unix_us
-            .store(crate::unix_us(), Ordering::Relaxed);
+        c.last_demand_us.store(steady_us(), Ordering::Relaxed);
     }
 }
 
@@ -411,8 +418,8 @@ pub(super) fn spawn_push(
                 if i >= total {
                     i = 0;
                 }
-                let last_demand = c.last_demand_unix_us.load(Ordering::Relaxed);
-                if let Some(pause) = steps.pause(crate::unix_us(), last_demand) {
+                let last_demand = c.last_demand_us.load(Ordering::Relaxed);
+                if let Some(pause) = steps.pause(steady_us(), last_demand) {
                     // What is gathered goes first, or it waits the pause.
                     let _ = w.flush();
                     std::thread::sleep(pause);

@@ -164,3 +164,14 @@ fn a_process_faulting_without_a_break_still_leaves_the_push_its_share() {
         "share {share:.3}, expected {expected:.3}"
     );
 }
+
+#[test]
+fn the_push_clock_is_never_zero_and_never_steps_back() {
+    let mut last = steady_us();
+    assert!(last > 0, "0 means no demand request yet");
+    for _ in 0..1000 {
+        let now = steady_us();
+        assert!(now >= last);
+        last = now;
+    }
+}
