@@ -25,7 +25,7 @@ use migrate_proto::msg::{
 };
 use migrate_proto::record::{Event, LaneBytes, MigrationRecord};
 use migrate_proto::PAGE_SIZE;
-use tracing::{debug, info, trace, warn};
+use tracing::{info, trace, warn};
 
 use crate::capture::dirty::{DirtyError, DirtyTracker};
 use crate::capture::dump::{self, Frozen};

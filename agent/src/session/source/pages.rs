@@ -138,7 +138,8 @@ pub(super) struct Counters {
 }
 
 /// Microseconds on a clock that never steps back (since this agent first
-/// asked), never 0: when demand requests were answered, for the push.
+/// asked), never 0: when demand requests were answered, for the push's
+/// wait for the first faults.
 pub(super) fn steady_us() -> u64 {
     static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
     EPOCH.get_or_init(Instant::now).elapsed().as_micros() as u64 + 1
@@ -166,46 +167,6 @@ fn wait_for_quiet(c: &Counters) {
                 .saturating_sub(since)
                 .max(Duration::from_micros(200)),
         );
-    }
-}
-
-/// After each demand request answered, the push steps aside for what is
-/// left of this: a process's faults come in bursts, and the next fault of
-/// one then finds both hosts' CPUs and the link free of the push (the
-/// README's benchmark section has what it changed on a 2-core VM).
-pub(super) const PUSH_YIELD: Duration = Duration::from_millis(1);
-/// ... but the push runs at least this long between two pauses, so that a
-/// process that faults without a break still leaves it a fifth of the
-/// time.
-pub(super) const PUSH_YIELD_RUN: Duration = Duration::from_micros(250);
-
-/// When the push steps aside for faults ([`PUSH_YIELD`],
-/// [`PUSH_YIELD_RUN`]), and how much it has.
-#[derive(Debug, Default)]
-pub(super) struct FaultYield {
-    /// When the push may step aside again ([`steady_us`]).
-    may_pause_at_us: u64,
-    /// Pauses so far, and their length in all (µs).
-    pub(super) pauses: u64,
-    pub(super) paused_us: u64,
-}
-
-impl FaultYield {
-    /// How long to pause at `now_us`, given when the latest demand
-    /// request was answered (0: none yet).
-    pub(super) fn pause(&mut self, now_us: u64, last_demand_us: u64) -> Option<Duration> {
-        if last_demand_us == 0 || now_us < self.may_pause_at_us {
-            return None;
-        }
-        let since = now_us.saturating_sub(last_demand_us);
-        let left = (PUSH_YIELD.as_micros() as u64).checked_sub(since)?;
-        if left == 0 {
-            return None;
-        }
-        self.may_pause_at_us = now_us + left + PUSH_YIELD_RUN.as_micros() as u64;
-        self.pauses += 1;
-        self.paused_us += left;
-        Some(Duration::from_micros(left))
     }
 }
 
@@ -402,7 +363,6 @@ pub(super) fn spawn_push(
         let mut i = 0usize;
         let mut hint_seen = 0u64;
         let mut last_sample = Instant::now();
-        let mut steps = FaultYield::default();
         let completed = 'push: {
             while !lazy.all_claimed() {
                 if order == PushOrder::NearFaults {
@@ -417,13 +377,6 @@ pub(super) fn spawn_push(
                 }
                 if i >= total {
                     i = 0;
-                }
-                let last_demand = c.last_demand_us.load(Ordering::Relaxed);
-                if let Some(pause) = steps.pause(steady_us(), last_demand) {
-                    // What is gathered goes first, or it waits the pause.
-                    let _ = w.flush();
-                    std::thread::sleep(pause);
-                    continue;
                 }
                 let Some((run_addr, run_count, run_off)) = lazy.run_of(i) else {
                     break 'push false;
@@ -474,11 +427,6 @@ pub(super) fn spawn_push(
             }
             true
         };
-        debug!(
-            pauses = steps.pauses,
-            paused_ms = steps.paused_us / 1000,
-            "the push stepped aside for faults"
-        );
         // Only a push that went to its end says so; one that failed
         // closes the lane without it (the destination counts it lost).
         if completed {

@@ -118,54 +118,6 @@ fn files_travel_when_deleted_missing_or_different_within_the_limit() {
 }
 
 #[test]
-fn the_push_steps_aside_after_a_demand_answer_for_what_is_left_of_the_window() {
-    let w = PUSH_YIELD.as_micros() as u64;
-    let mut y = FaultYield::default();
-    // No demand request yet, or one a window ago or more: no pause.
-    assert_eq!(y.pause(10_000, 0), None);
-    assert_eq!(y.pause(10_000, 10_000 - w), None);
-    // One answered a quarter of a window ago: the rest of the window.
-    assert_eq!(
-        y.pause(10_000, 10_000 - w / 4),
-        Some(Duration::from_micros(w - w / 4))
-    );
-    assert_eq!((y.pauses, y.paused_us), (1, w - w / 4));
-    // Not again until the push has run its minimum after the pause.
-    let back = 10_000 + (w - w / 4);
-    assert_eq!(y.pause(back, back), None);
-    let run = PUSH_YIELD_RUN.as_micros() as u64;
-    assert_eq!(y.pause(back + run, back + run), Some(PUSH_YIELD));
-}
-
-#[test]
-fn a_process_faulting_without_a_break_still_leaves_the_push_its_share() {
-    let (w, run) = (
-        PUSH_YIELD.as_micros() as u64,
-        PUSH_YIELD_RUN.as_micros() as u64,
-    );
-    // A demand answer at every microsecond for 100 windows.
-    let mut y = FaultYield::default();
-    let (mut now, mut ran) = (1_000_000u64, 0u64);
-    let end = now + 100 * w;
-    while now < end {
-        match y.pause(now, now) {
-            Some(d) => now += d.as_micros() as u64,
-            None => {
-                ran += 1;
-                now += 1;
-            }
-        }
-    }
-    // The push runs `run` of every `w + run`.
-    let share = ran as f64 / (100 * w) as f64;
-    let expected = run as f64 / (w + run) as f64;
-    assert!(
-        (share - expected).abs() < 0.02,
-        "share {share:.3}, expected {expected:.3}"
-    );
-}
-
-#[test]
 fn the_push_clock_is_never_zero_and_never_steps_back() {
     let mut last = steady_us();
     assert!(last > 0, "0 means no demand request yet");
