@@ -136,7 +136,7 @@ impl Sequencer {
         // time order agree.
         let (lamport, sent_us) = {
             let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-            *clock += 1;
+            *clock = clock.saturating_add(1);
             (*clock, now_us())
         };
         let envelope = Envelope {
@@ -177,7 +177,9 @@ impl Sequencer {
         self.check(e.id, e.seq)?;
         let (lamport, at_us) = {
             let mut clock = self.clock.lock().unwrap_or_else(|e| e.into_inner());
-            *clock = (*clock).max(e.lamport) + 1;
+            // The peer's clock is its word: at the top it stays there
+            // (never wraps back to 0 and never panics).
+            *clock = (*clock).max(e.lamport).saturating_add(1);
             (*clock, now_us())
         };
         self.note(Stamp {
@@ -291,6 +293,27 @@ mod tests {
         assert_eq!(la[2].peer_lamport, Some(4));
         assert_eq!(la[2].kind, "Commit");
         assert!(la[0].sent && !lb[0].sent);
+    }
+
+    #[test]
+    fn a_peer_clock_at_the_top_neither_panics_nor_wraps() {
+        let b = Sequencer::unbound();
+        let mut v = Vec::new();
+        let e = Envelope {
+            id: 7,
+            seq: 0,
+            lamport: u64::MAX,
+            sent_us: 0,
+            msg: &M::Commit,
+        };
+        frame::write_msg(&mut v, &e).unwrap();
+        assert_eq!(b.recv::<M>(&mut &v[..]).unwrap(), M::Commit);
+        b.send(&mut Vec::new(), &M::Other(1)).unwrap();
+        let (lb, _) = b.log();
+        assert_eq!(
+            lb.iter().map(|s| s.lamport).collect::<Vec<_>>(),
+            [u64::MAX, u64::MAX]
+        );
     }
 
     #[test]
