@@ -30,6 +30,7 @@ use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
 
 mod service;
+mod steal;
 mod targets;
 
 /// The workload's tick, ms.
@@ -881,6 +882,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         sleep(Duration::from_secs(4));
         let pss_source = h1.pss_kib(&members);
         let bytes0 = link_bytes(h1);
+        let steal = steal::StealSampler::start();
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
         cmd.extend_from_slice(flags);
@@ -977,9 +979,14 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
                 .status();
         }
 
+        let steal = steal.finish();
         let t = ticks(&out);
         let continuity = ticks_continuous(&t);
         let (downtime_ms, resumed_at) = freeze(&t, start_ns, verify_ns);
+        let gap_began = t
+            .windows(2)
+            .find(|p| p[1].1 == resumed_at)
+            .map_or(resumed_at, |p| p[0].1);
         let started_ns = rec["started_unix_us"].as_u64().unwrap_or(0) * 1000;
         let at_ns =
             |milestone: &str| started_ns + rec["timeline"][milestone].as_u64().unwrap_or(0) * 1000;
@@ -1017,6 +1024,14 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             // beside the source's timeline (µs after the request, freeze,
             // resume, completion): where a long gap comes from.
             "largest_gap_end_ms": resumed_at.saturating_sub(start_ns) as f64 / 1e6,
+            // The request's wall-clock time: lines the run up with samples
+            // taken outside it (the VM's steal time, a scheduler trace).
+            "request_unix_us": start_ns / 1000,
+            // How long this VM's host kept each vCPU from running (ms, to
+            // a 10 ms clock tick): over the migration, and during the
+            // workload's largest gap.
+            "steal_ms": steal.stolen_ms(start_ns, at_ns("complete")),
+            "steal_in_largest_gap_ms": steal.stolen_ms(gap_began, resumed_at),
             "timeline_us": rec["timeline"],
             "total_s": total_s,
             // The source agent's own view of the same span, for comparison.
@@ -1779,11 +1794,14 @@ fn run(args: &Args) -> Result<bool, String> {
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}",
+                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}",
                             f(&r["downtime_ms"], 1),
                             f(&r["total_s"], 2),
                             r["memory_verified"],
-                            r["ticks_continuous"].as_str().unwrap_or("?")
+                            r["ticks_continuous"].as_str().unwrap_or("?"),
+                            steal::in_gap_text(&r["steal_in_largest_gap_ms"])
+                                .map(|s| format!(", vCPUs stolen in its largest gap {s}"))
+                                .unwrap_or_default()
                         );
                         all_ok &= r["verified"].as_bool().unwrap_or(false);
                         runs.push(r);
@@ -1909,6 +1927,11 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["freeze_gap_ms"].as_f64())
             .collect();
         row["freeze_gap_ms"] = json!(percentile(&mut gaps, 0.5));
+        // Each run's downtime with the steal during its largest gap.
+        row["steal_in_largest_gap_ms_all"] = json!(ok
+            .iter()
+            .map(|r| json!([r["downtime_ms"], r["steal_in_largest_gap_ms"]]))
+            .collect::<Vec<_>>());
         row["downtime_ms_all"] = json!(ok
             .iter()
             .map(|r| r["downtime_ms"].clone())

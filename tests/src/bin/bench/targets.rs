@@ -128,9 +128,29 @@ pub fn lines(
                     ),
                     _ => String::new(),
                 };
+                // Whether the host took the VM's CPUs during the gaps.
+                let stolen: Vec<String> = l["steal_in_largest_gap_ms_all"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|run| {
+                        let stolen = super::steal::in_gap_text(&run[1])?;
+                        Some(format!("{:.1} ms: {stolen}", run[0].as_f64()?))
+                    })
+                    .collect();
+                let stolen = if stolen.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; this VM's host kept its vCPUs from running during the largest gap \
+                         of each run at {large} MiB (downtime: steal per vCPU, to a 10 ms \
+                         tick): {}",
+                        stolen.join(", ")
+                    )
+                };
                 out.push(format!(
                     "post-copy downtime flat in size: {b:.1} ms at {large} MiB = {:.2}x {a:.1} ms \
-                     at {small} MiB: target <= {FLAT}x, {}{across}",
+                     at {small} MiB: target <= {FLAT}x, {}{across}{stolen}",
                     b / a,
                     verdict(b / a <= FLAT)
                 ));
@@ -235,7 +255,8 @@ mod tests {
     fn a_downtime_not_flat_says_what_the_freeze_alone_took() {
         let runs = vec![
             json!({"mib": 512, "mode": "postcopy", "downtime_ms": 8.0, "freeze_gap_ms": 8.0}),
-            json!({"mib": 2048, "mode": "postcopy", "downtime_ms": 24.0, "freeze_gap_ms": 9.0}),
+            json!({"mib": 2048, "mode": "postcopy", "downtime_ms": 24.0, "freeze_gap_ms": 9.0,
+                "steal_in_largest_gap_ms_all": [[24.0, [20.0, 10.0]], [6.5, [0.0, 0.0]]]}),
         ];
         let l = lines(&runs, 1000.0, &[], (30.0, 90.0));
         let flat = l
@@ -250,6 +271,10 @@ mod tests {
             flat.contains(
                 "the freeze alone, median of the runs: 9.0 ms at 2048 MiB = 1.12x 8.0 ms"
             ),
+            "{flat}"
+        );
+        assert!(
+            flat.contains("to a 10 ms tick): 24.0 ms: 20/10 ms, 6.5 ms: 0/0 ms"),
             "{flat}"
         );
     }
