@@ -1032,6 +1032,10 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             // workload's largest gap.
             "steal_ms": steal.stolen_ms(start_ns, at_ns("complete")),
             "steal_in_largest_gap_ms": steal.stolen_ms(gap_began, resumed_at),
+            // The largest gap once each gap loses what the host took from
+            // the vCPU it took most from: what the host's steal explains.
+            "downtime_net_of_steal_ms":
+                steal.largest_gap_net_ms(&t, start_ns, verify_ns, TICK_MS as f64),
             "timeline_us": rec["timeline"],
             "total_s": total_s,
             // The source agent's own view of the same span, for comparison.
@@ -1927,6 +1931,11 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["freeze_gap_ms"].as_f64())
             .collect();
         row["freeze_gap_ms"] = json!(percentile(&mut gaps, 0.5));
+        let mut net: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["downtime_net_of_steal_ms"].as_f64())
+            .collect();
+        row["downtime_net_of_steal_ms"] = json!(percentile(&mut net, 0.5));
         // Each run's downtime with the steal during its largest gap.
         row["steal_in_largest_gap_ms_all"] = json!(ok
             .iter()

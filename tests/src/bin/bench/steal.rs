@@ -55,6 +55,25 @@ impl StealLog {
             _ => Vec::new(),
         }
     }
+
+    /// The workload's largest gap between ticks `t` ((counter, Unix ns),
+    /// a gap counted if it ends in `from..to`), minus `tick_ms` and minus
+    /// the most any one vCPU was stolen during it (ms): the downtime as it
+    /// would have been had this VM's host not taken its vCPUs, as far as
+    /// 10 ms steps tell (a thread on a vCPU the host holds cannot move).
+    pub fn largest_gap_net_ms(&self, t: &[(u64, u64)], from: u64, to: u64, tick_ms: f64) -> f64 {
+        t.windows(2)
+            .filter(|p| p[1].1 >= from && p[1].1 < to)
+            .map(|p| {
+                let gap = p[1].1.saturating_sub(p[0].1) as f64 / 1e6;
+                let stolen = self
+                    .stolen_ms(p[0].1, p[1].1)
+                    .into_iter()
+                    .fold(0.0, f64::max);
+                (gap - tick_ms - stolen).max(0.0)
+            })
+            .fold(0.0, f64::max)
+    }
 }
 
 /// Per-CPU steal as the runs' JSON keeps it (`[20.0, 0.0]`), as text:
@@ -130,6 +149,31 @@ mod tests {
         // Before the first sample, the first stands for it.
         assert_eq!(log.stolen_ms(0, 200), vec![10.0, 0.0]);
         assert!(StealLog::default().stolen_ms(0, 10).is_empty());
+    }
+
+    #[test]
+    fn a_gap_net_of_steal_loses_what_the_most_stolen_vcpu_lost_in_it() {
+        let ms = 1_000_000;
+        let log = StealLog {
+            samples: vec![(0, vec![0, 0]), (32 * ms, vec![3, 1])],
+            tick_ms: 10.0,
+        };
+        // Ticks at 0, 5, 45 (a 40 ms gap, 30 ms of it stolen), 50, 70 (a
+        // 20 ms gap with no steal).
+        let t: Vec<(u64, u64)> = [0, 5, 45, 50, 70]
+            .iter()
+            .enumerate()
+            .map(|(i, at)| (i as u64, at * ms))
+            .collect();
+        assert_eq!(log.largest_gap_net_ms(&t, 0, 100 * ms, 5.0), 15.0);
+        // Without steal the 40 ms gap counts whole.
+        let none = StealLog {
+            samples: vec![(0, vec![0, 0])],
+            tick_ms: 10.0,
+        };
+        assert_eq!(none.largest_gap_net_ms(&t, 0, 100 * ms, 5.0), 35.0);
+        // Only gaps ending in the window count.
+        assert_eq!(none.largest_gap_net_ms(&t, 46 * ms, 100 * ms, 5.0), 15.0);
     }
 
     #[test]

@@ -148,9 +148,21 @@ pub fn lines(
                         stolen.join(", ")
                     )
                 };
+                let net = match (
+                    s["downtime_net_of_steal_ms"].as_f64(),
+                    l["downtime_net_of_steal_ms"].as_f64(),
+                ) {
+                    (Some(na), Some(nb)) if na > 0.0 => format!(
+                        "; net of the host's steal (each gap less the most one vCPU was stolen \
+                         in it, median of the runs) {nb:.1} ms at {large} MiB = {:.2}x {na:.1} ms \
+                         at {small} MiB",
+                        nb / na
+                    ),
+                    _ => String::new(),
+                };
                 out.push(format!(
                     "post-copy downtime flat in size: {b:.1} ms at {large} MiB = {:.2}x {a:.1} ms \
-                     at {small} MiB: target <= {FLAT}x, {}{across}{stolen}",
+                     at {small} MiB: target <= {FLAT}x, {}{across}{stolen}{net}",
                     b / a,
                     verdict(b / a <= FLAT)
                 ));
@@ -254,8 +266,10 @@ mod tests {
     #[test]
     fn a_downtime_not_flat_says_what_the_freeze_alone_took() {
         let runs = vec![
-            json!({"mib": 512, "mode": "postcopy", "downtime_ms": 8.0, "freeze_gap_ms": 8.0}),
+            json!({"mib": 512, "mode": "postcopy", "downtime_ms": 8.0, "freeze_gap_ms": 8.0,
+                "downtime_net_of_steal_ms": 8.0}),
             json!({"mib": 2048, "mode": "postcopy", "downtime_ms": 24.0, "freeze_gap_ms": 9.0,
+                "downtime_net_of_steal_ms": 14.0,
                 "steal_in_largest_gap_ms_all": [[24.0, [20.0, 10.0]], [6.5, [0.0, 0.0]]]}),
         ];
         let l = lines(&runs, 1000.0, &[], (30.0, 90.0));
@@ -275,6 +289,10 @@ mod tests {
         );
         assert!(
             flat.contains("to a 10 ms tick): 24.0 ms: 20/10 ms, 6.5 ms: 0/0 ms"),
+            "{flat}"
+        );
+        assert!(
+            flat.contains("median of the runs) 14.0 ms at 2048 MiB = 1.75x 8.0 ms at 512 MiB"),
             "{flat}"
         );
     }
