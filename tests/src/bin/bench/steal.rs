@@ -27,9 +27,12 @@ pub fn parse(stat: &str) -> Vec<u64> {
 }
 
 /// Samples of each CPU's steal, taken when it changed: (Unix ns, ticks).
+type Samples = Vec<(u64, Vec<u64>)>;
+
+/// What a [`StealSampler`] saw, in milliseconds on demand.
 #[derive(Default)]
 pub struct StealLog {
-    samples: Vec<(u64, Vec<u64>)>,
+    samples: Samples,
     tick_ms: f64,
 }
 
@@ -57,11 +60,18 @@ impl StealLog {
     }
 
     /// The workload's largest gap between ticks `t` ((counter, Unix ns),
-    /// a gap counted if it ends in `from..to`), minus `tick_ms` and minus
-    /// the most any one vCPU was stolen during it (ms): the downtime as it
-    /// would have been had this VM's host not taken its vCPUs, as far as
-    /// 10 ms steps tell (a thread on a vCPU the host holds cannot move).
-    pub fn largest_gap_net_ms(&self, t: &[(u64, u64)], from: u64, to: u64, tick_ms: f64) -> f64 {
+    /// a gap counted if it ends in `from..to`), once each gap has lost
+    /// `workload_tick_ms` and the most any one vCPU was stolen during it
+    /// (ms): roughly the part of the downtime the host's steal does not
+    /// explain, to its 10 ms steps (a thread on a vCPU the host holds
+    /// cannot move, so one stolen vCPU can stall the workload).
+    pub fn largest_gap_net_ms(
+        &self,
+        t: &[(u64, u64)],
+        from: u64,
+        to: u64,
+        workload_tick_ms: f64,
+    ) -> f64 {
         t.windows(2)
             .filter(|p| p[1].1 >= from && p[1].1 < to)
             .map(|p| {
@@ -70,7 +80,7 @@ impl StealLog {
                     .stolen_ms(p[0].1, p[1].1)
                     .into_iter()
                     .fold(0.0, f64::max);
-                (gap - tick_ms - stolen).max(0.0)
+                (gap - workload_tick_ms - stolen).max(0.0)
             })
             .fold(0.0, f64::max)
     }
@@ -88,10 +98,11 @@ pub fn in_gap_text(v: &serde_json::Value) -> Option<String> {
     (!ms.is_empty()).then(|| format!("{} ms", ms.join("/")))
 }
 
-/// A thread reading `/proc/stat` every [`EVERY`] until [`StealSampler::finish`].
+/// A thread reading `/proc/stat` every [`EVERY`] until [`StealSampler::finish`]
+/// (or until dropped, when a run ends early).
 pub struct StealSampler {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<(u64, Vec<u64>)>>,
+    thread: Option<JoinHandle<Samples>>,
 }
 
 impl StealSampler {
@@ -99,7 +110,7 @@ impl StealSampler {
         let stop = Arc::new(AtomicBool::new(false));
         let done = stop.clone();
         let thread = std::thread::spawn(move || {
-            let mut samples: Vec<(u64, Vec<u64>)> = Vec::new();
+            let mut samples: Samples = Vec::new();
             while !done.load(Ordering::Relaxed) {
                 let now = crate::now_ns();
                 let steal = parse(&std::fs::read_to_string("/proc/stat").unwrap_or_default());
@@ -110,17 +121,30 @@ impl StealSampler {
             }
             samples
         });
-        StealSampler { stop, thread }
+        StealSampler {
+            stop,
+            thread: Some(thread),
+        }
     }
 
-    pub fn finish(self) -> StealLog {
+    pub fn finish(mut self) -> StealLog {
         self.stop.store(true, Ordering::Relaxed);
         // SAFETY: sysconf has no memory effects.
         let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
         StealLog {
-            samples: self.thread.join().unwrap_or_default(),
+            samples: self
+                .thread
+                .take()
+                .and_then(|t| t.join().ok())
+                .unwrap_or_default(),
             tick_ms: if hz > 0 { 1000.0 / hz as f64 } else { 10.0 },
         }
+    }
+}
+
+impl Drop for StealSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
     }
 }
 
