@@ -719,16 +719,22 @@ fn rate(t: &[(u64, u64)], from: u64, to: u64) -> Option<f64> {
     (to > from && n > 0).then(|| n as f64 / ((to - from) as f64 / 1e9))
 }
 
+/// The gaps between ticks that end in `[from, to)`: (the tick before,
+/// the tick that ends it), realtime ns.
+fn gaps(t: &[(u64, u64)], from: u64, to: u64) -> impl Iterator<Item = (u64, u64)> + '_ {
+    t.windows(2)
+        .map(|p| (p[0].1, p[1].1))
+        .filter(move |&(_, ended)| ended >= from && ended < to)
+}
+
 /// The freeze: the largest gap between ticks in `[from, to)` minus the
-/// tick (ms), and when it ended (realtime ns).
-fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64) {
-    let (gap, resumed_at) = t
-        .windows(2)
-        .filter(|p| p[1].1 >= from && p[1].1 < to)
-        .map(|p| (p[1].1.saturating_sub(p[0].1), p[1].1))
+/// tick (ms), and when it began and ended (realtime ns).
+fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64, u64) {
+    let (gap, ended, began) = gaps(t, from, to)
+        .map(|(began, ended)| (ended.saturating_sub(began), ended, began))
         .max()
-        .unwrap_or((0, from));
-    ((gap as f64 / 1e6 - TICK_MS as f64).max(0.0), resumed_at)
+        .unwrap_or((0, from, from));
+    ((gap as f64 / 1e6 - TICK_MS as f64).max(0.0), began, ended)
 }
 
 /// The tick gap across the freeze alone, minus the tick (ms): from the
@@ -982,11 +988,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         let steal = steal.finish();
         let t = ticks(&out);
         let continuity = ticks_continuous(&t);
-        let (downtime_ms, resumed_at) = freeze(&t, start_ns, verify_ns);
-        let gap_began = t
-            .windows(2)
-            .find(|p| p[1].1 == resumed_at)
-            .map_or(resumed_at, |p| p[0].1);
+        let (downtime_ms, gap_began, resumed_at) = freeze(&t, start_ns, verify_ns);
         let started_ns = rec["started_unix_us"].as_u64().unwrap_or(0) * 1000;
         let at_ns =
             |milestone: &str| started_ns + rec["timeline"][milestone].as_u64().unwrap_or(0) * 1000;
@@ -1035,7 +1037,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             // The largest gap once each gap loses what the host took from
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
-                steal.largest_gap_net_ms(&t, start_ns, verify_ns, TICK_MS as f64),
+                steal.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64),
             "timeline_us": rec["timeline"],
             "total_s": total_s,
             // The source agent's own view of the same span, for comparison.
@@ -1658,7 +1660,7 @@ fn run_criu(criu: &Path, mib: u64, mode: &str) -> Result<Value, String> {
 
         let t = ticks(&out);
         let continuity = ticks_continuous(&t);
-        let (downtime_ms, resumed_at) = freeze(&t, m.start_ns, verify_ns);
+        let (downtime_ms, _, resumed_at) = freeze(&t, m.start_ns, verify_ns);
         let before = rate(&t, m.start_ns.saturating_sub(1_000_000_000), m.start_ns);
         // Lazy: from the resume until the last page is in (the source's
         // dump exits then).

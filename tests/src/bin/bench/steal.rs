@@ -59,30 +59,23 @@ impl StealLog {
         }
     }
 
-    /// The workload's largest gap between ticks `t` ((counter, Unix ns),
-    /// a gap counted if it ends in `from..to`), once each gap has lost
-    /// `workload_tick_ms` and the most any one vCPU was stolen during it
-    /// (ms): roughly the part of the downtime the host's steal does not
-    /// explain, to its 10 ms steps (a thread on a vCPU the host holds
-    /// cannot move, so one stolen vCPU can stall the workload).
+    /// The largest of the workload's `gaps` between ticks ((began, ended),
+    /// Unix ns), once each has lost `workload_tick_ms` and the most any one
+    /// vCPU was stolen during it (ms): roughly the part of the downtime the
+    /// host's steal does not explain, to its 10 ms steps (a thread on a
+    /// vCPU the host holds cannot move, so one stolen vCPU can stall the
+    /// workload).
     pub fn largest_gap_net_ms(
         &self,
-        t: &[(u64, u64)],
-        from: u64,
-        to: u64,
+        gaps: impl Iterator<Item = (u64, u64)>,
         workload_tick_ms: f64,
     ) -> f64 {
-        t.windows(2)
-            .filter(|p| p[1].1 >= from && p[1].1 < to)
-            .map(|p| {
-                let gap = p[1].1.saturating_sub(p[0].1) as f64 / 1e6;
-                let stolen = self
-                    .stolen_ms(p[0].1, p[1].1)
-                    .into_iter()
-                    .fold(0.0, f64::max);
-                (gap - workload_tick_ms - stolen).max(0.0)
-            })
-            .fold(0.0, f64::max)
+        gaps.map(|(began, ended)| {
+            let gap = ended.saturating_sub(began) as f64 / 1e6;
+            let stolen = self.stolen_ms(began, ended).into_iter().fold(0.0, f64::max);
+            (gap - workload_tick_ms - stolen).max(0.0)
+        })
+        .fold(0.0, f64::max)
     }
 }
 
@@ -189,15 +182,24 @@ mod tests {
             .enumerate()
             .map(|(i, at)| (i as u64, at * ms))
             .collect();
-        assert_eq!(log.largest_gap_net_ms(&t, 0, 100 * ms, 5.0), 15.0);
+        assert_eq!(
+            log.largest_gap_net_ms(crate::gaps(&t, 0, 100 * ms), 5.0),
+            15.0
+        );
         // Without steal the 40 ms gap counts whole.
         let none = StealLog {
             samples: vec![(0, vec![0, 0])],
             tick_ms: 10.0,
         };
-        assert_eq!(none.largest_gap_net_ms(&t, 0, 100 * ms, 5.0), 35.0);
+        assert_eq!(
+            none.largest_gap_net_ms(crate::gaps(&t, 0, 100 * ms), 5.0),
+            35.0
+        );
         // Only gaps ending in the window count.
-        assert_eq!(none.largest_gap_net_ms(&t, 46 * ms, 100 * ms, 5.0), 15.0);
+        assert_eq!(
+            none.largest_gap_net_ms(crate::gaps(&t, 46 * ms, 100 * ms), 5.0),
+            15.0
+        );
     }
 
     #[test]
