@@ -5,8 +5,9 @@
  *
  *   fault_floor serve PORT            answers each 8-byte address with a
  *                                     4096-byte page, until the peer closes
- *   fault_floor stream PORT           writes pages to one peer as fast as
- *                                     it reads them, until it closes
+ *   fault_floor stream PORT [NICE]    writes pages to one peer as fast as
+ *                                     it reads them, until it closes (at
+ *                                     nice NICE if given)
  *   fault_floor fault ADDR PORT N [BURST GAP_US [STREAM_PORT]]
  *                                     maps N pages under a userfaultfd,
  *                                     touches them one by one from a thread
@@ -24,6 +25,18 @@
  *                                     it into fresh memory, as a push does
  *                                     beside the faults (prints the MiB it
  *                                     took as a third figure).
+ *   fault_floor ticks ADDR PORT STREAM_PORT MIB BURST GAP_US NICE
+ *                                     the stall floor: ticks as the
+ *                                     workload does (GAP_US asleep, then
+ *                                     BURST fresh pages touched under a
+ *                                     userfaultfd, each fault served from
+ *                                     ADDR:PORT) while a thread at nice
+ *                                     NICE reads MIB MiB of
+ *                                     ADDR:STREAM_PORT into MIB MiB of
+ *                                     fresh memory, until it has; then
+ *                                     prints "tick N NS" for each tick
+ *                                     (the realtime clock after its pages
+ *                                     were in), as the workload does.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -39,6 +52,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -101,8 +115,15 @@ static _Noreturn void serve(int port) {
     }
 }
 
+/* This thread at `nice`. */
+static void set_nice(int nice) {
+    if (setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice))
+        die("setpriority");
+}
+
 /* Pages of the stream, written while the peer reads them. */
-static _Noreturn void stream(int port) {
+static _Noreturn void stream(int port, int nice) {
+    set_nice(nice);
     int c = accept_one(port);
     static char chunk[1 << 20];
     memset(chunk, 0x5a, sizeof chunk);
@@ -116,17 +137,24 @@ static long pages, burst, gap_us;
 static volatile int faulting_done;
 static int stream_fd = -1;
 static long streamed_mib;
+static long stream_mib;         /* ticks: the MiB to read, then stop */
+static int stream_nice;         /* ticks: the reading thread's nice */
+static volatile int stream_done;
 
-/* Reads the stream into fresh memory (a new 64 MiB area each time one is
- * full, the old one given back) until the faults are done. */
+/* Reads the stream into fresh memory until the faults are done (a new 64
+ * MiB area each time one is full, the old one given back), or for ticks
+ * until it has read stream_mib MiB, all into one fresh area as a push
+ * fills the process's memory. */
 static void *drain(void *arg) {
     (void)arg;
-    const size_t span = 64u << 20;
+    const size_t span = stream_mib > 0 ? (size_t)stream_mib << 20 : 64u << 20;
     static char chunk[1 << 20];
     char *fresh = 0;
     size_t at = span;
     uint64_t total = 0;
-    while (!faulting_done) {
+    if (stream_mib > 0)
+        set_nice(stream_nice);
+    while (!faulting_done && (stream_mib == 0 || (long)(total >> 20) < stream_mib)) {
         ssize_t k = read(stream_fd, chunk, sizeof chunk);
         if (k <= 0)
             break;
@@ -142,9 +170,12 @@ static void *drain(void *arg) {
         at += (size_t)k;
         total += (uint64_t)k;
     }
+    streamed_mib = (long)(total >> 20);
+    /* Before the area goes: the ticks end with the stream, not with the
+     * kernel freeing what it took. */
+    stream_done = 1;
     if (fresh)
         munmap(fresh, span);
-    streamed_mib = (long)(total >> 20);
     return 0;
 }
 
@@ -232,11 +263,107 @@ static int fault(const char *host, int port, long n, int stream_port) {
     return 0;
 }
 
+/* ticks: the pages touched, reused (given back, so they fault again)
+ * when all have been; when each tick was (the first MAX_TICKS). */
+#define TICK_AREA_PAGES 32768L
+#define MAX_TICKS 100000L
+static uint64_t tick_at[MAX_TICKS];
+static long ticks_done;
+static volatile int ticking_done;
+
+static uint64_t realtime_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+static void *ticker(void *arg) {
+    (void)arg;
+    long i = 0;
+    while (!stream_done && ticks_done < MAX_TICKS) {
+        struct timespec d = {.tv_sec = gap_us / 1000000, .tv_nsec = (gap_us % 1000000) * 1000};
+        nanosleep(&d, 0);
+        for (long k = 0; k < burst; k++, i++) {
+            if (i == TICK_AREA_PAGES) {
+                if (madvise(area, (size_t)TICK_AREA_PAGES * PAGE, MADV_DONTNEED))
+                    die("madvise");
+                i = 0;
+            }
+            area[i * PAGE] = 1;
+        }
+        tick_at[ticks_done++] = realtime_ns();
+    }
+    ticking_done = 1;
+    return 0;
+}
+
+static int ticks(const char *host, int port, int stream_port) {
+    stream_fd = connect_to(host, stream_port);
+    int s = connect_to(host, port), one = 1;
+    setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    /* Non-blocking: the loop below polls with a timeout to see the
+     * ticker end, and a read must not wait past it. */
+    int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+    if (u < 0)
+        die("userfaultfd");
+    struct uffdio_api api = {.api = UFFD_API};
+    if (ioctl(u, UFFDIO_API, &api))
+        die("UFFDIO_API");
+    size_t len = (size_t)TICK_AREA_PAGES * PAGE;
+    area = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (area == MAP_FAILED)
+        die("mmap");
+    struct uffdio_register r = {
+        .range = {.start = (uint64_t)area, .len = len},
+        .mode = UFFDIO_REGISTER_MODE_MISSING,
+    };
+    if (ioctl(u, UFFDIO_REGISTER, &r))
+        die("UFFDIO_REGISTER");
+    pthread_t drainer, t;
+    pthread_create(&drainer, 0, drain, 0);
+    pthread_create(&t, 0, ticker, 0);
+    static char page[PAGE];
+    while (!ticking_done) {
+        struct uffd_msg m;
+        struct pollfd p = {.fd = u, .events = POLLIN};
+        if (poll(&p, 1, 50) <= 0 || read(u, &m, sizeof m) != sizeof m)
+            continue;
+        if (m.event != UFFD_EVENT_PAGEFAULT)
+            continue;
+        uint64_t addr = m.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+        full(s, &addr, sizeof addr, 0);
+        full(s, page, PAGE, 1);
+        struct uffdio_copy c = {.dst = addr, .src = (uint64_t)page, .len = PAGE};
+        if (ioctl(u, UFFDIO_COPY, &c))
+            die("UFFDIO_COPY");
+    }
+    pthread_join(t, 0);
+    pthread_join(drainer, 0);
+    if (streamed_mib < stream_mib) {
+        fprintf(stderr, "the stream ended after %ld of %ld MiB\n", streamed_mib, stream_mib);
+        return 1;
+    }
+    for (long k = 0; k < ticks_done; k++)
+        printf("tick %ld %llu\n", k + 1, (unsigned long long)tick_at[k]);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "serve"))
         serve(atoi(argv[2]));
-    if (argc == 3 && !strcmp(argv[1], "stream"))
-        stream(atoi(argv[2]));
+    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "stream"))
+        stream(atoi(argv[2]), argc == 4 ? atoi(argv[3]) : 0);
+    if (argc == 9 && !strcmp(argv[1], "ticks")) {
+        stream_mib = atol(argv[5]);
+        burst = atol(argv[6]);
+        gap_us = atol(argv[7]);
+        stream_nice = atoi(argv[8]);
+        if (stream_mib <= 0 || burst <= 0 || gap_us <= 0) {
+            fprintf(stderr, "ticks: MIB, BURST and GAP_US must be positive\n");
+            return 2;
+        }
+        return ticks(argv[2], atoi(argv[3]), atoi(argv[4]));
+    }
     if ((argc == 5 || argc == 7 || argc == 8) && !strcmp(argv[1], "fault")) {
         if (argc >= 7) {
             burst = atol(argv[5]);
@@ -244,7 +371,8 @@ int main(int argc, char **argv) {
         }
         return fault(argv[2], atoi(argv[3]), atol(argv[4]), argc == 8 ? atoi(argv[7]) : 0);
     }
-    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT | fault ADDR PORT PAGES "
-                    "[BURST GAP_US [STREAM_PORT]]\n");
+    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE] | fault ADDR PORT PAGES "
+                    "[BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB BURST "
+                    "GAP_US NICE\n");
     return 2;
 }

@@ -558,11 +558,21 @@ fn fault_floor_exe(lab: &Lab) -> Result<PathBuf, String> {
     Ok(exe)
 }
 
-/// Starts `fault_floor ROLE PORT` on `h` and waits until it listens.
-fn start_floor_server(h: &Host, exe: &Path, role: &str, port: &str) -> Result<Child, String> {
+/// Where `fault_floor` serves its faults' pages, and its stream.
+const FLOOR_PORT: &str = "7557";
+const FLOOR_STREAM_PORT: &str = "7558";
+
+/// The nice of the agents' push at both ends (`BULK_NICE` in the agent's
+/// `net/peer.rs`), which the stall floor's stream takes too.
+const PUSH_NICE: &str = "10";
+
+/// Starts `fault_floor ARGS` (a role, its port, ...) on `h` and waits
+/// until it listens.
+fn start_floor_server(h: &Host, exe: &Path, args: &[&str]) -> Result<Child, String> {
+    let role = args.first().copied().unwrap_or_default();
     let mut server = h
         .command(exe)
-        .args([role, port])
+        .args(args)
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|e| e.to_string())?;
@@ -587,13 +597,11 @@ fn measure_fault_floor(
     h2: &Host,
     pattern: FaultPattern,
 ) -> Result<Floor, String> {
-    const PORT: &str = "7557";
-    const STREAM_PORT: &str = "7558";
     let exe = fault_floor_exe(lab)?;
-    let mut server = start_floor_server(h1, &exe, "serve", PORT)?;
+    let mut server = start_floor_server(h1, &exe, &["serve", FLOOR_PORT])?;
     let beside = matches!(pattern, FaultPattern::TickingBesideStream);
     let mut streamer = match beside
-        .then(|| start_floor_server(h1, &exe, "stream", STREAM_PORT))
+        .then(|| start_floor_server(h1, &exe, &["stream", FLOOR_STREAM_PORT]))
         .transpose()
     {
         Ok(s) => s,
@@ -603,12 +611,12 @@ fn measure_fault_floor(
         }
     };
     let mut fault = h2.command(&exe);
-    fault.args(["fault", &h1.addr().to_string(), PORT, "2000"]);
+    fault.args(["fault", &h1.addr().to_string(), FLOOR_PORT, "2000"]);
     if !matches!(pattern, FaultPattern::BackToBack) {
         fault.args([DIRTY_PAGES.to_string(), (TICK_MS * 1000).to_string()]);
     }
     if streamer.is_some() {
-        fault.arg(STREAM_PORT);
+        fault.arg(FLOOR_STREAM_PORT);
     }
     let out = fault.output();
     for s in [Some(&mut server), streamer.as_mut()].into_iter().flatten() {
@@ -631,6 +639,70 @@ fn measure_fault_floor(
     }
 }
 
+/// The stall floor at `mib` (`fault_floor ticks`): a program on host2
+/// ticks as the workload does, each page it touches a fault served from
+/// host1 over the link, while host2 writes a stream of `mib` MiB from host1
+/// into as much fresh memory at the push's nice, until it has. What this
+/// VM gives the downtime's figure (the largest gap anywhere) with none of
+/// the agents' work: the least a post-copy of `mib` could show here.
+struct StallFloor {
+    /// The largest gap between ticks, less the tick (ms).
+    largest_ms: f64,
+    /// How long the host kept each vCPU from running in that gap (ms).
+    stolen_ms: Vec<f64>,
+    /// The largest gap once each has lost the most one vCPU was stolen in
+    /// it (ms), as [`steal::StealLog::largest_gap_net_ms`].
+    net_of_steal_ms: f64,
+}
+
+fn measure_stall_floor(lab: &Lab, h1: &Host, h2: &Host, mib: u64) -> Result<StallFloor, String> {
+    let exe = fault_floor_exe(lab)?;
+    let mut server = start_floor_server(h1, &exe, &["serve", FLOOR_PORT])?;
+    let mut streamer = match start_floor_server(h1, &exe, &["stream", FLOOR_STREAM_PORT, PUSH_NICE])
+    {
+        Ok(s) => s,
+        Err(e) => {
+            kill(&mut server);
+            return Err(e);
+        }
+    };
+    let steal = steal::StealSampler::start();
+    let out = h2
+        .command(&exe)
+        .args([
+            "ticks",
+            &h1.addr().to_string(),
+            FLOOR_PORT,
+            FLOOR_STREAM_PORT,
+            &mib.to_string(),
+            &DIRTY_PAGES.to_string(),
+            &(TICK_MS * 1000).to_string(),
+            PUSH_NICE,
+        ])
+        .output();
+    let steal = steal.finish();
+    for s in [&mut server, &mut streamer] {
+        let _ = wait_bounded(s, Duration::from_secs(10));
+        kill(s);
+    }
+    let out = out.map_err(|e| e.to_string())?;
+    let t = parse_ticks(&String::from_utf8_lossy(&out.stdout));
+    if !out.status.success() || t.len() < 2 {
+        return Err(format!(
+            "fault_floor ticks: {} ticks, {} {}",
+            t.len(),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    let (largest_ms, began, ended) = freeze(&t, 0, u64::MAX);
+    Ok(StallFloor {
+        largest_ms,
+        stolen_ms: steal.stolen_ms(began, ended),
+        net_of_steal_ms: steal.largest_gap_net_ms(gaps(&t, 0, u64::MAX), TICK_MS as f64),
+    })
+}
+
 // ---- one migration ----
 
 fn wait_for(out: &Path, needle: &str, secs: u64) -> bool {
@@ -645,9 +717,12 @@ fn wait_for(out: &Path, needle: &str, secs: u64) -> bool {
 }
 
 fn ticks(out: &Path) -> Vec<(u64, u64)> {
-    fs::read_to_string(out)
-        .unwrap_or_default()
-        .lines()
+    parse_ticks(&fs::read_to_string(out).unwrap_or_default())
+}
+
+/// The `tick N NS` lines of `text`.
+fn parse_ticks(text: &str) -> Vec<(u64, u64)> {
+    text.lines()
         .filter_map(|l| {
             let mut w = l.strip_prefix("tick ")?.split_whitespace();
             Some((w.next()?.parse().ok()?, w.next()?.parse().ok()?))
@@ -880,10 +955,14 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         // migration's writes meet memory as cold as this figure's.
         // (Before it, the demand-fault floor in this run's lab: it swings
         // between runs on this VM more than the faults do, and the
-        // post-copy p50 is judged against it.)
+        // post-copy p50 is judged against it; then the stall floor at the
+        // run's size, beside the downtime it may explain.)
         let floor = (mode == "postcopy")
             .then(|| measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack).ok())
             .flatten();
+        let stall_floor = (mode == "postcopy")
+            .then(|| measure_stall_floor(&lab, h1, h2, mib))
+            .transpose()?;
         let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         sleep(Duration::from_secs(4));
         let pss_source = h1.pss_kib(&members);
@@ -1048,6 +1127,9 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "fault_p50_us": p50,
             "fault_p99_us": p99,
             "fault_floor_us": floor.map(|(p50, p99, _)| json!({"p50": p50, "p99": p99})),
+            "stall_floor_ms": stall_floor.as_ref().map(|f| f.largest_ms),
+            "stall_floor_steal_in_largest_gap_ms": stall_floor.as_ref().map(|f| &f.stolen_ms),
+            "stall_floor_net_of_steal_ms": stall_floor.as_ref().map(|f| f.net_of_steal_ms),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
@@ -1800,13 +1882,22 @@ fn run(args: &Args) -> Result<bool, String> {
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}",
+                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}{}",
                             f(&r["downtime_ms"], 1),
                             f(&r["total_s"], 2),
                             r["memory_verified"],
                             r["ticks_continuous"].as_str().unwrap_or("?"),
                             steal::in_gap_text(&r["steal_in_largest_gap_ms"])
                                 .map(|s| format!(", vCPUs stolen in its largest gap {s}"))
+                                .unwrap_or_default(),
+                            r["stall_floor_ms"]
+                                .as_f64()
+                                .map(|s| format!(
+                                    ", stall floor before it {s:.1} ms{}",
+                                    steal::in_gap_text(&r["stall_floor_steal_in_largest_gap_ms"])
+                                        .map(|s| format!(" ({s} stolen)"))
+                                        .unwrap_or_default()
+                                ))
                                 .unwrap_or_default()
                         );
                         all_ok &= r["verified"].as_bool().unwrap_or(false);
@@ -1933,6 +2024,20 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["freeze_gap_ms"].as_f64())
             .collect();
         row["freeze_gap_ms"] = json!(percentile(&mut gaps, 0.5));
+        let mut stalls: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["stall_floor_ms"].as_f64())
+            .collect();
+        row["stall_floor_ms"] = json!(percentile(&mut stalls, 0.5));
+        let mut stalls_net: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["stall_floor_net_of_steal_ms"].as_f64())
+            .collect();
+        row["stall_floor_net_of_steal_ms"] = json!(percentile(&mut stalls_net, 0.5));
+        row["stall_floor_ms_all"] = json!(ok
+            .iter()
+            .map(|r| r["stall_floor_ms"].clone())
+            .collect::<Vec<_>>());
         let mut net: Vec<f64> = ok
             .iter()
             .filter_map(|r| r["downtime_net_of_steal_ms"].as_f64())
