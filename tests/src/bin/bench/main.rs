@@ -956,13 +956,18 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
         // (Before it, the demand-fault floor in this run's lab: it swings
         // between runs on this VM more than the faults do, and the
         // post-copy p50 is judged against it; then the stall floor at the
-        // run's size, beside the downtime it may explain.)
+        // run's size, beside the downtime it may explain, and 4 s for the
+        // memory it wrote to go back too: fresh memory timed after warm
+        // pages was 1.1-2.3 s at 2 GiB against 3.5-6.5 s cold.)
         let floor = (mode == "postcopy")
             .then(|| measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack).ok())
             .flatten();
         let stall_floor = (mode == "postcopy")
             .then(|| measure_stall_floor(&lab, h1, h2, mib))
             .transpose()?;
+        if stall_floor.is_some() {
+            sleep(Duration::from_secs(4));
+        }
         let fresh_resident_s = measure_fresh_memory(h2, mib).ok();
         sleep(Duration::from_secs(4));
         let pss_source = h1.pss_kib(&members);
