@@ -154,8 +154,13 @@ static void *drain(void *arg) {
     uint64_t total = 0;
     if (stream_mib > 0)
         set_nice(stream_nice);
-    while (!faulting_done && (stream_mib == 0 || (long)(total >> 20) < stream_mib)) {
-        ssize_t k = read(stream_fd, chunk, sizeof chunk);
+    const uint64_t limit = (uint64_t)stream_mib << 20;
+    while (!faulting_done && (stream_mib == 0 || total < limit)) {
+        /* No further than the limit: past it a new area would be mapped
+         * and the full one unmapped while the ticks are still timed. */
+        size_t want = stream_mib > 0 && limit - total < sizeof chunk ? (size_t)(limit - total)
+                                                                     : sizeof chunk;
+        ssize_t k = read(stream_fd, chunk, want);
         if (k <= 0)
             break;
         if (at + (size_t)k > span) {
