@@ -178,9 +178,9 @@ pub fn lines(
                     (Some(fa), Some(fb)) if fa > 0.0 && fb > 0.0 => format!(
                         "; the stall floor (fault_floor.c ticking as the workload does, its \
                          faults served over the link, beside a stream of the size that host2 \
-                         writes into as much fresh memory at the push's nice; median of one before each \
-                         run) {fb:.1} ms at {large} MiB = {:.2}x {fa:.1} ms at {small} MiB, the \
-                         downtime {:.2}x and {:.2}x the floor{floor_net}",
+                         writes into as much fresh memory at the push's nice; median of one \
+                         before each run) {fb:.1} ms at {large} MiB = {:.2}x {fa:.1} ms at \
+                         {small} MiB, the downtime {:.2}x and {:.2}x the floor{floor_net}",
                         fb / fa,
                         a / fa,
                         b / fb
