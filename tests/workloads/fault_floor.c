@@ -208,6 +208,21 @@ static uint64_t now_ns(void) {
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
+/* Serves one message of the userfaultfd `u`: a page fault's page asked of
+ * the server on `s` and installed; 0 if it was not a page fault. */
+static int serve_fault(int u, int s, const struct uffd_msg *m) {
+    static char page[PAGE];
+    if (m->event != UFFD_EVENT_PAGEFAULT)
+        return 0;
+    uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(PAGE - 1);
+    full(s, &addr, sizeof addr, 0);
+    full(s, page, PAGE, 1);
+    struct uffdio_copy c = {.dst = addr, .src = (uint64_t)page, .len = PAGE};
+    if (ioctl(u, UFFDIO_COPY, &c))
+        die("UFFDIO_COPY");
+    return 1;
+}
+
 static int fault(const char *host, int port, long n, int stream_port) {
     pages = n;
     pthread_t drainer;
@@ -235,7 +250,6 @@ static int fault(const char *host, int port, long n, int stream_port) {
     pthread_t t;
     pthread_create(&t, 0, toucher, 0);
     uint64_t *lat = calloc((size_t)n, sizeof *lat);
-    static char page[PAGE];
     long got = 0;
     while (got < n) {
         struct uffd_msg m;
@@ -244,15 +258,8 @@ static int fault(const char *host, int port, long n, int stream_port) {
         if (read(u, &m, sizeof m) != sizeof m)
             continue;
         uint64_t t0 = now_ns();
-        if (m.event != UFFD_EVENT_PAGEFAULT)
-            continue;
-        uint64_t addr = m.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
-        full(s, &addr, sizeof addr, 0);
-        full(s, page, PAGE, 1);
-        struct uffdio_copy c = {.dst = addr, .src = (uint64_t)page, .len = PAGE};
-        if (ioctl(u, UFFDIO_COPY, &c))
-            die("UFFDIO_COPY");
-        lat[got++] = now_ns() - t0;
+        if (serve_fault(u, s, &m))
+            lat[got++] = now_ns() - t0;
     }
     pthread_join(t, 0);
     if (stream_port > 0) {
@@ -327,20 +334,11 @@ static int ticks(const char *host, int port, int stream_port) {
     pthread_t drainer, t;
     pthread_create(&drainer, 0, drain, 0);
     pthread_create(&t, 0, ticker, 0);
-    static char page[PAGE];
     while (!ticking_done) {
         struct uffd_msg m;
         struct pollfd p = {.fd = u, .events = POLLIN};
-        if (poll(&p, 1, 50) <= 0 || read(u, &m, sizeof m) != sizeof m)
-            continue;
-        if (m.event != UFFD_EVENT_PAGEFAULT)
-            continue;
-        uint64_t addr = m.arg.pagefault.address & ~(uint64_t)(PAGE - 1);
-        full(s, &addr, sizeof addr, 0);
-        full(s, page, PAGE, 1);
-        struct uffdio_copy c = {.dst = addr, .src = (uint64_t)page, .len = PAGE};
-        if (ioctl(u, UFFDIO_COPY, &c))
-            die("UFFDIO_COPY");
+        if (poll(&p, 1, 50) > 0 && read(u, &m, sizeof m) == sizeof m)
+            serve_fault(u, s, &m);
     }
     pthread_join(t, 0);
     pthread_join(drainer, 0);

@@ -2029,20 +2029,10 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["freeze_gap_ms"].as_f64())
             .collect();
         row["freeze_gap_ms"] = json!(percentile(&mut gaps, 0.5));
-        let mut stalls: Vec<f64> = ok
-            .iter()
-            .filter_map(|r| r["stall_floor_ms"].as_f64())
-            .collect();
-        row["stall_floor_ms"] = json!(percentile(&mut stalls, 0.5));
-        let mut stalls_net: Vec<f64> = ok
-            .iter()
-            .filter_map(|r| r["stall_floor_net_of_steal_ms"].as_f64())
-            .collect();
-        row["stall_floor_net_of_steal_ms"] = json!(percentile(&mut stalls_net, 0.5));
-        row["stall_floor_ms_all"] = json!(ok
-            .iter()
-            .map(|r| r["stall_floor_ms"].clone())
-            .collect::<Vec<_>>());
+        for key in ["stall_floor_ms", "stall_floor_net_of_steal_ms"] {
+            let mut v: Vec<f64> = ok.iter().filter_map(|r| r[key].as_f64()).collect();
+            row[key] = json!(percentile(&mut v, 0.5));
+        }
         let mut net: Vec<f64> = ok
             .iter()
             .filter_map(|r| r["downtime_net_of_steal_ms"].as_f64())
