@@ -5,9 +5,11 @@
  *
  *   fault_floor serve PORT            answers each 8-byte address with a
  *                                     4096-byte page, until the peer closes
- *   fault_floor stream PORT [NICE]    writes pages to one peer as fast as
+ *   fault_floor stream PORT [NICE [MIBPS]]
+ *                                     writes pages to one peer as fast as
  *                                     it reads them, until it closes (at
- *                                     nice NICE if given)
+ *                                     nice NICE if given; with MIBPS, no
+ *                                     faster than MIBPS MiB a second)
  *   fault_floor fault ADDR PORT N [BURST GAP_US [STREAM_PORT]]
  *                                     maps N pages under a userfaultfd,
  *                                     touches them one by one from a thread
@@ -121,15 +123,32 @@ static void set_nice(int nice) {
         die("setpriority");
 }
 
-/* Pages of the stream, written while the peer reads them. */
-static _Noreturn void stream(int port, int nice) {
+static uint64_t monotonic_ns(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Pages of the stream, written while the peer reads them; with `mibps`
+ * > 0, each MiB no sooner than its share of the time since the first. */
+static _Noreturn void stream(int port, int nice, long mibps) {
     set_nice(nice);
     int c = accept_one(port);
     static char chunk[1 << 20];
     memset(chunk, 0x5a, sizeof chunk);
-    for (;;)
+    const uint64_t start = monotonic_ns();
+    for (uint64_t sent = 0;; sent++) {
+        if (mibps > 0) {
+            uint64_t due = start + sent * 1000000000u / (uint64_t)mibps, now = monotonic_ns();
+            if (due > now) {
+                struct timespec d = {.tv_sec = (time_t)((due - now) / 1000000000u),
+                                     .tv_nsec = (long)((due - now) % 1000000000u)};
+                nanosleep(&d, 0);
+            }
+        }
         if (write(c, chunk, sizeof chunk) <= 0)
             exit(0);
+    }
 }
 
 static char *area;
@@ -354,8 +373,8 @@ static int ticks(const char *host, int port, int stream_port) {
 int main(int argc, char **argv) {
     if (argc == 3 && !strcmp(argv[1], "serve"))
         serve(atoi(argv[2]));
-    if ((argc == 3 || argc == 4) && !strcmp(argv[1], "stream"))
-        stream(atoi(argv[2]), argc == 4 ? atoi(argv[3]) : 0);
+    if (argc >= 3 && argc <= 5 && !strcmp(argv[1], "stream"))
+        stream(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0, argc == 5 ? atol(argv[4]) : 0);
     if (argc == 9 && !strcmp(argv[1], "ticks")) {
         stream_mib = atol(argv[5]);
         burst = atol(argv[6]);
@@ -374,7 +393,7 @@ int main(int argc, char **argv) {
         }
         return fault(argv[2], atoi(argv[3]), atol(argv[4]), argc == 8 ? atoi(argv[7]) : 0);
     }
-    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE] | fault ADDR PORT PAGES "
+    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE [MIBPS]] | fault ADDR PORT PAGES "
                     "[BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB BURST "
                     "GAP_US NICE\n");
     return 2;

@@ -99,10 +99,13 @@ struct Args {
     criu: Option<PathBuf>,
     /// `--service`: the service benchmark alone.
     service: bool,
+    /// `--stall-floor-rate MIBPS`: the stall floor's stream no faster than
+    /// this (MiB/s); at the link's speed without it.
+    stall_floor_rate: Option<u64>,
 }
 
 fn usage() -> String {
-    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH]".into()
+    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -113,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/bench"),
         criu: None,
         service: false,
+        stall_floor_rate: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -151,6 +155,13 @@ fn parse_args() -> Result<Args, String> {
                     ));
                 }
                 a.criu = Some(p)
+            }
+            "--stall-floor-rate" => {
+                let r = v()?;
+                match r.parse() {
+                    Ok(n) if n > 0 => a.stall_floor_rate = Some(n),
+                    _ => return Err(format!("--stall-floor-rate: {r:?} is not a positive MiB/s")),
+                }
             }
             "-h" | "--help" => return Err(usage()),
             _ => return Err(format!("unknown argument {k:?}\n{}", usage())),
@@ -598,45 +609,57 @@ fn measure_fault_floor(
     pattern: FaultPattern,
 ) -> Result<Floor, String> {
     let exe = fault_floor_exe(lab)?;
-    let mut server = start_floor_server(h1, &exe, &["serve", FLOOR_PORT])?;
     let beside = matches!(pattern, FaultPattern::TickingBesideStream);
-    let mut streamer = match beside
-        .then(|| start_floor_server(h1, &exe, &["stream", FLOOR_STREAM_PORT]))
-        .transpose()
-    {
-        Ok(s) => s,
-        Err(e) => {
-            kill(&mut server);
-            return Err(e);
+    let stream: &[&str] = &["stream", FLOOR_STREAM_PORT];
+    let out = beside_floor_servers(h1, &exe, beside.then_some(stream), || {
+        let mut fault = h2.command(&exe);
+        fault.args(["fault", &h1.addr().to_string(), FLOOR_PORT, "2000"]);
+        if !matches!(pattern, FaultPattern::BackToBack) {
+            fault.args([DIRTY_PAGES.to_string(), (TICK_MS * 1000).to_string()]);
         }
-    };
-    let mut fault = h2.command(&exe);
-    fault.args(["fault", &h1.addr().to_string(), FLOOR_PORT, "2000"]);
-    if !matches!(pattern, FaultPattern::BackToBack) {
-        fault.args([DIRTY_PAGES.to_string(), (TICK_MS * 1000).to_string()]);
-    }
-    if streamer.is_some() {
-        fault.arg(FLOOR_STREAM_PORT);
-    }
-    let out = fault.output();
-    for s in [Some(&mut server), streamer.as_mut()].into_iter().flatten() {
-        let _ = wait_bounded(s, Duration::from_secs(10));
-        kill(s);
-    }
-    let out = out.map_err(|e| e.to_string())?;
+        if beside {
+            fault.arg(FLOOR_STREAM_PORT);
+        }
+        fault.output()
+    })?;
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let v: Vec<f64> = text
         .split_whitespace()
         .filter_map(|w| w.parse().ok())
         .collect();
     match v[..] {
-        [p50, p99] if out.status.success() && streamer.is_none() => Ok((p50, p99, 0.0)),
-        [p50, p99, mib] if out.status.success() && streamer.is_some() => Ok((p50, p99, mib)),
+        [p50, p99] if out.status.success() && !beside => Ok((p50, p99, 0.0)),
+        [p50, p99, mib] if out.status.success() && beside => Ok((p50, p99, mib)),
         _ => Err(format!(
             "fault_floor said {text:?} {}",
             String::from_utf8_lossy(&out.stderr)
         )),
     }
+}
+
+/// Runs `faulting` (on host2) while `fault_floor serve` and, given its
+/// arguments, `fault_floor stream ...` run on `h1`; then gives both up to
+/// 10 s to end and kills what is left.
+fn beside_floor_servers(
+    h1: &Host,
+    exe: &Path,
+    stream: Option<&[&str]>,
+    faulting: impl FnOnce() -> std::io::Result<std::process::Output>,
+) -> Result<std::process::Output, String> {
+    let mut server = start_floor_server(h1, exe, &["serve", FLOOR_PORT])?;
+    let mut streamer = match stream.map(|a| start_floor_server(h1, exe, a)).transpose() {
+        Ok(s) => s,
+        Err(e) => {
+            kill(&mut server);
+            return Err(e);
+        }
+    };
+    let out = faulting();
+    for s in [Some(&mut server), streamer.as_mut()].into_iter().flatten() {
+        let _ = wait_bounded(s, Duration::from_secs(10));
+        kill(s);
+    }
+    out.map_err(|e| e.to_string())
 }
 
 /// The stall floor at `mib` (`fault_floor ticks`): a program on host2
@@ -653,39 +676,38 @@ struct StallFloor {
     /// The largest gap once each has lost the most one vCPU was stolen in
     /// it (ms), as [`steal::StealLog::largest_gap_net_ms`].
     net_of_steal_ms: f64,
+    /// From the first tick to the last: about as long as the stream (s).
+    stream_s: f64,
 }
 
-fn measure_stall_floor(lab: &Lab, h1: &Host, h2: &Host, mib: u64) -> Result<StallFloor, String> {
+fn measure_stall_floor(
+    lab: &Lab,
+    h1: &Host,
+    h2: &Host,
+    mib: u64,
+    rate: Option<u64>,
+) -> Result<StallFloor, String> {
     let exe = fault_floor_exe(lab)?;
-    let mut server = start_floor_server(h1, &exe, &["serve", FLOOR_PORT])?;
-    let mut streamer = match start_floor_server(h1, &exe, &["stream", FLOOR_STREAM_PORT, PUSH_NICE])
-    {
-        Ok(s) => s,
-        Err(e) => {
-            kill(&mut server);
-            return Err(e);
-        }
-    };
+    let rate_arg = rate.map(|r| r.to_string());
+    let mut stream = vec!["stream", FLOOR_STREAM_PORT, PUSH_NICE];
+    stream.extend(rate_arg.as_deref());
     let steal = steal::StealSampler::start();
-    let out = h2
-        .command(&exe)
-        .args([
-            "ticks",
-            &h1.addr().to_string(),
-            FLOOR_PORT,
-            FLOOR_STREAM_PORT,
-            &mib.to_string(),
-            &DIRTY_PAGES.to_string(),
-            &(TICK_MS * 1000).to_string(),
-            PUSH_NICE,
-        ])
-        .output();
+    let out = beside_floor_servers(h1, &exe, Some(&stream), || {
+        h2.command(&exe)
+            .args([
+                "ticks",
+                &h1.addr().to_string(),
+                FLOOR_PORT,
+                FLOOR_STREAM_PORT,
+                &mib.to_string(),
+                &DIRTY_PAGES.to_string(),
+                &(TICK_MS * 1000).to_string(),
+                PUSH_NICE,
+            ])
+            .output()
+    });
     let steal = steal.finish();
-    for s in [&mut server, &mut streamer] {
-        let _ = wait_bounded(s, Duration::from_secs(10));
-        kill(s);
-    }
-    let out = out.map_err(|e| e.to_string())?;
+    let out = out?;
     let t = parse_ticks(&String::from_utf8_lossy(&out.stdout));
     if !out.status.success() || t.len() < 2 {
         return Err(format!(
@@ -696,10 +718,12 @@ fn measure_stall_floor(lab: &Lab, h1: &Host, h2: &Host, mib: u64) -> Result<Stal
         ));
     }
     let (largest_ms, began, ended) = freeze(&t, 0, u64::MAX);
+    let span_ns = t.last().map_or(0, |l| l.1) - t[0].1;
     Ok(StallFloor {
         largest_ms,
         stolen_ms: steal.stolen_ms(began, ended),
         net_of_steal_ms: steal.largest_gap_net_ms(gaps(&t, 0, u64::MAX), TICK_MS as f64),
+        stream_s: span_ns as f64 / 1e9,
     })
 }
 
@@ -859,7 +883,12 @@ fn verified(out: &Path, mib: u64) -> bool {
             .contains(&format!("verify ok {}", mib * 256))
 }
 
-fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
+fn run_one(
+    mib: u64,
+    mode: &str,
+    flags: &[&str],
+    stall_floor_rate: Option<u64>,
+) -> Result<Value, String> {
     let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
     let (h1, h2) = (lab.host("host1"), lab.host("host2"));
     let agent = bin("migrate-agent");
@@ -963,7 +992,7 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             .then(|| measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack).ok())
             .flatten();
         let stall_floor = (mode == "postcopy")
-            .then(|| measure_stall_floor(&lab, h1, h2, mib))
+            .then(|| measure_stall_floor(&lab, h1, h2, mib, stall_floor_rate))
             .transpose()?;
         if stall_floor.is_some() {
             sleep(Duration::from_secs(4));
@@ -1135,6 +1164,8 @@ fn run_one(mib: u64, mode: &str, flags: &[&str]) -> Result<Value, String> {
             "stall_floor_ms": stall_floor.as_ref().map(|f| f.largest_ms),
             "stall_floor_steal_in_largest_gap_ms": stall_floor.as_ref().map(|f| &f.stolen_ms),
             "stall_floor_net_of_steal_ms": stall_floor.as_ref().map(|f| f.net_of_steal_ms),
+            "stall_floor_stream_s": stall_floor.as_ref().map(|f| f.stream_s),
+            "stall_floor_rate_mibps": stall_floor_rate.filter(|_| stall_floor.is_some()),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
@@ -1882,7 +1913,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 eprint!("{mib} MiB {mode} (run {}) ... ", rep + 1);
                 let r = match &criu {
                     Some((path, _)) if mode.starts_with("criu-") => run_criu(path, mib, &mode),
-                    _ => run_one(mib, &mode, flags),
+                    _ => run_one(mib, &mode, flags, args.stall_floor_rate),
                 };
                 match r {
                     Ok(r) => {
@@ -1898,10 +1929,11 @@ fn run(args: &Args) -> Result<bool, String> {
                             r["stall_floor_ms"]
                                 .as_f64()
                                 .map(|s| format!(
-                                    ", stall floor before it {s:.1} ms{}",
+                                    ", stall floor before it {s:.1} ms{} over {:.2} s",
                                     steal::in_gap_text(&r["stall_floor_steal_in_largest_gap_ms"])
                                         .map(|s| format!(" ({s} stolen)"))
-                                        .unwrap_or_default()
+                                        .unwrap_or_default(),
+                                    r["stall_floor_stream_s"].as_f64().unwrap_or(f64::NAN)
                                 ))
                                 .unwrap_or_default()
                         );
