@@ -27,7 +27,7 @@
  *                                     it into fresh memory, as a push does
  *                                     beside the faults (prints the MiB it
  *                                     took as a third figure).
- *   fault_floor ticks ADDR PORT STREAM_PORT MIB BURST GAP_US NICE
+ *   fault_floor ticks ADDR PORT STREAM_PORT MIB BURST GAP_US NICE [warm]
  *                                     the stall floor: ticks as the
  *                                     workload does (GAP_US asleep, then
  *                                     BURST fresh pages touched under a
@@ -38,7 +38,11 @@
  *                                     fresh memory, until it has; then
  *                                     prints "tick N NS" for each tick
  *                                     (the realtime clock after its pages
- *                                     were in), as the workload does.
+ *                                     were in), as the workload does;
+ *                                     with "warm", the stream overwrites
+ *                                     one 64 MiB area touched before the
+ *                                     ticks begin, so that no page it
+ *                                     writes is new.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -159,6 +163,8 @@ static long streamed_mib;
 static long stream_mib;         /* ticks: the MiB to read, then stop */
 static int stream_nice;         /* ticks: the reading thread's nice */
 static volatile int stream_done;
+static char *warm_sink;         /* ticks: the area a warm stream overwrites */
+#define WARM_SINK_BYTES (64u << 20)
 
 /* Reads the stream into fresh memory until the faults are done (a new 64
  * MiB area each time one is full, the old one given back), or for ticks
@@ -166,10 +172,12 @@ static volatile int stream_done;
  * fills the process's memory. */
 static void *drain(void *arg) {
     (void)arg;
-    const size_t span = stream_mib > 0 ? (size_t)stream_mib << 20 : 64u << 20;
+    const size_t span = warm_sink         ? WARM_SINK_BYTES
+                        : stream_mib > 0 ? (size_t)stream_mib << 20
+                                         : 64u << 20;
     static char chunk[1 << 20];
-    char *fresh = 0;
-    size_t at = span;
+    char *fresh = warm_sink;
+    size_t at = warm_sink ? 0 : span;
     uint64_t total = 0;
     if (stream_mib > 0)
         set_nice(stream_nice);
@@ -182,7 +190,9 @@ static void *drain(void *arg) {
         ssize_t k = read(stream_fd, chunk, want);
         if (k <= 0)
             break;
-        if (at + (size_t)k > span) {
+        if (at + (size_t)k > span && warm_sink) {
+            at = 0;
+        } else if (at + (size_t)k > span) {
             if (fresh)
                 munmap(fresh, span);
             fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
@@ -198,7 +208,7 @@ static void *drain(void *arg) {
     /* Before the area goes: the ticks end with the stream, not with the
      * kernel freeing what it took. */
     stream_done = 1;
-    if (fresh)
+    if (fresh && !warm_sink)
         munmap(fresh, span);
     return 0;
 }
@@ -328,7 +338,7 @@ static void *ticker(void *arg) {
     return 0;
 }
 
-static int ticks(const char *host, int port, int stream_port) {
+static int ticks(const char *host, int port, int stream_port, int warm) {
     stream_fd = connect_to(host, stream_port);
     int s = connect_to(host, port), one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -350,6 +360,13 @@ static int ticks(const char *host, int port, int stream_port) {
     };
     if (ioctl(u, UFFDIO_REGISTER, &r))
         die("UFFDIO_REGISTER");
+    if (warm) {
+        warm_sink = mmap(0, WARM_SINK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                         -1, 0);
+        if (warm_sink == MAP_FAILED)
+            die("mmap");
+        memset(warm_sink, 1, WARM_SINK_BYTES);
+    }
     pthread_t drainer, t;
     pthread_create(&drainer, 0, drain, 0);
     pthread_create(&t, 0, ticker, 0);
@@ -375,7 +392,7 @@ int main(int argc, char **argv) {
         serve(atoi(argv[2]));
     if (argc >= 3 && argc <= 5 && !strcmp(argv[1], "stream"))
         stream(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0, argc == 5 ? atol(argv[4]) : 0);
-    if (argc == 9 && !strcmp(argv[1], "ticks")) {
+    if ((argc == 9 || (argc == 10 && !strcmp(argv[9], "warm"))) && !strcmp(argv[1], "ticks")) {
         stream_mib = atol(argv[5]);
         burst = atol(argv[6]);
         gap_us = atol(argv[7]);
@@ -384,7 +401,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "ticks: MIB, BURST and GAP_US must be positive\n");
             return 2;
         }
-        return ticks(argv[2], atoi(argv[3]), atoi(argv[4]));
+        return ticks(argv[2], atoi(argv[3]), atoi(argv[4]), argc == 10);
     }
     if ((argc == 5 || argc == 7 || argc == 8) && !strcmp(argv[1], "fault")) {
         if (argc >= 7) {
@@ -395,6 +412,6 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE [MIBPS]] | fault ADDR PORT PAGES "
                     "[BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB BURST "
-                    "GAP_US NICE\n");
+                    "GAP_US NICE [warm]\n");
     return 2;
 }

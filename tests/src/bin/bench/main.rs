@@ -99,13 +99,12 @@ struct Args {
     criu: Option<PathBuf>,
     /// `--service`: the service benchmark alone.
     service: bool,
-    /// `--stall-floor-rate MIBPS`: the stall floor's stream no faster than
-    /// this (MiB/s); at the link's speed without it.
-    stall_floor_rate: Option<u64>,
+    /// `--stall-floor-rate`, `--stall-floor-sink`.
+    stall_floor: StallFloorStream,
 }
 
 fn usage() -> String {
-    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS]".into()
+    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink fresh|warm]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -116,7 +115,7 @@ fn parse_args() -> Result<Args, String> {
         out: PathBuf::from("target/bench"),
         criu: None,
         service: false,
-        stall_floor_rate: None,
+        stall_floor: StallFloorStream::default(),
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -159,8 +158,19 @@ fn parse_args() -> Result<Args, String> {
             "--stall-floor-rate" => {
                 let r = v()?;
                 match r.parse() {
-                    Ok(n) if n > 0 => a.stall_floor_rate = Some(n),
+                    Ok(n) if n > 0 => a.stall_floor.rate_mibps = Some(n),
                     _ => return Err(format!("--stall-floor-rate: {r:?} is not a positive MiB/s")),
+                }
+            }
+            "--stall-floor-sink" => {
+                a.stall_floor.warm = match v()?.as_str() {
+                    "fresh" => false,
+                    "warm" => true,
+                    other => {
+                        return Err(format!(
+                            "--stall-floor-sink: {other:?} is neither fresh nor warm"
+                        ))
+                    }
                 }
             }
             "-h" | "--help" => return Err(usage()),
@@ -662,6 +672,18 @@ fn beside_floor_servers(
     out.map_err(|e| e.to_string())
 }
 
+/// How the stall floor's stream runs (`--stall-floor-rate`,
+/// `--stall-floor-sink`): by default at the link's speed into fresh memory,
+/// as a push does.
+#[derive(Clone, Copy, Default)]
+struct StallFloorStream {
+    /// No faster than this (MiB/s).
+    rate_mibps: Option<u64>,
+    /// Into one 64 MiB area touched before the ticks, overwritten again
+    /// and again: the stream without the VM's cost of new pages.
+    warm: bool,
+}
+
 /// The stall floor at `mib` (`fault_floor ticks`): a program on host2
 /// ticks as the workload does, each page it touches a fault served from
 /// host1 over the link, while host2 writes a stream of `mib` MiB from host1
@@ -685,10 +707,10 @@ fn measure_stall_floor(
     h1: &Host,
     h2: &Host,
     mib: u64,
-    rate: Option<u64>,
+    shape: StallFloorStream,
 ) -> Result<StallFloor, String> {
     let exe = fault_floor_exe(lab)?;
-    let rate_arg = rate.map(|r| r.to_string());
+    let rate_arg = shape.rate_mibps.map(|r| r.to_string());
     let mut stream = vec!["stream", FLOOR_STREAM_PORT, PUSH_NICE];
     stream.extend(rate_arg.as_deref());
     let steal = steal::StealSampler::start();
@@ -704,6 +726,7 @@ fn measure_stall_floor(
                 &(TICK_MS * 1000).to_string(),
                 PUSH_NICE,
             ])
+            .args(shape.warm.then_some("warm"))
             .output()
     });
     let steal = steal.finish();
@@ -887,7 +910,7 @@ fn run_one(
     mib: u64,
     mode: &str,
     flags: &[&str],
-    stall_floor_rate: Option<u64>,
+    stall_floor_stream: StallFloorStream,
 ) -> Result<Value, String> {
     let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
     let (h1, h2) = (lab.host("host1"), lab.host("host2"));
@@ -992,7 +1015,7 @@ fn run_one(
             .then(|| measure_fault_floor(&lab, h1, h2, FaultPattern::BackToBack).ok())
             .flatten();
         let stall_floor = (mode == "postcopy")
-            .then(|| measure_stall_floor(&lab, h1, h2, mib, stall_floor_rate))
+            .then(|| measure_stall_floor(&lab, h1, h2, mib, stall_floor_stream))
             .transpose()?;
         if stall_floor.is_some() {
             sleep(Duration::from_secs(4));
@@ -1165,7 +1188,8 @@ fn run_one(
             "stall_floor_steal_in_largest_gap_ms": stall_floor.as_ref().map(|f| &f.stolen_ms),
             "stall_floor_net_of_steal_ms": stall_floor.as_ref().map(|f| f.net_of_steal_ms),
             "stall_floor_stream_s": stall_floor.as_ref().map(|f| f.stream_s),
-            "stall_floor_rate_mibps": stall_floor_rate.filter(|_| stall_floor.is_some()),
+            "stall_floor_rate_mibps": stall_floor.as_ref().and(stall_floor_stream.rate_mibps),
+            "stall_floor_sink": stall_floor.as_ref().map(|_| if stall_floor_stream.warm { "warm" } else { "fresh" }),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
@@ -1913,7 +1937,7 @@ fn run(args: &Args) -> Result<bool, String> {
                 eprint!("{mib} MiB {mode} (run {}) ... ", rep + 1);
                 let r = match &criu {
                     Some((path, _)) if mode.starts_with("criu-") => run_criu(path, mib, &mode),
-                    _ => run_one(mib, &mode, flags, args.stall_floor_rate),
+                    _ => run_one(mib, &mode, flags, args.stall_floor),
                 };
                 match r {
                     Ok(r) => {
