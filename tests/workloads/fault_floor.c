@@ -169,7 +169,8 @@ static char *warm_sink;         /* ticks: the area a warm stream overwrites */
 /* Reads the stream into fresh memory until the faults are done (a new 64
  * MiB area each time one is full, the old one given back), or for ticks
  * until it has read stream_mib MiB, all into one fresh area as a push
- * fills the process's memory. */
+ * fills the process's memory (or, with a warm sink, into that one area
+ * again and again). */
 static void *drain(void *arg) {
     (void)arg;
     const size_t span = warm_sink         ? WARM_SINK_BYTES
@@ -190,14 +191,14 @@ static void *drain(void *arg) {
         ssize_t k = read(stream_fd, chunk, want);
         if (k <= 0)
             break;
-        if (at + (size_t)k > span && warm_sink) {
-            at = 0;
-        } else if (at + (size_t)k > span) {
-            if (fresh)
-                munmap(fresh, span);
-            fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-            if (fresh == MAP_FAILED)
-                die("mmap");
+        if (at + (size_t)k > span) {
+            if (!warm_sink) {
+                if (fresh)
+                    munmap(fresh, span);
+                fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+                if (fresh == MAP_FAILED)
+                    die("mmap");
+            }
             at = 0;
         }
         memcpy(fresh + at, chunk, (size_t)k);
@@ -410,8 +411,8 @@ int main(int argc, char **argv) {
         }
         return fault(argv[2], atoi(argv[3]), atol(argv[4]), argc == 8 ? atoi(argv[7]) : 0);
     }
-    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE [MIBPS]] | fault ADDR PORT PAGES "
-                    "[BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB BURST "
-                    "GAP_US NICE [warm]\n");
+    fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE [MIBPS]] | fault ADDR "
+                    "PORT PAGES [BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB "
+                    "BURST GAP_US NICE [warm]\n");
     return 2;
 }
