@@ -27,7 +27,7 @@
  *                                     it into fresh memory, as a push does
  *                                     beside the faults (prints the MiB it
  *                                     took as a third figure).
- *   fault_floor ticks ADDR PORT STREAM_PORT MIB BURST GAP_US NICE [warm]
+ *   fault_floor ticks ADDR PORT STREAM_PORT MIB BURST GAP_US NICE [warm|uffd]
  *                                     the stall floor: ticks as the
  *                                     workload does (GAP_US asleep, then
  *                                     BURST fresh pages touched under a
@@ -42,7 +42,10 @@
  *                                     with "warm", the stream overwrites
  *                                     one 64 MiB area touched before the
  *                                     ticks begin, so that no page it
- *                                     writes is new.
+ *                                     writes is new; with "uffd", it is
+ *                                     installed with UFFDIO_COPY in pieces
+ *                                     of 16 pages, as the agent installs
+ *                                     its push, not written with memcpy.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -127,7 +130,7 @@ static void set_nice(int nice) {
         die("setpriority");
 }
 
-static uint64_t monotonic_ns(void) {
+static uint64_t now_ns(void) {
     struct timespec t;
     clock_gettime(CLOCK_MONOTONIC, &t);
     return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
@@ -140,10 +143,10 @@ static _Noreturn void stream(int port, int nice, long mibps) {
     int c = accept_one(port);
     static char chunk[1 << 20];
     memset(chunk, 0x5a, sizeof chunk);
-    const uint64_t start = monotonic_ns();
+    const uint64_t start = now_ns();
     for (uint64_t sent = 0;; sent++) {
         if (mibps > 0) {
-            uint64_t due = start + sent * 1000000000u / (uint64_t)mibps, now = monotonic_ns();
+            uint64_t due = start + sent * 1000000000u / (uint64_t)mibps, now = now_ns();
             if (due > now) {
                 struct timespec d = {.tv_sec = (time_t)((due - now) / 1000000000u),
                                      .tv_nsec = (long)((due - now) % 1000000000u)};
@@ -163,8 +166,26 @@ static long streamed_mib;
 static long stream_mib;         /* ticks: the MiB to read, then stop */
 static int stream_nice;         /* ticks: the reading thread's nice */
 static volatile int stream_done;
-static char *warm_sink;         /* ticks: the area a warm stream overwrites */
+static enum { SINK_FRESH, SINK_WARM, SINK_UFFD } sink; /* ticks: where the stream goes */
+static char *warm_sink;         /* SINK_WARM: the area the stream overwrites */
 #define WARM_SINK_BYTES (64u << 20)
+static int sink_uffd = -1;      /* SINK_UFFD: the userfaultfd it is installed through */
+#define UFFD_PIECE (16 * PAGE)
+
+/* `n` bytes of `src` into `dst`, as the sink says. */
+static void put(char *dst, const char *src, size_t n) {
+    if (sink != SINK_UFFD) {
+        memcpy(dst, src, n);
+        return;
+    }
+    for (size_t off = 0; off < n; off += UFFD_PIECE) {
+        struct uffdio_copy c = {.dst = (uint64_t)(dst + off),
+                                .src = (uint64_t)(src + off),
+                                .len = n - off < UFFD_PIECE ? n - off : UFFD_PIECE};
+        if (ioctl(sink_uffd, UFFDIO_COPY, &c))
+            die("UFFDIO_COPY");
+    }
+}
 
 /* Reads the stream into fresh memory until the faults are done (a new 64
  * MiB area each time one is full, the old one given back), or for ticks
@@ -188,7 +209,12 @@ static void *drain(void *arg) {
          * and the full one unmapped while the ticks are still timed. */
         size_t want = stream_mib > 0 && limit - total < sizeof chunk ? (size_t)(limit - total)
                                                                      : sizeof chunk;
-        ssize_t k = read(stream_fd, chunk, want);
+        /* UFFDIO_COPY takes whole pages: read whole MiB (`want` is one). */
+        ssize_t k = (ssize_t)want;
+        if (sink == SINK_UFFD)
+            full(stream_fd, chunk, want, 1);
+        else
+            k = read(stream_fd, chunk, want);
         if (k <= 0)
             break;
         if (at + (size_t)k > span) {
@@ -198,10 +224,14 @@ static void *drain(void *arg) {
                 fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (fresh == MAP_FAILED)
                     die("mmap");
+                struct uffdio_register r = {.range = {.start = (uint64_t)fresh, .len = span},
+                                            .mode = UFFDIO_REGISTER_MODE_MISSING};
+                if (sink == SINK_UFFD && ioctl(sink_uffd, UFFDIO_REGISTER, &r))
+                    die("UFFDIO_REGISTER");
             }
             at = 0;
         }
-        memcpy(fresh + at, chunk, (size_t)k);
+        put(fresh + at, chunk, (size_t)k);
         at += (size_t)k;
         total += (uint64_t)k;
     }
@@ -230,12 +260,6 @@ static void *toucher(void *arg) {
 static int cmp(const void *a, const void *b) {
     uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
     return x < y ? -1 : x > y;
-}
-
-static uint64_t now_ns(void) {
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /* Serves one message of the userfaultfd `u`: a page fault's page asked of
@@ -339,7 +363,7 @@ static void *ticker(void *arg) {
     return 0;
 }
 
-static int ticks(const char *host, int port, int stream_port, int warm) {
+static int ticks(const char *host, int port, int stream_port) {
     stream_fd = connect_to(host, stream_port);
     int s = connect_to(host, port), one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -361,7 +385,13 @@ static int ticks(const char *host, int port, int stream_port, int warm) {
     };
     if (ioctl(u, UFFDIO_REGISTER, &r))
         die("UFFDIO_REGISTER");
-    if (warm) {
+    if (sink == SINK_UFFD) {
+        sink_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
+        struct uffdio_api sink_api = {.api = UFFD_API};
+        if (sink_uffd < 0 || ioctl(sink_uffd, UFFDIO_API, &sink_api))
+            die("userfaultfd");
+    }
+    if (sink == SINK_WARM) {
         warm_sink = mmap(0, WARM_SINK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);
         if (warm_sink == MAP_FAILED)
@@ -393,7 +423,12 @@ int main(int argc, char **argv) {
         serve(atoi(argv[2]));
     if (argc >= 3 && argc <= 5 && !strcmp(argv[1], "stream"))
         stream(atoi(argv[2]), argc >= 4 ? atoi(argv[3]) : 0, argc == 5 ? atol(argv[4]) : 0);
-    if ((argc == 9 || (argc == 10 && !strcmp(argv[9], "warm"))) && !strcmp(argv[1], "ticks")) {
+    if ((argc == 9 || argc == 10) && !strcmp(argv[1], "ticks")) {
+        if (argc == 10 && strcmp(argv[9], "warm") && strcmp(argv[9], "uffd")) {
+            fprintf(stderr, "ticks: the sink is warm or uffd, not %s\n", argv[9]);
+            return 2;
+        }
+        sink = argc == 9 ? SINK_FRESH : !strcmp(argv[9], "warm") ? SINK_WARM : SINK_UFFD;
         stream_mib = atol(argv[5]);
         burst = atol(argv[6]);
         gap_us = atol(argv[7]);
@@ -402,7 +437,7 @@ int main(int argc, char **argv) {
             fprintf(stderr, "ticks: MIB, BURST and GAP_US must be positive\n");
             return 2;
         }
-        return ticks(argv[2], atoi(argv[3]), atoi(argv[4]), argc == 10);
+        return ticks(argv[2], atoi(argv[3]), atoi(argv[4]));
     }
     if ((argc == 5 || argc == 7 || argc == 8) && !strcmp(argv[1], "fault")) {
         if (argc >= 7) {
@@ -413,6 +448,6 @@ int main(int argc, char **argv) {
     }
     fprintf(stderr, "usage: fault_floor serve PORT | stream PORT [NICE [MIBPS]] | fault ADDR "
                     "PORT PAGES [BURST GAP_US [STREAM_PORT]] | ticks ADDR PORT STREAM_PORT MIB "
-                    "BURST GAP_US NICE [warm]\n");
+                    "BURST GAP_US NICE [warm|uffd]\n");
     return 2;
 }

@@ -112,7 +112,7 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,postcopy-paced,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink fresh|warm]".into()
+    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,postcopy-paced,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink fresh|warm|uffd]".into()
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -171,12 +171,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--stall-floor-sink" => {
-                a.stall_floor.warm = match v()?.as_str() {
-                    "fresh" => false,
-                    "warm" => true,
+                a.stall_floor.sink = match v()?.as_str() {
+                    "fresh" => StallFloorSink::Fresh,
+                    "warm" => StallFloorSink::Warm,
+                    "uffd" => StallFloorSink::Uffd,
                     other => {
                         return Err(format!(
-                            "--stall-floor-sink: {other:?} is neither fresh nor warm"
+                            "--stall-floor-sink: {other:?} is not fresh, warm or uffd"
                         ))
                     }
                 }
@@ -687,9 +688,40 @@ fn beside_floor_servers(
 struct StallFloorStream {
     /// No faster than this (MiB/s).
     rate_mibps: Option<u64>,
-    /// Into one 64 MiB area touched before the ticks, overwritten again
-    /// and again: the stream without the VM's cost of new pages.
-    warm: bool,
+    /// Where the stream goes.
+    sink: StallFloorSink,
+}
+
+/// Where the stall floor's stream goes on host2 (`--stall-floor-sink`).
+#[derive(Clone, Copy, Default)]
+enum StallFloorSink {
+    /// Fresh memory of the run's size, written with `memcpy`.
+    #[default]
+    Fresh,
+    /// One 64 MiB area touched before the ticks, overwritten again and
+    /// again: the stream without the VM's cost of new pages.
+    Warm,
+    /// Fresh memory of the run's size, installed with `UFFDIO_COPY` in
+    /// pieces of 16 pages, as the agent installs its push.
+    Uffd,
+}
+
+impl StallFloorSink {
+    fn name(self) -> &'static str {
+        match self {
+            Self::Fresh => "fresh",
+            Self::Warm => "warm",
+            Self::Uffd => "uffd",
+        }
+    }
+
+    /// The last argument of `fault_floor ticks`, if any.
+    fn arg(self) -> Option<&'static str> {
+        match self {
+            Self::Fresh => None,
+            other => Some(other.name()),
+        }
+    }
 }
 
 /// The stall floor at `mib` (`fault_floor ticks`): a program on host2
@@ -734,7 +766,7 @@ fn measure_stall_floor(
                 &(TICK_MS * 1000).to_string(),
                 PUSH_NICE,
             ])
-            .args(shape.warm.then_some("warm"))
+            .args(shape.sink.arg())
             .output()
     });
     let steal = steal.finish();
@@ -1197,7 +1229,7 @@ fn run_one(
             "stall_floor_net_of_steal_ms": stall_floor.as_ref().map(|f| f.net_of_steal_ms),
             "stall_floor_stream_s": stall_floor.as_ref().map(|f| f.stream_s),
             "stall_floor_rate_mibps": stall_floor.as_ref().and(stall_floor_stream.rate_mibps),
-            "stall_floor_sink": stall_floor.as_ref().map(|_| if stall_floor_stream.warm { "warm" } else { "fresh" }),
+            "stall_floor_sink": stall_floor.as_ref().map(|_| stall_floor_stream.sink.name()),
             "fault_max_us": slowest.map(|m| m.0),
             "fault_max_at_ms": slowest.map(|m| m.1 as f64 / 1e3),
             "throughput_during": during.zip(before).map(|(d, b)| d / b),
