@@ -781,7 +781,7 @@ fn measure_stall_floor(
         ));
     }
     let (largest_ms, began, ended) = freeze(&t, 0, u64::MAX);
-    let span_ns = t.last().map_or(0, |l| l.1) - t[0].1;
+    let span_ns = t.last().map_or(0, |l| l.1).saturating_sub(t[0].1);
     Ok(StallFloor {
         largest_ms,
         stolen_ms: steal.stolen_ms(began, ended),
