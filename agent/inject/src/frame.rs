@@ -82,9 +82,10 @@ pub enum FrameError {
     /// The extended state is not an XSAVE area (too short for its header).
     #[error("the FPU state is not an XSAVE area")]
     NoXsaveLayout,
-    /// The CPU has dynamically enabled state (AMX): the size a signal
-    /// frame of this thread needs cannot be known from outside.
-    #[error("the CPU has dynamically enabled FPU state (AMX)")]
+    /// The thread holds dynamically enabled state (AMX tile data), which
+    /// a frame of the static size cannot carry; how large a frame the
+    /// thread may take cannot be known from outside.
+    #[error("the thread holds dynamically enabled FPU state (AMX tile data)")]
     DynamicState,
     /// The frame does not fit between `floor` and `top`.
     #[error("no room for a signal frame of {need} bytes")]
@@ -107,16 +108,26 @@ const XFEATURE_FP_SSE: u64 = 0x3;
 /// XTILEDATA, the dynamically enabled component.
 const XFEATURE_XTILEDATA: u64 = 1 << 18;
 
-/// Whether the CPU has AMX, whose state is enabled per process: a thread's
-/// signal-frame size then depends on what it asked for, which cannot be
-/// seen from outside.
-pub fn cpu_has_dynamic_state() -> bool {
-    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AMX.get_or_init(|| {
-        std::fs::read_to_string("/proc/cpuinfo")
-            .map(|c| c.split_whitespace().any(|f| f == "amx_tile"))
-            .unwrap_or(true)
-    })
+/// Where the dynamically enabled component (XTILEDATA, AMX) starts in
+/// the standard XSAVE layout, if the CPU has it (CPUID leaf 0xD, sub-leaf
+/// 18: its size, then its offset). It is the last component: what lies
+/// before it is the static state every thread's signal frame can hold,
+/// whether or not it asked for AMX.
+pub fn dynamic_state_offset() -> Option<usize> {
+    let c = std::arch::x86_64::__cpuid_count(0xD, 18);
+    (c.eax != 0 && c.ebx != 0).then_some(c.ebx as usize)
+}
+
+/// The part of `xstate` a frame carries: on a CPU with dynamic state
+/// starting at `dynamic_at`, the static state before it (the size the
+/// kernel gives the signal frames of a thread that never asked for AMX,
+/// which rt_sigreturn accepts from any thread); the whole of it
+/// otherwise. A thread whose tile data is in use is refused by [`build`].
+pub fn static_part(xstate: &[u8], dynamic_at: Option<usize>) -> &[u8] {
+    match dynamic_at {
+        Some(at) if at < xstate.len() => &xstate[..at],
+        _ => xstate,
+    }
 }
 /// `UC_FP_XSTATE | UC_SIGCONTEXT_SS | UC_STRICT_RESTORE_SS`.
 const UC_FLAGS: u64 = 0x1 | 0x2 | 0x4;
@@ -302,6 +313,25 @@ mod tests {
             build(&regs(), &amx, 0, &PATH, 0, top).unwrap_err(),
             FrameError::DynamicState
         );
+        // On a CPU with AMX a thread not using its tile data gets a frame
+        // of the static state alone, which the kernel takes from any
+        // thread; one using it is refused.
+        let idle_amx = xstate(11008, 0x202e7);
+        let part = static_part(&idle_amx, Some(2816));
+        assert_eq!(part.len(), 2816);
+        let f = build(&regs(), part, 0, &PATH, 0, top).unwrap();
+        let p = u64_at(&f, f.sp + MCONTEXT_AT as u64 + 184);
+        let sw = (p - f.base) as usize + SW_BYTES;
+        assert_eq!(&f.bytes[sw + 16..sw + 20], &2816u32.to_le_bytes());
+        assert_eq!(
+            &f.bytes[(p - f.base) as usize + 2816..][..4],
+            &MAGIC2.to_le_bytes()
+        );
+        assert_eq!(
+            build(&regs(), static_part(&amx, Some(2816)), 0, &PATH, 0, top).unwrap_err(),
+            FrameError::DynamicState
+        );
+        assert_eq!(static_part(&idle_amx, None).len(), 11008);
         let x = xstate(2696, 0x2e7);
         assert!(matches!(
             build(&regs(), &x, 0, &PATH, top - 3000, top),

@@ -175,13 +175,11 @@ impl Seized {
         space: &FrameSpace,
         mem: &RemoteMem,
     ) -> Result<(), WayBackError> {
-        if frame::cpu_has_dynamic_state() {
-            return Err(FrameError::DynamicState.into());
-        }
         let xstate = self.xstate()?;
+        let xstate = frame::static_part(&xstate, frame::dynamic_state_offset());
         let mask = self.sigmask()?;
         let back = self.saved.for_resume_elsewhere();
-        let frame = frame::build(&back, &xstate, mask, &path, space.floor, space.top)?;
+        let frame = frame::build(&back, xstate, mask, &path, space.floor, space.top)?;
         self.way_back = Some((path, frame, space.clone(), mem.try_clone()?));
         Ok(())
     }
