@@ -172,6 +172,17 @@ static char *warm_sink;         /* SINK_WARM: the area the stream overwrites */
 static int sink_uffd = -1;      /* SINK_UFFD: the userfaultfd it is installed through */
 #define UFFD_PIECE (16 * PAGE)
 
+/* A userfaultfd with `flags` (O_CLOEXEC and more), its API agreed. */
+static int open_uffd(int flags) {
+    int u = (int)syscall(SYS_userfaultfd, flags);
+    if (u < 0)
+        die("userfaultfd");
+    struct uffdio_api api = {.api = UFFD_API};
+    if (ioctl(u, UFFDIO_API, &api))
+        die("UFFDIO_API");
+    return u;
+}
+
 /* `n` bytes of `src` into `dst`, as the sink says. */
 static void put(char *dst, const char *src, size_t n) {
     if (sink != SINK_UFFD) {
@@ -194,12 +205,13 @@ static void put(char *dst, const char *src, size_t n) {
  * again and again). */
 static void *drain(void *arg) {
     (void)arg;
-    const size_t span = warm_sink         ? WARM_SINK_BYTES
+    const int warm = sink == SINK_WARM;
+    const size_t span = warm             ? WARM_SINK_BYTES
                         : stream_mib > 0 ? (size_t)stream_mib << 20
                                          : 64u << 20;
     static char chunk[1 << 20];
     char *fresh = warm_sink;
-    size_t at = warm_sink ? 0 : span;
+    size_t at = warm ? 0 : span;
     uint64_t total = 0;
     if (stream_mib > 0)
         set_nice(stream_nice);
@@ -218,15 +230,17 @@ static void *drain(void *arg) {
         if (k <= 0)
             break;
         if (at + (size_t)k > span) {
-            if (!warm_sink) {
+            if (!warm) {
                 if (fresh)
                     munmap(fresh, span);
                 fresh = mmap(0, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
                 if (fresh == MAP_FAILED)
                     die("mmap");
+            }
+            if (sink == SINK_UFFD) {
                 struct uffdio_register r = {.range = {.start = (uint64_t)fresh, .len = span},
                                             .mode = UFFDIO_REGISTER_MODE_MISSING};
-                if (sink == SINK_UFFD && ioctl(sink_uffd, UFFDIO_REGISTER, &r))
+                if (ioctl(sink_uffd, UFFDIO_REGISTER, &r))
                     die("UFFDIO_REGISTER");
             }
             at = 0;
@@ -239,7 +253,7 @@ static void *drain(void *arg) {
     /* Before the area goes: the ticks end with the stream, not with the
      * kernel freeing what it took. */
     stream_done = 1;
-    if (fresh && !warm_sink)
+    if (fresh && !warm)
         munmap(fresh, span);
     return 0;
 }
@@ -286,12 +300,7 @@ static int fault(const char *host, int port, long n, int stream_port) {
     }
     int s = connect_to(host, port), one = 1;
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-    if (u < 0)
-        die("userfaultfd");
-    struct uffdio_api api = {.api = UFFD_API};
-    if (ioctl(u, UFFDIO_API, &api))
-        die("UFFDIO_API");
+    int u = open_uffd(O_CLOEXEC);
     area = mmap(0, (size_t)n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED)
         die("mmap");
@@ -369,12 +378,7 @@ static int ticks(const char *host, int port, int stream_port) {
     setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
     /* Non-blocking: the loop below polls with a timeout to see the
      * ticker end, and a read must not wait past it. */
-    int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
-    if (u < 0)
-        die("userfaultfd");
-    struct uffdio_api api = {.api = UFFD_API};
-    if (ioctl(u, UFFDIO_API, &api))
-        die("UFFDIO_API");
+    int u = open_uffd(O_CLOEXEC | O_NONBLOCK);
     size_t len = (size_t)TICK_AREA_PAGES * PAGE;
     area = mmap(0, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (area == MAP_FAILED)
@@ -385,12 +389,8 @@ static int ticks(const char *host, int port, int stream_port) {
     };
     if (ioctl(u, UFFDIO_REGISTER, &r))
         die("UFFDIO_REGISTER");
-    if (sink == SINK_UFFD) {
-        sink_uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC);
-        struct uffdio_api sink_api = {.api = UFFD_API};
-        if (sink_uffd < 0 || ioctl(sink_uffd, UFFDIO_API, &sink_api))
-            die("userfaultfd");
-    }
+    if (sink == SINK_UFFD)
+        sink_uffd = open_uffd(O_CLOEXEC);
     if (sink == SINK_WARM) {
         warm_sink = mmap(0, WARM_SINK_BYTES, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
                          -1, 0);

@@ -112,7 +112,14 @@ struct Args {
 }
 
 fn usage() -> String {
-    "usage: bench [--service] [--sizes 64,512,2048] [--modes postcopy,postcopy-insecure,postcopy-lz4,postcopy-capped,postcopy-paced,hybrid,precopy,stop-copy,tree-own,tree-shared,tree-own-postcopy,tree-shared-postcopy] [--repeat N] [--out DIR] [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink fresh|warm|uffd]".into()
+    let modes: Vec<&str> = MODES.iter().map(|(m, _)| *m).collect();
+    let sinks: Vec<&str> = StallFloorSink::ALL.iter().map(|s| s.name()).collect();
+    format!(
+        "usage: bench [--service] [--sizes 64,512,2048] [--modes {}] [--repeat N] [--out DIR] \
+         [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink {}]",
+        modes.join(","),
+        sinks.join("|")
+    )
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -171,16 +178,13 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--stall-floor-sink" => {
-                a.stall_floor.sink = match v()?.as_str() {
-                    "fresh" => StallFloorSink::Fresh,
-                    "warm" => StallFloorSink::Warm,
-                    "uffd" => StallFloorSink::Uffd,
-                    other => {
-                        return Err(format!(
-                            "--stall-floor-sink: {other:?} is not fresh, warm or uffd"
-                        ))
-                    }
-                }
+                let name = v()?;
+                a.stall_floor.sink = StallFloorSink::ALL
+                    .into_iter()
+                    .find(|s| s.name() == name)
+                    .ok_or_else(|| {
+                        format!("--stall-floor-sink: {name:?} is not one of\n{}", usage())
+                    })?;
             }
             "-h" | "--help" => return Err(usage()),
             _ => return Err(format!("unknown argument {k:?}\n{}", usage())),
@@ -707,6 +711,8 @@ enum StallFloorSink {
 }
 
 impl StallFloorSink {
+    const ALL: [Self; 3] = [Self::Fresh, Self::Warm, Self::Uffd];
+
     fn name(self) -> &'static str {
         match self {
             Self::Fresh => "fresh",
