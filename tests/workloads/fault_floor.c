@@ -74,17 +74,21 @@ static void die(const char *what) {
     exit(1);
 }
 
-static void full(int fd, void *buf, size_t n, int reading) {
+/* Reads or writes all `n` bytes; 0 if reading found the stream closed
+ * before the first byte (the caller decides what an end there means), 1
+ * once done. Any other short transfer ends the program. */
+static int full(int fd, void *buf, size_t n, int reading) {
     size_t at = 0;
     while (at < n) {
         ssize_t k = reading ? read(fd, (char *)buf + at, n - at) : write(fd, (char *)buf + at, n - at);
         if (k <= 0) {
             if (reading && k == 0 && at == 0)
-                exit(0);
+                return 0;
             die(reading ? "read" : "write");
         }
         at += (size_t)k;
     }
+    return 1;
 }
 
 /* Listens on `port`, says so on stdout, and returns the first peer. */
@@ -118,7 +122,8 @@ static _Noreturn void serve(int port) {
     static char page[PAGE];
     for (;;) {
         uint64_t addr;
-        full(c, &addr, sizeof addr, 1);
+        if (!full(c, &addr, sizeof addr, 1))
+            exit(0);
         memset(page, (int)(addr >> 12), PAGE);
         full(c, page, PAGE, 0);
     }
@@ -222,11 +227,8 @@ static void *drain(void *arg) {
         size_t want = stream_mib > 0 && limit - total < sizeof chunk ? (size_t)(limit - total)
                                                                      : sizeof chunk;
         /* UFFDIO_COPY takes whole pages: read whole MiB (`want` is one). */
-        ssize_t k = (ssize_t)want;
-        if (sink == SINK_UFFD)
-            full(stream_fd, chunk, want, 1);
-        else
-            k = read(stream_fd, chunk, want);
+        ssize_t k = sink == SINK_UFFD ? (full(stream_fd, chunk, want, 1) ? (ssize_t)want : 0)
+                                      : read(stream_fd, chunk, want);
         if (k <= 0)
             break;
         if (at + (size_t)k > span) {
@@ -284,7 +286,10 @@ static int serve_fault(int u, int s, const struct uffd_msg *m) {
         return 0;
     uint64_t addr = m->arg.pagefault.address & ~(uint64_t)(PAGE - 1);
     full(s, &addr, sizeof addr, 0);
-    full(s, page, PAGE, 1);
+    if (!full(s, page, PAGE, 1)) {
+        fprintf(stderr, "fault_floor: the server closed before a page\n");
+        exit(1);
+    }
     struct uffdio_copy c = {.dst = addr, .src = (uint64_t)page, .len = PAGE};
     if (ioctl(u, UFFDIO_COPY, &c))
         die("UFFDIO_COPY");

@@ -55,7 +55,7 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 /// agents: the cost of the encryption). `postcopy-capped` pushes at 128
 /// MiB/s and checks the memory a second after the resume, faulting ahead
 /// of the push (its downtime covers only that second); `postcopy-paced`
-/// pushes at 400 MiB/s, about the pace this VM writes fresh memory, and
+/// pushes at 400 MiB/s, about the default push's own pace here, and
 /// is timed as `postcopy` is. The `tree-` modes move a tree of
 /// four workloads in stop-and-copy (or post-copy, `-postcopy`):
 /// `tree-own`, four processes of a quarter of the size each with memory
