@@ -1,9 +1,12 @@
 //! The ticking workload: fills N MiB with a known pattern, then every T ms
-//! prints `tick <n> <realtime ns>` and writes a new value into
-//! `--dirty-pages K` pages (default 1), in an order fixed by the tick
-//! number; SIGUSR1 makes it verify every word (the written ones against a
-//! replay of the writes, not against a copy kept in its own memory) and
-//! print `verify ok <pages>` or where it failed.
+//! writes a new value into `--dirty-pages K` pages (default 1; 0: only
+//! ticks), in an order fixed by the tick number, and prints `tick <n>
+//! <realtime ns> <write µs> <sleep µs> <touch µs>`: how long the last
+//! tick's line took to write, this tick's sleep and its page writes (what
+//! the gap since the last tick went on). SIGUSR1 makes it verify every
+//! word (the written ones against a replay of the writes, not against a
+//! copy kept in its own memory) and print `verify ok <pages>` or where it
+//! failed.
 //!
 //! `--reserve-mib R` also maps R MiB it never touches; `--map-file PATH`
 //! maps PATH shared read-only and checks it too; `--reserve-none-gib G`
@@ -22,6 +25,7 @@
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 static VERIFY: AtomicBool = AtomicBool::new(false);
 
@@ -203,7 +207,7 @@ fn main() {
     unsafe { libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32) };
     let mib = arg("--mib", 64);
     let tick_ms = arg("--tick-ms", 5) as u64;
-    let dirty = arg("--dirty-pages", 1).max(1);
+    let dirty = arg("--dirty-pages", 1);
     let pages = mib * 256;
     let mut mem: Vec<u64> = vec![0; pages * WORDS];
     let reserve = arg("--reserve-mib", 0) << 20;
@@ -333,16 +337,30 @@ fn main() {
         String::new()
     };
     let mut n: u64 = 0;
+    // How long the last tick's line took to write, µs.
+    let mut wrote_us = 0;
     loop {
-        std::thread::sleep(std::time::Duration::from_millis(tick_ms));
+        let asleep = Instant::now();
+        std::thread::sleep(Duration::from_millis(tick_ms));
+        let touching = Instant::now();
         n += 1;
         for k in 0..dirty {
             let seq = n as usize * dirty + k;
             mem[written_page(seq, pages) * WORDS + 1] = seq as u64 + 1;
         }
         if !child {
-            let _ = writeln!(out, "tick {n} {}", now_ns());
+            // The tick's parts, which make up the gap from the last tick:
+            // the last line's write, the sleep, the pages' writes.
+            let slept_us = (touching - asleep).as_micros();
+            let touch_us = touching.elapsed().as_micros();
+            let writing = Instant::now();
+            let _ = writeln!(
+                out,
+                "tick {n} {} {wrote_us} {slept_us} {touch_us}",
+                now_ns()
+            );
             let _ = out.flush();
+            wrote_us = writing.elapsed().as_micros();
         }
         if VERIFY.swap(false, Ordering::Relaxed) {
             // Replay the writes so far: the value each page must hold.

@@ -56,14 +56,17 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 /// MiB/s and checks the memory a second after the resume, faulting ahead
 /// of the push (its downtime covers only that second); `postcopy-paced`
 /// pushes at 400 MiB/s, about the default push's own pace here, and
-/// is timed as `postcopy` is. The `tree-` modes move a tree of
+/// is timed as `postcopy` is. `postcopy-quiet` is `postcopy` with a
+/// workload that only ticks, writing none of its memory: almost no demand
+/// faults after the resume, the push alone beside the ticks. The `tree-` modes move a tree of
 /// four workloads in stop-and-copy (or post-copy, `-postcopy`):
 /// `tree-own`, four processes of a quarter of the size each with memory
 /// of their own (the same bytes as one process of the size);
 /// `tree-shared`, a process of the size with three children sharing all
 /// of it copy-on-write.
-const MODES: [(&str, &[&str]); 13] = [
+const MODES: [(&str, &[&str]); 14] = [
     ("postcopy", &["--mode", "postcopy"]),
+    ("postcopy-quiet", &["--mode", "postcopy"]),
     (
         "postcopy-prefetch16",
         &["--mode", "postcopy", "--prefetch", "16"],
@@ -905,6 +908,28 @@ fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64, u64) {
     ((gap as f64 / 1e6 - TICK_MS as f64).max(0.0), began, ended)
 }
 
+/// What the gap that ended at the tick stamped `ended` (realtime ns) went
+/// on, as the workload's line for that tick says (ms): the last tick's
+/// line being written, the sleep (of `TICK_MS` asked) and the page
+/// writes; `None` if no line has those parts.
+fn gap_parts(text: &str, ended: u64) -> Option<Value> {
+    text.lines().find_map(|l| {
+        let w: Vec<u64> = l
+            .strip_prefix("tick ")?
+            .split_whitespace()
+            .map(|x| x.parse().ok())
+            .collect::<Option<_>>()?;
+        match w[..] {
+            [_, at, write, sleep, touch] if at == ended => Some(json!({
+                "write": write as f64 / 1e3,
+                "sleep": sleep as f64 / 1e3,
+                "touch": touch as f64 / 1e3,
+            })),
+            _ => None,
+        }
+    })
+}
+
 /// The tick gap across the freeze alone, minus the tick (ms): from the
 /// last tick before `frozen_ns` to the first at or after `resumed_ns`
 /// (the source agent's clock, which is this VM's); `None` if a tick fell
@@ -999,7 +1024,14 @@ fn run_one(
         "--tick-ms".into(),
         TICK_MS.to_string(),
         "--dirty-pages".into(),
-        DIRTY_PAGES.to_string(),
+        // The quiet workload writes none of its memory: after the resume
+        // it touches only its stack and output buffer, so almost no page
+        // is asked for ahead of the push.
+        if mode.ends_with("-quiet") {
+            "0".into()
+        } else {
+            DIRTY_PAGES.to_string()
+        },
     ];
     let mut w = match tree {
         None => h1.command(&workload),
@@ -1216,6 +1248,10 @@ fn run_one(
             // workload's largest gap.
             "steal_ms": steal.stolen_ms(start_ns, at_ns("complete")),
             "steal_in_largest_gap_ms": steal.stolen_ms(gap_began, resumed_at),
+            // What the workload says its largest gap went on: the last
+            // line's write, the sleep, the page writes (ms).
+            "largest_gap_parts_ms":
+                gap_parts(&fs::read_to_string(&out).unwrap_or_default(), resumed_at),
             // The largest gap once each gap loses what the host took from
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
@@ -1988,13 +2024,22 @@ fn run(args: &Args) -> Result<bool, String> {
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}{}",
+                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}{}{}",
                             f(&r["downtime_ms"], 1),
                             f(&r["total_s"], 2),
                             r["memory_verified"],
                             r["ticks_continuous"].as_str().unwrap_or("?"),
                             steal::in_gap_text(&r["steal_in_largest_gap_ms"])
                                 .map(|s| format!(", vCPUs stolen in its largest gap {s}"))
+                                .unwrap_or_default(),
+                            r["largest_gap_parts_ms"]
+                                .as_object()
+                                .map(|p| format!(
+                                    ", the gap: write {}, sleep {}, touch {} ms",
+                                    f(&p["write"], 1),
+                                    f(&p["sleep"], 1),
+                                    f(&p["touch"], 1)
+                                ))
                                 .unwrap_or_default(),
                             r["stall_floor_ms"]
                                 .as_f64()
@@ -2369,5 +2414,18 @@ mod tests {
         assert_eq!(freeze(&t, 0, u64::MAX).0, 25.0);
         // A tick between the two milestones: no gap is named.
         assert_eq!(freeze_gap(&t, 4 * ms, 19 * ms), None);
+    }
+
+    #[test]
+    fn a_gaps_parts_come_from_the_line_of_the_tick_that_ended_it() {
+        let text = "ready 64\ntick 1 1000 0 5100 20\ntick 2 2000 30000 5050 1500\n\
+                    tick 3 3000 40 5000 10\nverify ok 16384\n";
+        assert_eq!(
+            gap_parts(text, 2000),
+            Some(json!({"write": 30.0, "sleep": 5.05, "touch": 1.5}))
+        );
+        // No tick stamped so, or a line without the parts: none.
+        assert_eq!(gap_parts(text, 2500), None);
+        assert_eq!(gap_parts("tick 1 1000\n", 1000), None);
     }
 }
