@@ -1927,6 +1927,17 @@ fn f(v: &Value, digits: usize) -> String {
         .unwrap_or_else(|| "—".into())
 }
 
+/// How long this VM's idle vCPUs poll before they halt (ns), where the
+/// guest has the haltpoll idle driver: a halted vCPU waits for its host
+/// to wake it, so the setting decides how fast wake-ups are here.
+fn guest_halt_poll_ns() -> Option<u64> {
+    fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns")
+        .ok()?
+        .trim()
+        .parse()
+        .ok()
+}
+
 fn run(args: &Args) -> Result<bool, String> {
     let criu = match &args.criu {
         Some(p) => Some((p.as_path(), criu_version(p)?)),
@@ -1945,6 +1956,13 @@ fn run(args: &Args) -> Result<bool, String> {
         "bench {date}: sizes {:?} MiB, modes {:?}",
         args.sizes, args.modes
     );
+    let halt_poll_ns = guest_halt_poll_ns();
+    if let Some(ns) = halt_poll_ns {
+        println!(
+            "this VM's vCPUs poll up to {ns} ns before they halt when idle \
+             (/sys/module/haltpoll/parameters/guest_halt_poll_ns)"
+        );
+    }
     match &criu {
         Some((p, v)) => println!(
             "CRIU {v} ({}) migrates the same workload in the same lab: rows {}",
@@ -2098,6 +2116,7 @@ fn run(args: &Args) -> Result<bool, String> {
         "fault_floor_ticking_us": {"p50": floor_ticking.0, "p99": floor_ticking.1},
         "fault_floor_beside_stream_us": {"p50": floor_streamed.0, "p99": floor_streamed.1, "streamed_mib": floor_streamed.2},
         "criu": criu_json(criu.as_ref()),
+        "guest_halt_poll_ns": halt_poll_ns,
         "runs": runs,
         "summary": summary,
         "targets": targets,
