@@ -58,8 +58,9 @@ const CRIU_RECORDED: [(u64, f64, f64, f64); 3] = [
 /// pushes at 400 MiB/s, about the default push's own pace here, and
 /// is timed as `postcopy` is. `postcopy-quiet` is `postcopy` with a
 /// workload that only ticks, writing none of its memory: almost no demand
-/// faults after the resume, the push alone beside the ticks. The `tree-` modes move a tree of
-/// four workloads in stop-and-copy (or post-copy, `-postcopy`):
+/// faults after the resume, the push alone beside the ticks. The `tree-`
+/// modes move a tree of four workloads in stop-and-copy (or post-copy,
+/// `-postcopy`):
 /// `tree-own`, four processes of a quarter of the size each with memory
 /// of their own (the same bytes as one process of the size);
 /// `tree-shared`, a process of the size with three children sharing all
