@@ -1201,7 +1201,9 @@ fn run_one(
         }
 
         let steal = steal.finish();
-        let t = ticks(&out);
+        // Read once: the ticks, and the parts of the largest gap below.
+        let text = fs::read_to_string(&out).unwrap_or_default();
+        let t = parse_ticks(&text);
         let continuity = ticks_continuous(&t);
         let (downtime_ms, gap_began, resumed_at) = freeze(&t, start_ns, verify_ns);
         let started_ns = rec["started_unix_us"].as_u64().unwrap_or(0) * 1000;
@@ -1251,8 +1253,7 @@ fn run_one(
             "steal_in_largest_gap_ms": steal.stolen_ms(gap_began, resumed_at),
             // What the workload says its largest gap went on: the last
             // line's write, the sleep, the page writes (ms).
-            "largest_gap_parts_ms":
-                gap_parts(&fs::read_to_string(&out).unwrap_or_default(), resumed_at),
+            "largest_gap_parts_ms": gap_parts(&text, resumed_at),
             // The largest gap once each gap loses what the host took from
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
