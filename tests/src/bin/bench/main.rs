@@ -3,9 +3,11 @@
 //! run. Prints a table and writes it as JSON and Markdown.
 //!
 //! Run as root: `tests/bench [--sizes 64,512,2048] [--modes LIST]
-//! [--repeat N] [--out DIR] [--criu PATH]`; `BENCH_AGENT_LOGS=DIR` keeps
-//! the agents' logs of every run. `tests/bench --service` measures a
-//! service moved with its address instead ([`service`]).
+//! [--repeat N] [--out DIR] [--criu PATH] [--trace]`; `BENCH_AGENT_LOGS=DIR`
+//! keeps the agents' logs of every run; `--trace` finds in the kernel's
+//! trace the vCPUs this VM's host stopped during each run ([`stops`]).
+//! `tests/bench --service` measures a service moved with its address
+//! instead ([`service`]).
 //!
 //! Every figure is measured here. With `--criu PATH` CRIU migrates the same
 //! workload in the same lab too (rows `criu-stop-copy` and `criu-lazy`), and
@@ -31,6 +33,7 @@ use serde_json::{json, Value};
 
 mod service;
 mod steal;
+mod stops;
 mod targets;
 
 /// The workload's tick, ms.
@@ -113,6 +116,9 @@ struct Args {
     service: bool,
     /// `--stall-floor-rate`, `--stall-floor-sink`.
     stall_floor: StallFloorStream,
+    /// `--trace`: find the vCPU stops of each run in the kernel's trace
+    /// ([`stops`]).
+    trace: bool,
 }
 
 fn usage() -> String {
@@ -120,7 +126,7 @@ fn usage() -> String {
     let sinks: Vec<&str> = StallFloorSink::ALL.iter().map(|s| s.name()).collect();
     format!(
         "usage: bench [--service] [--sizes 64,512,2048] [--modes {}] [--repeat N] [--out DIR] \
-         [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink {}]",
+         [--criu PATH] [--stall-floor-rate MIBPS] [--stall-floor-sink {}] [--trace]",
         modes.join(","),
         sinks.join("|")
     )
@@ -135,6 +141,7 @@ fn parse_args() -> Result<Args, String> {
         criu: None,
         service: false,
         stall_floor: StallFloorStream::default(),
+        trace: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -158,6 +165,7 @@ fn parse_args() -> Result<Args, String> {
                 }
             }
             "--service" => a.service = true,
+            "--trace" => a.trace = true,
             "--repeat" => a.repeat = v()?.parse().map_err(|_| "bad --repeat".to_string())?,
             "--out" => a.out = PathBuf::from(v()?),
             "--criu" => {
@@ -293,6 +301,19 @@ fn main() -> ExitCode {
             return helper(send(&addr, bytes.and_then(|b| b.parse().ok()).unwrap_or(0)));
         }
         Some("__ping") => return helper(ping(&args.next().unwrap_or_default())),
+        Some("__stops") => {
+            let file = args.next().unwrap_or_default();
+            return match stops::reread(Path::new(&file)) {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("bench: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Some("__fresh") => {
             return helper(fresh(args.next().and_then(|m| m.parse().ok()).unwrap_or(0)))
         }
@@ -983,6 +1004,7 @@ fn run_one(
     mode: &str,
     flags: &[&str],
     stall_floor_stream: StallFloorStream,
+    tracing: Option<(&stops::Tracer, &Path)>,
 ) -> Result<Value, String> {
     let lab = Lab::start().map_err(|e| format!("lab: {e}"))?;
     let (h1, h2) = (lab.host("host1"), lab.host("host2"));
@@ -1104,6 +1126,7 @@ fn run_one(
         let pss_source = h1.pss_kib(&members);
         let bytes0 = link_bytes(h1);
         let steal = steal::StealSampler::start();
+        let recording = tracing.map(|(t, _)| t.begin());
         let start_ns = now_ns();
         let mut cmd = vec![pid.as_str(), "--to", "host2", "--json"];
         cmd.extend_from_slice(flags);
@@ -1201,6 +1224,7 @@ fn run_one(
         }
 
         let steal = steal.finish();
+        let stops = recording.map(stops::Recording::finish);
         // Read once: the ticks, and the parts of the largest gap below.
         let text = fs::read_to_string(&out).unwrap_or_default();
         let t = parse_ticks(&text);
@@ -1228,6 +1252,16 @@ fn run_one(
         });
         let p50 = percentile(&mut lat, 0.5);
         let p99 = percentile(&mut lat, 0.99);
+        let kept_trace = match (&stops, tracing) {
+            (Some(log), Some((_, dir))) => {
+                let path = dir.join(format!("trace-{mib}-{mode}-{}.txt", start_ns / 1000));
+                fs::create_dir_all(dir)
+                    .and_then(|_| log.keep_around(gap_began, resumed_at, &path))
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                Some(path.display().to_string())
+            }
+            _ => None,
+        };
         Ok(json!({
             "mib": mib,
             "mode": mode,
@@ -1258,6 +1292,14 @@ fn run_one(
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
                 steal.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64),
+            // With --trace: the vCPU stop that covered most of the largest
+            // gap (from the kernel's trace), the largest gap once each gap
+            // loses its stop, and the trace around the largest gap.
+            "vcpu_stop_in_largest_gap": stops.as_ref().map(|s| s.in_gap(gap_began, resumed_at)),
+            "downtime_net_of_stops_ms": stops.as_ref().map(|s| {
+                s.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64)
+            }),
+            "trace_file": kept_trace,
             "timeline_us": rec["timeline"],
             "total_s": total_s,
             // The source agent's own view of the same span, for comparison.
@@ -2025,6 +2067,9 @@ fn run(args: &Args) -> Result<bool, String> {
         pinned.0, pinned.1
     );
 
+    // Set up after the lab's own measurements, put back at the end.
+    let tracer = args.trace.then(stops::Tracer::start).transpose()?;
+    let tracing = tracer.as_ref().map(|t| (t, args.out.as_path()));
     let mut runs = Vec::new();
     let mut all_ok = true;
     for &mib in &args.sizes {
@@ -2039,18 +2084,21 @@ fn run(args: &Args) -> Result<bool, String> {
                 eprint!("{mib} MiB {mode} (run {}) ... ", rep + 1);
                 let r = match &criu {
                     Some((path, _)) if mode.starts_with("criu-") => run_criu(path, mib, &mode),
-                    _ => run_one(mib, &mode, flags, args.stall_floor),
+                    _ => run_one(mib, &mode, flags, args.stall_floor, tracing),
                 };
                 match r {
                     Ok(r) => {
                         eprintln!(
-                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}{}{}",
+                            "downtime {} ms, total {} s, memory verified {}, ticks continuous: {}{}{}{}{}",
                             f(&r["downtime_ms"], 1),
                             f(&r["total_s"], 2),
                             r["memory_verified"],
                             r["ticks_continuous"].as_str().unwrap_or("?"),
                             steal::in_gap_text(&r["steal_in_largest_gap_ms"])
                                 .map(|s| format!(", vCPUs stolen in its largest gap {s}"))
+                                .unwrap_or_default(),
+                            stops::in_gap_text(&r["vcpu_stop_in_largest_gap"])
+                                .map(|s| format!(", {s}"))
                                 .unwrap_or_default(),
                             r["largest_gap_parts_ms"]
                                 .as_object()
@@ -2206,6 +2254,18 @@ fn medians(runs: &[Value]) -> Vec<Value> {
             .filter_map(|r| r["downtime_net_of_steal_ms"].as_f64())
             .collect();
         row["downtime_net_of_steal_ms"] = json!(percentile(&mut net, 0.5));
+        // With --trace: the same net of the vCPU stops in the trace, and
+        // each run's downtime with the stops in its largest gap.
+        let mut net: Vec<f64> = ok
+            .iter()
+            .filter_map(|r| r["downtime_net_of_stops_ms"].as_f64())
+            .collect();
+        row["downtime_net_of_stops_ms"] = json!(percentile(&mut net, 0.5));
+        row["vcpu_stops_in_largest_gap_all"] = json!(ok
+            .iter()
+            .filter(|r| !r["vcpu_stop_in_largest_gap"].is_null())
+            .map(|r| json!([r["downtime_ms"], r["vcpu_stop_in_largest_gap"]]))
+            .collect::<Vec<_>>());
         // Each run's downtime with the steal during its largest gap.
         row["steal_in_largest_gap_ms_all"] = json!(ok
             .iter()

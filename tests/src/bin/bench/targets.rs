@@ -174,6 +174,30 @@ pub fn lines(
                     }
                     _ => String::new(),
                 };
+                // With --trace: the vCPU stops the kernel's trace shows.
+                let stopped: Vec<String> = l["vcpu_stops_in_largest_gap_all"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|run| {
+                        let stops = super::stops::in_gap_text(&run[1])?;
+                        Some(format!("{:.1} ms: {stops}", run[0].as_f64()?))
+                    })
+                    .collect();
+                let stopped = match (
+                    s["downtime_net_of_stops_ms"].as_f64(),
+                    l["downtime_net_of_stops_ms"].as_f64(),
+                ) {
+                    (Some(na), Some(nb)) if na > 0.0 => format!(
+                        "; the vCPU stops in the kernel's trace (--trace) of each run's largest \
+                         gap at {large} MiB: {}; net of them (each gap less the most one vCPU \
+                         was stopped in it, median of the runs) {nb:.1} ms at {large} MiB = \
+                         {:.2}x {na:.1} ms at {small} MiB",
+                        stopped.join(", "),
+                        nb / na
+                    ),
+                    _ => String::new(),
+                };
                 let floor = match (s["stall_floor_ms"].as_f64(), l["stall_floor_ms"].as_f64()) {
                     (Some(fa), Some(fb)) if fa > 0.0 && fb > 0.0 => format!(
                         "; the stall floor (fault_floor.c ticking as the workload does, its \
@@ -189,7 +213,7 @@ pub fn lines(
                 };
                 out.push(format!(
                     "post-copy downtime flat in size: {b:.1} ms at {large} MiB = {:.2}x {a:.1} ms \
-                     at {small} MiB: target <= {FLAT}x, {}{across}{stolen}{net}{floor}",
+                     at {small} MiB: target <= {FLAT}x, {}{across}{stolen}{net}{stopped}{floor}",
                     b / a,
                     verdict(b / a <= FLAT)
                 ));
@@ -295,11 +319,15 @@ mod tests {
         let runs = vec![
             json!({"mib": 512, "mode": "postcopy", "downtime_ms": 8.0, "freeze_gap_ms": 8.0,
                 "downtime_net_of_steal_ms": 8.0, "stall_floor_ms": 4.0,
-                "stall_floor_net_of_steal_ms": 4.0}),
+                "stall_floor_net_of_steal_ms": 4.0, "downtime_net_of_stops_ms": 8.0}),
             json!({"mib": 2048, "mode": "postcopy", "downtime_ms": 24.0, "freeze_gap_ms": 9.0,
                 "downtime_net_of_steal_ms": 14.0, "stall_floor_ms": 16.0,
                 "stall_floor_net_of_steal_ms": 6.0,
-                "steal_in_largest_gap_ms_all": [[24.0, [20.0, 10.0]], [6.5, [0.0, 0.0]]]}),
+                "steal_in_largest_gap_ms_all": [[24.0, [20.0, 10.0]], [6.5, [0.0, 0.0]]],
+                "downtime_net_of_stops_ms": 6.0,
+                "vcpu_stops_in_largest_gap_all": [
+                    [24.0, {"stopped_ms": [18.0, 0.0], "cause": "late timer"}],
+                    [6.5, {"stopped_ms": [0.0, 0.0], "cause": null}]]}),
         ];
         let l = lines(&runs, 1000.0, &[], (30.0, 90.0));
         let flat = l
@@ -322,6 +350,14 @@ mod tests {
         );
         assert!(
             flat.contains("median of the runs) 14.0 ms at 2048 MiB = 1.75x 8.0 ms at 512 MiB"),
+            "{flat}"
+        );
+        assert!(
+            flat.contains(
+                "largest gap at 2048 MiB: 24.0 ms: vCPUs stopped 18.0/0.0 ms of it (late timer), \
+                 6.5 ms: no vCPU stop found in it; net of them (each gap less the most one vCPU \
+                 was stopped in it, median of the runs) 6.0 ms at 2048 MiB = 0.75x 8.0 ms"
+            ),
             "{flat}"
         );
         assert!(
