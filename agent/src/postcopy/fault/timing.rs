@@ -8,7 +8,8 @@ use tracing::debug;
 
 /// A faulting page asked of the source.
 pub(super) struct Awaited {
-    /// When the fault was read from the userfaultfd.
+    /// When the fault loop saw it (its userfaultfd readable), before it
+    /// waited for the handler's lock to read it.
     pub(super) read_at: Instant,
     /// The faulting thread.
     pub(super) tid: u32,
@@ -27,8 +28,9 @@ pub(super) struct Arrival {
 /// A fault slower than this is logged with where its time went.
 pub(super) const SLOW_FAULT: Duration = Duration::from_millis(5);
 
-/// Where a demand fault's time went, µs: its request (read off the
-/// userfaultfd to written on the demand lane), the round trip to the source
+/// Where a demand fault's time went, µs: its request (seen on the
+/// userfaultfd, the wait for the handler's lock to read it included, to
+/// written on the demand lane), the round trip to the source
 /// and back (to its reply read off the lane), the wait for the handler's
 /// lock, the install (to its thread woken).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
