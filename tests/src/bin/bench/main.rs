@@ -232,6 +232,7 @@ fn teardown_on_signal() {
         }
         sleep(Duration::from_millis(300));
         restore_pipe_max();
+        stops::put_back();
         let tag = format!("mgl-{me}-");
         let list = std::process::Command::new("ip")
             .args(["netns", "list"])
@@ -1322,9 +1323,10 @@ fn run_one(
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
                 steal.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64),
-            // With --trace: the vCPU stop that covered most of the largest
+            // With --trace: how long each vCPU was stopped in the largest
             // gap (from the kernel's trace), the largest gap once each gap
-            // loses its stop, and the trace around the largest gap.
+            // loses the most one vCPU was stopped in it, and the trace
+            // around the largest gap.
             "vcpu_stop_in_largest_gap": stops.as_ref().map(|s| s.in_gap(gap_began, resumed_at)),
             "downtime_net_of_stops_ms": stops.as_ref().map(|s| {
                 s.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64)

@@ -7,8 +7,9 @@
 //! - a timer late on its vCPU, which logged nothing from before the timer
 //!   was due until it fired (a running vCPU takes its tick every few ms,
 //!   so a silent one was not running);
-//! - a wake-up sent to an idle vCPU, which logged nothing until it ran the
-//!   woken thread (waking an idle vCPU takes microseconds).
+//! - a wake-up sent to an idle vCPU (from another, or from an interrupt on
+//!   that one), the vCPU silent for a span before it ran the woken thread
+//!   (an idle vCPU runs it within microseconds).
 //!
 //! Timers that expire in softirq context are left out (a busy vCPU may
 //! rightly run them late). The trace records four events (`hrtimer_start`,
@@ -19,6 +20,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use serde_json::{json, Value};
 
@@ -379,9 +381,38 @@ impl StopLog {
 /// CPU's buffer large; put back as it was when dropped.
 pub struct Tracer {
     root: PathBuf,
+}
+
+/// What the tracer changed: whether it mounted tracefs, and the files it
+/// wrote with what they held, in the order changed. Kept here so that the
+/// benchmark's teardown on a signal can put them back too ([`put_back`]).
+struct Changed {
     mounted: bool,
-    /// Files changed and what they held, in the order changed.
-    saved: Vec<(PathBuf, String)>,
+    files: Vec<(PathBuf, String)>,
+}
+
+static CHANGED: Mutex<Option<Changed>> = Mutex::new(None);
+
+fn changed() -> std::sync::MutexGuard<'static, Option<Changed>> {
+    CHANGED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Puts tracefs back as it was before [`Tracer::start`] (once; nothing if
+/// it was not set up): recording off and its buffer emptied, each setting
+/// as it was, unmounted if the benchmark mounted it.
+pub fn put_back() {
+    let Some(c) = changed().take() else {
+        return;
+    };
+    let root = Path::new(TRACEFS);
+    let _ = fs::write(root.join("tracing_on"), "0");
+    let _ = fs::write(root.join("trace"), "");
+    for (path, was) in c.files.iter().rev() {
+        let _ = fs::write(path, was);
+    }
+    if c.mounted {
+        let _ = std::process::Command::new("umount").arg(TRACEFS).status();
+    }
 }
 
 /// The setting a tracefs file shows: the bracketed choice of a list
@@ -413,25 +444,29 @@ fn unix_minus_mono() -> i128 {
 }
 
 impl Tracer {
-    /// Sets tracefs up; fails, saying why, where it cannot be.
+    /// Sets tracefs up; fails, saying why, where it cannot be (what it
+    /// changed by then is put back).
     pub fn start() -> Result<Tracer, String> {
-        let root = PathBuf::from(TRACEFS);
-        let mut t = Tracer {
-            root: root.clone(),
-            mounted: false,
-            saved: Vec::new(),
+        let t = Tracer {
+            root: PathBuf::from(TRACEFS),
         };
-        if !root.join("trace").exists() {
+        *changed() = Some(Changed {
+            mounted: false,
+            files: Vec::new(),
+        });
+        if !t.root.join("trace").exists() {
             let ok = std::process::Command::new("mount")
                 .args(["-t", "tracefs", "nodev", TRACEFS])
                 .status()
                 .is_ok_and(|s| s.success());
-            if !ok || !root.join("trace").exists() {
+            if !ok || !t.root.join("trace").exists() {
                 return Err(format!(
                     "--trace: tracefs could not be mounted at {TRACEFS}"
                 ));
             }
-            t.mounted = true;
+            if let Some(c) = changed().as_mut() {
+                c.mounted = true;
+            }
         }
         t.set("tracing_on", "0")?;
         t.set("trace_clock", "mono")?;
@@ -442,11 +477,13 @@ impl Tracer {
         Ok(t)
     }
 
-    fn set(&mut self, file: &str, value: &str) -> Result<(), String> {
+    fn set(&self, file: &str, value: &str) -> Result<(), String> {
         let path = self.root.join(file);
         let was = fs::read_to_string(&path).map_err(|e| format!("--trace: {file}: {e}"))?;
         fs::write(&path, value).map_err(|e| format!("--trace: {file} = {value}: {e}"))?;
-        self.saved.push((path, setting(&was)));
+        if let Some(c) = changed().as_mut() {
+            c.files.push((path, setting(&was)));
+        }
         Ok(())
     }
 
@@ -464,14 +501,7 @@ impl Tracer {
 
 impl Drop for Tracer {
     fn drop(&mut self) {
-        let _ = fs::write(self.root.join("tracing_on"), "0");
-        let _ = fs::write(self.root.join("trace"), "");
-        for (path, was) in self.saved.iter().rev() {
-            let _ = fs::write(path, was);
-        }
-        if self.mounted {
-            let _ = std::process::Command::new("umount").arg(TRACEFS).status();
-        }
+        put_back();
     }
 }
 
@@ -479,6 +509,13 @@ impl Drop for Tracer {
 pub struct Recording<'a> {
     tracer: &'a Tracer,
     offset: i128,
+}
+
+impl Drop for Recording<'_> {
+    /// A run that failed stops recording too.
+    fn drop(&mut self) {
+        let _ = fs::write(self.tracer.root.join("tracing_on"), "0");
+    }
 }
 
 impl Recording<'_> {
