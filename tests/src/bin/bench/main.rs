@@ -768,7 +768,7 @@ struct StallFloor {
     /// How long the host kept each vCPU from running in that gap (ms).
     stolen_ms: Vec<f64>,
     /// The largest gap once each has lost the most one vCPU was stolen in
-    /// it (ms), as [`steal::StealLog::largest_gap_net_ms`].
+    /// it (ms), as [`largest_gap_net_ms`].
     net_of_steal_ms: f64,
     /// From the first tick to the last: about as long as the stream (s).
     stream_s: f64,
@@ -817,7 +817,9 @@ fn measure_stall_floor(
     Ok(StallFloor {
         largest_ms,
         stolen_ms: steal.stolen_ms(began, ended),
-        net_of_steal_ms: steal.largest_gap_net_ms(gaps(&t, 0, u64::MAX), TICK_MS as f64),
+        net_of_steal_ms: largest_gap_net_ms(gaps(&t, 0, u64::MAX), TICK_MS as f64, |a, b| {
+            steal.stolen_ms(a, b)
+        }),
         stream_s: span_ns as f64 / 1e9,
     })
 }
@@ -921,6 +923,24 @@ fn gaps(t: &[(u64, u64)], from: u64, to: u64) -> impl Iterator<Item = (u64, u64)
         .filter(move |&(_, ended)| ended >= from && ended < to)
 }
 
+/// The largest of `gaps` ((began, ended), realtime ns) once each has lost
+/// `workload_tick_ms` and the most one vCPU lost in it (ms; `lost` gives
+/// each vCPU's loss in a span): what is left of the downtime once the
+/// host's steal or stops are taken out (a thread on a vCPU the host holds
+/// cannot move, so one vCPU held can stall the workload).
+fn largest_gap_net_ms(
+    gaps: impl Iterator<Item = (u64, u64)>,
+    workload_tick_ms: f64,
+    lost: impl Fn(u64, u64) -> Vec<f64>,
+) -> f64 {
+    gaps.map(|(began, ended)| {
+        let gap = ended.saturating_sub(began) as f64 / 1e6;
+        let most = lost(began, ended).into_iter().fold(0.0, f64::max);
+        (gap - workload_tick_ms - most).max(0.0)
+    })
+    .fold(0.0, f64::max)
+}
+
 /// The freeze: the largest gap between ticks in `[from, to)` minus the
 /// tick (ms), and when it began and ended (realtime ns).
 fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64, u64) {
@@ -936,21 +956,31 @@ fn freeze(t: &[(u64, u64)], from: u64, to: u64) -> (f64, u64, u64) {
 /// line being written, the sleep (of `TICK_MS` asked) and the page
 /// writes; `None` if no line has those parts.
 fn gap_parts(text: &str, ended: u64) -> Option<Value> {
-    text.lines().find_map(|l| {
-        let w: Vec<u64> = l
-            .strip_prefix("tick ")?
-            .split_whitespace()
-            .map(|x| x.parse().ok())
-            .collect::<Option<_>>()?;
-        match w[..] {
-            [_, at, write, sleep, touch] if at == ended => Some(json!({
+    text.lines()
+        .filter_map(tick_parts)
+        .find(|(at, _)| *at == ended)
+        .map(|(_, [write, sleep, touch])| {
+            json!({
                 "write": write as f64 / 1e3,
                 "sleep": sleep as f64 / 1e3,
                 "touch": touch as f64 / 1e3,
-            })),
-            _ => None,
-        }
-    })
+            })
+        })
+}
+
+/// A tick line's time stamp (realtime ns) and its parts (µs: the last
+/// line's write, the sleep, the page writes); `None` for other lines and
+/// ticks without the parts.
+fn tick_parts(line: &str) -> Option<(u64, [u64; 3])> {
+    let w: Vec<u64> = line
+        .strip_prefix("tick ")?
+        .split_whitespace()
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    match w[..] {
+        [_, at, write, sleep, touch] => Some((at, [write, sleep, touch])),
+        _ => None,
+    }
 }
 
 /// How long the workload's page writes took per tick, for the ticks
@@ -962,17 +992,9 @@ fn gap_parts(text: &str, ended: u64) -> Option<Value> {
 fn touch_ms(text: &str, from: u64, to: u64) -> Option<Value> {
     let mut v: Vec<f64> = text
         .lines()
-        .filter_map(|l| {
-            let w: Vec<u64> = l
-                .strip_prefix("tick ")?
-                .split_whitespace()
-                .map(|x| x.parse().ok())
-                .collect::<Option<_>>()?;
-            match w[..] {
-                [_, at, _, _, touch] if (from..to).contains(&at) => Some(touch as f64 / 1e3),
-                _ => None,
-            }
-        })
+        .filter_map(tick_parts)
+        .filter(|(at, _)| (from..to).contains(at))
+        .map(|(_, [_, _, touch])| touch as f64 / 1e3)
         .collect();
     let n = v.len();
     Some(json!({
@@ -1322,14 +1344,18 @@ fn run_one(
             // The largest gap once each gap loses what the host took from
             // the vCPU it took most from: what the host's steal explains.
             "downtime_net_of_steal_ms":
-                steal.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64),
+                largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64, |a, b| {
+                    steal.stolen_ms(a, b)
+                }),
             // With --trace: how long each vCPU was stopped in the largest
             // gap (from the kernel's trace), the largest gap once each gap
             // loses the most one vCPU was stopped in it, and the trace
             // around the largest gap.
             "vcpu_stop_in_largest_gap": stops.as_ref().map(|s| s.in_gap(gap_began, resumed_at)),
             "downtime_net_of_stops_ms": stops.as_ref().map(|s| {
-                s.largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64)
+                largest_gap_net_ms(gaps(&t, start_ns, verify_ns), TICK_MS as f64, |a, b| {
+                    s.stopped_ms(a, b)
+                })
             }),
             "trace_file": kept_trace,
             "timeline_us": rec["timeline"],
@@ -2523,6 +2549,16 @@ fn all_verified(runs: &[Value]) -> String {
         "\nEvery run verified the workload's memory afterwards: {}\n",
         if all { "yes" } else { "NO" }
     )
+}
+
+/// Ticks numbered from 0 at `at_ms` (realtime ms), for tests.
+#[cfg(test)]
+fn ticks_at_ms(at_ms: &[u64]) -> Vec<(u64, u64)> {
+    at_ms
+        .iter()
+        .enumerate()
+        .map(|(i, at)| (i as u64, at * 1_000_000))
+        .collect()
 }
 
 #[cfg(test)]

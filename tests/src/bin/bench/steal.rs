@@ -58,25 +58,6 @@ impl StealLog {
             _ => Vec::new(),
         }
     }
-
-    /// The largest of the workload's `gaps` between ticks ((began, ended),
-    /// Unix ns), once each has lost `workload_tick_ms` and the most any one
-    /// vCPU was stolen during it (ms): roughly the part of the downtime the
-    /// host's steal does not explain, to its 10 ms steps (a thread on a
-    /// vCPU the host holds cannot move, so one stolen vCPU can stall the
-    /// workload).
-    pub fn largest_gap_net_ms(
-        &self,
-        gaps: impl Iterator<Item = (u64, u64)>,
-        workload_tick_ms: f64,
-    ) -> f64 {
-        gaps.map(|(began, ended)| {
-            let gap = ended.saturating_sub(began) as f64 / 1e6;
-            let stolen = self.stolen_ms(began, ended).into_iter().fold(0.0, f64::max);
-            (gap - workload_tick_ms - stolen).max(0.0)
-        })
-        .fold(0.0, f64::max)
-    }
 }
 
 /// Per-CPU steal as the runs' JSON keeps it (`[20.0, 0.0]`), as text:
@@ -168,6 +149,13 @@ mod tests {
         assert!(StealLog::default().stolen_ms(0, 10).is_empty());
     }
 
+    /// The largest gap ending from `from` (ns) on, net of `log`'s steal.
+    fn net(log: &StealLog, t: &[(u64, u64)], from: u64) -> f64 {
+        crate::largest_gap_net_ms(crate::gaps(t, from, 100_000_000), 5.0, |a, b| {
+            log.stolen_ms(a, b)
+        })
+    }
+
     #[test]
     fn a_gap_net_of_steal_loses_what_the_most_stolen_vcpu_lost_in_it() {
         let ms = 1_000_000;
@@ -177,29 +165,16 @@ mod tests {
         };
         // Ticks at 0, 5, 45 (a 40 ms gap, 30 ms of it stolen), 50, 70 (a
         // 20 ms gap with no steal).
-        let t: Vec<(u64, u64)> = [0, 5, 45, 50, 70]
-            .iter()
-            .enumerate()
-            .map(|(i, at)| (i as u64, at * ms))
-            .collect();
-        assert_eq!(
-            log.largest_gap_net_ms(crate::gaps(&t, 0, 100 * ms), 5.0),
-            15.0
-        );
+        let t = crate::ticks_at_ms(&[0, 5, 45, 50, 70]);
+        assert_eq!(net(&log, &t, 0), 15.0);
         // Without steal the 40 ms gap counts whole.
         let none = StealLog {
             samples: vec![(0, vec![0, 0])],
             tick_ms: 10.0,
         };
-        assert_eq!(
-            none.largest_gap_net_ms(crate::gaps(&t, 0, 100 * ms), 5.0),
-            35.0
-        );
+        assert_eq!(net(&none, &t, 0), 35.0);
         // Only gaps ending in the window count.
-        assert_eq!(
-            none.largest_gap_net_ms(crate::gaps(&t, 46 * ms, 100 * ms), 5.0),
-            15.0
-        );
+        assert_eq!(net(&none, &t, 46 * ms), 15.0);
     }
 
     #[test]

@@ -334,23 +334,9 @@ impl StopLog {
         })
     }
 
-    /// The largest of `gaps` ((began, ended), Unix ns) once each has lost
-    /// `workload_tick_ms` and the most any one vCPU was stopped in it (ms).
-    pub fn largest_gap_net_ms(
-        &self,
-        gaps: impl Iterator<Item = (u64, u64)>,
-        workload_tick_ms: f64,
-    ) -> f64 {
-        gaps.map(|(began, ended)| {
-            let gap = ended.saturating_sub(began) as f64 / 1e6;
-            let stopped = self
-                .stopped_in(began, ended)
-                .0
-                .into_iter()
-                .fold(0.0, f64::max);
-            (gap - workload_tick_ms - stopped).max(0.0)
-        })
-        .fold(0.0, f64::max)
+    /// How long each vCPU was stopped within `[from, to)` (Unix ns, ms).
+    pub fn stopped_ms(&self, from: u64, to: u64) -> Vec<f64> {
+        self.stopped_in(from, to).0
     }
 
     /// Writes the trace's lines from a little before `began` to a little
@@ -788,12 +774,10 @@ mod tests {
         };
         // Ticks at 1000, 1005, 1045 (a 40 ms gap, vCPU 1 stopped 30 ms of
         // it), 1050, 1070 (a 20 ms gap with no stop).
-        let t: Vec<(u64, u64)> = [1000, 1005, 1045, 1050, 1070]
-            .iter()
-            .enumerate()
-            .map(|(i, at)| (i as u64, at * ms))
-            .collect();
-        let net = log.largest_gap_net_ms(crate::gaps(&t, 0, u64::MAX), 5.0);
+        let t = crate::ticks_at_ms(&[1000, 1005, 1045, 1050, 1070]);
+        let net = crate::largest_gap_net_ms(crate::gaps(&t, 0, u64::MAX), 5.0, |a, b| {
+            log.stopped_ms(a, b)
+        });
         assert_eq!(net, 15.0);
         let v = log.in_gap(1005 * ms, 1045 * ms);
         assert_eq!(v["stopped_ms"], json!([5.0, 30.0]));

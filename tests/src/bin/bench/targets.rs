@@ -129,15 +129,7 @@ pub fn lines(
                     _ => String::new(),
                 };
                 // Whether the host took the VM's CPUs during the gaps.
-                let stolen: Vec<String> = l["steal_in_largest_gap_ms_all"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|run| {
-                        let stolen = super::steal::in_gap_text(&run[1])?;
-                        Some(format!("{:.1} ms: {stolen}", run[0].as_f64()?))
-                    })
-                    .collect();
+                let stolen = each_run(&l["steal_in_largest_gap_ms_all"], super::steal::in_gap_text);
                 let stolen = if stolen.is_empty() {
                     String::new()
                 } else {
@@ -175,15 +167,10 @@ pub fn lines(
                     _ => String::new(),
                 };
                 // With --trace: the vCPU stops the kernel's trace shows.
-                let stopped: Vec<String> = l["vcpu_stops_in_largest_gap_all"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|run| {
-                        let stops = super::stops::in_gap_text(&run[1])?;
-                        Some(format!("{:.1} ms: {stops}", run[0].as_f64()?))
-                    })
-                    .collect();
+                let stopped = each_run(
+                    &l["vcpu_stops_in_largest_gap_all"],
+                    super::stops::in_gap_text,
+                );
                 let stopped = match (
                     s["downtime_net_of_stops_ms"].as_f64(),
                     l["downtime_net_of_stops_ms"].as_f64(),
@@ -266,6 +253,17 @@ pub fn lines(
         });
     }
     out
+}
+
+/// Each run of a row's `[downtime, figure]` pairs as "downtime ms: text",
+/// the figure said by `text` (runs it says nothing of left out).
+fn each_run(pairs: &Value, text: fn(&Value) -> Option<String>) -> Vec<String> {
+    pairs
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|run| Some(format!("{:.1} ms: {}", run[0].as_f64()?, text(&run[1])?)))
+        .collect()
 }
 
 #[cfg(test)]
