@@ -7,3 +7,18 @@ pub mod lazy;
 pub mod pageset;
 pub mod reservoir;
 pub mod store;
+
+/// Starts one of post-copy's threads, named for what it does (a fault's
+/// path crosses several threads of both agents; a scheduler trace tells
+/// them apart by name). A thread that cannot start is a panic, as with
+/// `std::thread::spawn`.
+pub fn spawn_named<T, F>(name: &str, f: F) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .expect("failed to spawn thread")
+}

@@ -426,11 +426,13 @@ pub(super) fn spawn_fault_threads(
 ) -> Result<Vec<std::thread::JoinHandle<()>>, DestError> {
     let mut threads = Vec::new();
     let h1 = h.clone();
-    threads.push(std::thread::spawn(move || h1.run()));
+    threads.push(crate::postcopy::spawn_named("fault-loop", move || h1.run()));
     if let Some(local) = local {
         // Pre-copied pages go in from here, in the background.
         let h3 = h.clone();
-        threads.push(std::thread::spawn(move || h3.install_local(&local)));
+        threads.push(crate::postcopy::spawn_named("local-install", move || {
+            h3.install_local(&local)
+        }));
     }
     // Pushed pages go in in the background: the demand lane and the
     // fault loop come first.
@@ -452,7 +454,12 @@ pub(super) fn spawn_fault_threads(
     ];
     for (lane, mut s, install, failpoint) in lanes {
         let h2 = h.clone();
-        threads.push(std::thread::spawn(move || {
+        let name = if lane == "bulk" {
+            "push-read"
+        } else {
+            "demand-read"
+        };
+        threads.push(crate::postcopy::spawn_named(name, move || {
             if lane == "bulk" {
                 let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
             }

@@ -259,7 +259,7 @@ pub(super) fn spawn_demand(
     c: Arc<Counters>,
     compress: bool,
 ) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
+    crate::postcopy::spawn_named("demand-serve", move || {
         let Some(mut s) = lane else { return };
         serve_demand(&mut s, &mem, &lazy, &c, compress);
         // However it ended, the lane is closed (the session holds another
@@ -346,7 +346,7 @@ pub(super) fn spawn_push(
     t_request: Instant,
 ) -> std::thread::JoinHandle<()> {
     let (rate_mib, order, compress) = (opts.push_rate_mib, opts.push_order, opts.compress);
-    std::thread::spawn(move || {
+    crate::postcopy::spawn_named("push-send", move || {
         let Some(s) = lane else { return };
         // The push is background work: faults and the process come first.
         let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);

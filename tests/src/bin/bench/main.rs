@@ -31,6 +31,7 @@ use migrate_tests::bins::bin;
 use migrate_tests::lab::{Host, Lab};
 use serde_json::{json, Value};
 
+mod faults;
 mod service;
 mod steal;
 mod stops;
@@ -302,9 +303,13 @@ fn main() -> ExitCode {
             return helper(send(&addr, bytes.and_then(|b| b.parse().ok()).unwrap_or(0)));
         }
         Some("__ping") => return helper(ping(&args.next().unwrap_or_default())),
-        Some("__stops") => {
+        Some(verb @ ("__stops" | "__faults")) => {
             let file = args.next().unwrap_or_default();
-            return match stops::reread(Path::new(&file)) {
+            let reread = match verb {
+                "__stops" => stops::reread,
+                _ => faults::reread,
+            };
+            return match reread(Path::new(&file)) {
                 Ok(text) => {
                     print!("{text}");
                     ExitCode::SUCCESS

@@ -74,7 +74,7 @@ pub struct Stop {
 
 /// What one trace line says, of the four events.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum What {
+pub(crate) enum What {
     /// A timer armed to fire at `expires` (its base's clock, ns).
     TimerStart {
         timer: u64,
@@ -90,16 +90,18 @@ enum What {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Event {
-    cpu: u32,
+pub(crate) struct Event {
+    pub cpu: u32,
+    /// The thread running on `cpu` when it logged the event (0: idle).
+    pub task: i32,
     /// Trace clock, ns.
-    at: u64,
-    what: What,
+    pub at: u64,
+    pub what: What,
 }
 
 /// The value of `key=` among `fields` (the last such, as a thread's name
 /// comes first and could hold anything).
-fn field<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
+pub(crate) fn field<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
     fields
         .split_ascii_whitespace()
         .rev()
@@ -108,7 +110,7 @@ fn field<'a>(fields: &'a str, key: &str) -> Option<&'a str> {
 
 /// Parses one line of `trace`: `<comm>-<pid> [cpu] flags secs.micros:
 /// event: fields`; `None` for comments and other events.
-fn parse_line(line: &str) -> Option<Event> {
+pub(crate) fn parse_line(line: &str) -> Option<Event> {
     if line.starts_with('#') {
         return None;
     }
@@ -123,6 +125,7 @@ fn parse_line(line: &str) -> Option<Event> {
     let (secs, micros) = at.split_once('.')?;
     let at = secs.parse::<u64>().ok()? * 1_000_000_000 + micros.parse::<u64>().ok()? * 1_000;
     let cpu = words.find_map(|w| w.strip_prefix('[')?.strip_suffix(']')?.parse().ok())?;
+    let task = words.next()?.rsplit_once('-')?.1.parse().ok()?;
     let hex = |v: &str| u64::from_str_radix(v, 16).ok();
     let what = match name {
         "hrtimer_start" => What::TimerStart {
@@ -145,7 +148,12 @@ fn parse_line(line: &str) -> Option<Event> {
         },
         _ => return None,
     };
-    Some(Event { cpu, at, what })
+    Some(Event {
+        cpu,
+        task,
+        at,
+        what,
+    })
 }
 
 /// A wake-up sent to an idle vCPU, not yet run.
@@ -626,6 +634,7 @@ mod tests {
             ev[0],
             Event {
                 cpu: 0,
+                task: 0,
                 at: 24_772_296_832_000,
                 what: What::TimerStart {
                     timer: 0xfb72dbc,
@@ -641,7 +650,8 @@ mod tests {
                 target: 0
             }
         );
-        assert_eq!(ev[1].cpu, 1);
+        assert_eq!((ev[1].cpu, ev[1].task), (1, 0));
+        assert_eq!(ev[2].task, 21681);
         assert_eq!(ev[2].what, What::Switch { next: 0 });
         assert_eq!(
             ev[3].what,
@@ -652,11 +662,13 @@ mod tests {
         );
         // A thread's name with spaces, brackets and "pid=" in it.
         assert_eq!((ev[4].cpu, ev[4].what), (1, What::Switch { next: 12 }));
+        assert_eq!(ev[4].task, 77);
     }
 
     fn ev(cpu: u32, at_ms: u64, what: What) -> Event {
         Event {
             cpu,
+            task: 1,
             at: at_ms * 1_000_000,
             what,
         }
