@@ -34,10 +34,12 @@ const WORKLOAD: &str = "workload";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 enum Onto {
     /// Nothing: the vCPU idled (on this VM, halted).
-    #[default]
     Idle,
     /// This thread (pid), until it let go of the vCPU.
     Busy(i32),
+    /// The trace had not yet shown what ran there (counted as neither).
+    #[default]
+    Unknown,
 }
 
 /// The points of one fault's cycle, trace clock (ns); `None` where the
@@ -100,9 +102,10 @@ fn cycles(events: &[Event], names: &HashMap<i32, String>) -> Vec<Cycle> {
     let mut open: HashMap<i32, Cycle> = HashMap::new();
     let mut done = Vec::new();
     for e in events {
-        let onto = |target: u32| match running.get(&target).copied().unwrap_or(0) {
-            0 => Onto::Idle,
-            p => Onto::Busy(p),
+        let onto = |target: u32| match running.get(&target) {
+            None => Onto::Unknown,
+            Some(0) => Onto::Idle,
+            Some(&p) => Onto::Busy(p),
         };
         match e.what {
             What::Waking { pid, target } if is(pid, FAULT_LOOP) && is(e.task, WORKLOAD) => {
@@ -463,6 +466,28 @@ mod tests {
         assert!(r.contains(
             "demand-serve (source) woken onto a busy vCPU, held by: push-read 1 (p50 30 µs)\n"
         ));
+    }
+
+    #[test]
+    fn a_wake_onto_a_vcpu_the_trace_has_not_shown_counts_as_neither_idle_nor_busy() {
+        // The same fault without its first line: vCPU 1 shows nothing
+        // before the workload wakes the fault loop onto it.
+        let text: String = one_fault().lines().skip(1).collect::<Vec<_>>().join("\n");
+        let events: Vec<Event> = text.lines().filter_map(parse_line).collect();
+        let names = names(&text);
+        let cs = cycles(&events, &names);
+        assert_eq!(cs.len(), 1);
+        assert_eq!(cs[0].fault_onto, Onto::Unknown);
+        let r = report(&cs, &names);
+        for label in [
+            "fault-loop woken onto an idle vCPU",
+            "fault-loop woken onto a busy vCPU",
+        ] {
+            assert!(
+                !r.lines().any(|l| l.starts_with(label)),
+                "{label} counted the unknown wake-up:\n{r}"
+            );
+        }
     }
 
     #[test]
