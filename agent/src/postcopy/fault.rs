@@ -3,18 +3,26 @@
 //! process's own changes to its memory (fork, `madvise`, `mremap`,
 //! `munmap`) through userfaultfd's non-cooperative events.
 //!
-//! One mutex covers reading a userfaultfd and installing into it: an
-//! install that races with an unread event fails with `EAGAIN`, and the
-//! events are then applied before the install is tried again. Pages
-//! installed in the background (pushed, pre-copied) take it a small piece
-//! at a time and step aside while a fault's thread waits for it.
+//! A mutex covers the handler's state (which pages are still to come, and
+//! where); a read-write lock covers the copies into the userfaultfds. The
+//! fault loop and the demand lane hold both, exclusively: they read the
+//! userfaultfds, apply their events and install, as one. Pages installed
+//! in the background (pushed, pre-copied) share the copy lock with each
+//! other, a small piece at a time: each takes its pages off the map under
+//! the mutex, copies them without it (so that installs run on several
+//! CPUs at once), then settles under it; they step aside while a fault's
+//! thread waits. So no event is applied, and no fault resolved, while a
+//! background copy is under way: a page taken for a copy is never given a
+//! zero page nor moved under it. An install that races with an unread
+//! event fails with `EAGAIN`; the events are then applied (by the fault
+//! loop, for a background install) before it is tried again.
 
 use crate::net::secure::PeerStream;
 use std::collections::HashMap;
 use std::io::Write;
 use std::os::fd::OwnedFd;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, RwLock, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
 use migrate_proto::frame;
@@ -93,7 +101,9 @@ fn pause(attempt: u32) {
 /// post-copy.
 struct Space {
     id: u64,
-    uffd: OwnedFd,
+    /// Shared with background copies under way (the descriptor stays open
+    /// until they are done, even if the space goes meanwhile).
+    uffd: Arc<OwnedFd>,
     map: LazyMap,
     /// Current addresses `[start, end)` of the latest window asked for.
     last_window: (u64, u64),
@@ -145,11 +155,16 @@ struct State {
     outcome: Option<Outcome>,
     /// Bumped whenever `spaces` changes (fork, a space gone, the end).
     generation: u64,
+    /// Background copies under way: post-copy is not complete until none
+    /// is.
+    copies_in_flight: usize,
 }
 
-/// The handler's lock held by a thread on a fault's path.
+/// The handler's lock held by a thread on a fault's path, with the copy
+/// lock held exclusively (released after the state's).
 struct UrgentGuard<'a> {
     st: MutexGuard<'a, State>,
+    _exclusive: RwLockWriteGuard<'a, ()>,
     urgent: &'a AtomicU32,
 }
 
@@ -198,6 +213,13 @@ const LOCAL_CHUNK: u64 = 64;
 /// Shared by the fault loop, the lane readers and the local installer.
 pub struct FaultHandler {
     state: Mutex<State>,
+    /// Taken before `state`: shared by background copies, exclusive for
+    /// everything else that touches a userfaultfd.
+    copying: RwLock<()>,
+    /// Tests widen the window between a background piece's take and its
+    /// copy by this many µs.
+    #[cfg(test)]
+    copy_pause_us: std::sync::atomic::AtomicU64,
     ended: Condvar,
     demand: Mutex<PeerStream>,
     prefetch: Prefetch,
@@ -246,7 +268,7 @@ impl FaultHandler {
             .zip(0..)
             .map(|((uffd, map), id)| Space {
                 id,
-                uffd,
+                uffd: Arc::new(uffd),
                 map,
                 last_window: (0, 0),
             })
@@ -263,7 +285,11 @@ impl FaultHandler {
                 faults_to_redo: Vec::new(),
                 outcome: done.then_some(Outcome::Complete),
                 generation: 0,
+                copies_in_flight: 0,
             }),
+            copying: RwLock::new(()),
+            #[cfg(test)]
+            copy_pause_us: std::sync::atomic::AtomicU64::new(0),
             ended: Condvar::new(),
             demand: Mutex::new(demand),
             prefetch,
@@ -280,8 +306,10 @@ impl FaultHandler {
     /// aside.
     fn lock_urgent(&self) -> UrgentGuard<'_> {
         self.urgent.fetch_add(1, Ordering::AcqRel);
+        let exclusive = self.copying.write().unwrap_or_else(|e| e.into_inner());
         UrgentGuard {
             st: self.lock(),
+            _exclusive: exclusive,
             urgent: &self.urgent,
         }
     }
@@ -414,52 +442,6 @@ impl FaultHandler {
         self.install_arrived(&mut st, src, data, Some(at));
     }
 
-    /// Installs pages that no fault waits for (pushed by the source, or
-    /// pre-copied), source address `src`, a piece at a time, letting
-    /// faults go first.
-    pub fn install_background(&self, src: u64, data: &[u8]) {
-        let piece = BACKGROUND_PIECE * PAGE_SIZE as usize;
-        for (i, part) in data.chunks(piece).enumerate() {
-            let since = Instant::now();
-            while since.elapsed() < STEP_ASIDE {
-                if self.urgent.load(Ordering::Acquire) > 0 {
-                    // The lock is wanted now: let it go at once.
-                    std::thread::yield_now();
-                } else if self.awaited.load(Ordering::Acquire) > 0 {
-                    // A reply is a round trip away: leave the CPU to it.
-                    std::thread::sleep(Duration::from_micros(10));
-                } else {
-                    break;
-                }
-            }
-            let mut st = self.lock();
-            self.install_locked(&mut st, src + (i * piece) as u64, part);
-        }
-    }
-
-    /// Installs every local page in the background, in address order;
-    /// faults on local pages are served ahead of it.
-    pub fn install_local(&self, local: &LocalPages) {
-        for (start, end) in local.pages.ranges() {
-            let mut addr = start;
-            while addr < end {
-                if self.is_over() {
-                    return;
-                }
-                let n = ((end - addr) / PAGE_SIZE).min(LOCAL_CHUNK);
-                match local.read(addr, n) {
-                    Ok(buf) => self.install_background(addr, &buf),
-                    Err(why) => {
-                        self.end(Outcome::Failed(why));
-                        return;
-                    }
-                }
-                local.store.forget(addr, n);
-                addr += n * PAGE_SIZE;
-            }
-        }
-    }
-
     fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
         self.install_arrived(st, src, data, None);
     }
@@ -494,6 +476,20 @@ impl FaultHandler {
             next = id + 1;
             self.install_into(st, id, src, data);
         }
+        self.settle_waiting(st, waiting, arrival);
+        // Faults read while applying events here would otherwise wait for
+        // the fault loop's next wake-up.
+        self.redo_faults(st);
+        self.check_complete(st);
+    }
+
+    /// Records the faults that waited for pages just installed.
+    fn settle_waiting(
+        &self,
+        st: &mut State,
+        waiting: Vec<(u64, Awaited)>,
+        arrival: Option<Arrival>,
+    ) {
         // UFFDIO_COPY (without DONTWAKE) has woken the faulting threads
         // by now: a fault's latency runs from its read to here.
         if !waiting.is_empty() && st.outcome.as_ref().is_none_or(|o| *o == Outcome::Complete) {
@@ -515,10 +511,6 @@ impl FaultHandler {
                 });
             }
         }
-        // Faults read while applying events here would otherwise wait for
-        // the fault loop's next wake-up.
-        self.redo_faults(st);
-        self.check_complete(st);
     }
 
     fn install_into(&self, st: &mut State, id: u64, src: u64, data: &[u8]) {
@@ -584,6 +576,12 @@ impl FaultHandler {
     }
 
     fn check_complete(&self, st: &mut State) {
+        // A page taken for a background copy counts as in, and the copy
+        // may yet fail and put it back: nothing is complete, and no space
+        // let go, while one is under way (the last to settle checks).
+        if st.copies_in_flight > 0 {
+            return;
+        }
         if st.outcome.is_none() && st.spaces.iter().all(|s| s.map.left() == 0) {
             self.end_locked(st, Outcome::Complete);
             return;
@@ -653,7 +651,7 @@ impl FaultHandler {
                     debug!(parent = id, child = nid, left = map.left(), "fork");
                     st.spaces.push(Space {
                         id: nid,
-                        uffd: fd,
+                        uffd: Arc::new(fd),
                         map,
                         last_window: (0, 0),
                     });
@@ -858,6 +856,7 @@ impl FaultHandler {
     }
 }
 
+mod background;
 mod timing;
 
 #[cfg(test)]

@@ -13,16 +13,21 @@ use crate::net::secure::PeerStream;
 
 const PAGES: u64 = 16;
 
-/// An anonymous private mapping of `PAGES` pages, unmapped when dropped.
-struct Area(u64);
+/// An anonymous private mapping of `PAGES` pages (or `.1`), unmapped when
+/// dropped.
+struct Area(u64, u64);
 
 impl Area {
     fn new() -> Area {
+        Area::of(PAGES)
+    }
+
+    fn of(pages: u64) -> Area {
         // SAFETY: a fresh anonymous mapping; nothing else refers to it.
         let p = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                (PAGES * PAGE_SIZE) as usize,
+                (pages * PAGE_SIZE) as usize,
                 libc::PROT_READ | libc::PROT_WRITE,
                 libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
@@ -30,7 +35,7 @@ impl Area {
             )
         };
         assert_ne!(p, libc::MAP_FAILED);
-        Area(p as u64)
+        Area(p as u64, pages)
     }
 
     fn page(&self, i: u64) -> u64 {
@@ -41,7 +46,7 @@ impl Area {
 impl Drop for Area {
     fn drop(&mut self) {
         // SAFETY: our own mapping, no reference into it outlives the test.
-        unsafe { libc::munmap(self.0 as *mut libc::c_void, (PAGES * PAGE_SIZE) as usize) };
+        unsafe { libc::munmap(self.0 as *mut libc::c_void, (self.1 * PAGE_SIZE) as usize) };
     }
 }
 
@@ -70,9 +75,9 @@ fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStrea
     let ufd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     let features = uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP | uffd::FEATURE_THREAD_ID;
     uffd::api(&ufd, features).unwrap();
-    uffd::register_missing(&ufd, area.0, PAGES * PAGE_SIZE).unwrap();
+    uffd::register_missing(&ufd, area.0, area.1 * PAGE_SIZE).unwrap();
     let mut map = LazyMap::new();
-    map.add(area.0, PAGES);
+    map.add(area.0, area.1);
 
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let ours = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
@@ -224,6 +229,243 @@ fn pages_the_process_discards_are_zero_filled_not_asked_for() {
     let (outcome, discarded, _) = h.wait();
     assert_eq!(outcome, Outcome::Complete);
     assert_eq!(discarded, 2);
+}
+
+#[test]
+fn background_installs_on_several_threads_beside_faults_and_discards_fill_every_page() {
+    // 8 MiB a round, installed from two threads while other threads fault
+    // on pages here and there and the process throws pages away; which
+    // comes first differs from round to round.
+    const N: u64 = 2048;
+    fn discarded(i: u64) -> bool {
+        i % 7 == 3
+    }
+    fn touched(i: u64) -> bool {
+        i % 5 == 1 && !discarded(i)
+    }
+    for round in 0..6 {
+        let area = Area::of(N);
+        let base = area.0;
+        let (h, mut source) = handler(&area);
+        // Every other round, each piece waits between being taken off the
+        // map and its copy: faults and discards meet copies under way.
+        let pause = if round % 2 == 1 { 200 } else { 0 };
+        h.copy_pause_us.store(pause, Ordering::Relaxed);
+        source
+            .set_read_timeout(Some(Duration::from_millis(20)))
+            .unwrap();
+        let expected = move |addr: u64, n: u32| {
+            let first = (addr - base) / PAGE_SIZE;
+            (0..u64::from(n))
+                .flat_map(|k| vec![(first + k + 1) as u8; PAGE_SIZE as usize])
+                .collect::<Vec<u8>>()
+        };
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = {
+            let (h, over) = (h.clone(), over.clone());
+            std::thread::spawn(move || {
+                while !over.load(Ordering::Acquire) {
+                    if let Ok(req) = frame::read_msg::<PageRequest>(&mut source) {
+                        h.install(req.addr, &expected(req.addr, req.npages));
+                    }
+                }
+            })
+        };
+        // Each installer takes every other 64-page frame, as the push's
+        // installers take frames off their queue.
+        let installers: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|which| {
+                let h = h.clone();
+                std::thread::spawn(move || {
+                    for f in (which..N / 64).step_by(2) {
+                        let addr = base + f * 64 * PAGE_SIZE;
+                        h.install_background(addr, &expected(addr, 64));
+                    }
+                })
+            })
+            .collect();
+        let readers: Vec<_> = [0, 1]
+            .into_iter()
+            .map(|which| {
+                std::thread::spawn(move || {
+                    (0..N)
+                        .filter(|&i| touched(i) && i % 2 == which)
+                        .map(|i| {
+                            // SAFETY: a page of the live mapping.
+                            let b = unsafe {
+                                std::ptr::read_volatile((base + i * PAGE_SIZE + 1) as *const u8)
+                            };
+                            (i, b)
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        for i in (0..N).filter(|&i| discarded(i)) {
+            // SAFETY: a page of our own live mapping.
+            let r = unsafe {
+                libc::madvise(
+                    area.page(i) as *mut libc::c_void,
+                    PAGE_SIZE as usize,
+                    libc::MADV_DONTNEED,
+                )
+            };
+            assert_eq!(r, 0);
+        }
+        for t in installers {
+            t.join().unwrap();
+        }
+        for t in readers {
+            for (i, b) in t.join().unwrap() {
+                assert_eq!(
+                    b,
+                    (i + 1) as u8,
+                    "round {round}: page {i} as a fault read it"
+                );
+            }
+        }
+        let (outcome, _, _) = h.wait();
+        over.store(true, Ordering::Release);
+        server.join().unwrap();
+        assert_eq!(outcome, Outcome::Complete, "round {round}");
+        // Post-copy is over (the userfaultfd closed): a page not installed
+        // would read as zeros now.
+        for i in 0..N {
+            // SAFETY: a whole page of our own live mapping.
+            let got = unsafe {
+                std::slice::from_raw_parts(area.page(i) as *const u8, PAGE_SIZE as usize)
+            };
+            let want = if discarded(i) { 0 } else { (i + 1) as u8 };
+            assert!(
+                got.iter().all(|&b| b == want),
+                "round {round}: page {i} reads {} where {want} is due",
+                got[0]
+            );
+        }
+    }
+}
+
+/// Answers the handler's page requests on `source` as the source would
+/// (pages of `area` at `base`, see [`content`]) until `over` is set.
+fn serve(
+    h: &Arc<FaultHandler>,
+    mut source: TcpStream,
+    base: u64,
+    over: &Arc<std::sync::atomic::AtomicBool>,
+) -> std::thread::JoinHandle<()> {
+    let (h, over) = (h.clone(), over.clone());
+    source
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    std::thread::spawn(move || {
+        while !over.load(Ordering::Acquire) {
+            if let Ok(req) = frame::read_msg::<PageRequest>(&mut source) {
+                let first = (req.addr - base) / PAGE_SIZE;
+                let data: Vec<u8> = (0..u64::from(req.npages))
+                    .flat_map(|k| vec![(first + k + 1) as u8; PAGE_SIZE as usize])
+                    .collect();
+                h.install(req.addr, &data);
+            }
+        }
+    })
+}
+
+/// Every page of `area` reads as the source has it, or as zeros where
+/// `zero` says (post-copy over: a page not installed reads as zeros).
+fn assert_filled(area: &Area, zero: impl Fn(u64) -> bool) {
+    for i in 0..area.1 {
+        // SAFETY: a whole page of our own live mapping.
+        let got =
+            unsafe { std::slice::from_raw_parts(area.page(i) as *const u8, PAGE_SIZE as usize) };
+        let want = if zero(i) { 0 } else { (i + 1) as u8 };
+        assert!(
+            got.iter().all(|&b| b == want),
+            "page {i} reads {} where {want} is due",
+            got[0]
+        );
+    }
+}
+
+/// Throws page `i` of the area away, on a thread of its own (the madvise
+/// waits until the handler reads its event).
+fn discard(area: &Area, i: u64) -> std::thread::JoinHandle<()> {
+    let addr = area.page(i);
+    std::thread::spawn(move || {
+        // SAFETY: a page of the test's own live mapping.
+        let r = unsafe {
+            libc::madvise(
+                addr as *mut libc::c_void,
+                PAGE_SIZE as usize,
+                libc::MADV_DONTNEED,
+            )
+        };
+        assert_eq!(r, 0);
+    })
+}
+
+#[test]
+fn a_fault_and_a_discard_on_pages_under_a_background_copy_wait_for_it() {
+    let area = Area::new();
+    let (h, source) = handler(&area);
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = serve(&h, source, area.0, &over);
+    // Pages 0-3 taken off the map for a copy that waits 100 ms.
+    h.copy_pause_us.store(100_000, Ordering::Relaxed);
+    let copier = {
+        let (h, addr) = (h.clone(), area.page(0));
+        let data = content(&area, addr, 4);
+        std::thread::spawn(move || h.install_background(addr, &data))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    // Neither may take the pages for missing meanwhile: the fault would
+    // get a zero page, and the copy would land over the discard.
+    let reader = touch(area.page(1) + 1);
+    let discarded = discard(&area, 2);
+    copier.join().unwrap();
+    assert_eq!(reader.join().unwrap(), 2);
+    discarded.join().unwrap();
+    h.copy_pause_us.store(0, Ordering::Relaxed);
+    h.install_background(
+        area.page(4),
+        &content(&area, area.page(4), (PAGES - 4) as u32),
+    );
+    let (outcome, _, _) = h.wait();
+    over.store(true, Ordering::Release);
+    server.join().unwrap();
+    assert_eq!(outcome, Outcome::Complete);
+    assert_filled(&area, |i| i == 2);
+}
+
+#[test]
+fn post_copy_is_not_complete_while_a_background_copy_may_yet_fail() {
+    let area = Area::new();
+    let (h, source) = handler(&area);
+    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let server = serve(&h, source, area.0, &over);
+    h.copy_pause_us.store(100_000, Ordering::Relaxed);
+    let copier = {
+        let (h, addr) = (h.clone(), area.page(0));
+        let data = content(&area, addr, 4);
+        std::thread::spawn(move || h.install_background(addr, &data))
+    };
+    std::thread::sleep(Duration::from_millis(20));
+    // Every other page in: none is left on the map, but pages 0-3 are
+    // not in yet.
+    h.copy_pause_us.store(0, Ordering::Relaxed);
+    h.install_background(
+        area.page(4),
+        &content(&area, area.page(4), (PAGES - 4) as u32),
+    );
+    // An event the copy then meets: it fails, and puts its pages back.
+    let discarded = discard(&area, 2);
+    copier.join().unwrap();
+    discarded.join().unwrap();
+    let (outcome, _, _) = h.wait();
+    over.store(true, Ordering::Release);
+    server.join().unwrap();
+    assert_eq!(outcome, Outcome::Complete);
+    assert_filled(&area, |i| i == 2);
 }
 
 #[test]

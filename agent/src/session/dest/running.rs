@@ -2,6 +2,17 @@
 //! arrive or faults ask for them, with the source watched.
 
 use super::*;
+use std::sync::{mpsc, Mutex};
+
+/// Pushed frames received and not yet taken by an installer, at most: 1 MiB
+/// at the push's 64-page frames (a frame is at most
+/// [`frame::MAX_PAGES_PER_FRAME`] pages).
+const PUSH_QUEUE: usize = 4;
+/// Threads installing pushed pages. Two made the 2 GiB post-copy's total
+/// 9% shorter on a 2-vCPU VM but doubled the p99 of the workload's page
+/// writes during it (both vCPUs busy with installs when its faults'
+/// threads woke), and its downtime grew (README, 2026-12-05): one for now.
+const PUSH_INSTALLERS: usize = 1;
 
 /// After the resume, the only reader of the control lane: skips the
 /// source's heartbeats, and if it falls silent for [`peer::PEER_SILENCE`]
@@ -416,8 +427,9 @@ impl LiveNetwork {
 }
 
 /// The threads of post-copy on the destination: the fault loop, the
-/// pre-copied pages installed in the background, and one reader for each
-/// page lane (demand first; pushed pages go in in the background).
+/// pre-copied pages installed in the background, one reader for each page
+/// lane (the demand lane's installs what it reads), and the installers of
+/// the pushed pages, in the background.
 pub(super) fn spawn_fault_threads(
     h: &Arc<FaultHandler>,
     local: Option<Arc<LocalPages>>,
@@ -434,25 +446,48 @@ pub(super) fn spawn_fault_threads(
             h3.install_local(&local)
         }));
     }
-    // Pushed pages go in in the background: the demand lane and the
-    // fault loop come first.
-    type Install = fn(&FaultHandler, u64, &[u8]);
+    // Pushed pages go in in the background, from threads of their own
+    // (see `PUSH_INSTALLERS`): the push's reader takes the next frame off
+    // the lane (and opens it) while the installers take the last ones. The
+    // demand lane and the fault loop come first.
+    let (queue, queued) = mpsc::sync_channel::<(u64, Vec<u8>)>(PUSH_QUEUE);
+    let queued = Arc::new(Mutex::new(queued));
+    for _ in 0..PUSH_INSTALLERS {
+        let (h4, queued) = (h.clone(), queued.clone());
+        threads.push(crate::postcopy::spawn_named("push-install", move || {
+            let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
+            loop {
+                let next = queued.lock().unwrap_or_else(|e| e.into_inner()).recv();
+                let Ok((addr, data)) = next else { return };
+                h4.install_background(addr, &data);
+            }
+        }));
+    }
+    let h5 = h.clone();
+    let demand_install: Install = Box::new(move |addr, data| {
+        h5.install(addr, &data);
+        true
+    });
+    // Fails only if the installers are gone (they end when the queue's
+    // sender is dropped, or by a panic).
+    let push_install: Install = Box::new(move |addr, data| queue.send((addr, data)).is_ok());
+    type Install = Box<dyn FnMut(u64, Vec<u8>) -> bool + Send>;
     type Failpoint = fn() -> Result<(), failpoints::Injected>;
     let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
         (
             "demand",
             demand.try_clone().map_err(FrameError::Io)?,
-            FaultHandler::install,
+            demand_install,
             || failpoints::hit("dest.demand"),
         ),
         (
             "bulk",
             bulk.try_clone().map_err(FrameError::Io)?,
-            FaultHandler::install_background,
+            push_install,
             || failpoints::hit("dest.push"),
         ),
     ];
-    for (lane, mut s, install, failpoint) in lanes {
+    for (lane, mut s, mut install, failpoint) in lanes {
         let h2 = h.clone();
         let name = if lane == "bulk" {
             "push-read"
@@ -470,7 +505,14 @@ pub(super) fn spawn_fault_threads(
                         h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
                         return;
                     }
-                    Ok(Frame::Pages(hd, data)) => install(&h2, hd.addr, &data),
+                    Ok(Frame::Pages(hd, data)) => {
+                        if !install(hd.addr, data) {
+                            h2.end(Outcome::Failed(format!(
+                                "the {lane} lane's installers are gone"
+                            )));
+                            return;
+                        }
+                    }
                     Ok(Frame::Control(body))
                         if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
                     {
