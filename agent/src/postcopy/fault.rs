@@ -452,16 +452,7 @@ impl FaultHandler {
         if st.outcome.is_some() {
             return;
         }
-        let mut waiting = Vec::new();
-        if !st.requested.is_empty() {
-            for k in 0..n {
-                let addr = src + k * PAGE_SIZE;
-                if let Some(a) = st.requested.remove(&addr) {
-                    waiting.push((addr, a));
-                }
-            }
-            self.awaited.store(st.requested.len(), Ordering::Release);
-        }
+        let waiting = self.take_waiting(st, src, n);
         // Into every space, those a fork adds meanwhile too: an install
         // that meets a fork under way reads its event and takes the child's
         // space from the parent's as it is then, with these pages still to
@@ -481,6 +472,22 @@ impl FaultHandler {
         // the fault loop's next wake-up.
         self.redo_faults(st);
         self.check_complete(st);
+    }
+
+    /// Takes the faults asked of the source that wait for the `n` pages
+    /// from `src` (they are being installed).
+    fn take_waiting(&self, st: &mut State, src: u64, n: u64) -> Vec<(u64, Awaited)> {
+        let mut waiting = Vec::new();
+        if !st.requested.is_empty() {
+            for k in 0..n {
+                let addr = src + k * PAGE_SIZE;
+                if let Some(a) = st.requested.remove(&addr) {
+                    waiting.push((addr, a));
+                }
+            }
+            self.awaited.store(st.requested.len(), Ordering::Release);
+        }
+        waiting
     }
 
     /// Records the faults that waited for pages just installed.

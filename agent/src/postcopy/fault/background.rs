@@ -50,21 +50,12 @@ impl FaultHandler {
     fn install_shared(&self, src: u64, data: &[u8]) {
         let n = data.len() as u64 / PAGE_SIZE;
         let shared = self.copying.read().unwrap_or_else(|e| e.into_inner());
-        let mut waiting = Vec::new();
-        let plan: Vec<SpaceCopy> = {
+        let (waiting, plan): (_, Vec<SpaceCopy>) = {
             let mut st = self.lock();
             if st.outcome.is_some() {
                 return;
             }
-            if !st.requested.is_empty() {
-                for k in 0..n {
-                    let addr = src + k * PAGE_SIZE;
-                    if let Some(a) = st.requested.remove(&addr) {
-                        waiting.push((addr, a));
-                    }
-                }
-                self.awaited.store(st.requested.len(), Ordering::Release);
-            }
+            let waiting = self.take_waiting(&mut st, src, n);
             let plan = st
                 .spaces
                 .iter_mut()
@@ -72,7 +63,7 @@ impl FaultHandler {
                 .filter(|(_, _, runs)| !runs.is_empty())
                 .collect();
             st.copies_in_flight += 1;
-            plan
+            (waiting, plan)
         };
         #[cfg(test)]
         match self.copy_pause_us.load(Ordering::Relaxed) {

@@ -104,7 +104,12 @@ fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStrea
 /// `n` pages from `addr` as the source has them: each page filled with
 /// its number in the area plus one.
 fn content(area: &Area, addr: u64, n: u32) -> Vec<u8> {
-    let first = (addr - area.0) / PAGE_SIZE;
+    content_at(area.0, addr, n)
+}
+
+/// [`content`] for the area at `base`.
+fn content_at(base: u64, addr: u64, n: u32) -> Vec<u8> {
+    let first = (addr - base) / PAGE_SIZE;
     (0..u64::from(n))
         .flat_map(|k| vec![(first + k + 1) as u8; PAGE_SIZE as usize])
         .collect()
@@ -246,31 +251,13 @@ fn background_installs_on_several_threads_beside_faults_and_discards_fill_every_
     for round in 0..6 {
         let area = Area::of(N);
         let base = area.0;
-        let (h, mut source) = handler(&area);
+        let (h, source) = handler(&area);
         // Every other round, each piece waits between being taken off the
         // map and its copy: faults and discards meet copies under way.
         let pause = if round % 2 == 1 { 200 } else { 0 };
         h.copy_pause_us.store(pause, Ordering::Relaxed);
-        source
-            .set_read_timeout(Some(Duration::from_millis(20)))
-            .unwrap();
-        let expected = move |addr: u64, n: u32| {
-            let first = (addr - base) / PAGE_SIZE;
-            (0..u64::from(n))
-                .flat_map(|k| vec![(first + k + 1) as u8; PAGE_SIZE as usize])
-                .collect::<Vec<u8>>()
-        };
         let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let server = {
-            let (h, over) = (h.clone(), over.clone());
-            std::thread::spawn(move || {
-                while !over.load(Ordering::Acquire) {
-                    if let Ok(req) = frame::read_msg::<PageRequest>(&mut source) {
-                        h.install(req.addr, &expected(req.addr, req.npages));
-                    }
-                }
-            })
-        };
+        let server = serve(&h, source, base, &over);
         // Each installer takes every other 64-page frame, as the push's
         // installers take frames off their queue.
         let installers: Vec<_> = [0, 1]
@@ -280,7 +267,7 @@ fn background_installs_on_several_threads_beside_faults_and_discards_fill_every_
                 std::thread::spawn(move || {
                     for f in (which..N / 64).step_by(2) {
                         let addr = base + f * 64 * PAGE_SIZE;
-                        h.install_background(addr, &expected(addr, 64));
+                        h.install_background(addr, &content_at(base, addr, 64));
                     }
                 })
             })
@@ -325,29 +312,17 @@ fn background_installs_on_several_threads_beside_faults_and_discards_fill_every_
                 );
             }
         }
-        let (outcome, _, _) = h.wait();
-        over.store(true, Ordering::Release);
-        server.join().unwrap();
-        assert_eq!(outcome, Outcome::Complete, "round {round}");
-        // Post-copy is over (the userfaultfd closed): a page not installed
-        // would read as zeros now.
-        for i in 0..N {
-            // SAFETY: a whole page of our own live mapping.
-            let got = unsafe {
-                std::slice::from_raw_parts(area.page(i) as *const u8, PAGE_SIZE as usize)
-            };
-            let want = if discarded(i) { 0 } else { (i + 1) as u8 };
-            assert!(
-                got.iter().all(|&b| b == want),
-                "round {round}: page {i} reads {} where {want} is due",
-                got[0]
-            );
-        }
+        assert_eq!(
+            finish(&h, &over, server),
+            Outcome::Complete,
+            "round {round}"
+        );
+        assert_filled(&area, discarded, &format!("round {round}"));
     }
 }
 
 /// Answers the handler's page requests on `source` as the source would
-/// (pages of `area` at `base`, see [`content`]) until `over` is set.
+/// (pages of the area at `base`, see [`content_at`]) until `over` is set.
 fn serve(
     h: &Arc<FaultHandler>,
     mut source: TcpStream,
@@ -371,9 +346,21 @@ fn serve(
     })
 }
 
+/// Waits for post-copy's end, then stops the source's server.
+fn finish(
+    h: &FaultHandler,
+    over: &std::sync::atomic::AtomicBool,
+    server: std::thread::JoinHandle<()>,
+) -> Outcome {
+    let (outcome, _, _) = h.wait();
+    over.store(true, Ordering::Release);
+    server.join().unwrap();
+    outcome
+}
+
 /// Every page of `area` reads as the source has it, or as zeros where
 /// `zero` says (post-copy over: a page not installed reads as zeros).
-fn assert_filled(area: &Area, zero: impl Fn(u64) -> bool) {
+fn assert_filled(area: &Area, zero: impl Fn(u64) -> bool, what: &str) {
     for i in 0..area.1 {
         // SAFETY: a whole page of our own live mapping.
         let got =
@@ -381,7 +368,7 @@ fn assert_filled(area: &Area, zero: impl Fn(u64) -> bool) {
         let want = if zero(i) { 0 } else { (i + 1) as u8 };
         assert!(
             got.iter().all(|&b| b == want),
-            "page {i} reads {} where {want} is due",
+            "{what}: page {i} reads {} where {want} is due",
             got[0]
         );
     }
@@ -404,68 +391,73 @@ fn discard(area: &Area, i: u64) -> std::thread::JoinHandle<()> {
     })
 }
 
+/// A post-copy of `area` with the source answering, and pages 0-3 taken
+/// off the map by a background copy that waits 100 ms before it copies;
+/// returns once it is taken (20 ms), with the copy's thread.
+struct HeldCopy {
+    h: Arc<FaultHandler>,
+    over: Arc<std::sync::atomic::AtomicBool>,
+    server: std::thread::JoinHandle<()>,
+    copier: std::thread::JoinHandle<()>,
+}
+
+impl HeldCopy {
+    fn start(area: &Area) -> HeldCopy {
+        let (h, source) = handler(area);
+        let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let server = serve(&h, source, area.0, &over);
+        h.copy_pause_us.store(100_000, Ordering::Relaxed);
+        let copier = {
+            let (h, addr) = (h.clone(), area.page(0));
+            let data = content(area, addr, 4);
+            std::thread::spawn(move || h.install_background(addr, &data))
+        };
+        std::thread::sleep(Duration::from_millis(20));
+        HeldCopy {
+            h,
+            over,
+            server,
+            copier,
+        }
+    }
+}
+
+/// Installs pages 4 on, copies no longer held.
+fn install_the_rest(h: &FaultHandler, area: &Area) {
+    h.copy_pause_us.store(0, Ordering::Relaxed);
+    let data = content(area, area.page(4), (PAGES - 4) as u32);
+    h.install_background(area.page(4), &data);
+}
+
 #[test]
 fn a_fault_and_a_discard_on_pages_under_a_background_copy_wait_for_it() {
     let area = Area::new();
-    let (h, source) = handler(&area);
-    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = serve(&h, source, area.0, &over);
-    // Pages 0-3 taken off the map for a copy that waits 100 ms.
-    h.copy_pause_us.store(100_000, Ordering::Relaxed);
-    let copier = {
-        let (h, addr) = (h.clone(), area.page(0));
-        let data = content(&area, addr, 4);
-        std::thread::spawn(move || h.install_background(addr, &data))
-    };
-    std::thread::sleep(Duration::from_millis(20));
+    let held = HeldCopy::start(&area);
     // Neither may take the pages for missing meanwhile: the fault would
     // get a zero page, and the copy would land over the discard.
     let reader = touch(area.page(1) + 1);
     let discarded = discard(&area, 2);
-    copier.join().unwrap();
+    held.copier.join().unwrap();
     assert_eq!(reader.join().unwrap(), 2);
     discarded.join().unwrap();
-    h.copy_pause_us.store(0, Ordering::Relaxed);
-    h.install_background(
-        area.page(4),
-        &content(&area, area.page(4), (PAGES - 4) as u32),
-    );
-    let (outcome, _, _) = h.wait();
-    over.store(true, Ordering::Release);
-    server.join().unwrap();
-    assert_eq!(outcome, Outcome::Complete);
-    assert_filled(&area, |i| i == 2);
+    install_the_rest(&held.h, &area);
+    assert_eq!(finish(&held.h, &held.over, held.server), Outcome::Complete);
+    assert_filled(&area, |i| i == 2, "after a held copy");
 }
 
 #[test]
 fn post_copy_is_not_complete_while_a_background_copy_may_yet_fail() {
     let area = Area::new();
-    let (h, source) = handler(&area);
-    let over = Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let server = serve(&h, source, area.0, &over);
-    h.copy_pause_us.store(100_000, Ordering::Relaxed);
-    let copier = {
-        let (h, addr) = (h.clone(), area.page(0));
-        let data = content(&area, addr, 4);
-        std::thread::spawn(move || h.install_background(addr, &data))
-    };
-    std::thread::sleep(Duration::from_millis(20));
+    let held = HeldCopy::start(&area);
     // Every other page in: none is left on the map, but pages 0-3 are
     // not in yet.
-    h.copy_pause_us.store(0, Ordering::Relaxed);
-    h.install_background(
-        area.page(4),
-        &content(&area, area.page(4), (PAGES - 4) as u32),
-    );
+    install_the_rest(&held.h, &area);
     // An event the copy then meets: it fails, and puts its pages back.
     let discarded = discard(&area, 2);
-    copier.join().unwrap();
+    held.copier.join().unwrap();
     discarded.join().unwrap();
-    let (outcome, _, _) = h.wait();
-    over.store(true, Ordering::Release);
-    server.join().unwrap();
-    assert_eq!(outcome, Outcome::Complete);
-    assert_filled(&area, |i| i == 2);
+    assert_eq!(finish(&held.h, &held.over, held.server), Outcome::Complete);
+    assert_filled(&area, |i| i == 2, "after a held copy that failed");
 }
 
 #[test]
