@@ -93,6 +93,11 @@ enum Mover<'a> {
 /// Runs the service benchmark (and, with `criu`, the same under CRIU);
 /// prints its rows and writes them as JSON under `out`.
 pub fn run(out: &Path, criu: Option<&Path>) -> Result<bool, String> {
+    let mut needed = vec![("redis-server", "redis-server"), ("python3", "python3")];
+    if criu.is_some() {
+        needed.extend(CRIU_TOOLS);
+    }
+    check_tools(&needed)?;
     let mut all = serde_json::Map::new();
     for mode in ["postcopy", "precopy"] {
         let r = measure(&Mover::Migrate(mode))?;
@@ -129,6 +134,31 @@ pub fn run(out: &Path, criu: Option<&Path>) -> Result<bool, String> {
         .as_object()
         .is_some_and(|m| m.values().all(|v| v["ok"].as_bool().unwrap_or(false)));
     Ok(ok)
+}
+
+/// What CRIU's row needs beside CRIU, with the Debian package of each:
+/// its network lock for `--tcp-established` runs `iptables`, and the
+/// moved address is announced with `arping -U`.
+const CRIU_TOOLS: [(&str, &str); 2] = [("iptables", "iptables"), ("arping", "iputils-arping")];
+
+/// Fails with one message naming every tool in `tools` (command, package)
+/// not on `PATH`, before any lab is built: without it, CRIU's dump fails
+/// only after the rows before it have run ("Failed to lock TCP
+/// connection").
+fn check_tools(tools: &[(&str, &str)]) -> Result<(), String> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    let missing: Vec<String> = tools
+        .iter()
+        .filter(|(cmd, _)| !std::env::split_paths(&path).any(|d| d.join(cmd).is_file()))
+        .map(|(cmd, pkg)| format!("{cmd} (Debian's {pkg})"))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "--service needs {} on PATH; install it first",
+        missing.join(", ")
+    ))
 }
 
 fn print_row(what: &str, how: &str, downtime: &str, r: &Value) {
