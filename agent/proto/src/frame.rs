@@ -7,7 +7,8 @@
 //!
 //! `Control` payloads are postcard-encoded [`crate::msg`] values; `Pages`
 //! payloads are a [`PagesHeader`] followed by raw page bytes, so page data
-//! never goes through serde. Every length is bounded before anything is
+//! never goes through serde; a `Zeros` payload is a [`PagesHeader`] alone,
+//! for pages whose every byte is zero. Every length is bounded before anything is
 //! allocated.
 
 use std::io::{self, IoSlice, Read, Write};
@@ -40,6 +41,8 @@ pub enum Kind {
     /// Page data compressed as one LZ4 block behind a [`PagesHeader`];
     /// read back as `Pages`.
     PagesLz4 = 3,
+    /// Pages whose every byte is zero: a [`PagesHeader`] and no bytes.
+    Zeros = 4,
 }
 
 impl Kind {
@@ -48,6 +51,7 @@ impl Kind {
             1 => Some(Kind::Control),
             2 => Some(Kind::Pages),
             3 => Some(Kind::PagesLz4),
+            4 => Some(Kind::Zeros),
             _ => None,
         }
     }
@@ -137,6 +141,8 @@ pub enum Frame {
     Control(Vec<u8>),
     /// Pages and their bytes (`npages * PAGE_SIZE` long).
     Pages(PagesHeader, Vec<u8>),
+    /// Pages that read as zeros throughout (at least one).
+    Zeros(PagesHeader),
 }
 
 fn header(kind: Kind, len: u64) -> [u8; HEADER_LEN] {
@@ -219,6 +225,19 @@ fn write_all_parts(w: &mut impl Write, mut parts: &mut [IoSlice<'_>]) -> io::Res
 /// Writes one `Pages` frame; `data` must be a whole number of pages.
 pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), FrameError> {
     write_pages_frame(w, Kind::Pages, pages_header(addr, data)?, data)
+}
+
+/// Writes one `Zeros` frame: `npages` pages (1 to [`MAX_PAGES_PER_FRAME`])
+/// at `addr` whose every byte is zero.
+pub fn write_zeros(w: &mut impl Write, addr: u64, npages: u32) -> Result<(), FrameError> {
+    if npages == 0 || npages > MAX_PAGES_PER_FRAME || !addr.is_multiple_of(PAGE_SIZE) {
+        return Err(FrameError::BadPages("no pages, too many or unaligned"));
+    }
+    let hdr = PagesHeader { addr, npages };
+    let mut out = header(Kind::Zeros, PagesHeader::LEN as u64).to_vec();
+    out.extend_from_slice(&hdr.encode());
+    w.write_all(&out)?;
+    Ok(())
 }
 
 /// Writes a `PagesLz4` frame for `data` at `addr`, or a plain `Pages`
@@ -325,6 +344,21 @@ fn read_frame_within(r: &mut impl Read, control_limit: u64) -> Result<Frame, Fra
                 )),
             }
         }
+        Kind::Zeros => {
+            if len != PagesHeader::LEN as u64 {
+                return Err(FrameError::BadPages("zero pages with a payload"));
+            }
+            let mut hb = [0u8; PagesHeader::LEN];
+            r.read_exact(&mut hb)?;
+            let hdr = PagesHeader::decode(&hb);
+            if hdr.npages == 0
+                || hdr.npages > MAX_PAGES_PER_FRAME
+                || !hdr.addr.is_multiple_of(PAGE_SIZE)
+            {
+                return Err(FrameError::BadPages("bad zero page header"));
+            }
+            Ok(Frame::Zeros(hdr))
+        }
         Kind::Invalid => Err(FrameError::BadKind(0)),
     }
 }
@@ -345,6 +379,10 @@ pub fn read_msg_within<T: DeserializeOwned>(
         Frame::Pages(..) => Err(FrameError::Unexpected {
             expected: Kind::Control,
             got: Kind::Pages,
+        }),
+        Frame::Zeros(..) => Err(FrameError::Unexpected {
+            expected: Kind::Control,
+            got: Kind::Zeros,
         }),
     }
 }
@@ -476,6 +514,41 @@ mod tests {
         buf.extend_from_slice(&[0u8; 4]);
         assert!(matches!(
             read_frame(&mut buf.as_slice()),
+            Err(FrameError::BadPages(_))
+        ));
+    }
+
+    #[test]
+    fn zero_pages_go_as_a_header_and_lies_are_refused() {
+        let mut wire = Vec::new();
+        write_zeros(&mut wire, 0x7000_0000, 3).unwrap();
+        assert_eq!(wire.len(), HEADER_LEN + PagesHeader::LEN);
+        match read_frame(&mut wire.as_slice()).unwrap() {
+            Frame::Zeros(h) => assert_eq!((h.addr, h.npages), (0x7000_0000, 3)),
+            other => panic!("got {other:?}"),
+        }
+        assert!(matches!(
+            read_msg::<String>(&mut wire.as_slice()),
+            Err(FrameError::Unexpected { .. })
+        ));
+        for (addr, n) in [
+            (0x7000_0000, 0),
+            (0x7000_0001, 1),
+            (0, MAX_PAGES_PER_FRAME + 1),
+        ] {
+            assert!(write_zeros(&mut Vec::new(), addr, n).is_err());
+            let mut bad = header(Kind::Zeros, PagesHeader::LEN as u64).to_vec();
+            bad.extend_from_slice(&PagesHeader { addr, npages: n }.encode());
+            assert!(matches!(
+                read_frame(&mut bad.as_slice()),
+                Err(FrameError::BadPages(_))
+            ));
+        }
+        // A payload behind the header is refused before it is read.
+        let mut long = header(Kind::Zeros, PagesHeader::LEN as u64 + 4096).to_vec();
+        long.extend_from_slice(&PagesHeader { addr: 0, npages: 1 }.encode());
+        assert!(matches!(
+            read_frame(&mut long.as_slice()),
             Err(FrameError::BadPages(_))
         ));
     }

@@ -49,7 +49,7 @@ pub mod refusal;
 pub mod shim;
 
 /// Version of the agent-to-agent and CLI-to-agent protocol.
-pub const PROTOCOL_VERSION: u32 = 18;
+pub const PROTOCOL_VERSION: u32 = 19;
 
 /// After the commit each agent sends a heartbeat on the control lane this
 /// often, milliseconds.

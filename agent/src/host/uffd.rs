@@ -151,23 +151,39 @@ pub fn copy(fd: &OwnedFd, dst: u64, data: &[u8]) -> io::Result<Install> {
     Ok(Install::Done)
 }
 
-/// Maps zero pages at `[start, start+len)` and wakes waiters.
+/// Maps zero pages at `[start, start+len)` and wakes waiters. Pages
+/// already there are left as they are (their waiters woken), as
+/// [`copy`] does.
 pub fn zeropage(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Install> {
-    let mut z = k::uffdio_zeropage {
-        range: k::uffdio_range { start, len },
-        mode: 0,
-        zeropage: 0,
-    };
-    match ioctl(fd, nr::UFFDIO_ZEROPAGE, &mut z) {
-        Ok(()) => Ok(Install::Done),
-        Err(e) => match e.raw_os_error() {
-            Some(libc::EEXIST) => wake(fd, start, len).map(|_| Install::Done),
-            Some(libc::EAGAIN) => Ok(Install::Retry),
-            Some(libc::ENOENT) => Ok(Install::Missing),
-            Some(libc::ESRCH) => Ok(Install::Gone),
-            _ => Err(e),
-        },
+    let mut off = 0u64;
+    while off < len {
+        let mut z = k::uffdio_zeropage {
+            range: k::uffdio_range {
+                start: start + off,
+                len: len - off,
+            },
+            mode: 0,
+            zeropage: 0,
+        };
+        match ioctl(fd, nr::UFFDIO_ZEROPAGE, &mut z) {
+            Ok(()) => return Ok(Install::Done),
+            Err(e) => {
+                let done = u64::try_from(z.zeropage.max(0)).unwrap_or(0);
+                match e.raw_os_error() {
+                    Some(libc::EEXIST) => {
+                        wake(fd, start + off + done, 4096)?;
+                        off += done + 4096;
+                    }
+                    Some(libc::EAGAIN) | Some(libc::ENOENT) if done > 0 => off += done,
+                    Some(libc::EAGAIN) => return Ok(Install::Retry),
+                    Some(libc::ENOENT) => return Ok(Install::Missing),
+                    Some(libc::ESRCH) => return Ok(Install::Gone),
+                    _ => return Err(e),
+                }
+            }
+        }
     }
+    Ok(Install::Done)
 }
 
 /// Wakes threads waiting on `[start, start+len)`.

@@ -32,6 +32,7 @@ use migrate_proto::PAGE_SIZE;
 use tracing::{debug, info, warn};
 
 use crate::host::uffd::{self, Event, Install};
+use crate::postcopy::content::Content;
 use crate::postcopy::lazy::LazyMap;
 use crate::postcopy::pageset::PageSet;
 use crate::postcopy::reservoir::Reservoir;
@@ -432,7 +433,8 @@ impl FaultHandler {
     }
 
     /// Installs pages that arrived from the source (source address `src`).
-    pub fn install(&self, src: u64, data: &[u8]) {
+    pub fn install<'a>(&self, src: u64, data: impl Into<Content<'a>>) {
+        let data = data.into();
         let arrived = Instant::now();
         let mut st = self.lock_urgent();
         let at = Arrival {
@@ -442,13 +444,19 @@ impl FaultHandler {
         self.install_arrived(&mut st, src, data, Some(at));
     }
 
-    fn install_locked(&self, st: &mut State, src: u64, data: &[u8]) {
+    fn install_locked(&self, st: &mut State, src: u64, data: Content<'_>) {
         self.install_arrived(st, src, data, None);
     }
 
     /// Installs pages, those from the demand lane with their `arrival`.
-    fn install_arrived(&self, st: &mut State, src: u64, data: &[u8], arrival: Option<Arrival>) {
-        let n = data.len() as u64 / PAGE_SIZE;
+    fn install_arrived(
+        &self,
+        st: &mut State,
+        src: u64,
+        data: Content<'_>,
+        arrival: Option<Arrival>,
+    ) {
+        let n = data.pages();
         if st.outcome.is_some() {
             return;
         }
@@ -520,8 +528,8 @@ impl FaultHandler {
         }
     }
 
-    fn install_into(&self, st: &mut State, id: u64, src: u64, data: &[u8]) {
-        let n = data.len() as u64 / PAGE_SIZE;
+    fn install_into(&self, st: &mut State, id: u64, src: u64, data: Content<'_>) {
+        let n = data.pages();
         let start = Instant::now();
         let mut missing = 0;
         let mut attempt = 0;
@@ -533,8 +541,7 @@ impl FaultHandler {
             let runs = sp.map.take_arrived(src, n);
             let mut failed = None;
             for (i, &(dst, k, cnt)) in runs.iter().enumerate() {
-                let bytes = &data[(k * PAGE_SIZE) as usize..((k + cnt) * PAGE_SIZE) as usize];
-                match uffd::copy(&sp.uffd, dst, bytes) {
+                match data.part(k, cnt).install(&sp.uffd, dst) {
                     Ok(Install::Done) => {}
                     Ok(r @ (Install::Retry | Install::Missing)) => {
                         failed = Some((i, r));
@@ -706,7 +713,7 @@ impl FaultHandler {
                     let here = local.pages.run_at(src, u64::from(n));
                     if here > 0 {
                         match local.read(src, here) {
-                            Ok(buf) => self.install_locked(st, src, &buf),
+                            Ok(buf) => self.install_locked(st, src, Content::Bytes(&buf)),
                             Err(why) => self.end_locked(st, Outcome::Failed(why)),
                         }
                         return;

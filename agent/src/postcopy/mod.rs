@@ -1,6 +1,7 @@
-//! Memory after the process runs: the fault handler, pages still to come,
-//! the keeper, pre-copied pages, page sets, fault samples.
+//! Memory after the process runs: the fault handler, pages still to come
+//! and what they read as, the keeper, pre-copied pages, page sets, fault samples.
 
+pub mod content;
 pub mod fault;
 pub mod keeper;
 pub mod lazy;

@@ -22,6 +22,9 @@
 //! its own: N + 1 processes of N MiB each, nothing shared. Each child
 //! prints `child ready <k>` once its memory is filled. `--echo ADDR:PORT`
 //! echoes on a thread of its own every byte a client sends there.
+//! `--zeros P` (0-100) writes zeros, not the pattern, into the first P of
+//! every 100 pages (pages in memory that read as zeros, as a runtime's
+//! pre-touched heap has).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -38,8 +41,17 @@ const WORDS: usize = 4096 / 8;
 /// The value of word `word` of page `page` in the process with `seed` (0:
 /// the first process; a child with `--own`: its number).
 fn pattern(page: usize, word: usize, seed: u64) -> u64 {
+    if page % 100 < zeros() {
+        return 0;
+    }
     (((page as u64) << 32) ^ (word as u64) ^ 0x9e37_79b9_7f4a_7c15)
         .wrapping_add(seed.wrapping_mul(0x0100_0000_0000_0001))
+}
+
+/// `--zeros P`: of every 100 pages, the first P hold zeros.
+fn zeros() -> usize {
+    static ZEROS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *ZEROS.get_or_init(|| arg("--zeros", 0).min(100))
 }
 
 fn arg_str(name: &str) -> Option<String> {

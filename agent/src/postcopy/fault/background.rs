@@ -13,7 +13,8 @@ use std::time::{Duration, Instant};
 use migrate_proto::PAGE_SIZE;
 
 use super::{FaultHandler, LocalPages, Outcome, BACKGROUND_PIECE, LOCAL_CHUNK, STEP_ASIDE};
-use crate::host::uffd::{self, Install};
+use crate::host::uffd::Install;
+use crate::postcopy::content::Content;
 
 /// A background piece's copies into one space: its id, its userfaultfd,
 /// and the runs taken off its map (destination, first page in the piece,
@@ -24,9 +25,8 @@ impl FaultHandler {
     /// Installs pages that no fault waits for (pushed by the source, or
     /// pre-copied), source address `src`, a piece at a time, letting
     /// faults go first.
-    pub fn install_background(&self, src: u64, data: &[u8]) {
-        let piece = BACKGROUND_PIECE * PAGE_SIZE as usize;
-        for (i, part) in data.chunks(piece).enumerate() {
+    pub fn install_background<'a>(&self, src: u64, data: impl Into<Content<'a>>) {
+        for (k, part) in data.into().parts(BACKGROUND_PIECE as u64) {
             let since = Instant::now();
             while since.elapsed() < STEP_ASIDE {
                 if self.urgent.load(Ordering::Acquire) > 0 {
@@ -39,7 +39,7 @@ impl FaultHandler {
                     break;
                 }
             }
-            self.install_shared(src + (i * piece) as u64, part);
+            self.install_shared(src + k * PAGE_SIZE, part);
         }
     }
 
@@ -47,8 +47,8 @@ impl FaultHandler {
     /// installs: its pages are taken off the map under the lock, copied
     /// without it, and settled under it again, all within a shared hold of
     /// the copy lock (see the module's doc).
-    fn install_shared(&self, src: u64, data: &[u8]) {
-        let n = data.len() as u64 / PAGE_SIZE;
+    fn install_shared(&self, src: u64, data: Content<'_>) {
+        let n = data.pages();
         let shared = self.copying.read().unwrap_or_else(|e| e.into_inner());
         let (waiting, plan): (_, Vec<SpaceCopy>) = {
             let mut st = self.lock();
@@ -76,8 +76,7 @@ impl FaultHandler {
             .iter()
             .map(|(_, fd, runs)| {
                 runs.iter().enumerate().find_map(|(i, &(dst, k, cnt))| {
-                    let bytes = &data[(k * PAGE_SIZE) as usize..((k + cnt) * PAGE_SIZE) as usize];
-                    match uffd::copy(fd, dst, bytes) {
+                    match data.part(k, cnt).install(fd, dst) {
                         Ok(Install::Done) => None,
                         r => Some((i, r)),
                     }

@@ -65,7 +65,8 @@ fn handler(area: &Area) -> (Arc<FaultHandler>, TcpStream) {
     handler_with(area, Prefetch::Fixed(4))
 }
 
-fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStream) {
+/// A userfaultfd with `area` registered for missing pages.
+fn uffd_over(area: &Area) -> OwnedFd {
     let flags = libc::O_CLOEXEC | libc::O_NONBLOCK | uffd::USER_MODE_ONLY;
     // SAFETY: userfaultfd takes flags only; the result is a new descriptor
     // that we own at once.
@@ -76,6 +77,11 @@ fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStrea
     let features = uffd::FEATURE_EVENT_REMOVE | uffd::FEATURE_EVENT_UNMAP | uffd::FEATURE_THREAD_ID;
     uffd::api(&ufd, features).unwrap();
     uffd::register_missing(&ufd, area.0, area.1 * PAGE_SIZE).unwrap();
+    ufd
+}
+
+fn handler_with(area: &Area, prefetch: Prefetch) -> (Arc<FaultHandler>, TcpStream) {
+    let ufd = uffd_over(area);
     let mut map = LazyMap::new();
     map.add(area.0, area.1);
 
@@ -471,4 +477,51 @@ fn each_stage_median_is_taken_on_its_own() {
     let all = [s(1, 300, 0, 9), s(3, 100, 5, 7), s(2, 200, 1, 8)];
     assert_eq!(Stages::medians(&all), s(2, 200, 1, 8));
     assert_eq!(Stages::medians(&[]), Stages::default());
+}
+
+#[test]
+fn zero_marks_answer_faults_and_fill_around_pages_already_in() {
+    let area = Area::new();
+    let (h, mut source) = handler(&area);
+    // A fault answered by a mark: the thread reads zeros.
+    let reader = touch(area.page(5) + 7);
+    let req: PageRequest = frame::read_msg(&mut source).expect("a page request");
+    assert_eq!(req.addr, area.page(5));
+    h.install(req.addr, Content::Zeros(u64::from(req.npages)));
+    assert_eq!(reader.join().unwrap(), 0, "the thread read a zero");
+    let marked = 5..5 + u64::from(req.npages);
+    // Marks in the background over pages partly in already: those keep
+    // their bytes.
+    h.install_background(area.page(1), &content(&area, area.page(1), 1));
+    h.install_background(area.page(0), Content::Zeros(4));
+    for i in (4..PAGES).filter(|i| !marked.contains(i)) {
+        h.install_background(area.page(i), &content(&area, area.page(i), 1));
+    }
+    let (outcome, _, _) = h.wait();
+    assert_eq!(outcome, Outcome::Complete);
+    assert_filled(
+        &area,
+        |i| i == 0 || i == 2 || i == 3 || marked.contains(&i),
+        "marks",
+    );
+}
+
+#[test]
+fn a_range_of_zero_pages_goes_on_past_a_page_already_there() {
+    let area = Area::of(4);
+    let fd = uffd_over(&area);
+    let page = vec![7u8; PAGE_SIZE as usize];
+    assert_eq!(uffd::copy(&fd, area.page(1), &page).unwrap(), Install::Done);
+    // Over the page that is there: the pages after it are mapped too.
+    assert_eq!(
+        uffd::zeropage(&fd, area.page(0), 4 * PAGE_SIZE).unwrap(),
+        Install::Done
+    );
+    // Page 3 is in (a copy there finds it so), and reads as zeros.
+    assert_eq!(uffd::copy(&fd, area.page(3), &page).unwrap(), Install::Done);
+    for (i, want) in [(0, 0u8), (1, 7), (2, 0), (3, 0)] {
+        // SAFETY: a page of our own live mapping, present by now.
+        let got = unsafe { std::ptr::read_volatile(area.page(i) as *const u8) };
+        assert_eq!(got, want, "page {i}");
+    }
 }

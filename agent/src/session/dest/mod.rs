@@ -449,6 +449,13 @@ impl Receiving<'_, '_, '_> {
             loop {
                 match frame::read_frame(ctl)? {
                     Frame::Pages(h, data) => writers.write(h.addr, data)?,
+                    // Marks are for post-copy's lanes only.
+                    Frame::Zeros(_) => {
+                        return Err(DestError::Unexpected {
+                            expected: "pages",
+                            got: "zero-page marks".into(),
+                        })
+                    }
                     Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                         SourceMsg::ShippedData(data) => shipped.write(&data)?,
                         SourceMsg::EagerDone => break,
@@ -603,6 +610,8 @@ fn receive_core(
                 continue;
             }
             Ok(Frame::Control(body)) => seq.open::<SourceMsg>(&body),
+            // Marks are for post-copy's lanes only.
+            Ok(Frame::Zeros(_)) => Err(FrameError::BadPages("zero-page marks in pre-copy")),
             Err(e) => Err(e),
         };
         match msg {

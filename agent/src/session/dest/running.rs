@@ -2,6 +2,7 @@
 //! arrive or faults ask for them, with the source watched.
 
 use super::*;
+use crate::postcopy::content::Received;
 use std::sync::{mpsc, Mutex};
 
 /// Pushed frames received and not yet taken by an installer, at most: 1 MiB
@@ -450,7 +451,7 @@ pub(super) fn spawn_fault_threads(
     // (see `PUSH_INSTALLERS`): the push's reader takes the next frame off
     // the lane (and opens it) while the installers take the last ones. The
     // demand lane and the fault loop come first.
-    let (queue, queued) = mpsc::sync_channel::<(u64, Vec<u8>)>(PUSH_QUEUE);
+    let (queue, queued) = mpsc::sync_channel::<Received>(PUSH_QUEUE);
     let queued = Arc::new(Mutex::new(queued));
     for _ in 0..PUSH_INSTALLERS {
         let (h4, queued) = (h.clone(), queued.clone());
@@ -458,20 +459,20 @@ pub(super) fn spawn_fault_threads(
             let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
             loop {
                 let next = queued.lock().unwrap_or_else(|e| e.into_inner()).recv();
-                let Ok((addr, data)) = next else { return };
-                h4.install_background(addr, &data);
+                let Ok(pages) = next else { return };
+                h4.install_background(pages.addr, pages.content());
             }
         }));
     }
     let h5 = h.clone();
-    let demand_install: Install = Box::new(move |addr, data| {
-        h5.install(addr, &data);
+    let demand_install: Install = Box::new(move |pages| {
+        h5.install(pages.addr, pages.content());
         true
     });
     // Fails only if the installers are gone (they end when the queue's
     // sender is dropped, or by a panic).
-    let push_install: Install = Box::new(move |addr, data| queue.send((addr, data)).is_ok());
-    type Install = Box<dyn FnMut(u64, Vec<u8>) -> bool + Send>;
+    let push_install: Install = Box::new(move |pages| queue.send(pages).is_ok());
+    type Install = Box<dyn FnMut(Received) -> bool + Send>;
     type Failpoint = fn() -> Result<(), failpoints::Injected>;
     let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
         (
@@ -500,25 +501,25 @@ pub(super) fn spawn_fault_threads(
             }
             let mut pushed = false;
             loop {
-                match frame::read_frame(&mut s) {
-                    Ok(Frame::Pages(..)) if failpoint().is_err() => {
+                match frame::read_frame(&mut s).map(Received::of) {
+                    Ok(Ok(_)) if failpoint().is_err() => {
                         h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
                         return;
                     }
-                    Ok(Frame::Pages(hd, data)) => {
-                        if !install(hd.addr, data) {
+                    Ok(Ok(pages)) => {
+                        if !install(pages) {
                             h2.end(Outcome::Failed(format!(
                                 "the {lane} lane's installers are gone"
                             )));
                             return;
                         }
                     }
-                    Ok(Frame::Control(body))
+                    Ok(Err(Frame::Control(body)))
                         if lane == "bulk" && frame::decode::<PushDone>(&body).is_ok() =>
                     {
                         pushed = true;
                     }
-                    Ok(Frame::Control(_)) => {
+                    Ok(Err(_)) => {
                         h2.end(Outcome::Failed(format!(
                             "unexpected message on the {lane} lane"
                         )));

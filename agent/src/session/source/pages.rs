@@ -3,6 +3,7 @@
 //! the rest.
 
 use super::*;
+use crate::postcopy::content::zero_runs;
 
 /// Lazy pages of the image, with a "sent" flag each so every page crosses
 /// once on the bulk lane.
@@ -252,6 +253,30 @@ pub(super) fn put_pages(
     }
 }
 
+/// Sends the pages of a post-copy lane: each run of pages whose every byte
+/// is zero as a mark (the destination maps the zero page there: nothing
+/// on the link, no fresh memory written), the rest as [`put_pages`] does.
+/// Returns the payload bytes sent.
+pub(super) fn put_lazy_pages(
+    w: &mut impl Write,
+    addr: u64,
+    data: &[u8],
+    compress: bool,
+) -> Result<u64, frame::FrameError> {
+    let mut wire = 0;
+    for (first, n, zero) in zero_runs(data) {
+        let at = addr + first * PAGE_SIZE;
+        if zero {
+            // `data` is at most a frame's pages.
+            frame::write_zeros(w, at, n as u32)?;
+        } else {
+            let bytes = &data[(first * PAGE_SIZE) as usize..((first + n) * PAGE_SIZE) as usize];
+            wire += put_pages(w, at, bytes, compress)?;
+        }
+    }
+    Ok(wire)
+}
+
 pub(super) fn spawn_demand(
     lane: Option<PeerStream>,
     mem: Arc<Memories>,
@@ -308,7 +333,7 @@ pub(super) fn serve_demand(
             }
             mem.read_direct(addr, pages)
                 .map_err(|e| frame::FrameError::Io(std::io::Error::other(e)))?;
-            put_pages(&mut *s, addr, pages, compress)
+            put_lazy_pages(&mut *s, addr, pages, compress)
         };
         let sent = send(req.addr, head).and_then(|a| Ok(a + send(req.addr + PAGE_SIZE, rest)?));
         match sent {
@@ -402,7 +427,7 @@ pub(super) fn spawn_push(
                 {
                     break 'push false;
                 }
-                match put_pages(&mut w, addr, &buf, compress) {
+                match put_lazy_pages(&mut w, addr, &buf, compress) {
                     Ok(n) => {
                         c.wire_bytes.fetch_add(n, Ordering::Relaxed);
                     }
