@@ -601,6 +601,67 @@ fn progress_is_reported_while_post_copy_runs() {
     signal_in(c.h2(), new_pid, "-KILL");
 }
 
+/// `Cpus_allowed_list` of task `tid` of process `pid` (outer pids).
+fn cpus_of(pid: i32, tid: &str) -> String {
+    let status =
+        std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap_or_default()
+        .trim()
+        .to_string()
+}
+
+#[test]
+fn the_destinations_post_copy_threads_run_on_every_cpu_its_agent_may() {
+    require_lab!();
+    let c = Cluster::start();
+    let w = Proc::start(c.h1(), c.path("w.out"), WORKLOAD, &["--mib", "64"]);
+    assert!(w.wait_for("ready 64", 60));
+    // 64 MiB pushed at 8 MiB/s: about eight seconds of post-copy.
+    let m = c.spawn_migrate(&[&w.pid.to_string(), "--to", "host2", "--push-rate", "8"]);
+    let agent = agent_outer_pid(&c.agents[1]);
+    let main = cpus_of(agent, &agent.to_string());
+    // The restore pins its thread to one CPU for ptrace; the threads it
+    // starts for post-copy must not stay there.
+    let names = ["fault-loop", "demand-read", "push-read", "push-install"];
+    let seen = || {
+        let mut seen = std::collections::BTreeMap::new();
+        for e in std::fs::read_dir(format!("/proc/{agent}/task"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let tid = e.file_name().to_string_lossy().to_string();
+            let comm = std::fs::read_to_string(e.path().join("comm")).unwrap_or_default();
+            if names.contains(&comm.trim()) {
+                seen.insert(comm.trim().to_string(), cpus_of(agent, &tid));
+            }
+        }
+        seen
+    };
+    let mut threads = seen();
+    let t0 = std::time::Instant::now();
+    while threads.len() < names.len() && t0.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        threads = seen();
+    }
+    let out = m.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let (new_pid, _) = parse_summary(&String::from_utf8_lossy(&out.stdout));
+    signal_in(c.h2(), new_pid, "-KILL");
+    assert_eq!(
+        threads.len(),
+        names.len(),
+        "post-copy's threads: {threads:?}"
+    );
+    assert!(
+        threads.values().all(|cpus| *cpus == main),
+        "the agent runs on {main}, its post-copy threads on {threads:?}"
+    );
+}
+
 #[test]
 fn compressed_pages_arrive_intact_and_take_fewer_bytes() {
     require_lab!();

@@ -23,3 +23,23 @@ where
         .spawn(f)
         .expect("failed to spawn thread")
 }
+
+/// [`spawn_named`], the thread first set to run on `cpus` (`None`: where
+/// it inherits): the fault handler's threads are started by a thread
+/// pinned to one CPU for ptrace, and would inherit the pin.
+pub fn spawn_on<T, F>(
+    name: &str,
+    cpus: Option<crate::host::sys::AffinityWords>,
+    f: F,
+) -> std::thread::JoinHandle<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    spawn_named(name, move || {
+        if let Some(cpus) = cpus {
+            let _ = crate::host::sys::set_affinity_words(0, &cpus);
+        }
+        f()
+    })
+}

@@ -18,7 +18,8 @@ fn set_to_words(set: &libc::cpu_set_t) -> AffinityWords {
     w
 }
 
-/// Sets a task's CPU affinity given as [`AffinityWords`].
+/// Sets a task's CPU affinity given as [`AffinityWords`] (`tid` 0: the
+/// calling thread).
 pub fn set_affinity_words(tid: i32, words: &AffinityWords) -> io::Result<()> {
     // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.
     let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
@@ -60,7 +61,11 @@ fn current_cpu() -> io::Result<usize> {
 /// ptrace, each stop and resume a wake-up on the same CPU instead of one
 /// across CPUs (which costs tens of µs on a VM, milliseconds over the
 /// system calls of a dump); their own affinity is put back on drop.
+/// Threads the pinned thread starts inherit the pin: those that need no
+/// ptrace take [`CpuPin::before_me`] back.
 pub struct CpuPin {
+    /// The pinning thread.
+    me: i32,
     saved: Vec<(i32, libc::cpu_set_t)>,
 }
 
@@ -83,10 +88,10 @@ impl CpuPin {
         let tids: Vec<i32> = std::iter::once(me).chain(tids.iter().copied()).collect();
         let mut saved = Vec::new();
         let Ok(cpu) = current_cpu() else {
-            return CpuPin { saved };
+            return CpuPin { me, saved };
         };
         if cpu >= libc::CPU_SETSIZE as usize {
-            return CpuPin { saved };
+            return CpuPin { me, saved };
         }
         // SAFETY: all zeroes is the empty set; `cpu` is below CPU_SETSIZE,
         // so CPU_SET writes inside it.
@@ -108,14 +113,25 @@ impl CpuPin {
             .map(|(t, set)| (*t, set_to_words(set)))
             .collect();
         if note(&words).is_err() {
-            return CpuPin { saved };
+            return CpuPin { me, saved };
         }
         for (tid, old) in plan {
             if set_affinity(tid, &one).is_ok() {
                 saved.push((tid, old));
             }
         }
-        CpuPin { saved }
+        CpuPin { me, saved }
+    }
+
+    /// The pinning thread's affinity before the pin (`None`: it was not
+    /// pinned), for the threads it starts meanwhile that drive no ptrace
+    /// (page writers, the fault handler's threads) to run on every CPU
+    /// it could.
+    pub fn before_me(&self) -> Option<AffinityWords> {
+        self.saved
+            .iter()
+            .find(|(t, _)| *t == self.me)
+            .map(|(_, old)| set_to_words(old))
     }
 
     /// Counts `tid`, a thread `parent` (pinned here) created and which
@@ -160,7 +176,7 @@ mod tests {
         let me = unsafe { libc::gettid() };
         let before = (cpus(&affinity(me).unwrap()), cpus(&affinity(tid).unwrap()));
         {
-            let _pin = CpuPin::near_me(&[tid]);
+            let pin = CpuPin::near_me(&[tid]);
             let mine = cpus(&affinity(me).unwrap());
             assert_eq!(mine.len(), 1, "the calling thread is on one CPU: {mine:?}");
             assert_eq!(
@@ -168,6 +184,17 @@ mod tests {
                 mine,
                 "the other task is on the same one"
             );
+            // A thread started now inherits the pin; it takes back what
+            // the pinning thread had.
+            let words = pin.before_me().expect("the calling thread was pinned");
+            let started = std::thread::spawn(move || {
+                let inherited = cpus(&affinity(0).unwrap());
+                set_affinity_words(0, &words).unwrap();
+                (inherited, cpus(&affinity(0).unwrap()))
+            })
+            .join()
+            .unwrap();
+            assert_eq!(started, (mine, before.0.clone()));
         }
         let after = (cpus(&affinity(me).unwrap()), cpus(&affinity(tid).unwrap()));
         assert_eq!(after, before);

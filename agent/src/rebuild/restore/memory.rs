@@ -225,7 +225,7 @@ impl Restorer {
                 })
             })
             .collect::<Result<_, RestoreError>>()?;
-        PageWriters::start(sinks)
+        PageWriters::start(sinks, self.unpinned_cpus())
     }
 
     /// Drops the pages of `[addr, addr + len)` (`MADV_DONTNEED`): those a

@@ -420,6 +420,13 @@ impl Restorer {
         std::mem::take(&mut self.forwarded)
     }
 
+    /// The CPUs the restoring thread may run on when not pinned to one
+    /// for ptrace: threads it starts before the resume that drive no
+    /// ptrace take them back (they inherit the pin).
+    pub fn unpinned_cpus(&self) -> Option<sys::AffinityWords> {
+        self.pin.as_ref().and_then(sys::CpuPin::before_me)
+    }
+
     /// A pidfd of the process.
     pub fn pidfd(&self) -> &OwnedFd {
         &self.pidfd

@@ -11,6 +11,8 @@ use std::thread::JoinHandle;
 
 use migrate_inject::RemoteMem;
 
+use crate::host::sys::{self, AffinityWords};
+
 use super::{step, RestoreError};
 
 /// Threads writing pages.
@@ -85,18 +87,25 @@ pub struct PageWriters {
     tx: Option<SyncSender<(u64, Vec<u8>)>>,
     threads: Vec<JoinHandle<Result<(), RestoreError>>>,
     failed: Arc<AtomicBool>,
+    /// The CPUs the writers run on (the receiving thread is pinned to one
+    /// for ptrace, and they would inherit it); `None`: as they inherit.
+    cpus: Option<AffinityWords>,
 }
 
 impl PageWriters {
     /// Writers through `sinks`, one thread each once the pages are more
-    /// than a few.
-    pub(super) fn start(sinks: Vec<PageSink>) -> Result<PageWriters, RestoreError> {
+    /// than a few, on `cpus`.
+    pub(super) fn start(
+        sinks: Vec<PageSink>,
+        cpus: Option<AffinityWords>,
+    ) -> Result<PageWriters, RestoreError> {
         Ok(PageWriters {
             sinks,
             inline_left: INLINE_BYTES,
             tx: None,
             threads: Vec::new(),
             failed: Arc::new(AtomicBool::new(false)),
+            cpus,
         })
     }
 
@@ -106,10 +115,15 @@ impl PageWriters {
         let rx = Arc::new(Mutex::new(rx));
         self.tx = Some(tx);
         for sink in std::mem::take(&mut self.sinks) {
-            let (rx, failed) = (rx.clone(), self.failed.clone());
+            let (rx, failed, cpus) = (rx.clone(), self.failed.clone(), self.cpus);
             let t = std::thread::Builder::new()
                 .name("page-writer".into())
-                .spawn(move || write_until_closed(&sink, &rx, &failed))
+                .spawn(move || {
+                    if let Some(cpus) = cpus {
+                        let _ = sys::set_affinity_words(0, &cpus);
+                    }
+                    write_until_closed(&sink, &rx, &failed)
+                })
                 .map_err(|source| RestoreError::Sys {
                     step: "starting a page writer",
                     source,
@@ -216,7 +230,7 @@ mod tests {
         let pages = INLINE_BYTES / PAGE_SIZE as usize + 64;
         let mut area = vec![0u8; pages * PAGE_SIZE as usize];
         let base = area.as_mut_ptr() as u64;
-        let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
+        let mut w = PageWriters::start(sinks_of_this_process(), None).unwrap();
         for i in 0..pages {
             let addr = base + i as u64 * PAGE_SIZE;
             w.write(addr, vec![(i % 251) as u8 + 1; PAGE_SIZE as usize])
@@ -229,11 +243,67 @@ mod tests {
         }
     }
 
+    /// `Cpus_allowed_list` of `/proc/self/task/<tid>` (or `thread-self`).
+    fn cpus_of(task: &str) -> String {
+        let status = std::fs::read_to_string(format!("{task}/status")).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap_or_default()
+            .trim()
+            .to_string()
+    }
+
+    #[test]
+    fn writers_started_by_a_pinned_thread_run_on_its_cpus_from_before() {
+        let before = cpus_of("/proc/thread-self");
+        let pin = sys::CpuPin::near_me(&[]);
+        if cpus_of("/proc/thread-self") == before {
+            eprintln!("SKIP writers_started_by_a_pinned_thread_...: one CPU only");
+            return;
+        }
+        let pages = INLINE_BYTES / PAGE_SIZE as usize + 64;
+        let mut area = vec![0u8; pages * PAGE_SIZE as usize];
+        let base = area.as_mut_ptr() as u64;
+        let mut w = PageWriters::start(sinks_of_this_process(), pin.before_me()).unwrap();
+        for i in 0..pages {
+            let addr = base + i as u64 * PAGE_SIZE;
+            w.write(addr, vec![1; PAGE_SIZE as usize]).unwrap();
+        }
+        // Every page writer of this process (other tests' too, which no
+        // pin holds) runs where this thread could before its pin.
+        let writers = || {
+            std::fs::read_dir("/proc/self/task")
+                .unwrap()
+                .flatten()
+                .map(|e| e.path().display().to_string())
+                .filter(|t| {
+                    std::fs::read_to_string(format!("{t}/comm"))
+                        .is_ok_and(|c| c.trim() == "page-writer")
+                })
+                .map(|t| cpus_of(&t))
+                .collect::<Vec<_>>()
+        };
+        let t0 = std::time::Instant::now();
+        let mut seen = writers();
+        while seen.iter().any(|c| *c != before) && t0.elapsed().as_secs() < 5 {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+            seen = writers();
+        }
+        assert!(seen.len() >= WRITERS, "writers: {seen:?}");
+        assert!(
+            seen.iter().all(|c| *c == before),
+            "writers on {seen:?}, the pinned thread had {before}"
+        );
+        w.finish().unwrap();
+        assert!(area.iter().all(|&b| b == 1));
+    }
+
     #[test]
     fn a_failed_write_is_reported() {
         // Below `vm.mmap_min_addr`: nothing is ever mapped there.
         let hole = PAGE_SIZE;
-        let mut w = PageWriters::start(sinks_of_this_process()).unwrap();
+        let mut w = PageWriters::start(sinks_of_this_process(), None).unwrap();
         // Inline, then from the threads.
         assert!(w.write(hole, vec![1; PAGE_SIZE as usize]).is_err());
         w.inline_left = 0;

@@ -2,6 +2,7 @@
 //! arrive or faults ask for them, with the source watched.
 
 use super::*;
+use crate::host::sys::AffinityWords;
 use crate::postcopy::content::Received;
 use std::sync::{mpsc, Mutex};
 
@@ -11,8 +12,9 @@ use std::sync::{mpsc, Mutex};
 const PUSH_QUEUE: usize = 4;
 /// Threads installing pushed pages. Two made the 2 GiB post-copy's total
 /// 9% shorter on a 2-vCPU VM but doubled the p99 of the workload's page
-/// writes during it (both vCPUs busy with installs when its faults'
-/// threads woke), and its downtime grew (README, 2026-12-05): one for now.
+/// writes during it, and its downtime grew (README, 2026-12-05): one for
+/// now. (Measured while every post-copy thread here was held on one CPU,
+/// inheriting the restore's pin, since let go.)
 const PUSH_INSTALLERS: usize = 1;
 
 /// After the resume, the only reader of the control lane: skips the
@@ -220,7 +222,7 @@ impl Receiving<'_, '_, '_> {
             None => None,
         };
         let threads = match &handler {
-            Some(h) => spawn_fault_threads(h, local, &demand, &bulk)?,
+            Some(h) => spawn_fault_threads(h, local, (&demand, &bulk), r.unpinned_cpus())?,
             None => Vec::new(),
         };
         let deputy_pidfd = r.pidfd().try_clone().map_err(FrameError::Io)?;
@@ -431,19 +433,24 @@ impl LiveNetwork {
 /// pre-copied pages installed in the background, one reader for each page
 /// lane (the demand lane's installs what it reads), and the installers of
 /// the pushed pages, in the background.
+///
+/// They are started before the resume, by the thread the restore pins to
+/// one CPU for ptrace: each first takes back the CPUs that thread had
+/// (`cpus`), as they drive no ptrace.
 pub(super) fn spawn_fault_threads(
     h: &Arc<FaultHandler>,
     local: Option<Arc<LocalPages>>,
-    demand: &PeerStream,
-    bulk: &PeerStream,
+    (demand, bulk): (&PeerStream, &PeerStream),
+    cpus: Option<AffinityWords>,
 ) -> Result<Vec<std::thread::JoinHandle<()>>, DestError> {
+    use crate::postcopy::spawn_on;
     let mut threads = Vec::new();
     let h1 = h.clone();
-    threads.push(crate::postcopy::spawn_named("fault-loop", move || h1.run()));
+    threads.push(spawn_on("fault-loop", cpus, move || h1.run()));
     if let Some(local) = local {
         // Pre-copied pages go in from here, in the background.
         let h3 = h.clone();
-        threads.push(crate::postcopy::spawn_named("local-install", move || {
+        threads.push(spawn_on("local-install", cpus, move || {
             h3.install_local(&local)
         }));
     }
@@ -455,7 +462,7 @@ pub(super) fn spawn_fault_threads(
     let queued = Arc::new(Mutex::new(queued));
     for _ in 0..PUSH_INSTALLERS {
         let (h4, queued) = (h.clone(), queued.clone());
-        threads.push(crate::postcopy::spawn_named("push-install", move || {
+        threads.push(spawn_on("push-install", cpus, move || {
             let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
             loop {
                 let next = queued.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -495,7 +502,7 @@ pub(super) fn spawn_fault_threads(
         } else {
             "demand-read"
         };
-        threads.push(crate::postcopy::spawn_named(name, move || {
+        threads.push(spawn_on(name, cpus, move || {
             if lane == "bulk" {
                 let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
             }

@@ -227,7 +227,9 @@ impl TreeSession<'_, '_, '_> {
             Some(Arc::new(h.map_err(FrameError::Io)?))
         };
         let threads = match &handler {
-            Some(h) => spawn_fault_threads(h, None, demand, bulk)?,
+            // The first member's restorer pinned this thread first: its
+            // CPUs from before any pin.
+            Some(h) => spawn_fault_threads(h, None, (demand, bulk), built[0].r.unpinned_cpus())?,
             None => Vec::new(),
         };
         let keepers: Vec<Keeper> = built.iter_mut().filter_map(|m| m.keeper.take()).collect();
