@@ -10,11 +10,11 @@ use std::sync::{mpsc, Mutex};
 /// at the push's 64-page frames (a frame is at most
 /// [`frame::MAX_PAGES_PER_FRAME`] pages).
 const PUSH_QUEUE: usize = 4;
-/// Threads installing pushed pages. Two made the 2 GiB post-copy's total
-/// 9% shorter on a 2-vCPU VM but doubled the p99 of the workload's page
-/// writes during it, and its downtime grew (README, 2026-12-05): one for
-/// now. (Measured while every post-copy thread here was held on one CPU,
-/// inheriting the restore's pin, since let go.)
+/// Threads installing pushed pages. Two make the 2 GiB post-copy's total
+/// shorter on a 2-vCPU VM (2.97 against 3.50 s) but the workload's faults
+/// and page writes during it slower, and its downtime longer (README,
+/// 2026-12-05, measured twice: with the post-copy threads held on one CPU
+/// and with them free): one.
 const PUSH_INSTALLERS: usize = 1;
 
 /// After the resume, the only reader of the control lane: skips the
