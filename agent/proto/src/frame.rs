@@ -8,8 +8,8 @@
 //! `Control` payloads are postcard-encoded [`crate::msg`] values; `Pages`
 //! payloads are a [`PagesHeader`] followed by raw page bytes, so page data
 //! never goes through serde; a `Zeros` payload is a [`PagesHeader`] alone,
-//! for pages whose every byte is zero. Every length is bounded before anything is
-//! allocated.
+//! for pages whose every byte is zero. Every length is bounded before
+//! anything is allocated.
 
 use std::io::{self, IoSlice, Read, Write};
 
@@ -122,6 +122,18 @@ impl PagesHeader {
         b
     }
 
+    /// Reads one from `r`.
+    fn read(r: &mut impl Read) -> io::Result<PagesHeader> {
+        let mut b = [0u8; Self::LEN];
+        r.read_exact(&mut b)?;
+        Ok(Self::decode(&b))
+    }
+
+    /// A run of 1 to [`MAX_PAGES_PER_FRAME`] pages from an aligned address.
+    fn is_run(&self) -> bool {
+        (1..=MAX_PAGES_PER_FRAME).contains(&self.npages) && self.addr.is_multiple_of(PAGE_SIZE)
+    }
+
     fn decode(b: &[u8; Self::LEN]) -> PagesHeader {
         let mut a = [0u8; 8];
         a.copy_from_slice(&b[..8]);
@@ -230,10 +242,10 @@ pub fn write_pages(w: &mut impl Write, addr: u64, data: &[u8]) -> Result<(), Fra
 /// Writes one `Zeros` frame: `npages` pages (1 to [`MAX_PAGES_PER_FRAME`])
 /// at `addr` whose every byte is zero.
 pub fn write_zeros(w: &mut impl Write, addr: u64, npages: u32) -> Result<(), FrameError> {
-    if npages == 0 || npages > MAX_PAGES_PER_FRAME || !addr.is_multiple_of(PAGE_SIZE) {
+    let hdr = PagesHeader { addr, npages };
+    if !hdr.is_run() {
         return Err(FrameError::BadPages("no pages, too many or unaligned"));
     }
-    let hdr = PagesHeader { addr, npages };
     let mut out = header(Kind::Zeros, PagesHeader::LEN as u64).to_vec();
     out.extend_from_slice(&hdr.encode());
     w.write_all(&out)?;
@@ -301,9 +313,7 @@ fn read_frame_within(r: &mut impl Read, control_limit: u64) -> Result<Frame, Fra
             if len < PagesHeader::LEN as u64 {
                 return Err(FrameError::BadPages("shorter than its header"));
             }
-            let mut hb = [0u8; PagesHeader::LEN];
-            r.read_exact(&mut hb)?;
-            let hdr = PagesHeader::decode(&hb);
+            let hdr = PagesHeader::read(r)?;
             let data_len = len - PagesHeader::LEN as u64;
             if hdr.npages > MAX_PAGES_PER_FRAME
                 || u64::from(hdr.npages) * PAGE_SIZE != data_len
@@ -325,13 +335,8 @@ fn read_frame_within(r: &mut impl Read, control_limit: u64) -> Result<Frame, Fra
             if len < PagesHeader::LEN as u64 {
                 return Err(FrameError::BadPages("shorter than its header"));
             }
-            let mut hb = [0u8; PagesHeader::LEN];
-            r.read_exact(&mut hb)?;
-            let hdr = PagesHeader::decode(&hb);
-            if hdr.npages == 0
-                || hdr.npages > MAX_PAGES_PER_FRAME
-                || !hdr.addr.is_multiple_of(PAGE_SIZE)
-            {
+            let hdr = PagesHeader::read(r)?;
+            if !hdr.is_run() {
                 return Err(FrameError::BadPages("bad compressed page header"));
             }
             let mut packed = vec![0u8; (len - PagesHeader::LEN as u64) as usize];
@@ -348,13 +353,8 @@ fn read_frame_within(r: &mut impl Read, control_limit: u64) -> Result<Frame, Fra
             if len != PagesHeader::LEN as u64 {
                 return Err(FrameError::BadPages("zero pages with a payload"));
             }
-            let mut hb = [0u8; PagesHeader::LEN];
-            r.read_exact(&mut hb)?;
-            let hdr = PagesHeader::decode(&hb);
-            if hdr.npages == 0
-                || hdr.npages > MAX_PAGES_PER_FRAME
-                || !hdr.addr.is_multiple_of(PAGE_SIZE)
-            {
+            let hdr = PagesHeader::read(r)?;
+            if !hdr.is_run() {
                 return Err(FrameError::BadPages("bad zero page header"));
             }
             Ok(Frame::Zeros(hdr))

@@ -117,46 +117,23 @@ pub enum Install {
 /// Copies `data` to `dst` in the registered mm and wakes waiters.
 /// `EEXIST` counts as done, page by page.
 pub fn copy(fd: &OwnedFd, dst: u64, data: &[u8]) -> io::Result<Install> {
-    let mut off = 0usize;
-    while off < data.len() {
+    fill(fd, dst, data.len() as u64, |off| {
         let mut c = k::uffdio_copy {
-            dst: dst + off as u64,
-            src: data[off..].as_ptr() as u64,
-            len: (data.len() - off) as u64,
+            dst: dst + off,
+            src: data[off as usize..].as_ptr() as u64,
+            len: data.len() as u64 - off,
             mode: 0,
             copy: 0,
         };
-        match ioctl(fd, nr::UFFDIO_COPY, &mut c) {
-            Ok(()) => return Ok(Install::Done),
-            Err(e) => {
-                let copied = usize::try_from(c.copy.max(0)).unwrap_or(0);
-                match e.raw_os_error() {
-                    Some(libc::EEXIST) => {
-                        // The page after the copied part is already there:
-                        // wake its waiters and go on past it.
-                        wake(fd, dst + (off + copied) as u64, 4096)?;
-                        off += copied + 4096;
-                    }
-                    Some(libc::EAGAIN) | Some(libc::ENOENT) if copied > 0 => {
-                        off += copied;
-                    }
-                    Some(libc::EAGAIN) => return Ok(Install::Retry),
-                    Some(libc::ENOENT) => return Ok(Install::Missing),
-                    Some(libc::ESRCH) => return Ok(Install::Gone),
-                    _ => return Err(e),
-                }
-            }
-        }
-    }
-    Ok(Install::Done)
+        (ioctl(fd, nr::UFFDIO_COPY, &mut c), c.copy)
+    })
 }
 
 /// Maps zero pages at `[start, start+len)` and wakes waiters. Pages
 /// already there are left as they are (their waiters woken), as
 /// [`copy`] does.
 pub fn zeropage(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Install> {
-    let mut off = 0u64;
-    while off < len {
+    fill(fd, start, len, |off| {
         let mut z = k::uffdio_zeropage {
             range: k::uffdio_range {
                 start: start + off,
@@ -165,22 +142,38 @@ pub fn zeropage(fd: &OwnedFd, start: u64, len: u64) -> io::Result<Install> {
             mode: 0,
             zeropage: 0,
         };
-        match ioctl(fd, nr::UFFDIO_ZEROPAGE, &mut z) {
-            Ok(()) => return Ok(Install::Done),
-            Err(e) => {
-                let done = u64::try_from(z.zeropage.max(0)).unwrap_or(0);
-                match e.raw_os_error() {
-                    Some(libc::EEXIST) => {
-                        wake(fd, start + off + done, 4096)?;
-                        off += done + 4096;
-                    }
-                    Some(libc::EAGAIN) | Some(libc::ENOENT) if done > 0 => off += done,
-                    Some(libc::EAGAIN) => return Ok(Install::Retry),
-                    Some(libc::ENOENT) => return Ok(Install::Missing),
-                    Some(libc::ESRCH) => return Ok(Install::Gone),
-                    _ => return Err(e),
-                }
+        (ioctl(fd, nr::UFFDIO_ZEROPAGE, &mut z), z.zeropage)
+    })
+}
+
+/// Fills `[dst, dst+len)` by `attempt(off)` (one ioctl from `off` on: its
+/// result and the bytes it filled, as the kernel reports them), going on
+/// after a partial fill and past a page already there (its waiters woken).
+fn fill(
+    fd: &OwnedFd,
+    dst: u64,
+    len: u64,
+    mut attempt: impl FnMut(u64) -> (io::Result<()>, i64),
+) -> io::Result<Install> {
+    let mut off = 0u64;
+    while off < len {
+        let (result, filled) = attempt(off);
+        let Err(e) = result else {
+            return Ok(Install::Done);
+        };
+        let filled = u64::try_from(filled.max(0)).unwrap_or(0);
+        match e.raw_os_error() {
+            Some(libc::EEXIST) => {
+                // The page after the filled part is already there: wake
+                // its waiters and go on past it.
+                wake(fd, dst + off + filled, 4096)?;
+                off += filled + 4096;
             }
+            Some(libc::EAGAIN) | Some(libc::ENOENT) if filled > 0 => off += filled,
+            Some(libc::EAGAIN) => return Ok(Install::Retry),
+            Some(libc::ENOENT) => return Ok(Install::Missing),
+            Some(libc::ESRCH) => return Ok(Install::Gone),
+            _ => return Err(e),
         }
     }
     Ok(Install::Done)

@@ -75,36 +75,32 @@ impl<'a> From<&'a Vec<u8>> for Content<'a> {
 pub struct Received {
     /// First page's address in the source's space.
     pub addr: u64,
-    /// The bytes; `None` for zeros.
-    bytes: Option<Vec<u8>>,
-    /// How many pages.
-    pages: u64,
+    body: Body,
+}
+
+#[derive(Debug)]
+enum Body {
+    Bytes(Vec<u8>),
+    Zeros(u64),
 }
 
 impl Received {
-    /// The pages of a `Pages` or `Zeros` frame; `None` for a control
-    /// message.
+    /// The pages of a `Pages` or `Zeros` frame; any other frame is
+    /// handed back.
     pub fn of(f: Frame) -> Result<Received, Frame> {
-        match f {
-            Frame::Pages(h, data) => Ok(Received {
-                addr: h.addr,
-                pages: u64::from(h.npages),
-                bytes: Some(data),
-            }),
-            Frame::Zeros(h) => Ok(Received {
-                addr: h.addr,
-                pages: u64::from(h.npages),
-                bytes: None,
-            }),
-            other => Err(other),
-        }
+        let (addr, body) = match f {
+            Frame::Pages(h, data) => (h.addr, Body::Bytes(data)),
+            Frame::Zeros(h) => (h.addr, Body::Zeros(u64::from(h.npages))),
+            other => return Err(other),
+        };
+        Ok(Received { addr, body })
     }
 
     /// What the pages read as.
     pub fn content(&self) -> Content<'_> {
-        match &self.bytes {
-            Some(b) => Content::Bytes(b),
-            None => Content::Zeros(self.pages),
+        match &self.body {
+            Body::Bytes(b) => Content::Bytes(b),
+            Body::Zeros(n) => Content::Zeros(*n),
         }
     }
 }

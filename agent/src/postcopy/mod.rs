@@ -37,9 +37,7 @@ where
     T: Send + 'static,
 {
     spawn_named(name, move || {
-        if let Some(cpus) = cpus {
-            let _ = crate::host::sys::set_affinity_words(0, &cpus);
-        }
+        crate::host::sys::take_cpus(cpus.as_ref());
         f()
     })
 }

@@ -32,6 +32,15 @@ pub fn set_affinity_words(tid: i32, words: &AffinityWords) -> io::Result<()> {
     set_affinity(tid, &set)
 }
 
+/// Sets the calling thread's CPU affinity to `cpus`, if given (a thread
+/// started by one held by a [`CpuPin`] takes back what its creator had);
+/// best effort: the thread runs either way.
+pub fn take_cpus(cpus: Option<&AffinityWords>) {
+    if let Some(cpus) = cpus {
+        let _ = set_affinity_words(0, cpus);
+    }
+}
+
 /// A task's CPU affinity (`sched_getaffinity`).
 fn affinity(tid: i32) -> io::Result<libc::cpu_set_t> {
     // SAFETY: cpu_set_t is plain data, for which all zeroes is the empty set.

@@ -119,9 +119,7 @@ impl PageWriters {
             let t = std::thread::Builder::new()
                 .name("page-writer".into())
                 .spawn(move || {
-                    if let Some(cpus) = cpus {
-                        let _ = sys::set_affinity_words(0, &cpus);
-                    }
+                    sys::take_cpus(cpus.as_ref());
                     write_until_closed(&sink, &rx, &failed)
                 })
                 .map_err(|source| RestoreError::Sys {

@@ -449,13 +449,7 @@ impl Receiving<'_, '_, '_> {
             loop {
                 match frame::read_frame(ctl)? {
                     Frame::Pages(h, data) => writers.write(h.addr, data)?,
-                    // Marks are for post-copy's lanes only.
-                    Frame::Zeros(_) => {
-                        return Err(DestError::Unexpected {
-                            expected: "pages",
-                            got: "zero-page marks".into(),
-                        })
-                    }
+                    Frame::Zeros(_) => return Err(marks_in_the_freeze()),
                     Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                         SourceMsg::ShippedData(data) => shipped.write(&data)?,
                         SourceMsg::EagerDone => break,
@@ -577,6 +571,15 @@ fn memory_pages() -> Option<u64> {
         .parse()
         .ok()?;
     Some(kib * 1024 / PAGE_SIZE)
+}
+
+/// Zero-page marks where pages come whole (in the freeze): marks are for
+/// post-copy's lanes only.
+fn marks_in_the_freeze() -> DestError {
+    DestError::Unexpected {
+        expected: "pages",
+        got: "zero-page marks".into(),
+    }
 }
 
 /// Pre-copy rounds, if any (their pages kept in `store`), then the core:

@@ -421,13 +421,7 @@ fn receive_member_pages(
     loop {
         match frame::read_frame(ctl)? {
             Frame::Pages(h, data) => writers.write(h.addr, data)?,
-            // Marks are for post-copy's lanes only.
-            Frame::Zeros(_) => {
-                return Err(DestError::Unexpected {
-                    expected: "pages",
-                    got: "zero-page marks".into(),
-                })
-            }
+            Frame::Zeros(_) => return Err(marks_in_the_freeze()),
             Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
                 SourceMsg::MemberDone(i) if i as usize == index => return Ok(writers.finish()?),
                 SourceMsg::Abort(why) => return Err(DestError::SourceAborted(why)),
