@@ -257,8 +257,11 @@ impl Read for &PeerStream {
                     } = &mut *rx;
                     let record = &cipher[s + 2..s + 2 + len];
                     let clear = len - TAG_LEN;
-                    // Straight into the caller's buffer when it has room.
-                    let direct = buf.len() >= clear;
+                    // Straight into the caller's buffer when it has room
+                    // for the record with its tag (the cipher opens it in
+                    // place there; with less it would copy the record into
+                    // a buffer of its own first).
+                    let direct = buf.len() >= len;
                     let opened = if direct {
                         ch.state.read_message(*nonce, record, buf)
                     } else {
