@@ -5,3 +5,4 @@ pub mod handshakes;
 pub mod peer;
 pub mod relay;
 pub mod secure;
+pub mod spares;

@@ -96,6 +96,14 @@ impl Received {
         Ok(Received { addr, body })
     }
 
+    /// The bytes' buffer, to be used again (none for zeros).
+    pub fn into_bytes(self) -> Option<Vec<u8>> {
+        match self.body {
+            Body::Bytes(b) => Some(b),
+            Body::Zeros(_) => None,
+        }
+    }
+
     /// What the pages read as.
     pub fn content(&self) -> Content<'_> {
         match &self.body {

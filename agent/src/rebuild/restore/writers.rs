@@ -12,6 +12,7 @@ use std::thread::JoinHandle;
 use migrate_inject::RemoteMem;
 
 use crate::host::sys::{self, AffinityWords};
+use crate::net::spares::Spares;
 
 use super::{step, RestoreError};
 
@@ -87,6 +88,8 @@ pub struct PageWriters {
     tx: Option<SyncSender<(u64, Vec<u8>)>>,
     threads: Vec<JoinHandle<Result<(), RestoreError>>>,
     failed: Arc<AtomicBool>,
+    /// Buffers written, for the next batches to be read into.
+    spares: Arc<Spares>,
     /// The CPUs the writers run on (the receiving thread is pinned to one
     /// for ptrace, and they would inherit it); `None`: as they inherit.
     cpus: Option<AffinityWords>,
@@ -105,6 +108,8 @@ impl PageWriters {
             tx: None,
             threads: Vec::new(),
             failed: Arc::new(AtomicBool::new(false)),
+            // As many as can be held: queued, being written, being read.
+            spares: Arc::new(Spares::new(QUEUED + WRITERS + 1)),
             cpus,
         })
     }
@@ -116,11 +121,12 @@ impl PageWriters {
         self.tx = Some(tx);
         for sink in std::mem::take(&mut self.sinks) {
             let (rx, failed, cpus) = (rx.clone(), self.failed.clone(), self.cpus);
+            let spares = self.spares.clone();
             let t = std::thread::Builder::new()
                 .name("page-writer".into())
                 .spawn(move || {
                     sys::take_cpus(cpus.as_ref());
-                    write_until_closed(&sink, &rx, &failed)
+                    write_until_closed(&sink, &rx, &failed, &spares)
                 })
                 .map_err(|source| RestoreError::Sys {
                     step: "starting a page writer",
@@ -129,6 +135,13 @@ impl PageWriters {
             self.threads.push(t);
         }
         Ok(())
+    }
+
+    /// A buffer for the next batch to be read into (one written before,
+    /// handed back by its writer, or an empty one):
+    /// [`migrate_proto::frame::read_frame_into`].
+    pub fn spare(&self) -> Vec<u8> {
+        self.spares.take()
     }
 
     /// Hands `data`, pages at `addr`, to a writer; waits while every
@@ -142,7 +155,9 @@ impl PageWriters {
                 .filter(|_| data.len() <= self.inline_left)
             {
                 self.inline_left -= data.len();
-                return sink.write(addr, &data);
+                sink.write(addr, &data)?;
+                self.spares.give(data);
+                return Ok(());
             }
             self.start_threads()?;
         }
@@ -190,6 +205,7 @@ fn write_until_closed(
     sink: &PageSink,
     rx: &Mutex<Receiver<(u64, Vec<u8>)>>,
     failed: &AtomicBool,
+    spares: &Spares,
 ) -> Result<(), RestoreError> {
     loop {
         let next = rx.lock().unwrap_or_else(|e| e.into_inner()).recv();
@@ -203,6 +219,7 @@ fn write_until_closed(
             failed.store(true, Ordering::Release);
             return Err(e);
         }
+        spares.give(data);
     }
 }
 
@@ -229,11 +246,21 @@ mod tests {
         let mut area = vec![0u8; pages * PAGE_SIZE as usize];
         let base = area.as_mut_ptr() as u64;
         let mut w = PageWriters::start(sinks_of_this_process(), None).unwrap();
+        // Each batch in a buffer handed back from one written before, as
+        // the receiving thread reads them.
+        let mut reused = 0;
         for i in 0..pages {
             let addr = base + i as u64 * PAGE_SIZE;
-            w.write(addr, vec![(i % 251) as u8 + 1; PAGE_SIZE as usize])
-                .unwrap();
+            let mut batch = w.spare();
+            reused += usize::from(batch.capacity() > 0);
+            batch.resize(PAGE_SIZE as usize, 0);
+            batch.fill((i % 251) as u8 + 1);
+            w.write(addr, batch).unwrap();
         }
+        assert!(
+            reused >= INLINE_BYTES / PAGE_SIZE as usize - 1,
+            "{reused} buffers used again"
+        );
         assert_eq!(w.threads.len(), WRITERS);
         w.finish().unwrap();
         for (i, page) in area.chunks(PAGE_SIZE as usize).enumerate() {

@@ -3,6 +3,7 @@
 
 use super::*;
 use crate::host::sys::AffinityWords;
+use crate::net::spares::Spares;
 use crate::postcopy::content::Received;
 use std::sync::{mpsc, Mutex};
 
@@ -458,22 +459,35 @@ pub(super) fn spawn_fault_threads(
     // (see `PUSH_INSTALLERS`): the push's reader takes the next frame off
     // the lane (and opens it) while the installers take the last ones. The
     // demand lane and the fault loop come first.
+    // The frames' buffers go back to the reader once installed: as many
+    // as can be in flight (queued, being installed, being read).
     let (queue, queued) = mpsc::sync_channel::<Received>(PUSH_QUEUE);
     let queued = Arc::new(Mutex::new(queued));
+    let spares = Arc::new(Spares::new(PUSH_QUEUE + PUSH_INSTALLERS + 1));
     for _ in 0..PUSH_INSTALLERS {
-        let (h4, queued) = (h.clone(), queued.clone());
+        let (h4, queued, spares) = (h.clone(), queued.clone(), spares.clone());
         threads.push(spawn_on("push-install", cpus, move || {
             let _ = crate::host::sys::set_thread_nice(crate::net::peer::BULK_NICE);
             loop {
                 let next = queued.lock().unwrap_or_else(|e| e.into_inner()).recv();
                 let Ok(pages) = next else { return };
                 h4.install_background(pages.addr, pages.content());
+                if let Some(buf) = pages.into_bytes() {
+                    spares.give(buf);
+                }
             }
         }));
     }
     let h5 = h.clone();
+    // The demand lane's reader installs what it read itself, into one
+    // buffer used again.
+    let demand_spares = Arc::new(Spares::new(1));
+    let given_back = demand_spares.clone();
     let demand_install: Install = Box::new(move |pages| {
         h5.install(pages.addr, pages.content());
+        if let Some(buf) = pages.into_bytes() {
+            given_back.give(buf);
+        }
         true
     });
     // Fails only if the installers are gone (they end when the queue's
@@ -481,21 +495,23 @@ pub(super) fn spawn_fault_threads(
     let push_install: Install = Box::new(move |pages| queue.send(pages).is_ok());
     type Install = Box<dyn FnMut(Received) -> bool + Send>;
     type Failpoint = fn() -> Result<(), failpoints::Injected>;
-    let lanes: [(&str, PeerStream, Install, Failpoint); 2] = [
+    let lanes: [(&str, PeerStream, Install, Failpoint, Arc<Spares>); 2] = [
         (
             "demand",
             demand.try_clone().map_err(FrameError::Io)?,
             demand_install,
             || failpoints::hit("dest.demand"),
+            demand_spares,
         ),
         (
             "bulk",
             bulk.try_clone().map_err(FrameError::Io)?,
             push_install,
             || failpoints::hit("dest.push"),
+            spares,
         ),
     ];
-    for (lane, mut s, mut install, failpoint) in lanes {
+    for (lane, mut s, mut install, failpoint, spares) in lanes {
         let h2 = h.clone();
         let name = if lane == "bulk" {
             "push-read"
@@ -508,7 +524,7 @@ pub(super) fn spawn_fault_threads(
             }
             let mut pushed = false;
             loop {
-                match frame::read_frame(&mut s).map(Received::of) {
+                match frame::read_frame_into(&mut s, spares.take()).map(Received::of) {
                     Ok(Ok(_)) if failpoint().is_err() => {
                         h2.end(Outcome::Failed(format!("lost the source ({lane} lane)")));
                         return;

@@ -419,7 +419,7 @@ fn receive_member_pages(
 ) -> Result<(), DestError> {
     let mut writers = r.page_writers()?;
     loop {
-        match frame::read_frame(ctl)? {
+        match frame::read_frame_into(ctl, writers.spare())? {
             Frame::Pages(h, data) => writers.write(h.addr, data)?,
             Frame::Zeros(_) => return Err(marks_in_the_freeze()),
             Frame::Control(body) => match seq.open::<SourceMsg>(&body)? {
