@@ -180,19 +180,35 @@ impl Write for &PeerStream {
         if tx.broken {
             return Err(broken());
         }
-        let Sealer { nonce, out, .. } = &mut *tx;
-        out.clear();
+        let Sealer {
+            nonce,
+            out,
+            broken: bad,
+        } = &mut *tx;
+        // Records are sealed over what the last write left in `out`, the
+        // first `used` bytes sent: it only grows (zeroed only where it
+        // does), as clearing it for each write cost the sender of a page
+        // stream 7% of its time.
+        let mut used = 0;
         let mut taken = 0;
         for part in parts {
             let take = part.len().min(WRITE_BATCH - taken);
             for chunk in part[..take].chunks(MAX_PLAIN) {
-                let at = out.len();
-                out.resize(at + 2 + chunk.len() + TAG_LEN, 0);
-                let n = ch
-                    .state
-                    .write_message(*nonce, chunk, &mut out[at + 2..])
-                    .map_err(|e| io::Error::other(format!("noise: {e}")))?;
+                let at = used;
+                let end = at + 2 + chunk.len() + TAG_LEN;
+                if out.len() < end {
+                    out.resize(end, 0);
+                }
+                // Records sealed before it took nonces: the link is done.
+                let n = match ch.state.write_message(*nonce, chunk, &mut out[at + 2..end]) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        *bad = true;
+                        return Err(io::Error::other(format!("noise: {e}")));
+                    }
+                };
                 out[at..at + 2].copy_from_slice(&(n as u16).to_be_bytes());
+                used = at + 2 + n;
                 *nonce += 1;
             }
             taken += take;
@@ -205,8 +221,8 @@ impl Write for &PeerStream {
         }
         // A partial record on the wire cannot be taken back: the link is
         // unusable after a failed write.
-        if let Err(e) = (&self.tcp).write_all(out) {
-            tx.broken = true;
+        if let Err(e) = (&self.tcp).write_all(&out[..used]) {
+            *bad = true;
             return Err(e);
         }
         Ok(taken)
