@@ -458,9 +458,9 @@ pub(super) fn spawn_fault_threads(
     // Pushed pages go in in the background, from threads of their own
     // (see `PUSH_INSTALLERS`): the push's reader takes the next frame off
     // the lane (and opens it) while the installers take the last ones. The
-    // demand lane and the fault loop come first.
-    // The frames' buffers go back to the reader once installed: as many
-    // as can be in flight (queued, being installed, being read).
+    // demand lane and the fault loop come first. The frames' buffers go
+    // back to the reader once installed: as many are kept as can be in
+    // flight (queued, being installed, being read).
     let (queue, queued) = mpsc::sync_channel::<Received>(PUSH_QUEUE);
     let queued = Arc::new(Mutex::new(queued));
     let spares = Arc::new(Spares::new(PUSH_QUEUE + PUSH_INSTALLERS + 1));
